@@ -1,0 +1,1 @@
+"""Pforte's broker: the control plane (directory login, TOTP, placement, tickets, portal)."""

@@ -1,0 +1,129 @@
+"""The ``pforte`` command: one CLI for every process and tool.
+
+Subcommands import their modules lazily, so ``pforte gateway`` on a DMZ host needs neither ldap3
+nor a database driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import main
+    main(args.state_dir, args.host, args.portal_port, args.gateway_port, args.facts,
+         use_uvloop=args.loop == "uvloop")
+    return 0
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from gateway import runtime
+
+    from .config import load_config
+    from .service import Broker
+    from .store import Store
+    from .web import create_app
+
+    config = load_config(args.config)
+    host, port = config.listen
+
+    async def main() -> None:
+        broker = Broker(config, Store(config.state_dir / "pforte.db"))
+        await runtime.serve([(create_app(broker), host, port)], on_started=lambda bound:
+                            logging.getLogger("pforte").info("broker listening on %s:%s",
+                                                             *bound[0]))
+    runtime.run(main, use_uvloop=args.loop == "uvloop")
+    return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from gateway.server import run
+    run(args.config, use_uvloop=args.loop == "uvloop")
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from .config import load_config
+    config = load_config(args.config)
+    pools = sum(len(t.pools) for t in config.tenants)
+    hosts = sum(len(t.hosts) for t in config.tenants)
+    print(f"{args.config}: OK ({len(config.tenants)} tenants, {pools} pools, {hosts} hosts)")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .keys import generate_keys
+    for path in generate_keys(Path(args.directory)):
+        print(f"created {path}")
+    return 0
+
+
+def _totp(args: argparse.Namespace) -> int:
+    from .mfa import current_code
+    print(current_code(args.secret, time.time()))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pforte", description="Pforte: session broker and "
+                                "connection gateway for virtual desktops.")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def serving(name: str, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop",
+                        help="event loop (default uvloop)")
+        return sp
+
+    d = serving("demo", "run a complete demo installation on this machine")
+    d.add_argument("--state-dir", help="keep state here (default: a temporary directory)")
+    d.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    d.add_argument("--portal-port", type=int, default=8080, help="portal port (0: any free)")
+    d.add_argument("--gateway-port", type=int, default=8081, help="gateway port (0: any free)")
+    d.add_argument("--facts", help="write the demo facts JSON here (default STATE/demo.json)")
+    d.set_defaults(func=_demo)
+
+    b = serving("broker", "run the broker (portal and API)")
+    b.add_argument("--config", required=True, help="pforte.toml")
+    b.set_defaults(func=_broker)
+
+    g = serving("gateway", "run a gateway (reads only the [gateway] table)")
+    g.add_argument("--config", required=True, help="a TOML file with a [gateway] table")
+    g.set_defaults(func=_gateway)
+
+    c = sub.add_parser("check-config", help="check a config file and exit")
+    c.add_argument("config")
+    c.set_defaults(func=_check_config)
+
+    k = sub.add_parser("keys", help="create missing key files in a directory")
+    k.add_argument("directory")
+    k.set_defaults(func=_keys)
+
+    t = sub.add_parser("totp", help="print the current one-time code for a secret (demo aid)")
+    t.add_argument("secret")
+    t.set_defaults(func=_totp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from gateway.errors import ConfigError
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"pforte: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

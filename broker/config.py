@@ -1,0 +1,237 @@
+"""The broker's configuration: one TOML file → frozen dataclasses, checked as a whole.
+
+Every mistake is reported with file, key and what was expected (:class:`gateway.errors.ConfigError`),
+and cross-references (a pool naming a host that does not exist) are checked before anything starts:
+the broker never runs half-configured. Secrets are named by file path and read here, once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.config import Section, load_toml, read_aes_key, read_secret
+from gateway.errors import ConfigError
+from gateway.ticket import MAX_LIFETIME
+
+PROTOCOLS = ("vnc", "rdp", "spice")
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+# Named defaults.
+DEFAULT_TICKET_LIFETIME = 30          # seconds
+DEFAULT_PENDING_TIMEOUT = 90          # seconds a seat is held for a ticket that was never used
+DEFAULT_DISCONNECTED_KEEP = 15 * 60   # seconds a disconnected session keeps its seat
+DEFAULT_LOGIN_LIFETIME = 8 * 3600     # seconds a portal login lasts
+DEFAULT_DIRECTORY_TIMEOUT = 3.0       # seconds to connect to / hear from a directory server
+DEFAULT_DIRECTORY_THREADS = 8         # concurrent directory operations per broker
+DEFAULT_GROUP_DEPTH = 8               # levels of nested groups resolved
+
+
+@dataclass(frozen=True)
+class DirectoryConfig:
+    servers: tuple[str, ...]          # ldap://host:port or ldaps://host:port, tried in order
+    base_dn: str
+    bind_dn: str
+    bind_password: str
+    login_attribute: str              # uid (OpenLDAP) or sAMAccountName (AD)
+    user_object_class: str
+    timeout: float
+    group_depth: int
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    id: str
+    address: str
+    port: int
+    protocol: str
+    seats: int
+    secret: bytes | None              # the desktop's VNC password; users never see it
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    id: str
+    name: str
+    group_dn: str                     # members (also nested) are entitled
+    hosts: tuple[str, ...]
+    disconnected_keep: int
+
+
+@dataclass(frozen=True)
+class TenantConfig:
+    id: str
+    name: str
+    domains: tuple[str, ...]          # login domains: user@domain
+    portal_hosts: tuple[str, ...]     # host names whose portal takes plain user names
+    directory: DirectoryConfig
+    pools: tuple[PoolConfig, ...]
+    hosts: tuple[HostConfig, ...]
+
+    def pool(self, pool_id: str) -> PoolConfig | None:
+        return next((p for p in self.pools if p.id == pool_id), None)
+
+    def host(self, host_id: str) -> HostConfig | None:
+        return next((h for h in self.hosts if h.id == host_id), None)
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    path: str
+    listen: tuple[str, int]
+    state_dir: Path
+    ticket_private_key: bytes         # PEM, Ed25519
+    credential_key: bytes             # AES-256 key shared with gateways
+    totp_key: bytes                   # AES-256 key for TOTP secrets at rest
+    report_token: bytes               # gateways authenticate their reports with it
+    gateway_url: str                  # the websocket URL clients use
+    gateway_audience: str
+    ticket_lifetime: int
+    pending_timeout: int
+    login_lifetime: int
+    directory_threads: int
+    tenants: tuple[TenantConfig, ...]
+
+    def tenant(self, tenant_id: str) -> TenantConfig | None:
+        return next((t for t in self.tenants if t.id == tenant_id), None)
+
+
+def load_config(path: str | Path) -> BrokerConfig:
+    """Read and check a broker config file.
+
+    Raises:
+        ConfigError: the first mistake found, with file, key and expectation.
+    """
+    root = load_toml(path)
+    b = root.table("broker")
+    cfg = BrokerConfig(
+        path=str(path),
+        listen=b.listen("listen"),
+        state_dir=_dir(b, "state_dir"),
+        ticket_private_key=read_secret(b.file("ticket_private_key_file")),
+        credential_key=read_aes_key(b, "credential_key_file"),
+        totp_key=read_aes_key(b, "totp_key_file"),
+        report_token=read_secret(b.file("report_token_file")),
+        gateway_url=_ws_url(b, "gateway_url"),
+        gateway_audience=b.str("gateway_audience"),
+        ticket_lifetime=b.int("ticket_lifetime", DEFAULT_TICKET_LIFETIME, minimum=1,
+                              maximum=MAX_LIFETIME),
+        pending_timeout=b.int("pending_timeout", DEFAULT_PENDING_TIMEOUT, minimum=10),
+        login_lifetime=b.int("login_lifetime", DEFAULT_LOGIN_LIFETIME, minimum=60),
+        directory_threads=b.int("directory_threads", DEFAULT_DIRECTORY_THREADS, minimum=1,
+                                maximum=256),
+        tenants=tuple(_tenant(t) for t in root.tables("tenants")),
+    )
+    b.done()
+    _check_unique(root, "tenants", [t.id for t in cfg.tenants])
+    domains = [d for t in cfg.tenants for d in t.domains]
+    _check_unique(root, "tenants[].domains", domains)
+    if "gateway" in root.data:
+        root.table("gateway")  # read by the gateway; accepted here
+    root.done()
+    return cfg
+
+
+def _dir(s: Section, name: str) -> Path:
+    raw = Path(s.str(name))
+    path = raw if raw.is_absolute() else Path(s.path).parent / raw
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise s.fail(name, f"expected a directory the broker can create ({exc.strerror})") from None
+    return path
+
+
+def _ws_url(s: Section, name: str) -> str:
+    url = s.str(name)
+    if not url.startswith(("ws://", "wss://")):
+        raise s.fail(name, f"expected a ws:// or wss:// URL, got {url!r}")
+    return url
+
+
+def _id(s: Section, name: str) -> str:
+    value = s.str(name)
+    if not _ID.match(value):
+        raise s.fail(name, "expected an id of lower-case letters, digits, '-' and '_'")
+    return value
+
+
+def _check_unique(s: Section, name: str, values: list[str]) -> None:
+    seen: set[str] = set()
+    for v in values:
+        if v in seen:
+            raise s.fail(name, f"expected unique values, but {v!r} appears twice")
+        seen.add(v)
+
+
+def _tenant(t: Section) -> TenantConfig:
+    tenant_id = _id(t, "id")
+    hosts = tuple(_host(h) for h in t.tables("hosts"))
+    _check_unique(t, "hosts", [h.id for h in hosts])
+    host_ids = {h.id for h in hosts}
+    pools = tuple(_pool(p, host_ids) for p in t.tables("pools"))
+    _check_unique(t, "pools", [p.id for p in pools])
+    cfg = TenantConfig(
+        id=tenant_id,
+        name=t.str("name"),
+        domains=tuple(d.lower() for d in t.str_list("domains")),
+        portal_hosts=tuple(h.lower() for h in t.str_list("portal_hosts", [], non_empty=False)),
+        directory=_directory(t.table("directory")),
+        pools=pools,
+        hosts=hosts,
+    )
+    t.done()
+    return cfg
+
+
+def _directory(d: Section) -> DirectoryConfig:
+    servers = d.str_list("servers")
+    for i, url in enumerate(servers):
+        if not url.startswith(("ldap://", "ldaps://")):
+            raise ConfigError(d.path, d.key(f"servers[{i}]"),
+                              f"expected an ldap:// or ldaps:// URL, got {url!r}")
+    cfg = DirectoryConfig(
+        servers=tuple(servers),
+        base_dn=d.str("base_dn"),
+        bind_dn=d.str("bind_dn"),
+        bind_password=read_secret(d.file("bind_password_file")).decode(),
+        login_attribute=d.str("login_attribute", "uid"),
+        user_object_class=d.str("user_object_class", "inetOrgPerson"),
+        timeout=d.float("timeout", DEFAULT_DIRECTORY_TIMEOUT, minimum=0.1),
+        group_depth=d.int("group_depth", DEFAULT_GROUP_DEPTH, minimum=1, maximum=32),
+    )
+    d.done()
+    return cfg
+
+
+def _host(h: Section) -> HostConfig:
+    host_id = _id(h, "id")
+    address = h.str("address")
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        raise h.fail("address", f"expected an IP address, got {address!r}") from None
+    protocol = h.str("protocol", "vnc")
+    if protocol not in PROTOCOLS:
+        raise h.fail("protocol", f"expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    secret = read_secret(h.file("secret_file")) if "secret_file" in h.data else None
+    cfg = HostConfig(id=host_id, address=address, port=h.int("port", minimum=1, maximum=65535),
+                     protocol=protocol, seats=h.int("seats", minimum=1), secret=secret)
+    h.done()
+    return cfg
+
+
+def _pool(p: Section, host_ids: set[str]) -> PoolConfig:
+    hosts = p.str_list("hosts")
+    for i, host in enumerate(hosts):
+        if host not in host_ids:
+            raise ConfigError(p.path, p.key(f"hosts[{i}]"),
+                              f"expected the id of a host of this tenant, got {host!r}")
+    cfg = PoolConfig(id=_id(p, "id"), name=p.str("name"), group_dn=p.str("group"),
+                     hosts=tuple(hosts),
+                     disconnected_keep=p.int("disconnected_keep", DEFAULT_DISCONNECTED_KEEP,
+                                             minimum=0))
+    p.done()
+    return cfg

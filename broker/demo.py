@@ -1,0 +1,204 @@
+"""``pforte demo``: a whole installation on one machine, with real parts.
+
+It starts a private OpenLDAP ``slapd`` seeded with the demo municipality (nested groups, one user
+who is not entitled, one who still has to enrol), two TigerVNC ``Xvnc`` desktops with their own
+background colours and passwords, and the broker and gateway in this process. It prints the portal
+URL, the users with their passwords and TOTP secrets, and writes the same facts as JSON for scripts.
+Ctrl-C (or SIGTERM) stops exactly what it started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway import runtime
+from gateway.config import gateway_config, load_toml
+from gateway.server import Gateway
+
+from . import mfa
+from .config import load_config
+from .keys import generate_keys
+from .service import Broker
+from .store import Store
+from .testbed import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd, XvncDesktop,
+                      free_port)
+from .web import create_app
+
+logger = logging.getLogger("pforte.demo")
+
+TENANT = "musterstadt"
+DOMAIN = "musterstadt.example"
+SUFFIX = "dc=musterstadt,dc=example"
+
+
+@dataclass(frozen=True)
+class DemoUser:
+    login: str
+    display_name: str
+    entitled: bool
+    enrolled: bool
+
+
+USERS = (
+    DemoUser("anna", "Anna Schmidt", entitled=True, enrolled=True),    # via a nested group
+    DemoUser("bernd", "Bernd Müller", entitled=True, enrolled=True),   # direct member
+    DemoUser("clara", "Clara Weber", entitled=False, enrolled=True),   # in no desktop group
+    DemoUser("dora", "Dora Fischer", entitled=True, enrolled=False),   # enrols at first login
+)
+GROUPS = (
+    GroupSpec("buergerbuero", users=("anna",)),
+    GroupSpec("desktop-users", users=("bernd", "dora"), groups=("buergerbuero",)),
+    GroupSpec("bauamt", users=("clara",)),
+)
+DESKTOPS = (("rathaus-1", "Rathaus Desktop 1", "#2e7d32"),   # green
+            ("rathaus-2", "Rathaus Desktop 2", "#1565c0"))   # blue
+SEATS = 5
+
+
+def _write_secret(path: Path, value: str) -> Path:
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return path
+
+
+def write_config(state: Path, *, slapd: Slapd, desktops: list[XvncDesktop], host: str,
+                 portal_port: int, gateway_port: int) -> Path:
+    """The demo's pforte.toml: also a complete example of a real configuration."""
+    keys = state / "keys"
+    desktop_tables = "\n".join(f"""
+[[tenants.hosts]]
+id = "{d_id}"
+address = "127.0.0.1"
+port = {d.port}
+protocol = "vnc"
+seats = {SEATS}
+secret_file = "{_write_secret(keys / f'{d_id}.vncpass', d.password)}"
+""" for (d_id, _, _), d in zip(DESKTOPS, desktops))
+    config = state / "pforte.toml"
+    config.write_text(f"""\
+# Written by `pforte demo`. Every key is explained in the README's configuration reference.
+[broker]
+listen = "{host}:{portal_port}"
+state_dir = "{state / 'broker'}"
+ticket_private_key_file = "{keys / 'ticket-signing.pem'}"
+credential_key_file = "{keys / 'credential.key'}"
+totp_key_file = "{keys / 'totp.key'}"
+report_token_file = "{keys / 'report.token'}"
+gateway_url = "ws://{host}:{gateway_port}/ws"
+gateway_audience = "demo-gateway"
+
+[gateway]
+listen = "{host}:{gateway_port}"
+audience = "demo-gateway"
+ticket_public_key_file = "{keys / 'ticket-verify.pem'}"
+credential_key_file = "{keys / 'credential.key'}"
+report_token_file = "{keys / 'report.token'}"
+broker_url = "http://{host}:{portal_port}"
+allowed_targets = ["127.0.0.0/8"]
+allowed_origins = ["http://{host}:{portal_port}"]
+
+[[tenants]]
+id = "{TENANT}"
+name = "Stadt Musterstadt"
+domains = ["{DOMAIN}"]
+
+[tenants.directory]
+servers = ["{slapd.url}"]
+base_dn = "{SUFFIX}"
+bind_dn = "{slapd.service_dn}"
+bind_password_file = "{_write_secret(keys / 'ldap-service.pass', slapd.service_password)}"
+login_attribute = "uid"
+
+[[tenants.pools]]
+id = "buero"
+name = "Büro-Desktop"
+group = "{slapd.group_dn('desktop-users')}"
+hosts = [{", ".join(f'"{d_id}"' for d_id, _, _ in DESKTOPS)}]
+{desktop_tables}""")
+    return config
+
+
+async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: int,
+                   facts_path: Path) -> None:
+    processes = Processes()
+    try:
+        generate_keys(state / "keys")
+        passwords = {u.login: f"{u.login.capitalize()}-{secrets.token_hex(4)}" for u in USERS}
+        org = Organisation("Stadt Musterstadt", tuple(
+            DirectoryUserSpec(u.login, u.display_name, passwords[u.login]) for u in USERS), GROUPS)
+        slapd = Slapd(state / "slapd", SUFFIX, root_password=secrets.token_hex(12),
+                      service_password=secrets.token_hex(12))
+        slapd.start(processes)
+        slapd.seed(org)
+        desktops = []
+        for d_id, name, colour in DESKTOPS:
+            desktop = XvncDesktop(state / d_id, name, colour, password=secrets.token_hex(4))
+            desktop.start(processes)
+            desktops.append(desktop)
+        portal_port = portal_port or free_port(host)
+        gateway_port = gateway_port or free_port(host)
+        config_path = write_config(state, slapd=slapd, desktops=desktops, host=host,
+                                   portal_port=portal_port, gateway_port=gateway_port)
+        config = load_config(config_path)
+        broker = Broker(config, Store(config.state_dir / "pforte.db"))
+        gateway = Gateway(gateway_config(load_toml(config_path)))
+
+        totp = {u.login: mfa.new_secret() if u.enrolled else None for u in USERS}
+
+        async def started(bound: list[tuple[str, int]]) -> None:
+            for login, secret in totp.items():
+                if secret:
+                    await broker.import_enrolment(TENANT, login, secret)
+            portal = f"http://{host}:{portal_port}/"
+            facts = {
+                "portal_url": portal,
+                "config": str(config_path),
+                "users": [{"login": f"{u.login}@{DOMAIN}", "password": passwords[u.login],
+                           "totp_secret": totp[u.login], "entitled": u.entitled,
+                           "display_name": u.display_name} for u in USERS],
+                "desktops": [{"id": d_id, "name": name, "background": colour, "port": d.port}
+                             for (d_id, name, colour), d in zip(DESKTOPS, desktops)],
+            }
+            facts_path.write_text(json.dumps(facts, indent=2, ensure_ascii=False) + "\n")
+            facts_path.chmod(0o600)
+            _announce(facts, facts_path)
+
+        await runtime.serve([(create_app(broker), host, portal_port),
+                             (gateway.app(), host, gateway_port)], on_started=started)
+    finally:
+        processes.stop()
+
+
+def _announce(facts: dict, facts_path: Path) -> None:
+    lines = ["", "Pforte demo is running. Open the portal:", f"  {facts['portal_url']}", "",
+             "Demo users (TOTP secret: add it to an authenticator app, or run "
+             "`pforte totp SECRET`):"]
+    for u in facts["users"]:
+        note = "" if u["entitled"] else "  (not entitled to any desktop)"
+        secret = u["totp_secret"] or "(enrols at first login)"
+        lines.append(f"  {u['login']:<26} password {u['password']:<16} TOTP {secret}{note}")
+    lines += ["", "Desktops:"]
+    lines += [f"  {d['name']} (background {d['background']})" for d in facts["desktops"]]
+    lines += ["", f"The same facts as JSON: {facts_path}", "Press Ctrl-C to stop.", ""]
+    print("\n".join(lines), flush=True)
+
+
+def main(state_dir: str | None, host: str, portal_port: int, gateway_port: int,
+         facts: str | None, use_uvloop: bool) -> None:
+    temporary = state_dir is None
+    state = Path(state_dir or tempfile.mkdtemp(prefix="pforte-demo-")).resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    facts_path = Path(facts).resolve() if facts else state / "demo.json"
+    try:
+        runtime.run(lambda: run_demo(state, host=host, portal_port=portal_port,
+                                     gateway_port=gateway_port, facts_path=facts_path),
+                    use_uvloop=use_uvloop)
+    finally:
+        if temporary:
+            shutil.rmtree(state, ignore_errors=True)

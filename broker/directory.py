@@ -1,0 +1,152 @@
+"""Directory authentication with ldap3: find the user with a service account, bind as the user,
+resolve nested group membership.
+
+ldap3 is blocking; every directory operation runs in a bounded thread pool (``directory_threads``),
+so a login storm cannot exhaust threads or the directory, and the event loop never waits on a socket.
+
+Servers are tried in order; one that does not answer within ``timeout`` is set aside for
+``DEAD_SERVER_HOLD`` seconds so that the next logins do not wait for it again. When none answers, the
+caller gets :class:`DirectoryUnavailable` within a bounded time, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import ldap3
+from ldap3.core import exceptions as ldap_exc
+from ldap3.utils.conv import escape_filter_chars
+
+from .config import DirectoryConfig
+from .errors import BadCredentials, DirectoryUnavailable
+
+logger = logging.getLogger("pforte.directory")
+
+DEAD_SERVER_HOLD = 30.0  # seconds a server that did not answer is skipped
+GROUP_CLASSES = "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group))"
+
+_UNREACHABLE = (ldap_exc.LDAPSocketOpenError, ldap_exc.LDAPSocketReceiveError,
+                ldap_exc.LDAPSocketSendError, ldap_exc.LDAPSessionTerminatedByServerError,
+                ldap_exc.LDAPResponseTimeoutError, ldap_exc.LDAPServerPoolExhaustedError,
+                ldap_exc.LDAPStartTLSError)
+
+
+@dataclass(frozen=True)
+class DirectoryUser:
+    dn: str
+    login: str
+    display_name: str
+    groups: frozenset[str]  # DNs, lower-case, nested membership included
+
+
+class Directory:
+    """One tenant's directory servers."""
+
+    def __init__(self, config: DirectoryConfig, executor: ThreadPoolExecutor) -> None:
+        self.config = config
+        self.executor = executor
+        self._dead_until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    async def authenticate(self, login: str, password: str) -> DirectoryUser:
+        """Check a user's password and read their groups.
+
+        Raises:
+            BadCredentials: unknown user, ambiguous user or wrong password (one answer for all).
+            DirectoryUnavailable: no server answered in time.
+        """
+        if not login or not password:
+            raise BadCredentials("empty login or password")  # an empty password binds anonymously
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self._authenticate, login, password)
+
+    # -- in the thread pool ----------------------------------------------------------------
+    def _servers(self) -> list[str]:
+        now = time.monotonic()
+        with self._lock:
+            alive = [s for s in self.config.servers if self._dead_until.get(s, 0) <= now]
+        return alive or list(self.config.servers)  # all set aside: try them all again
+
+    def _mark(self, url: str, dead: bool) -> None:
+        with self._lock:
+            if dead:
+                self._dead_until[url] = time.monotonic() + DEAD_SERVER_HOLD
+            else:
+                self._dead_until.pop(url, None)
+
+    def _authenticate(self, login: str, password: str) -> DirectoryUser:
+        for url in self._servers():
+            try:
+                user = self._on_server(url, login, password)
+            except _UNREACHABLE as exc:
+                logger.warning("directory server %s unavailable: %s", url, type(exc).__name__)
+                self._mark(url, dead=True)
+                continue
+            self._mark(url, dead=False)
+            return user
+        raise DirectoryUnavailable("no directory server answered")
+
+    def _connection(self, url: str, user: str, password: str) -> ldap3.Connection:
+        c = self.config
+        server = ldap3.Server(url, connect_timeout=c.timeout, get_info=ldap3.NONE)
+        # ldap3 packs receive_timeout into SO_RCVTIMEO as whole seconds.
+        return ldap3.Connection(server, user=user, password=password,
+                                receive_timeout=max(1, math.ceil(c.timeout)),
+                                raise_exceptions=False, read_only=True)
+
+    def _on_server(self, url: str, login: str, password: str) -> DirectoryUser:
+        c = self.config
+        service = self._connection(url, c.bind_dn, c.bind_password)
+        try:
+            if not service.bind():
+                logger.error("service account bind to %s failed: %s", url, service.result.get(
+                    "description"))
+                raise ldap_exc.LDAPSocketOpenError("service bind refused")
+            user_filter = (f"(&(objectClass={escape_filter_chars(c.user_object_class)})"
+                           f"({c.login_attribute}={escape_filter_chars(login)}))")
+            service.search(c.base_dn, user_filter, attributes=["displayName", "cn"], size_limit=2)
+            entries = [e for e in service.response or () if e.get("type") == "searchResEntry"]
+            if len(entries) != 1:
+                raise BadCredentials("unknown or ambiguous user")
+            dn = entries[0]["dn"]
+            attrs = entries[0]["attributes"]
+            display = _first(attrs.get("displayName")) or _first(attrs.get("cn")) or login
+
+            user_conn = self._connection(url, dn, password)
+            try:
+                if not user_conn.bind():
+                    raise BadCredentials("bind refused")
+            finally:
+                user_conn.unbind()
+            groups = self._groups(service, dn)
+        finally:
+            service.unbind()
+        return DirectoryUser(dn=dn, login=login, display_name=display, groups=groups)
+
+    def _groups(self, conn: ldap3.Connection, dn: str) -> frozenset[str]:
+        """Groups that contain dn, directly or through nested groups (bounded depth)."""
+        found: set[str] = set()
+        frontier = [dn]
+        for _ in range(self.config.group_depth):
+            if not frontier:
+                break
+            members = "".join(f"(member={escape_filter_chars(m)})(uniqueMember="
+                              f"{escape_filter_chars(m)})" for m in frontier)
+            conn.search(self.config.base_dn, f"(&{GROUP_CLASSES}(|{members}))", attributes=[])
+            new = {e["dn"].lower() for e in conn.response or ()
+                   if e.get("type") == "searchResEntry"} - found
+            found |= new
+            frontier = sorted(new)
+        return frozenset(found)
+
+
+def _first(value: object) -> str:
+    if isinstance(value, list):
+        return str(value[0]) if value else ""
+    return str(value) if value else ""

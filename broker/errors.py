@@ -1,0 +1,66 @@
+"""Errors of the broker package.
+
+Hierarchy::
+
+    BrokerError                      ``code`` is stable (API clients switch on it); ``status`` is HTTP
+    ├── AuthError                    a login is refused (401)
+    │   ├── BadCredentials           wrong password or unknown user: deliberately one answer
+    │   ├── UnknownTenant            no tenant for what the user typed
+    │   ├── CodeRejected             wrong, expired or already used one-time code
+    │   └── LoginRequired            no (or an expired) portal login
+    ├── NotEntitled                  the user may not use this pool (403)
+    ├── DirectoryUnavailable         no directory server answered in time (503)
+    ├── NoFreeDesktop                every seat of the pool is taken (503)
+    └── BadRequest                   malformed input (400)
+
+``broker.web`` turns each into one clear answer, in the user's language for the portal and as
+``{"error": code, "message": ...}`` for the API; exception text is never sent to a client.
+"""
+
+from __future__ import annotations
+
+
+class BrokerError(Exception):
+    code = "error"
+    status = 500
+
+
+class AuthError(BrokerError):
+    code = "auth_failed"
+    status = 401
+
+
+class BadCredentials(AuthError):
+    code = "bad_credentials"
+
+
+class UnknownTenant(AuthError):
+    code = "unknown_tenant"
+
+
+class CodeRejected(AuthError):
+    code = "code_rejected"
+
+
+class LoginRequired(AuthError):
+    code = "login_required"
+
+
+class NotEntitled(BrokerError):
+    code = "not_entitled"
+    status = 403
+
+
+class DirectoryUnavailable(BrokerError):
+    code = "directory_unavailable"
+    status = 503
+
+
+class NoFreeDesktop(BrokerError):
+    code = "no_free_desktop"
+    status = 503
+
+
+class BadRequest(BrokerError):
+    code = "bad_request"
+    status = 400

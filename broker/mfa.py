@@ -1,0 +1,86 @@
+"""TOTP policy: pure functions over values (secret, code, time, last used step).
+
+Rules:
+* a code is 6 digits (spaces are ignored) for a 30-second step;
+* codes of the current step and of one step either side are accepted (clock drift);
+* a code is accepted only for a step later than the last accepted one, so a code stays used for
+  its whole window (the caller stores the returned step — across restarts);
+* enrolment counts only once a first code is confirmed.
+
+TOTP secrets are stored sealed with AES-256-GCM (:func:`seal` / :func:`unseal`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import os
+
+import pyotp
+import segno
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .errors import CodeRejected
+
+STEP = 30
+DIGITS = 6
+DRIFT_STEPS = 1
+ISSUER = "Pforte"
+
+
+class CodeReplayed(CodeRejected):
+    code = "code_replayed"
+
+
+def new_secret() -> str:
+    return pyotp.random_base32()
+
+
+def current_code(secret: str, now: float) -> str:
+    """The code an authenticator app shows at ``now`` (for the demo and tests)."""
+    return pyotp.TOTP(secret, digits=DIGITS, interval=STEP).at(int(now))
+
+
+def check_code(secret: str, code: str, *, now: float, last_step: int | None) -> int:
+    """Accept or refuse a one-time code.
+
+    Returns:
+        The time step the code belongs to; store it as the new ``last_step``.
+
+    Raises:
+        CodeReplayed: the code (or an older one) was already used.
+        CodeRejected: the code is wrong, malformed or outside the drift window.
+    """
+    code = code.replace(" ", "")
+    if len(code) != DIGITS or not code.isdigit():
+        raise CodeRejected("not a 6-digit code")
+    totp = pyotp.TOTP(secret, digits=DIGITS, interval=STEP)
+    current = int(now) // STEP
+    for step in range(current - DRIFT_STEPS, current + DRIFT_STEPS + 1):
+        if hmac.compare_digest(totp.at(step * STEP), code):
+            if last_step is not None and step <= last_step:
+                raise CodeReplayed("code already used")
+            return step
+    raise CodeRejected("wrong or expired code")
+
+
+def provisioning_uri(secret: str, account: str) -> str:
+    return pyotp.TOTP(secret, digits=DIGITS, interval=STEP).provisioning_uri(
+        name=account, issuer_name=ISSUER)
+
+
+def qr_svg(uri: str) -> str:
+    """An inline SVG QR code of the provisioning URI."""
+    return segno.make(uri, error="m").svg_inline(scale=5, dark="#1b2733")
+
+
+def seal(key: bytes, secret: str, context: str) -> str:
+    """Encrypt a TOTP secret for storage, bound to its owner (``context``)."""
+    nonce = os.urandom(12)
+    return base64.b64encode(nonce + AESGCM(key).encrypt(nonce, secret.encode(),
+                                                         context.encode())).decode()
+
+
+def unseal(key: bytes, sealed: str, context: str) -> str:
+    raw = base64.b64decode(sealed)
+    return AESGCM(key).decrypt(raw[:12], raw[12:], context.encode()).decode()

@@ -1,0 +1,61 @@
+"""Placement: which host a user's new or returning session goes to. A pure function, no I/O.
+
+Rules, in order:
+1. A user who already has a live session in the pool goes back to it (reconnect first).
+2. Otherwise the host with the fewest sessions among those with a free seat; ties are broken by the
+   caller's ``tie_break`` (a random number in production, so a storm spreads evenly).
+3. Never more sessions on a host than its seats: with no free seat the answer is "full".
+
+The store runs this inside its write transaction, with the counts it read in that transaction, so
+two brokers deciding at the same instant cannot over-book a host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+
+@dataclass(frozen=True)
+class HostLoad:
+    host_id: str
+    seats: int
+    sessions: int
+    accepting: bool = True   # False while the host may take no new sessions
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    session_id: str
+    host_id: str
+
+
+@dataclass(frozen=True)
+class NewSession:
+    host_id: str
+
+
+@dataclass(frozen=True)
+class PoolFull:
+    pass
+
+
+Decision = Reconnect | NewSession | PoolFull
+
+
+def place(existing: Reconnect | None, hosts: Sequence[HostLoad],
+          tie_break: Callable[[Sequence[HostLoad]], HostLoad] = lambda hs: hs[0]) -> Decision:
+    """Decide where a user's session goes.
+
+    Args:
+        existing: the user's live session in this pool, if any.
+        hosts: the pool's hosts with their current load.
+        tie_break: picks one of several equally loaded hosts.
+    """
+    if existing is not None:
+        return existing
+    free = [h for h in hosts if h.accepting and h.sessions < h.seats]
+    if not free:
+        return PoolFull()
+    least = min(h.sessions for h in free)
+    return NewSession(tie_break([h for h in free if h.sessions == least]).host_id)

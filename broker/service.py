@@ -1,0 +1,275 @@
+"""The broker's use cases — login, one-time code, entitlement, connect, gateway reports — over the
+config, the directories and the store. No HTTP here: ``broker.web`` is a thin layer on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from gateway import ticket
+
+from . import mfa
+from .config import BrokerConfig, PoolConfig, TenantConfig
+from .directory import Directory
+from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, LoginRequired,
+                     NoFreeDesktop, NotEntitled, UnknownTenant)
+from .store import Login, Store, TicketAlreadyRedeemed, UnknownSession
+
+logger = logging.getLogger("pforte.broker")
+
+HOUSEKEEPING_INTERVAL = 5.0  # seconds between timer sweeps of the session table
+MAX_LOGIN_LENGTH = 256
+MAX_PASSWORD_LENGTH = 1024
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What a client needs to open its desktop through the gateway."""
+    ticket: str
+    gateway_url: str
+    session_id: str
+    pool: PoolConfig
+    host_id: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    secret: str
+    uri: str
+    qr_svg: str
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig, store: Store, *,
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.rng = rng or random.SystemRandom()
+        self._signing_key = load_pem_private_key(config.ticket_private_key, password=None)
+        self._executor = ThreadPoolExecutor(max_workers=config.directory_threads,
+                                            thread_name_prefix="pforte-ldap")
+        self.directories = {t.id: Directory(t.directory, self._executor) for t in config.tenants}
+        self._housekeeping: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.store.open()
+        self._housekeeping = asyncio.create_task(self._sweep())
+
+    async def close(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            await asyncio.gather(self._housekeeping, return_exceptions=True)
+        await self.store.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _sweep(self) -> None:
+        while True:
+            try:
+                ended = await self.store.expire(self.clock())
+                if ended:
+                    logger.info("ended %d sessions whose time ran out", ended)
+            except Exception:
+                logger.exception("housekeeping failed")
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+
+    # -- tenants -----------------------------------------------------------------------------
+    def resolve(self, typed: str, portal_host: str | None) -> tuple[TenantConfig, str]:
+        """Find the tenant and the directory login from what the user typed.
+
+        ``name@domain`` and ``DOMAIN\\name`` name the tenant by one of its login domains (for
+        ``DOMAIN\\`` the first label); a plain name needs a tenant-specific portal host name, or
+        a broker with a single tenant. Never guesses across tenants.
+
+        Raises:
+            UnknownTenant: no tenant matches.
+        """
+        typed = typed.strip()
+        if "\\" in typed:
+            prefix, _, name = typed.partition("\\")
+            for t in self.config.tenants:
+                if any(prefix.lower() == d.split(".")[0] for d in t.domains):
+                    return t, name
+            raise UnknownTenant(prefix)
+        if "@" in typed:
+            name, _, domain = typed.rpartition("@")
+            for t in self.config.tenants:
+                if domain.lower() in t.domains:
+                    return t, name
+            raise UnknownTenant(domain)
+        host = (portal_host or "").split(":")[0].lower()
+        for t in self.config.tenants:
+            if host and host in t.portal_hosts:
+                return t, typed
+        if len(self.config.tenants) == 1:
+            return self.config.tenants[0], typed
+        raise UnknownTenant("plain name without a tenant portal")
+
+    # -- login -------------------------------------------------------------------------------
+    async def password_login(self, typed: str, password: str, *, source: str,
+                             portal_host: str | None = None) -> tuple[str, Login]:
+        """First factor. Returns a new login token (for the cookie) and the login.
+
+        Raises:
+            BadRequest, UnknownTenant, BadCredentials, DirectoryUnavailable.
+        """
+        if len(typed) > MAX_LOGIN_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
+            raise BadRequest("field too long")
+        try:
+            tenant, name = self.resolve(typed, portal_host)
+        except UnknownTenant:
+            await self._audit("-", typed[:64], source, "login", "unknown_tenant")
+            raise
+        try:
+            user = await self.directories[tenant.id].authenticate(name, password)
+        except BrokerError as exc:
+            await self._audit(tenant.id, name, source, "login.password", exc.code)
+            raise
+        now = self.clock()
+        token = secrets.token_urlsafe(32)
+        login = Login(tenant=tenant.id, login=user.login, display_name=user.display_name,
+                      groups=user.groups, mfa_done=False, csrf=secrets.token_urlsafe(24),
+                      expires=now + self.config.login_lifetime)
+        await self.store.create_login(token, login)
+        await self._audit(tenant.id, user.login, source, "login.password", "ok")
+        return token, login
+
+    async def login_for(self, token: str | None, *, need_mfa: bool = True) -> Login:
+        """The login behind a token.
+
+        Raises:
+            LoginRequired: no such login, expired, or the second factor is still missing.
+        """
+        login = await self.store.get_login(token, self.clock()) if token else None
+        if login is None or (need_mfa and not login.mfa_done):
+            raise LoginRequired("no valid login")
+        return login
+
+    async def is_enrolled(self, login: Login) -> bool:
+        return (await self.store.user_mfa(login.tenant, login.login)).confirmed
+
+    async def enrolment(self, login: Login) -> Enrolment:
+        """The secret to enrol (the same one until it is confirmed).
+
+        Raises:
+            BadRequest: the user is enrolled already.
+        """
+        state = await self.store.user_mfa(login.tenant, login.login)
+        if state.confirmed:
+            raise BadRequest("already enrolled")
+        context = f"{login.tenant}/{login.login}"
+        if state.totp_sealed:  # started before: show the same secret again
+            secret = mfa.unseal(self.config.totp_key, state.totp_sealed, context)
+        else:
+            secret = mfa.new_secret()
+            await self.store.begin_enrolment(login.tenant, login.login,
+                                             mfa.seal(self.config.totp_key, secret, context))
+        tenant = self.config.tenant(login.tenant)
+        account = f"{login.login}@{tenant.domains[0]}"
+        uri = mfa.provisioning_uri(secret, account)
+        return Enrolment(secret, uri, mfa.qr_svg(uri))
+
+    async def import_enrolment(self, tenant: str, login: str, secret: str) -> None:
+        """Enrol a user with a known TOTP secret, confirmed (the demo's users; migrations)."""
+        await self.store.set_enrolment(tenant, login,
+                                       mfa.seal(self.config.totp_key, secret, f"{tenant}/{login}"))
+        await self._audit(tenant, login, "admin", "mfa.import", "ok")
+
+    async def second_factor(self, token: str, login: Login, code: str, *, source: str) -> None:
+        """Check a one-time code (which also confirms a pending enrolment).
+
+        Raises:
+            CodeRejected (or its CodeReplayed), LoginRequired.
+        """
+        state = await self.store.user_mfa(login.tenant, login.login)
+        if not state.totp_sealed:
+            raise LoginRequired("no enrolment started")
+        secret = mfa.unseal(self.config.totp_key, state.totp_sealed,
+                            f"{login.tenant}/{login.login}")
+        action = "login.totp" if state.confirmed else "mfa.enrol"
+        try:
+            step = mfa.check_code(secret, code, now=self.clock(), last_step=state.last_step)
+            if not await self.store.accept_step(login.tenant, login.login, step,
+                                                confirm=not state.confirmed):
+                raise mfa.CodeReplayed("step used concurrently")
+        except CodeRejected as exc:
+            await self._audit(login.tenant, login.login, source, action, exc.code)
+            raise
+        await self.store.complete_mfa(token)
+        await self._audit(login.tenant, login.login, source, action, "ok")
+
+    async def logout(self, token: str) -> None:
+        await self.store.delete_login(token)
+
+    # -- desktops ----------------------------------------------------------------------------
+    def entitled_pools(self, login: Login) -> list[PoolConfig]:
+        tenant = self.config.tenant(login.tenant)
+        return [p for p in tenant.pools if p.group_dn.lower() in login.groups]
+
+    async def connect(self, login: Login, pool_id: str, *, source: str) -> Connection:
+        """Place the user in a pool and issue a ticket for the gateway.
+
+        Raises:
+            NotEntitled: unknown pool or not a member of its group (one answer for both).
+            NoFreeDesktop: every seat is taken.
+        """
+        tenant = self.config.tenant(login.tenant)
+        pool = next((p for p in self.entitled_pools(login) if p.id == pool_id), None)
+        if pool is None:
+            await self._audit(login.tenant, login.login, source, "connect", "not_entitled", pool_id)
+            raise NotEntitled(pool_id)
+        now = self.clock()
+        hosts = [(h, tenant.host(h).seats) for h in pool.hosts]
+        assignment = await self.store.assign(
+            tenant.id, login.login, pool.id, hosts, now=now,
+            pending_timeout=self.config.pending_timeout, keep_seconds=pool.disconnected_keep,
+            rng=self.rng)
+        if assignment is None:
+            await self._audit(login.tenant, login.login, source, "connect", "pool_full", pool.id)
+            raise NoFreeDesktop(pool.id)
+        host = tenant.host(assignment.host_id)
+        ticket_id = ticket.new_ticket_id()
+        issued = int(now)
+        expires = issued + self.config.ticket_lifetime
+        sealed = (ticket.seal_secret(self.config.credential_key, ticket_id, host.secret)
+                  if host.secret is not None else None)
+        claims = ticket.Claims(
+            ticket_id=ticket_id, issued_at=issued, expires_at=expires,
+            audience=self.config.gateway_audience, tenant=tenant.id, user=login.login,
+            session=assignment.session_id,
+            target=ticket.Target(host.address, host.port, host.protocol), sealed_secret=sealed)
+        await self._audit(login.tenant, login.login, source, "connect", "ok",
+                          f"pool={pool.id} host={host.id} session={assignment.session_id}"
+                          f"{' reconnect' if assignment.reconnect else ''}")
+        return Connection(ticket.mint(self._signing_key, claims), self.config.gateway_url,
+                          assignment.session_id, pool, host.id, expires)
+
+    # -- gateway reports ---------------------------------------------------------------------
+    async def redeem(self, ticket_id: str, expires_at: int, tenant: str, user: str,
+                     session_id: str) -> bool:
+        """Record a ticket's single use; False when it was used before or its session is gone."""
+        try:
+            await self.store.redeem(ticket_id, expires_at, tenant, user, session_id,
+                                    now=self.clock())
+        except (TicketAlreadyRedeemed, UnknownSession) as exc:
+            await self._audit(tenant, user, "gateway", "ticket.redeem", type(exc).__name__)
+            return False
+        return True
+
+    async def disconnected(self, tenant: str, session_id: str) -> None:
+        await self.store.disconnect(tenant, session_id, now=self.clock())
+
+    async def _audit(self, tenant: str, actor: str, source: str, action: str, result: str,
+                     detail: str = "") -> None:
+        await self.store.audit(at=self.clock(), tenant=tenant, actor=actor, source=source,
+                               action=action, result=result, detail=detail)

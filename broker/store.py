@@ -1,0 +1,331 @@
+"""State that survives a restart: users' TOTP enrolment, sessions, redeemed tickets, portal logins
+and the audit log, in SQLite.
+
+Every method is a short transaction run on the store's own thread (SQLite calls never block the
+event loop). Decisions that must not race — seat assignment, ticket redemption, accepting a TOTP
+step — happen inside one ``BEGIN IMMEDIATE`` transaction or one conditional ``UPDATE``, so two
+broker processes sharing the file cannot over-book a host or accept a code twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .placement import HostLoad, NewSession, PoolFull, Reconnect, place
+from .sessions import LIVE_STATES, Event, InvalidTransition, State, next_state
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    tenant TEXT NOT NULL, login TEXT NOT NULL,
+    totp_sealed TEXT, totp_confirmed INTEGER NOT NULL DEFAULT 0, totp_last_step INTEGER,
+    PRIMARY KEY (tenant, login));
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, login TEXT NOT NULL, pool TEXT NOT NULL,
+    host TEXT NOT NULL, state TEXT NOT NULL, viewers INTEGER NOT NULL DEFAULT 0,
+    keep_seconds INTEGER NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
+    deadline REAL);
+CREATE INDEX IF NOT EXISTS sessions_by_pool ON sessions (tenant, pool, state);
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (tenant, login, state);
+CREATE TABLE IF NOT EXISTS tickets (id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS logins (
+    token_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL, login TEXT NOT NULL,
+    display_name TEXT NOT NULL, groups TEXT NOT NULL, mfa_done INTEGER NOT NULL,
+    csrf TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, tenant TEXT NOT NULL, actor TEXT NOT NULL,
+    source TEXT NOT NULL, action TEXT NOT NULL, result TEXT NOT NULL, detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, at);
+"""
+
+_LIVE = tuple(s.value for s in LIVE_STATES)
+_LIVE_SQL = ",".join("?" * len(_LIVE))
+
+
+@dataclass(frozen=True)
+class UserMfa:
+    totp_sealed: str | None
+    confirmed: bool
+    last_step: int | None
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    id: str
+    tenant: str
+    login: str
+    pool: str
+    host: str
+    state: State
+    created: float
+
+
+@dataclass(frozen=True)
+class Assignment:
+    session_id: str
+    host_id: str
+    reconnect: bool
+
+
+@dataclass(frozen=True)
+class Login:
+    tenant: str
+    login: str
+    display_name: str
+    groups: frozenset[str]
+    mfa_done: bool
+    csrf: str
+    expires: float
+
+
+class TicketAlreadyRedeemed(Exception):
+    pass
+
+
+class UnknownSession(Exception):
+    pass
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Store:
+    """The SQLite engine. Open with :meth:`open`, close with :meth:`close`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pforte-store")
+        self._local = threading.local()
+
+    # -- plumbing ----------------------------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            self._local.db = db
+        return db
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    async def open(self) -> None:
+        await self._run(lambda: self._db().executescript(SCHEMA))
+
+    async def close(self) -> None:
+        def _close() -> None:
+            db = getattr(self._local, "db", None)
+            if db is not None:
+                db.close()
+                self._local.db = None
+        await self._run(_close)
+        self._executor.shutdown(wait=True)
+
+    # -- TOTP --------------------------------------------------------------------------------
+    async def user_mfa(self, tenant: str, login: str) -> UserMfa:
+        def q() -> UserMfa:
+            row = self._db().execute(
+                "SELECT totp_sealed, totp_confirmed, totp_last_step FROM users "
+                "WHERE tenant=? AND login=?", (tenant, login)).fetchone()
+            return UserMfa(None, False, None) if row is None else UserMfa(row[0], bool(row[1]), row[2])
+        return await self._run(q)
+
+    async def begin_enrolment(self, tenant: str, login: str, sealed: str) -> None:
+        """Store a new, unconfirmed secret (replacing an unconfirmed one; never a confirmed one)."""
+        def q(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO users (tenant, login, totp_sealed, totp_confirmed) VALUES (?,?,?,0) "
+                "ON CONFLICT (tenant, login) DO UPDATE SET totp_sealed=excluded.totp_sealed, "
+                "totp_last_step=NULL WHERE users.totp_confirmed=0", (tenant, login, sealed))
+        await self._run(self._tx, q)
+
+    async def set_enrolment(self, tenant: str, login: str, sealed: str) -> None:
+        """Store a confirmed secret (an admin's import), replacing any earlier one."""
+        def q(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO users (tenant, login, totp_sealed, totp_confirmed) VALUES (?,?,?,1) "
+                "ON CONFLICT (tenant, login) DO UPDATE SET totp_sealed=excluded.totp_sealed, "
+                "totp_confirmed=1, totp_last_step=NULL", (tenant, login, sealed))
+        await self._run(self._tx, q)
+
+    async def accept_step(self, tenant: str, login: str, step: int, *, confirm: bool) -> bool:
+        """Record a used TOTP step; False if that step (or a later one) was used already."""
+        def q(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
+                "UPDATE users SET totp_last_step=?, totp_confirmed=CASE WHEN ? THEN 1 "
+                "ELSE totp_confirmed END WHERE tenant=? AND login=? "
+                "AND (totp_last_step IS NULL OR totp_last_step < ?)",
+                (step, confirm, tenant, login, step))
+            return cur.rowcount == 1
+        return await self._run(self._tx, q)
+
+    # -- portal logins -----------------------------------------------------------------------
+    async def create_login(self, token: str, login: Login) -> None:
+        def q(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO logins VALUES (?,?,?,?,?,?,?,?)", (
+                token_hash(token), login.tenant, login.login, login.display_name,
+                json.dumps(sorted(login.groups)), int(login.mfa_done), login.csrf, login.expires))
+        await self._run(self._tx, q)
+
+    async def get_login(self, token: str, now: float) -> Login | None:
+        def q() -> Login | None:
+            row = self._db().execute(
+                "SELECT tenant, login, display_name, groups, mfa_done, csrf, expires FROM logins "
+                "WHERE token_hash=? AND expires>?", (token_hash(token), now)).fetchone()
+            if row is None:
+                return None
+            return Login(row[0], row[1], row[2], frozenset(json.loads(row[3])), bool(row[4]),
+                         row[5], row[6])
+        return await self._run(q)
+
+    async def complete_mfa(self, token: str) -> None:
+        def q(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE logins SET mfa_done=1 WHERE token_hash=?", (token_hash(token),))
+        await self._run(self._tx, q)
+
+    async def delete_login(self, token: str) -> None:
+        def q(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM logins WHERE token_hash=?", (token_hash(token),))
+        await self._run(self._tx, q)
+
+    # -- sessions ----------------------------------------------------------------------------
+    async def assign(self, tenant: str, login: str, pool: str, hosts: Sequence[tuple[str, int]],
+                     *, now: float, pending_timeout: int, keep_seconds: int,
+                     rng: random.Random | None = None) -> Assignment | None:
+        """Place the user in the pool atomically; None when the pool is full.
+
+        Args:
+            hosts: (host id, seats) of the pool's hosts that may take sessions.
+        """
+        rng = rng or random.Random()
+
+        def q(db: sqlite3.Connection) -> Assignment | None:
+            row = db.execute(
+                f"SELECT id, host, state FROM sessions WHERE tenant=? AND login=? AND pool=? "
+                f"AND state IN ({_LIVE_SQL}) ORDER BY created LIMIT 1",
+                (tenant, login, pool, *_LIVE)).fetchone()
+            existing = Reconnect(row[0], row[1]) if row else None
+            counts = dict(db.execute(
+                f"SELECT host, COUNT(*) FROM sessions WHERE tenant=? AND pool=? "
+                f"AND state IN ({_LIVE_SQL}) GROUP BY host", (tenant, pool, *_LIVE)).fetchall())
+            loads = [HostLoad(h, seats, counts.get(h, 0)) for h, seats in hosts]
+            decision = place(existing, loads, tie_break=rng.choice)
+            if isinstance(decision, PoolFull):
+                return None
+            if isinstance(decision, Reconnect):
+                if row[2] == State.PENDING.value:  # a fresh ticket: hold the seat a while longer
+                    db.execute("UPDATE sessions SET deadline=?, updated=? WHERE id=?",
+                               (now + pending_timeout, now, decision.session_id))
+                return Assignment(decision.session_id, decision.host_id, reconnect=True)
+            assert isinstance(decision, NewSession)
+            session_id = os.urandom(12).hex()
+            db.execute("INSERT INTO sessions (id, tenant, login, pool, host, state, viewers, "
+                       "keep_seconds, created, updated, deadline) VALUES (?,?,?,?,?,?,0,?,?,?,?)",
+                       (session_id, tenant, login, pool, decision.host_id, State.PENDING.value,
+                        keep_seconds, now, now, now + pending_timeout))
+            return Assignment(session_id, decision.host_id, reconnect=False)
+        return await self._run(self._tx, q)
+
+    async def redeem(self, ticket_id: str, expires_at: int, tenant: str, login: str,
+                     session_id: str, *, now: float) -> None:
+        """Record a ticket as used and its session as connected, atomically.
+
+        Raises:
+            TicketAlreadyRedeemed: the ticket was redeemed before (by any gateway).
+            UnknownSession: no live session of that tenant and user has that id.
+        """
+        def q(db: sqlite3.Connection) -> None:
+            try:
+                db.execute("INSERT INTO tickets VALUES (?,?)", (ticket_id, expires_at))
+            except sqlite3.IntegrityError:
+                raise TicketAlreadyRedeemed(ticket_id) from None
+            row = db.execute("SELECT state FROM sessions WHERE id=? AND tenant=? AND login=?",
+                             (session_id, tenant, login)).fetchone()
+            try:
+                state = next_state(State(row[0]), Event.CONNECT) if row else None
+            except InvalidTransition:
+                state = None
+            if state is None:
+                raise UnknownSession(session_id)
+            db.execute("UPDATE sessions SET state=?, viewers=viewers+1, deadline=NULL, updated=? "
+                       "WHERE id=?", (state.value, now, session_id))
+        await self._run(self._tx, q)
+
+    async def disconnect(self, tenant: str, session_id: str, *, now: float) -> None:
+        """A viewer left; the session becomes disconnected when it was the last one."""
+        def q(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT state, viewers, keep_seconds FROM sessions "
+                             "WHERE id=? AND tenant=?", (session_id, tenant)).fetchone()
+            if row is None or row[0] != State.CONNECTED.value:
+                return
+            viewers = max(row[1] - 1, 0)
+            state = State.CONNECTED if viewers else next_state(State.CONNECTED, Event.DISCONNECT)
+            deadline = None if viewers else now + row[2]
+            db.execute("UPDATE sessions SET state=?, viewers=?, deadline=?, updated=? WHERE id=?",
+                       (state.value, viewers, deadline, now, session_id))
+        await self._run(self._tx, q)
+
+    async def expire(self, now: float) -> int:
+        """End sessions whose timer ran out and forget tickets past their lifetime."""
+        def q(db: sqlite3.Connection) -> int:
+            cur = db.execute(
+                "UPDATE sessions SET state=?, deadline=NULL, updated=? WHERE deadline IS NOT NULL "
+                "AND deadline<=? AND state IN (?,?)", (State.ENDED.value, now, now,
+                                                       State.PENDING.value,
+                                                       State.DISCONNECTED.value))
+            db.execute("DELETE FROM tickets WHERE expires_at<?", (now - 60,))
+            db.execute("DELETE FROM logins WHERE expires<=?", (now,))
+            return cur.rowcount
+        return await self._run(self._tx, q)
+
+    async def live_sessions(self, tenant: str, *, login: str | None = None) -> list[SessionRow]:
+        def q() -> list[SessionRow]:
+            sql = (f"SELECT id, tenant, login, pool, host, state, created FROM sessions "
+                   f"WHERE tenant=? AND state IN ({_LIVE_SQL})")
+            args: list[Any] = [tenant, *_LIVE]
+            if login is not None:
+                sql += " AND login=?"
+                args.append(login)
+            rows = self._db().execute(sql + " ORDER BY created", args).fetchall()
+            return [SessionRow(r[0], r[1], r[2], r[3], r[4], State(r[5]), r[6]) for r in rows]
+        return await self._run(q)
+
+    # -- audit -------------------------------------------------------------------------------
+    async def audit(self, *, at: float, tenant: str, actor: str, source: str, action: str,
+                    result: str, detail: str = "") -> None:
+        def q(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO audit (at, tenant, actor, source, action, result, detail) "
+                       "VALUES (?,?,?,?,?,?,?)", (at, tenant, actor, source, action, result, detail))
+        await self._run(self._tx, q)
+
+    async def audit_log(self, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
+        def q() -> list[dict[str, Any]]:
+            rows = self._db().execute(
+                "SELECT at, actor, source, action, result, detail FROM audit WHERE tenant=? "
+                "ORDER BY id DESC LIMIT ?", (tenant, limit)).fetchall()
+            keys = ("at", "actor", "source", "action", "result", "detail")
+            return [dict(zip(keys, r)) for r in rows]
+        return await self._run(q)

@@ -1,0 +1,251 @@
+"""Real servers on loopback for the demo and the tests: OpenLDAP ``slapd`` and TigerVNC ``Xvnc``.
+
+Each server runs from a state directory of its own on a free port, and :class:`Processes` stops
+exactly the processes it started, by PID (never by name). Nothing here touches the system's own
+slapd or X servers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ldap3
+
+STARTUP_TIMEOUT = 15.0  # seconds a server has to start listening
+
+
+class TestbedError(RuntimeError):
+    pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout: float = STARTUP_TIMEOUT,
+                  what: str = "server") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise TestbedError(f"{what} exited with code {proc.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TestbedError(f"{what} did not listen on {host}:{port} within {timeout} s")
+
+
+def require(program: str) -> str:
+    path = shutil.which(program) or next(
+        (p for p in (f"/usr/sbin/{program}", f"/usr/bin/{program}") if os.path.exists(p)), None)
+    if path is None:
+        raise TestbedError(f"{program} is not installed (run scripts/setup)")
+    return path
+
+
+@dataclass
+class Processes:
+    """The processes we started; :meth:`stop` ends them all, newest first, by PID."""
+
+    started: list[subprocess.Popen] = field(default_factory=list)
+
+    def start(self, args: list[str], *, env: dict[str, str] | None = None,
+              log: Path | None = None, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+        out = open(log, "ab") if log else subprocess.DEVNULL
+        try:
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    pass_fds=pass_fds)
+        finally:
+            if log:
+                out.close()
+        self.started.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen | None = None, timeout: float = 5.0) -> None:
+        targets = [proc] if proc is not None else list(reversed(self.started))
+        for p in targets:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in targets:
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            if p in self.started:
+                self.started.remove(p)
+
+
+# -- OpenLDAP ------------------------------------------------------------------------------------
+
+SLAPD_CONF = """\
+include /etc/ldap/schema/core.schema
+include /etc/ldap/schema/cosine.schema
+include /etc/ldap/schema/inetorgperson.schema
+include /etc/ldap/schema/nis.schema
+pidfile {state}/slapd.pid
+modulepath /usr/lib/ldap
+moduleload back_mdb
+database mdb
+maxsize 104857600
+suffix "{suffix}"
+rootdn "cn=admin,{suffix}"
+rootpw {root_password}
+directory {state}/data
+index objectClass eq
+index uid,cn eq
+index member,uniqueMember eq
+access to attrs=userPassword
+    by anonymous auth
+    by self write
+    by * none
+access to *
+    by dn.exact="{service_dn}" read
+    by self read
+    by * none
+"""
+
+
+@dataclass
+class Slapd:
+    """A private slapd with one suffix; ``url`` is ldap://127.0.0.1:PORT."""
+
+    state: Path
+    suffix: str
+    root_password: str
+    service_password: str
+    port: int = 0
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def root_dn(self) -> str:
+        return f"cn=admin,{self.suffix}"
+
+    @property
+    def service_dn(self) -> str:
+        return f"cn=pforte,ou=services,{self.suffix}"
+
+    def start(self, processes: Processes) -> None:
+        slapd = require("slapd")
+        (self.state / "data").mkdir(parents=True, exist_ok=True)
+        conf = self.state / "slapd.conf"
+        conf.write_text(SLAPD_CONF.format(state=self.state, suffix=self.suffix,
+                                          root_password=self.root_password,
+                                          service_dn=self.service_dn))
+        self.port = self.port or free_port()
+        self.proc = processes.start([slapd, "-f", str(conf), "-h", self.url + "/", "-d", "0"],
+                                    log=self.state / "slapd.log")
+        wait_for_port("127.0.0.1", self.port, self.proc, what="slapd")
+
+    def admin(self) -> ldap3.Connection:
+        return ldap3.Connection(ldap3.Server(self.url, get_info=ldap3.NONE), self.root_dn,
+                                self.root_password, auto_bind=True, raise_exceptions=True)
+
+    def seed(self, org: "Organisation") -> None:
+        """Create the suffix, the service account, users and groups (nested groups allowed)."""
+        dc = self.suffix.split(",")[0].split("=")[1]
+        with self.admin() as c:
+            c.add(self.suffix, ["top", "dcObject", "organization"], {"o": org.name, "dc": dc})
+            for ou in ("services", "people", "groups"):
+                c.add(f"ou={ou},{self.suffix}", ["top", "organizationalUnit"], {"ou": ou})
+            c.add(self.service_dn, ["top", "applicationProcess", "simpleSecurityObject"],
+                  {"cn": "pforte", "userPassword": self.service_password})
+            for u in org.users:
+                c.add(self.user_dn(u.login), ["top", "inetOrgPerson"], {
+                    "uid": u.login, "cn": u.display_name, "sn": u.display_name.split()[-1],
+                    "displayName": u.display_name, "userPassword": u.password})
+            for g in org.groups:
+                members = [self.user_dn(m) for m in g.users] + [self.group_dn(m) for m in g.groups]
+                c.add(self.group_dn(g.name), ["top", "groupOfNames"],
+                      {"cn": g.name, "member": members or [self.root_dn]})
+
+    def user_dn(self, login: str) -> str:
+        return f"uid={ldap3.utils.dn.escape_rdn(login)},ou=people,{self.suffix}"
+
+    def group_dn(self, name: str) -> str:
+        return f"cn={ldap3.utils.dn.escape_rdn(name)},ou=groups,{self.suffix}"
+
+
+@dataclass(frozen=True)
+class DirectoryUserSpec:
+    login: str
+    display_name: str
+    password: str
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    name: str
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Organisation:
+    name: str
+    users: tuple[DirectoryUserSpec, ...]
+    groups: tuple[GroupSpec, ...]
+
+
+# -- TigerVNC ------------------------------------------------------------------------------------
+
+@dataclass
+class XvncDesktop:
+    """A real X desktop served by Xvnc with VNC password auth, a solid background and a titled xterm."""
+
+    state: Path
+    name: str
+    colour: str            # an X colour like "#2e7d32"
+    password: str
+    port: int = 0
+    display: int = 0       # learned from Xvnc at start
+    geometry: str = "1024x768"
+
+    def start(self, processes: Processes) -> None:
+        xvnc = require("Xvnc")
+        self.state.mkdir(parents=True, exist_ok=True)
+        passwd = self.state / "passwd"
+        passwd.write_bytes(subprocess.run([require("vncpasswd"), "-f"],
+                                          input=self.password.encode(), capture_output=True,
+                                          check=True).stdout)
+        passwd.chmod(0o600)
+        self.port = self.port or free_port()
+        # -displayfd: Xvnc picks a free display itself and tells us which.
+        read_fd, write_fd = os.pipe()
+        with os.fdopen(read_fd, "rb") as announced:
+            try:
+                proc = processes.start(
+                    [xvnc, "-displayfd", str(write_fd), "-rfbport", str(self.port), "-localhost",
+                     "-nolisten", "tcp", "-SecurityTypes", "VncAuth", "-PasswordFile",
+                     str(passwd), "-AlwaysShared", "-geometry", self.geometry, "-depth", "24",
+                     "-desktop", self.name],
+                    log=self.state / "xvnc.log", pass_fds=(write_fd,))
+            finally:
+                os.close(write_fd)
+            display = announced.readline().strip()  # EOF (b"") if Xvnc dies first
+        if not display.isdigit():
+            raise TestbedError(f"Xvnc did not start (see {self.state / 'xvnc.log'})")
+        self.display = int(display)
+        wait_for_port("127.0.0.1", self.port, proc, what="Xvnc")
+        env = {**os.environ, "DISPLAY": f":{self.display}"}
+        subprocess.run([require("xsetroot"), "-solid", self.colour], env=env, check=True,
+                       timeout=STARTUP_TIMEOUT)
+        processes.start([require("xterm"), "-T", self.name, "-geometry", "80x10+40+40", "-e",
+                         "sh", "-c", f"echo 'This is {self.name}'; exec sh"], env=env,
+                        log=self.state / "xterm.log")
+

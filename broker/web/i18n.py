@@ -1,0 +1,118 @@
+"""Portal texts in German and English, chosen by the browser's Accept-Language."""
+
+from __future__ import annotations
+
+TEXTS: dict[str, dict[str, str]] = {
+    "en": {
+        "title": "Pforte — your desktop",
+        "login_heading": "Sign in",
+        "login_intro": "Sign in with your municipal account.",
+        "username": "Username",
+        "password": "Password",
+        "sign_in": "Sign in",
+        "mfa_heading": "One-time code",
+        "mfa_intro": "Enter the 6-digit code from your authenticator app.",
+        "one_time_code": "One-time code",
+        "confirm": "Confirm",
+        "enrol_heading": "Set up your authenticator app",
+        "enrol_intro": "Scan this QR code with your authenticator app, or type in the key below. "
+                       "Then enter the code the app shows to confirm.",
+        "enrol_key": "Key",
+        "desktops_heading": "Your desktops",
+        "desktops_hello": "Signed in as {name}.",
+        "no_desktops": "No desktop has been assigned to you. Please contact your IT service desk.",
+        "open": "Open",
+        "sign_out": "Sign out",
+        "connecting": "Connecting to your desktop…",
+        "connected": "Connected",
+        "disconnected": "The connection to your desktop has ended.",
+        "back": "Back to your desktops",
+        "reconnect": "Connect again",
+        # refusals
+        "bad_credentials": "Username or password is not correct.",
+        "unknown_tenant": "We do not know this login domain. Please sign in as name@your-town.",
+        "code_rejected": "The code is not correct or has expired. Please enter the current code.",
+        "code_replayed": "This code was already used. Please wait for the next code.",
+        "login_required": "Please sign in.",
+        "not_entitled": "You are not allowed to use this desktop.",
+        "directory_unavailable": "The login service of your municipality is not reachable right "
+                                 "now. Please try again in a few minutes.",
+        "no_free_desktop": "All desktops of this kind are in use. Please try again in a minute.",
+        "bad_request": "The request could not be processed.",
+        "error": "Something went wrong. Please try again; if it happens again, call your IT "
+                 "service desk and quote reference {ref}.",
+        "gateway_4401": "The connection permit was not accepted. Please open the desktop again.",
+        "gateway_4409": "The connection permit was already used. Please open the desktop again.",
+        "gateway_4502": "Your desktop cannot be reached right now. Please try again shortly.",
+        "gateway_other": "The connection to your desktop could not be established.",
+    },
+    "de": {
+        "title": "Pforte — Ihr Arbeitsplatz",
+        "login_heading": "Anmelden",
+        "login_intro": "Melden Sie sich mit Ihrem Konto der Kommune an.",
+        "username": "Benutzername",
+        "password": "Passwort",
+        "sign_in": "Anmelden",
+        "mfa_heading": "Einmalcode",
+        "mfa_intro": "Geben Sie den 6-stelligen Code aus Ihrer Authenticator-App ein.",
+        "one_time_code": "Einmalcode",
+        "confirm": "Bestätigen",
+        "enrol_heading": "Authenticator-App einrichten",
+        "enrol_intro": "Scannen Sie diesen QR-Code mit Ihrer Authenticator-App oder geben Sie den "
+                       "Schlüssel unten ein. Bestätigen Sie dann mit dem Code, den die App anzeigt.",
+        "enrol_key": "Schlüssel",
+        "desktops_heading": "Ihre Arbeitsplätze",
+        "desktops_hello": "Angemeldet als {name}.",
+        "no_desktops": "Ihnen ist kein Arbeitsplatz zugewiesen. Bitte wenden Sie sich an Ihren "
+                       "IT-Service.",
+        "open": "Öffnen",
+        "sign_out": "Abmelden",
+        "connecting": "Verbindung zu Ihrem Arbeitsplatz wird aufgebaut …",
+        "connected": "Verbunden",
+        "disconnected": "Die Verbindung zu Ihrem Arbeitsplatz wurde beendet.",
+        "back": "Zurück zu Ihren Arbeitsplätzen",
+        "reconnect": "Erneut verbinden",
+        "bad_credentials": "Benutzername oder Passwort ist nicht korrekt.",
+        "unknown_tenant": "Diese Anmeldedomäne ist uns nicht bekannt. Bitte melden Sie sich als "
+                          "name@ihre-kommune an.",
+        "code_rejected": "Der Code ist nicht korrekt oder abgelaufen. Bitte geben Sie den "
+                         "aktuellen Code ein.",
+        "code_replayed": "Dieser Code wurde bereits verwendet. Bitte warten Sie auf den nächsten "
+                         "Code.",
+        "login_required": "Bitte melden Sie sich an.",
+        "not_entitled": "Sie sind für diesen Arbeitsplatz nicht freigeschaltet.",
+        "directory_unavailable": "Der Anmeldedienst Ihrer Kommune ist gerade nicht erreichbar. "
+                                 "Bitte versuchen Sie es in einigen Minuten erneut.",
+        "no_free_desktop": "Alle Arbeitsplätze dieser Art sind belegt. Bitte versuchen Sie es in "
+                           "einer Minute erneut.",
+        "bad_request": "Die Anfrage konnte nicht verarbeitet werden.",
+        "error": "Etwas ist schiefgegangen. Bitte versuchen Sie es erneut; wenn es wieder "
+                 "passiert, rufen Sie Ihren IT-Service an und nennen Sie die Referenz {ref}.",
+        "gateway_4401": "Die Verbindungsberechtigung wurde nicht angenommen. Bitte öffnen Sie den "
+                        "Arbeitsplatz erneut.",
+        "gateway_4409": "Die Verbindungsberechtigung wurde bereits verwendet. Bitte öffnen Sie den "
+                        "Arbeitsplatz erneut.",
+        "gateway_4502": "Ihr Arbeitsplatz ist gerade nicht erreichbar. Bitte versuchen Sie es "
+                        "gleich noch einmal.",
+        "gateway_other": "Die Verbindung zu Ihrem Arbeitsplatz konnte nicht aufgebaut werden.",
+    },
+}
+
+LANGUAGES = tuple(TEXTS)
+
+
+def choose_language(accept_language: str | None) -> str:
+    """The first supported language in an Accept-Language header, by quality; English otherwise."""
+    best, best_q = "en", -1.0
+    for part in (accept_language or "").split(","):
+        tag, _, params = part.strip().partition(";")
+        lang = tag.strip().lower().split("-")[0]
+        q = 1.0
+        if params.strip().startswith("q="):
+            try:
+                q = float(params.strip()[2:])
+            except ValueError:
+                q = 0.0
+        if lang in TEXTS and q > best_q:
+            best, best_q = lang, q
+    return best

@@ -1,0 +1,56 @@
+"""Running aiohttp applications until SIGINT/SIGTERM, on uvloop or asyncio. Shared by every
+``pforte`` command that serves (broker, gateway, demo)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Awaitable, Callable, Sequence
+
+from aiohttp import web
+
+SHUTDOWN_TIMEOUT = 10.0  # seconds open connections get to finish on shutdown
+
+
+def run(main: Callable[[], Awaitable[None]], *, use_uvloop: bool = True) -> None:
+    """Run ``main()`` on a fresh event loop (uvloop unless told otherwise)."""
+    if use_uvloop:
+        import uvloop
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main())
+    else:
+        asyncio.run(main())
+
+
+async def serve(sites: Sequence[tuple[web.Application, str, int]], *,
+                on_started: Callable[[list[tuple[str, int]]], Awaitable[None] | None] | None = None,
+                ) -> None:
+    """Serve applications on (host, port) until SIGINT or SIGTERM, then clean up in reverse order.
+
+    ``on_started`` receives the bound (host, port) of each site (useful with port 0).
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    runners: list[web.AppRunner] = []
+    try:
+        bound = []
+        for app, host, port in sites:
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+            await runner.setup()
+            runners.append(runner)
+            site = web.TCPSite(runner, host, port, reuse_address=True)
+            await site.start()
+            sock = site._server.sockets[0]  # aiohttp exposes the bound address only here
+            bound.append(sock.getsockname()[:2])
+        if on_started is not None:
+            result = on_started(bound)
+            if asyncio.iscoroutine(result):
+                await result
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        for runner in reversed(runners):
+            await runner.cleanup()

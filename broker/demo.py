@@ -67,19 +67,32 @@ def _write_secret(path: Path, value: str) -> Path:
     return path
 
 
-def write_config(state: Path, *, slapd: Slapd, desktops: list[XvncDesktop], host: str,
-                 portal_port: int, gateway_port: int) -> Path:
-    """The demo's pforte.toml: also a complete example of a real configuration."""
+@dataclass(frozen=True)
+class DesktopEntry:
+    id: str
+    port: int
+    seats: int
+    password: str
+
+
+def write_config(state: Path, *, slapd: Slapd, desktops: list[DesktopEntry], group: str,
+                 host: str, portal_port: int, gateway_port: int,
+                 directory_servers: list[str] | None = None) -> Path:
+    """Write a complete pforte.toml for one tenant on this machine (the demo's, and the tests').
+
+    Keys are created in ``state/keys`` if missing; desktops' passwords go into secret files.
+    """
     keys = state / "keys"
+    generate_keys(keys)
     desktop_tables = "\n".join(f"""
 [[tenants.hosts]]
-id = "{d_id}"
+id = "{d.id}"
 address = "127.0.0.1"
 port = {d.port}
 protocol = "vnc"
-seats = {SEATS}
-secret_file = "{_write_secret(keys / f'{d_id}.vncpass', d.password)}"
-""" for (d_id, _, _), d in zip(DESKTOPS, desktops))
+seats = {d.seats}
+secret_file = "{_write_secret(keys / f'{d.id}.vncpass', d.password)}"
+""" for d in desktops)
     config = state / "pforte.toml"
     config.write_text(f"""\
 # Written by `pforte demo`. Every key is explained in the README's configuration reference.
@@ -109,8 +122,9 @@ name = "Stadt Musterstadt"
 domains = ["{DOMAIN}"]
 
 [tenants.directory]
-servers = ["{slapd.url}"]
-base_dn = "{SUFFIX}"
+servers = {json.dumps(directory_servers or [slapd.url])}
+timeout = 2
+base_dn = "{slapd.suffix}"
 bind_dn = "{slapd.service_dn}"
 bind_password_file = "{_write_secret(keys / 'ldap-service.pass', slapd.service_password)}"
 login_attribute = "uid"
@@ -118,8 +132,8 @@ login_attribute = "uid"
 [[tenants.pools]]
 id = "buero"
 name = "Büro-Desktop"
-group = "{slapd.group_dn('desktop-users')}"
-hosts = [{", ".join(f'"{d_id}"' for d_id, _, _ in DESKTOPS)}]
+group = "{group}"
+hosts = [{", ".join(f'"{d.id}"' for d in desktops)}]
 {desktop_tables}""")
     return config
 
@@ -128,7 +142,6 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
                    facts_path: Path) -> None:
     processes = Processes()
     try:
-        generate_keys(state / "keys")
         passwords = {u.login: f"{u.login.capitalize()}-{secrets.token_hex(4)}" for u in USERS}
         org = Organisation("Stadt Musterstadt", tuple(
             DirectoryUserSpec(u.login, u.display_name, passwords[u.login]) for u in USERS), GROUPS)
@@ -143,8 +156,11 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
             desktops.append(desktop)
         portal_port = portal_port or free_port(host)
         gateway_port = gateway_port or free_port(host)
-        config_path = write_config(state, slapd=slapd, desktops=desktops, host=host,
-                                   portal_port=portal_port, gateway_port=gateway_port)
+        config_path = write_config(
+            state, slapd=slapd, group=slapd.group_dn("desktop-users"), host=host,
+            desktops=[DesktopEntry(d_id, d.port, SEATS, d.password)
+                      for (d_id, _, _), d in zip(DESKTOPS, desktops)],
+            portal_port=portal_port, gateway_port=gateway_port)
         config = load_config(config_path)
         broker = Broker(config, Store(config.state_dir / "pforte.db"))
         gateway = Gateway(gateway_config(load_toml(config_path)))

@@ -106,6 +106,7 @@ class Store:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pforte-store")
         self._local = threading.local()
+        self._closed = False
 
     # -- plumbing ----------------------------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -136,6 +137,11 @@ class Store:
         await self._run(lambda: self._db().executescript(SCHEMA))
 
     async def close(self) -> None:
+        """Close the database; calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+
         def _close() -> None:
             db = getattr(self._local, "db", None)
             if db is not None:

@@ -35,6 +35,7 @@ DEFAULT_NOVNC_DIR = Path(__file__).resolve().parents[2] / "node_modules" / "@nov
 MAX_BODY = 64 * 1024
 
 BROKER_KEY = web.AppKey("broker", Broker)
+REQUEST_ID = web.RequestKey("request_id", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -47,7 +48,7 @@ def _lang(request: web.Request) -> tuple[str, dict[str, str]]:
 def _message(request: web.Request, exc: BrokerError) -> str:
     _, t = _lang(request)
     code = exc.code if exc.code in t else "error"
-    return t[code].format(ref=request.get("request_id", "-"))
+    return t[code].format(ref=request.get(REQUEST_ID, "-"))
 
 
 def _source(request: web.Request) -> str:
@@ -56,7 +57,7 @@ def _source(request: web.Request) -> str:
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request["request_id"] = secrets.token_hex(6)
+    request[REQUEST_ID] = secrets.token_hex(6)
     try:
         response = await handler(request)
     except BrokerError as exc:
@@ -72,7 +73,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         raise
     except Exception:
         logger.exception("request %s %s failed (ref %s)", request.method, request.path,
-                         request["request_id"])
+                         request[REQUEST_ID])
         message = _message(request, BrokerError())
         if request.path.startswith("/api/"):
             return web.json_response({"error": "error", "message": message}, status=500)

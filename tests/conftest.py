@@ -1,0 +1,177 @@
+"""Fixtures that start real servers on free loopback ports and stop exactly what they started.
+
+* ``slapd``: OpenLDAP seeded with the test municipality (nested groups, umlauts, LDAP-special
+  characters, a user who is not entitled); one per test session.
+* ``desktops``: two TigerVNC Xvnc desktops with VNC passwords; one per test session.
+* ``installation``: broker and gateway (in the test's event loop) over those, with a fresh state
+  directory and keys for every test.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+import websockets
+from aiohttp import web
+
+from broker import mfa
+from broker.config import load_config
+from broker.demo import TENANT, DesktopEntry, write_config
+from broker.service import Broker
+from broker.store import Store
+from broker.testbed import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd,
+                            XvncDesktop, free_port)
+from broker.web import create_app
+from gateway.config import gateway_config, load_toml
+from gateway.server import Gateway
+
+SPECIAL_LOGIN = "o'brien(x)*\\,=+"
+USERS = {
+    "anna": ("Anna Schmidt", "Anna-pass-1"),                 # entitled through a nested group
+    "bernd": ("Bernd Müller", "Bernd-pass-1"),               # entitled directly
+    "clara": ("Clara Weber", "Clara-pass-1"),                # in no desktop group
+    "jörg": ("Jörg Größe", "Grüße (aus) *Jork* \\,=+"),     # umlauts and special characters
+    SPECIAL_LOGIN: ("Pat O'Brien", "p@ss (w*rd) \\ x"),
+    **{f"user{i}": (f"User {i}", f"User-pass-{i}") for i in range(1, 7)},
+}
+GROUPS = (
+    GroupSpec("buergerbuero", users=("anna",)),
+    GroupSpec("desktop-users", users=("bernd", "jörg", SPECIAL_LOGIN,
+                                      *(f"user{i}" for i in range(1, 7))),
+              groups=("buergerbuero",)),
+    GroupSpec("bauamt", users=("clara",)),
+)
+SEATS = 2
+
+
+def need(*programs: str) -> None:
+    missing = [p for p in programs if shutil.which(p) is None and not Path(f"/usr/sbin/{p}").exists()]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (scripts/setup installs them)")
+
+
+@pytest.fixture(scope="session")
+def processes():
+    p = Processes()
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="session")
+def slapd(processes, tmp_path_factory) -> Slapd:
+    need("slapd")
+    server = Slapd(tmp_path_factory.mktemp("slapd"), "dc=musterstadt,dc=example",
+                   root_password=secrets.token_hex(8), service_password=secrets.token_hex(8))
+    server.start(processes)
+    server.seed(Organisation("Stadt Musterstadt", tuple(
+        DirectoryUserSpec(login, name, pw) for login, (name, pw) in USERS.items()), GROUPS))
+    return server
+
+
+@pytest.fixture(scope="session")
+def desktops(processes, tmp_path_factory) -> list[XvncDesktop]:
+    need("Xvnc", "vncpasswd", "xsetroot", "xterm")
+    result = []
+    for name, colour in (("Desktop One", "#2e7d32"), ("Desktop Two", "#1565c0")):
+        d = XvncDesktop(tmp_path_factory.mktemp("xvnc"), name, colour,
+                        password=secrets.token_hex(4))
+        d.start(processes)
+        result.append(d)
+    return result
+
+
+@dataclass
+class Installation:
+    config_path: Path
+    broker: Broker
+    base_url: str
+    gateway_url: str
+    http: aiohttp.ClientSession
+
+    async def password_login(self, login: str, password: str | None = None) -> aiohttp.ClientResponse:
+        password = USERS[login][1] if password is None else password
+        return await self.http.post(f"{self.base_url}/api/v1/login", json={
+            "username": f"{login}@musterstadt.example", "password": password})
+
+    async def login(self, login: str) -> str:
+        """A full login (password and TOTP) of an enrolled user; returns the bearer token."""
+        secret = mfa.new_secret()
+        await self.broker.import_enrolment(TENANT, login, secret)
+        r = await self.password_login(login)
+        assert r.status == 200, await r.text()
+        token = (await r.json())["token"]
+        r = await self.post("/api/v1/mfa", token, {"code": mfa.current_code(secret, time.time())})
+        assert r.status == 204, await r.text()
+        return token
+
+    async def post(self, path: str, token: str, body: dict | None = None):
+        return await self.http.post(f"{self.base_url}{path}", json=body or {},
+                                    headers={"Authorization": f"Bearer {token}"})
+
+    async def connect(self, token: str, pool: str = "buero") -> dict:
+        r = await self.post(f"/api/v1/pools/{pool}/connect", token)
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+
+async def rfb_viewer_handshake(ws) -> bytes:
+    """Act as a VNC viewer on a gateway websocket; returns the desktop's ServerInit message."""
+    assert await ws.recv() == b"RFB 003.008\n"
+    await ws.send(b"RFB 003.008\n")
+    assert await ws.recv() == b"\x01\x01"          # one security type: None
+    await ws.send(b"\x01")
+    assert await ws.recv() == b"\x00\x00\x00\x00"  # security result OK
+    await ws.send(b"\x01")                          # ClientInit: shared
+    return await ws.recv()
+
+
+async def open_desktop(conn: dict) -> bytes:
+    async with websockets.connect(conn["gateway_url"]) as ws:
+        await ws.send(conn["ticket"])
+        return await rfb_viewer_handshake(ws)
+
+
+@pytest.fixture
+async def make_installation(tmp_path, slapd, desktops):
+    """Build an installation; keyword arguments go to ``write_config``."""
+    runners: list[web.AppRunner] = []
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def make(**overrides) -> Installation:
+        portal_port, gateway_port = free_port(), free_port()
+        state = tmp_path / f"install-{len(runners)}"
+        entries = [DesktopEntry(f"desk{i + 1}", d.port, SEATS, d.password)
+                   for i, d in enumerate(desktops)]
+        options = dict(slapd=slapd, desktops=entries, group=slapd.group_dn("desktop-users"),
+                       host="127.0.0.1", portal_port=portal_port, gateway_port=gateway_port)
+        options.update(overrides)
+        path = write_config(state, **options)
+        config = load_config(path)
+        broker = Broker(config, Store(config.state_dir / "pforte.db"))
+        gateway = Gateway(gateway_config(load_toml(path)))
+        for app, port in ((create_app(broker), portal_port), (gateway.app(), gateway_port)):
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            runners.append(runner)
+        http = aiohttp.ClientSession()
+        sessions.append(http)
+        return Installation(path, broker, f"http://127.0.0.1:{portal_port}",
+                            config.gateway_url, http)
+
+    yield make
+    for http in sessions:
+        await http.close()
+    for runner in reversed(runners):
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def installation(make_installation) -> Installation:
+    return await make_installation()

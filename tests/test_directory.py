@@ -1,0 +1,105 @@
+"""Directory login against a real slapd: the right answers, and bounded failure when it is down."""
+
+import asyncio
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from ldap3.utils.conv import escape_filter_chars
+
+from broker.config import DirectoryConfig
+from broker.directory import Directory
+from broker.errors import BadCredentials, DirectoryUnavailable
+from broker.testbed import free_port
+
+from .conftest import SPECIAL_LOGIN, USERS
+
+pytestmark = pytest.mark.integration
+
+
+def directory(slapd, servers=None, timeout=2.0) -> Directory:
+    return Directory(DirectoryConfig(
+        servers=tuple(servers or [slapd.url]), base_dn=slapd.suffix, bind_dn=slapd.service_dn,
+        bind_password=slapd.service_password, login_attribute="uid",
+        user_object_class="inetOrgPerson", timeout=timeout, group_depth=8),
+        ThreadPoolExecutor(4))
+
+
+async def test_a_user_logs_in_and_nested_groups_are_resolved(slapd):
+    user = await directory(slapd).authenticate("anna", USERS["anna"][1])
+    assert user.display_name == "Anna Schmidt"
+    assert slapd.group_dn("buergerbuero").lower() in user.groups
+    assert slapd.group_dn("desktop-users").lower() in user.groups  # through buergerbuero
+
+
+async def test_a_wrong_password_is_refused(slapd):
+    with pytest.raises(BadCredentials):
+        await directory(slapd).authenticate("anna", "wrong")
+
+
+async def test_an_unknown_user_is_refused_like_a_wrong_password(slapd):
+    with pytest.raises(BadCredentials):
+        await directory(slapd).authenticate("nobody", "whatever")
+
+
+async def test_an_empty_password_never_binds_anonymously(slapd):
+    with pytest.raises(BadCredentials):
+        await directory(slapd).authenticate("anna", "")
+
+
+@pytest.mark.parametrize("login", ["jörg", SPECIAL_LOGIN])
+async def test_umlauts_and_ldap_special_characters_work(slapd, login):
+    user = await directory(slapd).authenticate(login, USERS[login][1])
+    assert user.login == login
+
+
+async def test_a_wildcard_login_finds_nobody(slapd):
+    with pytest.raises(BadCredentials):
+        await directory(slapd).authenticate("*", USERS["anna"][1])
+    with pytest.raises(BadCredentials):
+        await directory(slapd).authenticate("ann*", USERS["anna"][1])
+
+
+async def test_a_closed_port_is_reported_unavailable_quickly(slapd):
+    start = time.monotonic()
+    with pytest.raises(DirectoryUnavailable):
+        await directory(slapd, [f"ldap://127.0.0.1:{free_port()}"]).authenticate("anna", "x")
+    assert time.monotonic() - start < 5  # a bound on a hang, not a speed claim
+
+
+async def test_a_server_that_never_answers_is_reported_unavailable_within_the_timeout(slapd):
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # accepts connections (kernel backlog) but never speaks LDAP
+    try:
+        start = time.monotonic()
+        with pytest.raises(DirectoryUnavailable):
+            await directory(slapd, [f"ldap://127.0.0.1:{silent.getsockname()[1]}"],
+                            timeout=1.0).authenticate("anna", USERS["anna"][1])
+        assert time.monotonic() - start < 10
+    finally:
+        silent.close()
+
+
+async def test_the_next_server_takes_over_when_the_first_is_down(slapd):
+    d = directory(slapd, [f"ldap://127.0.0.1:{free_port()}", slapd.url])
+    assert (await d.authenticate("bernd", USERS["bernd"][1])).login == "bernd"
+    # the dead server is now set aside: the next login goes straight to the live one
+    assert d._servers() == [slapd.url]
+
+
+async def test_concurrent_logins_are_all_answered(slapd):
+    d = directory(slapd)
+    users = [f"user{i}" for i in range(1, 7)] * 3
+    results = await asyncio.gather(*(d.authenticate(u, USERS[u][1]) for u in users))
+    assert [r.login for r in results] == users
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=40))
+def test_escaped_filter_values_contain_no_filter_syntax(value):
+    escaped = escape_filter_chars(value)
+    assert not any(c in escaped for c in "()*\0")
+    assert escaped.count("\\") == sum(value.count(c) for c in "\\()*\0")

@@ -1,0 +1,89 @@
+"""The SQLite store: decisions that must not race are atomic, also across two processes' worth of
+connections on one file."""
+
+import asyncio
+import random
+
+import pytest
+
+from broker.sessions import State
+from broker.store import Store, TicketAlreadyRedeemed, UnknownSession
+
+NOW = 1_800_000_000.0
+
+
+@pytest.fixture
+async def stores(tmp_path):
+    a, b = Store(tmp_path / "s.db"), Store(tmp_path / "s.db")
+    await a.open()
+    await b.open()
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def test_concurrent_logins_from_two_brokers_never_overbook(stores):
+    hosts = [("h1", 3), ("h2", 2)]
+
+    async def one(store, i):
+        return await store.assign("t", f"user{i}", "p", hosts, now=NOW, pending_timeout=60,
+                                  keep_seconds=60, rng=random.Random(i))
+    results = await asyncio.gather(*(one(stores[i % 2], i) for i in range(12)))
+    placed = [r for r in results if r is not None]
+    assert len(placed) == 5
+    per_host = {h: sum(1 for r in placed if r.host_id == h) for h, _ in hosts}
+    assert per_host == {"h1": 3, "h2": 2}
+
+
+async def test_a_returning_user_gets_the_same_session(stores):
+    a, _ = stores
+    first = await a.assign("t", "anna", "p", [("h1", 1)], now=NOW, pending_timeout=60,
+                           keep_seconds=60)
+    again = await a.assign("t", "anna", "p", [("h1", 1)], now=NOW + 1, pending_timeout=60,
+                           keep_seconds=60)
+    assert again.session_id == first.session_id and again.reconnect
+
+
+async def test_a_ticket_is_redeemed_once_across_brokers(stores):
+    a, b = stores
+    s = await a.assign("t", "anna", "p", [("h1", 1)], now=NOW, pending_timeout=60, keep_seconds=60)
+    await a.redeem("tk", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
+    with pytest.raises(TicketAlreadyRedeemed):
+        await b.redeem("tk", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
+
+
+async def test_a_ticket_for_another_tenants_session_is_refused(stores):
+    a, _ = stores
+    s = await a.assign("t", "anna", "p", [("h1", 1)], now=NOW, pending_timeout=60, keep_seconds=60)
+    with pytest.raises(UnknownSession):
+        await a.redeem("tk", int(NOW) + 30, "other", "anna", s.session_id, now=NOW)
+
+
+async def test_sessions_run_their_lifecycle_and_free_their_seat(stores):
+    a, _ = stores
+    s = await a.assign("t", "anna", "p", [("h1", 1)], now=NOW, pending_timeout=60, keep_seconds=100)
+    await a.redeem("tk", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
+    assert (await a.live_sessions("t"))[0].state is State.CONNECTED
+    await a.disconnect("t", s.session_id, now=NOW + 10)
+    assert (await a.live_sessions("t"))[0].state is State.DISCONNECTED
+    assert await a.expire(NOW + 50) == 0
+    assert await a.expire(NOW + 111) == 1
+    assert await a.live_sessions("t") == []
+    other = await a.assign("t", "bernd", "p", [("h1", 1)], now=NOW + 112, pending_timeout=60,
+                           keep_seconds=60)
+    assert other is not None
+
+
+async def test_a_pending_session_whose_ticket_is_never_used_ends(stores):
+    a, _ = stores
+    await a.assign("t", "anna", "p", [("h1", 1)], now=NOW, pending_timeout=60, keep_seconds=60)
+    assert await a.expire(NOW + 61) == 1
+
+
+async def test_a_totp_step_is_accepted_once_even_concurrently(stores):
+    a, b = stores
+    await a.set_enrolment("t", "anna", "sealed")
+    results = await asyncio.gather(*(s.accept_step("t", "anna", 100, confirm=False)
+                                     for s in (a, b, a, b)))
+    assert sorted(results) == [False, False, False, True]
+    assert not await a.accept_step("t", "anna", 99, confirm=False)

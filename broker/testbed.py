@@ -246,6 +246,8 @@ class XvncDesktop:
         subprocess.run([require("xsetroot"), "-solid", self.colour], env=env, check=True,
                        timeout=STARTUP_TIMEOUT)
         processes.start([require("xterm"), "-T", self.name, "-geometry", "80x10+40+40", "-e",
-                         "sh", "-c", f"echo 'This is {self.name}'; exec sh"], env=env,
+                         "sh", "-c",
+                         f"echo 'This is {self.name}. Type here: it echoes what you type.'; "
+                         "exec cat"], env=env,
                         log=self.state / "xterm.log")
 

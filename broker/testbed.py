@@ -251,3 +251,75 @@ class XvncDesktop:
                          "exec cat"], env=env,
                         log=self.state / "xterm.log")
 
+
+
+# -- the demo as a user runs it, and Debian's chromium ------------------------------------------
+
+DEMO_START_TIMEOUT = 60.0
+CHROMIUM = "/usr/bin/chromium"
+# Flags that work as root on a closed network (see FIELD-NOTES): no sandbox, no background traffic.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]
+
+
+class DemoProcess:
+    """``python -m broker demo`` in a subprocess on free ports; :meth:`stop` sends SIGINT (Ctrl-C)."""
+
+    def __init__(self, state: Path, python: str) -> None:
+        self.state = state
+        self.facts_path = state / "facts.json"
+        self.proc = subprocess.Popen(
+            [python, "-m", "broker", "demo", "--state-dir", str(state), "--portal-port",
+             str(free_port()), "--gateway-port", str(free_port()), "--facts",
+             str(self.facts_path)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self) -> dict:
+        """The demo's facts, once it has written them."""
+        import json
+        deadline = time.monotonic() + DEMO_START_TIMEOUT
+        while not self.facts_path.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()
+                output = self.proc.stdout.read().decode(errors="replace")
+                raise TestbedError(f"demo did not start: {output}")
+            time.sleep(0.1)
+        return json.loads(self.facts_path.read_text())
+
+    def stop(self, timeout: float = 20.0) -> int:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise TestbedError("demo did not stop on Ctrl-C") from None
+
+
+# Reads the noVNC canvas: the colour near its bottom-right corner (away from the xterm).
+CANVAS_COLOUR_JS = """() => {
+    const c = document.querySelector('#screen canvas');
+    if (!c || c.width < 100) return null;
+    const probe = document.createElement('canvas');
+    probe.width = c.width; probe.height = c.height;
+    const ctx = probe.getContext('2d');
+    ctx.drawImage(c, 0, 0);
+    const d = ctx.getImageData(c.width - 20, c.height - 20, 1, 1).data;
+    return [d[0], d[1], d[2]];
+}"""
+
+
+def hex_rgb(colour: str) -> tuple[int, int, int]:
+    return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
+
+
+def wait_for_desktop_colour(page, timeout: float = 20.0, poll_ms: int = 10):
+    """Poll the noVNC canvas until it shows a non-black pixel; the colour, or None on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        colour = page.evaluate(CANVAS_COLOUR_JS)
+        if colour and colour != [0, 0, 0]:
+            return tuple(colour)
+        page.wait_for_timeout(poll_ms)
+    return None

@@ -3,28 +3,19 @@ opens a desktop, and the noVNC canvas shows that desktop's background colour."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyotp
 import pytest
 
-from broker.testbed import free_port
+from broker.testbed import CHROMIUM, CHROMIUM_ARGS, DemoProcess, hex_rgb, wait_for_desktop_colour
 
 from .conftest import need
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
-DEMO_START_TIMEOUT = 60.0
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"
 
 
@@ -32,26 +23,9 @@ SCREENSHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"
 def demo(tmp_path_factory):
     """``pforte demo`` as a user runs it, on free ports; stopped with SIGINT like Ctrl-C."""
     need("slapd", "Xvnc")
-    state = tmp_path_factory.mktemp("demo")
-    facts = state / "facts.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "broker", "demo", "--state-dir", str(state), "--portal-port",
-         str(free_port()), "--gateway-port", str(free_port()), "--facts", str(facts)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + DEMO_START_TIMEOUT
-    while not facts.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"demo did not start: {proc.stdout.read().decode(errors='replace')}")
-        time.sleep(0.1)
-    yield json.loads(facts.read_text())
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail("demo did not stop on Ctrl-C")
-    assert proc.returncode in (0, 130)
+    demo = DemoProcess(tmp_path_factory.mktemp("demo"), sys.executable)
+    yield demo.wait_ready()
+    assert demo.stop() in (0, 130)
 
 
 @pytest.fixture(scope="module")
@@ -71,35 +45,6 @@ def new_page(chromium, locale: str = "en-GB"):
     return context.new_page()
 
 
-def hex_rgb(colour: str) -> tuple[int, int, int]:
-    return tuple(int(colour[i:i + 2], 16) for i in (1, 3, 5))
-
-
-def canvas_colour(page) -> tuple[int, int, int] | None:
-    """The colour of the desktop's bottom-right area (away from the xterm), or None."""
-    return page.evaluate("""() => {
-        const c = document.querySelector('#screen canvas');
-        if (!c || c.width < 100) return null;
-        const probe = document.createElement('canvas');
-        probe.width = c.width; probe.height = c.height;
-        const ctx = probe.getContext('2d');
-        ctx.drawImage(c, 0, 0);
-        const d = ctx.getImageData(c.width - 20, c.height - 20, 1, 1).data;
-        return [d[0], d[1], d[2]];
-    }""")
-
-
-def wait_for_colour(page, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    colour = None
-    while time.monotonic() < deadline:
-        colour = canvas_colour(page)
-        if colour and colour != [0, 0, 0]:
-            return tuple(colour)
-        page.wait_for_timeout(50)
-    return tuple(colour) if colour else None
-
-
 def login(page, demo, user: dict) -> None:
     page.goto(demo["portal_url"])
     page.get_by_label("Username").fill(user["login"])
@@ -115,7 +60,7 @@ def test_a_user_logs_in_with_password_and_totp_and_sees_the_desktop(demo, chromi
     page.get_by_label("One-time code").fill(pyotp.TOTP(anna["totp_secret"]).now())
     page.get_by_role("button", name="Confirm").click()
     page.get_by_role("link", name="Open").click()
-    colour = wait_for_colour(page)
+    colour = wait_for_desktop_colour(page)
     page.screenshot(path=str(SCREENSHOTS / "desktop.png"))
     backgrounds = {hex_rgb(d["background"]): d["name"] for d in demo["desktops"]}
     assert colour in backgrounds, f"canvas shows {colour}, not one of {backgrounds}"

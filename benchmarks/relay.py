@@ -379,7 +379,7 @@ async def create_sessions(db: Path) -> list[str]:
 
 
 async def start_peers(state: Path, processes: Processes, http: aiohttp.ClientSession,
-                      only: set[str] | None) -> list[Peer]:
+                      only: set[str] | None, workers: int) -> list[Peer]:
     python = sys.executable
     desktop_port = free_port()
     desk = processes.start([python, "-m", "benchmarks.fake_desktop", str(desktop_port)],
@@ -408,8 +408,8 @@ async def start_peers(state: Path, processes: Processes, http: aiohttp.ClientSes
         broker = processes.start([*pforte, "broker", "--config", str(config)],
                                  log=state / "broker.log")
         wait_for_port("127.0.0.1", broker_port, broker, what="pforte broker")
-        gateway = processes.start([*pforte, "gateway", "--config", str(config)],
-                                  log=state / "gateway.log")
+        gateway = processes.start([*pforte, "gateway", "--config", str(config), "--workers",
+                                   str(workers)], log=state / "gateway.log")
         wait_for_port("127.0.0.1", gateway_port, gateway, what="pforte gateway")
         tickets = Tickets(keys, await create_sessions(state / "broker" / "pforte.db"),
                           desktop_port)
@@ -466,7 +466,8 @@ async def run(args: argparse.Namespace) -> dict:
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     http = aiohttp.ClientSession(connector=connector)
     try:
-        peers = await start_peers(state, processes, http, set(args.peers) if args.peers else None)
+        peers = await start_peers(state, processes, http, set(args.peers) if args.peers else None,
+                                  args.workers)
         raw: dict[str, dict[str, list[dict]]] = {}
         for r in range(args.rounds):
             order = peers[r % len(peers):] + peers[:r % len(peers)]
@@ -482,6 +483,7 @@ async def run(args: argparse.Namespace) -> dict:
                 results.setdefault(f"idle_{n}", {})[peer.name] = result
                 print(f"idle {n:<6} {peer.name:<10} {result}", flush=True)
         return {"rounds": args.rounds, "quick": args.quick, "cores": os.cpu_count(),
+                "gateway_workers": args.workers,
                 "results": results}
     finally:
         await http.close()
@@ -577,6 +579,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller volumes, 1,000 idle only")
     parser.add_argument("--peers", nargs="*", help="only these peers")
+    parser.add_argument("--workers", type=int, default=1, help="pforte gateway worker processes")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     import uvloop

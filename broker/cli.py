@@ -41,7 +41,7 @@ def _broker(args: argparse.Namespace) -> int:
 
 def _gateway(args: argparse.Namespace) -> int:
     from gateway.server import run
-    run(args.config, use_uvloop=args.loop == "uvloop")
+    run(args.config, use_uvloop=args.loop == "uvloop", workers=args.workers)
     return 0
 
 
@@ -95,6 +95,8 @@ def parser() -> argparse.ArgumentParser:
 
     g = serving("gateway", "run a gateway (reads only the [gateway] table)")
     g.add_argument("--config", required=True, help="a TOML file with a [gateway] table")
+    g.add_argument("--workers", type=int, default=1,
+                   help="processes sharing the port (SO_REUSEPORT); default 1")
     g.set_defaults(func=_gateway)
 
     c = sub.add_parser("check-config", help="check a config file and exit")

@@ -1,124 +1,51 @@
-"""The hot path: a websocket (aiohttp) ↔ TCP (asyncio Protocol) pump.
+"""The hot path: a websocket (aiohttp) ↔ TCP (asyncio Protocol) relay.
 
 Theory of operation
 -------------------
-The desktop side is an :class:`asyncio.Protocol` (:class:`DesktopLink`): ``data_received`` appends to
-one ``bytearray`` and wakes the downstream pump; nothing is copied per chunk and no stream reader
-sits in between. The downstream pump takes the whole buffer at once (swapping in a fresh one), so
-many small TCP reads coalesce into one large websocket frame while the browser is busy.
+The desktop side is an :class:`asyncio.Protocol` (:class:`DesktopLink`) with two modes.
 
-Backpressure both ways:
+*Handshake mode* (right after connecting): bytes collect in a buffer that the RFB handshake reads
+with :meth:`DesktopLink.read_exactly`.
 
-* desktop → client: when more than ``max_buffered`` bytes wait for the websocket, the desktop
-  transport stops reading until the pump has taken them; the websocket writer itself drains when
-  its own buffer passes ``writer_limit`` (aiohttp), which blocks the pump.
-* client → desktop: when the desktop transport's write buffer passes ``max_buffered``
-  (``pause_writing``), the upstream pump stops taking websocket messages; aiohttp's reader then
-  stops reading the client's socket.
+*Relay mode* (after :meth:`DesktopLink.start_relay`): ``data_received`` writes every chunk it gets
+straight onto the client's transport as one binary websocket frame (a server's frames are not
+masked: a 2–10 byte header and the chunk itself, never copied or parsed). No task, queue or
+stream reader sits in between. Under load the kernel coalesces the desktop's small writes, so reads
+— and frames — grow large by themselves.
 
-EOF from the desktop ends the downstream after the buffered bytes are sent; the end of the
-websocket closes the desktop connection. Byte counters are plain integers.
+Backpressure both ways, with explicit limits:
+
+* desktop → client: when the client's transport buffers more than ``max_buffered`` bytes, aiohttp's
+  protocol reports ``writing_paused``; the link stops reading from the desktop and resumes once the
+  client has drained.
+* client → desktop: when the desktop's write buffer passes ``max_buffered`` (``pause_writing``),
+  the upstream loop stops taking websocket messages; aiohttp then stops reading the client socket.
+
+EOF from the desktop ends the relay; the end of the websocket closes the desktop connection.
+Byte counters are plain integers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
+import struct
 
 from aiohttp import WSMsgType, web
 
-logger = logging.getLogger(__name__)
+_OP_BINARY = 0x82                       # FIN + binary opcode
+_SMALL_FRAME = 4096                     # below this, header and payload go out in one write
+_LEN16 = struct.Struct("!BBH").pack
+_LEN64 = struct.Struct("!BBQ").pack
 
 
-class DesktopLink(asyncio.Protocol):
-    """The gateway's TCP connection to a desktop."""
-
-    def __init__(self, max_buffered: int) -> None:
-        self.max_buffered = max_buffered
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.eof = False
-        self.lost = False
-        self._reading_paused = False
-        self._readable = asyncio.Event()      # set when buffer has data, or eof/lost
-        self._writable = asyncio.Event()      # cleared while the desktop's write buffer is full
-        self._writable.set()
-
-    # -- asyncio.Protocol ------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self.transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport.set_write_buffer_limits(high=self.max_buffered)
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        self._readable.set()
-        if len(self.buffer) >= self.max_buffered and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pause_reading()
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        self._readable.set()
-        return True  # keep our side open: the client may still be sending
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        self._readable.set()
-        self._writable.set()
-
-    def pause_writing(self) -> None:
-        self._writable.clear()
-
-    def resume_writing(self) -> None:
-        self._writable.set()
-
-    # -- used by the pumps and the RFB handshake -------------------------------------------
-    def take(self) -> bytearray:
-        """Everything buffered so far (possibly empty); reading resumes if it was paused."""
-        data, self.buffer = self.buffer, bytearray()
-        self._readable.clear()
-        if self._reading_paused:
-            self._reading_paused = False
-            self.transport.resume_reading()
-        return data
-
-    async def wait_readable(self) -> bool:
-        """Wait until data is buffered; False when the desktop has closed and nothing is left."""
-        while not self.buffer:
-            if self.eof or self.lost:
-                return False
-            self._readable.clear()
-            await self._readable.wait()
-        return True
-
-    async def read_exactly(self, n: int) -> bytes:
-        """Read exactly n bytes (for handshakes); raises ConnectionError if the desktop closes."""
-        while len(self.buffer) < n:
-            if self.eof or self.lost:
-                raise ConnectionError("desktop closed the connection")
-            self._readable.clear()
-            await self._readable.wait()
-        data = bytes(self.buffer[:n])
-        del self.buffer[:n]
-        if self._reading_paused and len(self.buffer) < self.max_buffered:
-            self._reading_paused = False
-            self.transport.resume_reading()
-        return data
-
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
-
-    async def writable(self) -> None:
-        if not self._writable.is_set():
-            await self._writable.wait()
-
-    def close(self) -> None:
-        if self.transport is not None and not self.lost:
-            self.transport.close()
+def frame_header(length: int) -> bytes:
+    """The header of an unmasked binary websocket frame carrying ``length`` bytes."""
+    if length < 126:
+        return bytes((_OP_BINARY, length))
+    if length < 65536:
+        return _LEN16(_OP_BINARY, 126, length)
+    return _LEN64(_OP_BINARY, 127, length)
 
 
 class Counters:
@@ -131,19 +58,120 @@ class Counters:
         self.down = 0
 
 
-async def _downstream(ws: web.WebSocketResponse, link: DesktopLink, counters: Counters) -> None:
-    while await link.wait_readable():
-        chunk = link.take()
-        counters.down += len(chunk)
-        await ws.send_bytes(chunk)
+class DesktopLink(asyncio.Protocol):
+    """The gateway's TCP connection to a desktop."""
+
+    def __init__(self, max_buffered: int) -> None:
+        self.max_buffered = max_buffered
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.counters = Counters()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._client: asyncio.Transport | None = None
+        self._client_protocol = None
+        self._reading_paused = False
+        self._readable = asyncio.Event()      # handshake mode: data arrived, or the desktop left
+        self._writable = asyncio.Event()      # cleared while the desktop's write buffer is full
+        self._writable.set()
+        self._drain_task: asyncio.Task | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_write_buffer_limits(high=self.max_buffered)
+
+    def data_received(self, data: bytes) -> None:
+        client = self._client
+        if client is None:
+            self.buffer += data
+            self._readable.set()
+            return
+        self.counters.down += len(data)
+        if client.is_closing():
+            return
+        if len(data) < _SMALL_FRAME:
+            client.write(frame_header(len(data)) + data)
+        else:
+            client.write(frame_header(len(data)))
+            client.write(data)
+        if self._client_protocol.writing_paused and not self._reading_paused:
+            self._reading_paused = True
+            self.transport.pause_reading()
+            self._drain_task = asyncio.ensure_future(self._resume_when_drained())
+
+    def eof_received(self) -> bool:
+        self._finish()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish()
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    def _finish(self) -> None:
+        self._readable.set()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    async def _resume_when_drained(self) -> None:
+        # aiohttp's protocol resolves this once the client's transport buffer has drained.
+        await self._client_protocol._drain_helper()
+        self._reading_paused = False
+        if not self.closed.done():
+            self.transport.resume_reading()
+
+    # -- handshake mode --------------------------------------------------------------------
+    async def read_exactly(self, n: int) -> bytes:
+        """Read exactly n bytes (handshakes only); raises ConnectionError if the desktop closes."""
+        while len(self.buffer) < n:
+            if self.closed.done():
+                raise ConnectionError("desktop closed the connection")
+            self._readable.clear()
+            await self._readable.wait()
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return data
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    # -- relay mode ------------------------------------------------------------------------
+    def start_relay(self, request: web.Request) -> None:
+        """From now on, write everything the desktop sends onto the request's websocket."""
+        client = request.transport
+        client.set_write_buffer_limits(high=self.max_buffered)
+        self._client, self._client_protocol = client, request.protocol
+        if self.buffer:
+            pending, self.buffer = bytes(self.buffer), bytearray()
+            self.data_received(pending)
+
+    async def writable(self) -> None:
+        if not self._writable.is_set():
+            await self._writable.wait()
+
+    def close(self) -> None:
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+        if self.transport is not None:
+            self.transport.close()
 
 
-async def _upstream(ws: web.WebSocketResponse, link: DesktopLink, counters: Counters) -> str:
-    """Returns why the client side ended."""
+async def _upstream(ws: web.WebSocketResponse, link: DesktopLink) -> str:
+    """Client → desktop until either ends; returns why."""
+    counters = link.counters
     async for msg in ws:
         if msg.type is WSMsgType.BINARY:
-            await link.writable()
-            if link.lost:
+            if not link._writable.is_set():
+                await link.writable()
+            if link.closed.done():
                 return "desktop closed"
             link.write(msg.data)
             counters.up += len(msg.data)
@@ -154,21 +182,16 @@ async def _upstream(ws: web.WebSocketResponse, link: DesktopLink, counters: Coun
     return "client closed"
 
 
-async def relay(ws: web.WebSocketResponse, link: DesktopLink, counters: Counters) -> str:
-    """Pump bytes both ways until either side ends; returns a short word for the log.
+async def relay(ws: web.WebSocketResponse, request: web.Request, link: DesktopLink) -> str:
+    """Relay both ways until either side ends; returns a short word for the log.
 
     The caller owns both ends and closes them afterwards.
     """
-    down = asyncio.ensure_future(_downstream(ws, link, counters))
-    up = asyncio.ensure_future(_upstream(ws, link, counters))
-    try:
-        done, _ = await asyncio.wait({down, up}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (down, up):
-            task.cancel()
-        await asyncio.gather(down, up, return_exceptions=True)
-    if up in done and not up.cancelled() and up.exception() is None:
-        return up.result()
-    if down in done and not down.cancelled() and down.exception() is not None:
-        return "client write failed"
+    link.start_relay(request)
+    up = asyncio.ensure_future(_upstream(ws, link))
+    done, _ = await asyncio.wait({up, link.closed}, return_when=asyncio.FIRST_COMPLETED)
+    if up in done:
+        return up.result() if up.exception() is None else "client failed"
+    up.cancel()
+    await asyncio.gather(up, return_exceptions=True)
     return "desktop closed"

@@ -4,16 +4,52 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import resource
 import signal
 from typing import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
 SHUTDOWN_TIMEOUT = 10.0  # seconds open connections get to finish on shutdown
+LISTEN_BACKLOG = 4096    # a morning's burst of connects waits in the kernel, not refused
+
+
+def raise_file_limit() -> None:
+    """Let this process hold as many sockets as the system allows (tens of thousands of sessions)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def run_workers(workers: int, child: Callable[[], None]) -> None:
+    """Run ``child`` in ``workers`` forked processes (which share their port with SO_REUSEPORT);
+    SIGINT/SIGTERM are passed on, and this returns when all have exited."""
+    pids = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                child()
+            finally:
+                os._exit(0)
+        pids.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in pids:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+    for pid in pids:
+        os.waitpid(pid, 0)
 
 
 def run(main: Callable[[], Awaitable[None]], *, use_uvloop: bool = True) -> None:
     """Run ``main()`` on a fresh event loop (uvloop unless told otherwise)."""
+    raise_file_limit()
     if use_uvloop:
         import uvloop
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -24,7 +60,7 @@ def run(main: Callable[[], Awaitable[None]], *, use_uvloop: bool = True) -> None
 
 async def serve(sites: Sequence[tuple[web.Application, str, int]], *,
                 on_started: Callable[[list[tuple[str, int]]], Awaitable[None] | None] | None = None,
-                ) -> None:
+                reuse_port: bool = False) -> None:
     """Serve applications on (host, port) until SIGINT or SIGTERM, then clean up in reverse order.
 
     ``on_started`` receives the bound (host, port) of each site (useful with port 0).
@@ -40,7 +76,8 @@ async def serve(sites: Sequence[tuple[web.Application, str, int]], *,
             runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
             await runner.setup()
             runners.append(runner)
-            site = web.TCPSite(runner, host, port, reuse_address=True)
+            site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port,
+                               backlog=LISTEN_BACKLOG)
             await site.start()
             sock = site._server.sockets[0]  # aiohttp exposes the bound address only here
             bound.append(sock.getsockname()[:2])

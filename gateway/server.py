@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -182,7 +183,7 @@ class Gateway:
             code, text = CLOSE_CODES[reason]
             await ws.close(code=code, message=text.encode())
             return ws
-        await self._serve(ws, claims)
+        await self._serve(ws, request, claims)
         return ws
 
     async def _admit(self, ws: web.WebSocketResponse) -> ticket.Claims:
@@ -199,9 +200,9 @@ class Gateway:
         await self.broker.redeem(claims)
         return claims
 
-    async def _serve(self, ws: web.WebSocketResponse, claims: ticket.Claims) -> None:
+    async def _serve(self, ws: web.WebSocketResponse, request: web.Request,
+                     claims: ticket.Claims) -> None:
         loop = asyncio.get_running_loop()
-        counters = Counters()
         link: DesktopLink | None = None
         reason = "desktop unavailable"
         self.metrics.sessions_open += 1
@@ -218,7 +219,7 @@ class Gateway:
                     link.write(leftover)
             logger.info("session %s of %s@%s connected to %s:%s", claims.session, claims.user,
                         claims.tenant, claims.target.host, claims.target.port)
-            reason = await relay(ws, link, counters)
+            reason = await relay(ws, request, link)
         except (OSError, asyncio.TimeoutError, DesktopError, ConnectionError, TicketError) as exc:
             logger.warning("session %s: desktop %s:%s unavailable: %s", claims.session,
                            claims.target.host, claims.target.port, type(exc).__name__)
@@ -226,6 +227,7 @@ class Gateway:
             code, text = CLOSE_CODES["desktop"]
             await ws.close(code=code, message=text.encode())
         finally:
+            counters = link.counters if link is not None else Counters()
             if link is not None:
                 link.close()
             if not ws.closed:
@@ -244,12 +246,23 @@ class _Refusal(GatewayError):
         self.reason = reason
 
 
-def run(config_path: str, *, use_uvloop: bool = True) -> None:
-    """Run a gateway alone from a config file's ``[gateway]`` table until SIGINT/SIGTERM."""
+def run(config_path: str, *, use_uvloop: bool = True, workers: int = 1) -> None:
+    """Run a gateway from a config file's ``[gateway]`` table until SIGINT/SIGTERM.
+
+    With ``workers`` > 1, that many processes share the port (SO_REUSEPORT) so that the gateway
+    uses every core; each keeps its own metrics.
+    """
     config = gateway_config(load_toml(config_path))
     host, port = config.listen
 
-    async def main() -> None:
-        await runtime.serve([(Gateway(config).app(), host, port)], on_started=lambda bound:
-                            logger.info("gateway listening on %s:%s", *bound[0]))
-    runtime.run(main, use_uvloop=use_uvloop)
+    def one() -> None:
+        async def main() -> None:
+            await runtime.serve([(Gateway(config).app(), host, port)], reuse_port=workers > 1,
+                                on_started=lambda bound: logger.info(
+                                    "gateway (pid %d) listening on %s:%s", os.getpid(), *bound[0]))
+        runtime.run(main, use_uvloop=use_uvloop)
+
+    if workers > 1:
+        runtime.run_workers(workers, one)
+    else:
+        one()

@@ -28,6 +28,7 @@ class FakeDesktop(asyncio.Protocol):
         self.mode = b""
         self.pending = bytearray()
         self.remaining = 0
+        self.sent = 0                     # bytes handed to the transport in D mode
         self.can_write = asyncio.Event()
         self.can_write.set()
         transport.write(b"G")
@@ -75,6 +76,7 @@ class FakeDesktop(asyncio.Protocol):
             await self.can_write.wait()
             chunk = CHUNK if n >= len(CHUNK) else CHUNK[:n]
             self.transport.write(chunk)
+            self.sent += len(chunk)
             n -= len(chunk)
 
 

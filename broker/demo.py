@@ -72,7 +72,8 @@ class DesktopEntry:
     id: str
     port: int
     seats: int
-    password: str
+    password: str | None           # None: no secret (RDP, SPICE, or a desktop without a password)
+    protocol: str = "vnc"
 
 
 def write_config(state: Path, *, slapd: Slapd, desktops: list[DesktopEntry], group: str,
@@ -89,9 +90,9 @@ def write_config(state: Path, *, slapd: Slapd, desktops: list[DesktopEntry], gro
 id = "{d.id}"
 address = "127.0.0.1"
 port = {d.port}
-protocol = "vnc"
+protocol = "{d.protocol}"
 seats = {d.seats}
-secret_file = "{_write_secret(keys / f'{d.id}.vncpass', d.password)}"
+{f'secret_file = "{_write_secret(keys / f"{d.id}.pass", d.password)}"' if d.password else ""}
 """ for d in desktops)
     config = state / "pforte.toml"
     config.write_text(f"""\

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import shutil
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import uvloop
 import websockets
 from aiohttp import web
 
@@ -48,6 +50,13 @@ GROUPS = (
     GroupSpec("bauamt", users=("clara",)),
 )
 SEATS = 2
+
+
+def pytest_asyncio_loop_factories(config, item):
+    """Tests marked ``both_loops`` run on asyncio and on uvloop; the rest on asyncio."""
+    if item.get_closest_marker("both_loops"):
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 def need(*programs: str) -> None:

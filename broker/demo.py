@@ -78,7 +78,8 @@ class DesktopEntry:
 
 def write_config(state: Path, *, slapd: Slapd, desktops: list[DesktopEntry], group: str,
                  host: str, portal_port: int, gateway_port: int,
-                 directory_servers: list[str] | None = None) -> Path:
+                 directory_servers: list[str] | None = None,
+                 gateway_options: dict[str, object] | None = None) -> Path:
     """Write a complete pforte.toml for one tenant on this machine (the demo's, and the tests').
 
     Keys are created in ``state/keys`` if missing; desktops' passwords go into secret files.
@@ -116,7 +117,7 @@ report_token_file = "{keys / 'report.token'}"
 broker_url = "http://{host}:{portal_port}"
 allowed_targets = ["127.0.0.0/8"]
 allowed_origins = ["http://{host}:{portal_port}"]
-
+{"".join(f"{k} = {json.dumps(v)}{chr(10)}" for k, v in (gateway_options or {}).items())}
 [[tenants]]
 id = "{TENANT}"
 name = "Stadt Musterstadt"

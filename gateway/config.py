@@ -146,6 +146,10 @@ DEFAULT_HANDSHAKE_TIMEOUT = 10.0       # seconds from TCP accept to a redeemed t
 DEFAULT_CONNECT_TIMEOUT = 5.0          # seconds to open the desktop's TCP connection
 DEFAULT_MAX_BUFFERED = 4 * 1024 * 1024 # bytes held for a slow peer before reading from the other stops
 DEFAULT_MAX_MESSAGE = 1024 * 1024      # largest websocket message accepted from a client
+DEFAULT_MAX_SESSIONS = 20_000          # sessions one gateway process holds at most
+DEFAULT_MAX_PER_SOURCE = 200           # sessions from one client address (a town hall's NAT)
+DEFAULT_IDLE_TIMEOUT = 0.0             # seconds without a byte either way; 0: never
+DEFAULT_DRAIN_TIMEOUT = 30.0           # seconds sessions get to finish when the gateway stops
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,25 @@ class GatewayConfig:
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     max_buffered: int = DEFAULT_MAX_BUFFERED
     max_message: int = DEFAULT_MAX_MESSAGE
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    max_per_source: int = DEFAULT_MAX_PER_SOURCE
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
+def networks(s: Section, name: str, default: Any = _MISSING) -> tuple:
+    """A list of networks ("10.0.0.0/8", "127.0.0.1")."""
+    nets = []
+    for i, raw in enumerate(s.str_list(name, default, non_empty=default is _MISSING)):
+        try:
+            nets.append(ipaddress.ip_network(raw, strict=False))
+        except ValueError:
+            raise ConfigError(s.path, s.key(f"{name}[{i}]"),
+                              f"expected a network like 10.0.0.0/8, got {raw!r}") from None
+    return tuple(nets)
 
 
 def gateway_config(root: Section) -> GatewayConfig:
@@ -171,13 +194,7 @@ def gateway_config(root: Section) -> GatewayConfig:
         ConfigError: with file, key and what was expected.
     """
     s = root.table("gateway")
-    nets = []
-    for i, raw in enumerate(s.str_list("allowed_targets")):
-        try:
-            nets.append(ipaddress.ip_network(raw, strict=False))
-        except ValueError:
-            raise ConfigError(s.path, s.key(f"allowed_targets[{i}]"),
-                              f"expected a network like 10.0.0.0/8, got {raw!r}") from None
+    tls = "tls_cert_file" in s.data or "tls_key_file" in s.data
     cfg = GatewayConfig(
         listen=s.listen("listen"),
         audience=s.str("audience"),
@@ -185,12 +202,19 @@ def gateway_config(root: Section) -> GatewayConfig:
         credential_key=read_aes_key(s, "credential_key_file"),
         broker_url=s.str("broker_url").rstrip("/"),
         report_token=read_secret(s.file("report_token_file")),
-        allowed_targets=tuple(nets),
+        allowed_targets=networks(s, "allowed_targets"),
         allowed_origins=tuple(s.str_list("allowed_origins", [], non_empty=False)),
         handshake_timeout=s.float("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT, minimum=0.1),
         connect_timeout=s.float("connect_timeout", DEFAULT_CONNECT_TIMEOUT, minimum=0.1),
         max_buffered=s.int("max_buffered_bytes", DEFAULT_MAX_BUFFERED, minimum=65536),
         max_message=s.int("max_message_bytes", DEFAULT_MAX_MESSAGE, minimum=4096),
+        max_sessions=s.int("max_sessions", DEFAULT_MAX_SESSIONS, minimum=1),
+        max_per_source=s.int("max_sessions_per_source", DEFAULT_MAX_PER_SOURCE, minimum=1),
+        idle_timeout=s.float("idle_timeout", DEFAULT_IDLE_TIMEOUT),
+        drain_timeout=s.float("drain_timeout", DEFAULT_DRAIN_TIMEOUT),
+        trusted_proxies=networks(s, "trusted_proxies", []),
+        tls_cert=s.file("tls_cert_file") if tls else None,
+        tls_key=s.file("tls_key_file") if tls else None,
     )
     s.done()
     return cfg

@@ -7,6 +7,7 @@ import asyncio
 import os
 import resource
 import signal
+import ssl
 from typing import Awaitable, Callable, Sequence
 
 from aiohttp import web
@@ -60,7 +61,7 @@ def run(main: Callable[[], Awaitable[None]], *, use_uvloop: bool = True) -> None
 
 async def serve(sites: Sequence[tuple[web.Application, str, int]], *,
                 on_started: Callable[[list[tuple[str, int]]], Awaitable[None] | None] | None = None,
-                reuse_port: bool = False) -> None:
+                reuse_port: bool = False, ssl_context: ssl.SSLContext | None = None) -> None:
     """Serve applications on (host, port) until SIGINT or SIGTERM, then clean up in reverse order.
 
     ``on_started`` receives the bound (host, port) of each site (useful with port 0).
@@ -77,7 +78,7 @@ async def serve(sites: Sequence[tuple[web.Application, str, int]], *,
             await runner.setup()
             runners.append(runner)
             site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port,
-                               backlog=LISTEN_BACKLOG)
+                               backlog=LISTEN_BACKLOG, ssl_context=ssl_context)
             await site.start()
             sock = site._server.sockets[0]  # aiohttp exposes the bound address only here
             bound.append(sock.getsockname()[:2])

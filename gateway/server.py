@@ -22,6 +22,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -51,7 +52,12 @@ CLOSE_CODES: dict[str, tuple[int, str]] = {
     "timeout": (4408, "no ticket in time"),
     "broker": (4503, "broker unavailable"),
     "desktop": (4502, "desktop unavailable"),
+    "busy": (4429, "too many connections"),
+    "draining": (1013, "gateway draining, try again"),
+    "idle": (4000, "idle timeout"),
+    "shutdown": (1001, "gateway shutting down"),
 }
+HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 @dataclass
@@ -61,9 +67,19 @@ class Metrics:
     bytes_up: int = 0
     bytes_down: int = 0
     refusals: dict[str, int] = field(default_factory=dict)
+    handshake_counts: list[int] = field(default_factory=lambda: [0] * len(HANDSHAKE_BUCKETS))
+    handshake_sum: float = 0.0
+    handshake_total: int = 0
 
     def refused(self, reason: str) -> None:
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
+
+    def handshake(self, seconds: float) -> None:
+        self.handshake_total += 1
+        self.handshake_sum += seconds
+        for i, bound in enumerate(HANDSHAKE_BUCKETS):
+            if seconds <= bound:
+                self.handshake_counts[i] += 1
 
     def prometheus(self) -> str:
         lines = [
@@ -78,6 +94,13 @@ class Metrics:
         ]
         lines += [f'pforte_gateway_refusals_total{{reason="{r}"}} {n}'
                   for r, n in sorted(self.refusals.items())]
+        lines.append("# TYPE pforte_gateway_handshake_seconds histogram")
+        # each bucket already counts every handshake at or below its bound (cumulative)
+        lines += [f'pforte_gateway_handshake_seconds_bucket{{le="{bound}"}} {n}'
+                  for bound, n in zip(HANDSHAKE_BUCKETS, self.handshake_counts)]
+        lines += [f'pforte_gateway_handshake_seconds_bucket{{le="+Inf"}} {self.handshake_total}',
+                  f"pforte_gateway_handshake_seconds_sum {self.handshake_sum:.6f}",
+                  f"pforte_gateway_handshake_seconds_count {self.handshake_total}"]
         return "\n".join(lines) + "\n"
 
 
@@ -134,28 +157,68 @@ class BrokerClient:
 
 
 class Gateway:
-    """Holds the configuration, keys and counters; :meth:`app` builds the aiohttp application."""
+    """Holds the configuration, keys, sessions and counters; :meth:`app` builds the application."""
 
     def __init__(self, config: GatewayConfig, broker: BrokerClient | None = None) -> None:
         self.config = config
         self.public_key = load_pem_public_key(config.ticket_public_key)
         self.broker = broker or BrokerClient(config.broker_url, config.report_token)
         self.metrics = Metrics()
+        self.draining = False
+        self._sessions: dict[web.WebSocketResponse, DesktopLink | None] = {}
+        self._per_source: dict[str, int] = {}
+        self._idle_sweeper: asyncio.Task | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/ws", self.handle_ws)
         app.router.add_get("/healthz", self.handle_health)
+        app.router.add_get("/readyz", self.handle_ready)
         app.router.add_get("/metrics", self.handle_metrics)
-        app.on_startup.append(lambda _app: self.broker.start())
-        app.on_cleanup.append(lambda _app: self.broker.close())
+        app.on_startup.append(self._start)
+        app.on_shutdown.append(lambda _app: self.drain())
+        app.on_cleanup.append(self._stop)
         return app
+
+    async def _start(self, _app: web.Application) -> None:
+        await self.broker.start()
+        if self.config.idle_timeout > 0:
+            self._idle_sweeper = asyncio.create_task(self._sweep_idle())
+
+    async def _stop(self, _app: web.Application) -> None:
+        if self._idle_sweeper is not None:
+            self._idle_sweeper.cancel()
+        await self.broker.close()
 
     async def handle_health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "sessions": self.metrics.sessions_open})
 
+    async def handle_ready(self, request: web.Request) -> web.Response:
+        """Load balancers send new sessions only while this says ready."""
+        if self.draining:
+            return web.json_response({"status": "draining"}, status=503)
+        return web.json_response({"status": "ready"})
+
     async def handle_metrics(self, request: web.Request) -> web.Response:
         return web.Response(text=self.metrics.prometheus(), content_type="text/plain")
+
+    def client_address(self, request: web.Request) -> str:
+        """The client's address; X-Forwarded-For counts only when the peer is a trusted proxy."""
+        address = request.remote or "-"
+        forwarded = request.headers.get("X-Forwarded-For")
+        if not forwarded or not self._trusted(address):
+            return address
+        for hop in reversed([h.strip() for h in forwarded.split(",")]):
+            if not self._trusted(hop):
+                return hop
+        return address
+
+    def _trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.config.trusted_proxies)
 
     def _target_allowed(self, target: ticket.Target) -> bool:
         try:
@@ -165,28 +228,43 @@ class Gateway:
         return any(address in net for net in self.config.allowed_targets)
 
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
         # Browsers always send Origin; native clients (tunnel, agent) send none.
         origin = request.headers.get("Origin")
         if origin is not None and self.config.allowed_origins and (
                 origin not in self.config.allowed_origins):
             self.metrics.refused("origin")
             raise web.HTTPForbidden(text="origin not allowed\n")
+        source = self.client_address(request)
         ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=self.config.max_message,
                                    writer_limit=WRITER_LIMIT)
         await ws.prepare(request)
+        self._per_source[source] = self._per_source.get(source, 0) + 1
+        self._sessions[ws] = None
         try:
-            claims = await self._admit(ws)
-        except GatewayError as exc:
-            reason = getattr(exc, "reason", "desktop")
-            self.metrics.refused(reason)
-            logger.info("refused connection from %s: %s", request.remote, reason)
-            code, text = CLOSE_CODES[reason]
-            await ws.close(code=code, message=text.encode())
-            return ws
-        await self._serve(ws, request, claims)
+            try:
+                claims = await self._admit(ws, source)
+            except GatewayError as exc:
+                reason = getattr(exc, "reason", "desktop")
+                self.metrics.refused(reason)
+                logger.info("refused connection from %s: %s", source, reason)
+                code, text = CLOSE_CODES[reason]
+                await ws.close(code=code, message=text.encode())
+                return ws
+            await self._serve(ws, request, claims, started)
+        finally:
+            del self._sessions[ws]
+            self._per_source[source] -= 1
+            if not self._per_source[source]:
+                del self._per_source[source]
         return ws
 
-    async def _admit(self, ws: web.WebSocketResponse) -> ticket.Claims:
+    async def _admit(self, ws: web.WebSocketResponse, source: str) -> ticket.Claims:
+        if self.draining:
+            raise _Refusal("draining")
+        if (len(self._sessions) > self.config.max_sessions
+                or self._per_source[source] > self.config.max_per_source):
+            raise _Refusal("busy")
         try:
             msg = await asyncio.wait_for(ws.receive(), self.config.handshake_timeout)
         except asyncio.TimeoutError:
@@ -201,7 +279,7 @@ class Gateway:
         return claims
 
     async def _serve(self, ws: web.WebSocketResponse, request: web.Request,
-                     claims: ticket.Claims) -> None:
+                     claims: ticket.Claims, started: float) -> None:
         loop = asyncio.get_running_loop()
         link: DesktopLink | None = None
         reason = "desktop unavailable"
@@ -211,12 +289,14 @@ class Gateway:
             _, link = await asyncio.wait_for(loop.create_connection(
                 lambda: DesktopLink(self.config.max_buffered), claims.target.host,
                 claims.target.port), self.config.connect_timeout)
+            self._sessions[ws] = link
             if claims.target.protocol == "vnc":
                 secret = ticket.open_secret(self.config.credential_key, claims)
                 await rfb.authenticate_desktop(link, secret)
                 leftover = await rfb.greet_viewer(ws)
                 if leftover:
                     link.write(leftover)
+            self.metrics.handshake(time.perf_counter() - started)
             logger.info("session %s of %s@%s connected to %s:%s", claims.session, claims.user,
                         claims.tenant, claims.target.host, claims.target.port)
             reason = await relay(ws, request, link)
@@ -239,11 +319,57 @@ class Gateway:
                         counters.up, counters.down)
             await self.broker.disconnected(claims, counters, reason)
 
+    async def _sweep_idle(self) -> None:
+        """Close sessions that moved no byte either way for ``idle_timeout`` seconds."""
+        last: dict[DesktopLink, tuple[int, float]] = {}
+        interval = max(1.0, self.config.idle_timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            seen = {}
+            for ws, link in list(self._sessions.items()):
+                if link is None:
+                    continue
+                moved = link.counters.up + link.counters.down
+                before, since = last.get(link, (-1, now))
+                since = since if moved == before else now
+                seen[link] = (moved, since)
+                if now - since >= self.config.idle_timeout:
+                    code, text = CLOSE_CODES["idle"]
+                    asyncio.ensure_future(ws.close(code=code, message=text.encode()))
+            last = seen
+
+    async def drain(self) -> None:
+        """Stop taking sessions; give open ones ``drain_timeout`` seconds, then close them.
+
+        Readiness turns 503 at once, so a load balancer sends new sessions to other gateways.
+        """
+        self.draining = True
+        deadline = time.monotonic() + self.config.drain_timeout
+        if self._sessions:
+            logger.info("draining: %d sessions open, waiting up to %.0f s", len(self._sessions),
+                        self.config.drain_timeout)
+        while self._sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        code, text = CLOSE_CODES["shutdown"]
+        await asyncio.gather(*(ws.close(code=code, message=text.encode())
+                               for ws in list(self._sessions)), return_exceptions=True)
+
 
 class _Refusal(GatewayError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def tls_context(config: GatewayConfig) -> ssl.SSLContext | None:
+    """The server TLS context from ``tls_cert_file`` / ``tls_key_file``; None for plain ws."""
+    if config.tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
 
 
 def run(config_path: str, *, use_uvloop: bool = True, workers: int = 1) -> None:
@@ -255,9 +381,12 @@ def run(config_path: str, *, use_uvloop: bool = True, workers: int = 1) -> None:
     config = gateway_config(load_toml(config_path))
     host, port = config.listen
 
+    ssl_context = tls_context(config)
+
     def one() -> None:
         async def main() -> None:
             await runtime.serve([(Gateway(config).app(), host, port)], reuse_port=workers > 1,
+                                ssl_context=ssl_context,
                                 on_started=lambda bound: logger.info(
                                     "gateway (pid %d) listening on %s:%s", os.getpid(), *bound[0]))
         runtime.run(main, use_uvloop=use_uvloop)

@@ -1,0 +1,209 @@
+"""Operating the gateway: TLS, readiness and graceful drain, caps, trusted proxies, idle timeout,
+metrics, and bad input that must not disturb other sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import ssl
+
+import aiohttp
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from broker.demo import DesktopEntry
+from broker.testbed import free_port
+from gateway.config import gateway_config, load_toml
+from gateway.server import Gateway, tls_context
+
+from .test_relay import fake_desktop, open_ws, read_exactly  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def make_raw_install(make_installation, fake_desktop):  # noqa: F811
+    port, _ = fake_desktop
+
+    async def make(**gateway_options):
+        inst = await make_installation(desktops=[DesktopEntry("raw", port, 1000, None, "rdp")],
+                                       gateway_options=gateway_options)
+        return inst, await inst.login("anna")
+    return make
+
+
+async def close_of(ws: aiohttp.ClientWebSocketResponse) -> tuple[int, str]:
+    msg = await ws.receive()
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg
+    return ws.close_code, msg.extra or ""
+
+
+def gateway_http(inst) -> str:
+    return inst.gateway_url.replace("ws://", "http://").rsplit("/", 1)[0]
+
+
+async def test_each_source_address_is_capped(make_raw_install):
+    inst, token = await make_raw_install(max_sessions_per_source=2)
+    async with aiohttp.ClientSession() as http:
+        first = [await open_ws(inst, token, http) for _ in range(2)]
+        conn = await inst.connect(token)
+        ws = await http.ws_connect(conn["gateway_url"])
+        await ws.send_str(conn["ticket"])
+        assert await close_of(ws) == (4429, "too many connections")
+        for w in first:
+            await w.close()
+
+
+async def test_forwarded_addresses_count_only_from_trusted_proxies(make_raw_install):
+    for trusted, expect_second in ((["127.0.0.1/32"], None), ([], 4429)):
+        inst, token = await make_raw_install(max_sessions_per_source=1, trusted_proxies=trusted)
+        async with aiohttp.ClientSession() as http:
+            opened = []
+            for client in ("203.0.113.1", "203.0.113.2"):
+                conn = await inst.connect(token)
+                ws = await http.ws_connect(conn["gateway_url"],
+                                           headers={"X-Forwarded-For": client})
+                await ws.send_str(conn["ticket"])
+                msg = await ws.receive()
+                if msg.type is aiohttp.WSMsgType.BINARY:
+                    opened.append(ws)
+                else:
+                    assert ws.close_code == expect_second
+            assert len(opened) == (2 if expect_second is None else 1)
+            for w in opened:
+                await w.close()
+
+
+async def test_an_idle_session_is_closed(make_raw_install):
+    inst, token = await make_raw_install(idle_timeout=1.0)
+    async with aiohttp.ClientSession() as http:
+        ws = await open_ws(inst, token, http)
+        await ws.send_bytes(b"I")
+        code, reason = await asyncio.wait_for(close_of(ws), 10)
+        assert (code, reason) == (4000, "idle timeout")
+
+
+async def test_a_draining_gateway_is_not_ready_and_closes_sessions_after_its_deadline(
+        make_raw_install, tmp_path):
+    inst, token = await make_raw_install(drain_timeout=1.0)
+    gateway = Gateway(gateway_config(load_toml(inst.config_path)))
+    port = free_port()
+    runner = web.AppRunner(gateway.app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/readyz")).status == 200
+            conn = await inst.connect(token)
+            ws = await http.ws_connect(f"ws://127.0.0.1:{port}/ws")
+            await ws.send_str(conn["ticket"])
+            assert (await ws.receive()).data == b"G"
+            drain = asyncio.ensure_future(gateway.drain())
+            await asyncio.sleep(0.2)
+            assert (await http.get(f"http://127.0.0.1:{port}/readyz")).status == 503
+            late = await http.ws_connect(f"ws://127.0.0.1:{port}/ws")
+            assert await close_of(late) == (1013, "gateway draining, try again")
+            await ws.send_bytes(b"Eabc")  # the open session keeps working until the deadline
+            assert await read_exactly(ws, 3) == b"abc"
+            assert await asyncio.wait_for(close_of(ws), 5) == (1001, "gateway shutting down")
+            await drain
+    finally:
+        await runner.cleanup()
+
+
+def self_signed(tmp_path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "gw.crt", tmp_path / "gw.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+async def test_tls_from_certificate_files(make_raw_install, tmp_path):
+    cert, key = self_signed(tmp_path)
+    inst, token = await make_raw_install(tls_cert_file=str(cert), tls_key_file=str(key))
+    config = gateway_config(load_toml(inst.config_path))
+    gateway = Gateway(config)
+    port = free_port()
+    runner = web.AppRunner(gateway.app())
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls_context(config)).start()
+    try:
+        client_ctx = ssl.create_default_context(cafile=str(cert))
+        async with aiohttp.ClientSession() as http:
+            conn = await inst.connect(token)
+            ws = await http.ws_connect(f"wss://127.0.0.1:{port}/ws", ssl=client_ctx)
+            await ws.send_str(conn["ticket"])
+            assert (await ws.receive()).data == b"G"
+            await ws.close()
+            with pytest.raises(aiohttp.ClientError):
+                await http.ws_connect(f"ws://127.0.0.1:{port}/ws")  # plain text is not spoken
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_oversized_message_closes_only_its_own_session(make_raw_install):
+    inst, token = await make_raw_install(max_message_bytes=65536)
+    async with aiohttp.ClientSession() as http:
+        bystander = await open_ws(inst, token, http)
+        await bystander.send_bytes(b"E")
+        big = await open_ws(inst, token, http)
+        await big.send_bytes(bytes(200_000))
+        assert (await close_of(big))[0] == 1009  # message too big
+        await bystander.send_bytes(b"still here")
+        assert await read_exactly(bystander, 10) == b"still here"
+        await bystander.close()
+
+
+async def test_garbage_frames_and_plain_http_do_not_disturb_other_sessions(make_raw_install):
+    inst, token = await make_raw_install()
+    async with aiohttp.ClientSession() as http:
+        bystander = await open_ws(inst, token, http)
+        await bystander.send_bytes(b"E")
+        # a plain HTTP request to the websocket endpoint
+        r = await http.get(inst.gateway_url.replace("ws://", "http://"))
+        assert r.status == 400
+        # a websocket handshake followed by bytes that are no websocket frame
+        host, port = inst.gateway_url[5:].split("/")[0].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\n\r\n")
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"\xff" * 64)  # reserved opcode, unmasked: a protocol error
+        rest = await asyncio.wait_for(reader.read(), 5)
+        assert rest[:1] == b"\x88"  # the gateway answers with a close frame and hangs up
+        writer.close()
+        await bystander.send_bytes(b"ok")
+        assert await read_exactly(bystander, 2) == b"ok"
+        await bystander.close()
+
+
+async def test_metrics_count_sessions_refusals_and_handshakes(make_raw_install):
+    inst, token = await make_raw_install()
+    async with aiohttp.ClientSession() as http:
+        ws = await open_ws(inst, token, http)
+        bad = await http.ws_connect(inst.gateway_url)
+        await bad.send_str("not-a-ticket")
+        await close_of(bad)
+        text = await (await http.get(gateway_http(inst) + "/metrics")).text()
+        await ws.close()
+    assert "pforte_gateway_sessions_open 1" in text
+    assert 'pforte_gateway_refusals_total{reason="malformed"} 1' in text
+    assert "pforte_gateway_handshake_seconds_count 1" in text

@@ -150,6 +150,8 @@ DEFAULT_MAX_SESSIONS = 20_000          # sessions one gateway process holds at m
 DEFAULT_MAX_PER_SOURCE = 200           # sessions from one client address (a town hall's NAT)
 DEFAULT_IDLE_TIMEOUT = 0.0             # seconds without a byte either way; 0: never
 DEFAULT_DRAIN_TIMEOUT = 30.0           # seconds sessions get to finish when the gateway stops
+DEFAULT_RESUME_GRACE = 60.0            # seconds a dropped websocket may be reattached
+DEFAULT_REPLAY_LIMIT = 8 * 1024 * 1024 # unacknowledged bytes a resumable session holds
 
 
 @dataclass(frozen=True)
@@ -170,6 +172,8 @@ class GatewayConfig:
     max_per_source: int = DEFAULT_MAX_PER_SOURCE
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    resume_grace: float = DEFAULT_RESUME_GRACE
+    replay_limit: int = DEFAULT_REPLAY_LIMIT
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -212,6 +216,8 @@ def gateway_config(root: Section) -> GatewayConfig:
         max_per_source=s.int("max_sessions_per_source", DEFAULT_MAX_PER_SOURCE, minimum=1),
         idle_timeout=s.float("idle_timeout", DEFAULT_IDLE_TIMEOUT),
         drain_timeout=s.float("drain_timeout", DEFAULT_DRAIN_TIMEOUT),
+        resume_grace=s.float("resume_grace", DEFAULT_RESUME_GRACE),
+        replay_limit=s.int("replay_limit_bytes", DEFAULT_REPLAY_LIMIT, minimum=65536),
         trusted_proxies=networks(s, "trusted_proxies", []),
         tls_cert=s.file("tls_cert_file") if tls else None,
         tls_key=s.file("tls_key_file") if tls else None,

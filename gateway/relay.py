@@ -21,8 +21,12 @@ Backpressure both ways, with explicit limits:
 * client → desktop: when the desktop's write buffer passes ``max_buffered`` (``pause_writing``),
   the upstream loop stops taking websocket messages; aiohttp then stops reading the client socket.
 
-EOF from the desktop ends the relay; the end of the websocket closes the desktop connection.
-Byte counters are plain integers.
+A resumable session (``gateway.resume``) also keeps every chunk it sends in a replay buffer until
+the client acknowledges it; a full buffer pauses the desktop as well. When the websocket drops,
+:meth:`DesktopLink.detach` stops reading from the desktop, and a later :meth:`DesktopLink.start_relay`
+on the client's new websocket carries on.
+
+EOF from the desktop ends the relay. Byte counters are plain integers.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import socket
 import struct
 
 from aiohttp import WSMsgType, web
+
+from .resume import ACK_EVERY, ReplayBuffer, control, parse_control
 
 _OP_BINARY = 0x82                       # FIN + binary opcode
 _SMALL_FRAME = 4096                     # below this, header and payload go out in one write
@@ -61,15 +67,18 @@ class Counters:
 class DesktopLink(asyncio.Protocol):
     """The gateway's TCP connection to a desktop."""
 
-    def __init__(self, max_buffered: int) -> None:
+    def __init__(self, max_buffered: int, replay_limit: int = 0) -> None:
         self.max_buffered = max_buffered
+        self.replay_limit = replay_limit
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.counters = Counters()
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._client: asyncio.Transport | None = None
         self._client_protocol = None
-        self._reading_paused = False
+        self.owner: web.WebSocketResponse | None = None  # the websocket relaying right now
+        self.replay: ReplayBuffer | None = None  # set for resumable sessions
+        self._paused_for: set[str] = set()    # why reading from the desktop is paused
         self._readable = asyncio.Event()      # handshake mode: data arrived, or the desktop left
         self._writable = asyncio.Event()      # cleared while the desktop's write buffer is full
         self._writable.set()
@@ -90,6 +99,11 @@ class DesktopLink(asyncio.Protocol):
             self._readable.set()
             return
         self.counters.down += len(data)
+        replay = self.replay
+        if replay is not None:
+            replay.append(data)
+            if replay.held > self.replay_limit:
+                self._pause("replay")
         if client.is_closing():
             return
         if len(data) < _SMALL_FRAME:
@@ -97,9 +111,8 @@ class DesktopLink(asyncio.Protocol):
         else:
             client.write(frame_header(len(data)))
             client.write(data)
-        if self._client_protocol.writing_paused and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pause_reading()
+        if self._client_protocol.writing_paused and "client" not in self._paused_for:
+            self._pause("client")
             self._drain_task = asyncio.ensure_future(self._resume_when_drained())
 
     def eof_received(self) -> bool:
@@ -121,12 +134,30 @@ class DesktopLink(asyncio.Protocol):
         if not self.closed.done():
             self.closed.set_result(None)
 
+    def _pause(self, reason: str) -> None:
+        if not self._paused_for and not self.closed.done():
+            self.transport.pause_reading()
+        self._paused_for.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        self._paused_for.discard(reason)
+        if not self._paused_for and not self.closed.done():
+            self.transport.resume_reading()
+
     async def _resume_when_drained(self) -> None:
         # aiohttp's protocol resolves this once the client's transport buffer has drained.
-        await self._client_protocol._drain_helper()
-        self._reading_paused = False
-        if not self.closed.done():
-            self.transport.resume_reading()
+        try:
+            await self._client_protocol._drain_helper()
+        except ConnectionError:
+            return  # the client is gone; detach() or the end of the session takes over
+        self._resume("client")
+
+    def acked(self, offset: int) -> None:
+        """The client has received the stream up to ``offset``."""
+        if self.replay is not None:
+            self.replay.ack(offset)
+            if self.replay.held <= self.replay_limit:
+                self._resume("replay")
 
     # -- handshake mode --------------------------------------------------------------------
     async def read_exactly(self, n: int) -> bytes:
@@ -152,6 +183,15 @@ class DesktopLink(asyncio.Protocol):
         if self.buffer:
             pending, self.buffer = bytes(self.buffer), bytearray()
             self.data_received(pending)
+        self._resume("client")
+        self._resume("detached")
+
+    def detach(self) -> None:
+        """The client's websocket is gone: hold the desktop (stop reading) until reattached."""
+        self._client = self._client_protocol = self.owner = None
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+        self._pause("detached")
 
     async def writable(self) -> None:
         if not self._writable.is_set():
@@ -165,21 +205,36 @@ class DesktopLink(asyncio.Protocol):
 
 
 async def _upstream(ws: web.WebSocketResponse, link: DesktopLink) -> str:
-    """Client → desktop until either ends; returns why."""
+    """Client → desktop until either ends; returns why ("client closed": the client said goodbye;
+    "client lost": the connection broke without a close frame)."""
     counters = link.counters
-    async for msg in ws:
-        if msg.type is WSMsgType.BINARY:
+    resumable = link.replay is not None
+    acked_up = counters.up
+    while True:
+        msg = await ws.receive()
+        kind = msg.type
+        if kind is WSMsgType.BINARY:
             if not link._writable.is_set():
                 await link.writable()
             if link.closed.done():
                 return "desktop closed"
+            if link.owner is not ws:
+                return "superseded"  # a resumed connection owns the stream now
             link.write(msg.data)
             counters.up += len(msg.data)
-        elif msg.type is WSMsgType.TEXT:
+            if resumable and counters.up - acked_up >= ACK_EVERY:
+                acked_up = counters.up
+                await ws.send_str(control(ack=acked_up))
+        elif kind is WSMsgType.TEXT and resumable:
+            ack = parse_control(msg.data).get("ack")
+            if type(ack) is int:
+                link.acked(ack)
+        elif kind is WSMsgType.TEXT:
             return "text frame"
+        elif kind is WSMsgType.CLOSE:
+            return "client closed"
         else:
-            break
-    return "client closed"
+            return "client lost"
 
 
 async def relay(ws: web.WebSocketResponse, request: web.Request, link: DesktopLink) -> str:
@@ -188,6 +243,7 @@ async def relay(ws: web.WebSocketResponse, request: web.Request, link: DesktopLi
     The caller owns both ends and closes them afterwards.
     """
     link.start_relay(request)
+    link.owner = ws
     up = asyncio.ensure_future(_upstream(ws, link))
     done, _ = await asyncio.wait({up, link.closed}, return_when=asyncio.FIRST_COMPLETED)
     if up in done:

@@ -16,6 +16,7 @@ from the gateway's address).
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -90,23 +91,31 @@ class _WsBytes:
         return data
 
 
-async def greet_viewer(ws: web.WebSocketResponse) -> bytes:
-    """Greet the viewer as an RFB server that needs no password.
+@dataclass(frozen=True)
+class Greeting:
+    """What the viewer handshake exchanged: the stream accounting of a resumable session needs it."""
+    sent: bytes          # bytes the gateway sent to the viewer
+    received: int        # bytes of the viewer's that the handshake consumed
+    leftover: bytes      # bytes the viewer sent beyond the handshake (its ClientInit): forward them
 
-    Returns:
-        Bytes the viewer sent beyond the handshake (usually its ClientInit); forward them first.
+
+async def greet_viewer(ws: web.WebSocketResponse) -> Greeting:
+    """Greet the viewer as an RFB server that needs no password.
 
     Raises:
         ConnectionError: the viewer closed or spoke no RFB 3.7+.
     """
     reader = _WsBytes(ws)
+    sent = VERSION_3_8
     await ws.send_bytes(VERSION_3_8)
     version = await reader.read_exactly(12)
     if not version.startswith(b"RFB 003.") or version < b"RFB 003.007\n":
         raise ConnectionError("viewer does not speak RFB 3.7 or later")
     await ws.send_bytes(bytes([1, SEC_NONE]))
+    sent += bytes([1, SEC_NONE])
     if (await reader.read_exactly(1))[0] != SEC_NONE:
         raise ConnectionError("viewer chose a security type that was not offered")
     if version >= VERSION_3_8:
         await ws.send_bytes(struct.pack("!I", 0))
-    return bytes(reader.pending)
+        sent += struct.pack("!I", 0)
+    return Greeting(sent, 13, bytes(reader.pending))

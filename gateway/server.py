@@ -22,6 +22,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import secrets
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from . import rfb, runtime, ticket
 from .config import GatewayConfig, gateway_config, load_toml
 from .errors import DesktopError, GatewayError, TargetNotAllowed, TicketError, TicketReplayed
 from .relay import Counters, DesktopLink, relay
+from .resume import CannotResume, ReplayBuffer, control, parse_control
 
 logger = logging.getLogger("pforte.gateway")
 
@@ -55,6 +57,7 @@ CLOSE_CODES: dict[str, tuple[int, str]] = {
     "busy": (4429, "too many connections"),
     "draining": (1013, "gateway draining, try again"),
     "idle": (4000, "idle timeout"),
+    "resume": (4410, "session cannot be resumed"),
     "shutdown": (1001, "gateway shutting down"),
 }
 HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -64,6 +67,8 @@ HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 class Metrics:
     sessions_open: int = 0
     sessions_total: int = 0
+    sessions_detached: int = 0
+    resumes: int = 0
     bytes_up: int = 0
     bytes_down: int = 0
     refusals: dict[str, int] = field(default_factory=dict)
@@ -87,6 +92,10 @@ class Metrics:
             f"pforte_gateway_sessions_open {self.sessions_open}",
             "# TYPE pforte_gateway_sessions_total counter",
             f"pforte_gateway_sessions_total {self.sessions_total}",
+            "# TYPE pforte_gateway_sessions_detached gauge",
+            f"pforte_gateway_sessions_detached {self.sessions_detached}",
+            "# TYPE pforte_gateway_resumes_total counter",
+            f"pforte_gateway_resumes_total {self.resumes}",
             "# TYPE pforte_gateway_bytes_total counter",
             f'pforte_gateway_bytes_total{{direction="up"}} {self.bytes_up}',
             f'pforte_gateway_bytes_total{{direction="down"}} {self.bytes_down}',
@@ -156,6 +165,22 @@ class BrokerClient:
                            type(exc).__name__)
 
 
+@dataclass(eq=False)
+class RelaySession:
+    """One desktop connection; it outlives a dropped websocket when resumable."""
+    claims: ticket.Claims
+    link: DesktopLink
+    token: str | None = None               # resume token, for resumable sessions
+    ws: web.WebSocketResponse | None = None  # the client's current websocket; None while dropped
+    grace: asyncio.TimerHandle | None = None
+
+
+@dataclass(frozen=True)
+class _Reattach:
+    session: RelaySession
+    offset: int
+
+
 class Gateway:
     """Holds the configuration, keys, sessions and counters; :meth:`app` builds the application."""
 
@@ -167,6 +192,7 @@ class Gateway:
         self.draining = False
         self._sessions: dict[web.WebSocketResponse, DesktopLink | None] = {}
         self._per_source: dict[str, int] = {}
+        self._resumable: dict[str, RelaySession] = {}   # by resume token, attached or not
         self._idle_sweeper: asyncio.Task | None = None
 
     def app(self) -> web.Application:
@@ -243,7 +269,7 @@ class Gateway:
         self._sessions[ws] = None
         try:
             try:
-                claims = await self._admit(ws, source)
+                admitted = await self._admit(ws, source)
             except GatewayError as exc:
                 reason = getattr(exc, "reason", "desktop")
                 self.metrics.refused(reason)
@@ -251,7 +277,11 @@ class Gateway:
                 code, text = CLOSE_CODES[reason]
                 await ws.close(code=code, message=text.encode())
                 return ws
-            await self._serve(ws, request, claims, started)
+            if isinstance(admitted, _Reattach):
+                await self._reattach(ws, request, admitted)
+            else:
+                claims, resumable = admitted
+                await self._serve(ws, request, claims, resumable, started)
         finally:
             del self._sessions[ws]
             self._per_source[source] -= 1
@@ -259,7 +289,10 @@ class Gateway:
                 del self._per_source[source]
         return ws
 
-    async def _admit(self, ws: web.WebSocketResponse, source: str) -> ticket.Claims:
+    async def _admit(self, ws: web.WebSocketResponse,
+                     source: str) -> tuple[ticket.Claims, bool] | _Reattach:
+        """Read the first message: a ticket (bare, or ``{"ticket": T, "resumable": true}``), or
+        ``{"resume": TOKEN, "offset": N}`` to reattach a dropped session."""
         if self.draining:
             raise _Refusal("draining")
         if (len(self._sessions) > self.config.max_sessions
@@ -271,53 +304,146 @@ class Gateway:
             raise _Refusal("timeout") from None
         if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
             raise _Refusal("malformed")
-        claims = ticket.verify(self.public_key, msg.data, now=time.time(),
+        first, resumable = msg.data, False
+        if msg.type is WSMsgType.TEXT and first.startswith("{"):
+            request = parse_control(first)
+            if "resume" in request:
+                session = self._resumable.get(request["resume"]) if isinstance(
+                    request["resume"], str) else None
+                offset = request.get("offset")
+                if session is None or type(offset) is not int:
+                    raise _Refusal("resume")
+                return _Reattach(session, offset)
+            first, resumable = request.get("ticket", ""), request.get("resumable") is True
+        claims = ticket.verify(self.public_key, first, now=time.time(),
                                audience=self.config.audience)
         if not self._target_allowed(claims.target):
             raise TargetNotAllowed(claims.target.host)
         await self.broker.redeem(claims)
-        return claims
+        return claims, resumable
 
     async def _serve(self, ws: web.WebSocketResponse, request: web.Request,
-                     claims: ticket.Claims, started: float) -> None:
+                     claims: ticket.Claims, resumable: bool, started: float) -> None:
         loop = asyncio.get_running_loop()
-        link: DesktopLink | None = None
-        reason = "desktop unavailable"
         self.metrics.sessions_open += 1
         self.metrics.sessions_total += 1
         try:
             _, link = await asyncio.wait_for(loop.create_connection(
-                lambda: DesktopLink(self.config.max_buffered), claims.target.host,
-                claims.target.port), self.config.connect_timeout)
-            self._sessions[ws] = link
+                lambda: DesktopLink(self.config.max_buffered, self.config.replay_limit),
+                claims.target.host, claims.target.port), self.config.connect_timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            await self._desktop_failed(ws, claims, exc)
+            await self._end(claims, None, "desktop unavailable")
+            return
+        session = RelaySession(claims, link)
+        try:
+            if resumable:
+                session.token = secrets.token_urlsafe(32)
+                link.replay = ReplayBuffer()
+                self._resumable[session.token] = session
+                await ws.send_str(control(resume=session.token))
             if claims.target.protocol == "vnc":
                 secret = ticket.open_secret(self.config.credential_key, claims)
                 await rfb.authenticate_desktop(link, secret)
-                leftover = await rfb.greet_viewer(ws)
-                if leftover:
-                    link.write(leftover)
-            self.metrics.handshake(time.perf_counter() - started)
-            logger.info("session %s of %s@%s connected to %s:%s", claims.session, claims.user,
-                        claims.tenant, claims.target.host, claims.target.port)
-            reason = await relay(ws, request, link)
-        except (OSError, asyncio.TimeoutError, DesktopError, ConnectionError, TicketError) as exc:
-            logger.warning("session %s: desktop %s:%s unavailable: %s", claims.session,
-                           claims.target.host, claims.target.port, type(exc).__name__)
-            self.metrics.refused("desktop")
-            code, text = CLOSE_CODES["desktop"]
+                greeting = await rfb.greet_viewer(ws)
+                link.counters.up += greeting.received
+                if link.replay is not None:
+                    link.replay.append(greeting.sent)
+                if greeting.leftover:
+                    link.write(greeting.leftover)
+                    link.counters.up += len(greeting.leftover)
+        except (OSError, DesktopError, ConnectionError, TicketError) as exc:
+            await self._desktop_failed(ws, claims, exc)
+            await self._end(claims, link, "desktop unavailable", session.token)
+            return
+        self.metrics.handshake(time.perf_counter() - started)
+        logger.info("session %s of %s@%s connected to %s:%s%s", claims.session, claims.user,
+                    claims.tenant, claims.target.host, claims.target.port,
+                    " (resumable)" if resumable else "")
+        await self._attached(ws, request, session)
+
+    async def _desktop_failed(self, ws: web.WebSocketResponse, claims: ticket.Claims,
+                              exc: BaseException) -> None:
+        logger.warning("session %s: desktop %s:%s unavailable: %s", claims.session,
+                       claims.target.host, claims.target.port, type(exc).__name__)
+        self.metrics.refused("desktop")
+        code, text = CLOSE_CODES["desktop"]
+        await ws.close(code=code, message=text.encode())
+
+    async def _attached(self, ws: web.WebSocketResponse, request: web.Request,
+                        session: RelaySession) -> None:
+        """Relay while this websocket lasts; then end the session, or hold it for a resume."""
+        self._sessions[ws] = session.link
+        session.ws = ws
+        reason = await relay(ws, request, session.link)
+        if session.ws is not ws:
+            return  # superseded: a resumed connection carries the session on
+        if reason == "client lost" and session.token is not None and not self.draining:
+            session.link.detach()
+            session.ws = None
+            self.metrics.sessions_detached += 1
+            session.grace = asyncio.get_running_loop().call_later(
+                self.config.resume_grace, self._grace_over, session)
+            logger.info("session %s dropped; held %.0f s for a resume", session.claims.session,
+                        self.config.resume_grace)
+            return
+        if not ws.closed:
+            await ws.close()
+        await self._end(session.claims, session.link, reason, session.token)
+
+    async def _reattach(self, ws: web.WebSocketResponse, request: web.Request,
+                        admitted: _Reattach) -> None:
+        session = admitted.session
+        old = session.ws
+        if old is not None:
+            # The old connection has not noticed the drop yet (a dead Wi-Fi can take a while):
+            # the new one takes over, the old one is closed.
+            session.ws = ws
+            session.link.detach()
+            asyncio.ensure_future(old.close(code=4001, message=b"superseded by a resumed connection"))
+        else:
+            self._release(session)
+        try:
+            replay = session.link.replay.since(admitted.offset)
+        except CannotResume:
+            self.metrics.refused("resume")
+            code, text = CLOSE_CODES["resume"]
             await ws.close(code=code, message=text.encode())
-        finally:
-            counters = link.counters if link is not None else Counters()
-            if link is not None:
-                link.close()
-            if not ws.closed:
-                await ws.close()
-            self.metrics.sessions_open -= 1
-            self.metrics.bytes_up += counters.up
-            self.metrics.bytes_down += counters.down
-            logger.info("session %s ended (%s): %d bytes up, %d down", claims.session, reason,
-                        counters.up, counters.down)
-            await self.broker.disconnected(claims, counters, reason)
+            await self._end(session.claims, session.link, "resume impossible", session.token)
+            return
+        await ws.send_str(control(resumed=session.link.counters.up))
+        for chunk in replay:
+            await ws.send_bytes(chunk)
+        self.metrics.resumes += 1
+        logger.info("session %s resumed", session.claims.session)
+        await self._attached(ws, request, session)
+
+    def _release(self, session: RelaySession) -> None:
+        """A dropped session is being resumed or ended: stop its grace timer."""
+        if session.grace is not None:
+            session.grace.cancel()
+            session.grace = None
+            self.metrics.sessions_detached -= 1
+
+    def _grace_over(self, session: RelaySession) -> None:
+        self._release(session)
+        asyncio.ensure_future(self._end(session.claims, session.link, "not resumed in time",
+                                        session.token))
+
+    async def _end(self, claims: ticket.Claims, link: DesktopLink | None, reason: str,
+                   token: str | None = None) -> None:
+        """The session is over: close the desktop connection and tell the broker."""
+        if token is not None:
+            self._resumable.pop(token, None)
+        counters = link.counters if link is not None else Counters()
+        if link is not None:
+            link.close()
+        self.metrics.sessions_open -= 1
+        self.metrics.bytes_up += counters.up
+        self.metrics.bytes_down += counters.down
+        logger.info("session %s ended (%s): %d bytes up, %d down", claims.session, reason,
+                    counters.up, counters.down)
+        await self.broker.disconnected(claims, counters, reason)
 
     async def _sweep_idle(self) -> None:
         """Close sessions that moved no byte either way for ``idle_timeout`` seconds."""
@@ -354,6 +480,9 @@ class Gateway:
         code, text = CLOSE_CODES["shutdown"]
         await asyncio.gather(*(ws.close(code=code, message=text.encode())
                                for ws in list(self._sessions)), return_exceptions=True)
+        for session in [s for s in self._resumable.values() if s.ws is None]:
+            self._release(session)
+            await self._end(session.claims, session.link, "gateway shutting down", session.token)
 
 
 class _Refusal(GatewayError):

@@ -15,7 +15,7 @@ import time
 def _demo(args: argparse.Namespace) -> int:
     from .demo import main
     main(args.state_dir, args.host, args.portal_port, args.gateway_port, args.facts,
-         use_uvloop=args.loop == "uvloop")
+         use_uvloop=args.loop == "uvloop", gateway_url=args.gateway_url)
     return 0
 
 
@@ -87,6 +87,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--portal-port", type=int, default=8080, help="portal port (0: any free)")
     d.add_argument("--gateway-port", type=int, default=8081, help="gateway port (0: any free)")
     d.add_argument("--facts", help="write the demo facts JSON here (default STATE/demo.json)")
+    d.add_argument("--gateway-url", help="the gateway URL browsers use, when a proxy sits in "
+                   "front of the gateway (default ws://HOST:GATEWAY_PORT/ws)")
     d.set_defaults(func=_demo)
 
     b = serving("broker", "run the broker (portal and API)")

@@ -79,7 +79,8 @@ class DesktopEntry:
 def write_config(state: Path, *, slapd: Slapd, desktops: list[DesktopEntry], group: str,
                  host: str, portal_port: int, gateway_port: int,
                  directory_servers: list[str] | None = None,
-                 gateway_options: dict[str, object] | None = None) -> Path:
+                 gateway_options: dict[str, object] | None = None,
+                 gateway_url: str | None = None) -> Path:
     """Write a complete pforte.toml for one tenant on this machine (the demo's, and the tests').
 
     Keys are created in ``state/keys`` if missing; desktops' passwords go into secret files.
@@ -105,7 +106,7 @@ ticket_private_key_file = "{keys / 'ticket-signing.pem'}"
 credential_key_file = "{keys / 'credential.key'}"
 totp_key_file = "{keys / 'totp.key'}"
 report_token_file = "{keys / 'report.token'}"
-gateway_url = "ws://{host}:{gateway_port}/ws"
+gateway_url = "{gateway_url or f'ws://{host}:{gateway_port}/ws'}"
 gateway_audience = "demo-gateway"
 
 [gateway]
@@ -141,7 +142,7 @@ hosts = [{", ".join(f'"{d.id}"' for d in desktops)}]
 
 
 async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: int,
-                   facts_path: Path) -> None:
+                   facts_path: Path, gateway_url: str | None = None) -> None:
     processes = Processes()
     try:
         passwords = {u.login: f"{u.login.capitalize()}-{secrets.token_hex(4)}" for u in USERS}
@@ -162,7 +163,7 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
             state, slapd=slapd, group=slapd.group_dn("desktop-users"), host=host,
             desktops=[DesktopEntry(d_id, d.port, SEATS, d.password)
                       for (d_id, _, _), d in zip(DESKTOPS, desktops)],
-            portal_port=portal_port, gateway_port=gateway_port)
+            portal_port=portal_port, gateway_port=gateway_port, gateway_url=gateway_url)
         config = load_config(config_path)
         broker = Broker(config, Store(config.state_dir / "pforte.db"))
         gateway = Gateway(gateway_config(load_toml(config_path)))
@@ -176,6 +177,8 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
             portal = f"http://{host}:{portal_port}/"
             facts = {
                 "portal_url": portal,
+                "gateway_url": config.gateway_url,
+                "gateway_metrics_url": f"http://{host}:{gateway_port}/metrics",
                 "config": str(config_path),
                 "users": [{"login": f"{u.login}@{DOMAIN}", "password": passwords[u.login],
                            "totp_secret": totp[u.login], "entitled": u.entitled,
@@ -208,14 +211,15 @@ def _announce(facts: dict, facts_path: Path) -> None:
 
 
 def main(state_dir: str | None, host: str, portal_port: int, gateway_port: int,
-         facts: str | None, use_uvloop: bool) -> None:
+         facts: str | None, use_uvloop: bool, gateway_url: str | None = None) -> None:
     temporary = state_dir is None
     state = Path(state_dir or tempfile.mkdtemp(prefix="pforte-demo-")).resolve()
     state.mkdir(parents=True, exist_ok=True)
     facts_path = Path(facts).resolve() if facts else state / "demo.json"
     try:
         runtime.run(lambda: run_demo(state, host=host, portal_port=portal_port,
-                                     gateway_port=gateway_port, facts_path=facts_path),
+                                     gateway_port=gateway_port, facts_path=facts_path,
+                                     gateway_url=gateway_url),
                     use_uvloop=use_uvloop)
     finally:
         if temporary:

@@ -264,15 +264,16 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 class DemoProcess:
-    """``python -m broker demo`` in a subprocess on free ports; :meth:`stop` sends SIGINT (Ctrl-C)."""
+    """``python -m broker demo`` in a subprocess on free ports; :meth:`stop` sends SIGINT (Ctrl-C).
+    ``extra`` arguments go to ``pforte demo``."""
 
-    def __init__(self, state: Path, python: str) -> None:
+    def __init__(self, state: Path, python: str, *extra: str) -> None:
         self.state = state
         self.facts_path = state / "facts.json"
         self.proc = subprocess.Popen(
             [python, "-m", "broker", "demo", "--state-dir", str(state), "--portal-port",
              str(free_port()), "--gateway-port", str(free_port()), "--facts",
-             str(self.facts_path)],
+             str(self.facts_path), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_ready(self) -> dict:
@@ -323,3 +324,67 @@ def wait_for_desktop_colour(page, timeout: float = 20.0, poll_ms: int = 10):
             return tuple(colour)
         page.wait_for_timeout(poll_ms)
     return None
+
+
+class BreakableProxy:
+    """A TCP forwarder on loopback whose connections the test can cut, as a failing network
+    would; it runs in its own thread so that synchronous browser tests can use it."""
+
+    def __init__(self, target_port: int) -> None:
+        import asyncio
+        import threading
+        self.target_port = target_port
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self._transports: list = []
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        ready.wait(5)
+
+    def _run(self, ready) -> None:
+        import asyncio
+
+        async def pipe(reader, writer) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(reader, writer) -> None:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1",
+                                                                     self.target_port)
+            except OSError:
+                writer.close()
+                return
+            self._transports += [writer.transport, up_writer.transport]
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        async def main() -> None:
+            self.server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+            ready.set()
+            await self.server.serve_forever()
+
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(main())
+        except BaseException:  # stopped
+            pass
+
+    def cut(self) -> None:
+        """Abort every connection through the proxy (both sides see a reset, no close frame)."""
+        def abort() -> None:
+            for t in self._transports:
+                t.abort()
+            self._transports.clear()
+        self.loop.call_soon_threadsafe(abort)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)

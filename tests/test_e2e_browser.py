@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pyotp
 import pytest
 
-from broker.testbed import CHROMIUM, CHROMIUM_ARGS, DemoProcess, hex_rgb, wait_for_desktop_colour
+import urllib.request
+
+from broker.testbed import (CHROMIUM, CHROMIUM_ARGS, BreakableProxy, DemoProcess, free_port,
+                            hex_rgb, wait_for_desktop_colour)
 
 from .conftest import need
 
@@ -20,10 +24,21 @@ SCREENSHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """``pforte demo`` as a user runs it, on free ports; stopped with SIGINT like Ctrl-C."""
+def network():
+    """The network between browser and gateway: a proxy the tests can cut."""
+    proxy = BreakableProxy(free_port())
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, network):
+    """``pforte demo`` as a user runs it, on free ports, its gateway reached through ``network``;
+    stopped with SIGINT like Ctrl-C."""
     need("slapd", "Xvnc")
-    demo = DemoProcess(tmp_path_factory.mktemp("demo"), sys.executable)
+    demo = DemoProcess(tmp_path_factory.mktemp("demo"), sys.executable,
+                       "--gateway-port", str(network.target_port),
+                       "--gateway-url", f"ws://127.0.0.1:{network.port}/ws")
     yield demo.wait_ready()
     assert demo.stop() in (0, 130)
 
@@ -99,4 +114,51 @@ def test_a_wrong_password_is_answered_in_german_for_a_german_browser(demo, chrom
     page.get_by_role("button", name="Anmelden").click()
     assert page.get_by_role("alert").inner_text() == \
         "Benutzername oder Passwort ist nicht korrekt."
+    page.context.close()
+
+
+def wait_until(page, condition, timeout: float = 10.0) -> None:
+    """Poll ``condition`` (the portal's CSP forbids the string evaluation wait_for_function uses)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        page.wait_for_timeout(50)
+
+
+XTERM_AREA_SUM_JS = """() => {
+    const c = document.querySelector('#screen canvas');
+    const probe = document.createElement('canvas');
+    probe.width = c.width; probe.height = c.height;
+    const ctx = probe.getContext('2d');
+    ctx.drawImage(c, 0, 0);
+    const d = ctx.getImageData(40, 40, 500, 140).data;
+    let sum = 0;
+    for (let i = 0; i < d.length; i += 4) sum += d[i] + d[i + 1] + d[i + 2];
+    return sum;
+}"""
+
+
+def test_the_desktop_survives_a_network_drop(demo, chromium, network):
+    bernd = next(u for u in demo["users"] if u["login"].startswith("bernd@"))
+    page = new_page(chromium)
+    login(page, demo, bernd)
+    page.get_by_label("One-time code").fill(pyotp.TOTP(bernd["totp_secret"]).now())
+    page.get_by_role("button", name="Confirm").click()
+    page.get_by_role("link", name="Open").click()
+    assert wait_for_desktop_colour(page) is not None
+    network.cut()
+    wait_until(page, lambda: page.evaluate("() => document.body.dataset.state") == "connected")
+    # still live both ways: typing reaches the desktop's xterm and its echo reaches the canvas
+    box = page.locator("#screen canvas").bounding_box()
+    scale = box["width"] / page.evaluate("document.querySelector('#screen canvas').width")
+    page.mouse.click(box["x"] + 200 * scale, box["y"] + 100 * scale)  # keyboard focus: canvas, xterm
+    page.wait_for_timeout(500)
+    before = page.evaluate(XTERM_AREA_SUM_JS)
+    page.keyboard.type("hello after the drop")
+    wait_until(page, lambda: page.evaluate(XTERM_AREA_SUM_JS) != before)
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SCREENSHOTS / "after-drop.png"))
+    metrics = urllib.request.urlopen(demo["gateway_metrics_url"]).read().decode()
+    assert "pforte_gateway_resumes_total 1" in metrics
+    assert page.locator("#status").inner_text() == "Connected"
     page.context.close()

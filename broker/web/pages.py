@@ -98,7 +98,7 @@ def desktops_page(lang: str, t: dict[str, str], csrf: str, display_name: str,
 </section>""")
 
 
-_DESKTOP_TEXT_KEYS = ("connecting", "connected", "disconnected", "gateway_4401", "gateway_4409",
+_DESKTOP_TEXT_KEYS = ("connecting", "connected", "reconnecting", "disconnected", "gateway_4401", "gateway_4409",
                       "gateway_4502", "gateway_other", "no_free_desktop", "not_entitled",
                       "login_required")
 

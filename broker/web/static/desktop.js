@@ -1,6 +1,7 @@
-// The desktop page: asks the broker for a ticket, opens the gateway websocket, hands the ticket
-// over as the first message (never in the URL) and gives the open socket to noVNC.
+// The desktop page: asks the broker for a ticket, opens the gateway stream through PforteChannel
+// (ticket as first message, never in the URL; survives network drops) and gives it to noVNC.
 import RFB from "/novnc/core/rfb.js";
+import { PforteChannel } from "/static/pforte-channel.js";
 
 const body = document.body;
 const status = document.getElementById("status");
@@ -9,6 +10,7 @@ const texts = JSON.parse(document.getElementById("texts").textContent);
 
 function say(key, fallback) {
     status.textContent = texts[key] || texts[fallback] || key;
+    body.dataset.state = key;
 }
 
 async function connect() {
@@ -29,28 +31,20 @@ async function connect() {
         say("gateway_other");
         return;
     }
-    const ws = new WebSocket(answer.gateway_url);
-    ws.binaryType = "arraybuffer";
-    ws.addEventListener("close", (event) => {
-        if (event.code >= 4000) {
-            say(`gateway_${event.code}`, "gateway_other");
+    const channel = new PforteChannel(answer.gateway_url, answer.ticket, (state) => say(state));
+    const rfb = new RFB(screen, channel);
+    rfb.scaleViewport = true;
+    rfb.addEventListener("connect", () => say("connected"));
+    rfb.addEventListener("disconnect", () => {
+        if (body.dataset.state === "connected" || body.dataset.state === "connecting") {
+            say("disconnected");
         }
     });
-    ws.addEventListener("open", () => {
-        ws.send(answer.ticket);
-        const rfb = new RFB(screen, ws);
-        rfb.scaleViewport = true;
-        rfb.addEventListener("connect", () => {
-            say("connected");
-            body.dataset.state = "connected";
-        });
-        rfb.addEventListener("disconnect", () => {
-            body.dataset.state = "disconnected";
-            if (status.textContent === texts.connected || status.textContent === texts.connecting) {
-                say("disconnected");
-            }
-        });
-    }, { once: true });
+    const previous = channel.onclose;
+    channel.onclose = (event) => {
+        if (event.code >= 4000) say(`gateway_${event.code}`, "gateway_other");
+        if (previous) previous(event);
+    };
 }
 
 connect();

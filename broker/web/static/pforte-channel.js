@@ -1,0 +1,119 @@
+// PforteChannel: the gateway stream for noVNC, surviving network drops.
+//
+// noVNC accepts any object with WebSocket's shape as its channel (send, close, binaryType,
+// protocol, readyState, onopen, onmessage, onclose, onerror). This one presents the ticket as the
+// first message (never in a URL), asks for a resumable session, and when the connection breaks
+// without a goodbye it reattaches with the resume token and the number of bytes it has received.
+// The gateway resends what was lost and says how much it received; this side resends the rest.
+// noVNC sees one unbroken stream; the page shows "reconnecting…" meanwhile (onstatus).
+// The protocol is described in gateway/resume.py.
+
+const ACK_EVERY = 64 * 1024;
+const RESUME_WITHIN_MS = 60000;
+const RETRY_DELAYS_MS = [100, 250, 500, 1000, 2000, 4000];
+
+export class PforteChannel {
+    constructor(url, ticket, onstatus = () => {}) {
+        this.url = url;
+        this.binaryType = "arraybuffer";
+        this.protocol = "";
+        this.onopen = null;
+        this.onmessage = null;
+        this.onclose = null;
+        this.onerror = null;
+        this.onstatus = onstatus;
+        this._state = "connecting";
+        this._token = null;
+        this._received = 0;
+        this._ackedDown = 0;
+        this._sent = [];          // [{end, bytes}] sent but not acknowledged
+        this._sentEnd = 0;
+        this._ws = null;
+        this._connect(JSON.stringify({ ticket, resumable: true }), false);
+    }
+
+    get readyState() { return this._state; }
+
+    send(data) {
+        // noVNC reuses its send buffer: keep a copy until the gateway acknowledges it.
+        const bytes = new Uint8Array(data.buffer ? data.buffer.slice(data.byteOffset,
+            data.byteOffset + data.byteLength) : data);
+        this._sentEnd += bytes.byteLength;
+        this._sent.push({ end: this._sentEnd, bytes });
+        if (this._ws && this._ws.readyState === WebSocket.OPEN && this._attached) {
+            this._ws.send(bytes);
+        }
+    }
+
+    close() {
+        this._state = "closing";
+        if (this._ws) this._ws.close(1000);
+    }
+
+    _connect(firstMessage, resuming) {
+        const ws = new WebSocket(this.url);
+        ws.binaryType = "arraybuffer";
+        this._ws = ws;
+        this._attached = false;
+        ws.onopen = () => ws.send(firstMessage);
+        ws.onmessage = (event) => this._message(ws, event, resuming);
+        ws.onclose = (event) => this._closed(ws, event);
+    }
+
+    _message(ws, event, resuming) {
+        if (typeof event.data !== "string") {
+            this._received += event.data.byteLength;
+            if (this._received - this._ackedDown >= ACK_EVERY) {
+                this._ackedDown = this._received;
+                ws.send(JSON.stringify({ ack: this._received }));
+            }
+            if (this.onmessage) this.onmessage({ data: event.data });
+            return;
+        }
+        const control = JSON.parse(event.data);
+        if (typeof control.ack === "number") {
+            this._trim(control.ack);
+        } else if (typeof control.resume === "string") {
+            this._token = control.resume;
+            this._attached = true;
+            this._state = "open";
+            if (this.onopen) this.onopen({});
+        } else if (typeof control.resumed === "number") {
+            this._trim(control.resumed);
+            this._attached = true;
+            for (const chunk of this._sent) {
+                const skip = Math.max(0, control.resumed - (chunk.end - chunk.bytes.byteLength));
+                ws.send(skip ? chunk.bytes.subarray(skip) : chunk.bytes);
+            }
+            this._resumeStarted = null;
+            this.onstatus("connected");
+        }
+    }
+
+    _trim(offset) {
+        while (this._sent.length && this._sent[0].end <= offset) this._sent.shift();
+    }
+
+    _closed(ws, event) {
+        if (ws !== this._ws) return;
+        const dropped = event.code === 1006 && this._token && this._state === "open";
+        if (!dropped) {
+            this._state = "closed";
+            if (this.onclose) this.onclose(event);
+            return;
+        }
+        // The network failed: reattach within the gateway's grace period.
+        const now = Date.now();
+        this._resumeStarted = this._resumeStarted || now;
+        if (now - this._resumeStarted > RESUME_WITHIN_MS) {
+            this._state = "closed";
+            if (this.onclose) this.onclose(event);
+            return;
+        }
+        this.onstatus("reconnecting");
+        this._attempt = (this._attempt || 0) + 1;
+        const delay = RETRY_DELAYS_MS[Math.min(this._attempt - 1, RETRY_DELAYS_MS.length - 1)];
+        setTimeout(() => this._connect(
+            JSON.stringify({ resume: this._token, offset: this._received }), true), delay);
+    }
+}

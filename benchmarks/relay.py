@@ -320,6 +320,8 @@ credential_key_file = "keys/credential.key"
 report_token_file = "keys/report.token"
 broker_url = "http://127.0.0.1:{broker_port}"
 allowed_targets = ["127.0.0.0/8"]
+max_sessions = 100000              # every benchmark connection comes from 127.0.0.1
+max_sessions_per_source = 100000
 
 [[tenants]]
 id = "{tenant}"

@@ -27,6 +27,8 @@ DEFAULT_LOGIN_LIFETIME = 8 * 3600     # seconds a portal login lasts
 DEFAULT_DIRECTORY_TIMEOUT = 3.0       # seconds to connect to / hear from a directory server
 DEFAULT_DIRECTORY_THREADS = 8         # concurrent directory operations per broker
 DEFAULT_GROUP_DEPTH = 8               # levels of nested groups resolved
+DEFAULT_PROBE_INTERVAL = 15.0         # seconds between health probes of each host
+DEFAULT_SSH_TIMEOUT = 5.0             # seconds to connect to a host over SSH / run a command
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,16 @@ class HostConfig:
     protocol: str
     seats: int
     secret: bytes | None              # the desktop's VNC password; users never see it
+    ssh: "SshConfig | None" = None    # host control over SSH (notices, logoff, probes)
+
+
+@dataclass(frozen=True)
+class SshConfig:
+    address: str
+    port: int
+    user: str
+    notify_command: str | None        # template: {user} and {message} arrive shell-quoted
+    logoff_command: str | None        # template: {user}
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,7 @@ class TenantConfig:
     name: str
     domains: tuple[str, ...]          # login domains: user@domain
     portal_hosts: tuple[str, ...]     # host names whose portal takes plain user names
+    admin_group: str | None           # members administer this tenant (with TOTP)
     directory: DirectoryConfig
     pools: tuple[PoolConfig, ...]
     hosts: tuple[HostConfig, ...]
@@ -92,6 +105,10 @@ class BrokerConfig:
     pending_timeout: int
     login_lifetime: int
     directory_threads: int
+    gateway_control_urls: tuple[str, ...]  # gateways' HTTP base URLs, told to close logged-off sessions
+    ssh_key: bytes | None             # private key the broker uses to control hosts
+    ssh_known_hosts: Path | None      # the hosts' keys; a host whose key differs is refused
+    probe_interval: float
     tenants: tuple[TenantConfig, ...]
 
     def tenant(self, tenant_id: str) -> TenantConfig | None:
@@ -122,9 +139,19 @@ def load_config(path: str | Path) -> BrokerConfig:
         login_lifetime=b.int("login_lifetime", DEFAULT_LOGIN_LIFETIME, minimum=60),
         directory_threads=b.int("directory_threads", DEFAULT_DIRECTORY_THREADS, minimum=1,
                                 maximum=256),
+        gateway_control_urls=tuple(u.rstrip("/") for u in b.str_list(
+            "gateway_control_urls", [], non_empty=False)),
+        ssh_key=read_secret(b.file("ssh_key_file")) if "ssh_key_file" in b.data else None,
+        ssh_known_hosts=b.file("ssh_known_hosts_file") if "ssh_known_hosts_file" in b.data
+        else None,
+        probe_interval=b.float("probe_interval", DEFAULT_PROBE_INTERVAL, minimum=1.0),
         tenants=tuple(_tenant(t) for t in root.tables("tenants")),
     )
     b.done()
+    if any(h.ssh for t in cfg.tenants for h in t.hosts) and (
+            cfg.ssh_key is None or cfg.ssh_known_hosts is None):
+        raise b.fail("ssh_key_file", "expected ssh_key_file and ssh_known_hosts_file, because "
+                     "hosts have [tenants.hosts.ssh] tables")
     _check_unique(root, "tenants", [t.id for t in cfg.tenants])
     domains = [d for t in cfg.tenants for d in t.domains]
     _check_unique(root, "tenants[].domains", domains)
@@ -178,6 +205,7 @@ def _tenant(t: Section) -> TenantConfig:
         name=t.str("name"),
         domains=tuple(d.lower() for d in t.str_list("domains")),
         portal_hosts=tuple(h.lower() for h in t.str_list("portal_hosts", [], non_empty=False)),
+        admin_group=t.str("admin_group") if "admin_group" in t.data else None,
         directory=_directory(t.table("directory")),
         pools=pools,
         hosts=hosts,
@@ -218,8 +246,19 @@ def _host(h: Section) -> HostConfig:
         raise h.fail("protocol", f"expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     secret = read_secret(h.file("secret_file")) if "secret_file" in h.data else None
     cfg = HostConfig(id=host_id, address=address, port=h.int("port", minimum=1, maximum=65535),
-                     protocol=protocol, seats=h.int("seats", minimum=1), secret=secret)
+                     protocol=protocol, seats=h.int("seats", minimum=1), secret=secret,
+                     ssh=_ssh(h.table("ssh"), address) if "ssh" in h.data else None)
     h.done()
+    return cfg
+
+
+def _ssh(s: Section, address: str) -> SshConfig:
+    cfg = SshConfig(address=s.str("address", address), port=s.int("port", 22, minimum=1,
+                                                                    maximum=65535),
+                    user=s.str("user", "root"),
+                    notify_command=s.str("notify_command") if "notify_command" in s.data else None,
+                    logoff_command=s.str("logoff_command") if "logoff_command" in s.data else None)
+    s.done()
     return cfg
 
 

@@ -9,6 +9,9 @@ Hierarchy::
     │   ├── CodeRejected             wrong, expired or already used one-time code
     │   └── LoginRequired            no (or an expired) portal login
     ├── NotEntitled                  the user may not use this pool (403)
+    ├── NotAdmin                     no admin right for this tenant (403)
+    ├── NotFound                     no such host or session in this tenant (404)
+    ├── Conflict                     the action does not apply in the current state (409)
     ├── DirectoryUnavailable         no directory server answered in time (503)
     ├── NoFreeDesktop                every seat of the pool is taken (503)
     └── BadRequest                   malformed input (400)
@@ -49,6 +52,21 @@ class LoginRequired(AuthError):
 class NotEntitled(BrokerError):
     code = "not_entitled"
     status = 403
+
+
+class NotAdmin(BrokerError):
+    code = "not_admin"
+    status = 403
+
+
+class NotFound(BrokerError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(BrokerError):
+    code = "conflict"
+    status = 409
 
 
 class DirectoryUnavailable(BrokerError):

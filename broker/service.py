@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from gateway import ticket
 
 from . import mfa
+from .admin import Administration
 from .config import BrokerConfig, PoolConfig, TenantConfig
 from .directory import Directory
 from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, LoginRequired,
@@ -60,13 +61,16 @@ class Broker:
         self._executor = ThreadPoolExecutor(max_workers=config.directory_threads,
                                             thread_name_prefix="pforte-ldap")
         self.directories = {t.id: Directory(t.directory, self._executor) for t in config.tenants}
+        self.admin = Administration(self)
         self._housekeeping: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.store.open()
         self._housekeeping = asyncio.create_task(self._sweep())
+        await self.admin.start()
 
     async def close(self) -> None:
+        await self.admin.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             await asyncio.gather(self._housekeeping, return_exceptions=True)
@@ -128,12 +132,12 @@ class Broker:
         try:
             tenant, name = self.resolve(typed, portal_host)
         except UnknownTenant:
-            await self._audit("-", typed[:64], source, "login", "unknown_tenant")
+            await self.audit("-", typed[:64], source, "login", "unknown_tenant")
             raise
         try:
             user = await self.directories[tenant.id].authenticate(name, password)
         except BrokerError as exc:
-            await self._audit(tenant.id, name, source, "login.password", exc.code)
+            await self.audit(tenant.id, name, source, "login.password", exc.code)
             raise
         now = self.clock()
         token = secrets.token_urlsafe(32)
@@ -141,7 +145,7 @@ class Broker:
                       groups=user.groups, mfa_done=False, csrf=secrets.token_urlsafe(24),
                       expires=now + self.config.login_lifetime)
         await self.store.create_login(token, login)
-        await self._audit(tenant.id, user.login, source, "login.password", "ok")
+        await self.audit(tenant.id, user.login, source, "login.password", "ok")
         return token, login
 
     async def login_for(self, token: str | None, *, need_mfa: bool = True) -> Login:
@@ -183,7 +187,7 @@ class Broker:
         """Enrol a user with a known TOTP secret, confirmed (the demo's users; migrations)."""
         await self.store.set_enrolment(tenant, login,
                                        mfa.seal(self.config.totp_key, secret, f"{tenant}/{login}"))
-        await self._audit(tenant, login, "admin", "mfa.import", "ok")
+        await self.audit(tenant, login, "admin", "mfa.import", "ok")
 
     async def second_factor(self, token: str, login: Login, code: str, *, source: str) -> None:
         """Check a one-time code (which also confirms a pending enrolment).
@@ -203,10 +207,10 @@ class Broker:
                                                 confirm=not state.confirmed):
                 raise mfa.CodeReplayed("step used concurrently")
         except CodeRejected as exc:
-            await self._audit(login.tenant, login.login, source, action, exc.code)
+            await self.audit(login.tenant, login.login, source, action, exc.code)
             raise
         await self.store.complete_mfa(token)
-        await self._audit(login.tenant, login.login, source, action, "ok")
+        await self.audit(login.tenant, login.login, source, action, "ok")
 
     async def logout(self, token: str) -> None:
         await self.store.delete_login(token)
@@ -226,16 +230,16 @@ class Broker:
         tenant = self.config.tenant(login.tenant)
         pool = next((p for p in self.entitled_pools(login) if p.id == pool_id), None)
         if pool is None:
-            await self._audit(login.tenant, login.login, source, "connect", "not_entitled", pool_id)
+            await self.audit(login.tenant, login.login, source, "connect", "not_entitled", pool_id)
             raise NotEntitled(pool_id)
         now = self.clock()
-        hosts = [(h, tenant.host(h).seats) for h in pool.hosts]
+        hosts, reconnect_hosts = await self.admin.placement(tenant, pool.hosts)
         assignment = await self.store.assign(
             tenant.id, login.login, pool.id, hosts, now=now,
             pending_timeout=self.config.pending_timeout, keep_seconds=pool.disconnected_keep,
-            rng=self.rng)
+            reconnect_hosts=reconnect_hosts, rng=self.rng)
         if assignment is None:
-            await self._audit(login.tenant, login.login, source, "connect", "pool_full", pool.id)
+            await self.audit(login.tenant, login.login, source, "connect", "pool_full", pool.id)
             raise NoFreeDesktop(pool.id)
         host = tenant.host(assignment.host_id)
         ticket_id = ticket.new_ticket_id()
@@ -248,7 +252,7 @@ class Broker:
             audience=self.config.gateway_audience, tenant=tenant.id, user=login.login,
             session=assignment.session_id,
             target=ticket.Target(host.address, host.port, host.protocol), sealed_secret=sealed)
-        await self._audit(login.tenant, login.login, source, "connect", "ok",
+        await self.audit(login.tenant, login.login, source, "connect", "ok",
                           f"pool={pool.id} host={host.id} session={assignment.session_id}"
                           f"{' reconnect' if assignment.reconnect else ''}")
         return Connection(ticket.mint(self._signing_key, claims), self.config.gateway_url,
@@ -262,14 +266,14 @@ class Broker:
             await self.store.redeem(ticket_id, expires_at, tenant, user, session_id,
                                     now=self.clock())
         except (TicketAlreadyRedeemed, UnknownSession) as exc:
-            await self._audit(tenant, user, "gateway", "ticket.redeem", type(exc).__name__)
+            await self.audit(tenant, user, "gateway", "ticket.redeem", type(exc).__name__)
             return False
         return True
 
     async def disconnected(self, tenant: str, session_id: str) -> None:
         await self.store.disconnect(tenant, session_id, now=self.clock())
 
-    async def _audit(self, tenant: str, actor: str, source: str, action: str, result: str,
-                     detail: str = "") -> None:
+    async def audit(self, tenant: str, actor: str, source: str, action: str, result: str,
+                    detail: str = "") -> None:
         await self.store.audit(at=self.clock(), tenant=tenant, actor=actor, source=source,
                                action=action, result=result, detail=detail)

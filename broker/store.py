@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .host_states import HostState
 from .placement import HostLoad, NewSession, PoolFull, Reconnect, place
 from .sessions import LIVE_STATES, Event, InvalidTransition, State, next_state
 
@@ -45,7 +46,14 @@ CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY, at REAL NOT NULL, tenant TEXT NOT NULL, actor TEXT NOT NULL,
     source TEXT NOT NULL, action TEXT NOT NULL, result TEXT NOT NULL, detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, at);
+CREATE TABLE IF NOT EXISTS host_states (
+    tenant TEXT NOT NULL, host TEXT NOT NULL, state TEXT NOT NULL, message TEXT NOT NULL,
+    deadline REAL, logoff INTEGER NOT NULL, updated REAL NOT NULL, PRIMARY KEY (tenant, host));
+CREATE TABLE IF NOT EXISTS admin_tokens (
+    token_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, created REAL NOT NULL);
 """
+
+OPERATOR = "*"  # the tenant of an operator-level admin token: every tenant
 
 _LIVE = tuple(s.value for s in LIVE_STATES)
 _LIVE_SQL = ",".join("?" * len(_LIVE))
@@ -85,6 +93,17 @@ class Login:
     mfa_done: bool
     csrf: str
     expires: float
+
+
+@dataclass(frozen=True)
+class HostStateRow:
+    state: HostState
+    message: str
+    deadline: float | None
+    logoff: bool                 # log off who is left at the deadline (else wait)
+
+
+ACTIVE_ROW = HostStateRow(HostState.ACTIVE, "", None, True)
 
 
 class TicketAlreadyRedeemed(Exception):
@@ -218,13 +237,16 @@ class Store:
         await self._run(self._tx, q)
 
     # -- sessions ----------------------------------------------------------------------------
-    async def assign(self, tenant: str, login: str, pool: str, hosts: Sequence[tuple[str, int]],
-                     *, now: float, pending_timeout: int, keep_seconds: int,
+    async def assign(self, tenant: str, login: str, pool: str,
+                     hosts: Sequence[tuple[str, int, bool]], *, now: float, pending_timeout: int,
+                     keep_seconds: int, reconnect_hosts: set[str] | None = None,
                      rng: random.Random | None = None) -> Assignment | None:
         """Place the user in the pool atomically; None when the pool is full.
 
         Args:
-            hosts: (host id, seats) of the pool's hosts that may take sessions.
+            hosts: (host id, seats, takes new sessions) of the pool's hosts.
+            reconnect_hosts: hosts a user may return to (None: all); a session on any other host
+                is ended and the user placed afresh.
         """
         rng = rng or random.Random()
 
@@ -233,11 +255,15 @@ class Store:
                 f"SELECT id, host, state FROM sessions WHERE tenant=? AND login=? AND pool=? "
                 f"AND state IN ({_LIVE_SQL}) ORDER BY created LIMIT 1",
                 (tenant, login, pool, *_LIVE)).fetchone()
+            if row and reconnect_hosts is not None and row[1] not in reconnect_hosts:
+                db.execute("UPDATE sessions SET state=?, deadline=NULL, updated=? WHERE id=?",
+                           (State.ENDED.value, now, row[0]))
+                row = None
             existing = Reconnect(row[0], row[1]) if row else None
             counts = dict(db.execute(
                 f"SELECT host, COUNT(*) FROM sessions WHERE tenant=? AND pool=? "
                 f"AND state IN ({_LIVE_SQL}) GROUP BY host", (tenant, pool, *_LIVE)).fetchall())
-            loads = [HostLoad(h, seats, counts.get(h, 0)) for h, seats in hosts]
+            loads = [HostLoad(h, seats, counts.get(h, 0), accepting) for h, seats, accepting in hosts]
             decision = place(existing, loads, tie_break=rng.choice)
             if isinstance(decision, PoolFull):
                 return None
@@ -317,6 +343,66 @@ class Store:
                 args.append(login)
             rows = self._db().execute(sql + " ORDER BY created", args).fetchall()
             return [SessionRow(r[0], r[1], r[2], r[3], r[4], State(r[5]), r[6]) for r in rows]
+        return await self._run(q)
+
+    async def end_session(self, tenant: str, session_id: str, *, now: float) -> SessionRow | None:
+        """End a live session of the tenant (logoff); None if there is no such live session."""
+        def q(db: sqlite3.Connection) -> SessionRow | None:
+            row = db.execute(
+                f"SELECT id, tenant, login, pool, host, state, created FROM sessions "
+                f"WHERE id=? AND tenant=? AND state IN ({_LIVE_SQL})",
+                (session_id, tenant, *_LIVE)).fetchone()
+            if row is None:
+                return None
+            next_state(State(row[5]), Event.END)
+            db.execute("UPDATE sessions SET state=?, viewers=0, deadline=NULL, updated=? "
+                       "WHERE id=?", (State.ENDED.value, now, session_id))
+            return SessionRow(row[0], row[1], row[2], row[3], row[4], State.ENDED, row[6])
+        return await self._run(self._tx, q)
+
+    # -- host states -------------------------------------------------------------------------
+    async def host_states(self, tenant: str) -> dict[str, HostStateRow]:
+        """Hosts with a state other than the default (active)."""
+        def q() -> dict[str, HostStateRow]:
+            rows = self._db().execute("SELECT host, state, message, deadline, logoff FROM "
+                                      "host_states WHERE tenant=?", (tenant,)).fetchall()
+            return {r[0]: HostStateRow(HostState(r[1]), r[2], r[3], bool(r[4])) for r in rows}
+        return await self._run(q)
+
+    async def draining_hosts(self) -> list[tuple[str, str, HostStateRow]]:
+        """(tenant, host, state) of every draining host: drains outlive a broker restart."""
+        def q() -> list[tuple[str, str, HostStateRow]]:
+            rows = self._db().execute("SELECT tenant, host, state, message, deadline, logoff FROM "
+                                      "host_states WHERE state=?",
+                                      (HostState.DRAINING.value,)).fetchall()
+            return [(r[0], r[1], HostStateRow(HostState(r[2]), r[3], r[4], bool(r[5])))
+                    for r in rows]
+        return await self._run(q)
+
+    async def set_host_state(self, tenant: str, host: str, row: HostStateRow, *,
+                             now: float) -> None:
+        def q(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO host_states VALUES (?,?,?,?,?,?,?) ON CONFLICT (tenant, host) "
+                       "DO UPDATE SET state=excluded.state, message=excluded.message, "
+                       "deadline=excluded.deadline, logoff=excluded.logoff, "
+                       "updated=excluded.updated",
+                       (tenant, host, row.state.value, row.message, row.deadline,
+                        int(row.logoff), now))
+        await self._run(self._tx, q)
+
+    # -- admin tokens ------------------------------------------------------------------------
+    async def create_admin_token(self, token: str, tenant: str, name: str, *, now: float) -> None:
+        def q(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO admin_tokens VALUES (?,?,?,?)",
+                       (token_hash(token), tenant, name, now))
+        await self._run(self._tx, q)
+
+    async def admin_token(self, token: str) -> tuple[str, str] | None:
+        """(tenant or OPERATOR, name) of an admin token; None if unknown."""
+        def q() -> tuple[str, str] | None:
+            row = self._db().execute("SELECT tenant, name FROM admin_tokens WHERE token_hash=?",
+                                     (token_hash(token),)).fetchone()
+            return (row[0], row[1]) if row else None
         return await self._run(q)
 
     # -- audit -------------------------------------------------------------------------------

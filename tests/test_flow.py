@@ -233,11 +233,19 @@ async def test_a_client_that_sends_no_ticket_is_closed(installation):
     assert closed.value.rcvd.code == 4408
 
 
-async def test_a_desktop_that_refuses_the_connection_gets_a_clear_close(make_installation):
+async def test_a_desktop_that_refuses_the_connection_gets_a_clear_close(installation):
+    conn = await installation.connect(await installation.login("anna"))
+    dead = forge(installation, conn, target=ticket.Target("127.0.0.1", free_port(), "vnc"))
+    assert await close_code(conn, dead) == (4502, "desktop unavailable")
+
+
+async def test_a_dead_desktop_host_gets_no_sessions_and_users_a_clear_answer(make_installation):
     dead = DesktopEntry("dead", free_port(), 1, "password")
     inst = await make_installation(desktops=[dead])
-    conn = await inst.connect(await inst.login("anna"))
-    assert await close_code(conn) == (4502, "desktop unavailable")
+    await inst.broker.admin.probe_all()
+    assert inst.broker.admin.health[(TENANT, "dead")] is False
+    r = await inst.post("/api/v1/pools/buero/connect", await inst.login("anna"))
+    assert r.status == 503 and (await r.json())["error"] == "no_free_desktop"
 
 
 async def test_a_directory_that_is_down_gets_a_clear_answer(make_installation):

@@ -23,7 +23,7 @@ async def stores(tmp_path):
 
 
 async def test_concurrent_logins_from_two_brokers_never_overbook(stores):
-    hosts = [("h1", 3), ("h2", 2)]
+    hosts = [("h1", 3, True), ("h2", 2, True)]
 
     async def one(store, i):
         return await store.assign("t", f"user{i}", "p", hosts, now=NOW, pending_timeout=60,
@@ -31,22 +31,22 @@ async def test_concurrent_logins_from_two_brokers_never_overbook(stores):
     results = await asyncio.gather(*(one(stores[i % 2], i) for i in range(12)))
     placed = [r for r in results if r is not None]
     assert len(placed) == 5
-    per_host = {h: sum(1 for r in placed if r.host_id == h) for h, _ in hosts}
+    per_host = {h: sum(1 for r in placed if r.host_id == h) for h, _, _ in hosts}
     assert per_host == {"h1": 3, "h2": 2}
 
 
 async def test_a_returning_user_gets_the_same_session(stores):
     a, _ = stores
-    first = await a.assign("t", "anna", "p", [("h1", 1)], now=NOW, pending_timeout=60,
+    first = await a.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60,
                            keep_seconds=60)
-    again = await a.assign("t", "anna", "p", [("h1", 1)], now=NOW + 1, pending_timeout=60,
+    again = await a.assign("t", "anna", "p", [("h1", 1, True)], now=NOW + 1, pending_timeout=60,
                            keep_seconds=60)
     assert again.session_id == first.session_id and again.reconnect
 
 
 async def test_a_ticket_is_redeemed_once_across_brokers(stores):
     a, b = stores
-    s = await a.assign("t", "anna", "p", [("h1", 1)], now=NOW, pending_timeout=60, keep_seconds=60)
+    s = await a.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60, keep_seconds=60)
     await a.redeem("tk", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
     with pytest.raises(TicketAlreadyRedeemed):
         await b.redeem("tk", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
@@ -54,14 +54,14 @@ async def test_a_ticket_is_redeemed_once_across_brokers(stores):
 
 async def test_a_ticket_for_another_tenants_session_is_refused(stores):
     a, _ = stores
-    s = await a.assign("t", "anna", "p", [("h1", 1)], now=NOW, pending_timeout=60, keep_seconds=60)
+    s = await a.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60, keep_seconds=60)
     with pytest.raises(UnknownSession):
         await a.redeem("tk", int(NOW) + 30, "other", "anna", s.session_id, now=NOW)
 
 
 async def test_sessions_run_their_lifecycle_and_free_their_seat(stores):
     a, _ = stores
-    s = await a.assign("t", "anna", "p", [("h1", 1)], now=NOW, pending_timeout=60, keep_seconds=100)
+    s = await a.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60, keep_seconds=100)
     await a.redeem("tk", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
     assert (await a.live_sessions("t"))[0].state is State.CONNECTED
     await a.disconnect("t", s.session_id, now=NOW + 10)
@@ -69,14 +69,14 @@ async def test_sessions_run_their_lifecycle_and_free_their_seat(stores):
     assert await a.expire(NOW + 50) == 0
     assert await a.expire(NOW + 111) == 1
     assert await a.live_sessions("t") == []
-    other = await a.assign("t", "bernd", "p", [("h1", 1)], now=NOW + 112, pending_timeout=60,
+    other = await a.assign("t", "bernd", "p", [("h1", 1, True)], now=NOW + 112, pending_timeout=60,
                            keep_seconds=60)
     assert other is not None
 
 
 async def test_a_pending_session_whose_ticket_is_never_used_ends(stores):
     a, _ = stores
-    await a.assign("t", "anna", "p", [("h1", 1)], now=NOW, pending_timeout=60, keep_seconds=60)
+    await a.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60, keep_seconds=60)
     assert await a.expire(NOW + 61) == 1
 
 

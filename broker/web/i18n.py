@@ -40,6 +40,9 @@ TEXTS: dict[str, dict[str, str]] = {
                                  "now. Please try again in a few minutes.",
         "no_free_desktop": "All desktops of this kind are in use. Please try again in a minute.",
         "bad_request": "The request could not be processed.",
+        "not_admin": "You are not an administrator of this municipality.",
+        "not_found": "There is no such host or session.",
+        "conflict": "This action is not possible in the host's current state.",
         "error": "Something went wrong. Please try again; if it happens again, call your IT "
                  "service desk and quote reference {ref}.",
         "gateway_4401": "The connection permit was not accepted. Please open the desktop again.",
@@ -88,6 +91,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "no_free_desktop": "Alle Arbeitsplätze dieser Art sind belegt. Bitte versuchen Sie es in "
                            "einer Minute erneut.",
         "bad_request": "Die Anfrage konnte nicht verarbeitet werden.",
+        "not_admin": "Sie sind nicht Administrator dieser Kommune.",
+        "not_found": "Diesen Host oder diese Sitzung gibt es nicht.",
+        "conflict": "Diese Aktion ist im aktuellen Zustand des Hosts nicht möglich.",
         "error": "Etwas ist schiefgegangen. Bitte versuchen Sie es erneut; wenn es wieder "
                  "passiert, rufen Sie Ihren IT-Service an und nennen Sie die Referenz {ref}.",
         "gateway_4401": "Die Verbindungsberechtigung wurde nicht angenommen. Bitte öffnen Sie den "

@@ -1,0 +1,248 @@
+"""Administration: host states and drains, health probes, sessions and logoff.
+
+Theory of operation
+-------------------
+Host states live in the store (``broker.host_states`` has the rules); health lives in memory,
+refreshed by probes every ``probe_interval``. Placement asks :meth:`Administration.placement` which
+hosts take new sessions and which let users back.
+
+A drain sets the host ``draining`` with a deadline and runs a task: it notifies the users on the
+host at once and again as the deadline nears (``notice_times``), finishes early when the host is
+empty, and at the deadline logs off who is left (unless the admin chose to wait). Drains are stored,
+so a restarted broker picks them up again. Logging a session off ends it in the store, runs the
+host's logoff command over SSH where configured, and tells every gateway to close its connection.
+Every step is written to the audit log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import aiohttp
+
+from .config import HostConfig, TenantConfig
+from .errors import Conflict, NotFound
+from .host_states import (Action, HostState, InvalidAction, apply, notice_times,
+                          takes_new_sessions, takes_reconnects)
+from .hosts import HostControl
+from .store import ACTIVE_ROW, HostStateRow, SessionRow
+
+if TYPE_CHECKING:
+    from .service import Broker
+
+logger = logging.getLogger("pforte.admin")
+
+GATEWAY_TIMEOUT = 5.0   # seconds a gateway has to confirm it closed a session
+DRAIN_POLL = 1.0        # seconds between checks whether a draining host is empty
+
+
+class Administration:
+    def __init__(self, broker: "Broker") -> None:
+        self.broker = broker
+        self.config = broker.config
+        self.store = broker.store
+        self.hosts = HostControl(self.config.ssh_key, str(self.config.ssh_known_hosts)
+                                 if self.config.ssh_known_hosts else None)
+        self.health: dict[tuple[str, str], bool] = {}
+        self._drains: dict[tuple[str, str], asyncio.Task] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._http: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=GATEWAY_TIMEOUT))
+        self._tasks.append(asyncio.create_task(self._probe_forever()))
+        for tenant, host, row in await self.store.draining_hosts():
+            if self.config.tenant(tenant) and self.config.tenant(tenant).host(host):
+                self._start_drain(tenant, host, row)
+
+    async def close(self) -> None:
+        for task in [*self._tasks, *self._drains.values()]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._drains.values(), return_exceptions=True)
+        await self.hosts.close()
+        if self._http is not None:
+            await self._http.close()
+
+    # -- what placement needs ----------------------------------------------------------------
+    async def placement(self, tenant: TenantConfig, host_ids: tuple[str, ...]
+                        ) -> tuple[list[tuple[str, int, bool]], set[str]]:
+        """(host id, seats, takes new sessions) for the hosts, and the hosts users may return to."""
+        states = await self.store.host_states(tenant.id)
+        hosts, back = [], set()
+        for host_id in host_ids:
+            state = states.get(host_id, ACTIVE_ROW).state
+            healthy = self.health.get((tenant.id, host_id), True)
+            hosts.append((host_id, tenant.host(host_id).seats, takes_new_sessions(state, healthy)))
+            if takes_reconnects(state):
+                back.add(host_id)
+        return hosts, back
+
+    # -- views -------------------------------------------------------------------------------
+    async def host_overview(self, tenant: TenantConfig) -> list[dict]:
+        states = await self.store.host_states(tenant.id)
+        sessions = await self.store.live_sessions(tenant.id)
+        out = []
+        for host in tenant.hosts:
+            row = states.get(host.id, ACTIVE_ROW)
+            used = sum(1 for s in sessions if s.host == host.id)
+            out.append({"id": host.id, "address": host.address, "state": row.state.value,
+                        "healthy": self.health.get((tenant.id, host.id), True),
+                        "seats": host.seats, "used": used, "free": max(host.seats - used, 0),
+                        "message": row.message, "deadline": row.deadline,
+                        "logoff_at_deadline": row.logoff})
+        return out
+
+    async def session_overview(self, tenant: TenantConfig) -> list[dict]:
+        return [{"id": s.id, "user": s.login, "pool": s.pool, "host": s.host,
+                 "state": s.state.value, "since": s.created}
+                for s in await self.store.live_sessions(tenant.id)]
+
+    # -- actions -----------------------------------------------------------------------------
+    async def act(self, tenant: TenantConfig, host_id: str, action: Action, *, actor: str,
+                  source: str, deadline_seconds: float | None = None, message: str = "",
+                  logoff: bool = True) -> dict:
+        """Change a host's state; a drain starts its notices and deadline.
+
+        Raises:
+            NotFound: no such host in this tenant.
+            Conflict: the action does not apply in the host's state.
+        """
+        host = tenant.host(host_id)
+        if host is None:
+            raise NotFound(host_id)
+        current = (await self.store.host_states(tenant.id)).get(host_id, ACTIVE_ROW)
+        try:
+            state = apply(current.state, action)
+        except InvalidAction as exc:
+            raise Conflict(str(exc)) from None
+        now = self.broker.clock()
+        deadline = now + deadline_seconds if (action is Action.DRAIN and deadline_seconds) else None
+        row = HostStateRow(state, message if action is Action.DRAIN else "", deadline, logoff)
+        await self.store.set_host_state(tenant.id, host_id, row, now=now)
+        detail = f"host={host_id} state={state.value}"
+        if action is Action.DRAIN:
+            detail += f" deadline={deadline_seconds or 0:.0f}s logoff={logoff}"
+        await self.broker.audit(tenant.id, actor, source, f"host.{action.value}", "ok", detail)
+        task = self._drains.pop((tenant.id, host_id), None)
+        if task is not None:
+            task.cancel()
+        if state is HostState.DRAINING:
+            self._start_drain(tenant.id, host_id, row)
+        return (await self._one(tenant, host_id))
+
+    async def _one(self, tenant: TenantConfig, host_id: str) -> dict:
+        return next(h for h in await self.host_overview(tenant) if h["id"] == host_id)
+
+    async def logoff(self, tenant: TenantConfig, session_id: str, *, actor: str, source: str,
+                     why: str = "admin") -> SessionRow:
+        """End a session now: store, host (SSH logoff command) and gateways.
+
+        Raises:
+            NotFound: no live session with that id in this tenant.
+        """
+        session = await self.store.end_session(tenant.id, session_id, now=self.broker.clock())
+        if session is None:
+            raise NotFound(session_id)
+        host = tenant.host(session.host)
+        if host is not None:
+            await self.hosts.logoff(host, session.login)
+        await self._close_at_gateways(session_id)
+        await self.broker.audit(tenant.id, actor, source, "session.logoff", "ok",
+                                f"session={session_id} user={session.login} host={session.host} "
+                                f"reason={why}")
+        return session
+
+    async def _close_at_gateways(self, session_id: str) -> None:
+        headers = {"Authorization": f"Bearer {self.config.report_token.decode()}"}
+        for url in self.config.gateway_control_urls:
+            try:
+                async with self._http.post(f"{url}/control/close", json={"session": session_id},
+                                           headers=headers) as r:
+                    if r.status != 204:
+                        logger.warning("gateway %s refused to close session %s: %s", url,
+                                       session_id, r.status)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                logger.warning("gateway %s unreachable to close session %s: %s", url, session_id,
+                               type(exc).__name__)
+
+    # -- drains ------------------------------------------------------------------------------
+    def _start_drain(self, tenant_id: str, host_id: str, row: HostStateRow) -> None:
+        self._drains[(tenant_id, host_id)] = asyncio.create_task(
+            self._drain(self.config.tenant(tenant_id), host_id, row))
+
+    async def _users_on(self, tenant: TenantConfig, host_id: str) -> list[SessionRow]:
+        return [s for s in await self.store.live_sessions(tenant.id) if s.host == host_id]
+
+    async def _drain(self, tenant: TenantConfig, host_id: str, row: HostStateRow) -> None:
+        host = tenant.host(host_id)
+        clock = self.broker.clock
+        pending = notice_times(row.deadline, clock()) if row.deadline else [clock()]
+        while True:
+            users = await self._users_on(tenant, host_id)
+            if not users:
+                await self.broker.audit(tenant.id, "pforte", "broker", "host.drained", "ok",
+                                        f"host={host_id} is empty")
+                logger.info("host %s of %s is empty", host_id, tenant.id)
+                return
+            now = clock()
+            if pending and now >= pending[0]:
+                pending = [t for t in pending if t > now]
+                await self._notify(tenant, host, users, row, now)
+            if row.deadline is not None and now >= row.deadline:
+                break
+            await asyncio.sleep(DRAIN_POLL)
+        if not row.logoff:
+            await self.broker.audit(tenant.id, "pforte", "broker", "host.drain_deadline", "ok",
+                                    f"host={host_id} deadline passed; waiting for "
+                                    f"{len(users)} users")
+            while await self._users_on(tenant, host_id):
+                await asyncio.sleep(DRAIN_POLL)
+            await self.broker.audit(tenant.id, "pforte", "broker", "host.drained", "ok",
+                                    f"host={host_id} is empty")
+            return
+        for session in users:
+            try:
+                await self.logoff(tenant, session.id, actor="pforte", source="broker",
+                                  why="drain deadline")
+            except NotFound:
+                pass  # left meanwhile
+        await self.broker.audit(tenant.id, "pforte", "broker", "host.drained", "ok",
+                                f"host={host_id} is empty (users logged off at the deadline)")
+
+    async def _notify(self, tenant: TenantConfig, host: HostConfig, users: list[SessionRow],
+                      row: HostStateRow, now: float) -> None:
+        if row.deadline is not None:
+            minutes = max(1, round((row.deadline - now) / 60))
+            text = f"{row.message} (in {minutes} min)" if row.message else \
+                f"This desktop will be shut down for maintenance in {minutes} min."
+        else:
+            text = row.message or "This desktop will be shut down for maintenance."
+        for session in users:
+            delivered = await self.hosts.notify(host, session.login, text)
+            await self.broker.audit(tenant.id, "pforte", "broker", "host.notice",
+                                    "ok" if delivered else "not_delivered",
+                                    f"host={host.id} user={session.login}")
+
+    # -- health ------------------------------------------------------------------------------
+    async def probe_all(self) -> None:
+        for tenant in self.config.tenants:
+            results = await asyncio.gather(*(self.hosts.probe(h) for h in tenant.hosts))
+            for host, healthy in zip(tenant.hosts, results):
+                key = (tenant.id, host.id)
+                if self.health.get(key, True) != healthy:
+                    logger.warning("host %s of %s is now %s", host.id, tenant.id,
+                                   "healthy" if healthy else "UNHEALTHY")
+                    await self.broker.audit(tenant.id, "pforte", "broker", "host.health",
+                                            "healthy" if healthy else "unhealthy",
+                                            f"host={host.id}")
+                self.health[key] = healthy
+
+    async def _probe_forever(self) -> None:
+        while True:
+            try:
+                await self.probe_all()
+            except Exception:
+                logger.exception("health probes failed")
+            await asyncio.sleep(self.config.probe_interval)

@@ -1,0 +1,131 @@
+"""The control plane to desktop hosts: health probes, user notices and logoff over SSH (asyncssh).
+
+The broker holds one private key; every host's key must be in the configured known_hosts file. A
+host whose key changed is refused loudly (logged as an error, marked unhealthy) — never trusted on
+first use. Commands come from per-host templates; the values put into them (user names, messages)
+are shell-quoted, so a message can never become a command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+
+import asyncssh
+
+from gateway.errors import DesktopError
+from gateway.relay import DesktopLink
+from gateway.rfb import authenticate_desktop
+
+from .config import DEFAULT_SSH_TIMEOUT, HostConfig
+
+logger = logging.getLogger("pforte.hosts")
+
+PROBE_BUFFER = 64 * 1024  # bytes a probe reads at most
+
+
+class HostUnreachable(Exception):
+    """SSH to the host failed, its key did not verify, or the command failed."""
+
+
+class HostControl:
+    def __init__(self, private_key: bytes | None, known_hosts: str | None,
+                 timeout: float = DEFAULT_SSH_TIMEOUT) -> None:
+        self._key = asyncssh.import_private_key(private_key) if private_key else None
+        self._known_hosts = known_hosts
+        self.timeout = timeout
+        self._connections: dict[tuple[str, int, str], asyncssh.SSHClientConnection] = {}
+        self._lock = asyncio.Lock()
+
+    async def _connection(self, host: HostConfig) -> asyncssh.SSHClientConnection:
+        ssh = host.ssh
+        key = (ssh.address, ssh.port, ssh.user)
+        async with self._lock:
+            conn = self._connections.get(key)
+            if conn is None or conn.is_closed():
+                try:
+                    conn = await asyncio.wait_for(asyncssh.connect(
+                        ssh.address, port=ssh.port, username=ssh.user, client_keys=[self._key],
+                        known_hosts=self._known_hosts, agent_path=None), self.timeout)
+                except asyncssh.HostKeyNotVerifiable as exc:
+                    logger.error("host %s: SSH HOST KEY DOES NOT MATCH known_hosts — refused (%s)",
+                                 host.id, exc)
+                    raise HostUnreachable("host key not verifiable") from None
+                except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+                    raise HostUnreachable(type(exc).__name__) from None
+                self._connections[key] = conn
+            return conn
+
+    async def run(self, host: HostConfig, command: str) -> str:
+        """Run a command on the host; its standard output.
+
+        Raises:
+            HostUnreachable: no SSH control configured, connection refused, or non-zero exit.
+        """
+        if host.ssh is None or self._key is None:
+            raise HostUnreachable("no SSH control configured for this host")
+        conn = await self._connection(host)
+        try:
+            result = await asyncio.wait_for(conn.run(command, check=False), self.timeout)
+        except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+            self._connections.pop((host.ssh.address, host.ssh.port, host.ssh.user), None)
+            raise HostUnreachable(type(exc).__name__) from None
+        if result.exit_status != 0:
+            raise HostUnreachable(f"command exited with {result.exit_status}")
+        return str(result.stdout or "")
+
+    async def notify(self, host: HostConfig, user: str, message: str) -> bool:
+        """Show a message on the user's desktop; False when the host cannot be told."""
+        if host.ssh is None or not host.ssh.notify_command:
+            return False
+        command = host.ssh.notify_command.format(user=shlex.quote(user),
+                                                 message=shlex.quote(message))
+        try:
+            await self.run(host, command)
+        except HostUnreachable as exc:
+            logger.warning("host %s: notice to %s failed: %s", host.id, user, exc)
+            return False
+        return True
+
+    async def logoff(self, host: HostConfig, user: str) -> bool:
+        """End the user's desktop session on the host; False when the host cannot be told."""
+        if host.ssh is None or not host.ssh.logoff_command:
+            return False
+        try:
+            await self.run(host, host.ssh.logoff_command.format(user=shlex.quote(user)))
+        except HostUnreachable as exc:
+            logger.warning("host %s: logoff of %s failed: %s", host.id, user, exc)
+            return False
+        return True
+
+    async def probe(self, host: HostConfig) -> bool:
+        """Healthy: SSH answers (where configured) and the desktop answers on its port.
+
+        A VNC desktop is probed with a complete RFB authentication: TigerVNC blacklists an address
+        after a few connections that close before authenticating, and a bare port check would
+        thereby lock the broker's machine out of the desktop.
+        """
+        if host.ssh is not None and self._key is not None:
+            try:
+                await self.run(host, "true")
+            except HostUnreachable:
+                return False
+        loop = asyncio.get_running_loop()
+        link = None
+        try:
+            _, link = await asyncio.wait_for(loop.create_connection(
+                lambda: DesktopLink(PROBE_BUFFER), host.address, host.port), self.timeout)
+            if host.protocol == "vnc":
+                await asyncio.wait_for(authenticate_desktop(link, host.secret), self.timeout)
+        except (OSError, asyncio.TimeoutError, ConnectionError, DesktopError):
+            return False
+        finally:
+            if link is not None:
+                link.close()
+        return True
+
+    async def close(self) -> None:
+        for conn in self._connections.values():
+            conn.close()
+        self._connections.clear()

@@ -63,6 +63,35 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_token(args: argparse.Namespace) -> int:
+    import asyncio
+    import secrets
+
+    from .config import load_config
+    from .store import OPERATOR, Store
+
+    config = load_config(args.config)
+    if args.tenant and config.tenant(args.tenant) is None:
+        print(f"pforte: no tenant {args.tenant!r} in {args.config}", file=sys.stderr)
+        return 2
+    token = "pfa_" + secrets.token_urlsafe(32)
+
+    async def create() -> None:
+        store = Store(config.state_dir / "pforte.db")
+        await store.open()
+        try:
+            await store.create_admin_token(token, args.tenant or OPERATOR, args.name,
+                                           now=time.time())
+            await store.audit(at=time.time(), tenant=args.tenant or OPERATOR, actor="cli",
+                              source="local", action="admin_token.create", result="ok",
+                              detail=f"name={args.name}")
+        finally:
+            await store.close()
+    asyncio.run(create())
+    print(token)
+    return 0
+
+
 def _totp(args: argparse.Namespace) -> int:
     from .mfa import current_code
     print(current_code(args.secret, time.time()))
@@ -108,6 +137,17 @@ def parser() -> argparse.ArgumentParser:
     k = sub.add_parser("keys", help="create missing key files in a directory")
     k.add_argument("directory")
     k.set_defaults(func=_keys)
+
+    at = sub.add_parser("admin-token", help="create an admin API token (printed once)")
+    at.add_argument("--config", required=True, help="pforte.toml of the broker")
+    scope = at.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--tenant", help="the token administers this tenant only")
+    scope.add_argument("--operator", action="store_true", help="the token administers all tenants")
+    at.add_argument("--name", required=True, help="who or what holds the token (for the audit log)")
+    at.set_defaults(func=_admin_token)
+
+    from .admin_cli import add_parser as add_admin_parser
+    add_admin_parser(sub)
 
     t = sub.add_parser("totp", help="print the current one-time code for a secret (demo aid)")
     t.add_argument("secret")

@@ -74,13 +74,20 @@ class DesktopEntry:
     seats: int
     password: str | None           # None: no secret (RDP, SPICE, or a desktop without a password)
     protocol: str = "vnc"
+    ssh: dict[str, object] | None = None   # the host's [tenants.hosts.ssh] table
+
+
+def _toml_table(values: dict[str, object]) -> str:
+    return "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
 
 
 def write_config(state: Path, *, slapd: Slapd, desktops: list[DesktopEntry], group: str,
                  host: str, portal_port: int, gateway_port: int,
                  directory_servers: list[str] | None = None,
                  gateway_options: dict[str, object] | None = None,
-                 gateway_url: str | None = None) -> Path:
+                 gateway_url: str | None = None,
+                 broker_options: dict[str, object] | None = None,
+                 admin_group: str | None = None) -> Path:
     """Write a complete pforte.toml for one tenant on this machine (the demo's, and the tests').
 
     Keys are created in ``state/keys`` if missing; desktops' passwords go into secret files.
@@ -95,7 +102,7 @@ port = {d.port}
 protocol = "{d.protocol}"
 seats = {d.seats}
 {f'secret_file = "{_write_secret(keys / f"{d.id}.pass", d.password)}"' if d.password else ""}
-""" for d in desktops)
+{f"[tenants.hosts.ssh]{chr(10)}{_toml_table(d.ssh)}" if d.ssh else ""}""" for d in desktops)
     config = state / "pforte.toml"
     config.write_text(f"""\
 # Written by `pforte demo`. Every key is explained in the README's configuration reference.
@@ -108,7 +115,8 @@ totp_key_file = "{keys / 'totp.key'}"
 report_token_file = "{keys / 'report.token'}"
 gateway_url = "{gateway_url or f'ws://{host}:{gateway_port}/ws'}"
 gateway_audience = "demo-gateway"
-
+gateway_control_urls = ["http://{host}:{gateway_port}"]
+{_toml_table(broker_options or {})}
 [gateway]
 listen = "{host}:{gateway_port}"
 audience = "demo-gateway"
@@ -118,11 +126,12 @@ report_token_file = "{keys / 'report.token'}"
 broker_url = "http://{host}:{portal_port}"
 allowed_targets = ["127.0.0.0/8"]
 allowed_origins = ["http://{host}:{portal_port}"]
-{"".join(f"{k} = {json.dumps(v)}{chr(10)}" for k, v in (gateway_options or {}).items())}
+{_toml_table(gateway_options or {})}
 [[tenants]]
 id = "{TENANT}"
 name = "Stadt Musterstadt"
 domains = ["{DOMAIN}"]
+{f'admin_group = "{admin_group}"' if admin_group else ""}
 
 [tenants.directory]
 servers = {json.dumps(directory_servers or [slapd.url])}

@@ -388,3 +388,59 @@ class BreakableProxy:
         self.loop.call_soon_threadsafe(self.server.close)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+
+
+# -- OpenSSH -------------------------------------------------------------------------------------
+
+SSHD_CONFIG = """\
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {state}/host_ed25519
+PidFile {state}/sshd.pid
+AuthorizedKeysFile {state}/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM no
+StrictModes no
+"""
+
+
+@dataclass
+class Sshd:
+    """A private OpenSSH server on loopback that accepts one client key (for root).
+
+    ``client_key`` is the private key (OpenSSH format) the broker uses; ``known_hosts`` names
+    this server's host key.
+    """
+
+    state: Path
+    port: int = 0
+    proc: subprocess.Popen | None = None
+
+    def start(self, processes: Processes) -> None:
+        sshd, keygen = require("sshd"), require("ssh-keygen")
+        self.state.mkdir(parents=True, exist_ok=True)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+        for name in ("host_ed25519", "client_ed25519"):
+            if not (self.state / name).exists():
+                subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f",
+                                str(self.state / name)], check=True)
+        (self.state / "authorized_keys").write_bytes(
+            (self.state / "client_ed25519.pub").read_bytes())
+        self.port = self.port or free_port()
+        conf = self.state / "sshd_config"
+        conf.write_text(SSHD_CONFIG.format(port=self.port, state=self.state))
+        self.known_hosts.write_text(
+            f"[127.0.0.1]:{self.port} {(self.state / 'host_ed25519.pub').read_text()}")
+        self.proc = processes.start([sshd, "-D", "-e", "-f", str(conf)],
+                                    log=self.state / "sshd.log")
+        wait_for_port("127.0.0.1", self.port, self.proc, what="sshd")
+
+    @property
+    def client_key(self) -> Path:
+        return self.state / "client_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.state / "known_hosts"

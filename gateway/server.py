@@ -19,6 +19,7 @@ Refusals are translated into a websocket close code and a short reason in one pl
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ipaddress
 import logging
 import os
@@ -59,6 +60,7 @@ CLOSE_CODES: dict[str, tuple[int, str]] = {
     "idle": (4000, "idle timeout"),
     "resume": (4410, "session cannot be resumed"),
     "shutdown": (1001, "gateway shutting down"),
+    "logoff": (4003, "logged off"),
 }
 HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -190,7 +192,7 @@ class Gateway:
         self.broker = broker or BrokerClient(config.broker_url, config.report_token)
         self.metrics = Metrics()
         self.draining = False
-        self._sessions: dict[web.WebSocketResponse, DesktopLink | None] = {}
+        self._sessions: dict[web.WebSocketResponse, RelaySession | None] = {}  # open websockets
         self._per_source: dict[str, int] = {}
         self._resumable: dict[str, RelaySession] = {}   # by resume token, attached or not
         self._idle_sweeper: asyncio.Task | None = None
@@ -201,6 +203,7 @@ class Gateway:
         app.router.add_get("/healthz", self.handle_health)
         app.router.add_get("/readyz", self.handle_ready)
         app.router.add_get("/metrics", self.handle_metrics)
+        app.router.add_post("/control/close", self.handle_close)
         app.on_startup.append(self._start)
         app.on_shutdown.append(lambda _app: self.drain())
         app.on_cleanup.append(self._stop)
@@ -227,6 +230,27 @@ class Gateway:
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
         return web.Response(text=self.metrics.prometheus(), content_type="text/plain")
+
+    async def handle_close(self, request: web.Request) -> web.Response:
+        """The broker logged a session off: close its connections here (and any held for resume)."""
+        expected = b"Bearer " + self.config.report_token
+        if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
+            raise web.HTTPUnauthorized(text="token missing or wrong\n")
+        try:
+            session_id = (await request.json())["session"]
+        except (ValueError, KeyError, TypeError):
+            raise web.HTTPBadRequest(text="expected {\"session\": ID}\n") from None
+        code, text = CLOSE_CODES["logoff"]
+        for ws, session in list(self._sessions.items()):
+            if session is not None and session.claims.session == session_id:
+                self._resumable.pop(session.token, None)
+                session.token = None  # a logged-off session is not held for a resume
+                await ws.close(code=code, message=text.encode())
+        for session in [s for s in self._resumable.values()
+                        if s.ws is None and s.claims.session == session_id]:
+            self._release(session)
+            await self._end(session.claims, session.link, "logged off", session.token)
+        return web.Response(status=204)
 
     def client_address(self, request: web.Request) -> str:
         """The client's address; X-Forwarded-For counts only when the peer is a trusted proxy."""
@@ -373,7 +397,7 @@ class Gateway:
     async def _attached(self, ws: web.WebSocketResponse, request: web.Request,
                         session: RelaySession) -> None:
         """Relay while this websocket lasts; then end the session, or hold it for a resume."""
-        self._sessions[ws] = session.link
+        self._sessions[ws] = session
         session.ws = ws
         reason = await relay(ws, request, session.link)
         if session.ws is not ws:
@@ -453,9 +477,10 @@ class Gateway:
             await asyncio.sleep(interval)
             now = time.monotonic()
             seen = {}
-            for ws, link in list(self._sessions.items()):
-                if link is None:
+            for ws, session in list(self._sessions.items()):
+                if session is None:
                     continue
+                link = session.link
                 moved = link.counters.up + link.counters.down
                 before, since = last.get(link, (-1, now))
                 since = since if moved == before else now

@@ -25,6 +25,7 @@ from ..mfa import CodeReplayed
 from ..service import Broker
 from ..store import Login
 from . import pages
+from .openapi import OPENAPI
 from .i18n import TEXTS, choose_language
 
 logger = logging.getLogger("pforte.web")
@@ -313,6 +314,10 @@ async def health(request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "ok"})
 
 
+async def openapi_document(request: web.Request) -> web.StreamResponse:
+    return web.json_response(OPENAPI)
+
+
 def create_app(broker: Broker, *, novnc_dir: Path = DEFAULT_NOVNC_DIR) -> web.Application:
     """The broker's aiohttp application; starting it starts the broker, cleanup closes it."""
     app = web.Application(middlewares=[_headers, _errors], client_max_size=MAX_BODY)
@@ -335,6 +340,9 @@ def create_app(broker: Broker, *, novnc_dir: Path = DEFAULT_NOVNC_DIR) -> web.Ap
     r.add_post("/api/v1/gateway/redeem", api_gateway_redeem)
     r.add_post("/api/v1/gateway/disconnect", api_gateway_disconnect)
     r.add_get("/healthz", health)
+    r.add_get("/api/v1/openapi.json", openapi_document)
+    from . import admin_api  # it builds on this module's helpers
+    admin_api.add_routes(app)
     r.add_static("/static/", STATIC_DIR)
     if novnc_dir.is_dir():
         r.add_static("/novnc/", novnc_dir)

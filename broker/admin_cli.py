@@ -1,0 +1,166 @@
+"""``pforte admin``: the admin API from a terminal, and ``pforte admin-token`` to create tokens.
+
+Examples::
+
+    pforte admin --url http://broker:8080 --token-file ~/.pforte-token --tenant jork hosts
+    pforte admin ... drain rathaus-1 --deadline 30m --message "Patches tonight" --wait
+    pforte admin ... enable rathaus-1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+WAIT_POLL = 2.0  # seconds between checks while waiting for a host to empty
+
+
+class AdminError(Exception):
+    pass
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``30m``, ``2h`` → seconds."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 30m, 90s, 2h)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+class Client:
+    def __init__(self, url: str, token: str, tenant: str) -> None:
+        self.base = f"{url.rstrip('/')}/api/v1/admin/tenants/{tenant}"
+        self.token = token
+
+    def call(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return json.loads(r.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("message", exc.reason)
+            except ValueError:
+                message = exc.reason
+            raise AdminError(f"{exc.code}: {message}") from None
+        except urllib.error.URLError as exc:
+            raise AdminError(f"broker unreachable: {exc.reason}") from None
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[str(r.get(c, "")) if r.get(c) is not None else "-" for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _when(ts: float | None) -> str | None:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else None
+
+
+def run(args: argparse.Namespace) -> int:
+    token = args.token or os.environ.get("PFORTE_ADMIN_TOKEN") or (
+        Path(args.token_file).read_text().strip() if args.token_file else None)
+    if not token:
+        print("pforte admin: give --token-file, --token or PFORTE_ADMIN_TOKEN", file=sys.stderr)
+        return 2
+    client = Client(args.url, token, args.tenant)
+    try:
+        if args.admin_command == "hosts":
+            hosts = client.call("GET", "/hosts")["hosts"]
+            for h in hosts:
+                h["deadline"] = _when(h["deadline"])
+                h["healthy"] = "yes" if h["healthy"] else "NO"
+            print(_table(hosts, ["id", "state", "healthy", "used", "free", "seats", "deadline",
+                                 "message"]))
+        elif args.admin_command == "sessions":
+            sessions = client.call("GET", "/sessions")["sessions"]
+            for s in sessions:
+                s["since"] = _when(s["since"])
+            print(_table(sessions, ["id", "user", "host", "pool", "state", "since"]))
+        elif args.admin_command == "audit":
+            entries = client.call("GET", f"/audit?limit={args.limit}")["audit"]
+            for e in entries:
+                e["at"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
+            print(_table(entries, ["at", "actor", "source", "action", "result", "detail"]))
+        elif args.admin_command == "logoff":
+            s = client.call("POST", f"/sessions/{args.session}/logoff")["session"]
+            print(f"logged off {s['user']} on {s['host']}")
+        else:
+            body = None
+            if args.admin_command == "drain":
+                body = {"deadline_seconds": args.deadline, "message": args.message,
+                        "logoff": not args.no_logoff}
+            host = client.call("POST", f"/hosts/{args.host}/actions/{args.admin_command}",
+                               body)["host"]
+            print(f"{host['id']}: {host['state']}, {host['used']} sessions")
+            if args.admin_command == "drain" and args.wait:
+                return _wait_empty(client, args.host, args.wait_timeout)
+    except AdminError as exc:
+        print(f"pforte admin: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _wait_empty(client: Client, host_id: str, timeout: float | None) -> int:
+    start = time.monotonic()
+    last = None
+    while True:
+        host = next(h for h in client.call("GET", "/hosts")["hosts"] if h["id"] == host_id)
+        if host["used"] == 0:
+            print(f"{host_id} is empty")
+            return 0
+        if host["used"] != last:
+            left = f", deadline {_when(host['deadline'])}" if host["deadline"] else ""
+            print(f"{host_id}: {host['used']} sessions left{left}", flush=True)
+            last = host["used"]
+        if timeout is not None and time.monotonic() - start > timeout:
+            print(f"{host_id}: still {host['used']} sessions after {timeout:.0f} s",
+                  file=sys.stderr)
+            return 3
+        time.sleep(WAIT_POLL)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    a = sub.add_parser("admin", help="administer hosts and sessions through the broker's API",
+                       description="Administer hosts and sessions through the broker's API.")
+    a.add_argument("--url", default=os.environ.get("PFORTE_URL", "http://127.0.0.1:8080"),
+                   help="the broker (default $PFORTE_URL or http://127.0.0.1:8080)")
+    a.add_argument("--token-file", help="file holding an admin token")
+    a.add_argument("--token", help="an admin token (prefer --token-file: shells keep history)")
+    a.add_argument("--tenant", required=True, help="the municipality's tenant id")
+    cmds = a.add_subparsers(dest="admin_command", required=True)
+    cmds.add_parser("hosts", help="hosts with state, health and seats")
+    cmds.add_parser("sessions", help="live sessions")
+    au = cmds.add_parser("audit", help="the audit log, newest first")
+    au.add_argument("--limit", type=int, default=50)
+    d = cmds.add_parser("drain", help="no new sessions; notify users; log off at the deadline")
+    d.add_argument("host")
+    d.add_argument("--deadline", type=parse_duration, default=0.0,
+                   help="time until remaining users are logged off (30m, 2h; default now)")
+    d.add_argument("--message", default="", help="the notice users see")
+    d.add_argument("--no-logoff", action="store_true",
+                   help="at the deadline, wait for users instead of logging them off")
+    d.add_argument("--wait", action="store_true", help="return when the host is empty")
+    d.add_argument("--wait-timeout", type=parse_duration, default=None,
+                   help="give up waiting after this long (exit code 3)")
+    for name, text in (("enable", "take new sessions again"),
+                       ("disable", "no new sessions, no reconnects"),
+                       ("maintenance", "out of its pools (for patching)")):
+        p = cmds.add_parser(name, help=text)
+        p.add_argument("host")
+    lo = cmds.add_parser("logoff", help="log a session off now")
+    lo.add_argument("session")
+    a.set_defaults(func=run)

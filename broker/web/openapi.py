@@ -1,0 +1,71 @@
+"""The OpenAPI 3.1 description of Pforte's HTTP API, served at ``/api/v1/openapi.json``."""
+
+from __future__ import annotations
+
+_ERROR = {"description": "Refused; `error` is a stable code, `message` a sentence for people",
+          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_BEARER = [{"bearer": []}]
+
+
+def _op(summary: str, *, body: dict | None = None, ok: str = "200", security=None,
+        params: tuple[str, ...] = ()) -> dict:
+    op: dict = {"summary": summary, "responses": {ok: {"description": "OK"}, "4XX": _ERROR,
+                                                  "5XX": _ERROR}}
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if security is not None:
+        op["security"] = security
+    if params:
+        op["parameters"] = [{"name": p, "in": "path", "required": True,
+                             "schema": {"type": "string"}} for p in params]
+    return op
+
+
+def _obj(**props: dict) -> dict:
+    return {"type": "object", "properties": props, "required": list(props)}
+
+
+_S = {"type": "string"}
+_ADMIN = "/api/v1/admin/tenants/{tenant}"
+
+OPENAPI = {
+    "openapi": "3.1.0",
+    "info": {"title": "Pforte broker API", "version": "1"},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {"Error": _obj(error=_S, message=_S)},
+    },
+    "paths": {
+        "/api/v1/login": {"post": _op(
+            "First factor: directory password. Returns a login token (also set as cookie) and "
+            "whether the user must enrol or enter a one-time code next.",
+            body=_obj(username=_S, password=_S))},
+        "/api/v1/mfa/enrolment": {"get": _op(
+            "The TOTP secret to enrol (QR code as SVG), until a first code confirms it.",
+            security=_BEARER)},
+        "/api/v1/mfa": {"post": _op("Second factor: a one-time code.", body=_obj(code=_S),
+                                    ok="204", security=_BEARER)},
+        "/api/v1/pools": {"get": _op("The pools the user is entitled to.", security=_BEARER)},
+        "/api/v1/pools/{pool}/connect": {"post": _op(
+            "Place the user and issue a single-use ticket for the gateway.", security=_BEARER,
+            params=("pool",))},
+        "/api/v1/logout": {"post": _op("End the login.", ok="204", security=_BEARER)},
+        "/api/v1/admin/tenants": {"get": _op("Tenants the caller administers.",
+                                             security=_BEARER)},
+        _ADMIN + "/hosts": {"get": _op("Hosts with state, health and seats used/free.",
+                                       security=_BEARER, params=("tenant",))},
+        _ADMIN + "/sessions": {"get": _op("Live sessions: who, where, since when, connected.",
+                                          security=_BEARER, params=("tenant",))},
+        _ADMIN + "/hosts/{host}/actions/{action}": {"post": _op(
+            "enable | drain | disable | maintenance. A drain takes deadline_seconds, message and "
+            "logoff (log off who is left at the deadline; false: wait).",
+            body={"type": "object", "properties": {
+                "deadline_seconds": {"type": "number", "minimum": 0}, "message": _S,
+                "logoff": {"type": "boolean"}}},
+            security=_BEARER, params=("tenant", "host", "action"))},
+        _ADMIN + "/sessions/{session}/logoff": {"post": _op(
+            "Log a session off now.", security=_BEARER, params=("tenant", "session"))},
+        _ADMIN + "/audit": {"get": _op("The tenant's audit log, newest first.",
+                                       security=_BEARER, params=("tenant",))},
+    },
+}

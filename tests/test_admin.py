@@ -1,0 +1,227 @@
+"""Administration against real parts: sshd for host control, Xvnc desktops, broker and gateway.
+
+The central story: an admin drains the host a user works on. The user sees the notice on their
+desktop, keeps working until the deadline, is logged off at it, gets no new session on that host,
+and the next login lands elsewhere. Then the admin brings the host back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import aiohttp
+import pytest
+
+from broker.demo import TENANT, DesktopEntry
+from broker.store import OPERATOR
+from broker.testbed import Sshd
+
+from .conftest import need, rfb_viewer_handshake
+
+pytestmark = pytest.mark.integration
+
+NOTICE_TITLE = "pforte-notice"
+
+
+@pytest.fixture(scope="session")
+def sshd(processes, tmp_path_factory) -> Sshd:
+    need("sshd", "ssh-keygen")
+    server = Sshd(tmp_path_factory.mktemp("sshd"))
+    server.start(processes)
+    return server
+
+
+def ssh_table(sshd: Sshd, display: int, logoff_log) -> dict:
+    return {"port": sshd.port, "user": "root",
+            "notify_command": f"DISPLAY=:{display} setsid xmessage -title {NOTICE_TITLE} "
+                              "{message} >/dev/null 2>&1 </dev/null &",
+            "logoff_command": f"echo logoff {{user}} >> {logoff_log}"}
+
+
+@pytest.fixture
+async def admin_install(make_installation, desktops, sshd, tmp_path, slapd):
+    logoff_log = tmp_path / "logoffs"
+    entries = [DesktopEntry(f"desk{i + 1}", d.port, 2, d.password,
+                            ssh=ssh_table(sshd, d.display, logoff_log))
+               for i, d in enumerate(desktops)]
+    inst = await make_installation(
+        desktops=entries, admin_group=slapd.group_dn("bauamt"),
+        broker_options={"ssh_key_file": str(sshd.client_key),
+                        "ssh_known_hosts_file": str(sshd.known_hosts)})
+    token = "test-operator-token"
+    await inst.broker.store.create_admin_token(token, OPERATOR, "test", now=time.time())
+    return inst, token, logoff_log
+
+
+def admin_url(inst, path: str) -> str:
+    return f"{inst.base_url}/api/v1/admin/tenants/{TENANT}{path}"
+
+
+async def admin(inst, token: str, method: str, path: str, body: dict | None = None):
+    r = await inst.http.request(method, admin_url(inst, path), json=body,
+                                headers={"Authorization": f"Bearer {token}"})
+    return r.status, await r.json()
+
+
+def notice_on(display: int) -> bool:
+    tree = subprocess.run(["xwininfo", "-root", "-tree", "-display", f":{display}"],
+                          capture_output=True, text=True).stdout
+    return NOTICE_TITLE in tree
+
+
+async def test_a_drain_notifies_lets_work_go_on_logs_off_at_the_deadline_and_moves_users(
+        admin_install, desktops):
+    need("xwininfo", "xmessage")
+    inst, token, logoff_log = admin_install
+    anna = await inst.login("anna")
+    conn = await inst.connect(anna)
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(conn["gateway_url"])
+        await ws.send_str(conn["ticket"])
+
+        class Adapter:  # rfb_viewer_handshake speaks the websockets client's API
+            async def recv(self):
+                return (await ws.receive()).data
+
+            async def send(self, data):
+                await ws.send_bytes(data)
+        await rfb_viewer_handshake(Adapter())
+        sessions = (await admin(inst, token, "GET", "/sessions"))[1]["sessions"]
+        host = next(s["host"] for s in sessions if s["user"] == "anna")
+        display = desktops[int(host[-1]) - 1].display
+
+        status, body = await admin(inst, token, "POST", f"/hosts/{host}/actions/drain",
+                                   {"deadline_seconds": 4, "message": "Patches at 22:00"})
+        assert status == 200 and body["host"]["state"] == "draining"
+
+        deadline = time.monotonic() + 3
+        while not notice_on(display):  # the user sees the notice on the desktop
+            assert time.monotonic() < deadline, "no notice on the desktop"
+            await asyncio.sleep(0.1)
+
+        # work goes on before the deadline: a framebuffer update request is answered
+        await ws.send_bytes(bytes([3, 0, 0, 0, 0, 0, 0, 16, 0, 16]))
+        assert (await ws.receive()).data[0] == 0
+
+        # no new session on the draining host: the next user lands elsewhere
+        bernd = await inst.login("bernd")
+        assert (await admin(inst, token, "GET", "/hosts"))[1]
+        placed = await inst.connect(bernd)
+        sessions = (await admin(inst, token, "GET", "/sessions"))[1]["sessions"]
+        assert next(s["host"] for s in sessions if s["id"] == placed["session"]) != host
+
+        # at the deadline anna is logged off: the connection closes with a clear reason
+        msg = await asyncio.wait_for(ws.receive(), 10)
+        while msg.type is aiohttp.WSMsgType.BINARY:
+            msg = await asyncio.wait_for(ws.receive(), 10)
+        assert ws.close_code == 4003 and msg.extra == "logged off"
+    assert "logoff anna" in logoff_log.read_text()
+
+    hosts = {h["id"]: h for h in (await admin(inst, token, "GET", "/hosts"))[1]["hosts"]}
+    assert hosts[host]["used"] == 0 and hosts[host]["state"] == "draining"
+    # anna's next login lands on the other host too
+    again = await inst.connect(anna)
+    sessions = (await admin(inst, token, "GET", "/sessions"))[1]["sessions"]
+    assert next(s["host"] for s in sessions if s["id"] == again["session"]) != host
+
+    # the admin brings the host back
+    status, body = await admin(inst, token, "POST", f"/hosts/{host}/actions/enable")
+    assert status == 200 and body["host"]["state"] == "active"
+
+    audit = [(e["action"], e["result"]) for e in (await admin(
+        inst, token, "GET", "/audit?limit=200"))[1]["audit"]]
+    for step in [("host.drain", "ok"), ("host.notice", "ok"), ("session.logoff", "ok"),
+                 ("host.drained", "ok"), ("host.enable", "ok")]:
+        assert step in audit
+
+
+async def test_the_cli_drains_and_waits_until_the_host_is_empty(admin_install, tmp_path):
+    inst, token, _ = admin_install
+    anna = await inst.login("anna")
+    conn = await inst.connect(anna)  # a pending session holds a seat until the deadline
+    sessions = (await admin(inst, token, "GET", "/sessions"))[1]["sessions"]
+    host = sessions[0]["host"]
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "broker", "admin", "--url", inst.base_url, "--token-file",
+        str(token_file), "--tenant", TENANT, "drain", host, "--deadline", "2s", "--message",
+        "Wartung", "--wait", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(cli.communicate(), 30)
+    assert cli.returncode == 0, out
+    assert f"{host} is empty" in out.decode()
+    assert conn["session"] not in [s["id"] for s in (await admin(
+        inst, token, "GET", "/sessions"))[1]["sessions"]]
+
+
+async def test_a_session_can_be_logged_off_by_an_admin(admin_install):
+    inst, token, logoff_log = admin_install
+    conn = await inst.connect(await inst.login("bernd"))
+    status, body = await admin(inst, token, "POST", f"/sessions/{conn['session']}/logoff")
+    assert status == 200 and body["session"]["user"] == "bernd"
+    assert "logoff bernd" in logoff_log.read_text()
+    status, body = await admin(inst, token, "POST", f"/sessions/{conn['session']}/logoff")
+    assert status == 404 and body["error"] == "not_found"
+
+
+async def test_admins_see_only_their_own_tenant(admin_install):
+    inst, operator, _ = admin_install
+    await inst.broker.store.create_admin_token("other-town", "elsewhere", "x", now=time.time())
+    status, body = await admin(inst, "other-town", "GET", "/hosts")
+    assert status == 403 and body["error"] == "not_admin"
+    r = await inst.http.get(f"{inst.base_url}/api/v1/admin/tenants",
+                            headers={"Authorization": "Bearer other-town"})
+    assert (await r.json())["tenants"] == []
+    r = await inst.http.get(f"{inst.base_url}/api/v1/admin/tenants",
+                            headers={"Authorization": f"Bearer {operator}"})
+    assert [t["id"] for t in (await r.json())["tenants"]] == [TENANT]
+    status, body = await admin(inst, "not-a-token", "GET", "/hosts")
+    assert status == 401
+
+
+async def test_directory_admins_log_in_with_totp_and_others_are_refused(admin_install):
+    inst, _, _ = admin_install
+    clara = await inst.login("clara")   # member of the tenant's admin group
+    status, body = await admin(inst, clara, "GET", "/hosts")
+    assert status == 200 and len(body["hosts"]) == 2
+    anna = await inst.login("anna")     # an ordinary user
+    status, body = await admin(inst, anna, "GET", "/hosts")
+    assert status == 403
+
+
+async def test_invalid_actions_get_clear_answers(admin_install):
+    inst, token, _ = admin_install
+    status, body = await admin(inst, token, "POST", "/hosts/desk1/actions/maintenance")
+    assert status == 200
+    status, body = await admin(inst, token, "POST", "/hosts/desk1/actions/drain")
+    assert status == 409 and body["error"] == "conflict"
+    status, body = await admin(inst, token, "POST", "/hosts/nope/actions/enable")
+    assert status == 404
+    status, body = await admin(inst, token, "POST", "/hosts/desk1/actions/explode")
+    assert status == 400
+
+
+async def test_a_host_whose_ssh_key_changed_is_refused(admin_install, sshd, tmp_path, caplog):
+    inst, _, _ = admin_install
+    from broker.hosts import HostControl, HostUnreachable
+    wrong = tmp_path / "known_hosts"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")],
+                   check=True)
+    wrong.write_text(f"[127.0.0.1]:{sshd.port} {(tmp_path / 'k.pub').read_text()}")
+    control = HostControl(sshd.client_key.read_bytes(), str(wrong))
+    host = inst.broker.config.tenant(TENANT).host("desk1")
+    with pytest.raises(HostUnreachable, match="host key"):
+        await control.run(host, "true")
+    assert not await control.probe(host)
+    assert "HOST KEY DOES NOT MATCH" in caplog.text
+    await control.close()
+
+
+async def test_the_openapi_document_describes_the_admin_api(installation):
+    r = await installation.http.get(f"{installation.base_url}/api/v1/openapi.json")
+    doc = await r.json()
+    assert doc["openapi"].startswith("3.")
+    assert "/api/v1/admin/tenants/{tenant}/hosts/{host}/actions/{action}" in doc["paths"]

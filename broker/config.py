@@ -23,6 +23,7 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 DEFAULT_TICKET_LIFETIME = 30          # seconds
 DEFAULT_PENDING_TIMEOUT = 90          # seconds a seat is held for a ticket that was never used
 DEFAULT_DISCONNECTED_KEEP = 15 * 60   # seconds a disconnected session keeps its seat
+DEFAULT_LOGONS_IN_FLIGHT = 20         # sessions per host placed but not yet connected
 DEFAULT_LOGIN_LIFETIME = 8 * 3600     # seconds a portal login lasts
 DEFAULT_DIRECTORY_TIMEOUT = 3.0       # seconds to connect to / hear from a directory server
 DEFAULT_DIRECTORY_THREADS = 8         # concurrent directory operations per broker
@@ -70,6 +71,8 @@ class PoolConfig:
     group_dn: str                     # members (also nested) are entitled
     hosts: tuple[str, ...]
     disconnected_keep: int
+    max_logons_in_flight: int         # per host; 0: no cap
+    dedicated: bool                   # a user keeps the same host across logins
 
 
 @dataclass(frozen=True)
@@ -262,6 +265,13 @@ def _ssh(s: Section, address: str) -> SshConfig:
     return cfg
 
 
+def _pool_kind(p: Section) -> str:
+    kind = p.str("kind", "floating")
+    if kind not in ("floating", "dedicated"):
+        raise p.fail("kind", f"expected floating or dedicated, got {kind!r}")
+    return kind
+
+
 def _pool(p: Section, host_ids: set[str]) -> PoolConfig:
     hosts = p.str_list("hosts")
     for i, host in enumerate(hosts):
@@ -271,6 +281,9 @@ def _pool(p: Section, host_ids: set[str]) -> PoolConfig:
     cfg = PoolConfig(id=_id(p, "id"), name=p.str("name"), group_dn=p.str("group"),
                      hosts=tuple(hosts),
                      disconnected_keep=p.int("disconnected_keep", DEFAULT_DISCONNECTED_KEEP,
-                                             minimum=0))
+                                             minimum=0),
+                     max_logons_in_flight=p.int("max_logons_in_flight", DEFAULT_LOGONS_IN_FLIGHT,
+                                                minimum=0),
+                     dedicated=_pool_kind(p) == "dedicated")
     p.done()
     return cfg

@@ -14,6 +14,7 @@ Hierarchy::
     ├── Conflict                     the action does not apply in the current state (409)
     ├── DirectoryUnavailable         no directory server answered in time (503)
     ├── NoFreeDesktop                every seat of the pool is taken (503)
+    ├── PoolBusy                     too many logons in flight right now (503, retry in seconds)
     └── BadRequest                   malformed input (400)
 
 ``broker.web`` turns each into one clear answer, in the user's language for the portal and as
@@ -76,6 +77,11 @@ class DirectoryUnavailable(BrokerError):
 
 class NoFreeDesktop(BrokerError):
     code = "no_free_desktop"
+    status = 503
+
+
+class PoolBusy(BrokerError):
+    code = "pool_busy"
     status = 503
 
 

@@ -2,9 +2,11 @@
 
 Rules, in order:
 1. A user who already has a live session in the pool goes back to it (reconnect first).
-2. Otherwise the host with the fewest sessions among those with a free seat; ties are broken by the
+2. Otherwise the host with the fewest sessions among those with a free seat that take new sessions
+   and have fewer logons in flight (sessions still pending) than their cap; ties are broken by the
    caller's ``tie_break`` (a random number in production, so a storm spreads evenly).
-3. Never more sessions on a host than its seats: with no free seat the answer is "full".
+3. Never more sessions on a host than its seats: with no free seat the answer is "full"; with free
+   seats only on hosts at their in-flight cap it is "busy" (try again in a few seconds).
 
 The store runs this inside its write transaction, with the counts it read in that transaction, so
 two brokers deciding at the same instant cannot over-book a host.
@@ -22,6 +24,8 @@ class HostLoad:
     seats: int
     sessions: int
     accepting: bool = True   # False while the host may take no new sessions
+    in_flight: int = 0       # sessions placed but not yet connected
+    max_in_flight: int = 0   # cap on in_flight; 0: none
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,12 @@ class PoolFull:
     pass
 
 
-Decision = Reconnect | NewSession | PoolFull
+@dataclass(frozen=True)
+class PoolBusy:
+    """Seats are free, but every host with one has as many logons in flight as it may."""
+
+
+Decision = Reconnect | NewSession | PoolFull | PoolBusy
 
 
 def place(existing: Reconnect | None, hosts: Sequence[HostLoad],
@@ -57,5 +66,8 @@ def place(existing: Reconnect | None, hosts: Sequence[HostLoad],
     free = [h for h in hosts if h.accepting and h.sessions < h.seats]
     if not free:
         return PoolFull()
-    least = min(h.sessions for h in free)
-    return NewSession(tie_break([h for h in free if h.sessions == least]).host_id)
+    ready = [h for h in free if not h.max_in_flight or h.in_flight < h.max_in_flight]
+    if not ready:
+        return PoolBusy()
+    least = min(h.sessions for h in ready)
+    return NewSession(tie_break([h for h in ready if h.sessions == least]).host_id)

@@ -22,8 +22,8 @@ from .admin import Administration
 from .config import BrokerConfig, PoolConfig, TenantConfig
 from .directory import Directory
 from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, LoginRequired,
-                     NoFreeDesktop, NotEntitled, UnknownTenant)
-from .store import Login, Store, TicketAlreadyRedeemed, UnknownSession
+                     NoFreeDesktop, NotEntitled, PoolBusy, UnknownTenant)
+from .store import Login, PoolIsBusy, Store, TicketAlreadyRedeemed, UnknownSession
 
 logger = logging.getLogger("pforte.broker")
 
@@ -234,10 +234,15 @@ class Broker:
             raise NotEntitled(pool_id)
         now = self.clock()
         hosts, reconnect_hosts = await self.admin.placement(tenant, pool.hosts)
-        assignment = await self.store.assign(
-            tenant.id, login.login, pool.id, hosts, now=now,
-            pending_timeout=self.config.pending_timeout, keep_seconds=pool.disconnected_keep,
-            reconnect_hosts=reconnect_hosts, rng=self.rng)
+        try:
+            assignment = await self.store.assign(
+                tenant.id, login.login, pool.id, hosts, now=now,
+                pending_timeout=self.config.pending_timeout, keep_seconds=pool.disconnected_keep,
+                reconnect_hosts=reconnect_hosts, max_in_flight=pool.max_logons_in_flight,
+                rng=self.rng)
+        except PoolIsBusy:
+            await self.audit(login.tenant, login.login, source, "connect", "pool_busy", pool.id)
+            raise PoolBusy(pool.id) from None
         if assignment is None:
             await self.audit(login.tenant, login.login, source, "connect", "pool_full", pool.id)
             raise NoFreeDesktop(pool.id)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .host_states import HostState
-from .placement import HostLoad, NewSession, PoolFull, Reconnect, place
+from .placement import HostLoad, NewSession, PoolBusy, PoolFull, Reconnect, place
 from .sessions import LIVE_STATES, Event, InvalidTransition, State, next_state
 
 SCHEMA = """
@@ -82,6 +82,10 @@ class Assignment:
     session_id: str
     host_id: str
     reconnect: bool
+
+
+class PoolIsBusy(Exception):
+    """Every host with a free seat has its cap of logons in flight."""
 
 
 @dataclass(frozen=True)
@@ -240,8 +244,12 @@ class Store:
     async def assign(self, tenant: str, login: str, pool: str,
                      hosts: Sequence[tuple[str, int, bool]], *, now: float, pending_timeout: int,
                      keep_seconds: int, reconnect_hosts: set[str] | None = None,
+                     max_in_flight: int = 0,
                      rng: random.Random | None = None) -> Assignment | None:
         """Place the user in the pool atomically; None when the pool is full.
+
+        Raises:
+            PoolIsBusy: seats are free only on hosts at their ``max_in_flight`` cap.
 
         Args:
             hosts: (host id, seats, takes new sessions) of the pool's hosts.
@@ -260,13 +268,20 @@ class Store:
                            (State.ENDED.value, now, row[0]))
                 row = None
             existing = Reconnect(row[0], row[1]) if row else None
-            counts = dict(db.execute(
-                f"SELECT host, COUNT(*) FROM sessions WHERE tenant=? AND pool=? "
-                f"AND state IN ({_LIVE_SQL}) GROUP BY host", (tenant, pool, *_LIVE)).fetchall())
-            loads = [HostLoad(h, seats, counts.get(h, 0), accepting) for h, seats, accepting in hosts]
+            counts, pending = {}, {}
+            for host, state, n in db.execute(
+                    f"SELECT host, state, COUNT(*) FROM sessions WHERE tenant=? AND pool=? "
+                    f"AND state IN ({_LIVE_SQL}) GROUP BY host, state", (tenant, pool, *_LIVE)):
+                counts[host] = counts.get(host, 0) + n
+                if state == State.PENDING.value:
+                    pending[host] = n
+            loads = [HostLoad(h, seats, counts.get(h, 0), accepting, pending.get(h, 0),
+                              max_in_flight) for h, seats, accepting in hosts]
             decision = place(existing, loads, tie_break=rng.choice)
             if isinstance(decision, PoolFull):
                 return None
+            if isinstance(decision, PoolBusy):
+                raise PoolIsBusy(pool)
             if isinstance(decision, Reconnect):
                 if row[2] == State.PENDING.value:  # a fresh ticket: hold the seat a while longer
                     db.execute("UPDATE sessions SET deadline=?, updated=? WHERE id=?",

@@ -2,7 +2,7 @@
 
 from hypothesis import given, strategies as st
 
-from broker.placement import HostLoad, NewSession, PoolFull, Reconnect, place
+from broker.placement import HostLoad, NewSession, PoolBusy, PoolFull, Reconnect, place
 from broker.sessions import LIVE_STATES, TRANSITIONS, Event, InvalidTransition, State, next_state
 
 
@@ -80,3 +80,13 @@ def test_any_event_sequence_stays_inside_the_table(events):
         except InvalidTransition:
             assert (state, event) not in TRANSITIONS
         assert state in State
+
+
+def test_hosts_at_their_cap_of_logons_in_flight_are_passed_over():
+    hosts = [HostLoad("h1", 10, 0, in_flight=3, max_in_flight=3), HostLoad("h2", 10, 5)]
+    assert place(None, hosts) == NewSession("h2")
+
+
+def test_a_pool_whose_free_hosts_are_all_at_their_cap_is_busy_not_full():
+    hosts = [HostLoad("h1", 10, 3, in_flight=3, max_in_flight=3), HostLoad("h2", 1, 1)]
+    assert place(None, hosts) == PoolBusy()

@@ -87,3 +87,14 @@ async def test_a_totp_step_is_accepted_once_even_concurrently(stores):
                                      for s in (a, b, a, b)))
     assert sorted(results) == [False, False, False, True]
     assert not await a.accept_step("t", "anna", 99, confirm=False)
+
+
+async def test_logons_in_flight_are_capped_per_host(stores):
+    from broker.store import PoolIsBusy
+    a, _ = stores
+    for i in range(2):
+        await a.assign("t", f"u{i}", "p", [("h1", 10, True)], now=NOW, pending_timeout=60,
+                       keep_seconds=60, max_in_flight=2)
+    with pytest.raises(PoolIsBusy):
+        await a.assign("t", "u9", "p", [("h1", 10, True)], now=NOW, pending_timeout=60,
+                       keep_seconds=60, max_in_flight=2)

@@ -39,6 +39,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "directory_unavailable": "The login service of your municipality is not reachable right "
                                  "now. Please try again in a few minutes.",
         "no_free_desktop": "All desktops of this kind are in use. Please try again in a minute.",
+        "pool_busy": "Many colleagues are signing in right now. Please try again in a few "
+                     "seconds.",
         "bad_request": "The request could not be processed.",
         "not_admin": "You are not an administrator of this municipality.",
         "not_found": "There is no such host or session.",
@@ -90,6 +92,8 @@ TEXTS: dict[str, dict[str, str]] = {
                                  "Bitte versuchen Sie es in einigen Minuten erneut.",
         "no_free_desktop": "Alle Arbeitsplätze dieser Art sind belegt. Bitte versuchen Sie es in "
                            "einer Minute erneut.",
+        "pool_busy": "Gerade melden sich viele Kolleginnen und Kollegen an. Bitte versuchen Sie "
+                     "es in einigen Sekunden erneut.",
         "bad_request": "Die Anfrage konnte nicht verarbeitet werden.",
         "not_admin": "Sie sind nicht Administrator dieser Kommune.",
         "not_found": "Diesen Host oder diese Sitzung gibt es nicht.",

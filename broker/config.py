@@ -29,6 +29,7 @@ DEFAULT_DIRECTORY_TIMEOUT = 3.0       # seconds to connect to / hear from a dire
 DEFAULT_DIRECTORY_THREADS = 8         # concurrent directory operations per broker
 DEFAULT_GROUP_DEPTH = 8               # levels of nested groups resolved
 DEFAULT_PROBE_INTERVAL = 15.0         # seconds between health probes of each host
+DEFAULT_GATEWAY_LEASE = 95            # seconds a connected session lives without a gateway's word
 DEFAULT_SSH_TIMEOUT = 5.0             # seconds to connect to a host over SSH / run a command
 
 
@@ -112,6 +113,7 @@ class BrokerConfig:
     ssh_key: bytes | None             # private key the broker uses to control hosts
     ssh_known_hosts: Path | None      # the hosts' keys; a host whose key differs is refused
     probe_interval: float
+    gateway_lease: int
     tenants: tuple[TenantConfig, ...]
 
     def tenant(self, tenant_id: str) -> TenantConfig | None:
@@ -148,6 +150,7 @@ def load_config(path: str | Path) -> BrokerConfig:
         ssh_known_hosts=b.file("ssh_known_hosts_file") if "ssh_known_hosts_file" in b.data
         else None,
         probe_interval=b.float("probe_interval", DEFAULT_PROBE_INTERVAL, minimum=1.0),
+        gateway_lease=b.int("gateway_lease", DEFAULT_GATEWAY_LEASE, minimum=35),
         tenants=tuple(_tenant(t) for t in root.tables("tenants")),
     )
     b.done()

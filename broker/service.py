@@ -80,7 +80,8 @@ class Broker:
     async def _sweep(self) -> None:
         while True:
             try:
-                ended = await self.store.expire(self.clock())
+                ended = await self.store.expire(self.clock(),
+                                                gateway_lease=self.config.gateway_lease)
                 if ended:
                     logger.info("ended %d sessions whose time ran out", ended)
             except Exception:

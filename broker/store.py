@@ -335,9 +335,20 @@ class Store:
                        (state.value, viewers, deadline, now, session_id))
         await self._run(self._tx, q)
 
-    async def expire(self, now: float) -> int:
-        """End sessions whose timer ran out and forget tickets past their lifetime."""
+    async def touch_sessions(self, sessions: Sequence[tuple[str, str]], *, now: float) -> None:
+        """A gateway vouches that it holds these (tenant, session): renew their lease."""
+        def q(db: sqlite3.Connection) -> None:
+            db.executemany("UPDATE sessions SET updated=? WHERE tenant=? AND id=? AND state=?",
+                           [(now, t, s, State.CONNECTED.value) for t, s in sessions])
+        await self._run(self._tx, q)
+
+    async def expire(self, now: float, *, gateway_lease: float = float("inf")) -> int:
+        """Apply the timers: end sessions whose time ran out, count connected sessions no gateway
+        vouched for within ``gateway_lease`` seconds as disconnected, forget old tickets."""
         def q(db: sqlite3.Connection) -> int:
+            db.execute("UPDATE sessions SET state=?, viewers=0, deadline=?+keep_seconds, updated=? "
+                       "WHERE state=? AND updated<?", (State.DISCONNECTED.value, now, now,
+                                                       State.CONNECTED.value, now - gateway_lease))
             cur = db.execute(
                 "UPDATE sessions SET state=?, deadline=NULL, updated=? WHERE deadline IS NOT NULL "
                 "AND deadline<=? AND state IN (?,?)", (State.ENDED.value, now, now,

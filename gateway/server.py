@@ -42,6 +42,7 @@ logger = logging.getLogger("pforte.gateway")
 
 HEARTBEAT = 20.0         # seconds between websocket pings; a dead client is noticed within 2x
 REPORT_TIMEOUT = 5.0     # seconds the broker has to answer a redemption or a report
+ALIVE_INTERVAL = 30.0    # seconds between reports of the sessions this gateway holds
 WRITER_LIMIT = 256 * 1024
 
 # One place that turns a refusal into what the client sees: (close code, short reason).
@@ -154,6 +155,16 @@ class BrokerClient:
         if status != 204:
             raise BrokerUnavailable(f"broker answered {status}")
 
+    async def alive(self, sessions: list[tuple[str, str]]) -> None:
+        """Renew the broker's lease on the sessions this gateway holds: (tenant, session)."""
+        body = {"sessions": [{"tenant": t, "session": s} for t, s in sessions]}
+        try:
+            async with self._http.post(f"{self.base_url}/api/v1/gateway/alive", json=body) as r:
+                if r.status != 204:
+                    logger.warning("broker refused the alive report: %s", r.status)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            logger.warning("alive report failed: %s", type(exc).__name__)
+
     async def disconnected(self, claims: ticket.Claims, counters: Counters, reason: str) -> None:
         body = {"tenant": claims.tenant, "session": claims.session, "bytes_up": counters.up,
                 "bytes_down": counters.down, "reason": reason}
@@ -196,6 +207,7 @@ class Gateway:
         self._per_source: dict[str, int] = {}
         self._resumable: dict[str, RelaySession] = {}   # by resume token, attached or not
         self._idle_sweeper: asyncio.Task | None = None
+        self._alive_reporter: asyncio.Task | None = None
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -211,13 +223,29 @@ class Gateway:
 
     async def _start(self, _app: web.Application) -> None:
         await self.broker.start()
+        self._alive_reporter = asyncio.create_task(self._report_alive())
         if self.config.idle_timeout > 0:
             self._idle_sweeper = asyncio.create_task(self._sweep_idle())
 
     async def _stop(self, _app: web.Application) -> None:
-        if self._idle_sweeper is not None:
-            self._idle_sweeper.cancel()
+        for task in (self._idle_sweeper, self._alive_reporter):
+            if task is not None:
+                task.cancel()
         await self.broker.close()
+
+    def held_sessions(self) -> list[tuple[str, str]]:
+        """(tenant, session) of every session this gateway holds, attached or awaiting a resume."""
+        held = {(s.claims.tenant, s.claims.session) for s in self._sessions.values() if s}
+        held |= {(s.claims.tenant, s.claims.session) for s in self._resumable.values()}
+        return sorted(held)
+
+    async def _report_alive(self) -> None:
+        """The broker counts a connected session as gone when no gateway vouches for it."""
+        while True:
+            await asyncio.sleep(ALIVE_INTERVAL)
+            held = self.held_sessions()
+            if held:
+                await self.broker.alive(held)
 
     async def handle_health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "sessions": self.metrics.sessions_open})

@@ -293,3 +293,16 @@ async def test_audit_records_logins_without_secrets(installation):
     assert ("login.password", "bad_credentials") in results
     assert ("login.totp", "ok") in results
     assert "a-wrong-password-xyz" not in json.dumps(log)
+
+
+async def test_gateway_reports_need_the_gateway_token_and_a_well_formed_body(installation):
+    url = f"{installation.base_url}/api/v1/gateway/alive"
+    token = installation.broker.config.report_token.decode()
+    r = await installation.http.post(url, json={"sessions": []})
+    assert r.status == 401
+    r = await installation.http.post(url, json={"sessions": "x"},
+                                     headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 400 and (await r.json())["error"] == "bad_request"
+    r = await installation.http.post(url, json={"sessions": [{"tenant": TENANT, "session": "s"}]},
+                                     headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 204

@@ -98,3 +98,18 @@ async def test_logons_in_flight_are_capped_per_host(stores):
     with pytest.raises(PoolIsBusy):
         await a.assign("t", "u9", "p", [("h1", 10, True)], now=NOW, pending_timeout=60,
                        keep_seconds=60, max_in_flight=2)
+
+
+async def test_a_connected_session_no_gateway_vouches_for_becomes_disconnected(stores):
+    a, _ = stores
+    s = await a.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60,
+                       keep_seconds=100)
+    other = await a.assign("t", "bernd", "p", [("h1", 2, True)], now=NOW, pending_timeout=60,
+                           keep_seconds=100)
+    await a.redeem("tk1", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
+    await a.redeem("tk2", int(NOW) + 30, "t", "bernd", other.session_id, now=NOW)
+    await a.touch_sessions([("t", other.session_id)], now=NOW + 80)
+    await a.expire(NOW + 100, gateway_lease=90)
+    states = {r.login: r.state for r in await a.live_sessions("t")}
+    assert states == {"anna": State.DISCONNECTED, "bernd": State.CONNECTED}
+    assert await a.expire(NOW + 201, gateway_lease=90) == 1   # anna's keep ran out

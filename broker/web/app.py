@@ -310,6 +310,19 @@ async def api_gateway_disconnect(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204)
 
 
+async def api_gateway_alive(request: web.Request) -> web.StreamResponse:
+    _gateway_authorised(request)
+    data = await _json(request)
+    sessions = data.get("sessions")
+    if not isinstance(sessions, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("tenant"), str)
+            and isinstance(s.get("session"), str) for s in sessions):
+        raise BadRequest("sessions must be a list of {tenant, session}")
+    await request.app[BROKER_KEY].store.touch_sessions(
+        [(s["tenant"], s["session"]) for s in sessions], now=request.app[BROKER_KEY].clock())
+    return web.Response(status=204)
+
+
 async def health(request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "ok"})
 
@@ -339,6 +352,7 @@ def create_app(broker: Broker, *, novnc_dir: Path = DEFAULT_NOVNC_DIR) -> web.Ap
     r.add_post("/api/v1/logout", api_logout)
     r.add_post("/api/v1/gateway/redeem", api_gateway_redeem)
     r.add_post("/api/v1/gateway/disconnect", api_gateway_disconnect)
+    r.add_post("/api/v1/gateway/alive", api_gateway_alive)
     r.add_get("/healthz", health)
     r.add_get("/api/v1/openapi.json", openapi_document)
     from . import admin_api  # it builds on this module's helpers

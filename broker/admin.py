@@ -167,6 +167,23 @@ class Administration:
                 logger.warning("gateway %s unreachable to close session %s: %s", url, session_id,
                                type(exc).__name__)
 
+    async def dedicate(self, tenant: TenantConfig, pool_id: str, user: str, host_id: str, *,
+                       actor: str, source: str) -> None:
+        """Give a user of a dedicated pool their own host.
+
+        Raises:
+            NotFound: no such pool or host; Conflict: the pool is not dedicated or the host not
+                in it.
+        """
+        pool = tenant.pool(pool_id)
+        if pool is None or tenant.host(host_id) is None:
+            raise NotFound(f"{pool_id}/{host_id}")
+        if not pool.dedicated or host_id not in pool.hosts:
+            raise Conflict("the pool is not dedicated, or the host is not in it")
+        await self.store.dedicate(tenant.id, pool_id, user, host_id)
+        await self.broker.audit(tenant.id, actor, source, "pool.dedicate", "ok",
+                                f"pool={pool_id} user={user} host={host_id}")
+
     # -- drains ------------------------------------------------------------------------------
     def _start_drain(self, tenant_id: str, host_id: str, row: HostStateRow) -> None:
         self._drains[(tenant_id, host_id)] = asyncio.create_task(

@@ -95,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
             for e in entries:
                 e["at"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
             print(_table(entries, ["at", "actor", "source", "action", "result", "detail"]))
+        elif args.admin_command == "assign":
+            client.call("POST", f"/pools/{args.pool}/assignments",
+                        {"user": args.user, "host": args.host})
+            print(f"{args.user} now has {args.host} in {args.pool}")
         elif args.admin_command == "logoff":
             s = client.call("POST", f"/sessions/{args.session}/logoff")["session"]
             print(f"logged off {s['user']} on {s['host']}")
@@ -161,6 +165,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        ("maintenance", "out of its pools (for patching)")):
         p = cmds.add_parser(name, help=text)
         p.add_argument("host")
+    asg = cmds.add_parser("assign", help="give a user of a dedicated pool their host")
+    asg.add_argument("pool")
+    asg.add_argument("user")
+    asg.add_argument("host")
     lo = cmds.add_parser("logoff", help="log a session off now")
     lo.add_argument("session")
     a.set_defaults(func=run)

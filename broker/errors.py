@@ -15,6 +15,7 @@ Hierarchy::
     ├── DirectoryUnavailable         no directory server answered in time (503)
     ├── NoFreeDesktop                every seat of the pool is taken (503)
     ├── PoolBusy                     too many logons in flight right now (503, retry in seconds)
+    ├── OwnDesktopUnavailable        a dedicated pool's user: their desktop takes no sessions (503)
     └── BadRequest                   malformed input (400)
 
 ``broker.web`` turns each into one clear answer, in the user's language for the portal and as
@@ -82,6 +83,11 @@ class NoFreeDesktop(BrokerError):
 
 class PoolBusy(BrokerError):
     code = "pool_busy"
+    status = 503
+
+
+class OwnDesktopUnavailable(BrokerError):
+    code = "own_desktop_unavailable"
     status = 503
 
 

@@ -22,8 +22,10 @@ from .admin import Administration
 from .config import BrokerConfig, PoolConfig, TenantConfig
 from .directory import Directory
 from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, LoginRequired,
-                     NoFreeDesktop, NotEntitled, PoolBusy, UnknownTenant)
-from .store import Login, PoolIsBusy, Store, TicketAlreadyRedeemed, UnknownSession
+                     NoFreeDesktop, NotEntitled, OwnDesktopUnavailable, PoolBusy,
+                     UnknownTenant)
+from .store import (Login, OwnHostUnavailable, PoolIsBusy, Store, TicketAlreadyRedeemed,
+                    UnknownSession)
 
 logger = logging.getLogger("pforte.broker")
 
@@ -240,7 +242,11 @@ class Broker:
                 tenant.id, login.login, pool.id, hosts, now=now,
                 pending_timeout=self.config.pending_timeout, keep_seconds=pool.disconnected_keep,
                 reconnect_hosts=reconnect_hosts, max_in_flight=pool.max_logons_in_flight,
-                rng=self.rng)
+                dedicated=pool.dedicated, rng=self.rng)
+        except OwnHostUnavailable as exc:
+            await self.audit(login.tenant, login.login, source, "connect", "own_host_unavailable",
+                             f"pool={pool.id} host={exc}")
+            raise OwnDesktopUnavailable(pool.id) from None
         except PoolIsBusy:
             await self.audit(login.tenant, login.login, source, "connect", "pool_busy", pool.id)
             raise PoolBusy(pool.id) from None

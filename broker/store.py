@@ -49,6 +49,9 @@ CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, at);
 CREATE TABLE IF NOT EXISTS host_states (
     tenant TEXT NOT NULL, host TEXT NOT NULL, state TEXT NOT NULL, message TEXT NOT NULL,
     deadline REAL, logoff INTEGER NOT NULL, updated REAL NOT NULL, PRIMARY KEY (tenant, host));
+CREATE TABLE IF NOT EXISTS dedicated (
+    tenant TEXT NOT NULL, pool TEXT NOT NULL, login TEXT NOT NULL, host TEXT NOT NULL,
+    PRIMARY KEY (tenant, pool, login));
 CREATE TABLE IF NOT EXISTS admin_tokens (
     token_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, created REAL NOT NULL);
 """
@@ -86,6 +89,10 @@ class Assignment:
 
 class PoolIsBusy(Exception):
     """Every host with a free seat has its cap of logons in flight."""
+
+
+class OwnHostUnavailable(Exception):
+    """A dedicated pool's user: their own host takes no sessions now."""
 
 
 @dataclass(frozen=True)
@@ -244,12 +251,16 @@ class Store:
     async def assign(self, tenant: str, login: str, pool: str,
                      hosts: Sequence[tuple[str, int, bool]], *, now: float, pending_timeout: int,
                      keep_seconds: int, reconnect_hosts: set[str] | None = None,
-                     max_in_flight: int = 0,
+                     max_in_flight: int = 0, dedicated: bool = False,
                      rng: random.Random | None = None) -> Assignment | None:
         """Place the user in the pool atomically; None when the pool is full.
 
+        In a dedicated pool the user's own host (assigned at the first placement, or by an admin)
+        is the only candidate.
+
         Raises:
             PoolIsBusy: seats are free only on hosts at their ``max_in_flight`` cap.
+            OwnHostUnavailable: dedicated pool, and the user's host takes no sessions now.
 
         Args:
             hosts: (host id, seats, takes new sessions) of the pool's hosts.
@@ -268,6 +279,9 @@ class Store:
                            (State.ENDED.value, now, row[0]))
                 row = None
             existing = Reconnect(row[0], row[1]) if row else None
+            own = db.execute("SELECT host FROM dedicated WHERE tenant=? AND pool=? AND login=?",
+                             (tenant, pool, login)).fetchone() if dedicated else None
+            candidates = [h for h in hosts if h[0] == own[0]] if own else hosts
             counts, pending = {}, {}
             for host, state, n in db.execute(
                     f"SELECT host, state, COUNT(*) FROM sessions WHERE tenant=? AND pool=? "
@@ -276,9 +290,11 @@ class Store:
                 if state == State.PENDING.value:
                     pending[host] = n
             loads = [HostLoad(h, seats, counts.get(h, 0), accepting, pending.get(h, 0),
-                              max_in_flight) for h, seats, accepting in hosts]
+                              max_in_flight) for h, seats, accepting in candidates]
             decision = place(existing, loads, tie_break=rng.choice)
             if isinstance(decision, PoolFull):
+                if own:
+                    raise OwnHostUnavailable(own[0])
                 return None
             if isinstance(decision, PoolBusy):
                 raise PoolIsBusy(pool)
@@ -288,6 +304,9 @@ class Store:
                                (now + pending_timeout, now, decision.session_id))
                 return Assignment(decision.session_id, decision.host_id, reconnect=True)
             assert isinstance(decision, NewSession)
+            if dedicated and not own:
+                db.execute("INSERT INTO dedicated VALUES (?,?,?,?)",
+                           (tenant, pool, login, decision.host_id))
             session_id = os.urandom(12).hex()
             db.execute("INSERT INTO sessions (id, tenant, login, pool, host, state, viewers, "
                        "keep_seconds, created, updated, deadline) VALUES (?,?,?,?,?,?,0,?,?,?,?)",
@@ -385,6 +404,20 @@ class Store:
                        "WHERE id=?", (State.ENDED.value, now, session_id))
             return SessionRow(row[0], row[1], row[2], row[3], row[4], State.ENDED, row[6])
         return await self._run(self._tx, q)
+
+    async def dedicate(self, tenant: str, pool: str, login: str, host: str) -> None:
+        """Give a user of a dedicated pool their host (an admin's choice; replaces any earlier)."""
+        def q(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO dedicated VALUES (?,?,?,?) ON CONFLICT (tenant, pool, login) "
+                       "DO UPDATE SET host=excluded.host", (tenant, pool, login, host))
+        await self._run(self._tx, q)
+
+    async def dedicated_hosts(self, tenant: str, pool: str) -> dict[str, str]:
+        """login → host of a dedicated pool."""
+        def q() -> dict[str, str]:
+            return dict(self._db().execute("SELECT login, host FROM dedicated WHERE tenant=? AND "
+                                           "pool=? ORDER BY login", (tenant, pool)).fetchall())
+        return await self._run(q)
 
     # -- host states -------------------------------------------------------------------------
     async def host_states(self, tenant: str) -> dict[str, HostStateRow]:

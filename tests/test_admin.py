@@ -225,3 +225,13 @@ async def test_the_openapi_document_describes_the_admin_api(installation):
     doc = await r.json()
     assert doc["openapi"].startswith("3.")
     assert "/api/v1/admin/tenants/{tenant}/hosts/{host}/actions/{action}" in doc["paths"]
+
+
+async def test_an_admin_assigns_a_dedicated_desktop_and_a_floating_pool_refuses(admin_install):
+    inst, token, _ = admin_install
+    status, body = await admin(inst, token, "POST", "/pools/buero/assignments",
+                               {"user": "anna", "host": "desk2"})
+    assert status == 409 and body["error"] == "conflict"  # the demo pool is floating
+    status, body = await admin(inst, token, "POST", "/pools/nope/assignments",
+                               {"user": "anna", "host": "desk2"})
+    assert status == 404

@@ -113,3 +113,26 @@ async def test_a_connected_session_no_gateway_vouches_for_becomes_disconnected(s
     states = {r.login: r.state for r in await a.live_sessions("t")}
     assert states == {"anna": State.DISCONNECTED, "bernd": State.CONNECTED}
     assert await a.expire(NOW + 201, gateway_lease=90) == 1   # anna's keep ran out
+
+
+async def test_a_dedicated_pool_keeps_a_user_on_their_host(stores):
+    from broker.store import OwnHostUnavailable
+    a, _ = stores
+    hosts = [("h1", 5, True), ("h2", 5, True)]
+    first = await a.assign("t", "anna", "p", hosts, now=NOW, pending_timeout=60, keep_seconds=60,
+                           dedicated=True)
+    await a.end_session("t", first.session_id, now=NOW + 1)
+    for i in range(5):  # the other host is emptier each time, yet anna goes back to hers
+        again = await a.assign("t", "anna", "p", hosts, now=NOW + 2 + i, pending_timeout=60,
+                               keep_seconds=60, dedicated=True)
+        assert again.host_id == first.host_id
+        await a.end_session("t", again.session_id, now=NOW + 3 + i)
+    await a.dedicate("t", "p", "anna", "h2" if first.host_id == "h1" else "h1")
+    moved = await a.assign("t", "anna", "p", hosts, now=NOW + 20, pending_timeout=60,
+                           keep_seconds=60, dedicated=True)
+    assert moved.host_id != first.host_id
+    await a.end_session("t", moved.session_id, now=NOW + 21)
+    closed = [(h, s, h != moved.host_id) for h, s, _ in hosts]
+    with pytest.raises(OwnHostUnavailable):
+        await a.assign("t", "anna", "p", closed, now=NOW + 22, pending_timeout=60,
+                       keep_seconds=60, dedicated=True)

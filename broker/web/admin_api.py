@@ -97,6 +97,24 @@ async def logoff(request: web.Request) -> web.Response:
                                           "host": session.host, "state": session.state.value}})
 
 
+async def dedicated(request: web.Request) -> web.Response:
+    tenant, _ = await _admin(request)
+    pool = request.match_info["pool"]
+    return web.json_response({"assignments": await request.app[BROKER_KEY].store.dedicated_hosts(
+        tenant.id, pool)})
+
+
+async def dedicate(request: web.Request) -> web.Response:
+    tenant, actor = await _admin(request)
+    body = await _json(request)
+    user, host = body.get("user"), body.get("host")
+    if not isinstance(user, str) or not user or not isinstance(host, str):
+        raise BadRequest("expected {user, host}")
+    await request.app[BROKER_KEY].admin.dedicate(tenant, request.match_info["pool"], user, host,
+                                                 actor=actor, source=_source(request))
+    return web.json_response({"user": user, "host": host})
+
+
 async def audit(request: web.Request) -> web.Response:
     tenant, _ = await _admin(request)
     try:
@@ -116,3 +134,5 @@ def add_routes(app: web.Application) -> None:
     r.add_post(base + "/{tenant}/hosts/{host}/actions/{action}", host_action)
     r.add_post(base + "/{tenant}/sessions/{session}/logoff", logoff)
     r.add_get(base + "/{tenant}/audit", audit)
+    r.add_get(base + "/{tenant}/pools/{pool}/assignments", dedicated)
+    r.add_post(base + "/{tenant}/pools/{pool}/assignments", dedicate)

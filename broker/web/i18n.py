@@ -39,6 +39,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "directory_unavailable": "The login service of your municipality is not reachable right "
                                  "now. Please try again in a few minutes.",
         "no_free_desktop": "All desktops of this kind are in use. Please try again in a minute.",
+        "own_desktop_unavailable": "Your desktop is not available right now (maintenance). "
+                                   "Please try again later or call your IT service desk.",
         "pool_busy": "Many colleagues are signing in right now. Please try again in a few "
                      "seconds.",
         "bad_request": "The request could not be processed.",
@@ -92,6 +94,9 @@ TEXTS: dict[str, dict[str, str]] = {
                                  "Bitte versuchen Sie es in einigen Minuten erneut.",
         "no_free_desktop": "Alle Arbeitsplätze dieser Art sind belegt. Bitte versuchen Sie es in "
                            "einer Minute erneut.",
+        "own_desktop_unavailable": "Ihr Arbeitsplatz ist gerade nicht verfügbar (Wartung). "
+                                   "Bitte versuchen Sie es später erneut oder rufen Sie Ihren "
+                                   "IT-Service an.",
         "pool_busy": "Gerade melden sich viele Kolleginnen und Kollegen an. Bitte versuchen Sie "
                      "es in einigen Sekunden erneut.",
         "bad_request": "Die Anfrage konnte nicht verarbeitet werden.",

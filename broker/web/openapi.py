@@ -65,6 +65,11 @@ OPENAPI = {
             security=_BEARER, params=("tenant", "host", "action"))},
         _ADMIN + "/sessions/{session}/logoff": {"post": _op(
             "Log a session off now.", security=_BEARER, params=("tenant", "session"))},
+        _ADMIN + "/pools/{pool}/assignments": {
+            "get": _op("A dedicated pool's users and their hosts.", security=_BEARER,
+                       params=("tenant", "pool")),
+            "post": _op("Give a user of a dedicated pool their host.", security=_BEARER,
+                        body=_obj(user=_S, host=_S), params=("tenant", "pool"))},
         _ADMIN + "/audit": {"get": _op("The tenant's audit log, newest first.",
                                        security=_BEARER, params=("tenant",))},
     },

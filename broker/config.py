@@ -63,6 +63,7 @@ class SshConfig:
     user: str
     notify_command: str | None        # template: {user} and {message} arrive shell-quoted
     logoff_command: str | None        # template: {user}
+    launch_command: str | None        # template: {user}; starts the user's desktop, prints its port
 
 
 @dataclass(frozen=True)
@@ -263,7 +264,8 @@ def _ssh(s: Section, address: str) -> SshConfig:
                                                                     maximum=65535),
                     user=s.str("user", "root"),
                     notify_command=s.str("notify_command") if "notify_command" in s.data else None,
-                    logoff_command=s.str("logoff_command") if "logoff_command" in s.data else None)
+                    logoff_command=s.str("logoff_command") if "logoff_command" in s.data else None,
+                    launch_command=s.str("launch_command") if "launch_command" in s.data else None)
     s.done()
     return cfg
 

@@ -16,6 +16,7 @@ Hierarchy::
     ├── NoFreeDesktop                every seat of the pool is taken (503)
     ├── PoolBusy                     too many logons in flight right now (503, retry in seconds)
     ├── OwnDesktopUnavailable        a dedicated pool's user: their desktop takes no sessions (503)
+    ├── DesktopStartFailed           the user's desktop could not be started on its host (503)
     └── BadRequest                   malformed input (400)
 
 ``broker.web`` turns each into one clear answer, in the user's language for the portal and as
@@ -88,6 +89,11 @@ class PoolBusy(BrokerError):
 
 class OwnDesktopUnavailable(BrokerError):
     code = "own_desktop_unavailable"
+    status = 503
+
+
+class DesktopStartFailed(BrokerError):
+    code = "desktop_start_failed"
     status = 503
 
 

@@ -99,6 +99,18 @@ class HostControl:
             return False
         return True
 
+    async def launch(self, host: HostConfig, user: str) -> int:
+        """Start the user's own desktop on a multi-session host; the port it listens on.
+
+        Raises:
+            HostUnreachable: the launch failed or printed no port on its last line.
+        """
+        output = await self.run(host, host.ssh.launch_command.format(user=shlex.quote(user)))
+        lines = output.strip().splitlines()
+        if not lines or not lines[-1].strip().isdigit() or not 0 < int(lines[-1]) < 65536:
+            raise HostUnreachable("launch command printed no port")
+        return int(lines[-1])
+
     async def probe(self, host: HostConfig) -> bool:
         """Healthy: SSH answers (where configured) and the desktop answers on its port.
 
@@ -111,6 +123,8 @@ class HostControl:
                 await self.run(host, "true")
             except HostUnreachable:
                 return False
+        if host.ssh is not None and host.ssh.launch_command:
+            return True  # per-user desktops: no fixed display port to probe
         loop = asyncio.get_running_loop()
         link = None
         try:

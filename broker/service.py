@@ -19,9 +19,11 @@ from gateway import ticket
 
 from . import mfa
 from .admin import Administration
-from .config import BrokerConfig, PoolConfig, TenantConfig
+from .config import BrokerConfig, HostConfig, PoolConfig, TenantConfig
 from .directory import Directory
-from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, LoginRequired,
+from .hosts import HostUnreachable
+from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, DesktopStartFailed,
+                     LoginRequired,
                      NoFreeDesktop, NotEntitled, OwnDesktopUnavailable, PoolBusy,
                      UnknownTenant)
 from .store import (Login, OwnHostUnavailable, PoolIsBusy, Store, TicketAlreadyRedeemed,
@@ -254,6 +256,9 @@ class Broker:
             await self.audit(login.tenant, login.login, source, "connect", "pool_full", pool.id)
             raise NoFreeDesktop(pool.id)
         host = tenant.host(assignment.host_id)
+        port = assignment.port or host.port
+        if host.ssh is not None and host.ssh.launch_command and assignment.port is None:
+            port = await self._launch(tenant, host, login, assignment.session_id, source)
         ticket_id = ticket.new_ticket_id()
         issued = int(now)
         expires = issued + self.config.ticket_lifetime
@@ -263,12 +268,27 @@ class Broker:
             ticket_id=ticket_id, issued_at=issued, expires_at=expires,
             audience=self.config.gateway_audience, tenant=tenant.id, user=login.login,
             session=assignment.session_id,
-            target=ticket.Target(host.address, host.port, host.protocol), sealed_secret=sealed)
+            target=ticket.Target(host.address, port, host.protocol), sealed_secret=sealed)
         await self.audit(login.tenant, login.login, source, "connect", "ok",
                           f"pool={pool.id} host={host.id} session={assignment.session_id}"
                           f"{' reconnect' if assignment.reconnect else ''}")
         return Connection(ticket.mint(self._signing_key, claims), self.config.gateway_url,
                           assignment.session_id, pool, host.id, expires)
+
+    async def _launch(self, tenant: TenantConfig, host: HostConfig, login: Login,
+                      session_id: str, source: str) -> int:
+        """Start the user's own desktop on a multi-session host; its port."""
+        try:
+            port = await self.admin.hosts.launch(host, login.login)
+        except HostUnreachable as exc:
+            await self.store.end_session(tenant.id, session_id, now=self.clock())
+            await self.audit(tenant.id, login.login, source, "desktop.launch", "failed",
+                             f"host={host.id} {exc}")
+            raise DesktopStartFailed(host.id) from None
+        await self.store.set_session_port(session_id, port)
+        await self.audit(tenant.id, login.login, source, "desktop.launch", "ok",
+                         f"host={host.id} port={port} session={session_id}")
+        return port
 
     # -- gateway reports ---------------------------------------------------------------------
     async def redeem(self, ticket_id: str, expires_at: int, tenant: str, user: str,

@@ -34,7 +34,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, login TEXT NOT NULL, pool TEXT NOT NULL,
     host TEXT NOT NULL, state TEXT NOT NULL, viewers INTEGER NOT NULL DEFAULT 0,
     keep_seconds INTEGER NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
-    deadline REAL);
+    deadline REAL, port INTEGER);
 CREATE INDEX IF NOT EXISTS sessions_by_pool ON sessions (tenant, pool, state);
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (tenant, login, state);
 CREATE TABLE IF NOT EXISTS tickets (id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
@@ -85,6 +85,7 @@ class Assignment:
     session_id: str
     host_id: str
     reconnect: bool
+    port: int | None = None      # the user's own desktop's port, once launched
 
 
 class PoolIsBusy(Exception):
@@ -271,7 +272,7 @@ class Store:
 
         def q(db: sqlite3.Connection) -> Assignment | None:
             row = db.execute(
-                f"SELECT id, host, state FROM sessions WHERE tenant=? AND login=? AND pool=? "
+                f"SELECT id, host, state, port FROM sessions WHERE tenant=? AND login=? AND pool=? "
                 f"AND state IN ({_LIVE_SQL}) ORDER BY created LIMIT 1",
                 (tenant, login, pool, *_LIVE)).fetchone()
             if row and reconnect_hosts is not None and row[1] not in reconnect_hosts:
@@ -302,7 +303,8 @@ class Store:
                 if row[2] == State.PENDING.value:  # a fresh ticket: hold the seat a while longer
                     db.execute("UPDATE sessions SET deadline=?, updated=? WHERE id=?",
                                (now + pending_timeout, now, decision.session_id))
-                return Assignment(decision.session_id, decision.host_id, reconnect=True)
+                return Assignment(decision.session_id, decision.host_id, reconnect=True,
+                                  port=row[3])
             assert isinstance(decision, NewSession)
             if dedicated and not own:
                 db.execute("INSERT INTO dedicated VALUES (?,?,?,?)",
@@ -389,6 +391,11 @@ class Store:
             rows = self._db().execute(sql + " ORDER BY created", args).fetchall()
             return [SessionRow(r[0], r[1], r[2], r[3], r[4], State(r[5]), r[6]) for r in rows]
         return await self._run(q)
+
+    async def set_session_port(self, session_id: str, port: int) -> None:
+        def q(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE sessions SET port=? WHERE id=?", (port, session_id))
+        await self._run(self._tx, q)
 
     async def end_session(self, tenant: str, session_id: str, *, now: float) -> SessionRow | None:
         """End a live session of the tenant (logoff); None if there is no such live session."""

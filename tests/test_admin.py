@@ -8,6 +8,7 @@ and the next login lands elsewhere. Then the admin brings the host back.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -235,3 +236,70 @@ async def test_an_admin_assigns_a_dedicated_desktop_and_a_floating_pool_refuses(
     status, body = await admin(inst, token, "POST", "/pools/nope/assignments",
                                {"user": "anna", "host": "desk2"})
     assert status == 404
+
+
+LAUNCHER = '''\
+import os, socket, subprocess, sys, time
+user, state, password_file = sys.argv[1], sys.argv[2], sys.argv[3]
+s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+proc = subprocess.Popen(["Xvnc", "-displayfd", "1", "-rfbport", str(port), "-localhost",
+                         "-nolisten", "tcp", "-SecurityTypes", "VncAuth", "-PasswordFile",
+                         password_file, "-desktop", "Desktop of " + user],
+                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                        stdin=subprocess.DEVNULL, start_new_session=True)
+proc.stdout.readline()
+open(os.path.join(state, user + ".pid"), "w").write(str(proc.pid))
+print(port)
+'''
+
+
+@pytest.fixture
+async def launch_install(make_installation, sshd, tmp_path, desktops):
+    need("Xvnc")
+    state = tmp_path / "desktops"
+    state.mkdir()
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(LAUNCHER)
+    password = "per-user"
+    passwd = tmp_path / "passwd"
+    passwd.write_bytes(subprocess.run(["vncpasswd", "-f"], input=password.encode(),
+                                      capture_output=True, check=True).stdout)
+    entry = DesktopEntry("multi", 1, 5, password, ssh={
+        "port": sshd.port, "user": "root",
+        "launch_command": f"{sys.executable} {launcher} {{user}} {state} {passwd}",
+        "logoff_command": f"kill $(cat {state}/{{user}}.pid)"})
+    inst = await make_installation(desktops=[entry], broker_options={
+        "ssh_key_file": str(sshd.client_key), "ssh_known_hosts_file": str(sshd.known_hosts)})
+    yield inst, state
+    for pidfile in state.glob("*.pid"):  # stop exactly the desktops the launcher started
+        try:
+            os.kill(int(pidfile.read_text()), 15)
+        except ProcessLookupError:
+            pass
+
+
+async def test_a_multi_session_host_starts_each_users_own_desktop_over_ssh(launch_install):
+    from .conftest import open_desktop
+    inst, state = launch_install
+    anna = await inst.login("anna")
+    conn = await inst.connect(anna)
+    server_init = await open_desktop(conn)
+    assert server_init[24:].decode() == "Desktop of anna"
+    again = await inst.connect(anna)             # back to the same desktop, nothing new started
+    assert again["session"] == conn["session"]
+    assert (await open_desktop(again))[24:].decode() == "Desktop of anna"
+    bernd = await inst.connect(await inst.login("bernd"))
+    assert (await open_desktop(bernd))[24:].decode() == "Desktop of bernd"
+    token = "op"
+    await inst.broker.store.create_admin_token(token, OPERATOR, "t", now=time.time())
+    pid = int((state / "anna.pid").read_text())
+    status, _ = await admin(inst, token, "POST", f"/sessions/{conn['session']}/logoff")
+    assert status == 200
+    for _ in range(50):  # the logoff command ended anna's desktop
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("anna's desktop still runs after logoff")

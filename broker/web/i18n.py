@@ -39,6 +39,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "directory_unavailable": "The login service of your municipality is not reachable right "
                                  "now. Please try again in a few minutes.",
         "no_free_desktop": "All desktops of this kind are in use. Please try again in a minute.",
+        "desktop_start_failed": "Your desktop could not be started. Please try again in a "
+                                "minute; if it happens again, call your IT service desk.",
         "own_desktop_unavailable": "Your desktop is not available right now (maintenance). "
                                    "Please try again later or call your IT service desk.",
         "pool_busy": "Many colleagues are signing in right now. Please try again in a few "
@@ -94,6 +96,9 @@ TEXTS: dict[str, dict[str, str]] = {
                                  "Bitte versuchen Sie es in einigen Minuten erneut.",
         "no_free_desktop": "Alle Arbeitsplätze dieser Art sind belegt. Bitte versuchen Sie es in "
                            "einer Minute erneut.",
+        "desktop_start_failed": "Ihr Arbeitsplatz konnte nicht gestartet werden. Bitte "
+                                "versuchen Sie es in einer Minute erneut; wenn es wieder "
+                                "passiert, rufen Sie Ihren IT-Service an.",
         "own_desktop_unavailable": "Ihr Arbeitsplatz ist gerade nicht verfügbar (Wartung). "
                                    "Bitte versuchen Sie es später erneut oder rufen Sie Ihren "
                                    "IT-Service an.",

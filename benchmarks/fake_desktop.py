@@ -14,7 +14,6 @@ Usage: ``python -m benchmarks.fake_desktop PORT`` (uvloop).
 from __future__ import annotations
 
 import asyncio
-import resource
 import socket
 import sys
 
@@ -88,7 +87,7 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    from gateway.runtime import raise_file_limit
+    raise_file_limit()
     import uvloop
     uvloop.run(main(int(sys.argv[1])))

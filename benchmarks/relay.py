@@ -45,6 +45,7 @@ from broker.keys import generate_keys
 from broker.store import Store
 from broker.testbed import Processes, free_port, require, wait_for_port
 from gateway import ticket
+from gateway.runtime import raise_file_limit
 
 RESULTS = Path(__file__).parent / "results"
 MiB = 1024 * 1024
@@ -461,8 +462,7 @@ def median_result(runs: list[dict]) -> dict:
 
 
 async def run(args: argparse.Namespace) -> dict:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_file_limit()
     state = Path(tempfile.mkdtemp(prefix="pforte-relay-bench-"))
     processes = Processes()
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
@@ -581,7 +581,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller volumes, 1,000 idle only")
     parser.add_argument("--peers", nargs="*", help="only these peers")
-    parser.add_argument("--workers", type=int, default=1, help="pforte gateway worker processes")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="pforte gateway processes (default 2: one per core; each process
+                        "holds two descriptors per session, and this machine allows 20,000)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     import uvloop

@@ -17,10 +17,16 @@ LISTEN_BACKLOG = 4096    # a morning's burst of connects waits in the kernel, no
 
 
 def raise_file_limit() -> None:
-    """Let this process hold as many sockets as the system allows (tens of thousands of sessions)."""
+    """Let this process hold as many sockets as the system allows (every relayed session takes
+    two). Root may go past the hard limit up to the kernel's ``fs.nr_open``."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    try:
+        with open("/proc/sys/fs/nr_open") as fh:
+            ceiling = int(fh.read())
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, ceiling))
+    except (OSError, ValueError):
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def run_workers(workers: int, child: Callable[[], None]) -> None:

@@ -582,7 +582,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller volumes, 1,000 idle only")
     parser.add_argument("--peers", nargs="*", help="only these peers")
     parser.add_argument("--workers", type=int, default=2,
-                        help="pforte gateway processes (default 2: one per core; each process
+                        help="pforte gateway processes (default 2: one per core; each process "
                         "holds two descriptors per session, and this machine allows 20,000)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

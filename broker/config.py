@@ -74,6 +74,7 @@ class PoolConfig:
     hosts: tuple[str, ...]
     disconnected_keep: int
     max_logons_in_flight: int         # per host; 0: no cap
+    idle_logoff: int                  # seconds without input or output before logoff; 0: never
     dedicated: bool                   # a user keeps the same host across logins
 
 
@@ -289,6 +290,7 @@ def _pool(p: Section, host_ids: set[str]) -> PoolConfig:
                                              minimum=0),
                      max_logons_in_flight=p.int("max_logons_in_flight", DEFAULT_LOGONS_IN_FLIGHT,
                                                 minimum=0),
-                     dedicated=_pool_kind(p) == "dedicated")
+                     dedicated=_pool_kind(p) == "dedicated",
+                     idle_logoff=p.int("idle_logoff", 0, minimum=0))
     p.done()
     return cfg

@@ -87,7 +87,8 @@ def write_config(state: Path, *, slapd: Slapd, desktops: list[DesktopEntry], gro
                  gateway_options: dict[str, object] | None = None,
                  gateway_url: str | None = None,
                  broker_options: dict[str, object] | None = None,
-                 admin_group: str | None = None) -> Path:
+                 admin_group: str | None = None,
+                 pool_options: dict[str, object] | None = None) -> Path:
     """Write a complete pforte.toml for one tenant on this machine (the demo's, and the tests').
 
     Keys are created in ``state/keys`` if missing; desktops' passwords go into secret files.
@@ -146,7 +147,7 @@ id = "buero"
 name = "Büro-Desktop"
 group = "{group}"
 hosts = [{", ".join(f'"{d.id}"' for d in desktops)}]
-{desktop_tables}""")
+{_toml_table(pool_options or {})}{desktop_tables}""")
     return config
 
 

@@ -23,7 +23,7 @@ from .config import BrokerConfig, HostConfig, PoolConfig, TenantConfig
 from .directory import Directory
 from .hosts import HostUnreachable
 from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, DesktopStartFailed,
-                     LoginRequired,
+                     LoginRequired, NotFound,
                      NoFreeDesktop, NotEntitled, OwnDesktopUnavailable, PoolBusy,
                      UnknownTenant)
 from .store import (Login, OwnHostUnavailable, PoolIsBusy, Store, TicketAlreadyRedeemed,
@@ -268,7 +268,8 @@ class Broker:
             ticket_id=ticket_id, issued_at=issued, expires_at=expires,
             audience=self.config.gateway_audience, tenant=tenant.id, user=login.login,
             session=assignment.session_id,
-            target=ticket.Target(host.address, port, host.protocol), sealed_secret=sealed)
+            target=ticket.Target(host.address, port, host.protocol), sealed_secret=sealed,
+            idle_after=pool.idle_logoff)
         await self.audit(login.tenant, login.login, source, "connect", "ok",
                           f"pool={pool.id} host={host.id} session={assignment.session_id}"
                           f"{' reconnect' if assignment.reconnect else ''}")
@@ -302,8 +303,17 @@ class Broker:
             return False
         return True
 
-    async def disconnected(self, tenant: str, session_id: str) -> None:
+    async def disconnected(self, tenant: str, session_id: str, reason: str) -> None:
+        """A gateway's report; a session the gateway ended for idleness is logged off (the pool's
+        ``idle_logoff`` policy, which the ticket carried)."""
         await self.store.disconnect(tenant, session_id, now=self.clock())
+        tenant_config = self.config.tenant(tenant)
+        if reason == "idle timeout" and tenant_config is not None:
+            try:
+                await self.admin.logoff(tenant_config, session_id, actor="pforte",
+                                        source="gateway", why="idle")
+            except NotFound:
+                pass
 
     async def audit(self, tenant: str, actor: str, source: str, action: str, result: str,
                     detail: str = "") -> None:

@@ -43,6 +43,7 @@ logger = logging.getLogger("pforte.gateway")
 HEARTBEAT = 20.0         # seconds between websocket pings; a dead client is noticed within 2x
 REPORT_TIMEOUT = 5.0     # seconds the broker has to answer a redemption or a report
 ALIVE_INTERVAL = 30.0    # seconds between reports of the sessions this gateway holds
+IDLE_SWEEP = 1.0         # seconds between checks for idle sessions
 WRITER_LIMIT = 256 * 1024
 
 # One place that turns a refusal into what the client sees: (close code, short reason).
@@ -186,6 +187,7 @@ class RelaySession:
     token: str | None = None               # resume token, for resumable sessions
     ws: web.WebSocketResponse | None = None  # the client's current websocket; None while dropped
     grace: asyncio.TimerHandle | None = None
+    ended_by: str | None = None            # the gateway ended it (idle, logoff): no resume
 
 
 @dataclass(frozen=True)
@@ -224,8 +226,7 @@ class Gateway:
     async def _start(self, _app: web.Application) -> None:
         await self.broker.start()
         self._alive_reporter = asyncio.create_task(self._report_alive())
-        if self.config.idle_timeout > 0:
-            self._idle_sweeper = asyncio.create_task(self._sweep_idle())
+        self._idle_sweeper = asyncio.create_task(self._sweep_idle())
 
     async def _stop(self, _app: web.Application) -> None:
         for task in (self._idle_sweeper, self._alive_reporter):
@@ -271,8 +272,7 @@ class Gateway:
         code, text = CLOSE_CODES["logoff"]
         for ws, session in list(self._sessions.items()):
             if session is not None and session.claims.session == session_id:
-                self._resumable.pop(session.token, None)
-                session.token = None  # a logged-off session is not held for a resume
+                session.ended_by = "logged off"  # not held for a resume
                 await ws.close(code=code, message=text.encode())
         for session in [s for s in self._resumable.values()
                         if s.ws is None and s.claims.session == session_id]:
@@ -397,13 +397,20 @@ class Gateway:
             if claims.target.protocol == "vnc":
                 secret = ticket.open_secret(self.config.credential_key, claims)
                 await rfb.authenticate_desktop(link, secret)
-                greeting = await rfb.greet_viewer(ws)
+                greeting = await asyncio.wait_for(rfb.greet_viewer(ws),
+                                                  self.config.handshake_timeout)
                 link.counters.up += greeting.received
                 if link.replay is not None:
                     link.replay.append(greeting.sent)
                 if greeting.leftover:
                     link.write(greeting.leftover)
                     link.counters.up += len(greeting.leftover)
+        except asyncio.TimeoutError:
+            self.metrics.refused("timeout")
+            code, text = CLOSE_CODES["timeout"]
+            await ws.close(code=code, message=b"viewer did not complete the handshake")
+            await self._end(claims, link, "viewer handshake timeout", session.token)
+            return
         except (OSError, DesktopError, ConnectionError, TicketError) as exc:
             await self._desktop_failed(ws, claims, exc)
             await self._end(claims, link, "desktop unavailable", session.token)
@@ -430,7 +437,9 @@ class Gateway:
         reason = await relay(ws, request, session.link)
         if session.ws is not ws:
             return  # superseded: a resumed connection carries the session on
-        if reason == "client lost" and session.token is not None and not self.draining:
+        reason = session.ended_by or reason
+        if (reason == "client lost" and session.token is not None and not self.draining
+                and session.ended_by is None):
             session.link.detach()
             session.ws = None
             self.metrics.sessions_detached += 1
@@ -497,24 +506,29 @@ class Gateway:
                     counters.up, counters.down)
         await self.broker.disconnected(claims, counters, reason)
 
+    def _idle_limit(self, session: RelaySession) -> float:
+        """Seconds without traffic after which the session ends (0: never): the gateway's own
+        ``idle_timeout`` or the pool's policy from the ticket, whichever is shorter."""
+        limits = [x for x in (self.config.idle_timeout, session.claims.idle_after) if x > 0]
+        return min(limits) if limits else 0.0
+
     async def _sweep_idle(self) -> None:
-        """Close sessions that moved no byte either way for ``idle_timeout`` seconds."""
-        last: dict[DesktopLink, tuple[int, float]] = {}
-        interval = max(1.0, self.config.idle_timeout / 4)
+        """End sessions that moved no byte either way for their idle limit."""
+        last: dict[RelaySession, tuple[int, float]] = {}
+        code, text = CLOSE_CODES["idle"]
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(IDLE_SWEEP)
             now = time.monotonic()
             seen = {}
             for ws, session in list(self._sessions.items()):
-                if session is None:
+                if session is None or not (limit := self._idle_limit(session)):
                     continue
-                link = session.link
-                moved = link.counters.up + link.counters.down
-                before, since = last.get(link, (-1, now))
+                moved = session.link.counters.up + session.link.counters.down
+                before, since = last.get(session, (-1, now))
                 since = since if moved == before else now
-                seen[link] = (moved, since)
-                if now - since >= self.config.idle_timeout:
-                    code, text = CLOSE_CODES["idle"]
+                seen[session] = (moved, since)
+                if now - since >= limit:
+                    session.ended_by = "idle timeout"
                     asyncio.ensure_future(ws.close(code=code, message=text.encode()))
             last = seen
 

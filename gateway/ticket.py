@@ -53,6 +53,7 @@ class Claims:
     session: str
     target: Target
     sealed_secret: str | None = None  # AES-GCM sealed desktop secret, see seal_secret()
+    idle_after: int = 0               # seconds without traffic before the gateway ends it; 0: never
 
 
 def _b64e(raw: bytes) -> str:
@@ -104,6 +105,8 @@ def mint(private_key: Ed25519PrivateKey, claims: Claims) -> str:
     }
     if claims.sealed_secret is not None:
         body["sec"] = claims.sealed_secret
+    if claims.idle_after:
+        body["idl"] = claims.idle_after
     payload = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
     return f"{_b64e(payload)}.{_b64e(private_key.sign(payload))}"
 
@@ -151,10 +154,12 @@ def _claims(payload: bytes) -> Claims:
             ticket_id=d["jti"], issued_at=d["iat"], expires_at=d["exp"], audience=d["aud"],
             tenant=d["ten"], user=d["usr"], session=d["ses"],
             target=Target(host, port, protocol), sealed_secret=d.get("sec"),
+            idle_after=d.get("idl", 0),
         )
         ok = (d["v"] == VERSION and all(isinstance(x, str) for x in (
             claims.ticket_id, claims.audience, claims.tenant, claims.user, claims.session, host,
-            protocol)) and all(type(x) is int for x in (port, claims.issued_at, claims.expires_at))
+            protocol)) and all(type(x) is int for x in (port, claims.issued_at, claims.expires_at,
+                                                         claims.idle_after))
             and 0 < port < 65536)
     except (ValueError, KeyError, TypeError):
         ok = False

@@ -303,3 +303,56 @@ async def test_a_multi_session_host_starts_each_users_own_desktop_over_ssh(launc
         await asyncio.sleep(0.1)
     else:
         raise AssertionError("anna's desktop still runs after logoff")
+
+
+async def test_a_pool_logs_idle_sessions_off(make_installation, desktops, sshd, tmp_path):
+    logoff_log = tmp_path / "logoffs"
+    entries = [DesktopEntry(f"desk{i + 1}", d.port, 2, d.password,
+                            ssh=ssh_table(sshd, d.display, logoff_log))
+               for i, d in enumerate(desktops)]
+    inst = await make_installation(
+        desktops=entries, pool_options={"idle_logoff": 2},
+        broker_options={"ssh_key_file": str(sshd.client_key),
+                        "ssh_known_hosts_file": str(sshd.known_hosts)})
+    conn = await inst.connect(await inst.login("anna"))
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(conn["gateway_url"])
+        await ws.send_str(conn["ticket"])
+
+        class Adapter:
+            async def recv(self):
+                return (await ws.receive()).data
+
+            async def send(self, data):
+                await ws.send_bytes(data)
+        await rfb_viewer_handshake(Adapter())
+        msg = await asyncio.wait_for(ws.receive(), 10)  # the viewer now says nothing: idle
+        while msg.type is aiohttp.WSMsgType.BINARY:
+            msg = await asyncio.wait_for(ws.receive(), 10)
+        assert ws.close_code == 4000 and msg.extra == "idle timeout"
+    for _ in range(50):  # the broker logs the session off: store first, then the host
+        if logoff_log.exists() and not await inst.broker.store.live_sessions(TENANT):
+            break
+        await asyncio.sleep(0.1)
+    assert await inst.broker.store.live_sessions(TENANT) == []
+    assert "logoff anna" in logoff_log.read_text()
+
+
+async def test_an_unhealthy_host_comes_back_by_itself(make_installation):
+    import socket
+    from broker.testbed import free_port
+    port = free_port()
+    inst = await make_installation(desktops=[DesktopEntry("rdp1", port, 2, None, "rdp")])
+    await inst.broker.admin.probe_all()
+    assert inst.broker.admin.health[(TENANT, "rdp1")] is False
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(8)
+    try:
+        await inst.broker.admin.probe_all()
+        assert inst.broker.admin.health[(TENANT, "rdp1")] is True
+        audit = [(e["action"], e["result"]) for e in await inst.broker.store.audit_log(TENANT)]
+        assert ("host.health", "unhealthy") in audit and ("host.health", "healthy") in audit
+    finally:
+        listener.close()

@@ -207,3 +207,14 @@ async def test_metrics_count_sessions_refusals_and_handshakes(make_raw_install):
     assert "pforte_gateway_sessions_open 1" in text
     assert 'pforte_gateway_refusals_total{reason="malformed"} 1' in text
     assert "pforte_gateway_handshake_seconds_count 1" in text
+
+
+async def test_a_viewer_that_stalls_in_the_vnc_handshake_is_closed(make_installation):
+    inst = await make_installation(gateway_options={"handshake_timeout": 1.0})
+    conn = await inst.connect(await inst.login("anna"))
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(conn["gateway_url"])
+        await ws.send_str(conn["ticket"])
+        assert (await ws.receive()).data == b"RFB 003.008\n"   # ... and never answers
+        msg = await asyncio.wait_for(ws.receive(), 10)
+        assert ws.close_code == 4408, msg

@@ -306,7 +306,9 @@ async def api_gateway_redeem(request: web.Request) -> web.StreamResponse:
 async def api_gateway_disconnect(request: web.Request) -> web.StreamResponse:
     _gateway_authorised(request)
     data = await _json(request)
-    await request.app[BROKER_KEY].disconnected(_field(data, "tenant"), _field(data, "session"))
+    reason = data.get("reason") if isinstance(data.get("reason"), str) else ""
+    await request.app[BROKER_KEY].disconnected(_field(data, "tenant"), _field(data, "session"),
+                                               reason)
     return web.Response(status=204)
 
 

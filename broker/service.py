@@ -22,7 +22,7 @@ from .admin import Administration
 from .config import BrokerConfig, HostConfig, PoolConfig, TenantConfig
 from .directory import Directory
 from .hosts import HostUnreachable
-from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, DesktopStartFailed,
+from .errors import (BadRequest, BrokerError, CodeRejected, DesktopStartFailed,
                      LoginRequired, NotFound,
                      NoFreeDesktop, NotEntitled, OwnDesktopUnavailable, PoolBusy,
                      UnknownTenant)

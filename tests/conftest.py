@@ -184,3 +184,66 @@ async def make_installation(tmp_path, slapd, desktops):
 @pytest.fixture
 async def installation(make_installation) -> Installation:
     return await make_installation()
+
+
+class AiohttpStream:
+    """An aiohttp client websocket with the websockets API that ``rfb_viewer_handshake`` uses."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+
+    async def recv(self) -> bytes:
+        return (await self.ws.receive()).data
+
+    async def send(self, data: bytes) -> None:
+        await self.ws.send_bytes(data)
+
+
+@pytest.fixture
+async def fake_desktop():
+    """The benchmarks' fake desktop (flood, sink, echo, idle) in the test's loop: (port, links)."""
+    from benchmarks.fake_desktop import FakeDesktop
+    loop = asyncio.get_running_loop()
+    links: list = []
+
+    def factory():
+        links.append(FakeDesktop())
+        return links[-1]
+    server = await loop.create_server(factory, "127.0.0.1", 0)
+    yield server.sockets[0].getsockname()[1], links
+    server.close()
+    for link in links:
+        link.transport.close()
+    await server.wait_closed()
+
+
+@pytest.fixture
+def raw_install(make_installation, fake_desktop):
+    """An installation whose one host is the fake desktop, relayed as opaque bytes (RDP);
+    keyword arguments go to the [gateway] table. Returns (installation, anna's token, links)."""
+    port, links = fake_desktop
+
+    async def make(**gateway_options):
+        inst = await make_installation(desktops=[DesktopEntry("raw", port, 1000, None, "rdp")],
+                                       gateway_options=gateway_options)
+        return inst, await inst.login("anna"), links
+    return make
+
+
+async def open_ws(inst, token, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
+    """A websocket through the gateway to the fake desktop, past its greeting byte."""
+    conn = await inst.connect(token)
+    ws = await http.ws_connect(conn["gateway_url"], max_msg_size=0)
+    await ws.send_str(conn["ticket"])
+    msg = await ws.receive()
+    assert msg.type is aiohttp.WSMsgType.BINARY and msg.data == b"G", msg
+    return ws
+
+
+async def read_exactly(ws, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        msg = await ws.receive()
+        assert msg.type is aiohttp.WSMsgType.BINARY, msg
+        out += msg.data
+    return bytes(out)

@@ -20,7 +20,7 @@ from broker.demo import TENANT, DesktopEntry
 from broker.store import OPERATOR
 from broker.testbed import Sshd
 
-from .conftest import need, rfb_viewer_handshake
+from .conftest import AiohttpStream, need, rfb_viewer_handshake
 
 pytestmark = pytest.mark.integration
 
@@ -82,14 +82,7 @@ async def test_a_drain_notifies_lets_work_go_on_logs_off_at_the_deadline_and_mov
     async with aiohttp.ClientSession() as http:
         ws = await http.ws_connect(conn["gateway_url"])
         await ws.send_str(conn["ticket"])
-
-        class Adapter:  # rfb_viewer_handshake speaks the websockets client's API
-            async def recv(self):
-                return (await ws.receive()).data
-
-            async def send(self, data):
-                await ws.send_bytes(data)
-        await rfb_viewer_handshake(Adapter())
+        await rfb_viewer_handshake(AiohttpStream(ws))
         sessions = (await admin(inst, token, "GET", "/sessions"))[1]["sessions"]
         host = next(s["host"] for s in sessions if s["user"] == "anna")
         display = desktops[int(host[-1]) - 1].display
@@ -318,14 +311,7 @@ async def test_a_pool_logs_idle_sessions_off(make_installation, desktops, sshd, 
     async with aiohttp.ClientSession() as http:
         ws = await http.ws_connect(conn["gateway_url"])
         await ws.send_str(conn["ticket"])
-
-        class Adapter:
-            async def recv(self):
-                return (await ws.receive()).data
-
-            async def send(self, data):
-                await ws.send_bytes(data)
-        await rfb_viewer_handshake(Adapter())
+        await rfb_viewer_handshake(AiohttpStream(ws))
         msg = await asyncio.wait_for(ws.receive(), 10)  # the viewer now says nothing: idle
         while msg.type is aiohttp.WSMsgType.BINARY:
             msg = await asyncio.wait_for(ws.receive(), 10)
@@ -356,3 +342,47 @@ async def test_an_unhealthy_host_comes_back_by_itself(make_installation):
         assert ("host.health", "unhealthy") in audit and ("host.health", "healthy") in audit
     finally:
         listener.close()
+
+
+async def test_a_drain_that_waits_leaves_users_on_after_the_deadline(admin_install):
+    inst, token, logoff_log = admin_install
+    conn = await inst.connect(await inst.login("anna"))
+    host = (await admin(inst, token, "GET", "/sessions"))[1]["sessions"][0]["host"]
+    status, _ = await admin(inst, token, "POST", f"/hosts/{host}/actions/drain",
+                            {"deadline_seconds": 1, "logoff": False})
+    assert status == 200
+    for _ in range(60):
+        audit = [e["action"] for e in (await admin(inst, token, "GET", "/audit"))[1]["audit"]]
+        if "host.drain_deadline" in audit:
+            break
+        await asyncio.sleep(0.1)
+    assert "host.drain_deadline" in audit           # the deadline passed ...
+    sessions = (await admin(inst, token, "GET", "/sessions"))[1]["sessions"]
+    assert [s["id"] for s in sessions] == [conn["session"]]   # ... and anna is still there
+    assert not logoff_log.exists()
+    await inst.broker.store.end_session(TENANT, conn["session"], now=time.time())  # she leaves
+    for _ in range(60):
+        audit = [e["action"] for e in (await admin(inst, token, "GET", "/audit"))[1]["audit"]]
+        if "host.drained" in audit:
+            break
+        await asyncio.sleep(0.1)
+    assert "host.drained" in audit
+
+
+async def test_an_admin_gives_a_user_of_a_dedicated_pool_their_desktop(make_installation,
+                                                                       desktops):
+    entries = [DesktopEntry(f"desk{i + 1}", d.port, 2, d.password)
+               for i, d in enumerate(desktops)]
+    inst = await make_installation(desktops=entries, pool_options={"kind": "dedicated"})
+    token = "op"
+    await inst.broker.store.create_admin_token(token, OPERATOR, "t", now=time.time())
+    status, _ = await admin(inst, token, "POST", "/pools/buero/assignments",
+                            {"user": "anna", "host": "desk2"})
+    assert status == 200
+    assert (await admin(inst, token, "GET", "/pools/buero/assignments"))[1] == {
+        "assignments": {"anna": "desk2"}}
+    for _ in range(3):
+        conn = await inst.connect(await inst.login("anna"))
+        sessions = (await admin(inst, token, "GET", "/sessions"))[1]["sessions"]
+        assert next(s["host"] for s in sessions if s["id"] == conn["session"]) == "desk2"
+        await admin(inst, token, "POST", f"/sessions/{conn['session']}/logoff")

@@ -15,7 +15,7 @@ def good_config(tmp_path: Path) -> str:
     generate_keys(keys)
     (keys / "ldap.pass").write_text("secret\n")
     (keys / "vnc.pass").write_text("vncpw\n")
-    return f"""
+    return """
 [broker]
 listen = "127.0.0.1:8080"
 state_dir = "state"

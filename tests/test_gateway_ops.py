@@ -16,25 +16,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from broker.demo import DesktopEntry
 from broker.testbed import free_port
 from gateway.config import gateway_config, load_toml
 from gateway.server import Gateway, tls_context
 
-from .test_relay import fake_desktop, open_ws, read_exactly  # noqa: F401  (fixture)
+from .conftest import open_ws, read_exactly
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def make_raw_install(make_installation, fake_desktop):  # noqa: F811
-    port, _ = fake_desktop
-
-    async def make(**gateway_options):
-        inst = await make_installation(desktops=[DesktopEntry("raw", port, 1000, None, "rdp")],
-                                       gateway_options=gateway_options)
-        return inst, await inst.login("anna")
-    return make
 
 
 async def close_of(ws: aiohttp.ClientWebSocketResponse) -> tuple[int, str]:
@@ -47,8 +35,8 @@ def gateway_http(inst) -> str:
     return inst.gateway_url.replace("ws://", "http://").rsplit("/", 1)[0]
 
 
-async def test_each_source_address_is_capped(make_raw_install):
-    inst, token = await make_raw_install(max_sessions_per_source=2)
+async def test_each_source_address_is_capped(raw_install):
+    inst, token, _ = await raw_install(max_sessions_per_source=2)
     async with aiohttp.ClientSession() as http:
         first = [await open_ws(inst, token, http) for _ in range(2)]
         conn = await inst.connect(token)
@@ -59,9 +47,9 @@ async def test_each_source_address_is_capped(make_raw_install):
             await w.close()
 
 
-async def test_forwarded_addresses_count_only_from_trusted_proxies(make_raw_install):
+async def test_forwarded_addresses_count_only_from_trusted_proxies(raw_install):
     for trusted, expect_second in ((["127.0.0.1/32"], None), ([], 4429)):
-        inst, token = await make_raw_install(max_sessions_per_source=1, trusted_proxies=trusted)
+        inst, token, _ = await raw_install(max_sessions_per_source=1, trusted_proxies=trusted)
         async with aiohttp.ClientSession() as http:
             opened = []
             for client in ("203.0.113.1", "203.0.113.2"):
@@ -79,8 +67,8 @@ async def test_forwarded_addresses_count_only_from_trusted_proxies(make_raw_inst
                 await w.close()
 
 
-async def test_an_idle_session_is_closed(make_raw_install):
-    inst, token = await make_raw_install(idle_timeout=1.0)
+async def test_an_idle_session_is_closed(raw_install):
+    inst, token, _ = await raw_install(idle_timeout=1.0)
     async with aiohttp.ClientSession() as http:
         ws = await open_ws(inst, token, http)
         await ws.send_bytes(b"I")
@@ -89,8 +77,8 @@ async def test_an_idle_session_is_closed(make_raw_install):
 
 
 async def test_a_draining_gateway_is_not_ready_and_closes_sessions_after_its_deadline(
-        make_raw_install, tmp_path):
-    inst, token = await make_raw_install(drain_timeout=1.0)
+        raw_install, tmp_path):
+    inst, token, _ = await raw_install(drain_timeout=1.0)
     gateway = Gateway(gateway_config(load_toml(inst.config_path)))
     port = free_port()
     runner = web.AppRunner(gateway.app())
@@ -135,9 +123,9 @@ def self_signed(tmp_path):
     return cert_path, key_path
 
 
-async def test_tls_from_certificate_files(make_raw_install, tmp_path):
+async def test_tls_from_certificate_files(raw_install, tmp_path):
     cert, key = self_signed(tmp_path)
-    inst, token = await make_raw_install(tls_cert_file=str(cert), tls_key_file=str(key))
+    inst, token, _ = await raw_install(tls_cert_file=str(cert), tls_key_file=str(key))
     config = gateway_config(load_toml(inst.config_path))
     gateway = Gateway(config)
     port = free_port()
@@ -158,8 +146,8 @@ async def test_tls_from_certificate_files(make_raw_install, tmp_path):
         await runner.cleanup()
 
 
-async def test_an_oversized_message_closes_only_its_own_session(make_raw_install):
-    inst, token = await make_raw_install(max_message_bytes=65536)
+async def test_an_oversized_message_closes_only_its_own_session(raw_install):
+    inst, token, _ = await raw_install(max_message_bytes=65536)
     async with aiohttp.ClientSession() as http:
         bystander = await open_ws(inst, token, http)
         await bystander.send_bytes(b"E")
@@ -171,8 +159,8 @@ async def test_an_oversized_message_closes_only_its_own_session(make_raw_install
         await bystander.close()
 
 
-async def test_garbage_frames_and_plain_http_do_not_disturb_other_sessions(make_raw_install):
-    inst, token = await make_raw_install()
+async def test_garbage_frames_and_plain_http_do_not_disturb_other_sessions(raw_install):
+    inst, token, _ = await raw_install()
     async with aiohttp.ClientSession() as http:
         bystander = await open_ws(inst, token, http)
         await bystander.send_bytes(b"E")
@@ -195,8 +183,8 @@ async def test_garbage_frames_and_plain_http_do_not_disturb_other_sessions(make_
         await bystander.close()
 
 
-async def test_metrics_count_sessions_refusals_and_handshakes(make_raw_install):
-    inst, token = await make_raw_install()
+async def test_metrics_count_sessions_refusals_and_handshakes(raw_install):
+    inst, token, _ = await raw_install()
     async with aiohttp.ClientSession() as http:
         ws = await open_ws(inst, token, http)
         bad = await http.ws_connect(inst.gateway_url)

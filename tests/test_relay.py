@@ -11,51 +11,15 @@ import aiohttp
 import pytest
 
 from benchmarks.fake_desktop import FakeDesktop
-from broker.demo import DesktopEntry
+
+from .conftest import open_ws, read_exactly
 
 pytestmark = [pytest.mark.integration, pytest.mark.both_loops]
 
 
 @pytest.fixture
-async def fake_desktop():
-    loop = asyncio.get_running_loop()
-    links: list[FakeDesktop] = []
-
-    def factory() -> FakeDesktop:
-        links.append(FakeDesktop())
-        return links[-1]
-    server = await loop.create_server(factory, "127.0.0.1", 0)
-    yield server.sockets[0].getsockname()[1], links
-    server.close()
-    for link in links:
-        link.transport.close()
-    await server.wait_closed()
-
-
-@pytest.fixture
-async def relay_install(make_installation, fake_desktop):
-    port, links = fake_desktop
-    inst = await make_installation(desktops=[DesktopEntry("raw", port, 1000, None, "rdp")])
-    token = await inst.login("anna")
-    return inst, token, links
-
-
-async def open_ws(inst, token, http: aiohttp.ClientSession) -> aiohttp.ClientWebSocketResponse:
-    conn = await inst.connect(token)
-    ws = await http.ws_connect(conn["gateway_url"], max_msg_size=0)
-    await ws.send_str(conn["ticket"])
-    msg = await ws.receive()
-    assert msg.type is aiohttp.WSMsgType.BINARY and msg.data == b"G", msg
-    return ws
-
-
-async def read_exactly(ws, n: int) -> bytes:
-    out = bytearray()
-    while len(out) < n:
-        msg = await ws.receive()
-        assert msg.type is aiohttp.WSMsgType.BINARY, msg
-        out += msg.data
-    return bytes(out)
+async def relay_install(raw_install):
+    return await raw_install()
 
 
 async def test_every_byte_arrives_in_order_both_ways(relay_install):

@@ -9,25 +9,13 @@ import time
 import aiohttp
 import pytest
 
-from broker.demo import TENANT, DesktopEntry
+from broker.demo import TENANT
 from broker.sessions import State
 from gateway.client import GatewayStream, StreamClosed
 from gateway.resume import control
 
-from .test_relay import fake_desktop  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.both_loops]
-
-
-@pytest.fixture
-def raw_install(make_installation, fake_desktop):  # noqa: F811
-    port, links = fake_desktop
-
-    async def make(**gateway_options):
-        inst = await make_installation(desktops=[DesktopEntry("raw", port, 1000, None, "rdp")],
-                                       gateway_options=gateway_options)
-        return inst, await inst.login("anna"), links
-    return make
 
 
 async def stream(inst, token, http, **kw) -> GatewayStream:

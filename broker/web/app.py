@@ -21,7 +21,6 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from ..errors import BadRequest, BrokerError, LoginRequired
-from ..mfa import CodeReplayed
 from ..service import Broker
 from ..store import Login
 from . import pages

@@ -16,6 +16,8 @@ from gateway.config import Section, load_toml, read_aes_key, read_secret
 from gateway.errors import ConfigError
 from gateway.ticket import MAX_LIFETIME
 
+from .throttle import Policy
+
 PROTOCOLS = ("vnc", "rdp", "spice")
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -29,6 +31,10 @@ DEFAULT_DIRECTORY_TIMEOUT = 3.0       # seconds to connect to / hear from a dire
 DEFAULT_DIRECTORY_THREADS = 8         # concurrent directory operations per broker
 DEFAULT_GROUP_DEPTH = 8               # levels of nested groups resolved
 DEFAULT_PROBE_INTERVAL = 15.0         # seconds between health probes of each host
+DEFAULT_USER_FAILURES = 5             # failed logins or codes per user name before a lockout
+DEFAULT_SOURCE_FAILURES = 50          # ... per client address (a town hall's NAT carries many)
+DEFAULT_FAILURE_WINDOW = 900          # seconds in which failures count
+DEFAULT_LOCKOUT = 900                 # seconds a lockout lasts
 DEFAULT_GATEWAY_LEASE = 95            # seconds a connected session lives without a gateway's word
 DEFAULT_SSH_TIMEOUT = 5.0             # seconds to connect to a host over SSH / run a command
 
@@ -116,6 +122,8 @@ class BrokerConfig:
     ssh_known_hosts: Path | None      # the hosts' keys; a host whose key differs is refused
     probe_interval: float
     gateway_lease: int
+    user_throttle: Policy
+    source_throttle: Policy
     tenants: tuple[TenantConfig, ...]
 
     def tenant(self, tenant_id: str) -> TenantConfig | None:
@@ -153,6 +161,12 @@ def load_config(path: str | Path) -> BrokerConfig:
         else None,
         probe_interval=b.float("probe_interval", DEFAULT_PROBE_INTERVAL, minimum=1.0),
         gateway_lease=b.int("gateway_lease", DEFAULT_GATEWAY_LEASE, minimum=35),
+        user_throttle=Policy(b.int("failures_per_user", DEFAULT_USER_FAILURES, minimum=1),
+                             b.int("failure_window", DEFAULT_FAILURE_WINDOW, minimum=1),
+                             b.int("lockout", DEFAULT_LOCKOUT, minimum=1)),
+        source_throttle=Policy(b.int("failures_per_source", DEFAULT_SOURCE_FAILURES, minimum=1),
+                               b.int("failure_window", DEFAULT_FAILURE_WINDOW, minimum=1),
+                               b.int("lockout", DEFAULT_LOCKOUT, minimum=1)),
         tenants=tuple(_tenant(t) for t in root.tables("tenants")),
     )
     b.done()

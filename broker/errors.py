@@ -7,6 +7,7 @@ Hierarchy::
     │   ├── BadCredentials           wrong password or unknown user: deliberately one answer
     │   ├── UnknownTenant            no tenant for what the user typed
     │   ├── CodeRejected             wrong, expired or already used one-time code
+    │   ├── TooManyAttempts          locked out for a while after repeated failures (429)
     │   └── LoginRequired            no (or an expired) portal login
     ├── NotEntitled                  the user may not use this pool (403)
     ├── NotAdmin                     no admin right for this tenant (403)
@@ -46,6 +47,11 @@ class UnknownTenant(AuthError):
 
 class CodeRejected(AuthError):
     code = "code_rejected"
+
+
+class TooManyAttempts(AuthError):
+    code = "too_many_attempts"
+    status = 429
 
 
 class LoginRequired(AuthError):

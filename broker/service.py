@@ -22,10 +22,10 @@ from .admin import Administration
 from .config import BrokerConfig, HostConfig, PoolConfig, TenantConfig
 from .directory import Directory
 from .hosts import HostUnreachable
-from .errors import (BadRequest, BrokerError, CodeRejected, DesktopStartFailed,
-                     LoginRequired, NotFound,
-                     NoFreeDesktop, NotEntitled, OwnDesktopUnavailable, PoolBusy,
-                     UnknownTenant)
+from .throttle import Policy, locked_for
+from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, DesktopStartFailed,
+                     LoginRequired, NoFreeDesktop, NotEntitled, NotFound, OwnDesktopUnavailable,
+                     PoolBusy, TooManyAttempts, UnknownTenant)
 from .store import (Login, OwnHostUnavailable, PoolIsBusy, Store, TicketAlreadyRedeemed,
                     UnknownSession)
 
@@ -139,10 +139,14 @@ class Broker:
         except UnknownTenant:
             await self.audit("-", typed[:64], source, "login", "unknown_tenant")
             raise
+        keys = self._throttle_keys(tenant.id, name, source)
+        await self._refuse_if_locked(keys, tenant.id, name, source, "login.password")
         try:
             user = await self.directories[tenant.id].authenticate(name, password)
         except BrokerError as exc:
             await self.audit(tenant.id, name, source, "login.password", exc.code)
+            if isinstance(exc, BadCredentials):
+                await self.store.throttle_failure(keys, now=self.clock())
             raise
         now = self.clock()
         token = secrets.token_urlsafe(32)
@@ -152,6 +156,19 @@ class Broker:
         await self.store.create_login(token, login)
         await self.audit(tenant.id, user.login, source, "login.password", "ok")
         return token, login
+
+    def _throttle_keys(self, tenant: str, login: str, source: str) -> dict[str, Policy]:
+        """The records a failure counts against: the user first, then the address."""
+        return {f"user:{tenant}/{login.lower()}": self.config.user_throttle,
+                f"source:{source}": self.config.source_throttle}
+
+    async def _refuse_if_locked(self, keys: dict[str, Policy], tenant: str, login: str,
+                                source: str, action: str) -> None:
+        records = await self.store.throttle_records(list(keys))
+        now = self.clock()
+        if any(locked_for(r, now) > 0 for r in records.values()):
+            await self.audit(tenant, login, source, action, "locked_out")
+            raise TooManyAttempts("locked out")
 
     async def login_for(self, token: str | None, *, need_mfa: bool = True) -> Login:
         """The login behind a token.
@@ -206,6 +223,8 @@ class Broker:
         secret = mfa.unseal(self.config.totp_key, state.totp_sealed,
                             f"{login.tenant}/{login.login}")
         action = "login.totp" if state.confirmed else "mfa.enrol"
+        keys = self._throttle_keys(login.tenant, login.login, source)
+        await self._refuse_if_locked(keys, login.tenant, login.login, source, action)
         try:
             step = mfa.check_code(secret, code, now=self.clock(), last_step=state.last_step)
             if not await self.store.accept_step(login.tenant, login.login, step,
@@ -213,7 +232,9 @@ class Broker:
                 raise mfa.CodeReplayed("step used concurrently")
         except CodeRejected as exc:
             await self.audit(login.tenant, login.login, source, action, exc.code)
+            await self.store.throttle_failure(keys, now=self.clock())
             raise
+        await self.store.throttle_clear(next(iter(keys)))  # the user's record, not the address's
         await self.store.complete_mfa(token)
         await self.audit(login.tenant, login.login, source, action, "ok")
 

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 from .host_states import HostState
 from .placement import HostLoad, NewSession, PoolBusy, PoolFull, Reconnect, place
 from .sessions import LIVE_STATES, Event, InvalidTransition, State, next_state
+from .throttle import Policy, Record, failed
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -52,6 +53,9 @@ CREATE TABLE IF NOT EXISTS host_states (
 CREATE TABLE IF NOT EXISTS dedicated (
     tenant TEXT NOT NULL, pool TEXT NOT NULL, login TEXT NOT NULL, host TEXT NOT NULL,
     PRIMARY KEY (tenant, pool, login));
+CREATE TABLE IF NOT EXISTS throttle (
+    key TEXT PRIMARY KEY, failures INTEGER NOT NULL, window_start REAL NOT NULL,
+    locked_until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS admin_tokens (
     token_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, created REAL NOT NULL);
 """
@@ -218,6 +222,37 @@ class Store:
                 (step, confirm, tenant, login, step))
             return cur.rowcount == 1
         return await self._run(self._tx, q)
+
+    # -- throttling --------------------------------------------------------------------------
+    async def throttle_records(self, keys: Sequence[str]) -> dict[str, Record]:
+        def q() -> dict[str, Record]:
+            rows = self._db().execute(
+                f"SELECT key, failures, window_start, locked_until FROM throttle WHERE key IN "
+                f"({','.join('?' * len(keys))})", tuple(keys)).fetchall()
+            return {r[0]: Record(r[1], r[2], r[3]) for r in rows}
+        return await self._run(q)
+
+    async def throttle_failure(self, policies: dict[str, Policy], *, now: float
+                               ) -> dict[str, Record]:
+        """Count one failure against each key (atomically); the new records."""
+        def q(db: sqlite3.Connection) -> dict[str, Record]:
+            out = {}
+            for key, policy in policies.items():
+                row = db.execute("SELECT failures, window_start, locked_until FROM throttle "
+                                 "WHERE key=?", (key,)).fetchone()
+                record = failed(Record(*row) if row else Record(), now, policy)
+                db.execute("INSERT INTO throttle VALUES (?,?,?,?) ON CONFLICT (key) DO UPDATE SET "
+                           "failures=excluded.failures, window_start=excluded.window_start, "
+                           "locked_until=excluded.locked_until",
+                           (key, record.failures, record.window_start, record.locked_until))
+                out[key] = record
+            return out
+        return await self._run(self._tx, q)
+
+    async def throttle_clear(self, key: str) -> None:
+        def q(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM throttle WHERE key=?", (key,))
+        await self._run(self._tx, q)
 
     # -- portal logins -----------------------------------------------------------------------
     async def create_login(self, token: str, login: Login) -> None:

@@ -306,3 +306,27 @@ async def test_gateway_reports_need_the_gateway_token_and_a_well_formed_body(ins
     r = await installation.http.post(url, json={"sessions": [{"tenant": TENANT, "session": "s"}]},
                                      headers={"Authorization": f"Bearer {token}"})
     assert r.status == 204
+
+
+async def test_repeated_wrong_passwords_lock_the_user_out_for_a_while(installation):
+    for _ in range(5):
+        r = await installation.password_login("anna", "wrong")
+        assert r.status == 401
+    r = await installation.password_login("anna")          # even the right password waits
+    assert r.status == 429 and (await r.json())["error"] == "too_many_attempts"
+    assert (await installation.password_login("bernd")).status == 200   # others are not affected
+    audit = [(e["actor"], e["result"]) for e in await installation.broker.store.audit_log(TENANT)]
+    assert ("anna", "locked_out") in audit
+    # the lockout ends by itself
+    installation.broker.clock = lambda: time.time() + 901
+    assert (await installation.password_login("anna")).status == 200
+
+
+async def test_guessing_one_time_codes_locks_out(installation):
+    secret, token = await secret_and_token(installation)
+    right = mfa.current_code(secret, time.time())
+    wrong = f"{(int(right) + 1) % 1_000_000:06d}"
+    for _ in range(5):
+        assert (await installation.post("/api/v1/mfa", token, {"code": wrong})).status == 401
+    r = await installation.post("/api/v1/mfa", token, {"code": right})
+    assert r.status == 429

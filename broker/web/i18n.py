@@ -35,6 +35,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "code_rejected": "The code is not correct or has expired. Please enter the current code.",
         "code_replayed": "This code was already used. Please wait for the next code.",
         "login_required": "Please sign in.",
+        "too_many_attempts": "Too many failed attempts. For your protection, signing in is "
+                             "paused for a few minutes. Please try again later.",
         "not_entitled": "You are not allowed to use this desktop.",
         "directory_unavailable": "The login service of your municipality is not reachable right "
                                  "now. Please try again in a few minutes.",
@@ -91,6 +93,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "code_replayed": "Dieser Code wurde bereits verwendet. Bitte warten Sie auf den nächsten "
                          "Code.",
         "login_required": "Bitte melden Sie sich an.",
+        "too_many_attempts": "Zu viele Fehlversuche. Zu Ihrem Schutz ist die Anmeldung für "
+                             "einige Minuten gesperrt. Bitte versuchen Sie es später erneut.",
         "not_entitled": "Sie sind für diesen Arbeitsplatz nicht freigeschaltet.",
         "directory_unavailable": "Der Anmeldedienst Ihrer Kommune ist gerade nicht erreichbar. "
                                  "Bitte versuchen Sie es in einigen Minuten erneut.",

@@ -184,6 +184,17 @@ class Administration:
         await self.broker.audit(tenant.id, actor, source, "pool.dedicate", "ok",
                                 f"pool={pool_id} user={user} host={host_id}")
 
+    async def reset_mfa(self, tenant: TenantConfig, user: str, *, actor: str,
+                        source: str) -> None:
+        """Forget a user's authenticator (lost phone): they enrol again at their next login.
+
+        Raises:
+            NotFound: the user has no enrolment.
+        """
+        if not await self.store.reset_mfa(tenant.id, user):
+            raise NotFound(user)
+        await self.broker.audit(tenant.id, actor, source, "mfa.reset", "ok", f"user={user}")
+
     # -- drains ------------------------------------------------------------------------------
     def _start_drain(self, tenant_id: str, host_id: str, row: HostStateRow) -> None:
         self._drains[(tenant_id, host_id)] = asyncio.create_task(

@@ -99,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
             client.call("POST", f"/pools/{args.pool}/assignments",
                         {"user": args.user, "host": args.host})
             print(f"{args.user} now has {args.host} in {args.pool}")
+        elif args.admin_command == "reset-mfa":
+            client.call("POST", f"/users/{args.user}/mfa-reset")
+            print(f"{args.user} will set up the authenticator app again at the next sign-in")
         elif args.admin_command == "logoff":
             s = client.call("POST", f"/sessions/{args.session}/logoff")["session"]
             print(f"logged off {s['user']} on {s['host']}")
@@ -169,6 +172,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     asg.add_argument("pool")
     asg.add_argument("user")
     asg.add_argument("host")
+    rm = cmds.add_parser("reset-mfa", help="forget a user's authenticator (lost phone)")
+    rm.add_argument("user")
     lo = cmds.add_parser("logoff", help="log a session off now")
     lo.add_argument("session")
     a.set_defaults(func=run)

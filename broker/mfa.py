@@ -5,7 +5,8 @@ Rules:
 * codes of the current step and of one step either side are accepted (clock drift);
 * a code is accepted only for a step later than the last accepted one, so a code stays used for
   its whole window (the caller stores the returned step — across restarts);
-* enrolment counts only once a first code is confirmed.
+* enrolment counts only once a first code is confirmed; it then issues one-time recovery codes,
+  stored only as keyed hashes.
 
 TOTP secrets are stored sealed with AES-256-GCM (:func:`seal` / :func:`unseal`).
 """
@@ -13,8 +14,10 @@ TOTP secrets are stored sealed with AES-256-GCM (:func:`seal` / :func:`unseal`).
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import os
+import secrets
 
 import pyotp
 import segno
@@ -26,6 +29,8 @@ STEP = 30
 DIGITS = 6
 DRIFT_STEPS = 1
 ISSUER = "Pforte"
+RECOVERY_CODES = 10                        # issued at enrolment, each good once
+_RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read off paper
 
 
 class CodeReplayed(CodeRejected):
@@ -62,6 +67,25 @@ def check_code(secret: str, code: str, *, now: float, last_step: int | None) -> 
                 raise CodeReplayed("code already used")
             return step
     raise CodeRejected("wrong or expired code")
+
+
+def new_recovery_codes(count: int = RECOVERY_CODES) -> list[str]:
+    """Codes like ``k7mq-x2pa`` (40 bits each) to sign in once without the authenticator."""
+    def one() -> str:
+        chars = "".join(secrets.choice(_RECOVERY_ALPHABET) for _ in range(8))
+        return f"{chars[:4]}-{chars[4:]}"
+    return [one() for _ in range(count)]
+
+
+def looks_like_recovery_code(text: str) -> bool:
+    text = text.strip().lower().replace(" ", "")
+    return len(text) == 9 and text[4] == "-"
+
+
+def recovery_hash(key: bytes, context: str, code: str) -> str:
+    """Keyed hash of a recovery code (stored instead of the code; the key stays out of the DB)."""
+    normal = code.strip().lower().replace(" ", "")
+    return hmac.new(key, f"{context}/{normal}".encode(), hashlib.sha256).hexdigest()
 
 
 def provisioning_uri(secret: str, account: str) -> str:

@@ -211,25 +211,37 @@ class Broker:
                                        mfa.seal(self.config.totp_key, secret, f"{tenant}/{login}"))
         await self.audit(tenant, login, "admin", "mfa.import", "ok")
 
-    async def second_factor(self, token: str, login: Login, code: str, *, source: str) -> None:
-        """Check a one-time code (which also confirms a pending enrolment).
+    async def second_factor(self, token: str, login: Login, code: str, *,
+                            source: str) -> list[str] | None:
+        """Check a one-time code or a recovery code; the first code also confirms an enrolment.
+
+        Returns:
+            The new recovery codes when this code completed an enrolment (show them once), else
+            None.
 
         Raises:
-            CodeRejected (or its CodeReplayed), LoginRequired.
+            CodeRejected (or its CodeReplayed), TooManyAttempts, LoginRequired.
         """
         state = await self.store.user_mfa(login.tenant, login.login)
         if not state.totp_sealed:
             raise LoginRequired("no enrolment started")
-        secret = mfa.unseal(self.config.totp_key, state.totp_sealed,
-                            f"{login.tenant}/{login.login}")
-        action = "login.totp" if state.confirmed else "mfa.enrol"
+        context = f"{login.tenant}/{login.login}"
         keys = self._throttle_keys(login.tenant, login.login, source)
+        recovery = state.confirmed and mfa.looks_like_recovery_code(code)
+        action = "login.recovery" if recovery else "login.totp" if state.confirmed else "mfa.enrol"
         await self._refuse_if_locked(keys, login.tenant, login.login, source, action)
         try:
-            step = mfa.check_code(secret, code, now=self.clock(), last_step=state.last_step)
-            if not await self.store.accept_step(login.tenant, login.login, step,
-                                                confirm=not state.confirmed):
-                raise mfa.CodeReplayed("step used concurrently")
+            if recovery:
+                if not await self.store.use_recovery_code(
+                        login.tenant, login.login,
+                        mfa.recovery_hash(self.config.totp_key, context, code), now=self.clock()):
+                    raise CodeRejected("unknown or spent recovery code")
+            else:
+                secret = mfa.unseal(self.config.totp_key, state.totp_sealed, context)
+                step = mfa.check_code(secret, code, now=self.clock(), last_step=state.last_step)
+                if not await self.store.accept_step(login.tenant, login.login, step,
+                                                    confirm=not state.confirmed):
+                    raise mfa.CodeReplayed("step used concurrently")
         except CodeRejected as exc:
             await self.audit(login.tenant, login.login, source, action, exc.code)
             await self.store.throttle_failure(keys, now=self.clock())
@@ -237,6 +249,12 @@ class Broker:
         await self.store.throttle_clear(next(iter(keys)))  # the user's record, not the address's
         await self.store.complete_mfa(token)
         await self.audit(login.tenant, login.login, source, action, "ok")
+        if state.confirmed:
+            return None
+        codes = mfa.new_recovery_codes()
+        await self.store.set_recovery_codes(login.tenant, login.login, [
+            mfa.recovery_hash(self.config.totp_key, context, c) for c in codes])
+        return codes
 
     async def logout(self, token: str) -> None:
         await self.store.delete_login(token)

@@ -53,6 +53,9 @@ CREATE TABLE IF NOT EXISTS host_states (
 CREATE TABLE IF NOT EXISTS dedicated (
     tenant TEXT NOT NULL, pool TEXT NOT NULL, login TEXT NOT NULL, host TEXT NOT NULL,
     PRIMARY KEY (tenant, pool, login));
+CREATE TABLE IF NOT EXISTS recovery_codes (
+    tenant TEXT NOT NULL, login TEXT NOT NULL, code_hash TEXT NOT NULL, used_at REAL,
+    PRIMARY KEY (tenant, login, code_hash));
 CREATE TABLE IF NOT EXISTS throttle (
     key TEXT PRIMARY KEY, failures INTEGER NOT NULL, window_start REAL NOT NULL,
     locked_until REAL NOT NULL);
@@ -221,6 +224,31 @@ class Store:
                 "AND (totp_last_step IS NULL OR totp_last_step < ?)",
                 (step, confirm, tenant, login, step))
             return cur.rowcount == 1
+        return await self._run(self._tx, q)
+
+    async def set_recovery_codes(self, tenant: str, login: str, hashes: Sequence[str]) -> None:
+        def q(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM recovery_codes WHERE tenant=? AND login=?", (tenant, login))
+            db.executemany("INSERT INTO recovery_codes VALUES (?,?,?,NULL)",
+                           [(tenant, login, h) for h in hashes])
+        await self._run(self._tx, q)
+
+    async def use_recovery_code(self, tenant: str, login: str, code_hash: str, *,
+                                now: float) -> bool:
+        """Spend a recovery code; False if unknown or spent."""
+        def q(db: sqlite3.Connection) -> bool:
+            return db.execute("UPDATE recovery_codes SET used_at=? WHERE tenant=? AND login=? "
+                              "AND code_hash=? AND used_at IS NULL",
+                              (now, tenant, login, code_hash)).rowcount == 1
+        return await self._run(self._tx, q)
+
+    async def reset_mfa(self, tenant: str, login: str) -> bool:
+        """Forget a user's TOTP enrolment and recovery codes; False if there was none."""
+        def q(db: sqlite3.Connection) -> bool:
+            gone = db.execute("DELETE FROM users WHERE tenant=? AND login=?",
+                              (tenant, login)).rowcount
+            db.execute("DELETE FROM recovery_codes WHERE tenant=? AND login=?", (tenant, login))
+            return gone == 1
         return await self._run(self._tx, q)
 
     # -- throttling --------------------------------------------------------------------------

@@ -88,10 +88,14 @@ def test_a_new_user_enrols_in_the_browser(demo, chromium):
     page = new_page(chromium)
     login(page, demo, dora)
     assert page.locator(".qr svg").count() == 1
-    key = page.locator("#enrol-key").inner_text()
+    key = page.locator("#enrol-key").inner_text().replace(" ", "")
     page.screenshot(path=str(SCREENSHOTS / "enrolment.png"))
     page.get_by_label("One-time code").fill(pyotp.TOTP(key).now())
     page.get_by_role("button", name="Confirm").click()
+    assert page.get_by_role("heading", name="Your recovery codes").is_visible()
+    assert page.locator(".recovery li").count() == 10     # shown once, to be kept on paper
+    page.screenshot(path=str(SCREENSHOTS / "recovery-codes.png"))
+    page.get_by_role("link", name="Continue").click()
     assert page.get_by_role("heading", name="Your desktops").is_visible()
     page.context.close()
 

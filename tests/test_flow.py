@@ -152,7 +152,8 @@ async def test_enrolment_counts_only_after_a_confirmed_code(installation):
                                     headers={"Authorization": f"Bearer {token}"})
     assert (await r.json())["secret"] == enrolment["secret"]
     code = mfa.current_code(enrolment["secret"], time.time())
-    assert (await installation.post("/api/v1/mfa", token, {"code": code})).status == 204
+    r = await installation.post("/api/v1/mfa", token, {"code": code})
+    assert r.status == 200 and len((await r.json())["recovery_codes"]) == 10  # shown once
     r = await installation.password_login("bernd")
     assert (await r.json())["next"] == "mfa"
 
@@ -330,3 +331,41 @@ async def test_guessing_one_time_codes_locks_out(installation):
         assert (await installation.post("/api/v1/mfa", token, {"code": wrong})).status == 401
     r = await installation.post("/api/v1/mfa", token, {"code": right})
     assert r.status == 429
+
+
+async def test_enrolment_issues_recovery_codes_that_each_work_once(installation):
+    r = await installation.password_login("bernd")
+    token = (await r.json())["token"]
+    r = await installation.http.get(f"{installation.base_url}/api/v1/mfa/enrolment",
+                                    headers={"Authorization": f"Bearer {token}"})
+    secret = (await r.json())["secret"]
+    r = await installation.post("/api/v1/mfa", token,
+                                {"code": mfa.current_code(secret, time.time())})
+    codes = (await r.json())["recovery_codes"]
+    assert r.status == 200 and len(codes) == 10 and len(set(codes)) == 10
+    # a lost phone: a recovery code signs in, once
+    for expected in (204, 401):
+        r = await installation.password_login("bernd")
+        token = (await r.json())["token"]
+        r = await installation.post("/api/v1/mfa", token, {"code": codes[0].upper()})
+        assert r.status == expected
+    # the codes are stored only as keyed hashes
+    import sqlite3
+    db = sqlite3.connect(installation.broker.config.state_dir / "pforte.db")
+    stored = " ".join(str(row) for row in db.execute("SELECT * FROM recovery_codes"))
+    db.close()
+    assert not any(c in stored for c in codes)
+
+
+async def test_an_admin_resets_a_lost_authenticator(installation):
+    token = await installation.login("anna")
+    await installation.broker.store.create_admin_token("op", "*", "t", now=time.time())
+    r = await installation.http.post(
+        f"{installation.base_url}/api/v1/admin/tenants/{TENANT}/users/anna/mfa-reset",
+        headers={"Authorization": "Bearer op"})
+    assert r.status == 200
+    r = await installation.password_login("anna")
+    assert (await r.json())["next"] == "enrol"
+    audit = [(e["action"], e["detail"]) for e in await installation.broker.store.audit_log(TENANT)]
+    assert ("mfa.reset", "user=anna") in audit
+    assert token

@@ -115,6 +115,14 @@ async def dedicate(request: web.Request) -> web.Response:
     return web.json_response({"user": user, "host": host})
 
 
+async def reset_mfa(request: web.Request) -> web.Response:
+    tenant, actor = await _admin(request)
+    user = request.match_info["user"]
+    await request.app[BROKER_KEY].admin.reset_mfa(tenant, user, actor=actor,
+                                                  source=_source(request))
+    return web.json_response({"user": user, "mfa": "reset"})
+
+
 async def audit(request: web.Request) -> web.Response:
     tenant, _ = await _admin(request)
     try:
@@ -134,5 +142,6 @@ def add_routes(app: web.Application) -> None:
     r.add_post(base + "/{tenant}/hosts/{host}/actions/{action}", host_action)
     r.add_post(base + "/{tenant}/sessions/{session}/logoff", logoff)
     r.add_get(base + "/{tenant}/audit", audit)
+    r.add_post(base + "/{tenant}/users/{user}/mfa-reset", reset_mfa)
     r.add_get(base + "/{tenant}/pools/{pool}/assignments", dedicated)
     r.add_post(base + "/{tenant}/pools/{pool}/assignments", dedicate)

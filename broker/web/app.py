@@ -192,12 +192,16 @@ async def mfa_submit(request: web.Request) -> web.StreamResponse:
     token, login = await _login(request, need_mfa=False, csrf=form.get("csrf", ""),
                                 state_changing=True)
     try:
-        await request.app[BROKER_KEY].second_factor(token, login, form.get("code", ""),
-                                                    source=_source(request))
+        codes = await request.app[BROKER_KEY].second_factor(token, login, form.get("code", ""),
+                                                            source=_source(request))
     except LoginRequired:
         raise
     except BrokerError as exc:
         return await mfa_form(request, error=_message(request, exc), status=exc.status)
+    if codes:
+        lang, t = _lang(request)
+        return web.Response(text=pages.recovery_codes_page(lang, t, codes),
+                            content_type="text/html")
     raise web.HTTPSeeOther("/desktops")
 
 
@@ -257,8 +261,10 @@ async def api_enrolment(request: web.Request) -> web.StreamResponse:
 async def api_mfa(request: web.Request) -> web.StreamResponse:
     data = await _json(request)
     token, login = await _login(request, need_mfa=False, state_changing=True)
-    await request.app[BROKER_KEY].second_factor(token, login, _field(data, "code"),
-                                                source=_source(request))
+    codes = await request.app[BROKER_KEY].second_factor(token, login, _field(data, "code"),
+                                                        source=_source(request))
+    if codes:
+        return web.json_response({"recovery_codes": codes})
     return web.Response(status=204)
 
 

@@ -14,6 +14,12 @@ TEXTS: dict[str, dict[str, str]] = {
         "mfa_intro": "Enter the 6-digit code from your authenticator app.",
         "one_time_code": "One-time code",
         "confirm": "Confirm",
+        "code_hint": "Lost your phone? Enter one of your recovery codes instead.",
+        "recovery_heading": "Your recovery codes",
+        "recovery_intro": "If you lose your phone, each of these codes signs you in once instead "
+                          "of a one-time code. Print them or write them down and keep them in a "
+                          "safe place: they are shown only now.",
+        "continue": "Continue",
         "enrol_heading": "Set up your authenticator app",
         "enrol_intro": "Scan this QR code with your authenticator app, or type in the key below. "
                        "Then enter the code the app shows to confirm.",
@@ -69,6 +75,14 @@ TEXTS: dict[str, dict[str, str]] = {
         "mfa_intro": "Geben Sie den 6-stelligen Code aus Ihrer Authenticator-App ein.",
         "one_time_code": "Einmalcode",
         "confirm": "Bestätigen",
+        "code_hint": "Telefon verloren? Geben Sie stattdessen einen Ihrer Wiederherstellungscodes "
+                     "ein.",
+        "recovery_heading": "Ihre Wiederherstellungscodes",
+        "recovery_intro": "Falls Sie Ihr Telefon verlieren, meldet Sie jeder dieser Codes einmal "
+                          "an Stelle eines Einmalcodes an. Drucken Sie sie aus oder schreiben Sie "
+                          "sie auf und bewahren Sie sie sicher auf: Sie werden nur jetzt "
+                          "angezeigt.",
+        "continue": "Weiter",
         "enrol_heading": "Authenticator-App einrichten",
         "enrol_intro": "Scannen Sie diesen QR-Code mit Ihrer Authenticator-App oder geben Sie den "
                        "Schlüssel unten ein. Bestätigen Sie dann mit dem Code, den die App anzeigt.",

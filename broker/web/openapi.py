@@ -43,8 +43,10 @@ OPENAPI = {
         "/api/v1/mfa/enrolment": {"get": _op(
             "The TOTP secret to enrol (QR code as SVG), until a first code confirms it.",
             security=_BEARER)},
-        "/api/v1/mfa": {"post": _op("Second factor: a one-time code.", body=_obj(code=_S),
-                                    ok="204", security=_BEARER)},
+        "/api/v1/mfa": {"post": _op(
+            "Second factor: a one-time code or a recovery code. 204, or 200 with "
+            "recovery_codes when the code completed an enrolment (shown only this once).",
+            body=_obj(code=_S), security=_BEARER)},
         "/api/v1/pools": {"get": _op("The pools the user is entitled to.", security=_BEARER)},
         "/api/v1/pools/{pool}/connect": {"post": _op(
             "Place the user and issue a single-use ticket for the gateway.", security=_BEARER,
@@ -70,6 +72,9 @@ OPENAPI = {
                        params=("tenant", "pool")),
             "post": _op("Give a user of a dedicated pool their host.", security=_BEARER,
                         body=_obj(user=_S, host=_S), params=("tenant", "pool"))},
+        _ADMIN + "/users/{user}/mfa-reset": {"post": _op(
+            "Forget a user's authenticator and recovery codes; they enrol again.",
+            security=_BEARER, params=("tenant", "user"))},
         _ADMIN + "/audit": {"get": _op("The tenant's audit log, newest first.",
                                        security=_BEARER, params=("tenant",))},
     },

@@ -88,7 +88,8 @@ def write_config(state: Path, *, slapd: Slapd, desktops: list[DesktopEntry], gro
                  gateway_url: str | None = None,
                  broker_options: dict[str, object] | None = None,
                  admin_group: str | None = None,
-                 pool_options: dict[str, object] | None = None) -> Path:
+                 pool_options: dict[str, object] | None = None,
+                 extra_tenants: str = "") -> Path:
     """Write a complete pforte.toml for one tenant on this machine (the demo's, and the tests').
 
     Keys are created in ``state/keys`` if missing; desktops' passwords go into secret files.
@@ -147,7 +148,8 @@ id = "buero"
 name = "Büro-Desktop"
 group = "{group}"
 hosts = [{", ".join(f'"{d.id}"' for d in desktops)}]
-{_toml_table(pool_options or {})}{desktop_tables}""")
+{_toml_table(pool_options or {})}{desktop_tables}
+{extra_tenants}""")
     return config
 
 

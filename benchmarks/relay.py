@@ -330,6 +330,7 @@ domains = ["bench.example"]
 
 [tenants.directory]
 servers = ["ldap://127.0.0.1:9"]   # never contacted: the benchmark mints tickets itself
+security = "plain"
 base_dn = "dc=bench"
 bind_dn = "cn=bench"
 bind_password_file = "keys/report.token"

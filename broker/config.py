@@ -49,6 +49,8 @@ class DirectoryConfig:
     user_object_class: str
     timeout: float
     group_depth: int
+    security: str                     # "ldaps", "starttls" or "plain" (said explicitly)
+    ca_file: Path | None              # CA certificates for ldaps/starttls; None: the system's
 
 
 @dataclass(frozen=True)
@@ -236,12 +238,24 @@ def _tenant(t: Section) -> TenantConfig:
     return cfg
 
 
+SECURITY = ("ldaps", "starttls", "plain")
+
+
 def _directory(d: Section) -> DirectoryConfig:
     servers = d.str_list("servers")
+    security = d.str("security", "ldaps")
+    if security not in SECURITY:
+        raise d.fail("security", f"expected one of {', '.join(SECURITY)}, got {security!r}")
     for i, url in enumerate(servers):
         if not url.startswith(("ldap://", "ldaps://")):
             raise ConfigError(d.path, d.key(f"servers[{i}]"),
                               f"expected an ldap:// or ldaps:// URL, got {url!r}")
+        if (security == "ldaps") != url.startswith("ldaps://"):
+            raise ConfigError(d.path, d.key(f"servers[{i}]"), (
+                f"expected an ldaps:// URL, because security is \"ldaps\" (for ldap:// say "
+                f"security = \"starttls\", or \"plain\" to allow unencrypted LDAP)")
+                if security == "ldaps" else
+                f"expected an ldap:// URL, because security is {security!r}")
     cfg = DirectoryConfig(
         servers=tuple(servers),
         base_dn=d.str("base_dn"),
@@ -251,6 +265,8 @@ def _directory(d: Section) -> DirectoryConfig:
         user_object_class=d.str("user_object_class", "inetOrgPerson"),
         timeout=d.float("timeout", DEFAULT_DIRECTORY_TIMEOUT, minimum=0.1),
         group_depth=d.int("group_depth", DEFAULT_GROUP_DEPTH, minimum=1, maximum=32),
+        security=security,
+        ca_file=d.file("ca_file") if "ca_file" in d.data else None,
     )
     d.done()
     return cfg

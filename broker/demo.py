@@ -137,6 +137,7 @@ domains = ["{DOMAIN}"]
 
 [tenants.directory]
 servers = {json.dumps(directory_servers or [slapd.url])}
+security = "plain"                   # the demo's directory is on loopback
 timeout = 2
 base_dn = "{slapd.suffix}"
 bind_dn = "{slapd.service_dn}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -93,12 +94,26 @@ class Directory:
         raise DirectoryUnavailable("no directory server answered")
 
     def _connection(self, url: str, user: str, password: str) -> ldap3.Connection:
+        """An opened (and for starttls, encrypted) connection, not yet bound."""
         c = self.config
-        server = ldap3.Server(url, connect_timeout=c.timeout, get_info=ldap3.NONE)
+        tls = None
+        if c.security != "plain":
+            tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
+                            ca_certs_file=str(c.ca_file) if c.ca_file else None)
+        server = ldap3.Server(url, connect_timeout=c.timeout, get_info=ldap3.NONE,
+                              use_ssl=c.security == "ldaps", tls=tls)
         # ldap3 packs receive_timeout into SO_RCVTIMEO as whole seconds.
-        return ldap3.Connection(server, user=user, password=password,
+        conn = ldap3.Connection(server, user=user, password=password,
                                 receive_timeout=max(1, math.ceil(c.timeout)),
                                 raise_exceptions=False, read_only=True)
+        try:
+            conn.open()
+            if c.security == "starttls" and not conn.start_tls():
+                raise ldap_exc.LDAPStartTLSError("StartTLS refused")
+        except (ldap_exc.LDAPSSLConfigurationError, ssl.SSLError) as exc:
+            logger.error("directory server %s: TLS failed (%s) — check ca_file", url, exc)
+            raise ldap_exc.LDAPSocketOpenError("TLS failed") from None
+        return conn
 
     def _on_server(self, url: str, login: str, password: str) -> DirectoryUser:
         c = self.config

@@ -31,6 +31,37 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def self_signed_certificate(directory: Path, name: str = "127.0.0.1") -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that is its own CA: (certificate, key) PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=7))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / f"{name}.crt", directory / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
 def wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout: float = STARTUP_TIMEOUT,
                   what: str = "server") -> None:
     deadline = time.monotonic() + timeout
@@ -95,7 +126,7 @@ include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
 include /etc/ldap/schema/nis.schema
 pidfile {state}/slapd.pid
-modulepath /usr/lib/ldap
+{tls}modulepath /usr/lib/ldap
 moduleload back_mdb
 database mdb
 maxsize 104857600
@@ -126,11 +157,17 @@ class Slapd:
     root_password: str
     service_password: str
     port: int = 0
+    tls: tuple[Path, Path] | None = None   # (certificate, key): also serve ldaps:// and StartTLS
+    ldaps_port: int = 0
     proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def ldaps_url(self) -> str:
+        return f"ldaps://127.0.0.1:{self.ldaps_port}"
 
     @property
     def root_dn(self) -> str:
@@ -144,11 +181,17 @@ class Slapd:
         slapd = require("slapd")
         (self.state / "data").mkdir(parents=True, exist_ok=True)
         conf = self.state / "slapd.conf"
+        tls = (f"TLSCertificateFile {self.tls[0]}\nTLSCertificateKeyFile {self.tls[1]}\n"
+               if self.tls else "")
         conf.write_text(SLAPD_CONF.format(state=self.state, suffix=self.suffix,
                                           root_password=self.root_password,
-                                          service_dn=self.service_dn))
+                                          service_dn=self.service_dn, tls=tls))
         self.port = self.port or free_port()
-        self.proc = processes.start([slapd, "-f", str(conf), "-h", self.url + "/", "-d", "0"],
+        urls = self.url + "/"
+        if self.tls:
+            self.ldaps_port = self.ldaps_port or free_port()
+            urls += f" {self.ldaps_url}/"
+        self.proc = processes.start([slapd, "-f", str(conf), "-h", urls, "-d", "0"],
                                     log=self.state / "slapd.log")
         wait_for_port("127.0.0.1", self.port, self.proc, what="slapd")
 

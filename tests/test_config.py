@@ -147,3 +147,17 @@ def test_the_cli_reports_a_config_error_and_exits_2(tmp_path, capsys):
     assert main(["check-config", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "tenants[0].hosts[0].seats" in err
+
+
+def test_plain_ldap_must_be_asked_for(tmp_path):
+    text = good_config(tmp_path).replace(
+        'servers = ["ldaps://dc1.jork.example", "ldaps://dc2.jork.example"]',
+        'servers = ["ldap://dc1.jork.example"]')
+    with pytest.raises(ConfigError, match="ldaps://") as err:
+        load_config(write(tmp_path, text))
+    assert err.value.key == "tenants[0].directory.servers[0]"
+    for security in ("starttls", "plain"):
+        cfg = load_config(write(tmp_path, text.replace(
+            'base_dn = "dc=jork,dc=example"',
+            f'base_dn = "dc=jork,dc=example"\nsecurity = "{security}"')))
+        assert cfg.tenant("jork").directory.security == security

@@ -23,7 +23,8 @@ def directory(slapd, servers=None, timeout=2.0) -> Directory:
     return Directory(DirectoryConfig(
         servers=tuple(servers or [slapd.url]), base_dn=slapd.suffix, bind_dn=slapd.service_dn,
         bind_password=slapd.service_password, login_attribute="uid",
-        user_object_class="inetOrgPerson", timeout=timeout, group_depth=8),
+        user_object_class="inetOrgPerson", timeout=timeout, group_depth=8, security="plain",
+        ca_file=None),
         ThreadPoolExecutor(4))
 
 
@@ -103,3 +104,41 @@ def test_escaped_filter_values_contain_no_filter_syntax(value):
     escaped = escape_filter_chars(value)
     assert not any(c in escaped for c in "()*\0")
     assert escaped.count("\\") == sum(value.count(c) for c in "\\()*\0")
+
+
+@pytest.fixture(scope="session")
+def tls_slapd(processes, tmp_path_factory):
+    from broker.testbed import DirectoryUserSpec, GroupSpec, Organisation, Slapd, \
+        self_signed_certificate
+    state = tmp_path_factory.mktemp("slapd-tls")
+    server = Slapd(state, "dc=tls,dc=example", root_password="root-pw",
+                   service_password="service-pw", tls=self_signed_certificate(state / "tls"))
+    server.start(processes)
+    server.seed(Organisation("TLS town", (DirectoryUserSpec("tina", "Tina", "Tina-pass-1"),),
+                             (GroupSpec("staff", users=("tina",)),)))
+    return server
+
+
+def tls_directory(server, servers, security, ca_file):
+    return Directory(DirectoryConfig(
+        servers=tuple(servers), base_dn=server.suffix, bind_dn=server.service_dn,
+        bind_password=server.service_password, login_attribute="uid",
+        user_object_class="inetOrgPerson", timeout=2.0, group_depth=8, security=security,
+        ca_file=ca_file), ThreadPoolExecutor(2))
+
+
+@pytest.mark.parametrize("security", ["ldaps", "starttls"])
+async def test_logins_over_tls_verify_the_servers_certificate(tls_slapd, security):
+    url = tls_slapd.ldaps_url if security == "ldaps" else tls_slapd.url
+    d = tls_directory(tls_slapd, [url], security, tls_slapd.tls[0])
+    assert (await d.authenticate("tina", "Tina-pass-1")).login == "tina"
+
+
+@pytest.mark.parametrize("security", ["ldaps", "starttls"])
+async def test_a_server_certificate_from_an_unknown_ca_is_refused(tls_slapd, tmp_path, security):
+    from broker.testbed import self_signed_certificate
+    other_ca, _ = self_signed_certificate(tmp_path / "other")
+    url = tls_slapd.ldaps_url if security == "ldaps" else tls_slapd.url
+    d = tls_directory(tls_slapd, [url], security, other_ca)
+    with pytest.raises(DirectoryUnavailable):
+        await d.authenticate("tina", "Tina-pass-1")

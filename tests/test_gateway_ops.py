@@ -4,19 +4,13 @@ metrics, and bad input that must not disturb other sessions."""
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import ssl
 
 import aiohttp
 import pytest
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from broker.testbed import free_port
+from broker.testbed import free_port, self_signed_certificate
 from gateway.config import gateway_config, load_toml
 from gateway.server import Gateway, tls_context
 
@@ -104,27 +98,8 @@ async def test_a_draining_gateway_is_not_ready_and_closes_sessions_after_its_dea
         await runner.cleanup()
 
 
-def self_signed(tmp_path):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "gw.crt", tmp_path / "gw.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 async def test_tls_from_certificate_files(raw_install, tmp_path):
-    cert, key = self_signed(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     inst, token, _ = await raw_install(tls_cert_file=str(cert), tls_key_file=str(key))
     config = gateway_config(load_toml(inst.config_path))
     gateway = Gateway(config)

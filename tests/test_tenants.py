@@ -44,6 +44,7 @@ portal_hosts = ["jork.portal.test"]
 
 [tenants.directory]
 servers = ["{jork_directory.url}"]
+security = "plain"
 base_dn = "{jork_directory.suffix}"
 bind_dn = "{jork_directory.service_dn}"
 bind_password_file = "{secret}"

@@ -3,6 +3,8 @@ resolve nested group membership.
 
 ldap3 is blocking; every directory operation runs in a bounded thread pool (``directory_threads``),
 so a login storm cannot exhaust threads or the directory, and the event loop never waits on a socket.
+Bound service-account connections are pooled and reused; user binds always use a fresh connection
+(a bind changes the connection's identity).
 
 Servers are tried in order; one that does not answer within ``timeout`` is set aside for
 ``DEAD_SERVER_HOLD`` seconds so that the next logins do not wait for it again. When none answers, the
@@ -30,6 +32,7 @@ from .errors import BadCredentials, DirectoryUnavailable
 logger = logging.getLogger("pforte.directory")
 
 DEAD_SERVER_HOLD = 30.0  # seconds a server that did not answer is skipped
+SERVICE_POOL = 8         # idle bound service-account connections kept per server
 GROUP_CLASSES = "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group))"
 
 _UNREACHABLE = (ldap_exc.LDAPSocketOpenError, ldap_exc.LDAPSocketReceiveError,
@@ -53,6 +56,7 @@ class Directory:
         self.config = config
         self.executor = executor
         self._dead_until: dict[str, float] = {}
+        self._idle: dict[str, list[ldap3.Connection]] = {}  # bound service connections per server
         self._lock = threading.Lock()
 
     async def authenticate(self, login: str, password: str) -> DirectoryUser:
@@ -84,7 +88,12 @@ class Directory:
     def _authenticate(self, login: str, password: str) -> DirectoryUser:
         for url in self._servers():
             try:
-                user = self._on_server(url, login, password)
+                try:
+                    user = self._on_server(url, login, password, reuse=True)
+                except _UNREACHABLE:
+                    # A pooled connection may have been closed by the server meanwhile:
+                    # only a fresh connection that fails says the server is down.
+                    user = self._on_server(url, login, password, reuse=False)
             except _UNREACHABLE as exc:
                 logger.warning("directory server %s unavailable: %s", url, type(exc).__name__)
                 self._mark(url, dead=True)
@@ -115,14 +124,35 @@ class Directory:
             raise ldap_exc.LDAPSocketOpenError("TLS failed") from None
         return conn
 
-    def _on_server(self, url: str, login: str, password: str) -> DirectoryUser:
+    def _service(self, url: str, reuse: bool) -> ldap3.Connection:
+        """A bound service-account connection: an idle pooled one, or a new one."""
+        if reuse:
+            with self._lock:
+                idle = self._idle.get(url)
+                if idle:
+                    return idle.pop()
         c = self.config
         service = self._connection(url, c.bind_dn, c.bind_password)
+        if not service.bind():
+            logger.error("service account bind to %s failed: %s", url,
+                         service.result.get("description"))
+            service.unbind()
+            raise ldap_exc.LDAPSocketOpenError("service bind refused")
+        return service
+
+    def _give_back(self, url: str, service: ldap3.Connection) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(url, [])
+            if len(idle) < SERVICE_POOL:
+                idle.append(service)
+                return
+        service.unbind()
+
+    def _on_server(self, url: str, login: str, password: str, *, reuse: bool) -> DirectoryUser:
+        c = self.config
+        service = self._service(url, reuse)
+        healthy = False
         try:
-            if not service.bind():
-                logger.error("service account bind to %s failed: %s", url, service.result.get(
-                    "description"))
-                raise ldap_exc.LDAPSocketOpenError("service bind refused")
             user_filter = (f"(&(objectClass={escape_filter_chars(c.user_object_class)})"
                            f"({c.login_attribute}={escape_filter_chars(login)}))")
             service.search(c.base_dn, user_filter, attributes=["displayName", "cn"], size_limit=2)
@@ -140,8 +170,15 @@ class Directory:
             finally:
                 user_conn.unbind()
             groups = self._groups(service, dn)
+            healthy = True
+        except BadCredentials:
+            healthy = True
+            raise
         finally:
-            service.unbind()
+            if healthy:
+                self._give_back(url, service)
+            else:
+                service.unbind()
         return DirectoryUser(dn=dn, login=login, display_name=display, groups=groups)
 
     def _groups(self, conn: ldap3.Connection, dn: str) -> frozenset[str]:

@@ -49,6 +49,8 @@ class DirectoryConfig:
     user_object_class: str
     timeout: float
     group_depth: int
+    kind: str                         # "openldap" or "ad"
+    domains: tuple[str, ...]          # the tenant's login domains (AD: userPrincipalName suffixes)
     security: str                     # "ldaps", "starttls" or "plain" (said explicitly)
     ca_file: Path | None              # CA certificates for ldaps/starttls; None: the system's
 
@@ -230,7 +232,8 @@ def _tenant(t: Section) -> TenantConfig:
         domains=tuple(d.lower() for d in t.str_list("domains")),
         portal_hosts=tuple(h.lower() for h in t.str_list("portal_hosts", [], non_empty=False)),
         admin_group=t.str("admin_group") if "admin_group" in t.data else None,
-        directory=_directory(t.table("directory")),
+        directory=_directory(t.table("directory"), tuple(d.lower() for d in t.data.get(
+            "domains", ()) if isinstance(d, str))),
         pools=pools,
         hosts=hosts,
     )
@@ -241,8 +244,15 @@ def _tenant(t: Section) -> TenantConfig:
 SECURITY = ("ldaps", "starttls", "plain")
 
 
-def _directory(d: Section) -> DirectoryConfig:
+KINDS = ("openldap", "ad")
+
+
+def _directory(d: Section, domains: tuple[str, ...]) -> DirectoryConfig:
     servers = d.str_list("servers")
+    kind = d.str("kind", "openldap")
+    if kind not in KINDS:
+        raise d.fail("kind", f"expected openldap or ad, got {kind!r}")
+    ad = kind == "ad"
     security = d.str("security", "ldaps")
     if security not in SECURITY:
         raise d.fail("security", f"expected one of {', '.join(SECURITY)}, got {security!r}")
@@ -252,8 +262,8 @@ def _directory(d: Section) -> DirectoryConfig:
                               f"expected an ldap:// or ldaps:// URL, got {url!r}")
         if (security == "ldaps") != url.startswith("ldaps://"):
             raise ConfigError(d.path, d.key(f"servers[{i}]"), (
-                f"expected an ldaps:// URL, because security is \"ldaps\" (for ldap:// say "
-                f"security = \"starttls\", or \"plain\" to allow unencrypted LDAP)")
+                "expected an ldaps:// URL, because security is \"ldaps\" (for ldap:// say "
+                "security = \"starttls\", or \"plain\" to allow unencrypted LDAP)")
                 if security == "ldaps" else
                 f"expected an ldap:// URL, because security is {security!r}")
     cfg = DirectoryConfig(
@@ -261,10 +271,12 @@ def _directory(d: Section) -> DirectoryConfig:
         base_dn=d.str("base_dn"),
         bind_dn=d.str("bind_dn"),
         bind_password=read_secret(d.file("bind_password_file")).decode(),
-        login_attribute=d.str("login_attribute", "uid"),
-        user_object_class=d.str("user_object_class", "inetOrgPerson"),
+        login_attribute=d.str("login_attribute", "sAMAccountName" if ad else "uid"),
+        user_object_class=d.str("user_object_class", "user" if ad else "inetOrgPerson"),
         timeout=d.float("timeout", DEFAULT_DIRECTORY_TIMEOUT, minimum=0.1),
         group_depth=d.int("group_depth", DEFAULT_GROUP_DEPTH, minimum=1, maximum=32),
+        kind=kind,
+        domains=domains,
         security=security,
         ca_file=d.file("ca_file") if "ca_file" in d.data else None,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import ssl
 import threading
 import time
@@ -27,11 +28,37 @@ from ldap3.core import exceptions as ldap_exc
 from ldap3.utils.conv import escape_filter_chars
 
 from .config import DirectoryConfig
-from .errors import BadCredentials, DirectoryUnavailable
+from .errors import (AccountDisabled, AccountExpired, AccountLocked, AuthError, BadCredentials,
+                     DirectoryUnavailable, LogonRestricted, MustChangePassword, PasswordExpired)
 
 logger = logging.getLogger("pforte.directory")
 
 DEAD_SERVER_HOLD = 30.0  # seconds a server that did not answer is skipped
+IN_CHAIN = "1.2.840.113556.1.4.1941"  # AD's LDAP_MATCHING_RULE_IN_CHAIN: nested membership
+
+# Active Directory explains a refused bind with "data XXX" in the diagnostic message. Only a right
+# password gets past 52e, so the account states below are told only to whoever knows it.
+AD_BIND_ERRORS: dict[str, type[AuthError]] = {
+    "525": BadCredentials,        # no such user
+    "52e": BadCredentials,        # wrong password
+    "530": LogonRestricted,       # not at this time
+    "531": LogonRestricted,       # not from this workstation
+    "532": PasswordExpired,
+    "533": AccountDisabled,
+    "701": AccountExpired,
+    "773": MustChangePassword,    # "user must change password at next logon"
+    "775": AccountLocked,
+}
+_AD_DATA = re.compile(r"data ([0-9a-f]{3})", re.IGNORECASE)
+
+
+def refused_bind(message: str, *, active_directory: bool) -> AuthError:
+    """The refusal a failed user bind means (AD tells why; other directories do not)."""
+    if active_directory:
+        m = _AD_DATA.search(message or "")
+        if m and m.group(1).lower() in AD_BIND_ERRORS:
+            return AD_BIND_ERRORS[m.group(1).lower()](f"AD bind refused: {m.group(1)}")
+    return BadCredentials("bind refused")
 SERVICE_POOL = 8         # idle bound service-account connections kept per server
 GROUP_CLASSES = "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group))"
 
@@ -153,8 +180,12 @@ class Directory:
         service = self._service(url, reuse)
         healthy = False
         try:
-            user_filter = (f"(&(objectClass={escape_filter_chars(c.user_object_class)})"
-                           f"({c.login_attribute}={escape_filter_chars(login)}))")
+            name = escape_filter_chars(login)
+            who = f"({c.login_attribute}={name})"
+            if c.kind == "ad":  # sAMAccountName, or the userPrincipalName in a login domain
+                who = "(|" + who + "".join(f"(userPrincipalName={name}@"
+                                           f"{escape_filter_chars(d)})" for d in c.domains) + ")"
+            user_filter = f"(&(objectClass={escape_filter_chars(c.user_object_class)}){who})"
             service.search(c.base_dn, user_filter, attributes=["displayName", "cn"], size_limit=2)
             entries = [e for e in service.response or () if e.get("type") == "searchResEntry"]
             if len(entries) != 1:
@@ -166,12 +197,13 @@ class Directory:
             user_conn = self._connection(url, dn, password)
             try:
                 if not user_conn.bind():
-                    raise BadCredentials("bind refused")
+                    raise refused_bind(user_conn.result.get("message", ""),
+                                       active_directory=c.kind == "ad")
             finally:
                 user_conn.unbind()
             groups = self._groups(service, dn)
             healthy = True
-        except BadCredentials:
+        except AuthError:
             healthy = True
             raise
         finally:
@@ -183,6 +215,11 @@ class Directory:
 
     def _groups(self, conn: ldap3.Connection, dn: str) -> frozenset[str]:
         """Groups that contain dn, directly or through nested groups (bounded depth)."""
+        if self.config.kind == "ad":  # the directory resolves the nesting in one search
+            conn.search(self.config.base_dn, f"(member:{IN_CHAIN}:={escape_filter_chars(dn)})",
+                        attributes=[])
+            return frozenset(e["dn"].lower() for e in conn.response or ()
+                             if e.get("type") == "searchResEntry")
         found: set[str] = set()
         frontier = [dn]
         for _ in range(self.config.group_depth):

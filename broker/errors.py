@@ -8,6 +8,9 @@ Hierarchy::
     │   ├── UnknownTenant            no tenant for what the user typed
     │   ├── CodeRejected             wrong, expired or already used one-time code
     │   ├── TooManyAttempts          locked out for a while after repeated failures (429)
+    │   └── AccountState             the password is right, but the account may not log in now:
+    │       AccountDisabled, AccountLocked, AccountExpired, PasswordExpired,
+    │       MustChangePassword, LogonRestricted (each with its own message)
     │   └── LoginRequired            no (or an expired) portal login
     ├── NotEntitled                  the user may not use this pool (403)
     ├── NotAdmin                     no admin right for this tenant (403)
@@ -52,6 +55,35 @@ class CodeRejected(AuthError):
 class TooManyAttempts(AuthError):
     code = "too_many_attempts"
     status = 429
+
+
+class AccountState(AuthError):
+    code = "account_state"
+    status = 403
+
+
+class AccountDisabled(AccountState):
+    code = "account_disabled"
+
+
+class AccountLocked(AccountState):
+    code = "account_locked"
+
+
+class AccountExpired(AccountState):
+    code = "account_expired"
+
+
+class PasswordExpired(AccountState):
+    code = "password_expired"
+
+
+class MustChangePassword(AccountState):
+    code = "must_change_password"
+
+
+class LogonRestricted(AccountState):
+    code = "logon_restricted"
 
 
 class LoginRequired(AuthError):

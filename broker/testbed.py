@@ -487,3 +487,56 @@ class Sshd:
     @property
     def known_hosts(self) -> Path:
         return self.state / "known_hosts"
+
+
+# -- Samba Active Directory ------------------------------------------------------------------------
+
+@dataclass
+class SambaDC:
+    """A Samba Active Directory domain controller provisioned into a state directory, serving
+    LDAP on 127.0.0.1:389 (AD's ports are fixed: one per machine). Simple binds over plain LDAP
+    are allowed, as is usual for tests on loopback."""
+
+    state: Path
+    realm: str                  # "JORK.EXAMPLE"
+    domain: str                 # "JORK" (NetBIOS)
+    admin_password: str
+    proc: subprocess.Popen | None = None
+
+    PORT = 389
+
+    @property
+    def url(self) -> str:
+        return f"ldap://127.0.0.1:{self.PORT}"
+
+    @property
+    def base_dn(self) -> str:
+        return ",".join(f"DC={part}" for part in self.realm.lower().split("."))
+
+    @property
+    def conf(self) -> Path:
+        return self.state / "etc" / "smb.conf"
+
+    def provision(self) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            [require("samba-tool"), "domain", "provision", f"--realm={self.realm}",
+             f"--domain={self.domain}", "--server-role=dc", "--dns-backend=NONE",
+             f"--adminpass={self.admin_password}", f"--targetdir={self.state}",
+             "--option=interfaces=lo", "--option=bind interfaces only=yes",
+             "--option=server services=ldap", f"--option=log file={self.state}/log.%m"],
+            check=True, capture_output=True, timeout=120)
+        # provision does not keep this option: simple binds over plain LDAP (loopback tests)
+        text = self.conf.read_text()
+        self.conf.write_text(text.replace("[global]\n",
+                                          "[global]\n\tldap server require strong auth = no\n", 1))
+
+    def tool(self, *args: str) -> None:
+        """Run ``samba-tool`` against this domain's database."""
+        subprocess.run([require("samba-tool"), *args, "-s", str(self.conf)], check=True,
+                       capture_output=True, timeout=60)
+
+    def start(self, processes: Processes) -> None:
+        self.proc = processes.start([require("samba"), "-i", "-s", str(self.conf)],
+                                    log=self.state / "samba.log")
+        wait_for_port("127.0.0.1", self.PORT, self.proc, timeout=60, what="samba")

@@ -24,7 +24,7 @@ def directory(slapd, servers=None, timeout=2.0) -> Directory:
         servers=tuple(servers or [slapd.url]), base_dn=slapd.suffix, bind_dn=slapd.service_dn,
         bind_password=slapd.service_password, login_attribute="uid",
         user_object_class="inetOrgPerson", timeout=timeout, group_depth=8, security="plain",
-        ca_file=None),
+        ca_file=None, kind="openldap", domains=("musterstadt.example",)),
         ThreadPoolExecutor(4))
 
 
@@ -124,7 +124,7 @@ def tls_directory(server, servers, security, ca_file):
         servers=tuple(servers), base_dn=server.suffix, bind_dn=server.service_dn,
         bind_password=server.service_password, login_attribute="uid",
         user_object_class="inetOrgPerson", timeout=2.0, group_depth=8, security=security,
-        ca_file=ca_file), ThreadPoolExecutor(2))
+        ca_file=ca_file, kind="openldap", domains=()), ThreadPoolExecutor(2))
 
 
 @pytest.mark.parametrize("security", ["ldaps", "starttls"])

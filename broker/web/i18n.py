@@ -41,6 +41,17 @@ TEXTS: dict[str, dict[str, str]] = {
         "code_rejected": "The code is not correct or has expired. Please enter the current code.",
         "code_replayed": "This code was already used. Please wait for the next code.",
         "login_required": "Please sign in.",
+        "account_state": "Your account may not sign in right now. Please call your IT service "
+                         "desk.",
+        "account_disabled": "Your account is disabled. Please call your IT service desk.",
+        "account_locked": "Your account is locked after too many wrong passwords. Please wait, "
+                          "or call your IT service desk.",
+        "account_expired": "Your account has expired. Please call your IT service desk.",
+        "password_expired": "Your password has expired. Please change it at a town hall "
+                            "computer or call your IT service desk.",
+        "must_change_password": "You must change your password before you sign in here. Please "
+                                "change it at a town hall computer or call your IT service desk.",
+        "logon_restricted": "Your account may not sign in at this time or from here.",
         "too_many_attempts": "Too many failed attempts. For your protection, signing in is "
                              "paused for a few minutes. Please try again later.",
         "not_entitled": "You are not allowed to use this desktop.",
@@ -107,6 +118,18 @@ TEXTS: dict[str, dict[str, str]] = {
         "code_replayed": "Dieser Code wurde bereits verwendet. Bitte warten Sie auf den nächsten "
                          "Code.",
         "login_required": "Bitte melden Sie sich an.",
+        "account_state": "Ihr Konto darf sich gerade nicht anmelden. Bitte rufen Sie Ihren "
+                         "IT-Service an.",
+        "account_disabled": "Ihr Konto ist deaktiviert. Bitte rufen Sie Ihren IT-Service an.",
+        "account_locked": "Ihr Konto ist nach zu vielen falschen Passwörtern gesperrt. Bitte "
+                          "warten Sie oder rufen Sie Ihren IT-Service an.",
+        "account_expired": "Ihr Konto ist abgelaufen. Bitte rufen Sie Ihren IT-Service an.",
+        "password_expired": "Ihr Passwort ist abgelaufen. Bitte ändern Sie es an einem Rechner "
+                            "im Rathaus oder rufen Sie Ihren IT-Service an.",
+        "must_change_password": "Sie müssen Ihr Passwort ändern, bevor Sie sich hier anmelden. "
+                                "Bitte ändern Sie es an einem Rechner im Rathaus oder rufen Sie "
+                                "Ihren IT-Service an.",
+        "logon_restricted": "Ihr Konto darf sich zu dieser Zeit oder von hier nicht anmelden.",
         "too_many_attempts": "Zu viele Fehlversuche. Zu Ihrem Schutz ist die Anmeldung für "
                              "einige Minuten gesperrt. Bitte versuchen Sie es später erneut.",
         "not_entitled": "Sie sind für diesen Arbeitsplatz nicht freigeschaltet.",

@@ -1,0 +1,152 @@
+"""Active Directory as municipalities run it, against a real Samba AD domain controller: logins by
+sAMAccountName, DOMAIN\\name and userPrincipalName, nested groups through the in-chain rule, and
+each account state refused with its own message."""
+
+from __future__ import annotations
+
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from broker import mfa
+from broker.config import DirectoryConfig
+from broker.directory import Directory
+from broker.errors import AccountDisabled, AccountExpired, BadCredentials, MustChangePassword
+from broker.testbed import SambaDC
+
+from .conftest import need
+
+pytestmark = pytest.mark.integration
+
+PASSWORDS = {"jmueller": "Pass-Jm-1!", "gross": "Grüße (aus) *Jork*\\,=+1a", "dis": "Pass-Dis-1!",
+             "mustchange": "Pass-Mc-1!", "expired": "Pass-Ex-1!"}
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def samba(processes, tmp_path_factory) -> SambaDC:
+    need("samba", "samba-tool")
+    if not port_free(SambaDC.PORT):
+        pytest.skip("port 389 is taken: an AD domain controller needs the fixed LDAP port")
+    dc = SambaDC(tmp_path_factory.mktemp("samba"), "JORK.EXAMPLE", "JORK", "Admin-Pass-1!")
+    dc.provision()
+    dc.tool("user", "create", "jmueller", PASSWORDS["jmueller"], "--given-name=Jan",
+            "--surname=Müller", "--userou=CN=Users")
+    dc.tool("user", "create", "gross", PASSWORDS["gross"], "--given-name=Jörg",
+            "--surname=Größe")
+    dc.tool("user", "create", "dis", PASSWORDS["dis"])
+    dc.tool("user", "disable", "dis")
+    dc.tool("user", "create", "mustchange", PASSWORDS["mustchange"],
+            "--must-change-at-next-login")
+    dc.tool("user", "create", "expired", PASSWORDS["expired"])
+    dc.tool("user", "setexpiry", "expired", "--days=0")
+    dc.tool("user", "create", "pforte-svc", "Svc-Pass-1!")
+    dc.tool("group", "add", "desktop-users")
+    dc.tool("group", "add", "buergerbuero")
+    dc.tool("group", "addmembers", "buergerbuero", "jmueller,gross")
+    dc.tool("group", "addmembers", "desktop-users", "buergerbuero")  # nested
+    dc.start(processes)
+    return dc
+
+
+def ad_directory(dc: SambaDC) -> Directory:
+    return Directory(DirectoryConfig(
+        servers=(dc.url,), base_dn=dc.base_dn, bind_dn=f"pforte-svc@{dc.realm.lower()}",
+        bind_password="Svc-Pass-1!", login_attribute="sAMAccountName", user_object_class="user",
+        timeout=3.0, group_depth=8, kind="ad", domains=(dc.realm.lower(),), security="plain",
+        ca_file=None), ThreadPoolExecutor(4))
+
+
+async def test_a_user_logs_in_by_sam_account_name_and_nested_groups_resolve(samba):
+    user = await ad_directory(samba).authenticate("jmueller", PASSWORDS["jmueller"])
+    assert user.display_name in ("Jan Müller", "jmueller")
+    assert f"cn=desktop-users,cn=users,{samba.base_dn.lower()}" in user.groups
+    assert f"cn=buergerbuero,cn=users,{samba.base_dn.lower()}" in user.groups
+
+
+async def test_umlauts_and_special_characters_in_passwords_work(samba):
+    assert (await ad_directory(samba).authenticate("gross", PASSWORDS["gross"])).login == "gross"
+
+
+async def test_a_wrong_password_and_an_unknown_user_get_one_answer(samba):
+    for login, password in (("jmueller", "wrong"), ("nobody", "whatever")):
+        with pytest.raises(BadCredentials):
+            await ad_directory(samba).authenticate(login, password)
+
+
+@pytest.mark.parametrize("login, error", [("dis", AccountDisabled),
+                                          ("mustchange", MustChangePassword),
+                                          ("expired", AccountExpired)])
+async def test_each_account_state_is_refused_with_its_own_reason(samba, login, error):
+    with pytest.raises(error):
+        await ad_directory(samba).authenticate(login, PASSWORDS[login])
+
+
+async def test_the_portal_accepts_upn_and_domain_backslash_name(make_installation, samba,
+                                                                desktops, tmp_path):
+    from broker.demo import DesktopEntry
+    secret = tmp_path / "svc.pass"
+    secret.write_text("Svc-Pass-1!")
+    vnc = tmp_path / "vnc.pass"
+    vnc.write_text(desktops[0].password)
+    jork = f"""
+[[tenants]]
+id = "jork"
+name = "Gemeinde Jork"
+domains = ["jork.example"]
+
+[tenants.directory]
+kind = "ad"
+servers = ["{samba.url}"]
+security = "plain"
+base_dn = "{samba.base_dn}"
+bind_dn = "pforte-svc@jork.example"
+bind_password_file = "{secret}"
+
+[[tenants.pools]]
+id = "office"
+name = "Office"
+group = "CN=desktop-users,CN=Users,{samba.base_dn}"
+hosts = ["jork-desk"]
+
+[[tenants.hosts]]
+id = "jork-desk"
+address = "127.0.0.1"
+port = {desktops[0].port}
+seats = 5
+secret_file = "{vnc}"
+"""
+    inst = await make_installation(
+        desktops=[DesktopEntry("desk1", desktops[1].port, 5, desktops[1].password)],
+        extra_tenants=jork)
+    base = f"{inst.base_url}/api/v1"
+    for typed in ("jmueller@jork.example", "JORK\\jmueller"):
+        r = await inst.http.post(f"{base}/login", json={"username": typed,
+                                                        "password": PASSWORDS["jmueller"]})
+        assert r.status == 200, await r.text()
+    secret_totp = mfa.new_secret()
+    await inst.broker.import_enrolment("jork", "jmueller", secret_totp)
+    r = await inst.http.post(f"{base}/login", json={"username": "jmueller@jork.example",
+                                                    "password": PASSWORDS["jmueller"]})
+    token = (await r.json())["token"]
+    r = await inst.post("/api/v1/mfa", token, {"code": mfa.current_code(secret_totp, time.time())})
+    assert r.status == 204
+    r = await inst.http.get(f"{base}/pools", headers={"Authorization": f"Bearer {token}"})
+    assert (await r.json())["pools"] == [{"id": "office", "name": "Office"}]
+    r = await inst.http.post(f"{base}/login", json={"username": "dis@jork.example",
+                                                    "password": PASSWORDS["dis"]},
+                             headers={"Accept-Language": "de"})
+    body = await r.json()
+    assert r.status == 403 and body["error"] == "account_disabled"
+    assert body["message"] == "Ihr Konto ist deaktiviert. Bitte rufen Sie Ihren IT-Service an."

@@ -201,7 +201,7 @@ class Directory:
                                        active_directory=c.kind == "ad")
             finally:
                 user_conn.unbind()
-            groups = self._groups(service, dn)
+            groups = self._groups(service, dn, login)
             healthy = True
         except AuthError:
             healthy = True
@@ -213,15 +213,19 @@ class Directory:
                 service.unbind()
         return DirectoryUser(dn=dn, login=login, display_name=display, groups=groups)
 
-    def _groups(self, conn: ldap3.Connection, dn: str) -> frozenset[str]:
-        """Groups that contain dn, directly or through nested groups (bounded depth)."""
+    def _groups(self, conn: ldap3.Connection, dn: str, login: str) -> frozenset[str]:
+        """Groups that contain the user, directly or through nested groups (bounded depth);
+        posixGroups name their members by login (memberUid) and do not nest."""
         if self.config.kind == "ad":  # the directory resolves the nesting in one search
             conn.search(self.config.base_dn, f"(member:{IN_CHAIN}:={escape_filter_chars(dn)})",
                         attributes=[])
             return frozenset(e["dn"].lower() for e in conn.response or ()
                              if e.get("type") == "searchResEntry")
-        found: set[str] = set()
-        frontier = [dn]
+        conn.search(self.config.base_dn, f"(&(objectClass=posixGroup)(memberUid="
+                    f"{escape_filter_chars(login)}))", attributes=[])
+        found: set[str] = {e["dn"].lower() for e in conn.response or ()
+                           if e.get("type") == "searchResEntry"}
+        frontier = [dn, *sorted(found)]
         for _ in range(self.config.group_depth):
             if not frontier:
                 break

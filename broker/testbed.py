@@ -212,10 +212,15 @@ class Slapd:
                 c.add(self.user_dn(u.login), ["top", "inetOrgPerson"], {
                     "uid": u.login, "cn": u.display_name, "sn": u.display_name.split()[-1],
                     "displayName": u.display_name, "userPassword": u.password})
-            for g in org.groups:
+            for gid, g in enumerate(org.groups, start=10000):
                 members = [self.user_dn(m) for m in g.users] + [self.group_dn(m) for m in g.groups]
-                c.add(self.group_dn(g.name), ["top", "groupOfNames"],
-                      {"cn": g.name, "member": members or [self.root_dn]})
+                if g.kind == "posixGroup":
+                    c.add(self.group_dn(g.name), ["top", "posixGroup"],
+                          {"cn": g.name, "gidNumber": gid, "memberUid": list(g.users)})
+                else:
+                    attribute = "uniqueMember" if g.kind == "groupOfUniqueNames" else "member"
+                    c.add(self.group_dn(g.name), ["top", g.kind],
+                          {"cn": g.name, attribute: members or [self.root_dn]})
 
     def user_dn(self, login: str) -> str:
         return f"uid={ldap3.utils.dn.escape_rdn(login)},ou=people,{self.suffix}"
@@ -236,6 +241,7 @@ class GroupSpec:
     name: str
     users: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
+    kind: str = "groupOfNames"       # or groupOfUniqueNames, or posixGroup (members by uid)
 
 
 @dataclass(frozen=True)

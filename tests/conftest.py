@@ -44,6 +44,8 @@ USERS = {
 }
 GROUPS = (
     GroupSpec("buergerbuero", users=("anna",)),
+    GroupSpec("standesamt", users=("bernd",), kind="groupOfUniqueNames"),
+    GroupSpec("unix-staff", users=("clara",), kind="posixGroup"),  # memberUid is ASCII only
     GroupSpec("desktop-users", users=("bernd", "jörg", SPECIAL_LOGIN,
                                       *(f"user{i}" for i in range(1, 7))),
               groups=("buergerbuero",)),

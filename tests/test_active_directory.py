@@ -13,7 +13,8 @@ import pytest
 from broker import mfa
 from broker.config import DirectoryConfig
 from broker.directory import Directory
-from broker.errors import AccountDisabled, AccountExpired, BadCredentials, MustChangePassword
+from broker.errors import (AccountDisabled, AccountExpired, AccountLocked, BadCredentials,
+                           MustChangePassword)
 from broker.testbed import SambaDC
 
 from .conftest import need
@@ -21,7 +22,7 @@ from .conftest import need
 pytestmark = pytest.mark.integration
 
 PASSWORDS = {"jmueller": "Pass-Jm-1!", "gross": "Grüße (aus) *Jork*\\,=+1a", "dis": "Pass-Dis-1!",
-             "mustchange": "Pass-Mc-1!", "expired": "Pass-Ex-1!"}
+             "mustchange": "Pass-Mc-1!", "expired": "Pass-Ex-1!", "lockme": "Pass-Lk-1!"}
 
 
 def port_free(port: int) -> bool:
@@ -52,6 +53,9 @@ def samba(processes, tmp_path_factory) -> SambaDC:
     dc.tool("user", "create", "expired", PASSWORDS["expired"])
     dc.tool("user", "setexpiry", "expired", "--days=0")
     dc.tool("user", "create", "pforte-svc", "Svc-Pass-1!")
+    dc.tool("user", "create", "lockme", PASSWORDS["lockme"])
+    dc.tool("domain", "passwordsettings", "set", "--account-lockout-threshold=3",
+            "--account-lockout-duration=30", "--reset-account-lockout-after=30")
     dc.tool("group", "add", "desktop-users")
     dc.tool("group", "add", "buergerbuero")
     dc.tool("group", "addmembers", "buergerbuero", "jmueller,gross")
@@ -91,6 +95,15 @@ async def test_a_wrong_password_and_an_unknown_user_get_one_answer(samba):
 async def test_each_account_state_is_refused_with_its_own_reason(samba, login, error):
     with pytest.raises(error):
         await ad_directory(samba).authenticate(login, PASSWORDS[login])
+
+
+async def test_a_locked_out_account_is_told_so(samba):
+    d = ad_directory(samba)
+    for _ in range(3):
+        with pytest.raises(BadCredentials):
+            await d.authenticate("lockme", "wrong-password")
+    with pytest.raises(AccountLocked):
+        await d.authenticate("lockme", PASSWORDS["lockme"])
 
 
 async def test_the_portal_accepts_upn_and_domain_backslash_name(make_installation, samba,

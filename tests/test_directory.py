@@ -142,3 +142,12 @@ async def test_a_server_certificate_from_an_unknown_ca_is_refused(tls_slapd, tmp
     d = tls_directory(tls_slapd, [url], security, other_ca)
     with pytest.raises(DirectoryUnavailable):
         await d.authenticate("tina", "Tina-pass-1")
+
+
+async def test_group_of_unique_names_and_posix_groups_count(slapd):
+    d = directory(slapd)
+    bernd = await d.authenticate("bernd", USERS["bernd"][1])
+    assert slapd.group_dn("standesamt").lower() in bernd.groups        # uniqueMember
+    clara = await d.authenticate("clara", USERS["clara"][1])
+    assert slapd.group_dn("unix-staff").lower() in clara.groups        # memberUid
+    assert slapd.group_dn("desktop-users").lower() not in clara.groups

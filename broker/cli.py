@@ -92,6 +92,34 @@ def _admin_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connect(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from client_profiles import connection_files, tunnel
+    from client_profiles.profiles import load_layers, resolve
+
+    token = Path(args.token_file).read_text().strip()
+    profile = None
+    if args.profiles:
+        profile = resolve(load_layers(Path(args.profiles), device=args.device,
+                                      device_class=args.device_class, site=args.site))
+
+    def ready(port: int) -> None:
+        print(f"tunnel to pool {args.pool} listening on 127.0.0.1:{port}", flush=True)
+        if profile is not None and args.viewer_file:
+            viewer = args.viewer or profile.viewer
+            text = connection_files.RENDERERS[viewer](profile, "127.0.0.1", port)
+            Path(args.viewer_file).write_text(text)
+            print(f"wrote {args.viewer_file} for {viewer}", flush=True)
+
+    try:
+        asyncio.run(tunnel.run(args.url, token, args.pool, args.port, ready))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _totp(args: argparse.Namespace) -> int:
     from .mfa import current_code
     print(current_code(args.secret, time.time()))
@@ -148,6 +176,21 @@ def parser() -> argparse.ArgumentParser:
 
     from .admin_cli import add_parser as add_admin_parser
     add_admin_parser(sub)
+
+    cn = sub.add_parser("connect", help="a loopback port that carries a native viewer through "
+                        "the gateway")
+    cn.add_argument("--url", required=True, help="the broker")
+    cn.add_argument("--token-file", required=True, help="file with the user's login token")
+    cn.add_argument("--pool", required=True)
+    cn.add_argument("--port", type=int, default=0, help="local port (default: any free)")
+    cn.add_argument("--profiles", help="client profile directory (to write a viewer file)")
+    cn.add_argument("--device", default="this-device")
+    cn.add_argument("--device-class")
+    cn.add_argument("--site")
+    cn.add_argument("--viewer", choices=["vnc", "rdp", "spice"],
+                    help="viewer file kind (default: the profile's viewer)")
+    cn.add_argument("--viewer-file", help="write the native viewer's connection file here")
+    cn.set_defaults(func=_connect)
 
     t = sub.add_parser("totp", help="print the current one-time code for a secret (demo aid)")
     t.add_argument("secret")

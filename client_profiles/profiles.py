@@ -1,0 +1,167 @@
+"""Client profiles: TOML layers merged base → device class → site → single device, then checked.
+
+Theory of operation
+-------------------
+A profile directory holds ``base.toml``, ``classes/NAME.toml``, ``sites/NAME.toml`` and
+``devices/ID.toml``. A device's effective profile merges the layers that exist for it, tables key
+by key (a later layer wins), and is then read into a frozen :class:`Profile`: every value checked,
+unknown keys refused, each mistake reported with the file that set it, the key and what was
+expected. Merging and checking are pure; only :func:`load_layers` touches the disk.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway.config import Section
+from gateway.errors import ConfigError
+
+VIEWERS = ("browser", "vnc", "rdp", "spice")
+ON_LOGOFF = ("login", "shutdown", "restart")
+_RESOLUTION = re.compile(r"^(auto|\d{3,5}x\d{3,5})$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Kiosk:
+    straight_to_login: bool
+    auto_connect: bool            # open the only desktop without asking
+    reconnect_on_drop: bool
+    on_logoff: str                # login | shutdown | restart
+
+
+@dataclass(frozen=True)
+class Display:
+    resolution: str               # "auto" or WIDTHxHEIGHT
+    monitors: int
+    fullscreen: bool
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """What the viewer is told it may redirect (policy, enforced by the viewer)."""
+    clipboard: bool
+    usb: bool
+    printing: bool
+
+
+@dataclass(frozen=True)
+class Profile:
+    tenant: str
+    pools: tuple[str, ...]        # offered on this device; empty: all the user is entitled to
+    viewer: str
+    kiosk: Kiosk
+    display: Display
+    keyboard_layout: str
+    language: str
+    redirect: Redirect
+    screen_lock_minutes: int      # 0: never
+
+
+Layers = list[tuple[str, dict[str, Any]]]   # (file, table) in merge order
+
+
+def merge(layers: Layers) -> tuple[dict[str, Any], dict[str, str]]:
+    """Merge layers; also says which file set each dotted key (for error messages)."""
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+
+    def into(target: dict, source: dict, prefix: str, path: str) -> None:
+        for key, value in source.items():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                into(target[key], value, f"{dotted}.", path)
+            else:
+                target[key] = _copy(value)
+                for k in _keys(value, dotted):
+                    origin[k] = path
+    for path, table in layers:
+        into(merged, table, "", path)
+    return merged, origin
+
+
+def _copy(value: Any) -> Any:
+    return {k: _copy(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def _keys(value: Any, dotted: str) -> list[str]:
+    if isinstance(value, dict):
+        return [k for key, v in value.items() for k in _keys(v, f"{dotted}.{key}")] or [dotted]
+    return [dotted]
+
+
+def resolve(layers: Layers) -> Profile:
+    """The effective profile of merged layers.
+
+    Raises:
+        ConfigError: naming the file that set the offending key (or the last layer).
+    """
+    merged, origin = merge(layers)
+    fallback = layers[-1][0] if layers else "<no profile>"
+    try:
+        return _profile(Section(fallback, merged))
+    except ConfigError as exc:
+        raise ConfigError(origin.get(exc.key, fallback), exc.key, exc.expected) from None
+
+
+def _choice(s: Section, name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = s.str(name, default)
+    if value not in choices:
+        raise s.fail(name, f"expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _profile(root: Section) -> Profile:
+    kiosk, display = root.table("kiosk", {}), root.table("display", {})
+    keyboard, redirect = root.table("keyboard", {}), root.table("redirect", {})
+    resolution = display.str("resolution", "auto")
+    if not _RESOLUTION.match(resolution):
+        raise display.fail("resolution", f"expected auto or WIDTHxHEIGHT, got {resolution!r}")
+    profile = Profile(
+        tenant=root.str("tenant"),
+        pools=tuple(root.str_list("pools", [], non_empty=False)),
+        viewer=_choice(root, "viewer", "browser", VIEWERS),
+        kiosk=Kiosk(kiosk.bool("straight_to_login", True), kiosk.bool("auto_connect", True),
+                    kiosk.bool("reconnect_on_drop", True),
+                    _choice(kiosk, "on_logoff", "login", ON_LOGOFF)),
+        display=Display(resolution, display.int("monitors", 1, minimum=1, maximum=4),
+                        display.bool("fullscreen", True)),
+        keyboard_layout=keyboard.str("layout", "de"),
+        language=_choice(keyboard, "language", "de", ("de", "en")),
+        redirect=Redirect(redirect.bool("clipboard", False), redirect.bool("usb", False),
+                          redirect.bool("printing", True)),
+        screen_lock_minutes=root.int("screen_lock_minutes", 10, minimum=0, maximum=240),
+    )
+    for section in (kiosk, display, keyboard, redirect, root):
+        section.done()
+    return profile
+
+
+def load_layers(directory: Path, *, device: str, device_class: str | None = None,
+                site: str | None = None) -> Layers:
+    """The layer files that exist for a device, in merge order.
+
+    Raises:
+        ConfigError: a file is not valid TOML, or a name is not a plain file name.
+    """
+    candidates = [directory / "base.toml"]
+    for sub, name in (("classes", device_class), ("sites", site), ("devices", device)):
+        if name is None:
+            continue
+        if not _NAME.match(name):
+            raise ConfigError(str(directory), sub, f"expected a plain name, got {name!r}")
+        candidates.append(directory / sub / f"{name}.toml")
+    layers = []
+    for path in candidates:
+        if path.is_file():
+            try:
+                layers.append((str(path), tomllib.loads(path.read_text())))
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(str(path), "", f"not valid TOML ({exc})") from None
+    if not layers:
+        raise ConfigError(str(directory), "", "expected at least base.toml")
+    return layers

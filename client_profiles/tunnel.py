@@ -1,0 +1,100 @@
+"""``pforte connect``: a loopback port that carries a native viewer's TCP stream through the
+gateway, so native clients pass the same gateway, tickets and audit as browsers.
+
+Each connection to the local port asks the broker for a fresh ticket (with the user's login
+token) and opens a resumable gateway stream (``gateway.client``): a network drop is bridged
+without the viewer noticing. The port listens on loopback only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Awaitable, Callable
+
+import aiohttp
+
+from gateway.client import GatewayStream, StreamClosed
+
+logger = logging.getLogger("pforte.tunnel")
+
+READ_SIZE = 64 * 1024
+
+
+class TunnelError(Exception):
+    pass
+
+
+async def _pump_up(reader: asyncio.StreamReader, stream: GatewayStream) -> None:
+    while data := await reader.read(READ_SIZE):
+        await stream.send(data)
+
+
+async def _pump_down(stream: GatewayStream, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            writer.write(await stream.recv())
+            await writer.drain()
+    except StreamClosed as exc:
+        logger.info("gateway closed the stream: %s %s", exc.code, exc.reason)
+
+
+class Tunnel:
+    def __init__(self, broker_url: str, token: str, pool: str) -> None:
+        self.broker_url = broker_url.rstrip("/")
+        self.token = token
+        self.pool = pool
+        self.http: aiohttp.ClientSession | None = None
+        self.server: asyncio.Server | None = None
+
+    async def ticket(self) -> dict:
+        async with self.http.post(f"{self.broker_url}/api/v1/pools/{self.pool}/connect",
+                                  headers={"Authorization": f"Bearer {self.token}"}) as r:
+            body = await r.json()
+            if r.status != 200:
+                raise TunnelError(body.get("message", f"broker answered {r.status}"))
+            return body
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            conn = await self.ticket()
+            stream = GatewayStream(self.http, conn["gateway_url"], conn["ticket"])
+            await stream.open()
+        except (TunnelError, StreamClosed, aiohttp.ClientError) as exc:
+            logger.warning("could not open the desktop: %s", exc)
+            writer.close()
+            return
+        up = asyncio.ensure_future(_pump_up(reader, stream))
+        down = asyncio.ensure_future(_pump_down(stream, writer))
+        await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (up, down):
+            task.cancel()
+        await asyncio.gather(up, down, return_exceptions=True)
+        await stream.close()
+        writer.close()
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Listen (on loopback); the port."""
+        self.http = aiohttp.ClientSession()
+        self.server = await asyncio.start_server(self._handle, host, port)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+        if self.http is not None:
+            await self.http.close()
+
+
+async def run(broker_url: str, token: str, pool: str, port: int,
+              on_ready: Callable[[int], Awaitable[None] | None]) -> None:
+    tunnel = Tunnel(broker_url, token, pool)
+    bound = await tunnel.start(port=port)
+    try:
+        result = on_ready(bound)
+        if asyncio.iscoroutine(result):
+            await result
+        await asyncio.Event().wait()
+    finally:
+        await tunnel.close()

@@ -128,6 +128,7 @@ class BrokerConfig:
     gateway_lease: int
     user_throttle: Policy
     source_throttle: Policy
+    profiles_dir: Path | None         # client profiles for enrolled devices
     tenants: tuple[TenantConfig, ...]
 
     def tenant(self, tenant_id: str) -> TenantConfig | None:
@@ -165,6 +166,7 @@ def load_config(path: str | Path) -> BrokerConfig:
         else None,
         probe_interval=b.float("probe_interval", DEFAULT_PROBE_INTERVAL, minimum=1.0),
         gateway_lease=b.int("gateway_lease", DEFAULT_GATEWAY_LEASE, minimum=35),
+        profiles_dir=_existing_dir(b, "profiles_dir") if "profiles_dir" in b.data else None,
         user_throttle=Policy(b.int("failures_per_user", DEFAULT_USER_FAILURES, minimum=1),
                              b.int("failure_window", DEFAULT_FAILURE_WINDOW, minimum=1),
                              b.int("lockout", DEFAULT_LOCKOUT, minimum=1)),
@@ -194,6 +196,14 @@ def _dir(s: Section, name: str) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise s.fail(name, f"expected a directory the broker can create ({exc.strerror})") from None
+    return path
+
+
+def _existing_dir(s: Section, name: str) -> Path:
+    raw = Path(s.str(name))
+    path = raw if raw.is_absolute() else Path(s.path).parent / raw
+    if not path.is_dir():
+        raise s.fail(name, f"expected an existing directory, but {str(path)!r} is none")
     return path
 
 

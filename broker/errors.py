@@ -14,6 +14,7 @@ Hierarchy::
     │   └── LoginRequired            no (or an expired) portal login
     ├── NotEntitled                  the user may not use this pool (403)
     ├── NotAdmin                     no admin right for this tenant (403)
+    ├── DeviceRevoked                the device's credential was revoked (403)
     ├── NotFound                     no such host or session in this tenant (404)
     ├── Conflict                     the action does not apply in the current state (409)
     ├── DirectoryUnavailable         no directory server answered in time (503)
@@ -97,6 +98,11 @@ class NotEntitled(BrokerError):
 
 class NotAdmin(BrokerError):
     code = "not_admin"
+    status = 403
+
+
+class DeviceRevoked(BrokerError):
+    code = "device_revoked"
     status = 403
 
 

@@ -20,6 +20,7 @@ from gateway import ticket
 from . import mfa
 from .admin import Administration
 from .config import BrokerConfig, HostConfig, PoolConfig, TenantConfig
+from .devices import Devices
 from .directory import Directory
 from .hosts import HostUnreachable
 from .throttle import Policy, locked_for
@@ -66,6 +67,7 @@ class Broker:
                                             thread_name_prefix="pforte-ldap")
         self.directories = {t.id: Directory(t.directory, self._executor) for t in config.tenants}
         self.admin = Administration(self)
+        self.devices = Devices(self)
         self._housekeeping: asyncio.Task | None = None
 
     async def start(self) -> None:

@@ -59,6 +59,13 @@ CREATE TABLE IF NOT EXISTS recovery_codes (
 CREATE TABLE IF NOT EXISTS throttle (
     key TEXT PRIMARY KEY, failures INTEGER NOT NULL, window_start REAL NOT NULL,
     locked_until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS enrolment_codes (
+    code_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL, site TEXT NOT NULL,
+    device_class TEXT NOT NULL, expires REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, site TEXT NOT NULL,
+    device_class TEXT NOT NULL, credential_hash TEXT NOT NULL UNIQUE, created REAL NOT NULL,
+    revoked REAL, last_seen REAL);
 CREATE TABLE IF NOT EXISTS admin_tokens (
     token_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, created REAL NOT NULL);
 """
@@ -123,6 +130,18 @@ class HostStateRow:
 
 
 ACTIVE_ROW = HostStateRow(HostState.ACTIVE, "", None, True)
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    tenant: str
+    name: str
+    site: str
+    device_class: str
+    created: float
+    revoked: float | None
+    last_seen: float | None
 
 
 class TicketAlreadyRedeemed(Exception):
@@ -518,6 +537,61 @@ class Store:
                        (tenant, host, row.state.value, row.message, row.deadline,
                         int(row.logoff), now))
         await self._run(self._tx, q)
+
+    # -- devices -----------------------------------------------------------------------------
+    async def create_enrolment_code(self, code: str, tenant: str, site: str, device_class: str,
+                                    *, expires: float) -> None:
+        def q(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO enrolment_codes VALUES (?,?,?,?,?,0)",
+                       (token_hash(code), tenant, site, device_class, expires))
+        await self._run(self._tx, q)
+
+    async def enrol_device(self, code: str, name: str, credential: str, *,
+                           now: float) -> Device | None:
+        """Spend an enrolment code on a new device; None if the code is unknown, used or old."""
+        def q(db: sqlite3.Connection) -> Device | None:
+            row = db.execute("SELECT tenant, site, device_class FROM enrolment_codes WHERE "
+                             "code_hash=? AND used=0 AND expires>?",
+                             (token_hash(code), now)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE enrolment_codes SET used=1 WHERE code_hash=?", (token_hash(code),))
+            device = Device(os.urandom(8).hex(), row[0], name, row[1], row[2], now, None, None)
+            db.execute("INSERT INTO devices VALUES (?,?,?,?,?,?,?,NULL,NULL)",
+                       (device.id, device.tenant, name, device.site, device.device_class,
+                        token_hash(credential), now))
+            return device
+        return await self._run(self._tx, q)
+
+    async def device_by_credential(self, credential: str, *, now: float) -> Device | None:
+        """The device holding a credential (revoked ones too: the caller says no clearly)."""
+        def q(db: sqlite3.Connection) -> Device | None:
+            row = db.execute("SELECT id, tenant, name, site, device_class, created, revoked, "
+                             "last_seen FROM devices WHERE credential_hash=?",
+                             (token_hash(credential),)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE devices SET last_seen=? WHERE id=?", (now, row[0]))
+            return Device(*row)
+        return await self._run(self._tx, q)
+
+    async def devices(self, tenant: str) -> list[Device]:
+        def q() -> list[Device]:
+            rows = self._db().execute("SELECT id, tenant, name, site, device_class, created, "
+                                      "revoked, last_seen FROM devices WHERE tenant=? "
+                                      "ORDER BY name", (tenant,)).fetchall()
+            return [Device(*r) for r in rows]
+        return await self._run(q)
+
+    async def update_device(self, tenant: str, device_id: str, *, site: str | None = None,
+                            device_class: str | None = None,
+                            revoked: float | None = None) -> bool:
+        def q(db: sqlite3.Connection) -> bool:
+            return db.execute(
+                "UPDATE devices SET site=COALESCE(?, site), device_class=COALESCE(?, "
+                "device_class), revoked=COALESCE(?, revoked) WHERE id=? AND tenant=?",
+                (site, device_class, revoked, device_id, tenant)).rowcount == 1
+        return await self._run(self._tx, q)
 
     # -- admin tokens ------------------------------------------------------------------------
     async def create_admin_token(self, token: str, tenant: str, name: str, *, now: float) -> None:

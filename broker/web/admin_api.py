@@ -12,7 +12,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..config import TenantConfig
-from ..errors import BadRequest, LoginRequired, NotAdmin
+from ..devices import DEFAULT_CODE_HOURS
+from ..errors import BadRequest, LoginRequired, NotAdmin, NotFound
 from ..host_states import Action
 from ..store import OPERATOR
 from .app import BROKER_KEY, _json, _source
@@ -123,6 +124,49 @@ async def reset_mfa(request: web.Request) -> web.Response:
     return web.json_response({"user": user, "mfa": "reset"})
 
 
+async def enrolment_code(request: web.Request) -> web.Response:
+    tenant, actor = await _admin(request)
+    body = await _json(request)
+    site, device_class = body.get("site"), body.get("device_class")
+    hours = body.get("valid_hours", DEFAULT_CODE_HOURS)
+    if not isinstance(site, str) or not isinstance(device_class, str) or isinstance(
+            hours, bool) or not isinstance(hours, (int, float)) or not 0 < hours <= 24 * 30:
+        raise BadRequest("expected {site, device_class, valid_hours (0..720)}")
+    code, expires = await request.app[BROKER_KEY].devices.create_code(
+        tenant, site, device_class, hours=hours, actor=actor, source=_source(request))
+    return web.json_response({"code": code, "expires": expires})
+
+
+async def devices(request: web.Request) -> web.Response:
+    tenant, _ = await _admin(request)
+    found = await request.app[BROKER_KEY].store.devices(tenant.id)
+    return web.json_response({"devices": [
+        {"id": d.id, "name": d.name, "site": d.site, "device_class": d.device_class,
+         "created": d.created, "last_seen": d.last_seen, "revoked": d.revoked} for d in found]})
+
+
+async def device_action(request: web.Request) -> web.Response:
+    tenant, actor = await _admin(request)
+    broker = request.app[BROKER_KEY]
+    device_id, action = request.match_info["device"], request.match_info["action"]
+    if action == "revoke":
+        changed = await broker.store.update_device(tenant.id, device_id, revoked=broker.clock())
+    elif action == "move":
+        body = await _json(request)
+        site, device_class = body.get("site"), body.get("device_class")
+        if not all(v is None or isinstance(v, str) for v in (site, device_class)):
+            raise BadRequest("site and device_class must be text")
+        changed = await broker.store.update_device(tenant.id, device_id, site=site,
+                                                   device_class=device_class)
+    else:
+        raise BadRequest("unknown action")
+    if not changed:
+        raise NotFound(device_id)
+    await broker.audit(tenant.id, actor, _source(request), f"device.{action}", "ok",
+                       f"device={device_id}")
+    return web.json_response({"device": device_id, "action": action})
+
+
 async def audit(request: web.Request) -> web.Response:
     tenant, _ = await _admin(request)
     try:
@@ -143,5 +187,8 @@ def add_routes(app: web.Application) -> None:
     r.add_post(base + "/{tenant}/sessions/{session}/logoff", logoff)
     r.add_get(base + "/{tenant}/audit", audit)
     r.add_post(base + "/{tenant}/users/{user}/mfa-reset", reset_mfa)
+    r.add_post(base + "/{tenant}/enrolment-codes", enrolment_code)
+    r.add_get(base + "/{tenant}/devices", devices)
+    r.add_post(base + "/{tenant}/devices/{device}/{action}", device_action)
     r.add_get(base + "/{tenant}/pools/{pool}/assignments", dedicated)
     r.add_post(base + "/{tenant}/pools/{pool}/assignments", dedicate)

@@ -290,6 +290,23 @@ async def api_logout(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def api_device_enrol(request: web.Request) -> web.StreamResponse:
+    data = await _json(request)
+    device, credential = await request.app[BROKER_KEY].devices.enrol(
+        _field(data, "code"), _field(data, "name")[:100], source=_source(request))
+    return web.json_response({"device_id": device.id, "credential": credential,
+                              "tenant": device.tenant})
+
+
+async def api_device_profile(request: web.Request) -> web.StreamResponse:
+    token, _ = _token(request)
+    devices = request.app[BROKER_KEY].devices
+    device = await devices.device(token)
+    return web.json_response({"device_id": device.id, "tenant": device.tenant,
+                              "site": device.site, "device_class": device.device_class,
+                              "profile": devices.profile(device)})
+
+
 def _gateway_authorised(request: web.Request) -> None:
     expected = b"Bearer " + request.app[BROKER_KEY].config.report_token
     if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
@@ -357,6 +374,8 @@ def create_app(broker: Broker, *, novnc_dir: Path = DEFAULT_NOVNC_DIR) -> web.Ap
     r.add_get("/api/v1/pools", api_pools)
     r.add_post("/api/v1/pools/{pool}/connect", api_connect)
     r.add_post("/api/v1/logout", api_logout)
+    r.add_post("/api/v1/devices/enrol", api_device_enrol)
+    r.add_get("/api/v1/devices/profile", api_device_profile)
     r.add_post("/api/v1/gateway/redeem", api_gateway_redeem)
     r.add_post("/api/v1/gateway/disconnect", api_gateway_disconnect)
     r.add_post("/api/v1/gateway/alive", api_gateway_alive)

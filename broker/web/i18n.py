@@ -66,7 +66,9 @@ TEXTS: dict[str, dict[str, str]] = {
                      "seconds.",
         "bad_request": "The request could not be processed.",
         "not_admin": "You are not an administrator of this municipality.",
-        "not_found": "There is no such host or session.",
+        "not_found": "There is no such host, session, device or enrolment code.",
+        "device_revoked": "This device has been withdrawn from service. Please call your IT "
+                          "service desk.",
         "conflict": "This action is not possible in the host's current state.",
         "error": "Something went wrong. Please try again; if it happens again, call your IT "
                  "service desk and quote reference {ref}.",
@@ -147,7 +149,10 @@ TEXTS: dict[str, dict[str, str]] = {
                      "es in einigen Sekunden erneut.",
         "bad_request": "Die Anfrage konnte nicht verarbeitet werden.",
         "not_admin": "Sie sind nicht Administrator dieser Kommune.",
-        "not_found": "Diesen Host oder diese Sitzung gibt es nicht.",
+        "not_found": "Diesen Host, diese Sitzung, dieses Gerät oder diesen Registrierungscode "
+                     "gibt es nicht.",
+        "device_revoked": "Dieses Gerät wurde außer Betrieb genommen. Bitte rufen Sie Ihren "
+                          "IT-Service an.",
         "conflict": "Diese Aktion ist im aktuellen Zustand des Hosts nicht möglich.",
         "error": "Etwas ist schiefgegangen. Bitte versuchen Sie es erneut; wenn es wieder "
                  "passiert, rufen Sie Ihren IT-Service an und nennen Sie die Referenz {ref}.",

@@ -52,6 +52,22 @@ OPENAPI = {
             "Place the user and issue a single-use ticket for the gateway.", security=_BEARER,
             params=("pool",))},
         "/api/v1/logout": {"post": _op("End the login.", ok="204", security=_BEARER)},
+        "/api/v1/devices/enrol": {"post": _op(
+            "A new thin client spends a one-time enrolment code; its credential (shown once).",
+            body=_obj(code=_S, name=_S))},
+        "/api/v1/devices/profile": {"get": _op(
+            "The device's effective client profile (bearer: the device credential).",
+            security=_BEARER)},
+        _ADMIN + "/enrolment-codes": {"post": _op(
+            "A one-time enrolment code for a site and device class.", security=_BEARER,
+            body={"type": "object", "properties": {"site": _S, "device_class": _S,
+                                                   "valid_hours": {"type": "number"}}},
+            params=("tenant",))},
+        _ADMIN + "/devices": {"get": _op("Enrolled devices.", security=_BEARER,
+                                         params=("tenant",))},
+        _ADMIN + "/devices/{device}/{action}": {"post": _op(
+            "move (body: site, device_class) or revoke a device.", security=_BEARER,
+            params=("tenant", "device", "action"))},
         "/api/v1/admin/tenants": {"get": _op("Tenants the caller administers.",
                                              security=_BEARER)},
         _ADMIN + "/hosts": {"get": _op("Hosts with state, health and seats used/free.",

@@ -1,0 +1,91 @@
+"""Thin-client enrolment and bootstrap against the real broker."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from broker.demo import TENANT
+from broker.store import OPERATOR
+
+pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "client_profiles" / "examples"
+
+
+@pytest.fixture
+async def fleet(make_installation):
+    inst = await make_installation(broker_options={"profiles_dir": str(EXAMPLES)})
+    await inst.broker.store.create_admin_token("op", OPERATOR, "t", now=time.time())
+    return inst
+
+
+async def call(inst, method, path, body=None, token="op"):
+    r = await inst.http.request(method, f"{inst.base_url}{path}", json=body,
+                                headers={"Authorization": f"Bearer {token}"})
+    return r.status, await r.json()
+
+
+ADMIN = f"/api/v1/admin/tenants/{TENANT}"
+
+
+async def test_a_thin_client_enrols_once_and_fetches_its_profile_at_every_boot(fleet):
+    status, body = await call(fleet, "POST", f"{ADMIN}/enrolment-codes", {
+        "site": "rathaus-front-office", "device_class": "thin-client", "valid_hours": 2})
+    assert status == 200
+    code = body["code"]
+    r = await fleet.http.post(f"{fleet.base_url}/api/v1/devices/enrol",
+                              json={"code": f" {code.upper()} ", "name": "Counter 3"})
+    device = await r.json()
+    assert r.status == 200 and device["credential"].startswith("pfd_")
+    r = await fleet.http.post(f"{fleet.base_url}/api/v1/devices/enrol",
+                              json={"code": code, "name": "Another"})
+    assert r.status == 404                            # a code enrols one device only
+    for _ in range(2):                                # every boot
+        status, body = await call(fleet, "GET", "/api/v1/devices/profile",
+                                  token=device["credential"])
+        assert status == 200
+        assert body["profile"]["viewer"] == "vnc" and body["profile"]["pools"] == ["buero"]
+        assert body["profile"]["display"]["monitors"] == 2
+    devices = (await call(fleet, "GET", f"{ADMIN}/devices"))[1]["devices"]
+    assert [d["name"] for d in devices] == ["Counter 3"] and devices[0]["last_seen"]
+
+
+async def enrolled(fleet) -> dict:
+    _, body = await call(fleet, "POST", f"{ADMIN}/enrolment-codes",
+                         {"site": "rathaus-front-office", "device_class": "thin-client"})
+    r = await fleet.http.post(f"{fleet.base_url}/api/v1/devices/enrol",
+                              json={"code": body["code"], "name": "tc"})
+    return await r.json()
+
+
+async def test_a_device_credential_never_opens_a_desktop(fleet):
+    device = await enrolled(fleet)
+    status, body = await call(fleet, "POST", "/api/v1/pools/buero/connect",
+                              token=device["credential"])
+    assert status == 401 and body["error"] == "login_required"
+
+
+async def test_an_admin_moves_and_revokes_a_device(fleet):
+    device = await enrolled(fleet)
+    status, _ = await call(fleet, "POST", f"{ADMIN}/devices/{device['device_id']}/move",
+                           {"site": "schule-nord", "device_class": "thin-client"})
+    assert status == 200
+    _, body = await call(fleet, "GET", "/api/v1/devices/profile", token=device["credential"])
+    assert body["site"] == "schule-nord" and body["profile"]["pools"] == []   # no site layer
+    status, _ = await call(fleet, "POST", f"{ADMIN}/devices/{device['device_id']}/revoke")
+    assert status == 200
+    status, body = await call(fleet, "GET", "/api/v1/devices/profile",
+                              token=device["credential"])
+    assert status == 403 and body["error"] == "device_revoked"
+    assert "withdrawn" in body["message"]
+
+
+async def test_unknown_codes_and_credentials_get_clear_answers(fleet):
+    r = await fleet.http.post(f"{fleet.base_url}/api/v1/devices/enrol",
+                              json={"code": "aaaa-bbbb-cccc", "name": "x"})
+    assert r.status == 404
+    status, body = await call(fleet, "GET", "/api/v1/devices/profile", token="pfd_forged")
+    assert status == 401

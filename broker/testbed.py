@@ -379,11 +379,11 @@ class BreakableProxy:
     """A TCP forwarder on loopback whose connections the test can cut, as a failing network
     would; it runs in its own thread so that synchronous browser tests can use it."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, port: int = 0) -> None:
         import asyncio
         import threading
         self.target_port = target_port
-        self.port = free_port()
+        self.port = port or free_port()
         self.loop = asyncio.new_event_loop()
         self._transports: list = []
         ready = threading.Event()

@@ -1,0 +1,223 @@
+"""The 8 a.m. boot storm: N thin clients (default 2,200, our operator's fleet) boot within a window
+against a real broker, gateway (two processes), slapd and TigerVNC Xvnc desktops.
+
+Each simulated thin client does what the boot agent does: fetch its profile with its device
+credential, sign the user in (password, then a fresh TOTP code), ask for a desktop (placement and
+a ticket), open the gateway websocket with the ticket and wait for the first byte of the desktop's
+stream (the gateway has then completed the VNC password handshake with the real Xvnc). Answers
+that say "busy" (503/429) are retried with the agent's jittered backoff, like the real agent.
+The desktops are a few real Xvnc servers with many seats each (not a lighter fake).
+
+Afterwards it checks that no host holds more sessions than seats and that every successful boot
+is one live session in the broker.
+
+Usage: ``.venv/bin/python -m benchmarks.boot_storm [--clients 2200] [--window 10] [--hosts 4]``;
+writes ``benchmarks/results/boot_storm.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import random
+import secrets
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from broker import mfa
+from broker.config import load_config
+from broker.demo import DOMAIN, TENANT, DesktopEntry, write_config
+from broker.service import Broker
+from broker.store import Store
+from broker.testbed import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd,
+                            XvncDesktop, free_port, wait_for_port)
+from client_profiles.agent import backoff
+from gateway.runtime import raise_file_limit
+
+RESULTS = Path(__file__).parent / "results" / "boot_storm.json"
+EXAMPLES = Path(__file__).resolve().parent.parent / "client_profiles" / "examples"
+PASSWORD = "Storm-pass-1"
+GIVE_UP = 120.0  # seconds a simulated client keeps retrying
+
+
+class Failed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+async def request(http: aiohttp.ClientSession, method: str, url: str, rng: random.Random, *,
+                  body: dict | None = None, token: str | None = None) -> dict:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    deadline = time.monotonic() + GIVE_UP
+    attempt = 0
+    while True:
+        try:
+            async with http.request(method, url, json=body, headers=headers) as r:
+                data = await r.json(content_type=None) if r.status != 204 else {}
+                if r.status < 400:
+                    return data or {}
+                if r.status not in (429, 503) or time.monotonic() > deadline:
+                    raise Failed(f"{r.status} {data.get('error', '')}".strip())
+        except aiohttp.ClientError as exc:
+            if time.monotonic() > deadline:
+                raise Failed(type(exc).__name__) from None
+        await asyncio.sleep(backoff(attempt, rng))
+        attempt += 1
+
+
+async def one_client(http: aiohttp.ClientSession, base: str, user: str, secret: str,
+                     credential: str, start_at: float, held: list, rng: random.Random) -> float:
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+    t0 = time.monotonic()
+    await request(http, "GET", f"{base}/api/v1/devices/profile", rng, token=credential)
+    login = await request(http, "POST", f"{base}/api/v1/login", rng,
+                          body={"username": f"{user}@{DOMAIN}", "password": PASSWORD})
+    await request(http, "POST", f"{base}/api/v1/mfa", rng, token=login["token"],
+                  body={"code": mfa.current_code(secret, time.time())})
+    conn = await request(http, "POST", f"{base}/api/v1/pools/buero/connect", rng,
+                         token=login["token"])
+    try:
+        ws = await http.ws_connect(conn["gateway_url"], max_msg_size=0, heartbeat=None)
+    except aiohttp.ClientError as exc:
+        raise Failed(f"gateway {type(exc).__name__}") from None
+    await ws.send_str(conn["ticket"])
+    msg = await ws.receive()
+    if msg.type is not aiohttp.WSMsgType.BINARY:
+        raise Failed(f"gateway closed {ws.close_code} {msg.extra}")
+    held.append(ws)
+    return time.monotonic() - t0
+
+
+async def storm(base: str, users: list[str], secrets_by_user: dict[str, str],
+                credentials: list[str], window: float) -> dict:
+    rng = random.Random(7)
+    held: list = []
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=GIVE_UP)) as http:
+        start = time.monotonic() + 0.5
+        tasks = [asyncio.ensure_future(one_client(
+            http, base, u, secrets_by_user[u], credentials[i], start + rng.uniform(0, window),
+            held, random.Random(i))) for i, u in enumerate(users)]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        finished = time.monotonic()
+        latencies, failures = [], collections.Counter()
+        for t in tasks:
+            exc = t.exception()
+            if exc is None:
+                latencies.append(t.result())
+            else:
+                failures[getattr(exc, "reason", type(exc).__name__)] += 1
+        for ws in held:
+            await ws.close()
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return round(latencies[min(len(latencies) - 1, int(len(latencies) * p))], 3) \
+            if latencies else None
+    return {"clients": len(users), "window_s": window, "completed": len(latencies),
+            "all_done_after_s": round(finished - start, 2),
+            "completions_per_s": round(len(latencies) / (finished - start), 1),
+            "time_to_first_byte_s": {"p50": pct(.5), "p95": pct(.95), "p99": pct(.99)},
+            "failures": dict(failures)}
+
+
+def run(n: int, window: float, n_hosts: int, keep: bool = False) -> dict:
+    raise_file_limit()
+    state = Path(tempfile.mkdtemp(prefix="pforte-storm-"))
+    processes = Processes()
+    users = [f"u{i:05d}" for i in range(n)]
+    try:
+        slapd = Slapd(state / "slapd", "dc=storm,dc=example", root_password=secrets.token_hex(8),
+                      service_password=secrets.token_hex(8))
+        slapd.start(processes)
+        slapd.seed(Organisation("Storm", tuple(DirectoryUserSpec(u, u, PASSWORD) for u in users),
+                                (GroupSpec("desktop-users", users=tuple(users)),)))
+        seats = n // n_hosts + 1
+        desktops = []
+        for i in range(n_hosts):
+            d = XvncDesktop(state / f"desk{i}", f"Storm {i}", "#2e7d32",
+                            password=secrets.token_hex(4))
+            d.start(processes)
+            desktops.append(d)
+        portal, gw = free_port(), free_port()
+        config_path = write_config(
+            state, slapd=slapd, group=slapd.group_dn("desktop-users"), host="127.0.0.1",
+            portal_port=portal, gateway_port=gw,
+            desktops=[DesktopEntry(f"d{i}", d.port, seats, d.password)
+                      for i, d in enumerate(desktops)],
+            broker_options={"failures_per_source": 10**6, "profiles_dir": str(EXAMPLES)},
+            gateway_options={"max_sessions_per_source": 10**6, "max_sessions": 10**6})
+        config = load_config(config_path)
+        totp = {u: mfa.new_secret() for u in users}
+
+        async def prepare() -> list[str]:
+            broker = Broker(config, Store(config.state_dir / "pforte.db"))
+            await broker.store.open()
+            credentials = []
+            for u in users:
+                await broker.import_enrolment(TENANT, u, totp[u])
+                code = secrets.token_hex(6)
+                await broker.store.create_enrolment_code(code, TENANT, "rathaus-front-office",
+                                                         "thin-client", expires=time.time() + 600)
+                credential = "pfd_" + secrets.token_urlsafe(24)
+                await broker.store.enrol_device(code, u, credential, now=time.time())
+                credentials.append(credential)
+            await broker.close()
+            return credentials
+        credentials = asyncio.run(prepare())
+        python = [sys.executable, "-m", "broker", "--log-level", "WARNING"]
+        broker = processes.start([*python, "broker", "--config", str(config_path)],
+                                 log=state / "broker.log")
+        wait_for_port("127.0.0.1", portal, broker, what="broker")
+        gateway = processes.start([*python, "gateway", "--config", str(config_path),
+                                   "--workers", "2"], log=state / "gateway.log")
+        wait_for_port("127.0.0.1", gw, gateway, what="gateway")
+        import uvloop
+        report = uvloop.run(storm(f"http://127.0.0.1:{portal}", users, totp, credentials,
+                                  window))
+
+        async def audit() -> dict:
+            store = Store(config.state_dir / "pforte.db")
+            await store.open()
+            live = await store.live_sessions(TENANT)
+            await store.close()
+            per_host = collections.Counter(s.host for s in live)
+            return {"live_sessions": len(live), "max_per_host": max(per_host.values(), default=0),
+                    "seats_per_host": seats, "overbooked": any(v > seats
+                                                               for v in per_host.values())}
+        report["check"] = asyncio.run(audit())
+        report["hosts"] = n_hosts
+        report["desktops"] = "real TigerVNC Xvnc, VNC password auth by the gateway"
+        return report
+    finally:
+        processes.stop()
+        if keep:
+            print(f"state and logs kept in {state}", file=sys.stderr)
+        else:
+            shutil.rmtree(state, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Boot storm: thin clients against real parts.")
+    parser.add_argument("--clients", type=int, default=2200)
+    parser.add_argument("--window", type=float, default=10.0, help="seconds over which they boot")
+    parser.add_argument("--hosts", type=int, default=4, help="Xvnc desktops")
+    parser.add_argument("--keep", action="store_true", help="keep state and logs")
+    args = parser.parse_args()
+    report = run(args.clients, args.window, args.hosts, args.keep)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

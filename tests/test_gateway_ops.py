@@ -4,6 +4,7 @@ metrics, and bad input that must not disturb other sessions."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 
 import aiohttp
@@ -70,15 +71,26 @@ async def test_an_idle_session_is_closed(raw_install):
         assert (code, reason) == (4000, "idle timeout")
 
 
-async def test_a_draining_gateway_is_not_ready_and_closes_sessions_after_its_deadline(
-        raw_install, tmp_path):
-    inst, token, _ = await raw_install(drain_timeout=1.0)
-    gateway = Gateway(gateway_config(load_toml(inst.config_path)))
+@contextlib.asynccontextmanager
+async def own_gateway(inst, *, tls: bool = False):
+    """A second gateway on the installation's config that the test may drain: (gateway, port)."""
+    config = gateway_config(load_toml(inst.config_path))
+    gateway = Gateway(config)
     port = free_port()
     runner = web.AppRunner(gateway.app())
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", port,
+                      ssl_context=tls_context(config) if tls else None).start()
     try:
+        yield gateway, port
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_draining_gateway_is_not_ready_and_closes_sessions_after_its_deadline(
+        raw_install, tmp_path):
+    inst, token, _ = await raw_install(drain_timeout=1.0)
+    async with own_gateway(inst) as (gateway, port):
         async with aiohttp.ClientSession() as http:
             assert (await http.get(f"http://127.0.0.1:{port}/readyz")).status == 200
             conn = await inst.connect(token)
@@ -94,20 +106,12 @@ async def test_a_draining_gateway_is_not_ready_and_closes_sessions_after_its_dea
             assert await read_exactly(ws, 3) == b"abc"
             assert await asyncio.wait_for(close_of(ws), 5) == (1001, "gateway shutting down")
             await drain
-    finally:
-        await runner.cleanup()
 
 
 async def test_tls_from_certificate_files(raw_install, tmp_path):
     cert, key = self_signed_certificate(tmp_path)
     inst, token, _ = await raw_install(tls_cert_file=str(cert), tls_key_file=str(key))
-    config = gateway_config(load_toml(inst.config_path))
-    gateway = Gateway(config)
-    port = free_port()
-    runner = web.AppRunner(gateway.app())
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls_context(config)).start()
-    try:
+    async with own_gateway(inst, tls=True) as (_, port):
         client_ctx = ssl.create_default_context(cafile=str(cert))
         async with aiohttp.ClientSession() as http:
             conn = await inst.connect(token)
@@ -117,8 +121,6 @@ async def test_tls_from_certificate_files(raw_install, tmp_path):
             await ws.close()
             with pytest.raises(aiohttp.ClientError):
                 await http.ws_connect(f"ws://127.0.0.1:{port}/ws")  # plain text is not spoken
-    finally:
-        await runner.cleanup()
 
 
 async def test_an_oversized_message_closes_only_its_own_session(raw_install):

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import collections
 import json
+import os
 import random
 import secrets
 import shutil
@@ -37,7 +38,7 @@ from broker.demo import DOMAIN, TENANT, DesktopEntry, write_config
 from broker.service import Broker
 from broker.store import Store
 from broker.testbed import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd,
-                            XvncDesktop, free_port, wait_for_port)
+                            XvncDesktop, exit_on_sigterm, free_port, wait_for_port)
 from client_profiles.agent import backoff
 from gateway.runtime import raise_file_limit
 
@@ -47,10 +48,33 @@ PASSWORD = "Storm-pass-1"
 GIVE_UP = 120.0  # seconds a simulated client keeps retrying
 
 
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU of a process and its live children (the gateway's forked workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:  # fields[1] is the parent's PID
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def cpu_by_part(parts: dict[str, list[int]]) -> dict[str, float]:
+    return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in parts.items()}
+
+
 class Failed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+BUSY: collections.Counter = collections.Counter()  # "busy" answers that were retried, by error
 
 
 async def request(http: aiohttp.ClientSession, method: str, url: str, rng: random.Random, *,
@@ -66,9 +90,11 @@ async def request(http: aiohttp.ClientSession, method: str, url: str, rng: rando
                     return data or {}
                 if r.status not in (429, 503) or time.monotonic() > deadline:
                     raise Failed(f"{r.status} {data.get('error', '')}".strip())
+                BUSY[f"{r.status} {data.get('error', '')}"] += 1
         except aiohttp.ClientError as exc:
             if time.monotonic() > deadline:
                 raise Failed(type(exc).__name__) from None
+            BUSY[type(exc).__name__] += 1
         await asyncio.sleep(backoff(attempt, rng))
         attempt += 1
 
@@ -89,7 +115,10 @@ async def one_client(http: aiohttp.ClientSession, base: str, user: str, secret: 
     except aiohttp.ClientError as exc:
         raise Failed(f"gateway {type(exc).__name__}") from None
     await ws.send_str(conn["ticket"])
-    msg = await ws.receive()
+    try:
+        msg = await ws.receive(timeout=GIVE_UP)
+    except asyncio.TimeoutError:
+        raise Failed("no first byte from the desktop") from None
     if msg.type is not aiohttp.WSMsgType.BINARY:
         raise Failed(f"gateway closed {ws.close_code} {msg.extra}")
     held.append(ws)
@@ -127,7 +156,7 @@ async def storm(base: str, users: list[str], secrets_by_user: dict[str, str],
             "all_done_after_s": round(finished - start, 2),
             "completions_per_s": round(len(latencies) / (finished - start), 1),
             "time_to_first_byte_s": {"p50": pct(.5), "p95": pct(.95), "p99": pct(.99)},
-            "failures": dict(failures)}
+            "failures": dict(failures), "retried": dict(BUSY)}
 
 
 def run(n: int, window: float, n_hosts: int, keep: bool = False) -> dict:
@@ -182,8 +211,16 @@ def run(n: int, window: float, n_hosts: int, keep: bool = False) -> dict:
                                    "--workers", "2"], log=state / "gateway.log")
         wait_for_port("127.0.0.1", gw, gateway, what="gateway")
         import uvloop
+        parts = {"broker": [broker.pid], "gateway (2 workers)": [gateway.pid],
+                 "slapd": [p.pid for p in processes.started if "slapd" in p.args[0]],
+                 "Xvnc desktops": [p.pid for p in processes.started if "Xvnc" in p.args[0]]}
+        cpu_before, generator_before = cpu_by_part(parts), time.process_time()
         report = uvloop.run(storm(f"http://127.0.0.1:{portal}", users, totp, credentials,
                                   window))
+        cpu_after = cpu_by_part(parts)
+        report["cpu_seconds"] = {name: round(cpu_after[name] - cpu_before[name], 1)
+                                 for name in parts}
+        report["cpu_seconds"]["load generator"] = round(time.process_time() - generator_before, 1)
 
         async def audit() -> dict:
             store = Store(config.state_dir / "pforte.db")
@@ -207,6 +244,7 @@ def run(n: int, window: float, n_hosts: int, keep: bool = False) -> dict:
 
 
 def main() -> None:
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description="Boot storm: thin clients against real parts.")
     parser.add_argument("--clients", type=int, default=2200)
     parser.add_argument("--window", type=float, default=10.0, help="seconds over which they boot")

@@ -35,7 +35,7 @@ from broker.demo import TENANT, DOMAIN, DesktopEntry, write_config
 from broker.service import Broker
 from broker.store import Store
 from broker.testbed import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd,
-                            free_port, wait_for_port)
+                            exit_on_sigterm, free_port, wait_for_port)
 
 RESULTS = Path(__file__).parent / "results" / "logins.json"
 
@@ -141,6 +141,7 @@ def run(n_users: int, concurrency: int) -> dict:
 
 
 def main() -> None:
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=16)

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from broker.keys import generate_keys
 from broker.store import Store
-from broker.testbed import Processes, free_port, require, wait_for_port
+from broker.testbed import Processes, exit_on_sigterm, free_port, require, wait_for_port
 from gateway import ticket
 from gateway.runtime import raise_file_limit
 
@@ -576,6 +576,7 @@ def plot(report: dict, path: Path) -> None:
 
 
 def main() -> None:
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description="Relay benchmark: pforte vs websockify, socat, "
                                      "direct.")
     parser.add_argument("--rounds", type=int, default=3)

@@ -3,8 +3,9 @@ resolve nested group membership.
 
 ldap3 is blocking; every directory operation runs in a bounded thread pool (``directory_threads``),
 so a login storm cannot exhaust threads or the directory, and the event loop never waits on a socket.
-Bound service-account connections are pooled and reused; user binds always use a fresh connection
-(a bind changes the connection's identity).
+Connections are pooled per server and reused, in two kinds: service-account connections, which
+search, and password-check connections, which only ever bind (each bind replaces the identity of the
+previous one, and nothing else is sent on them). A login thus opens no new TCP or TLS connection.
 
 Servers are tried in order; one that does not answer within ``timeout`` is set aside for
 ``DEAD_SERVER_HOLD`` seconds so that the next logins do not wait for it again. When none answers, the
@@ -59,7 +60,7 @@ def refused_bind(message: str, *, active_directory: bool) -> AuthError:
         if m and m.group(1).lower() in AD_BIND_ERRORS:
             return AD_BIND_ERRORS[m.group(1).lower()](f"AD bind refused: {m.group(1)}")
     return BadCredentials("bind refused")
-SERVICE_POOL = 8         # idle bound service-account connections kept per server
+POOL_SIZE = 8            # idle connections of each kind kept per server
 GROUP_CLASSES = "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group))"
 
 _UNREACHABLE = (ldap_exc.LDAPSocketOpenError, ldap_exc.LDAPSocketReceiveError,
@@ -83,7 +84,7 @@ class Directory:
         self.config = config
         self.executor = executor
         self._dead_until: dict[str, float] = {}
-        self._idle: dict[str, list[ldap3.Connection]] = {}  # bound service connections per server
+        self._idle: dict[tuple[str, str], list[ldap3.Connection]] = {}  # (kind, server) → idle
         self._lock = threading.Lock()
 
     async def authenticate(self, login: str, password: str) -> DirectoryUser:
@@ -151,14 +152,17 @@ class Directory:
             raise ldap_exc.LDAPSocketOpenError("TLS failed") from None
         return conn
 
-    def _service(self, url: str, reuse: bool) -> ldap3.Connection:
-        """A bound service-account connection: an idle pooled one, or a new one."""
+    def _pooled(self, kind: str, url: str, reuse: bool) -> ldap3.Connection:
+        """An idle pooled connection of this kind ("service" or "check"), or a new one: service
+        connections are bound as the service account, check connections start anonymous."""
         if reuse:
             with self._lock:
-                idle = self._idle.get(url)
+                idle = self._idle.get((kind, url))
                 if idle:
                     return idle.pop()
         c = self.config
+        if kind == "check":
+            return self._connection(url, None, None)
         service = self._connection(url, c.bind_dn, c.bind_password)
         if not service.bind():
             logger.error("service account bind to %s failed: %s", url,
@@ -167,17 +171,36 @@ class Directory:
             raise ldap_exc.LDAPSocketOpenError("service bind refused")
         return service
 
-    def _give_back(self, url: str, service: ldap3.Connection) -> None:
+    def _give_back(self, kind: str, url: str, conn: ldap3.Connection) -> None:
         with self._lock:
-            idle = self._idle.setdefault(url, [])
-            if len(idle) < SERVICE_POOL:
-                idle.append(service)
+            idle = self._idle.setdefault((kind, url), [])
+            if len(idle) < POOL_SIZE:
+                idle.append(conn)
                 return
-        service.unbind()
+        conn.unbind()
+
+    def _check_password(self, url: str, dn: str, password: str, reuse: bool) -> None:
+        """Bind as the user on a check connection (which is then given back, or closed when the
+        server did not answer); a refused bind raises the refusal it means."""
+        check = self._pooled("check", url, reuse)
+        answered = False
+        try:
+            check.authentication, check.user, check.password = ldap3.SIMPLE, dn, password
+            bound = check.bind()
+            check.password = None
+            refusal = "" if bound else check.result.get("message", "")
+            answered = True
+        finally:
+            if answered:
+                self._give_back("check", url, check)
+            else:
+                check.unbind()
+        if not bound:
+            raise refused_bind(refusal, active_directory=self.config.kind == "ad")
 
     def _on_server(self, url: str, login: str, password: str, *, reuse: bool) -> DirectoryUser:
         c = self.config
-        service = self._service(url, reuse)
+        service = self._pooled("service", url, reuse)
         healthy = False
         try:
             name = escape_filter_chars(login)
@@ -194,13 +217,7 @@ class Directory:
             attrs = entries[0]["attributes"]
             display = _first(attrs.get("displayName")) or _first(attrs.get("cn")) or login
 
-            user_conn = self._connection(url, dn, password)
-            try:
-                if not user_conn.bind():
-                    raise refused_bind(user_conn.result.get("message", ""),
-                                       active_directory=c.kind == "ad")
-            finally:
-                user_conn.unbind()
+            self._check_password(url, dn, password, reuse)
             groups = self._groups(service, dn, login)
             healthy = True
         except AuthError:
@@ -208,7 +225,7 @@ class Directory:
             raise
         finally:
             if healthy:
-                self._give_back(url, service)
+                self._give_back("service", url, service)
             else:
                 service.unbind()
         return DirectoryUser(dn=dn, login=login, display_name=display, groups=groups)
@@ -221,17 +238,19 @@ class Directory:
                         attributes=[])
             return frozenset(e["dn"].lower() for e in conn.response or ()
                              if e.get("type") == "searchResEntry")
-        conn.search(self.config.base_dn, f"(&(objectClass=posixGroup)(memberUid="
-                    f"{escape_filter_chars(login)}))", attributes=[])
-        found: set[str] = {e["dn"].lower() for e in conn.response or ()
-                           if e.get("type") == "searchResEntry"}
-        frontier = [dn, *sorted(found)]
-        for _ in range(self.config.group_depth):
+        # The first search finds the direct groups, posixGroups included; each further one the
+        # groups that contain the groups just found.
+        posix = f"(&(objectClass=posixGroup)(memberUid={escape_filter_chars(login)}))"
+        found: set[str] = set()
+        frontier = [dn]
+        for depth in range(self.config.group_depth):
             if not frontier:
                 break
             members = "".join(f"(member={escape_filter_chars(m)})(uniqueMember="
                               f"{escape_filter_chars(m)})" for m in frontier)
-            conn.search(self.config.base_dn, f"(&{GROUP_CLASSES}(|{members}))", attributes=[])
+            wanted = f"(&{GROUP_CLASSES}(|{members}))"
+            conn.search(self.config.base_dn, f"(|{posix}{wanted})" if depth == 0 else wanted,
+                        attributes=[])
             new = {e["dn"].lower() for e in conn.response or ()
                    if e.get("type") == "searchResEntry"} - found
             found |= new

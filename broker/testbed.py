@@ -84,6 +84,14 @@ def require(program: str) -> str:
     return path
 
 
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (``timeout``, ``kill``) end this program like Ctrl-C does, through its
+    ``finally`` blocks, so that it stops the servers it started instead of orphaning them."""
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, leave)
+
+
 @dataclass
 class Processes:
     """The processes we started; :meth:`stop` ends them all, newest first, by PID."""
@@ -112,7 +120,8 @@ class Processes:
             try:
                 p.wait(timeout)
             except subprocess.TimeoutExpired:
-                p.kill()
+                # its own process group (start_new_session): the process and what it forked
+                os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
             if p in self.started:
                 self.started.remove(p)

@@ -143,7 +143,8 @@ def read_secret(path: Path) -> bytes:
 
 # Named defaults of the gateway.
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0       # seconds from TCP accept to a redeemed ticket
-DEFAULT_CONNECT_TIMEOUT = 5.0          # seconds to open the desktop's TCP connection
+DEFAULT_CONNECT_TIMEOUT = 3.0          # seconds per attempt to reach the desktop (TCP + VNC auth)
+DEFAULT_CONNECT_ATTEMPTS = 3           # attempts on new connections before "desktop unavailable"
 DEFAULT_MAX_BUFFERED = 4 * 1024 * 1024 # bytes held for a slow peer before reading from the other stops
 DEFAULT_MAX_MESSAGE = 1024 * 1024      # largest websocket message accepted from a client
 DEFAULT_MAX_SESSIONS = 20_000          # sessions one gateway process holds at most
@@ -166,6 +167,7 @@ class GatewayConfig:
     allowed_origins: tuple[str, ...]   # empty: any origin (native clients send none)
     handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    connect_attempts: int = DEFAULT_CONNECT_ATTEMPTS
     max_buffered: int = DEFAULT_MAX_BUFFERED
     max_message: int = DEFAULT_MAX_MESSAGE
     max_sessions: int = DEFAULT_MAX_SESSIONS
@@ -210,6 +212,8 @@ def gateway_config(root: Section) -> GatewayConfig:
         allowed_origins=tuple(s.str_list("allowed_origins", [], non_empty=False)),
         handshake_timeout=s.float("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT, minimum=0.1),
         connect_timeout=s.float("connect_timeout", DEFAULT_CONNECT_TIMEOUT, minimum=0.1),
+        connect_attempts=s.int("connect_attempts", DEFAULT_CONNECT_ATTEMPTS, minimum=1,
+                               maximum=10),
         max_buffered=s.int("max_buffered_bytes", DEFAULT_MAX_BUFFERED, minimum=65536),
         max_message=s.int("max_message_bytes", DEFAULT_MAX_MESSAGE, minimum=4096),
         max_sessions=s.int("max_sessions", DEFAULT_MAX_SESSIONS, minimum=1),

@@ -376,14 +376,11 @@ class Gateway:
 
     async def _serve(self, ws: web.WebSocketResponse, request: web.Request,
                      claims: ticket.Claims, resumable: bool, started: float) -> None:
-        loop = asyncio.get_running_loop()
         self.metrics.sessions_open += 1
         self.metrics.sessions_total += 1
         try:
-            _, link = await asyncio.wait_for(loop.create_connection(
-                lambda: DesktopLink(self.config.max_buffered, self.config.replay_limit),
-                claims.target.host, claims.target.port), self.config.connect_timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+            link = await self._reach_desktop(claims)
+        except (OSError, asyncio.TimeoutError, DesktopError, TicketError) as exc:
             await self._desktop_failed(ws, claims, exc)
             await self._end(claims, None, "desktop unavailable")
             return
@@ -395,8 +392,6 @@ class Gateway:
                 self._resumable[session.token] = session
                 await ws.send_str(control(resume=session.token))
             if claims.target.protocol == "vnc":
-                secret = ticket.open_secret(self.config.credential_key, claims)
-                await rfb.authenticate_desktop(link, secret)
                 greeting = await asyncio.wait_for(rfb.greet_viewer(ws),
                                                   self.config.handshake_timeout)
                 link.counters.up += greeting.received
@@ -411,15 +406,58 @@ class Gateway:
             await ws.close(code=code, message=b"viewer did not complete the handshake")
             await self._end(claims, link, "viewer handshake timeout", session.token)
             return
-        except (OSError, DesktopError, ConnectionError, TicketError) as exc:
-            await self._desktop_failed(ws, claims, exc)
-            await self._end(claims, link, "desktop unavailable", session.token)
+        except OSError:  # the viewer left, or spoke no RFB 3.7+
+            await ws.close(code=aiohttp.WSCloseCode.PROTOCOL_ERROR,
+                           message=b"viewer did not complete the handshake")
+            await self._end(claims, link, "viewer left in the handshake", session.token)
             return
         self.metrics.handshake(time.perf_counter() - started)
         logger.info("session %s of %s@%s connected to %s:%s%s", claims.session, claims.user,
                     claims.tenant, claims.target.host, claims.target.port,
                     " (resumable)" if resumable else "")
         await self._attached(ws, request, session)
+
+    async def _reach_desktop(self, claims: ticket.Claims) -> DesktopLink:
+        """Connect to the desktop and, for VNC, authenticate to it as the gateway.
+
+        Each attempt has ``connect_timeout`` seconds; one that runs out is made again on a new
+        connection, up to ``connect_attempts`` in all. (A desktop whose listen queue overflowed
+        under a burst of logons can leave a connection open that never greets — TigerVNC
+        listens with a queue of 5.) A refusal by the desktop is final.
+
+        Raises:
+            OSError, asyncio.TimeoutError, ConnectionError: the desktop was not reached.
+            DesktopError, TicketError: the desktop refused, or the ticket's secret is unusable.
+        """
+        secret = (ticket.open_secret(self.config.credential_key, claims)
+                  if claims.target.protocol == "vnc" else None)
+        attempt = 1
+        while True:
+            try:
+                return await self._connect_desktop(claims, secret)
+            except (OSError, asyncio.TimeoutError) as exc:  # ConnectionError is an OSError
+                if attempt == self.config.connect_attempts:
+                    raise
+                attempt += 1
+                logger.info("session %s: desktop %s:%s did not answer (%s), attempt %d of %d",
+                            claims.session, claims.target.host, claims.target.port,
+                            type(exc).__name__, attempt, self.config.connect_attempts)
+
+    async def _connect_desktop(self, claims: ticket.Claims, secret: bytes | None) -> DesktopLink:
+        """One attempt of :meth:`_reach_desktop`; the connection is closed if it fails."""
+        link: DesktopLink | None = None
+        try:
+            async with asyncio.timeout(self.config.connect_timeout):
+                _, link = await asyncio.get_running_loop().create_connection(
+                    lambda: DesktopLink(self.config.max_buffered, self.config.replay_limit),
+                    claims.target.host, claims.target.port)
+                if claims.target.protocol == "vnc":
+                    await rfb.authenticate_desktop(link, secret)
+            return link
+        except BaseException:
+            if link is not None:
+                link.close()
+            raise
 
     async def _desktop_failed(self, ws: web.WebSocketResponse, claims: ticket.Claims,
                               exc: BaseException) -> None:

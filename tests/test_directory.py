@@ -40,6 +40,18 @@ async def test_a_wrong_password_is_refused(slapd):
         await directory(slapd).authenticate("anna", "wrong")
 
 
+async def test_reused_connections_never_carry_one_users_bind_into_the_next_check(slapd):
+    # One directory, one thread: every check after the first runs on the same pooled connection.
+    d = Directory(directory(slapd).config, ThreadPoolExecutor(1))
+    for _ in range(2):
+        assert (await d.authenticate("anna", USERS["anna"][1])).login == "anna"
+        with pytest.raises(BadCredentials):
+            await d.authenticate("bernd", USERS["anna"][1])  # bound as anna a moment ago
+        with pytest.raises(BadCredentials):
+            await d.authenticate("anna", "wrong")
+        assert (await d.authenticate("bernd", USERS["bernd"][1])).login == "bernd"
+
+
 async def test_an_unknown_user_is_refused_like_a_wrong_password(slapd):
     with pytest.raises(BadCredentials):
         await directory(slapd).authenticate("nobody", "whatever")

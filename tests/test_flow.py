@@ -17,7 +17,7 @@ from broker.service import Broker
 from broker.store import Store
 from broker.testbed import free_port
 from gateway import ticket
-from gateway.config import DEFAULT_HANDSHAKE_TIMEOUT
+from gateway.config import DEFAULT_CONNECT_ATTEMPTS, DEFAULT_HANDSHAKE_TIMEOUT
 
 from .conftest import SEATS, USERS, open_desktop
 
@@ -238,6 +238,54 @@ async def test_a_desktop_that_refuses_the_connection_gets_a_clear_close(installa
     conn = await installation.connect(await installation.login("anna"))
     dead = forge(installation, conn, target=ticket.Target("127.0.0.1", free_port(), "vnc"))
     assert await close_code(conn, dead) == (4502, "desktop unavailable")
+
+
+async def silent_first(target_port: int, silent: int):
+    """A listener that leaves its first ``silent`` connections open without a word (as a desktop
+    whose listen queue overflowed does) and forwards the later ones to ``target_port``."""
+    held, seen = [], []
+
+    async def pipe(reader, writer):
+        while data := await reader.read(65536):
+            writer.write(data)
+        writer.close()
+
+    async def handle(reader, writer):
+        seen.append(writer)
+        if len(seen) <= silent:
+            held.append(writer)
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", target_port)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, seen
+
+
+async def test_a_desktop_that_does_not_greet_is_tried_again_on_a_new_connection(
+        make_installation):
+    installation = await make_installation(gateway_options={"connect_timeout": 0.5})
+    conn = await installation.connect(await installation.login("anna"))
+    real = ticket.verify(load_pem_private_key(installation.broker.config.ticket_private_key,
+                                              None).public_key(),
+                         conn["ticket"], now=time.time(), audience="demo-gateway").target
+    server, seen = await silent_first(real.port, silent=1)
+    async with server:
+        target = ticket.Target("127.0.0.1", server.sockets[0].getsockname()[1], "vnc")
+        server_init = await open_desktop({**conn, "ticket": forge(installation, conn,
+                                                                   target=target)})
+    assert len(seen) == 2 and server_init[24:]  # the desktop's name, over the second connection
+
+
+async def test_a_desktop_that_never_greets_gets_a_clear_close_after_its_attempts(
+        make_installation):
+    installation = await make_installation(gateway_options={"connect_timeout": 0.5})
+    conn = await installation.connect(await installation.login("anna"))
+    server, seen = await silent_first(0, silent=10)
+    async with server:
+        target = ticket.Target("127.0.0.1", server.sockets[0].getsockname()[1], "vnc")
+        assert await close_code(conn, forge(installation, conn, target=target)) \
+            == (4502, "desktop unavailable")
+    assert len(seen) == DEFAULT_CONNECT_ATTEMPTS
 
 
 async def test_a_dead_desktop_host_gets_no_sessions_and_users_a_clear_answer(make_installation):

@@ -6,12 +6,14 @@ credential, sign the user in (password, then a fresh TOTP code), ask for a deskt
 a ticket), open the gateway websocket with the ticket and wait for the first byte of the desktop's
 stream (the gateway has then completed the VNC password handshake with the real Xvnc). Answers
 that say "busy" (503/429) are retried with the agent's jittered backoff, like the real agent.
-The desktops are a few real Xvnc servers with many seats each (not a lighter fake).
+The desktops are real Xvnc servers, shared by many users each like multi-session hosts: by default
+44 hosts of 50 seats for 2,200 clients (not a lighter fake). Each pool keeps its default cap of
+logons in flight per host, as an operator's would.
 
 Afterwards it checks that no host holds more sessions than seats and that every successful boot
 is one live session in the broker.
 
-Usage: ``.venv/bin/python -m benchmarks.boot_storm [--clients 2200] [--window 10] [--hosts 4]``;
+Usage: ``.venv/bin/python -m benchmarks.boot_storm [--clients 2200] [--window 10] [--hosts 44]``;
 writes ``benchmarks/results/boot_storm.json``.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import concurrent.futures
 import json
 import os
 import random
@@ -170,13 +173,11 @@ def run(n: int, window: float, n_hosts: int, keep: bool = False) -> dict:
         slapd.start(processes)
         slapd.seed(Organisation("Storm", tuple(DirectoryUserSpec(u, u, PASSWORD) for u in users),
                                 (GroupSpec("desktop-users", users=tuple(users)),)))
-        seats = n // n_hosts + 1
-        desktops = []
-        for i in range(n_hosts):
-            d = XvncDesktop(state / f"desk{i}", f"Storm {i}", "#2e7d32",
-                            password=secrets.token_hex(4))
-            d.start(processes)
-            desktops.append(d)
+        seats = -(-n // n_hosts)
+        desktops = [XvncDesktop(state / f"desk{i}", f"Storm {i}", "#2e7d32",
+                                password=secrets.token_hex(4)) for i in range(n_hosts)]
+        with concurrent.futures.ThreadPoolExecutor(8) as starting:
+            list(starting.map(lambda d: d.start(processes), desktops))
         portal, gw = free_port(), free_port()
         config_path = write_config(
             state, slapd=slapd, group=slapd.group_dn("desktop-users"), host="127.0.0.1",
@@ -248,7 +249,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Boot storm: thin clients against real parts.")
     parser.add_argument("--clients", type=int, default=2200)
     parser.add_argument("--window", type=float, default=10.0, help="seconds over which they boot")
-    parser.add_argument("--hosts", type=int, default=4, help="Xvnc desktops")
+    parser.add_argument("--hosts", type=int, default=44, help="Xvnc desktop hosts")
     parser.add_argument("--keep", action="store_true", help="keep state and logs")
     args = parser.parse_args()
     report = run(args.clients, args.window, args.hosts, args.keep)

@@ -166,11 +166,31 @@ def load_layers(directory: Path, *, device: str, device_class: str | None = None
         candidates.append(directory / sub / f"{name}.toml")
     layers = []
     for path in candidates:
-        if path.is_file():
-            try:
-                layers.append((str(path), tomllib.loads(path.read_text())))
-            except tomllib.TOMLDecodeError as exc:
-                raise ConfigError(str(path), "", f"not valid TOML ({exc})") from None
+        data = _parsed(path)
+        if data is not None:
+            layers.append((str(path), data))
     if not layers:
         raise ConfigError(str(directory), "", "expected at least base.toml")
     return layers
+
+
+_PARSED: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}  # path → ((mtime, size), data)
+
+
+def _parsed(path: Path) -> dict[str, Any] | None:
+    """A layer file's TOML (None if there is no such file), parsed again only when it changed:
+    every thin client fetches its profile at every boot, all at about the same time."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    version = (st.st_mtime_ns, st.st_size)
+    cached = _PARSED.get(path)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "", f"not valid TOML ({exc})") from None
+    _PARSED[path] = (version, data)
+    return data

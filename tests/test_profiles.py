@@ -63,3 +63,14 @@ def test_merging_does_not_change_the_layers():
     base = {"redirect": {"usb": False}}
     merge([("a", base), ("b", {"redirect": {"usb": True}})])
     assert base == {"redirect": {"usb": False}}
+
+
+def test_an_edited_layer_applies_at_the_next_fetch(tmp_path):
+    (tmp_path / "base.toml").write_text('tenant = "t"\nviewer = "vnc"\n')
+    assert resolve(load_layers(tmp_path, device="d")).viewer == "vnc"
+    (tmp_path / "base.toml").write_text('tenant = "t"\nviewer = "rdp"\nscreen_lock_minutes = 3\n')
+    p = resolve(load_layers(tmp_path, device="d"))
+    assert p.viewer == "rdp" and p.screen_lock_minutes == 3
+    (tmp_path / "base.toml").write_text('tenant = "t"\nviewer = \n')
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_layers(tmp_path, device="d")

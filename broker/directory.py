@@ -61,6 +61,8 @@ def refused_bind(message: str, *, active_directory: bool) -> AuthError:
             return AD_BIND_ERRORS[m.group(1).lower()](f"AD bind refused: {m.group(1)}")
     return BadCredentials("bind refused")
 POOL_SIZE = 8            # idle connections of each kind kept per server
+NESTING_TTL = 60.0       # seconds the groups enclosing a set of groups are remembered
+NESTING_REMEMBERED = 4096  # sets of groups remembered at most (then forgotten all at once)
 GROUP_CLASSES = "(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group))"
 
 _UNREACHABLE = (ldap_exc.LDAPSocketOpenError, ldap_exc.LDAPSocketReceiveError,
@@ -85,6 +87,7 @@ class Directory:
         self.executor = executor
         self._dead_until: dict[str, float] = {}
         self._idle: dict[tuple[str, str], list[ldap3.Connection]] = {}  # (kind, server) → idle
+        self._nesting: dict[frozenset[str], tuple[float, frozenset[str]]] = {}  # see _enclosing
         self._lock = threading.Lock()
 
     async def authenticate(self, login: str, password: str) -> DirectoryUser:
@@ -231,31 +234,53 @@ class Directory:
         return DirectoryUser(dn=dn, login=login, display_name=display, groups=groups)
 
     def _groups(self, conn: ldap3.Connection, dn: str, login: str) -> frozenset[str]:
-        """Groups that contain the user, directly or through nested groups (bounded depth);
-        posixGroups name their members by login (memberUid) and do not nest."""
+        """Groups that contain the user, directly (read fresh at every login) or through nested
+        groups (see :meth:`_enclosing`); posixGroups name their members by login (memberUid)."""
         if self.config.kind == "ad":  # the directory resolves the nesting in one search
             conn.search(self.config.base_dn, f"(member:{IN_CHAIN}:={escape_filter_chars(dn)})",
                         attributes=[])
             return frozenset(e["dn"].lower() for e in conn.response or ()
                              if e.get("type") == "searchResEntry")
-        # The first search finds the direct groups, posixGroups included; each further one the
-        # groups that contain the groups just found.
         posix = f"(&(objectClass=posixGroup)(memberUid={escape_filter_chars(login)}))"
+        direct = self._containing(conn, [dn], also=posix)
+        return direct | self._enclosing(conn, direct) if direct else direct
+
+    def _containing(self, conn: ldap3.Connection, members: list[str],
+                    also: str = "") -> frozenset[str]:
+        """Groups (of names or of unique names) with any of ``members`` as a member, plus the
+        entries ``also`` matches."""
+        named = "".join(f"(member={escape_filter_chars(m)})(uniqueMember="
+                        f"{escape_filter_chars(m)})" for m in members)
+        conn.search(self.config.base_dn, f"(|{also}(&{GROUP_CLASSES}(|{named})))",
+                    attributes=[])
+        return frozenset(e["dn"].lower() for e in conn.response or ()
+                         if e.get("type") == "searchResEntry")
+
+    def _enclosing(self, conn: ldap3.Connection, groups: frozenset[str]) -> frozenset[str]:
+        """The groups that contain these groups, through up to ``group_depth`` levels of nesting.
+
+        Remembered for :data:`NESTING_TTL` seconds per set of groups: at 8 a.m. most users of a
+        directory share a few sets of direct groups, and nesting changes rarely (an admin's change
+        applies within that time; a change of a user's own memberships applies at once)."""
+        now = time.monotonic()
+        with self._lock:
+            remembered = self._nesting.get(groups)
+        if remembered is not None and remembered[0] > now:
+            return remembered[1]
         found: set[str] = set()
-        frontier = [dn]
-        for depth in range(self.config.group_depth):
+        frontier = sorted(groups)
+        for _ in range(self.config.group_depth - 1):
             if not frontier:
                 break
-            members = "".join(f"(member={escape_filter_chars(m)})(uniqueMember="
-                              f"{escape_filter_chars(m)})" for m in frontier)
-            wanted = f"(&{GROUP_CLASSES}(|{members}))"
-            conn.search(self.config.base_dn, f"(|{posix}{wanted})" if depth == 0 else wanted,
-                        attributes=[])
-            new = {e["dn"].lower() for e in conn.response or ()
-                   if e.get("type") == "searchResEntry"} - found
+            new = self._containing(conn, frontier) - found - groups
             found |= new
             frontier = sorted(new)
-        return frozenset(found)
+        enclosing = frozenset(found)
+        with self._lock:
+            if len(self._nesting) >= NESTING_REMEMBERED:
+                self._nesting.clear()
+            self._nesting[groups] = (now + NESTING_TTL, enclosing)
+        return enclosing
 
 
 def _first(value: object) -> str:

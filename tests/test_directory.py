@@ -5,6 +5,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import ldap3
 import pytest
 from hypothesis import given, settings, strategies as st
 from ldap3.utils.conv import escape_filter_chars
@@ -50,6 +51,30 @@ async def test_reused_connections_never_carry_one_users_bind_into_the_next_check
         with pytest.raises(BadCredentials):
             await d.authenticate("anna", "wrong")
         assert (await d.authenticate("bernd", USERS["bernd"][1])).login == "bernd"
+
+
+async def test_own_memberships_apply_at_once_and_nesting_within_its_ttl(slapd):
+    inner, outer = slapd.group_dn("cache-inner"), slapd.group_dn("cache-outer")
+    anna = slapd.user_dn("anna")
+    d = directory(slapd)
+    with slapd.admin() as admin:
+        admin.add(inner, ["groupOfNames"], {"cn": "cache-inner", "member": [anna]})
+        admin.add(outer, ["groupOfNames"], {"cn": "cache-outer", "member": [inner]})
+        try:
+            groups = (await d.authenticate("anna", USERS["anna"][1])).groups
+            assert {inner.lower(), outer.lower()} <= groups
+            admin.modify(outer, {"member": [(ldap3.MODIFY_REPLACE, [slapd.user_dn("bernd")])]})
+            groups = (await d.authenticate("anna", USERS["anna"][1])).groups
+            assert outer.lower() in groups  # the nesting is remembered ...
+            fresh = directory(slapd)  # as after the TTL: nothing remembered
+            groups = (await fresh.authenticate("anna", USERS["anna"][1])).groups
+            assert inner.lower() in groups and outer.lower() not in groups  # ... for its TTL
+            admin.modify(inner, {"member": [(ldap3.MODIFY_REPLACE, [slapd.user_dn("bernd")])]})
+            groups = (await d.authenticate("anna", USERS["anna"][1])).groups
+            assert inner.lower() not in groups  # the user's own membership: at once
+        finally:
+            admin.delete(outer)
+            admin.delete(inner)
 
 
 async def test_an_unknown_user_is_refused_like_a_wrong_password(slapd):

@@ -506,6 +506,30 @@ class Sshd:
         return self.state / "known_hosts"
 
 
+@dataclass
+class Dnsmasq:
+    """A private DNS server (dnsmasq) on loopback that answers the SRV records it is given and
+    "no such name" to everything else; ``srv`` maps names like ``_pforte._tcp.rathaus.example``
+    to (target host, port)."""
+
+    state: Path
+    srv: dict[str, tuple[str, int]]
+    port: int = 0
+
+    def start(self, processes: Processes) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        records = [f"--srv-host={name},{host},{port},0,0"
+                   for name, (host, port) in self.srv.items()]
+        proc = processes.start(
+            [require("dnsmasq"), "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+             "--no-hosts", "--no-poll", "--local=/#/", "--bind-interfaces",
+             "--listen-address=127.0.0.1", f"--port={self.port}", "--user=root",
+             f"--pid-file={self.state / 'dnsmasq.pid'}", "--log-facility=-", *records],
+            log=self.state / "dnsmasq.log")
+        wait_for_port("127.0.0.1", self.port, proc, what="dnsmasq")  # it answers TCP too
+
+
 # -- Samba Active Directory ------------------------------------------------------------------------
 
 @dataclass

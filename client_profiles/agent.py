@@ -1,7 +1,10 @@
 """The thin-client boot agent: enrol once, then at every boot fetch the profile, sign the user in
 (password and one-time code) and start the viewer the profile names.
 
-``python -m client_profiles.agent --broker https://broker.example --state /var/lib/pforte-agent``
+``python -m client_profiles.agent --broker https://broker.example --state /var/lib/pforte-agent``,
+or ``--discover rathaus.example`` to find the broker in DNS: the SRV record
+``_pforte._tcp.rathaus.example`` names its host and port (HTTPS); of several records the agent takes
+the first in RFC 2782 order (lowest priority, then at random by weight).
 
 Every step that talks to the broker is retried with exponential backoff and full jitter (never in
 lockstep with the neighbours that booted at the same second), bounded by ``give_up_after``, and the
@@ -23,6 +26,9 @@ from pathlib import Path
 from typing import Awaitable, Callable, TypeVar
 
 import aiohttp
+import dns.asyncresolver
+import dns.exception
+import dns.resolver
 
 from . import connection_files
 from .profiles import profile_from_dict
@@ -36,10 +42,44 @@ GIVE_UP_AFTER = 600.0   # seconds of retrying before the agent gives up
 VIEWERS = {"vnc": ["vncviewer"], "rdp": ["xfreerdp"], "spice": ["remote-viewer"]}
 
 
+def kiosk_browser(broker_url: str, profile: dict) -> list[str]:
+    """Chromium in kiosk mode on the portal's sign-in page, in the profile's language; the portal
+    asks for password and one-time code itself, and a fresh profile forgets the user at logoff."""
+    return ["chromium", "--kiosk", "--incognito", "--no-first-run", f"--lang={profile['language']}",
+            f"--accept-lang={profile['language']}", f"{broker_url}/login"]
+
+
 def backoff(attempt: int, rng: random.Random, *, base: float = BASE_DELAY,
             cap: float = MAX_DELAY) -> float:
     """Seconds to wait before retry ``attempt`` (0-based): full jitter over an exponential cap."""
     return rng.uniform(0, min(cap, base * 2 ** attempt))
+
+
+SRV_SERVICE = "_pforte._tcp"
+
+
+async def discover(domain: str, rng: random.Random, *, scheme: str = "https",
+                   nameserver: tuple[str, int] | None = None) -> str:
+    """The broker's URL from the SRV record ``_pforte._tcp.DOMAIN``.
+
+    Raises:
+        Refused: there is no such record (a setup mistake: retrying will not help).
+        Unavailable: DNS did not answer.
+    """
+    resolver = dns.asyncresolver.Resolver(configure=nameserver is None)
+    if nameserver is not None:
+        resolver.nameservers, resolver.port = [nameserver[0]], nameserver[1]
+    name = f"{SRV_SERVICE}.{domain}"
+    try:
+        answer = await resolver.resolve(name, "SRV", lifetime=5.0)
+    except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+        raise Refused("no_srv_record", f"DNS has no {name} record: the device cannot find "
+                      "its server.") from None
+    except dns.exception.DNSException as exc:
+        raise Unavailable(f"DNS did not answer ({type(exc).__name__})") from None
+    first = min(answer, key=lambda r: (r.priority, -rng.random() ** (1 / (r.weight + 1))))
+    host = first.target.to_text(omit_final_dot=True)
+    return f"{scheme}://{host}:{first.port}"
 
 
 class Refused(Exception):
@@ -56,7 +96,7 @@ class Unavailable(Exception):
 
 @dataclass
 class Agent:
-    broker_url: str
+    broker_url: str | None                   # None: found by ``find_broker`` at boot
     state: Path
     ask: Callable[[str, bool], str]          # (prompt, secret) -> answer
     say: Callable[[str], None]
@@ -65,6 +105,7 @@ class Agent:
     rng: random.Random = field(default_factory=random.SystemRandom)
     give_up_after: float = GIVE_UP_AFTER
     http: aiohttp.ClientSession | None = None
+    find_broker: Callable[[], Awaitable[str]] | None = None  # e.g. DNS SRV, see discover()
 
     @property
     def credential_file(self) -> Path:
@@ -146,12 +187,14 @@ class Agent:
         For native viewers a local tunnel keeps running in this process (see :attr:`tunnel`).
         """
         self.http = self.http or aiohttp.ClientSession()
+        if self.broker_url is None:
+            self.broker_url = await self.retrying("Finding the server", self.find_broker)
         credential = await self.credential()
         device = await self.profile(credential)
         profile = device["profile"]
-        token = await self.sign_in()
         if profile["viewer"] == "browser":
-            return ["chromium", "--kiosk", f"{self.broker_url}/desktops"]
+            return kiosk_browser(self.broker_url, profile)
+        token = await self.sign_in()
         pools = profile["pools"] or [p["id"] for p in (await self.retrying(
             "Loading your desktops", lambda: self._call("GET", "/api/v1/pools", token=token)))
             ["pools"]]
@@ -173,7 +216,10 @@ class Agent:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Pforte thin-client boot agent")
-    parser.add_argument("--broker", required=True, help="the broker's URL")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--broker", help="the broker's URL")
+    where.add_argument("--discover", metavar="DOMAIN", help=f"find the broker by the DNS SRV "
+                       f"record {SRV_SERVICE}.DOMAIN")
     parser.add_argument("--state", default="/var/lib/pforte-agent", help="where the device "
                         "credential is kept")
     parser.add_argument("--name", default=os.uname().nodename, help="this device's name")
@@ -185,8 +231,10 @@ def main() -> None:
         return getpass.getpass(f"{prompt}: ") if secret else input(f"{prompt}: ")
 
     async def run() -> int:
-        agent = Agent(args.broker.rstrip("/"), Path(args.state), ask,
-                      lambda m: print(m, flush=True), args.name, args.enrolment_code)
+        rng = random.SystemRandom()
+        agent = Agent(args.broker.rstrip("/") if args.broker else None, Path(args.state), ask,
+                      lambda m: print(m, flush=True), args.name, args.enrolment_code, rng,
+                      find_broker=lambda: discover(args.discover, rng))
         try:
             command = await agent.boot()
             if args.dry_run:

@@ -5,17 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 import time
+import subprocess
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from hypothesis import given, strategies as st
 
 from broker import mfa
-from broker.demo import TENANT
-from broker.store import OPERATOR
-from broker.testbed import BreakableProxy, free_port
-from client_profiles.agent import MAX_DELAY, Agent, Refused, backoff
+from broker.config import load_config
+from broker.demo import TENANT, DesktopEntry, write_config
+from broker.service import Broker
+from broker.store import OPERATOR, Store
+from broker.testbed import (CHROMIUM, CHROMIUM_ARGS, BreakableProxy, Dnsmasq, Processes,
+                            free_port, wait_for_port)
+from client_profiles.agent import MAX_DELAY, SRV_SERVICE, Agent, Refused, backoff, discover
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "client_profiles" / "examples"
 
@@ -32,19 +38,36 @@ def test_neighbours_do_not_retry_in_lockstep():
     assert len(schedules) == 50
 
 
-async def boot_agent(inst, url: str, state: Path, anna_secret: str, messages: list[str],
-                     give_up_after: float = 30.0) -> tuple[Agent, list[str]]:
-    _, body = await _admin(inst, "POST", f"/api/v1/admin/tenants/{TENANT}/enrolment-codes",
-                           {"site": "rathaus-front-office", "device_class": "thin-client"})
+def anna(secret: str, on_ask: Callable[[str], None] = lambda prompt: None):
+    """The user at the thin client: answers the agent's questions as anna would."""
     answers = {"Username": "anna@musterstadt.example", "Password": "Anna-pass-1"}
 
-    def ask(prompt: str, secret: bool) -> str:
+    def ask(prompt: str, secret_answer: bool) -> str:
+        on_ask(prompt)
         if prompt == "One-time code":
-            return mfa.current_code(anna_secret, time.time())
+            return mfa.current_code(secret, time.time())
         return answers[prompt]
-    agent = Agent(url, state, ask, messages.append, "Counter 7", body["code"],
-                  rng=random.Random(1), give_up_after=give_up_after)
+    return ask
+
+
+async def boot_agent(inst, url: str | None, state: Path, anna_secret: str, messages: list[str],
+                     device_class: str = "thin-client", **options) -> tuple[Agent, list[str]]:
+    _, body = await _admin(inst, "POST", f"/api/v1/admin/tenants/{TENANT}/enrolment-codes",
+                           {"site": "rathaus-front-office", "device_class": device_class})
+    agent = Agent(url, state, anna(anna_secret), messages.append, "Counter 7", body["code"],
+                  rng=random.Random(1), give_up_after=30.0, **options)
     return agent, await agent.boot()
+
+
+async def first_bytes_through(command: list[str]) -> bytes:
+    """The first bytes a native viewer would read from the connection file's local tunnel."""
+    text = Path(command[1]).read_text()
+    port = int(text.split("::")[1].split()[0])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        return await asyncio.wait_for(reader.readexactly(12), 10)
+    finally:
+        writer.close()
 
 
 async def _admin(inst, method, path, body=None):
@@ -72,10 +95,7 @@ async def test_a_thin_client_boots_into_its_viewer_through_the_tunnel(fleet, tmp
         text = Path(command[1]).read_text()
         assert "ServerName=127.0.0.1::" in text and "FullScreenMode=All" in text
         assert (tmp_path / "device-credential").stat().st_mode & 0o077 == 0
-        port = int(text.split("::")[1].split()[0])
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        assert await asyncio.wait_for(reader.readexactly(12), 10) == b"RFB 003.008\n"
-        writer.close()
+        assert await first_bytes_through(command) == b"RFB 003.008\n"
     finally:
         await agent.close()
     # the next boot uses the stored credential: no new enrolment code needed
@@ -124,3 +144,107 @@ async def test_a_revoked_device_is_told_plainly_and_not_retried(fleet, tmp_path)
         assert refused.value.code == "device_revoked"
     finally:
         await again.close()
+
+
+@pytest.mark.integration
+async def test_a_thin_client_finds_its_broker_by_a_dns_srv_record(fleet, tmp_path):
+    inst, secret = fleet
+    broker_port = int(inst.base_url.rsplit(":", 1)[1])
+    processes = Processes()
+    dns = Dnsmasq(tmp_path / "dns", {f"{SRV_SERVICE}.rathaus.example": ("localhost", broker_port)})
+    dns.start(processes)
+    rng = random.Random(3)
+
+    def find(domain: str):
+        # plain HTTP only because the test broker has no certificate (the agent's CLI: HTTPS)
+        return lambda: discover(domain, rng, scheme="http", nameserver=("127.0.0.1", dns.port))
+    try:
+        agent, command = await boot_agent(inst, None, tmp_path / "tc", secret, [],
+                                          find_broker=find("rathaus.example"))
+        try:
+            assert agent.broker_url == f"http://localhost:{broker_port}"
+            assert await first_bytes_through(command) == b"RFB 003.008\n"
+        finally:
+            await agent.close()
+        lost = Agent(None, tmp_path / "lost", anna(secret), lambda m: None,
+                     find_broker=find("schule.example"))
+        try:
+            with pytest.raises(Refused) as refused:  # a setup mistake: told, not retried
+                await lost.boot()
+            assert refused.value.code == "no_srv_record"
+        finally:
+            await lost.close()
+    finally:
+        processes.stop()
+
+
+@pytest.mark.integration
+async def test_a_thin_client_survives_a_broker_restart_during_boot(tmp_path, slapd, desktops):
+    """The real ``pforte broker`` process is stopped while the user types the one-time code
+    (the password was accepted) and started again a second later; the agent keeps trying."""
+    portal, gateway = free_port(), free_port()
+    path = write_config(
+        tmp_path, slapd=slapd, group=slapd.group_dn("desktop-users"), host="127.0.0.1",
+        portal_port=portal, gateway_port=gateway,
+        desktops=[DesktopEntry("desk1", desktops[0].port, 4, desktops[0].password)],
+        broker_options={"profiles_dir": str(EXAMPLES)})
+    config = load_config(path)
+    secret, code = mfa.new_secret(), "restart-code-1"
+    broker = Broker(config, Store(config.state_dir / "pforte.db"))
+    await broker.store.open()
+    await broker.import_enrolment(TENANT, "anna", secret)
+    await broker.store.create_enrolment_code(code, TENANT, "rathaus-front-office", "thin-client",
+                                             expires=time.time() + 600)
+    await broker.close()
+    processes = Processes()
+    python = [sys.executable, "-m", "broker"]
+
+    def start_broker() -> subprocess.Popen:
+        proc = processes.start([*python, "broker", "--config", str(path)],
+                               log=tmp_path / "broker.log")
+        wait_for_port("127.0.0.1", portal, proc, what="broker")
+        return proc
+    running = [start_broker()]
+    gw = processes.start([*python, "gateway", "--config", str(path)], log=tmp_path / "gw.log")
+    wait_for_port("127.0.0.1", gateway, gw, what="gateway")
+    loop = asyncio.get_running_loop()
+    restarted = loop.create_future()
+
+    def restart() -> None:
+        running.append(start_broker())
+        restarted.set_result(None)
+
+    def on_ask(prompt: str) -> None:
+        if prompt == "One-time code" and len(running) == 1:
+            processes.stop(running[0])
+            loop.call_later(1.0, restart)
+    messages: list[str] = []
+    agent = Agent(f"http://127.0.0.1:{portal}", tmp_path / "tc", anna(secret, on_ask),
+                  messages.append, "Counter 3", code, rng=random.Random(5), give_up_after=30.0)
+    try:
+        command = await agent.boot()
+        assert restarted.done()
+        assert any(m.startswith("Checking the code") and "cannot be reached" in m
+                   for m in messages), messages
+        assert command[0] == "vncviewer"
+        assert await first_bytes_through(command) == b"RFB 003.008\n"
+    finally:
+        await agent.close()
+        processes.stop()
+
+
+@pytest.mark.integration
+async def test_a_browser_kiosk_opens_the_portal_sign_in_in_the_profiles_language(fleet,
+                                                                                  tmp_path):
+    inst, secret = fleet
+    agent, command = await boot_agent(inst, inst.base_url, tmp_path, secret, [],
+                                      device_class="kiosk-browser")
+    await agent.close()
+    assert command[:2] == ["chromium", "--kiosk"] and command[-1] == f"{inst.base_url}/login"
+    # Run that very command in Debian's chromium (headless here) and read the page it shows.
+    proc = await asyncio.create_subprocess_exec(
+        CHROMIUM, *CHROMIUM_ARGS, *command[1:-1], "--dump-dom", command[-1],
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    page, _ = await asyncio.wait_for(proc.communicate(), 60)
+    page = page.decode()
+    assert 'lang="de"' in page and "Anmelden" in page and 'type="password"' in page

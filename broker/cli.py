@@ -96,22 +96,29 @@ def _connect(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
 
-    from client_profiles import connection_files, tunnel
-    from client_profiles.profiles import load_layers, resolve
+    import aiohttp
+
+    from client_profiles import tunnel
 
     token = Path(args.token_file).read_text().strip()
-    profile = None
-    if args.profiles:
-        profile = resolve(load_layers(Path(args.profiles), device=args.device,
-                                      device_class=args.device_class, site=args.site))
+    device = Path(args.device_credential_file).read_text().strip() \
+        if args.device_credential_file else None
 
-    def ready(port: int) -> None:
+    async def ready(port: int) -> None:
         print(f"tunnel to pool {args.pool} listening on 127.0.0.1:{port}", flush=True)
-        if profile is not None and args.viewer_file:
-            viewer = args.viewer or profile.viewer
-            text = connection_files.RENDERERS[viewer](profile, "127.0.0.1", port)
-            Path(args.viewer_file).write_text(text)
-            print(f"wrote {args.viewer_file} for {viewer}", flush=True)
+        if not args.viewer_file:
+            return
+        async with aiohttp.ClientSession() as http, http.post(
+                f"{args.url.rstrip('/')}/api/v1/pools/{args.pool}/connection-file",
+                json={"viewer": args.viewer, "port": port},
+                headers={"Authorization": f"Bearer {token}",
+                         **({"X-Pforte-Device": device} if device else {})}) as r:
+            body = await r.json()
+        if r.status != 200:
+            print(f"no viewer file: {body.get('message')}", file=sys.stderr, flush=True)
+            return
+        Path(args.viewer_file).write_text(body["content"])
+        print(f"wrote {args.viewer_file} for {args.viewer}", flush=True)
 
     try:
         asyncio.run(tunnel.run(args.url, token, args.pool, args.port, ready))
@@ -183,13 +190,12 @@ def parser() -> argparse.ArgumentParser:
     cn.add_argument("--token-file", required=True, help="file with the user's login token")
     cn.add_argument("--pool", required=True)
     cn.add_argument("--port", type=int, default=0, help="local port (default: any free)")
-    cn.add_argument("--profiles", help="client profile directory (to write a viewer file)")
-    cn.add_argument("--device", default="this-device")
-    cn.add_argument("--device-class")
-    cn.add_argument("--site")
-    cn.add_argument("--viewer", choices=["vnc", "rdp", "spice"],
-                    help="viewer file kind (default: the profile's viewer)")
-    cn.add_argument("--viewer-file", help="write the native viewer's connection file here")
+    cn.add_argument("--viewer-file", help="write the native viewer's connection file here "
+                    "(rendered by the broker for this tunnel's port)")
+    cn.add_argument("--viewer", choices=["vnc", "rdp", "spice"], default="vnc",
+                    help="viewer file kind")
+    cn.add_argument("--device-credential-file", help="a thin client's credential: the file "
+                    "then follows its profile (else the defaults)")
     cn.set_defaults(func=_connect)
 
     t = sub.add_parser("totp", help="print the current one-time code for a secret (demo aid)")

@@ -9,16 +9,17 @@ signs in with password and one-time code.
 
 from __future__ import annotations
 
-import dataclasses
 import secrets
 from typing import TYPE_CHECKING
 
-from client_profiles.profiles import load_layers, resolve
+from client_profiles.connection_files import EXTENSIONS, MEDIA_TYPES, RENDERERS
+from client_profiles.profiles import Profile, load_layers, resolve
 from gateway.errors import ConfigError
 
 from .config import TenantConfig
-from .errors import BadRequest, DeviceRevoked, LoginRequired, NotFound
-from .store import Device
+from .errors import (BadRequest, DeviceRevoked, LoginRequired, NotEntitled, NotFound,
+                     ViewerMismatch)
+from .store import Device, Login
 
 if TYPE_CHECKING:
     from .service import Broker
@@ -78,7 +79,7 @@ class Devices:
             raise DeviceRevoked(device.id)
         return device
 
-    def profile(self, device: Device) -> dict:
+    def profile(self, device: Device) -> Profile:
         """The device's effective profile (base → class → site → device).
 
         Raises:
@@ -95,4 +96,41 @@ class Devices:
             raise BadRequest(f"profile: {exc}") from None
         if profile.tenant != device.tenant:
             raise BadRequest("profile names another tenant")
-        return dataclasses.asdict(profile)
+        return profile
+
+    async def connection_file(self, login: Login, pool_id: str, *, viewer: str | None,
+                              port: int, device_credential: str | None,
+                              source: str) -> tuple[str, str, str]:
+        """A native viewer's connection file for a pool: (file name, media type, content).
+
+        It names only the user's local tunnel (``pforte connect`` on 127.0.0.1:``port``), which
+        presents a fresh single-use ticket to the gateway for each connection; it is rendered
+        from the device's effective profile, or from the defaults when no device asks.
+
+        Raises:
+            NotEntitled: unknown pool, not a member, or a device of another tenant.
+            ViewerMismatch: the pool's desktops do not speak the viewer's protocol.
+            BadRequest: no native viewer given or named by the profile.
+        """
+        pool = next((p for p in self.broker.entitled_pools(login) if p.id == pool_id), None)
+        if device_credential is not None:
+            device = await self.device(device_credential)
+            if device.tenant != login.tenant:
+                pool = None
+            profile = self.profile(device)
+        else:
+            profile = resolve([("<defaults>", {"tenant": login.tenant})])
+        if pool is None:
+            await self.broker.audit(login.tenant, login.login, source, "connection_file",
+                                    "not_entitled", pool_id)
+            raise NotEntitled(pool_id)
+        viewer = viewer or profile.viewer
+        if viewer not in RENDERERS:
+            raise BadRequest(f"no native viewer: {viewer}")
+        tenant = self.broker.config.tenant(login.tenant)
+        if any(tenant.host(h).protocol != viewer for h in pool.hosts):
+            raise ViewerMismatch(pool.id)
+        await self.broker.audit(login.tenant, login.login, source, "connection_file", "ok",
+                                f"pool={pool.id} viewer={viewer}")
+        return (f"{pool.id}{EXTENSIONS[viewer]}", MEDIA_TYPES[viewer],
+                RENDERERS[viewer](profile, "127.0.0.1", port))

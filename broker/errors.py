@@ -17,6 +17,7 @@ Hierarchy::
     ├── DeviceRevoked                the device's credential was revoked (403)
     ├── NotFound                     no such host or session in this tenant (404)
     ├── Conflict                     the action does not apply in the current state (409)
+    │   └── ViewerMismatch           the pool's desktops do not speak the viewer's protocol
     ├── DirectoryUnavailable         no directory server answered in time (503)
     ├── NoFreeDesktop                every seat of the pool is taken (503)
     ├── PoolBusy                     too many logons in flight right now (503, retry in seconds)
@@ -114,6 +115,10 @@ class NotFound(BrokerError):
 class Conflict(BrokerError):
     code = "conflict"
     status = 409
+
+
+class ViewerMismatch(Conflict):
+    code = "viewer_mismatch"
 
 
 class DirectoryUnavailable(BrokerError):

@@ -30,8 +30,6 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
-from . import connection_files
-from .profiles import profile_from_dict
 from .tunnel import Tunnel
 
 T = TypeVar("T")
@@ -112,8 +110,8 @@ class Agent:
         return self.state / "device-credential"
 
     async def _call(self, method: str, path: str, *, body: dict | None = None,
-                    token: str | None = None) -> dict:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+                    token: str | None = None, headers: dict[str, str] | None = None) -> dict:
+        headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
         try:
             async with self.http.request(method, f"{self.broker_url}{path}", json=body,
                                          headers=headers) as r:
@@ -202,9 +200,12 @@ class Agent:
             raise Refused("not_entitled", "No desktop has been assigned to you.")
         self.tunnel = Tunnel(self.broker_url, token, pools[0])
         port = await self.tunnel.start()
-        file = self.state / f"desktop{connection_files.EXTENSIONS[profile['viewer']]}"
-        file.write_text(connection_files.RENDERERS[profile["viewer"]](
-            profile_from_dict(profile), "127.0.0.1", port))
+        viewer_file = await self.retrying("Preparing your desktop", lambda: self._call(
+            "POST", f"/api/v1/pools/{pools[0]}/connection-file", token=token,
+            body={"viewer": profile["viewer"], "port": port},
+            headers={"X-Pforte-Device": credential}))
+        file = self.state / Path(viewer_file["file_name"]).name
+        file.write_text(viewer_file["content"])
         return [*VIEWERS[profile["viewer"]], str(file)]
 
     async def close(self) -> None:

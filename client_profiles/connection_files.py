@@ -57,3 +57,5 @@ def vv_file(profile: Profile, host: str, port: int, title: str = "Pforte") -> st
 
 RENDERERS = {"vnc": vnc_file, "rdp": rdp_file, "spice": vv_file}
 EXTENSIONS = {"vnc": ".vnc", "rdp": ".rdp", "spice": ".vv"}
+MEDIA_TYPES = {"vnc": "application/x-vnc", "rdp": "application/x-rdp",
+               "spice": "application/x-virt-viewer"}

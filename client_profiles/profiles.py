@@ -65,15 +65,6 @@ class Profile:
 Layers = list[tuple[str, dict[str, Any]]]   # (file, table) in merge order
 
 
-def profile_from_dict(d: dict[str, Any]) -> Profile:
-    """A profile as the broker sends it (``dataclasses.asdict`` of a checked profile)."""
-    return Profile(tenant=d["tenant"], pools=tuple(d["pools"]), viewer=d["viewer"],
-                   kiosk=Kiosk(**d["kiosk"]), display=Display(**d["display"]),
-                   keyboard_layout=d["keyboard_layout"], language=d["language"],
-                   redirect=Redirect(**d["redirect"]),
-                   screen_lock_minutes=d["screen_lock_minutes"])
-
-
 def merge(layers: Layers) -> tuple[dict[str, Any], dict[str, str]]:
     """Merge layers; also says which file set each dotted key (for error messages)."""
     merged: dict[str, Any] = {}

@@ -89,3 +89,52 @@ async def test_unknown_codes_and_credentials_get_clear_answers(fleet):
     assert r.status == 404
     status, body = await call(fleet, "GET", "/api/v1/devices/profile", token="pfd_forged")
     assert status == 401
+
+
+async def connection_file(inst, token: str, body: dict, device: str | None = None,
+                          pool: str = "buero"):
+    r = await inst.http.post(f"{inst.base_url}/api/v1/pools/{pool}/connection-file", json=body,
+                             headers={"Authorization": f"Bearer {token}",
+                                      **({"X-Pforte-Device": device} if device else {})})
+    return r.status, await r.json()
+
+
+async def test_the_broker_renders_a_viewer_file_for_the_local_tunnel_from_the_profile(fleet):
+    device = await enrolled(fleet)
+    token = await fleet.login("anna")
+    status, body = await connection_file(fleet, token, {"viewer": "vnc", "port": 5917},
+                                         device["credential"])
+    assert status == 200 and body["file_name"] == "buero.vnc"
+    assert body["media_type"] == "application/x-vnc"
+    text = body["content"]
+    assert "ServerName=127.0.0.1::5917" in text                   # the tunnel, nothing else
+    assert "FullScreenMode=All" in text and "DesktopSize=1920x1080" in text  # the device's class
+    host = fleet.broker.config.tenant(TENANT).hosts[0]
+    assert f"{host.port}" not in text and host.secret.decode(errors="ignore") not in text
+    status, body = await connection_file(fleet, token, {"viewer": "vnc", "port": 5917})
+    assert status == 200 and "FullScreenMode=Current" in body["content"]  # no device: defaults
+    status, body = await connection_file(fleet, token, {"port": 5917})
+    assert (status, body["error"]) == (400, "bad_request")  # the defaults name the browser
+
+
+async def test_a_viewer_file_is_refused_clearly(fleet):
+    token = await fleet.login("anna")
+    status, body = await connection_file(fleet, token, {"viewer": "rdp", "port": 5917})
+    assert (status, body["error"]) == (409, "viewer_mismatch")   # the pool's desktops speak VNC
+    status, body = await connection_file(fleet, token, {"viewer": "vnc", "port": 5917},
+                                         pool="elsewhere")
+    assert (status, body["error"]) == (403, "not_entitled")
+    for port in (0, 70000, "5917", None):
+        status, body = await connection_file(fleet, token, {"viewer": "vnc", "port": port})
+        assert (status, body["error"]) == (400, "bad_request")
+    status, body = await connection_file(fleet, "nobody", {"port": 5917})
+    assert status == 401
+
+
+async def test_a_pool_of_rdp_hosts_gets_an_rdp_file(raw_install):
+    inst, token, _ = await raw_install()
+    status, body = await connection_file(inst, token, {"viewer": "rdp", "port": 3390})
+    assert status == 200 and body["file_name"] == "buero.rdp"
+    assert "full address:s:127.0.0.1:3390\r\n" in body["content"]
+    status, body = await connection_file(inst, token, {"viewer": "vnc", "port": 3390})
+    assert (status, body["error"]) == (409, "viewer_mismatch")

@@ -86,9 +86,8 @@ async def test_pforte_connect_writes_the_viewer_file_for_its_port(installation, 
     viewer_file = tmp_path / "desk.vnc"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "broker", "connect", "--url", installation.base_url,
-        "--token-file", str(token_file), "--pool", "buero", "--profiles", str(EXAMPLES),
-        "--device", "tc-0042", "--device-class", "thin-client", "--viewer-file",
-        str(viewer_file), stdout=asyncio.subprocess.PIPE)
+        "--token-file", str(token_file), "--pool", "buero", "--viewer-file", str(viewer_file),
+        stdout=asyncio.subprocess.PIPE)
     try:
         line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
         port = int(line.strip().rsplit(":", 1)[1])

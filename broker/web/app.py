@@ -12,6 +12,7 @@ carry the login's CSRF token.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import logging
 import secrets
@@ -282,6 +283,20 @@ async def api_connect(request: web.Request) -> web.StreamResponse:
                               "session": conn.session_id, "expires_at": conn.expires_at})
 
 
+async def api_connection_file(request: web.Request) -> web.StreamResponse:
+    _, login = await _login(request, state_changing=True)
+    data = await _json(request)
+    viewer, port = data.get("viewer"), data.get("port")
+    if viewer is not None and not isinstance(viewer, str):
+        raise BadRequest("viewer")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise BadRequest("port")
+    name, media_type, content = await request.app[BROKER_KEY].devices.connection_file(
+        login, request.match_info["pool"], viewer=viewer, port=port,
+        device_credential=request.headers.get("X-Pforte-Device"), source=_source(request))
+    return web.json_response({"file_name": name, "media_type": media_type, "content": content})
+
+
 async def api_logout(request: web.Request) -> web.StreamResponse:
     token, _ = await _login(request, need_mfa=False, state_changing=True)
     await request.app[BROKER_KEY].logout(token)
@@ -304,7 +319,7 @@ async def api_device_profile(request: web.Request) -> web.StreamResponse:
     device = await devices.device(token)
     return web.json_response({"device_id": device.id, "tenant": device.tenant,
                               "site": device.site, "device_class": device.device_class,
-                              "profile": devices.profile(device)})
+                              "profile": dataclasses.asdict(devices.profile(device))})
 
 
 def _gateway_authorised(request: web.Request) -> None:
@@ -373,6 +388,7 @@ def create_app(broker: Broker, *, novnc_dir: Path = DEFAULT_NOVNC_DIR) -> web.Ap
     r.add_post("/api/v1/mfa", api_mfa)
     r.add_get("/api/v1/pools", api_pools)
     r.add_post("/api/v1/pools/{pool}/connect", api_connect)
+    r.add_post("/api/v1/pools/{pool}/connection-file", api_connection_file)
     r.add_post("/api/v1/logout", api_logout)
     r.add_post("/api/v1/devices/enrol", api_device_enrol)
     r.add_get("/api/v1/devices/profile", api_device_profile)

@@ -65,6 +65,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "pool_busy": "Many colleagues are signing in right now. Please try again in a few "
                      "seconds.",
         "bad_request": "The request could not be processed.",
+        "viewer_mismatch": "This desktop cannot be opened with that viewer.",
         "not_admin": "You are not an administrator of this municipality.",
         "not_found": "There is no such host, session, device or enrolment code.",
         "device_revoked": "This device has been withdrawn from service. Please call your IT "
@@ -148,6 +149,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "pool_busy": "Gerade melden sich viele Kolleginnen und Kollegen an. Bitte versuchen Sie "
                      "es in einigen Sekunden erneut.",
         "bad_request": "Die Anfrage konnte nicht verarbeitet werden.",
+        "viewer_mismatch": "Dieser Arbeitsplatz lässt sich mit diesem Programm nicht öffnen.",
         "not_admin": "Sie sind nicht Administrator dieser Kommune.",
         "not_found": "Diesen Host, diese Sitzung, dieses Gerät oder diesen Registrierungscode "
                      "gibt es nicht.",

@@ -51,6 +51,14 @@ OPENAPI = {
         "/api/v1/pools/{pool}/connect": {"post": _op(
             "Place the user and issue a single-use ticket for the gateway.", security=_BEARER,
             params=("pool",))},
+        "/api/v1/pools/{pool}/connection-file": {"post": _op(
+            "A native viewer's connection file (.vnc, .rdp, .vv) naming the local tunnel "
+            "(`pforte connect`) on 127.0.0.1:port, from the profile of the device given in the "
+            "X-Pforte-Device header (its credential), else the defaults; 409 viewer_mismatch "
+            "when the pool's desktops speak another protocol.", security=_BEARER,
+            params=("pool",), body={"type": "object", "required": ["port"], "properties": {
+                "viewer": {"type": "string", "enum": ["vnc", "rdp", "spice"]},
+                "port": {"type": "integer", "minimum": 1, "maximum": 65535}}})},
         "/api/v1/logout": {"post": _op("End the login.", ok="204", security=_BEARER)},
         "/api/v1/devices/enrol": {"post": _op(
             "A new thin client spends a one-time enrolment code; its credential (shown once).",

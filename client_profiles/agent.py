@@ -42,9 +42,11 @@ VIEWERS = {"vnc": ["vncviewer"], "rdp": ["xfreerdp"], "spice": ["remote-viewer"]
 
 def kiosk_browser(broker_url: str, profile: dict) -> list[str]:
     """Chromium in kiosk mode on the portal's sign-in page, in the profile's language; the portal
-    asks for password and one-time code itself, and a fresh profile forgets the user at logoff."""
+    asks for password and one-time code itself (and, if the profile says ``auto_connect``, opens
+    the user's only desktop at once); an incognito window keeps nothing after it closes."""
+    page = "/login?kiosk=1" if profile["kiosk"]["auto_connect"] else "/login"
     return ["chromium", "--kiosk", "--incognito", "--no-first-run", f"--lang={profile['language']}",
-            f"--accept-lang={profile['language']}", f"{broker_url}/login"]
+            f"--accept-lang={profile['language']}", f"{broker_url}{page}"]
 
 
 def backoff(attempt: int, rng: random.Random, *, base: float = BASE_DELAY,

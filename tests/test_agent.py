@@ -24,6 +24,7 @@ from broker.testbed import (CHROMIUM, CHROMIUM_ARGS, BreakableProxy, Dnsmasq, Pr
 from client_profiles.agent import MAX_DELAY, SRV_SERVICE, Agent, Refused, backoff, discover
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "client_profiles" / "examples"
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"
 
 
 @given(st.integers(0, 50), st.integers(0, 2**32))
@@ -234,13 +235,14 @@ async def test_a_thin_client_survives_a_broker_restart_during_boot(tmp_path, sla
 
 
 @pytest.mark.integration
-async def test_a_browser_kiosk_opens_the_portal_sign_in_in_the_profiles_language(fleet,
-                                                                                  tmp_path):
+async def test_a_browser_kiosk_signs_in_on_the_portal_in_its_language_and_opens_the_desktop(
+        fleet, tmp_path):
     inst, secret = fleet
     agent, command = await boot_agent(inst, inst.base_url, tmp_path, secret, [],
                                       device_class="kiosk-browser")
     await agent.close()
-    assert command[:2] == ["chromium", "--kiosk"] and command[-1] == f"{inst.base_url}/login"
+    assert command[:2] == ["chromium", "--kiosk"]
+    assert command[-1] == f"{inst.base_url}/login?kiosk=1"  # the base profile: auto_connect
     # Run that very command in Debian's chromium (headless here) and read the page it shows.
     proc = await asyncio.create_subprocess_exec(
         CHROMIUM, *CHROMIUM_ARGS, *command[1:-1], "--dump-dom", command[-1],
@@ -248,3 +250,24 @@ async def test_a_browser_kiosk_opens_the_portal_sign_in_in_the_profiles_language
     page, _ = await asyncio.wait_for(proc.communicate(), 60)
     page = page.decode()
     assert 'lang="de"' in page and "Anmelden" in page and 'type="password"' in page
+    # The profile says auto_connect: after password and code the kiosk is in the only desktop.
+    from playwright.async_api import async_playwright
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM,
+                                          args=[*CHROMIUM_ARGS, *command[1:-1]])
+        try:
+            page = await (await browser.new_context(locale="de-DE")).new_page()
+            await page.goto(command[-1])
+            await page.get_by_label("Benutzername").fill("anna@musterstadt.example")
+            await page.get_by_label("Passwort").fill("Anna-pass-1")
+            await page.get_by_role("button", name="Anmelden").click()
+            await page.get_by_label("Einmalcode").fill(mfa.current_code(secret, time.time()))
+            await page.get_by_role("button", name="Bestätigen").click()
+            await page.wait_for_url(f"{inst.base_url}/desktop/buero")
+            await page.locator("#status", has_text="Verbunden").wait_for()
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(SCREENSHOTS / "kiosk-desktop.png"))
+            await page.get_by_role("button", name="Abmelden").click()  # the next user's turn
+            await page.wait_for_url(f"{inst.base_url}/login")
+        finally:
+            await browser.close()

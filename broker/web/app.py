@@ -31,6 +31,7 @@ from .i18n import TEXTS, choose_language
 logger = logging.getLogger("pforte.web")
 
 COOKIE = "pforte_login"
+KIOSK_COOKIE = "pforte_kiosk"  # a kiosk browser (``/login?kiosk=1``): straight into the only desktop
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_NOVNC_DIR = Path(__file__).resolve().parents[2] / "node_modules" / "@novnc" / "novnc"
 MAX_BODY = 64 * 1024
@@ -153,7 +154,11 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 async def login_form(request: web.Request) -> web.StreamResponse:
     lang, t = _lang(request)
-    return web.Response(text=pages.login_page(lang, t), content_type="text/html")
+    response = web.Response(text=pages.login_page(lang, t), content_type="text/html")
+    if request.query.get("kiosk") == "1":  # for as long as this browser runs
+        response.set_cookie(KIOSK_COOKIE, "1", httponly=True, samesite="Strict", path="/",
+                            secure=request.secure)
+    return response
 
 
 async def login_submit(request: web.Request) -> web.StreamResponse:
@@ -210,6 +215,8 @@ async def desktops(request: web.Request) -> web.StreamResponse:
     lang, t = _lang(request)
     _, login = await _login(request)
     pools = request.app[BROKER_KEY].entitled_pools(login)
+    if len(pools) == 1 and request.cookies.get(KIOSK_COOKIE) == "1":
+        raise web.HTTPSeeOther(f"/desktop/{pools[0].id}")
     return web.Response(text=pages.desktops_page(lang, t, login.csrf, login.display_name, pools),
                         content_type="text/html")
 
@@ -224,7 +231,8 @@ async def desktop(request: web.Request) -> web.StreamResponse:
         return web.Response(text=pages.desktops_page(lang, t, login.csrf, login.display_name, pools,
                                                      error=t["not_entitled"]),
                             content_type="text/html", status=403)
-    return web.Response(text=pages.desktop_page(lang, t, login.csrf, pool),
+    return web.Response(text=pages.desktop_page(lang, t, login.csrf, pool,
+                                                kiosk=request.cookies.get(KIOSK_COOKIE) == "1"),
                         content_type="text/html")
 
 

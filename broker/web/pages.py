@@ -104,11 +104,15 @@ def desktops_page(lang: str, t: dict[str, str], csrf: str, display_name: str,
 <p>{escape(t['desktops_hello'].format(name=display_name))}</p>
 {_error(error)}
 {listing}
-<form method="post" action="/logout">
+{_sign_out(t, csrf)}
+</section>""")
+
+
+def _sign_out(t: dict[str, str], csrf: str) -> str:
+    return f"""<form method="post" action="/logout" class="sign-out">
 <input type="hidden" name="csrf" value="{escape(csrf)}">
 <button type="submit" class="secondary">{escape(t['sign_out'])}</button>
-</form>
-</section>""")
+</form>"""
 
 
 _DESKTOP_TEXT_KEYS = ("connecting", "connected", "reconnecting", "disconnected", "gateway_4401", "gateway_4409",
@@ -116,7 +120,10 @@ _DESKTOP_TEXT_KEYS = ("connecting", "connected", "reconnecting", "disconnected",
                       "login_required")
 
 
-def desktop_page(lang: str, t: dict[str, str], csrf: str, pool: PoolConfig) -> str:
+def desktop_page(lang: str, t: dict[str, str], csrf: str, pool: PoolConfig, *,
+                 kiosk: bool = False) -> str:
+    """The desktop in the browser; in a kiosk (where there is no list to go back to) the bar
+    offers signing out instead, and the next user signs in."""
     # JSON inside <script>: "<" is escaped so no text can close the element.
     texts = json.dumps({k: t[k] for k in _DESKTOP_TEXT_KEYS}).replace("<", "\\u003c")
     return f"""<!doctype html>
@@ -132,7 +139,8 @@ def desktop_page(lang: str, t: dict[str, str], csrf: str, pool: PoolConfig) -> s
 <body class="desktop-page" data-pool="{escape(pool.id)}" data-csrf="{escape(csrf)}">
 <header class="bar"><span class="brand">Pforte</span><span class="pool">{escape(pool.name)}</span>
 <span id="status" role="status">{escape(t['connecting'])}</span>
-<a href="/desktops" class="button secondary">{escape(t['back'])}</a></header>
+{_sign_out(t, csrf) if kiosk else
+ f'<a href="/desktops" class="button secondary">{escape(t["back"])}</a>'}</header>
 <div id="screen"></div>
 </body>
 </html>

@@ -6,6 +6,9 @@ or ``--discover rathaus.example`` to find the broker in DNS: the SRV record
 ``_pforte._tcp.rathaus.example`` names its host and port (HTTPS); of several records the agent takes
 the first in RFC 2782 order (lowest priority, then at random by weight).
 
+When the viewer ends, the agent does what the profile's ``on_logoff`` says: back to the sign-in
+for the next user (``login``), or power off or restart the device (``systemctl``).
+
 Every step that talks to the broker is retried with exponential backoff and full jitter (never in
 lockstep with the neighbours that booted at the same second), bounded by ``give_up_after``, and the
 user is told in plain words what is happening. Answers that retrying cannot fix — a revoked device,
@@ -38,6 +41,7 @@ BASE_DELAY = 0.5        # seconds: first retry waits up to this
 MAX_DELAY = 30.0        # seconds: no wait is longer
 GIVE_UP_AFTER = 600.0   # seconds of retrying before the agent gives up
 VIEWERS = {"vnc": ["vncviewer"], "rdp": ["xfreerdp"], "spice": ["remote-viewer"]}
+POWER = {"shutdown": "poweroff", "restart": "reboot"}  # the profile's on_logoff → systemctl
 
 
 def kiosk_browser(broker_url: str, profile: dict) -> list[str]:
@@ -106,6 +110,9 @@ class Agent:
     give_up_after: float = GIVE_UP_AFTER
     http: aiohttp.ClientSession | None = None
     find_broker: Callable[[], Awaitable[str]] | None = None  # e.g. DNS SRV, see discover()
+    tunnel: Tunnel | None = None             # while a native viewer runs
+    token: str | None = None                 # the signed-in user's, while their session runs
+    on_logoff: str = "login"                 # from the profile: login, shutdown or restart
 
     @property
     def credential_file(self) -> Path:
@@ -192,9 +199,10 @@ class Agent:
         credential = await self.credential()
         device = await self.profile(credential)
         profile = device["profile"]
+        self.on_logoff = profile["kiosk"]["on_logoff"]
         if profile["viewer"] == "browser":
             return kiosk_browser(self.broker_url, profile)
-        token = await self.sign_in()
+        self.token = token = await self.sign_in()
         pools = profile["pools"] or [p["id"] for p in (await self.retrying(
             "Loading your desktops", lambda: self._call("GET", "/api/v1/pools", token=token)))
             ["pools"]]
@@ -210,9 +218,32 @@ class Agent:
         file.write_text(viewer_file["content"])
         return [*VIEWERS[profile["viewer"]], str(file)]
 
-    async def close(self) -> None:
-        if getattr(self, "tunnel", None) is not None:
+    async def serve(self, launch: Callable[[list[str]], Awaitable[object]]) -> str:
+        """Boot, run the viewer until it ends, then do what the profile says at logoff: sign
+        the next user in (``"login"``), or return ``"shutdown"`` or ``"restart"`` for the
+        caller to carry out."""
+        while True:
+            command = await self.boot()
+            await launch(command)
+            await self.end_session()
+            if self.on_logoff != "login":
+                return self.on_logoff
+
+    async def end_session(self) -> None:
+        """After the viewer: close the tunnel and end the user's portal login (the desktop
+        session itself follows its pool's policy for disconnected sessions)."""
+        if self.tunnel is not None:
             await self.tunnel.close()
+            self.tunnel = None
+        if self.token is not None:
+            try:
+                await self._call("POST", "/api/v1/logout", token=self.token)
+            except (Unavailable, Refused):
+                pass  # the login expires by itself
+            self.token = None
+
+    async def close(self) -> None:
+        await self.end_session()
         if self.http is not None:
             await self.http.close()
 
@@ -238,13 +269,17 @@ def main() -> None:
         agent = Agent(args.broker.rstrip("/") if args.broker else None, Path(args.state), ask,
                       lambda m: print(m, flush=True), args.name, args.enrolment_code, rng,
                       find_broker=lambda: discover(args.discover, rng))
-        try:
-            command = await agent.boot()
-            if args.dry_run:
-                print(json.dumps(command))
-                return 0
+
+        async def launch(command: list[str]) -> int:
             proc = await asyncio.create_subprocess_exec(*command)
             return await proc.wait()
+        try:
+            if args.dry_run:
+                print(json.dumps(await agent.boot()))
+                return 0
+            after = await agent.serve(launch)
+            await agent.close()
+            os.execvp("systemctl", ["systemctl", POWER[after]])  # does not return
         except Refused as exc:
             print(str(exc), file=sys.stderr)
             return 1

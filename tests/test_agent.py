@@ -23,6 +23,8 @@ from broker.testbed import (CHROMIUM, CHROMIUM_ARGS, BreakableProxy, Dnsmasq, Pr
                             free_port, wait_for_port)
 from client_profiles.agent import MAX_DELAY, SRV_SERVICE, Agent, Refused, backoff, discover
 
+from .conftest import USERS
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "client_profiles" / "examples"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"
 
@@ -39,9 +41,10 @@ def test_neighbours_do_not_retry_in_lockstep():
     assert len(schedules) == 50
 
 
-def anna(secret: str, on_ask: Callable[[str], None] = lambda prompt: None):
-    """The user at the thin client: answers the agent's questions as anna would."""
-    answers = {"Username": "anna@musterstadt.example", "Password": "Anna-pass-1"}
+def user_answers(secret: str, on_ask: Callable[[str], None] = lambda prompt: None,
+                 login: str = "anna"):
+    """The user at the thin client (anna unless told): answers the agent's questions."""
+    answers = {"Username": f"{login}@musterstadt.example", "Password": USERS[login][1]}
 
     def ask(prompt: str, secret_answer: bool) -> str:
         on_ask(prompt)
@@ -55,8 +58,8 @@ async def boot_agent(inst, url: str | None, state: Path, anna_secret: str, messa
                      device_class: str = "thin-client", **options) -> tuple[Agent, list[str]]:
     _, body = await _admin(inst, "POST", f"/api/v1/admin/tenants/{TENANT}/enrolment-codes",
                            {"site": "rathaus-front-office", "device_class": device_class})
-    agent = Agent(url, state, anna(anna_secret), messages.append, "Counter 7", body["code"],
-                  rng=random.Random(1), give_up_after=30.0, **options)
+    agent = Agent(url, state, user_answers(anna_secret), messages.append, "Counter 7",
+                  body["code"], rng=random.Random(1), give_up_after=30.0, **options)
     return agent, await agent.boot()
 
 
@@ -167,7 +170,7 @@ async def test_a_thin_client_finds_its_broker_by_a_dns_srv_record(fleet, tmp_pat
             assert await first_bytes_through(command) == b"RFB 003.008\n"
         finally:
             await agent.close()
-        lost = Agent(None, tmp_path / "lost", anna(secret), lambda m: None,
+        lost = Agent(None, tmp_path / "lost", user_answers(secret), lambda m: None,
                      find_broker=find("schule.example"))
         try:
             with pytest.raises(Refused) as refused:  # a setup mistake: told, not retried
@@ -220,7 +223,7 @@ async def test_a_thin_client_survives_a_broker_restart_during_boot(tmp_path, sla
             processes.stop(running[0])
             loop.call_later(1.0, restart)
     messages: list[str] = []
-    agent = Agent(f"http://127.0.0.1:{portal}", tmp_path / "tc", anna(secret, on_ask),
+    agent = Agent(f"http://127.0.0.1:{portal}", tmp_path / "tc", user_answers(secret, on_ask),
                   messages.append, "Counter 3", code, rng=random.Random(5), give_up_after=30.0)
     try:
         command = await agent.boot()
@@ -271,3 +274,49 @@ async def test_a_browser_kiosk_signs_in_on_the_portal_in_its_language_and_opens_
             await page.wait_for_url(f"{inst.base_url}/login")
         finally:
             await browser.close()
+
+
+class Stop(Exception):
+    """The test's way to end the agent's loop: the next user never comes."""
+
+
+@pytest.mark.integration
+async def test_after_logoff_the_next_user_signs_in_or_the_device_shuts_down(make_installation,
+                                                                            tmp_path):
+    import shutil
+    profiles = tmp_path / "profiles"
+    shutil.copytree(EXAMPLES, profiles)
+    (profiles / "classes" / "shared-counter.toml").write_text(
+        'viewer = "vnc"\n[kiosk]\non_logoff = "shutdown"\n')
+    inst = await make_installation(broker_options={"profiles_dir": str(profiles)})
+    await inst.broker.store.create_admin_token("op", OPERATOR, "t", now=time.time())
+    secret = mfa.new_secret()
+    await inst.broker.import_enrolment(TENANT, "anna", secret)
+    sessions: list[bytes] = []
+
+    async def viewer(command: list[str]) -> None:   # the user works, then closes the viewer
+        sessions.append(await first_bytes_through(command))
+
+    def until_second_user(prompt: str) -> None:
+        if prompt == "Username" and len(sessions) == 1:
+            raise Stop
+    _, body = await _admin(inst, "POST", f"/api/v1/admin/tenants/{TENANT}/enrolment-codes",
+                           {"site": "rathaus-front-office", "device_class": "thin-client"})
+    agent = Agent(inst.base_url, tmp_path / "a", user_answers(secret, until_second_user),
+                  lambda m: None, "Counter 1", body["code"], rng=random.Random(2))
+    try:
+        with pytest.raises(Stop):  # on_logoff = "login" (the base profile): the next sign-in
+            await agent.serve(viewer)
+        assert sessions == [b"RFB 003.008\n"] and agent.tunnel is None
+    finally:
+        await agent.close()
+    _, body = await _admin(inst, "POST", f"/api/v1/admin/tenants/{TENANT}/enrolment-codes",
+                           {"site": "rathaus-front-office", "device_class": "shared-counter"})
+    bernd = mfa.new_secret()  # (anna's code of this half-minute is spent)
+    await inst.broker.import_enrolment(TENANT, "bernd", bernd)
+    agent = Agent(inst.base_url, tmp_path / "b", user_answers(bernd, login="bernd"),
+                  lambda m: None, "Counter 2", body["code"], rng=random.Random(2))
+    try:
+        assert await agent.serve(viewer) == "shutdown" and len(sessions) == 2
+    finally:
+        await agent.close()

@@ -31,7 +31,7 @@ from .i18n import TEXTS, choose_language
 logger = logging.getLogger("pforte.web")
 
 COOKIE = "pforte_login"
-KIOSK_COOKIE = "pforte_kiosk"  # a kiosk browser (``/login?kiosk=1``): straight into the only desktop
+KIOSK_COOKIE = "pforte_kiosk"  # a kiosk browser (/login?kiosk=1): straight into the only desktop
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_NOVNC_DIR = Path(__file__).resolve().parents[2] / "node_modules" / "@novnc" / "novnc"
 MAX_BODY = 64 * 1024

@@ -397,6 +397,7 @@ class BreakableProxy:
         self.port = port or free_port()
         self.loop = asyncio.new_event_loop()
         self._transports: list = []
+        self._stop = asyncio.Event()
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
         self.thread.start()
@@ -410,7 +411,7 @@ class BreakableProxy:
                 while data := await reader.read(65536):
                     writer.write(data)
                     await writer.drain()
-            except (ConnectionError, asyncio.CancelledError):
+            except ConnectionError:
                 pass
             finally:
                 writer.close()
@@ -426,27 +427,35 @@ class BreakableProxy:
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
         async def main() -> None:
-            self.server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+            server = await asyncio.start_server(handle, "127.0.0.1", self.port)
             ready.set()
-            await self.server.serve_forever()
+            await self._stop.wait()
+            server.close()
+            self._abort_all()
+            connections = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in connections:
+                task.cancel()
+            await asyncio.gather(*connections, return_exceptions=True)
+            await server.wait_closed()
 
         asyncio.set_event_loop(self.loop)
         try:
             self.loop.run_until_complete(main())
-        except BaseException:  # stopped
-            pass
+        finally:
+            self.loop.close()
+
+    def _abort_all(self) -> None:
+        for t in self._transports:
+            t.abort()
+        self._transports.clear()
 
     def cut(self) -> None:
         """Abort every connection through the proxy (both sides see a reset, no close frame)."""
-        def abort() -> None:
-            for t in self._transports:
-                t.abort()
-            self._transports.clear()
-        self.loop.call_soon_threadsafe(abort)
+        self.loop.call_soon_threadsafe(self._abort_all)
 
     def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        """Close the listener and every connection, and end the proxy's thread."""
+        self.loop.call_soon_threadsafe(self._stop.set)
         self.thread.join(5)
 
 

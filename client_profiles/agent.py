@@ -81,9 +81,19 @@ async def discover(domain: str, rng: random.Random, *, scheme: str = "https",
                       "its server.") from None
     except dns.exception.DNSException as exc:
         raise Unavailable(f"DNS did not answer ({type(exc).__name__})") from None
-    first = min(answer, key=lambda r: (r.priority, -rng.random() ** (1 / (r.weight + 1))))
-    host = first.target.to_text(omit_final_dot=True)
-    return f"{scheme}://{host}:{first.port}"
+    first = choose_srv([(r.priority, r.weight, r.target.to_text(omit_final_dot=True), r.port)
+                        for r in answer], rng)
+    return f"{scheme}://{first[2]}:{first[3]}"
+
+
+def choose_srv(records: list[tuple[int, int, str, int]],
+               rng: random.Random) -> tuple[int, int, str, int]:
+    """The SRV record (priority, weight, target, port) to use first, as RFC 2782 says: one of the
+    lowest priority, chosen at random in proportion to weight (weight 0: rarely)."""
+    best = min(r[0] for r in records)
+    candidates = [r for r in records if r[0] == best]
+    weights = [r[1] or 0.01 for r in candidates]
+    return rng.choices(candidates, weights=weights)[0]
 
 
 class Refused(Exception):

@@ -4,6 +4,7 @@ broker comes up only after the thin client."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import random
 import sys
 import time
@@ -21,7 +22,8 @@ from broker.service import Broker
 from broker.store import OPERATOR, Store
 from broker.testbed import (CHROMIUM, CHROMIUM_ARGS, BreakableProxy, Dnsmasq, Processes,
                             free_port, wait_for_port)
-from client_profiles.agent import MAX_DELAY, SRV_SERVICE, Agent, Refused, backoff, discover
+from client_profiles.agent import (MAX_DELAY, SRV_SERVICE, Agent, Refused, backoff, choose_srv,
+                                   discover)
 
 from .conftest import USERS
 
@@ -52,6 +54,16 @@ def user_answers(secret: str, on_ask: Callable[[str], None] = lambda prompt: Non
             return mfa.current_code(secret, time.time())
         return answers[prompt]
     return ask
+
+
+def test_srv_records_are_chosen_by_priority_then_by_weight():
+    rng = random.Random(4)
+    records = [(20, 100, "spare", 443), (10, 30, "a", 443), (10, 10, "b", 443), (10, 0, "c", 443)]
+    picks = collections.Counter(choose_srv(records, rng)[2] for _ in range(4000))
+    assert "spare" not in picks                        # a higher priority only when alone
+    assert 2.4 < picks["a"] / picks["b"] < 3.7         # 30 : 10
+    assert picks["c"] < 40                             # weight 0: rarely
+    assert choose_srv([(20, 0, "spare", 443)], rng)[2] == "spare"
 
 
 async def boot_agent(inst, url: str | None, state: Path, anna_secret: str, messages: list[str],

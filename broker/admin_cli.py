@@ -5,6 +5,7 @@ Examples::
     pforte admin --url http://broker:8080 --token-file ~/.pforte-token --tenant jork hosts
     pforte admin ... drain rathaus-1 --deadline 30m --message "Patches tonight" --wait
     pforte admin ... enable rathaus-1
+    pforte admin ... enrolment-code --site rathaus-front-office --class thin-client
 """
 
 from __future__ import annotations
@@ -102,6 +103,24 @@ def run(args: argparse.Namespace) -> int:
         elif args.admin_command == "reset-mfa":
             client.call("POST", f"/users/{args.user}/mfa-reset")
             print(f"{args.user} will set up the authenticator app again at the next sign-in")
+        elif args.admin_command == "enrolment-code":
+            body = client.call("POST", "/enrolment-codes", {
+                "site": args.site, "device_class": args.device_class, "valid_hours": args.hours})
+            print(f"{body['code']}  (one device of site {args.site}, class {args.device_class}; "
+                  f"valid until {_when(body['expires'])})")
+        elif args.admin_command == "devices":
+            devices = client.call("GET", "/devices")["devices"]
+            for d in devices:
+                d["class"] = d["device_class"]
+                d["last_seen"], d["revoked"] = _when(d["last_seen"]), _when(d["revoked"])
+            print(_table(devices, ["id", "name", "site", "class", "last_seen", "revoked"]))
+        elif args.admin_command == "move-device":
+            client.call("POST", f"/devices/{args.device}/move",
+                        {"site": args.site, "device_class": args.device_class})
+            print(f"{args.device} moved; its profile changes at its next boot")
+        elif args.admin_command == "revoke-device":
+            client.call("POST", f"/devices/{args.device}/revoke")
+            print(f"{args.device} revoked: it is refused from its next request on")
         elif args.admin_command == "logoff":
             s = client.call("POST", f"/sessions/{args.session}/logoff")["session"]
             print(f"logged off {s['user']} on {s['host']}")
@@ -141,8 +160,9 @@ def _wait_empty(client: Client, host_id: str, timeout: float | None) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    a = sub.add_parser("admin", help="administer hosts and sessions through the broker's API",
-                       description="Administer hosts and sessions through the broker's API.")
+    a = sub.add_parser("admin", help="administer hosts, sessions and thin clients through the "
+                       "broker's API", description="Administer hosts, sessions and thin clients "
+                       "through the broker's API.")
     a.add_argument("--url", default=os.environ.get("PFORTE_URL", "http://127.0.0.1:8080"),
                    help="the broker (default $PFORTE_URL or http://127.0.0.1:8080)")
     a.add_argument("--token-file", help="file holding an admin token")
@@ -176,4 +196,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     rm.add_argument("user")
     lo = cmds.add_parser("logoff", help="log a session off now")
     lo.add_argument("session")
+    ec = cmds.add_parser("enrolment-code", help="a one-time code that enrols one thin client")
+    ec.add_argument("--site", required=True, help="the profile site, e.g. rathaus-front-office")
+    ec.add_argument("--class", dest="device_class", required=True,
+                    help="the profile device class, e.g. thin-client")
+    ec.add_argument("--hours", type=float, default=24.0, help="valid for (default 24)")
+    cmds.add_parser("devices", help="enrolled thin clients")
+    mv = cmds.add_parser("move-device", help="give a device another site or class")
+    mv.add_argument("device")
+    mv.add_argument("--site")
+    mv.add_argument("--class", dest="device_class")
+    rv = cmds.add_parser("revoke-device", help="refuse a device from now on (lost, stolen)")
+    rv.add_argument("device")
     a.set_defaults(func=run)

@@ -138,3 +138,35 @@ async def test_a_pool_of_rdp_hosts_gets_an_rdp_file(raw_install):
     assert "full address:s:127.0.0.1:3390\r\n" in body["content"]
     status, body = await connection_file(inst, token, {"viewer": "vnc", "port": 3390})
     assert (status, body["error"]) == (409, "viewer_mismatch")
+
+
+async def test_the_cli_creates_codes_lists_moves_and_revokes_devices(fleet, tmp_path):
+    import asyncio
+    import subprocess
+    import sys
+    token_file = tmp_path / "token"
+    token_file.write_text("op")
+
+    async def cli(*args: str) -> str:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "broker", "admin", "--url", fleet.base_url, "--token-file",
+            str(token_file), "--tenant", TENANT, *args, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode == 0, out
+        return out.decode()
+    code = (await cli("enrolment-code", "--site", "rathaus-front-office", "--class",
+                      "thin-client")).split()[0]
+    r = await fleet.http.post(f"{fleet.base_url}/api/v1/devices/enrol",
+                              json={"code": code, "name": "Counter 9"})
+    device = await r.json()
+    listing = await cli("devices")
+    assert device["device_id"] in listing and "Counter 9" in listing
+    await cli("move-device", device["device_id"], "--class", "kiosk-browser")
+    status, body = await call(fleet, "GET", "/api/v1/devices/profile",
+                              token=device["credential"])
+    assert body["device_class"] == "kiosk-browser" and body["profile"]["viewer"] == "browser"
+    await cli("revoke-device", device["device_id"])
+    status, body = await call(fleet, "GET", "/api/v1/devices/profile",
+                              token=device["credential"])
+    assert (status, body["error"]) == (403, "device_revoked")

@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ GROUPS = (
 DESKTOPS = (("rathaus-1", "Rathaus Desktop 1", "#2e7d32"),   # green
             ("rathaus-2", "Rathaus Desktop 2", "#1565c0"))   # blue
 SEATS = 5
+PROFILES = Path(__file__).resolve().parent.parent / "client_profiles" / "examples"
 
 
 def _write_secret(path: Path, value: str) -> Path:
@@ -176,7 +178,8 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
             state, slapd=slapd, group=slapd.group_dn("desktop-users"), host=host,
             desktops=[DesktopEntry(d_id, d.port, SEATS, d.password)
                       for (d_id, _, _), d in zip(DESKTOPS, desktops)],
-            portal_port=portal_port, gateway_port=gateway_port, gateway_url=gateway_url)
+            portal_port=portal_port, gateway_port=gateway_port, gateway_url=gateway_url,
+            broker_options={"profiles_dir": str(PROFILES)})
         config = load_config(config_path)
         broker = Broker(config, Store(config.state_dir / "pforte.db"))
         gateway = Gateway(gateway_config(load_toml(config_path)))
@@ -187,6 +190,9 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
             for login, secret in totp.items():
                 if secret:
                     await broker.import_enrolment(TENANT, login, secret)
+            code, _ = await broker.devices.create_code(
+                config.tenant(TENANT), "rathaus-front-office", "thin-client", hours=24,
+                actor="pforte demo", source="demo")
             portal = f"http://{host}:{portal_port}/"
             facts = {
                 "portal_url": portal,
@@ -198,6 +204,9 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
                            "display_name": u.display_name} for u in USERS],
                 "desktops": [{"id": d_id, "name": name, "background": colour, "port": d.port}
                              for (d_id, name, colour), d in zip(DESKTOPS, desktops)],
+                "thin_client": [sys.executable, "-m", "client_profiles.agent", "--broker",
+                                portal.rstrip("/"), "--state", str(state / "thin-client"),
+                                "--enrolment-code", code, "--dry-run"],
             }
             facts_path.write_text(json.dumps(facts, indent=2, ensure_ascii=False) + "\n")
             facts_path.chmod(0o600)
@@ -219,6 +228,9 @@ def _announce(facts: dict, facts_path: Path) -> None:
         lines.append(f"  {u['login']:<26} password {u['password']:<16} TOTP {secret}{note}")
     lines += ["", "Desktops:"]
     lines += [f"  {d['name']} (background {d['background']})" for d in facts["desktops"]]
+    lines += ["", "A thin client at the town hall's front office (enrols once with a one-time code,",
+              "signs a user in, opens the local tunnel and prints the viewer command it would",
+              "start):", "  " + " ".join(facts["thin_client"])]
     lines += ["", f"The same facts as JSON: {facts_path}", "Press Ctrl-C to stop.", ""]
     print("\n".join(lines), flush=True)
 

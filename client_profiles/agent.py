@@ -268,7 +268,8 @@ def main() -> None:
                         "credential is kept")
     parser.add_argument("--name", default=os.uname().nodename, help="this device's name")
     parser.add_argument("--enrolment-code", help="first boot only")
-    parser.add_argument("--dry-run", action="store_true", help="print the viewer command")
+    parser.add_argument("--dry-run", action="store_true", help="print the viewer command "
+                        "instead of starting it (the tunnel stays open until Ctrl-C)")
     args = parser.parse_args()
 
     def ask(prompt: str, secret: bool) -> str:
@@ -285,7 +286,11 @@ def main() -> None:
             return await proc.wait()
         try:
             if args.dry_run:
-                print(json.dumps(await agent.boot()))
+                print(json.dumps(await agent.boot()), flush=True)
+                if agent.tunnel is not None:
+                    print(f"The tunnel listens on 127.0.0.1:{agent.tunnel.port} until Ctrl-C.",
+                          flush=True)
+                    await asyncio.Event().wait()
                 return 0
             after = await agent.serve(launch)
             await agent.close()
@@ -299,7 +304,10 @@ def main() -> None:
             return 2
         finally:
             await agent.close()
-    sys.exit(asyncio.run(run()))
+    try:
+        sys.exit(asyncio.run(run()))
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ class Tunnel:
         self.pool = pool
         self.http: aiohttp.ClientSession | None = None
         self.server: asyncio.Server | None = None
+        self.port = 0                         # where it listens, once started
 
     async def ticket(self) -> dict:
         async with self.http.post(f"{self.broker_url}/api/v1/pools/{self.pool}/connect",
@@ -77,7 +78,8 @@ class Tunnel:
         """Listen (on loopback); the port."""
         self.http = aiohttp.ClientSession()
         self.server = await asyncio.start_server(self._handle, host, port)
-        return self.server.sockets[0].getsockname()[1]
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self.port
 
     async def close(self) -> None:
         if self.server is not None:

@@ -102,10 +102,13 @@ async def request(http: aiohttp.ClientSession, method: str, url: str, rng: rando
         attempt += 1
 
 
-async def one_client(http: aiohttp.ClientSession, base: str, user: str, secret: str,
-                     credential: str, start_at: float, held: list, rng: random.Random) -> float:
+async def one_client(base: str, user: str, secret: str, credential: str, start_at: float,
+                     held: list, rng: random.Random) -> float:
+    """One thin client's boot, with an HTTP client of its own (keep-alive, like the agent's)."""
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     t0 = time.monotonic()
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=GIVE_UP))
+    held.append(http)
     await request(http, "GET", f"{base}/api/v1/devices/profile", rng, token=credential)
     login = await request(http, "POST", f"{base}/api/v1/login", rng,
                           body={"username": f"{user}@{DOMAIN}", "password": PASSWORD})
@@ -131,25 +134,22 @@ async def one_client(http: aiohttp.ClientSession, base: str, user: str, secret: 
 async def storm(base: str, users: list[str], secrets_by_user: dict[str, str],
                 credentials: list[str], window: float) -> dict:
     rng = random.Random(7)
-    held: list = []
-    connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    async with aiohttp.ClientSession(connector=connector,
-                                     timeout=aiohttp.ClientTimeout(total=GIVE_UP)) as http:
-        start = time.monotonic() + 0.5
-        tasks = [asyncio.ensure_future(one_client(
-            http, base, u, secrets_by_user[u], credentials[i], start + rng.uniform(0, window),
-            held, random.Random(i))) for i, u in enumerate(users)]
-        await asyncio.gather(*tasks, return_exceptions=True)
-        finished = time.monotonic()
-        latencies, failures = [], collections.Counter()
-        for t in tasks:
-            exc = t.exception()
-            if exc is None:
-                latencies.append(t.result())
-            else:
-                failures[getattr(exc, "reason", type(exc).__name__)] += 1
-        for ws in held:
-            await ws.close()
+    held: list = []  # the clients' HTTP sessions and desktop websockets, open until the end
+    start = time.monotonic() + 0.5
+    tasks = [asyncio.ensure_future(one_client(
+        base, u, secrets_by_user[u], credentials[i], start + rng.uniform(0, window), held,
+        random.Random(i))) for i, u in enumerate(users)]
+    await asyncio.gather(*tasks, return_exceptions=True)
+    finished = time.monotonic()
+    latencies, failures = [], collections.Counter()
+    for t in tasks:
+        exc = t.exception()
+        if exc is None:
+            latencies.append(t.result())
+        else:
+            failures[getattr(exc, "reason", type(exc).__name__)] += 1
+    for ws_or_http in reversed(held):
+        await ws_or_http.close()
     latencies.sort()
 
     def pct(p: float) -> float:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,8 @@ from broker.testbed import DirectoryUserSpec, GroupSpec, Organisation, Slapd
 from .conftest import need, open_desktop
 
 pytestmark = pytest.mark.integration
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "client_profiles" / "examples"
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +67,7 @@ secret_file = "{vnc}"
 """
     inst = await make_installation(
         desktops=[DesktopEntry("desk1", desktops[0].port, 5, desktops[0].password)],
-        extra_tenants=jork)
+        extra_tenants=jork, broker_options={"profiles_dir": str(EXAMPLES)})
     return inst
 
 
@@ -122,3 +125,16 @@ async def test_sessions_hosts_and_admin_rights_stay_inside_a_tenant(two_towns):
     assert r.status == 403
     r = await two_towns.http.post(f"{base}/{TENANT}/hosts/desk1/actions/disable", headers=headers)
     assert r.status == 403
+
+
+async def test_a_thin_client_serves_only_users_of_its_own_tenant(two_towns):
+    store = two_towns.broker.store
+    await store.create_enrolment_code("town-code-1", TENANT, "rathaus-front-office",
+                                      "thin-client", expires=time.time() + 60)
+    await store.enrol_device("town-code-1", "Counter 1", "pfd_town-counter-1", now=time.time())
+    jork_anna = await full_login(two_towns, "jork", "anna", "anna@jork.example", "Jork-pass-1")
+    r = await two_towns.http.post(
+        f"{two_towns.base_url}/api/v1/pools/buero/connection-file",
+        json={"viewer": "vnc", "port": 5901},
+        headers={"Authorization": f"Bearer {jork_anna}", "X-Pforte-Device": "pfd_town-counter-1"})
+    assert (r.status, (await r.json())["error"]) == (403, "not_entitled")

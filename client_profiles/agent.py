@@ -42,6 +42,7 @@ MAX_DELAY = 30.0        # seconds: no wait is longer
 GIVE_UP_AFTER = 600.0   # seconds of retrying before the agent gives up
 VIEWERS = {"vnc": ["vncviewer"], "rdp": ["xfreerdp"], "spice": ["remote-viewer"]}
 POWER = {"shutdown": "poweroff", "restart": "reboot"}  # the profile's on_logoff → systemctl
+SETTLE_TIMEOUT = 10.0   # seconds the tunnel has to finish a connection after the viewer ended
 
 
 def kiosk_browser(broker_url: str, profile: dict) -> list[str]:
@@ -123,6 +124,8 @@ class Agent:
     tunnel: Tunnel | None = None             # while a native viewer runs
     token: str | None = None                 # the signed-in user's, while their session runs
     on_logoff: str = "login"                 # from the profile: login, shutdown or restart
+    reconnect_on_drop: bool = True           # from the profile
+    resume_within: float = 60.0              # seconds the tunnel tries to resume a dropped stream
 
     @property
     def credential_file(self) -> Path:
@@ -210,6 +213,7 @@ class Agent:
         device = await self.profile(credential)
         profile = device["profile"]
         self.on_logoff = profile["kiosk"]["on_logoff"]
+        self.reconnect_on_drop = profile["kiosk"]["reconnect_on_drop"]
         if profile["viewer"] == "browser":
             return kiosk_browser(self.broker_url, profile)
         self.token = token = await self.sign_in()
@@ -218,7 +222,7 @@ class Agent:
             ["pools"]]
         if not pools:
             raise Refused("not_entitled", "No desktop has been assigned to you.")
-        self.tunnel = Tunnel(self.broker_url, token, pools[0])
+        self.tunnel = Tunnel(self.broker_url, token, pools[0], resume_within=self.resume_within)
         port = await self.tunnel.start()
         viewer_file = await self.retrying("Preparing your desktop", lambda: self._call(
             "POST", f"/api/v1/pools/{pools[0]}/connection-file", token=token,
@@ -234,10 +238,36 @@ class Agent:
         caller to carry out."""
         while True:
             command = await self.boot()
-            await launch(command)
+            await self._run_viewer(launch, command)
             await self.end_session()
             if self.on_logoff != "login":
                 return self.on_logoff
+
+    async def _run_viewer(self, launch: Callable[[list[str]], Awaitable[object]],
+                          command: list[str]) -> None:
+        """Run the viewer; if its connection dropped and the profile says ``reconnect_on_drop``,
+        start it again (the tunnel fetches a fresh ticket: the user is back in the same session),
+        with jittered waits, for as long as ``give_up_after`` allows."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.give_up_after
+        attempt = 0
+        while True:
+            await launch(command)
+            if self.tunnel is not None:
+                try:
+                    await asyncio.wait_for(self.tunnel.settled(), SETTLE_TIMEOUT)
+                except asyncio.TimeoutError:
+                    pass  # judge by what the tunnel knows so far
+            if not (self.reconnect_on_drop and self.tunnel is not None and self.tunnel.dropped):
+                return
+            delay = backoff(attempt, self.rng)
+            if loop.time() + delay > deadline:
+                self.say("The connection to your desktop was lost. Please sign in again.")
+                return
+            self.say(f"The connection to your desktop was interrupted. Reconnecting in "
+                     f"{delay:.0f} s.")
+            await asyncio.sleep(delay)
+            attempt += 1
 
     async def end_session(self) -> None:
         """After the viewer: close the tunnel and end the user's portal login (the desktop

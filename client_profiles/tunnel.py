@@ -30,20 +30,36 @@ async def _pump_up(reader: asyncio.StreamReader, stream: GatewayStream) -> None:
         await stream.send(data)
 
 
-async def _pump_down(stream: GatewayStream, writer: asyncio.StreamWriter) -> None:
+# Close codes by which the gateway ends a session on purpose; any other end is a drop.
+ENDED_ON_PURPOSE = {1000: "closed", 4000: "idle timeout", 4003: "logged off"}
+
+
+async def _pump_down(stream: GatewayStream, writer: asyncio.StreamWriter) -> int | None:
+    """Gateway → viewer until the stream ends; the gateway's close code (None: no close)."""
     try:
         while True:
             writer.write(await stream.recv())
             await writer.drain()
     except StreamClosed as exc:
         logger.info("gateway closed the stream: %s %s", exc.code, exc.reason)
+        return exc.code
 
 
 class Tunnel:
-    def __init__(self, broker_url: str, token: str, pool: str) -> None:
+    """The loopback port; :attr:`dropped` says whether the last viewer connection ended because
+    the desktop could not be reached or the stream broke (rather than by the viewer or on
+    purpose: logoff, idle timeout)."""
+
+    def __init__(self, broker_url: str, token: str, pool: str, *,
+                 resume_within: float = 60.0) -> None:
         self.broker_url = broker_url.rstrip("/")
         self.token = token
         self.pool = pool
+        self.resume_within = resume_within
+        self.dropped = False
+        self._active = 0                      # viewer connections being served
+        self._settled = asyncio.Event()       # set while none is
+        self._settled.set()
         self.http: aiohttp.ClientSession | None = None
         self.server: asyncio.Server | None = None
         self.port = 0                         # where it listens, once started
@@ -56,18 +72,37 @@ class Tunnel:
                 raise TunnelError(body.get("message", f"broker answered {r.status}"))
             return body
 
+    async def settled(self) -> None:
+        """Wait until no viewer connection is being served (then :attr:`dropped` is final)."""
+        await self._settled.wait()
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._active += 1
+        self._settled.clear()
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._settled.set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.dropped = False
         try:
             conn = await self.ticket()
-            stream = GatewayStream(self.http, conn["gateway_url"], conn["ticket"])
+            stream = GatewayStream(self.http, conn["gateway_url"], conn["ticket"],
+                                   resume_within=self.resume_within)
             await stream.open()
         except (TunnelError, StreamClosed, aiohttp.ClientError) as exc:
             logger.warning("could not open the desktop: %s", exc)
+            self.dropped = True
             writer.close()
             return
         up = asyncio.ensure_future(_pump_up(reader, stream))
         down = asyncio.ensure_future(_pump_down(stream, writer))
         await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
+        self.dropped = down.done() and not down.cancelled() and \
+            down.exception() is None and down.result() not in ENDED_ON_PURPOSE
         for task in (up, down):
             task.cancel()
         await asyncio.gather(up, down, return_exceptions=True)

@@ -155,7 +155,8 @@ async def make_installation(tmp_path, slapd, desktops):
     sessions: list[aiohttp.ClientSession] = []
 
     async def make(**overrides) -> Installation:
-        portal_port, gateway_port = free_port(), free_port()
+        portal_port = overrides.get("portal_port") or free_port()
+        gateway_port = overrides.get("gateway_port") or free_port()
         state = tmp_path / f"install-{len(runners)}"
         entries = [DesktopEntry(f"desk{i + 1}", d.port, SEATS, d.password)
                    for i, d in enumerate(desktops)]

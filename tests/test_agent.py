@@ -332,3 +332,48 @@ async def test_after_logoff_the_next_user_signs_in_or_the_device_shuts_down(make
         assert await agent.serve(viewer) == "shutdown" and len(sessions) == 2
     finally:
         await agent.close()
+
+
+@pytest.mark.integration
+async def test_a_dropped_connection_brings_the_viewer_back_into_the_same_session(
+        make_installation, tmp_path):
+    gateway_port = free_port()
+    network = [BreakableProxy(gateway_port)]      # between the thin client and the gateway
+    proxy_port = network[0].port
+    inst = await make_installation(broker_options={"profiles_dir": str(EXAMPLES)},
+                                   gateway_port=gateway_port,
+                                   gateway_url=f"ws://127.0.0.1:{proxy_port}/ws")
+    await inst.broker.store.create_admin_token("op", OPERATOR, "t", now=time.time())
+    secret = mfa.new_secret()
+    await inst.broker.import_enrolment(TENANT, "anna", secret)
+    seen: list[bytes] = []
+
+    async def viewer(command: list[str]) -> None:
+        port = int(Path(command[1]).read_text().split("::")[1].split()[0])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        seen.append(await asyncio.wait_for(reader.readexactly(12), 10))
+        if len(seen) == 1:   # the network fails for longer than the tunnel tries to resume
+            network.pop().stop()
+            assert await asyncio.wait_for(reader.read(), 20) == b""  # the tunnel gave up
+            network.append(BreakableProxy(gateway_port, port=proxy_port))  # the network is back
+        writer.close()       # second time round: the user closes the viewer
+
+    def until_second_user(prompt: str) -> None:
+        if prompt == "Username" and len(seen) == 2:
+            raise Stop
+    _, body = await _admin(inst, "POST", f"/api/v1/admin/tenants/{TENANT}/enrolment-codes",
+                           {"site": "rathaus-front-office", "device_class": "thin-client"})
+    messages: list[str] = []
+    agent = Agent(inst.base_url, tmp_path, user_answers(secret, until_second_user),
+                  messages.append, "Counter 4", body["code"], rng=random.Random(6),
+                  resume_within=1.0)
+    try:
+        with pytest.raises(Stop):
+            await agent.serve(viewer)
+        assert seen == [b"RFB 003.008\n"] * 2
+        assert any("interrupted. Reconnecting" in m for m in messages), messages
+        sessions = await inst.broker.store.live_sessions(TENANT)
+        assert len([s for s in sessions if s.login == "anna"]) == 1   # the same session
+    finally:
+        await agent.close()
+        network.pop().stop()

@@ -228,9 +228,9 @@ def _announce(facts: dict, facts_path: Path) -> None:
         lines.append(f"  {u['login']:<26} password {u['password']:<16} TOTP {secret}{note}")
     lines += ["", "Desktops:"]
     lines += [f"  {d['name']} (background {d['background']})" for d in facts["desktops"]]
-    lines += ["", "A thin client at the town hall's front office (enrols once with a one-time code,",
-              "signs a user in, opens the local tunnel and prints the viewer command it would",
-              "start):", "  " + " ".join(facts["thin_client"])]
+    lines += ["", "A thin client at the town hall's front office (it enrols once with a one-time",
+              "code, signs a user in, opens the local tunnel and prints the viewer command it",
+              "would start):", "  " + " ".join(facts["thin_client"])]
     lines += ["", f"The same facts as JSON: {facts_path}", "Press Ctrl-C to stop.", ""]
     print("\n".join(lines), flush=True)
 

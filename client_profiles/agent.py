@@ -44,6 +44,47 @@ VIEWERS = {"vnc": ["vncviewer"], "rdp": ["xfreerdp"], "spice": ["remote-viewer"]
 POWER = {"shutdown": "poweroff", "restart": "reboot"}  # the profile's on_logoff → systemctl
 SETTLE_TIMEOUT = 10.0   # seconds the tunnel has to finish a connection after the viewer ended
 
+# What the agent says to the person at the device: in the profile's language once it is known,
+# German before (the broker's own answers come in that language too, by Accept-Language).
+TEXTS = {
+    "de": {
+        "enrolment_code": "Registrierungscode von Ihrem IT-Service",
+        "username": "Benutzername", "password": "Passwort", "code": "Einmalcode",
+        "finding": "Server wird gesucht", "enrolling": "Gerät wird registriert",
+        "settings": "Geräteeinstellungen werden geladen", "signing_in": "Anmeldung",
+        "checking": "Code wird geprüft", "desktops": "Ihre Arbeitsplätze werden geladen",
+        "preparing": "Ihr Arbeitsplatz wird vorbereitet",
+        "retry": "{what}: {why}. Nächster Versuch in {delay:.0f} s.",
+        "unreachable": "der Server ist nicht erreichbar ({detail})",
+        "busy": "der Server ist ausgelastet ({detail})",
+        "interrupted": "Die Verbindung zu Ihrem Arbeitsplatz wurde unterbrochen. Neuer Versuch "
+                       "in {delay:.0f} s.",
+        "lost": "Die Verbindung zu Ihrem Arbeitsplatz ist abgebrochen. Bitte melden Sie sich "
+                "erneut an.",
+        "no_desktop": "Ihnen ist kein Arbeitsplatz zugewiesen.",
+        "give_up": "Der Server ist nicht erreichbar: {why}. Bitte wenden Sie sich an Ihren "
+                   "IT-Service.",
+        "tunnel": "Der Tunnel wartet auf 127.0.0.1:{port}, bis Sie Strg-C drücken.",
+    },
+    "en": {
+        "enrolment_code": "Enrolment code from your IT service desk",
+        "username": "Username", "password": "Password", "code": "One-time code",
+        "finding": "Finding the server", "enrolling": "Enrolling this device",
+        "settings": "Loading this device's settings", "signing_in": "Signing in",
+        "checking": "Checking the code", "desktops": "Loading your desktops",
+        "preparing": "Preparing your desktop",
+        "retry": "{what}: {why}. Next try in {delay:.0f} s.",
+        "unreachable": "the server cannot be reached ({detail})",
+        "busy": "the server is busy ({detail})",
+        "interrupted": "The connection to your desktop was interrupted. Reconnecting in "
+                       "{delay:.0f} s.",
+        "lost": "The connection to your desktop was lost. Please sign in again.",
+        "no_desktop": "No desktop has been assigned to you.",
+        "give_up": "The server cannot be reached: {why}. Please call your IT service desk.",
+        "tunnel": "The tunnel listens on 127.0.0.1:{port} until Ctrl-C.",
+    },
+}
+
 
 def kiosk_browser(broker_url: str, profile: dict) -> list[str]:
     """Chromium in kiosk mode on the portal's sign-in page, in the profile's language; the portal
@@ -126,6 +167,10 @@ class Agent:
     on_logoff: str = "login"                 # from the profile: login, shutdown or restart
     reconnect_on_drop: bool = True           # from the profile
     resume_within: float = 60.0              # seconds the tunnel tries to resume a dropped stream
+    language: str = "de"                     # of what it says; the profile's, once known
+
+    def text(self, key: str, **values: object) -> str:
+        return TEXTS[self.language][key].format(**values)
 
     @property
     def credential_file(self) -> Path:
@@ -133,21 +178,23 @@ class Agent:
 
     async def _call(self, method: str, path: str, *, body: dict | None = None,
                     token: str | None = None, headers: dict[str, str] | None = None) -> dict:
-        headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
+        headers = {**(headers or {}), "Accept-Language": self.language,
+                   **({"Authorization": f"Bearer {token}"} if token else {})}
         try:
             async with self.http.request(method, f"{self.broker_url}{path}", json=body,
                                          headers=headers) as r:
                 data = await r.json(content_type=None) if r.content_length != 0 else {}
                 if r.status >= 500 or r.status == 429:
-                    raise Unavailable(data.get("message", f"broker answered {r.status}"))
+                    raise Unavailable(data.get("message") or self.text("busy", detail=r.status))
                 if r.status >= 400:
                     raise Refused(data.get("error", "refused"), data.get("message", "refused"))
                 return data or {}
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise Unavailable(f"the server cannot be reached ({type(exc).__name__})") from None
+            raise Unavailable(self.text("unreachable", detail=type(exc).__name__)) from None
 
     async def retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
-        """Run a step until it succeeds, waiting between attempts; Refused passes through."""
+        """Run a step until it succeeds, waiting between attempts; Refused passes through.
+        ``what`` names the step (a key of :data:`TEXTS`)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.give_up_after
         attempt = 0
@@ -158,15 +205,15 @@ class Agent:
                 delay = backoff(attempt, self.rng)
                 if loop.time() + delay > deadline:
                     raise
-                self.say(f"{what}: {exc}. Next try in {delay:.0f} s.")
+                self.say(self.text("retry", what=self.text(what), why=exc, delay=delay))
                 await asyncio.sleep(delay)
                 attempt += 1
 
     async def credential(self) -> str:
         if self.credential_file.exists():
             return self.credential_file.read_text().strip()
-        code = self.enrolment_code or self.ask("Enrolment code from your IT service desk", False)
-        body = await self.retrying("Enrolling this device", lambda: self._call(
+        code = self.enrolment_code or self.ask(self.text("enrolment_code"), False)
+        body = await self.retrying("enrolling", lambda: self._call(
             "POST", "/api/v1/devices/enrol", body={"code": code, "name": self.device_name}))
         self.state.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.credential_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -175,25 +222,25 @@ class Agent:
         return body["credential"]
 
     async def profile(self, credential: str) -> dict:
-        return await self.retrying("Loading this device's settings", lambda: self._call(
+        return await self.retrying("settings", lambda: self._call(
             "GET", "/api/v1/devices/profile", token=credential))
 
     async def sign_in(self) -> str:
         """Password, then one-time code; asks again after a wrong answer."""
         while True:
-            user = self.ask("Username", False)
-            password = self.ask("Password", True)
+            user = self.ask(self.text("username"), False)
+            password = self.ask(self.text("password"), True)
             try:
-                body = await self.retrying("Signing in", lambda: self._call(
+                body = await self.retrying("signing_in", lambda: self._call(
                     "POST", "/api/v1/login", body={"username": user, "password": password}))
             except Refused as exc:
                 self.say(str(exc))
                 continue
             token = body["token"]
             while True:
-                code = self.ask("One-time code", False)
+                code = self.ask(self.text("code"), False)
                 try:
-                    await self.retrying("Checking the code", lambda: self._call(
+                    await self.retrying("checking", lambda: self._call(
                         "POST", "/api/v1/mfa", body={"code": code}, token=token))
                     return token
                 except Refused as exc:
@@ -208,23 +255,24 @@ class Agent:
         """
         self.http = self.http or aiohttp.ClientSession()
         if self.broker_url is None:
-            self.broker_url = await self.retrying("Finding the server", self.find_broker)
+            self.broker_url = await self.retrying("finding", self.find_broker)
         credential = await self.credential()
         device = await self.profile(credential)
         profile = device["profile"]
         self.on_logoff = profile["kiosk"]["on_logoff"]
+        self.language = profile["language"]
         self.reconnect_on_drop = profile["kiosk"]["reconnect_on_drop"]
         if profile["viewer"] == "browser":
             return kiosk_browser(self.broker_url, profile)
         self.token = token = await self.sign_in()
         pools = profile["pools"] or [p["id"] for p in (await self.retrying(
-            "Loading your desktops", lambda: self._call("GET", "/api/v1/pools", token=token)))
+            "desktops", lambda: self._call("GET", "/api/v1/pools", token=token)))
             ["pools"]]
         if not pools:
-            raise Refused("not_entitled", "No desktop has been assigned to you.")
+            raise Refused("not_entitled", self.text("no_desktop"))
         self.tunnel = Tunnel(self.broker_url, token, pools[0], resume_within=self.resume_within)
         port = await self.tunnel.start()
-        viewer_file = await self.retrying("Preparing your desktop", lambda: self._call(
+        viewer_file = await self.retrying("preparing", lambda: self._call(
             "POST", f"/api/v1/pools/{pools[0]}/connection-file", token=token,
             body={"viewer": profile["viewer"], "port": port},
             headers={"X-Pforte-Device": credential}))
@@ -262,10 +310,9 @@ class Agent:
                 return
             delay = backoff(attempt, self.rng)
             if loop.time() + delay > deadline:
-                self.say("The connection to your desktop was lost. Please sign in again.")
+                self.say(self.text("lost"))
                 return
-            self.say(f"The connection to your desktop was interrupted. Reconnecting in "
-                     f"{delay:.0f} s.")
+            self.say(self.text("interrupted", delay=delay))
             await asyncio.sleep(delay)
             attempt += 1
 
@@ -318,8 +365,7 @@ def main() -> None:
             if args.dry_run:
                 print(json.dumps(await agent.boot()), flush=True)
                 if agent.tunnel is not None:
-                    print(f"The tunnel listens on 127.0.0.1:{agent.tunnel.port} until Ctrl-C.",
-                          flush=True)
+                    print(agent.text("tunnel", port=agent.tunnel.port), flush=True)
                     await asyncio.Event().wait()
                 return 0
             after = await agent.serve(launch)
@@ -329,8 +375,7 @@ def main() -> None:
             print(str(exc), file=sys.stderr)
             return 1
         except Unavailable as exc:
-            print(f"The server cannot be reached: {exc}. Please call your IT service desk.",
-                  file=sys.stderr)
+            print(agent.text("give_up", why=exc), file=sys.stderr)
             return 2
         finally:
             await agent.close()

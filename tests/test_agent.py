@@ -22,8 +22,8 @@ from broker.service import Broker
 from broker.store import OPERATOR, Store
 from broker.testbed import (CHROMIUM, CHROMIUM_ARGS, BreakableProxy, Dnsmasq, Processes,
                             free_port, wait_for_port)
-from client_profiles.agent import (MAX_DELAY, SRV_SERVICE, Agent, Refused, backoff, choose_srv,
-                                   discover)
+from client_profiles.agent import (MAX_DELAY, SRV_SERVICE, TEXTS, Agent, Refused, backoff,
+                                   choose_srv, discover)
 
 from .conftest import USERS
 
@@ -45,14 +45,17 @@ def test_neighbours_do_not_retry_in_lockstep():
 
 def user_answers(secret: str, on_ask: Callable[[str], None] = lambda prompt: None,
                  login: str = "anna"):
-    """The user at the thin client (anna unless told): answers the agent's questions."""
-    answers = {"Username": f"{login}@musterstadt.example", "Password": USERS[login][1]}
+    """The user at the thin client (anna unless told): answers the agent's questions, which
+    ``on_ask`` sees first (as "username", "password" or "code")."""
+    keys = {texts[key]: key for texts in TEXTS.values() for key in ("username", "password", "code")}
+    answers = {"username": f"{login}@musterstadt.example", "password": USERS[login][1]}
 
     def ask(prompt: str, secret_answer: bool) -> str:
-        on_ask(prompt)
-        if prompt == "One-time code":
+        key = keys[prompt]
+        on_ask(key)
+        if key == "code":
             return mfa.current_code(secret, time.time())
-        return answers[prompt]
+        return answers[key]
     return ask
 
 
@@ -139,7 +142,8 @@ async def test_the_agent_waits_for_a_broker_that_comes_up_later(fleet, tmp_path)
     proxy = await up
     try:
         assert command[0] == "vncviewer"
-        assert any("cannot be reached" in m and "Next try" in m for m in messages)
+        # before the device's profile is known the agent speaks German (the default)
+        assert any("nicht erreichbar" in m and "Nächster Versuch" in m for m in messages)
     finally:
         await agent.close()
         proxy.stop()
@@ -231,7 +235,7 @@ async def test_a_thin_client_survives_a_broker_restart_during_boot(tmp_path, sla
         restarted.set_result(None)
 
     def on_ask(prompt: str) -> None:
-        if prompt == "One-time code" and len(running) == 1:
+        if prompt == "code" and len(running) == 1:
             processes.stop(running[0])
             loop.call_later(1.0, restart)
     messages: list[str] = []
@@ -240,8 +244,8 @@ async def test_a_thin_client_survives_a_broker_restart_during_boot(tmp_path, sla
     try:
         command = await agent.boot()
         assert restarted.done()
-        assert any(m.startswith("Checking the code") and "cannot be reached" in m
-                   for m in messages), messages
+        assert any(m.startswith(TEXTS["de"]["checking"]) and "nicht erreichbar" in m
+                   for m in messages), messages  # in the profile's language
         assert command[0] == "vncviewer"
         assert await first_bytes_through(command) == b"RFB 003.008\n"
     finally:
@@ -310,7 +314,7 @@ async def test_after_logoff_the_next_user_signs_in_or_the_device_shuts_down(make
         sessions.append(await first_bytes_through(command))
 
     def until_second_user(prompt: str) -> None:
-        if prompt == "Username" and len(sessions) == 1:
+        if prompt == "username" and len(sessions) == 1:
             raise Stop
     _, body = await _admin(inst, "POST", f"/api/v1/admin/tenants/{TENANT}/enrolment-codes",
                            {"site": "rathaus-front-office", "device_class": "thin-client"})
@@ -359,7 +363,7 @@ async def test_a_dropped_connection_brings_the_viewer_back_into_the_same_session
         writer.close()       # second time round: the user closes the viewer
 
     def until_second_user(prompt: str) -> None:
-        if prompt == "Username" and len(seen) == 2:
+        if prompt == "username" and len(seen) == 2:
             raise Stop
     _, body = await _admin(inst, "POST", f"/api/v1/admin/tenants/{TENANT}/enrolment-codes",
                            {"site": "rathaus-front-office", "device_class": "thin-client"})
@@ -371,7 +375,7 @@ async def test_a_dropped_connection_brings_the_viewer_back_into_the_same_session
         with pytest.raises(Stop):
             await agent.serve(viewer)
         assert seen == [b"RFB 003.008\n"] * 2
-        assert any("interrupted. Reconnecting" in m for m in messages), messages
+        assert any(m.startswith(TEXTS["de"]["interrupted"][:40]) for m in messages), messages
         sessions = await inst.broker.store.live_sessions(TENANT)
         assert len([s for s in sessions if s.login == "anna"]) == 1   # the same session
     finally:

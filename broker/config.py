@@ -7,6 +7,8 @@ the broker never runs half-configured. Secrets are named by file path and read h
 
 from __future__ import annotations
 
+import functools
+
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -103,7 +105,11 @@ class TenantConfig:
         return next((p for p in self.pools if p.id == pool_id), None)
 
     def host(self, host_id: str) -> HostConfig | None:
-        return next((h for h in self.hosts if h.id == host_id), None)
+        return self._hosts_by_id.get(host_id)
+
+    @functools.cached_property
+    def _hosts_by_id(self) -> dict[str, HostConfig]:  # every placement looks up each host
+        return {h.id: h for h in self.hosts}
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,8 @@ TEXTS = {
                        "in {delay:.0f} s.",
         "lost": "Die Verbindung zu Ihrem Arbeitsplatz ist abgebrochen. Bitte melden Sie sich "
                 "erneut an.",
-        "no_desktop": "Ihnen ist kein Arbeitsplatz zugewiesen.",
+        "no_desktop": "Ihnen ist an diesem Gerät kein Arbeitsplatz zugewiesen.",
+        "choose": "Welcher Arbeitsplatz? ({listing})",
         "give_up": "Der Server ist nicht erreichbar: {why}. Bitte wenden Sie sich an Ihren "
                    "IT-Service.",
         "tunnel": "Der Tunnel wartet auf 127.0.0.1:{port}, bis Sie Strg-C drücken.",
@@ -79,7 +80,8 @@ TEXTS = {
         "interrupted": "The connection to your desktop was interrupted. Reconnecting in "
                        "{delay:.0f} s.",
         "lost": "The connection to your desktop was lost. Please sign in again.",
-        "no_desktop": "No desktop has been assigned to you.",
+        "no_desktop": "No desktop has been assigned to you on this device.",
+        "choose": "Which desktop? ({listing})",
         "give_up": "The server cannot be reached: {why}. Please call your IT service desk.",
         "tunnel": "The tunnel listens on 127.0.0.1:{port} until Ctrl-C.",
     },
@@ -265,27 +267,43 @@ class Agent:
         if profile["viewer"] == "browser":
             return kiosk_browser(self.broker_url, profile)
         self.token = token = await self.sign_in()
-        pools = profile["pools"] or [p["id"] for p in (await self.retrying(
-            "desktops", lambda: self._call("GET", "/api/v1/pools", token=token)))
-            ["pools"]]
-        if not pools:
+        entitled = (await self.retrying("desktops", lambda: self._call(
+            "GET", "/api/v1/pools", token=token)))["pools"]
+        offered = [p for p in entitled if not profile["pools"] or p["id"] in profile["pools"]]
+        if not offered:
             raise Refused("not_entitled", self.text("no_desktop"))
-        self.tunnel = Tunnel(self.broker_url, token, pools[0], resume_within=self.resume_within)
+        pool = offered[0]["id"] if len(offered) == 1 else self.choose_pool(offered)
+        self.tunnel = Tunnel(self.broker_url, token, pool, resume_within=self.resume_within)
         port = await self.tunnel.start()
         viewer_file = await self.retrying("preparing", lambda: self._call(
-            "POST", f"/api/v1/pools/{pools[0]}/connection-file", token=token,
+            "POST", f"/api/v1/pools/{pool}/connection-file", token=token,
             body={"viewer": profile["viewer"], "port": port},
             headers={"X-Pforte-Device": credential}))
         file = self.state / Path(viewer_file["file_name"]).name
         file.write_text(viewer_file["content"])
         return [*VIEWERS[profile["viewer"]], str(file)]
 
+    def choose_pool(self, pools: list[dict]) -> str:
+        """Ask which of several desktops (the user's, that this device offers) to open."""
+        listing = ", ".join(f"{i} = {p['name']}" for i, p in enumerate(pools, 1))
+        while True:
+            answer = self.ask(self.text("choose", listing=listing), False).strip()
+            if answer.isdigit() and 1 <= int(answer) <= len(pools):
+                return pools[int(answer) - 1]["id"]
+
     async def serve(self, launch: Callable[[list[str]], Awaitable[object]]) -> str:
         """Boot, run the viewer until it ends, then do what the profile says at logoff: sign
         the next user in (``"login"``), or return ``"shutdown"`` or ``"restart"`` for the
         caller to carry out."""
         while True:
-            command = await self.boot()
+            try:
+                command = await self.boot()
+            except Refused as exc:
+                if self.token is None:
+                    raise  # the device itself was refused: nobody can use it now
+                self.say(str(exc))  # this user cannot work here (say, no desktop): the next one
+                await self.end_session()
+                continue
             await self._run_viewer(launch, command)
             await self.end_session()
             if self.on_logoff != "login":

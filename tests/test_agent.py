@@ -381,3 +381,37 @@ async def test_a_dropped_connection_brings_the_viewer_back_into_the_same_session
     finally:
         await agent.close()
         network.pop().stop()
+
+
+@pytest.mark.integration
+async def test_a_user_without_a_desktop_is_told_and_the_next_user_signs_in(fleet, tmp_path):
+    inst, _ = fleet
+    clara = mfa.new_secret()                    # in no desktop group
+    await inst.broker.import_enrolment(TENANT, "clara", clara)
+    asked: list[str] = []
+
+    def next_user(prompt: str) -> None:
+        asked.append(prompt)
+        if asked.count("username") == 2:
+            raise Stop
+    _, body = await _admin(inst, "POST", f"/api/v1/admin/tenants/{TENANT}/enrolment-codes",
+                           {"site": "rathaus-front-office", "device_class": "thin-client"})
+    messages: list[str] = []
+    agent = Agent(inst.base_url, tmp_path, user_answers(clara, next_user, login="clara"),
+                  messages.append, "Counter 5", body["code"], rng=random.Random(7))
+
+    async def viewer(command: list[str]) -> None:
+        raise AssertionError("clara has no desktop to open")
+    try:
+        with pytest.raises(Stop):
+            await agent.serve(viewer)
+        assert TEXTS["de"]["no_desktop"] in messages and agent.token is None
+    finally:
+        await agent.close()
+
+
+def test_of_several_desktops_the_user_chooses_one(tmp_path):
+    answers = iter(["", "3", "zwei", "2"])
+    agent = Agent("http://broker", tmp_path, lambda prompt, secret: next(answers), print)
+    pools = [{"id": "buero", "name": "Büro"}, {"id": "schule", "name": "Schule"}]
+    assert agent.choose_pool(pools) == "schule"

@@ -19,6 +19,7 @@ from gateway.client import GatewayStream, StreamClosed
 logger = logging.getLogger("pforte.tunnel")
 
 READ_SIZE = 64 * 1024
+ENDED_ON_PURPOSE = {1000, 4000, 4003}  # gateway close codes: closed, idle timeout, logged off
 
 
 class TunnelError(Exception):
@@ -28,10 +29,6 @@ class TunnelError(Exception):
 async def _pump_up(reader: asyncio.StreamReader, stream: GatewayStream) -> None:
     while data := await reader.read(READ_SIZE):
         await stream.send(data)
-
-
-# Close codes by which the gateway ends a session on purpose; any other end is a drop.
-ENDED_ON_PURPOSE = {1000: "closed", 4000: "idle timeout", 4003: "logged off"}
 
 
 async def _pump_down(stream: GatewayStream, writer: asyncio.StreamWriter) -> int | None:

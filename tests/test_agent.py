@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import random
+import secrets
 import sys
 import time
 import subprocess
@@ -21,11 +23,11 @@ from broker.demo import TENANT, DesktopEntry, write_config
 from broker.service import Broker
 from broker.store import OPERATOR, Store
 from broker.testbed import (CHROMIUM, CHROMIUM_ARGS, BreakableProxy, Dnsmasq, Processes,
-                            free_port, wait_for_port)
+                            XvncDesktop, free_port, wait_for_port)
 from client_profiles.agent import (MAX_DELAY, SRV_SERVICE, TEXTS, Agent, Refused, backoff,
                                    choose_srv, discover)
 
-from .conftest import USERS
+from .conftest import USERS, need
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "client_profiles" / "examples"
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "var" / "screenshots"
@@ -415,3 +417,63 @@ def test_of_several_desktops_the_user_chooses_one(tmp_path):
     agent = Agent("http://broker", tmp_path, lambda prompt, secret: next(answers), print)
     pools = [{"id": "buero", "name": "Büro"}, {"id": "schule", "name": "Schule"}]
     assert agent.choose_pool(pools) == "schule"
+
+
+async def x_output(*command: str) -> str:
+    proc = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await proc.communicate()
+    return out.decode(errors="replace")
+
+
+async def x_screen_size(display: int) -> str:
+    info = await x_output("xdpyinfo", "-display", f":{display}")
+    return next(line.split()[1] for line in info.splitlines() if "dimensions:" in line)
+
+
+@pytest.mark.integration
+async def test_the_native_viewer_shows_the_desktop_on_the_thin_clients_screen_as_profiled(
+        make_installation, tmp_path):
+    """The agent's own command: TigerVNC's vncviewer on the thin client's screen (an Xvnc here),
+    through the tunnel and the gateway to a desktop of its own (the viewer may resize it)."""
+    need("vncviewer", "xwininfo", "xdpyinfo")
+    processes = Processes()
+    screen = XvncDesktop(tmp_path / "screen", "Thin client", "#000000", secrets.token_hex(4))
+    desk = XvncDesktop(tmp_path / "desk", "Counter Desk", "#6a1b9a", secrets.token_hex(4))
+    viewer = None
+    try:
+        screen.start(processes)
+        desk.start(processes)
+        inst = await make_installation(broker_options={"profiles_dir": str(EXAMPLES)},
+                                       desktops=[DesktopEntry("counter", desk.port, 5,
+                                                              desk.password)])
+        await inst.broker.store.create_admin_token("op", OPERATOR, "t", now=time.time())
+        secret = mfa.new_secret()
+        await inst.broker.import_enrolment(TENANT, "anna", secret)
+        agent, command = await boot_agent(inst, inst.base_url, tmp_path / "tc", secret, [])
+        try:
+            assert command[0] == "vncviewer"
+            log = tmp_path / "vncviewer.log"
+            with open(log, "wb") as out:
+                viewer = await asyncio.create_subprocess_exec(
+                    *command, env={**os.environ, "DISPLAY": f":{screen.display}"},
+                    stdout=out, stderr=out)
+            deadline = time.monotonic() + 20
+            while " 1024x768+0+0 " not in await x_output(
+                    "xwininfo", "-root", "-children", "-display", f":{screen.display}"):
+                # a window over the whole screen: the viewer is up, full screen as profiled
+                # (without FullScreen it would be a titled window below the top edge)
+                assert time.monotonic() < deadline, log.read_text()
+                await asyncio.sleep(0.2)
+            deadline = time.monotonic() + 20
+            while await x_screen_size(desk.display) != "1920x1080":
+                # the viewer asked the desktop for the class's resolution, through the gateway
+                assert time.monotonic() < deadline, log.read_text()
+                await asyncio.sleep(0.2)
+        finally:
+            if viewer is not None:
+                viewer.terminate()
+                await viewer.wait()
+            await agent.close()
+    finally:
+        processes.stop()

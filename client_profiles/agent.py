@@ -66,6 +66,8 @@ TEXTS = {
         "give_up": "Der Server ist nicht erreichbar: {why}. Bitte wenden Sie sich an Ihren "
                    "IT-Service.",
         "tunnel": "Der Tunnel wartet auf 127.0.0.1:{port}, bis Sie Strg-C drücken.",
+        "no_srv": "Im DNS fehlt der Eintrag {name}: das Gerät findet seinen Server nicht.",
+        "no_dns": "der DNS-Server antwortet nicht ({detail})",
     },
     "en": {
         "enrolment_code": "Enrolment code from your IT service desk",
@@ -84,6 +86,8 @@ TEXTS = {
         "choose": "Which desktop? ({listing})",
         "give_up": "The server cannot be reached: {why}. Please call your IT service desk.",
         "tunnel": "The tunnel listens on 127.0.0.1:{port} until Ctrl-C.",
+        "no_srv": "DNS has no {name} record: the device cannot find its server.",
+        "no_dns": "DNS does not answer ({detail})",
     },
 }
 
@@ -107,8 +111,9 @@ SRV_SERVICE = "_pforte._tcp"
 
 
 async def discover(domain: str, rng: random.Random, *, scheme: str = "https",
-                   nameserver: tuple[str, int] | None = None) -> str:
-    """The broker's URL from the SRV record ``_pforte._tcp.DOMAIN``.
+                   nameserver: tuple[str, int] | None = None, language: str = "de") -> str:
+    """The broker's URL from the SRV record ``_pforte._tcp.DOMAIN`` (what it says, in
+    ``language``: the device does not know its profile yet).
 
     Raises:
         Refused: there is no such record (a setup mistake: retrying will not help).
@@ -121,10 +126,9 @@ async def discover(domain: str, rng: random.Random, *, scheme: str = "https",
     try:
         answer = await resolver.resolve(name, "SRV", lifetime=5.0)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        raise Refused("no_srv_record", f"DNS has no {name} record: the device cannot find "
-                      "its server.") from None
+        raise Refused("no_srv_record", TEXTS[language]["no_srv"].format(name=name)) from None
     except dns.exception.DNSException as exc:
-        raise Unavailable(f"DNS did not answer ({type(exc).__name__})") from None
+        raise Unavailable(TEXTS[language]["no_dns"].format(detail=type(exc).__name__)) from None
     first = choose_srv([(r.priority, r.weight, r.target.to_text(omit_final_dot=True), r.port)
                         for r in answer], rng)
     return f"{scheme}://{first[2]}:{first[3]}"

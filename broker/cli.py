@@ -46,11 +46,17 @@ def _gateway(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from client_profiles.profiles import check_directory
+
     from .config import load_config
     config = load_config(args.config)
     pools = sum(len(t.pools) for t in config.tenants)
     hosts = sum(len(t.hosts) for t in config.tenants)
     print(f"{args.config}: OK ({len(config.tenants)} tenants, {pools} pools, {hosts} hosts)")
+    if config.profiles_dir is not None:
+        checked = check_directory(config.profiles_dir, {t.id for t in config.tenants})
+        print(f"{config.profiles_dir}: OK ({checked} client profiles: every class and site "
+              f"combination, and every device)")
     return 0
 
 

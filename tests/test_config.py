@@ -161,3 +161,23 @@ def test_plain_ldap_must_be_asked_for(tmp_path):
             'base_dn = "dc=jork,dc=example"',
             f'base_dn = "dc=jork,dc=example"\nsecurity = "{security}"')))
         assert cfg.tenant("jork").directory.security == security
+
+
+def test_check_config_checks_every_client_profile_a_device_can_get(tmp_path, capsys):
+    import shutil
+    from broker.cli import main
+    profiles = tmp_path / "profiles"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "client_profiles" / "examples",
+                    profiles)
+    text = good_config(tmp_path).replace('[broker]\n', f'[broker]\nprofiles_dir = "{profiles}"\n')
+    text = text.replace('id = "jork"', 'id = "musterstadt"')  # the examples' tenant
+    path = write(tmp_path, text)
+    assert main(["check-config", str(path)]) == 0
+    assert "client profiles" in capsys.readouterr().out
+    (profiles / "sites" / "schule-nord.toml").write_text('[display]\nmonitors = "zwei"\n')
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "schule-nord.toml" in err and "display.monitors" in err
+    (profiles / "sites" / "schule-nord.toml").write_text('tenant = "jork"\n')
+    assert main(["check-config", str(path)]) == 2
+    assert "schule-nord.toml" in capsys.readouterr().err

@@ -186,6 +186,7 @@ class Agent:
                     token: str | None = None, headers: dict[str, str] | None = None) -> dict:
         headers = {**(headers or {}), "Accept-Language": self.language,
                    **({"Authorization": f"Bearer {token}"} if token else {})}
+        self.http = self.http or aiohttp.ClientSession()
         try:
             async with self.http.request(method, f"{self.broker_url}{path}", json=body,
                                          headers=headers) as r:
@@ -216,11 +217,21 @@ class Agent:
                 attempt += 1
 
     async def credential(self) -> str:
+        """The device credential: stored, or got once by enrolling with a one-time code (asked
+        again after a wrong one, unless it was given on the command line)."""
         if self.credential_file.exists():
             return self.credential_file.read_text().strip()
-        code = self.enrolment_code or self.ask(self.text("enrolment_code"), False)
-        body = await self.retrying("enrolling", lambda: self._call(
-            "POST", "/api/v1/devices/enrol", body={"code": code, "name": self.device_name}))
+        while True:
+            code = self.enrolment_code or self.ask(self.text("enrolment_code"), False)
+            try:
+                body = await self.retrying("enrolling", lambda: self._call(
+                    "POST", "/api/v1/devices/enrol",
+                    body={"code": code, "name": self.device_name}))
+                break
+            except Refused as exc:
+                if self.enrolment_code:
+                    raise
+                self.say(str(exc))
         self.state.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.credential_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -259,7 +270,6 @@ class Agent:
 
         For native viewers a local tunnel keeps running in this process (see :attr:`tunnel`).
         """
-        self.http = self.http or aiohttp.ClientSession()
         if self.broker_url is None:
             self.broker_url = await self.retrying("finding", self.find_broker)
         credential = await self.credential()

@@ -477,3 +477,19 @@ async def test_the_native_viewer_shows_the_desktop_on_the_thin_clients_screen_as
             await agent.close()
     finally:
         processes.stop()
+
+
+@pytest.mark.integration
+async def test_a_mistyped_enrolment_code_is_asked_for_again(fleet, tmp_path):
+    inst, secret = fleet
+    _, body = await _admin(inst, "POST", f"/api/v1/admin/tenants/{TENANT}/enrolment-codes",
+                           {"site": "rathaus-front-office", "device_class": "thin-client"})
+    typed = iter(["abcd-efgh-jkmn", body["code"]])
+    messages: list[str] = []
+    agent = Agent(inst.base_url, tmp_path, lambda prompt, secret_answer: next(typed),
+                  messages.append, "Counter 8", rng=random.Random(8))
+    try:
+        assert (await agent.credential()).startswith("pfd_")
+        assert len(messages) == 1 and "Registrierungscode" in messages[0]  # told, in German
+    finally:
+        await agent.close()

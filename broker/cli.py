@@ -127,7 +127,8 @@ def _connect(args: argparse.Namespace) -> int:
         print(f"wrote {args.viewer_file} for {args.viewer}", flush=True)
 
     try:
-        asyncio.run(tunnel.run(args.url, token, args.pool, args.port, ready))
+        asyncio.run(tunnel.run(args.url, token, args.pool, args.port, ready,
+                               device_credential=device))
     except KeyboardInterrupt:
         pass
     return 0
@@ -200,8 +201,8 @@ def parser() -> argparse.ArgumentParser:
                     "(rendered by the broker for this tunnel's port)")
     cn.add_argument("--viewer", choices=["vnc", "rdp", "spice"], default="vnc",
                     help="viewer file kind")
-    cn.add_argument("--device-credential-file", help="a thin client's credential: the file "
-                    "then follows its profile (else the defaults)")
+    cn.add_argument("--device-credential-file", help="a thin client's credential: the viewer "
+                    "file follows its profile (else the defaults) and the audit names it")
     cn.set_defaults(func=_connect)
 
     t = sub.add_parser("totp", help="print the current one-time code for a secret (demo aid)")

@@ -287,7 +287,8 @@ class Agent:
         if not offered:
             raise Refused("not_entitled", self.text("no_desktop"))
         pool = offered[0]["id"] if len(offered) == 1 else self.choose_pool(offered)
-        self.tunnel = Tunnel(self.broker_url, token, pool, resume_within=self.resume_within)
+        self.tunnel = Tunnel(self.broker_url, token, pool, resume_within=self.resume_within,
+                             device_credential=credential)
         port = await self.tunnel.start()
         viewer_file = await self.retrying("preparing", lambda: self._call(
             "POST", f"/api/v1/pools/{pool}/connection-file", token=token,

@@ -48,10 +48,11 @@ class Tunnel:
     purpose: logoff, idle timeout)."""
 
     def __init__(self, broker_url: str, token: str, pool: str, *,
-                 resume_within: float = 60.0) -> None:
+                 resume_within: float = 60.0, device_credential: str | None = None) -> None:
         self.broker_url = broker_url.rstrip("/")
         self.token = token
         self.pool = pool
+        self.device_credential = device_credential  # a thin client's: named in the audit
         self.resume_within = resume_within
         self.dropped = False
         self._active = 0                      # viewer connections being served
@@ -62,8 +63,11 @@ class Tunnel:
         self.port = 0                         # where it listens, once started
 
     async def ticket(self) -> dict:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if self.device_credential is not None:
+            headers["X-Pforte-Device"] = self.device_credential
         async with self.http.post(f"{self.broker_url}/api/v1/pools/{self.pool}/connect",
-                                  headers={"Authorization": f"Bearer {self.token}"}) as r:
+                                  headers=headers) as r:
             body = await r.json()
             if r.status != 200:
                 raise TunnelError(body.get("message", f"broker answered {r.status}"))
@@ -122,8 +126,9 @@ class Tunnel:
 
 
 async def run(broker_url: str, token: str, pool: str, port: int,
-              on_ready: Callable[[int], Awaitable[None] | None]) -> None:
-    tunnel = Tunnel(broker_url, token, pool)
+              on_ready: Callable[[int], Awaitable[None] | None], *,
+              device_credential: str | None = None) -> None:
+    tunnel = Tunnel(broker_url, token, pool, device_credential=device_credential)
     bound = await tunnel.start(port=port)
     try:
         result = on_ready(bound)

@@ -170,3 +170,22 @@ async def test_the_cli_creates_codes_lists_moves_and_revokes_devices(fleet, tmp_
     status, body = await call(fleet, "GET", "/api/v1/devices/profile",
                               token=device["credential"])
     assert (status, body["error"]) == (403, "device_revoked")
+
+
+async def test_a_thin_client_is_named_in_the_audit_and_refused_once_revoked(fleet):
+    device = await enrolled(fleet)
+    token = await fleet.login("anna")
+
+    async def connect():
+        r = await fleet.http.post(f"{fleet.base_url}/api/v1/pools/buero/connect",
+                                  headers={"Authorization": f"Bearer {token}",
+                                           "X-Pforte-Device": device["credential"]})
+        return r.status, await r.json()
+    status, _ = await connect()
+    assert status == 200
+    audit = await fleet.broker.store.audit_log(TENANT)
+    assert any(e["action"] == "connect" and e["result"] == "ok"
+               and e["source"].endswith(f"device {device['device_id']}") for e in audit)
+    await call(fleet, "POST", f"{ADMIN}/devices/{device['device_id']}/revoke")
+    status, body = await connect()
+    assert (status, body["error"]) == (403, "device_revoked")

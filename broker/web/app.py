@@ -21,7 +21,7 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from ..errors import BadRequest, BrokerError, LoginRequired
+from ..errors import BadRequest, BrokerError, LoginRequired, NotEntitled
 from ..service import Broker
 from ..store import Login
 from . import pages
@@ -285,8 +285,15 @@ async def api_pools(request: web.Request) -> web.StreamResponse:
 
 async def api_connect(request: web.Request) -> web.StreamResponse:
     _, login = await _login(request, state_changing=True)
-    conn = await request.app[BROKER_KEY].connect(login, request.match_info["pool"],
-                                                 source=_source(request))
+    broker = request.app[BROKER_KEY]
+    source = _source(request)
+    if (credential := request.headers.get("X-Pforte-Device")) is not None:
+        # a thin client says which it is: a revoked one is refused, the audit names it
+        device = await broker.devices.device(credential)
+        if device.tenant != login.tenant:
+            raise NotEntitled(request.match_info["pool"])
+        source = f"{source} device {device.id}"
+    conn = await broker.connect(login, request.match_info["pool"], source=source)
     return web.json_response({"ticket": conn.ticket, "gateway_url": conn.gateway_url,
                               "session": conn.session_id, "expires_at": conn.expires_at})
 

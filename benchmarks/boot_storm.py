@@ -40,8 +40,8 @@ from broker.config import load_config
 from broker.demo import DOMAIN, TENANT, DesktopEntry, write_config
 from broker.service import Broker
 from broker.store import Store
-from broker.testbed import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd,
-                            XvncDesktop, exit_on_sigterm, free_port, wait_for_port)
+from broker.testbed import (Processes, XvncDesktop, directory_of_users, exit_on_sigterm,
+                            free_port, wait_for_port)
 from client_profiles.agent import backoff
 from gateway.runtime import raise_file_limit
 
@@ -77,11 +77,11 @@ class Failed(Exception):
         self.reason = reason
 
 
-BUSY: collections.Counter = collections.Counter()  # "busy" answers that were retried, by error
-
-
-async def request(http: aiohttp.ClientSession, method: str, url: str, rng: random.Random, *,
-                  body: dict | None = None, token: str | None = None) -> dict:
+async def request(http: aiohttp.ClientSession, method: str, url: str, rng: random.Random,
+                  retried: collections.Counter, *, body: dict | None = None,
+                  token: str | None = None) -> dict:
+    """One call of the agent's, retried like the agent does; ``retried`` counts the "busy"
+    answers and unreachable moments by kind."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     deadline = time.monotonic() + GIVE_UP
     attempt = 0
@@ -93,28 +93,29 @@ async def request(http: aiohttp.ClientSession, method: str, url: str, rng: rando
                     return data or {}
                 if r.status not in (429, 503) or time.monotonic() > deadline:
                     raise Failed(f"{r.status} {data.get('error', '')}".strip())
-                BUSY[f"{r.status} {data.get('error', '')}"] += 1
+                retried[f"{r.status} {data.get('error', '')}"] += 1
         except aiohttp.ClientError as exc:
             if time.monotonic() > deadline:
                 raise Failed(type(exc).__name__) from None
-            BUSY[type(exc).__name__] += 1
+            retried[type(exc).__name__] += 1
         await asyncio.sleep(backoff(attempt, rng))
         attempt += 1
 
 
 async def one_client(base: str, user: str, secret: str, credential: str, start_at: float,
-                     held: list, rng: random.Random) -> float:
+                     held: list, rng: random.Random, retried: collections.Counter) -> float:
     """One thin client's boot, with an HTTP client of its own (keep-alive, like the agent's)."""
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     t0 = time.monotonic()
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=GIVE_UP))
     held.append(http)
-    await request(http, "GET", f"{base}/api/v1/devices/profile", rng, token=credential)
-    login = await request(http, "POST", f"{base}/api/v1/login", rng,
+    await request(http, "GET", f"{base}/api/v1/devices/profile", rng, retried,
+                  token=credential)
+    login = await request(http, "POST", f"{base}/api/v1/login", rng, retried,
                           body={"username": f"{user}@{DOMAIN}", "password": PASSWORD})
-    await request(http, "POST", f"{base}/api/v1/mfa", rng, token=login["token"],
+    await request(http, "POST", f"{base}/api/v1/mfa", rng, retried, token=login["token"],
                   body={"code": mfa.current_code(secret, time.time())})
-    conn = await request(http, "POST", f"{base}/api/v1/pools/buero/connect", rng,
+    conn = await request(http, "POST", f"{base}/api/v1/pools/buero/connect", rng, retried,
                          token=login["token"])
     try:
         ws = await http.ws_connect(conn["gateway_url"], max_msg_size=0, heartbeat=None)
@@ -135,10 +136,11 @@ async def storm(base: str, users: list[str], secrets_by_user: dict[str, str],
                 credentials: list[str], window: float) -> dict:
     rng = random.Random(7)
     held: list = []  # the clients' HTTP sessions and desktop websockets, open until the end
+    retried: collections.Counter = collections.Counter()
     start = time.monotonic() + 0.5
     tasks = [asyncio.ensure_future(one_client(
         base, u, secrets_by_user[u], credentials[i], start + rng.uniform(0, window), held,
-        random.Random(i))) for i, u in enumerate(users)]
+        random.Random(i), retried)) for i, u in enumerate(users)]
     await asyncio.gather(*tasks, return_exceptions=True)
     finished = time.monotonic()
     latencies, failures = [], collections.Counter()
@@ -159,7 +161,7 @@ async def storm(base: str, users: list[str], secrets_by_user: dict[str, str],
             "all_done_after_s": round(finished - start, 2),
             "completions_per_s": round(len(latencies) / (finished - start), 1),
             "time_to_first_byte_s": {"p50": pct(.5), "p95": pct(.95), "p99": pct(.99)},
-            "failures": dict(failures), "retried": dict(BUSY)}
+            "failures": dict(failures), "retried": dict(retried)}
 
 
 def run(n: int, window: float, n_hosts: int, keep: bool = False) -> dict:
@@ -168,11 +170,7 @@ def run(n: int, window: float, n_hosts: int, keep: bool = False) -> dict:
     processes = Processes()
     users = [f"u{i:05d}" for i in range(n)]
     try:
-        slapd = Slapd(state / "slapd", "dc=storm,dc=example", root_password=secrets.token_hex(8),
-                      service_password=secrets.token_hex(8))
-        slapd.start(processes)
-        slapd.seed(Organisation("Storm", tuple(DirectoryUserSpec(u, u, PASSWORD) for u in users),
-                                (GroupSpec("desktop-users", users=tuple(users)),)))
+        slapd = directory_of_users(state / "slapd", processes, "Storm", users, PASSWORD)
         seats = -(-n // n_hosts)
         desktops = [XvncDesktop(state / f"desk{i}", f"Storm {i}", "#2e7d32",
                                 password=secrets.token_hex(4)) for i in range(n_hosts)]

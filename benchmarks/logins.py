@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import secrets
 import shutil
 import statistics
 import sys
@@ -34,8 +33,8 @@ from broker.config import load_config
 from broker.demo import TENANT, DOMAIN, DesktopEntry, write_config
 from broker.service import Broker
 from broker.store import Store
-from broker.testbed import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd,
-                            exit_on_sigterm, free_port, wait_for_port)
+from broker.testbed import (Processes, Slapd, directory_of_users, exit_on_sigterm, free_port,
+                            wait_for_port)
 
 RESULTS = Path(__file__).parent / "results" / "logins.json"
 
@@ -106,11 +105,7 @@ def run(n_users: int, concurrency: int) -> dict:
     password = "Bench-pass-1"
     users = [f"user{i:05d}" for i in range(n_users)]
     try:
-        slapd = Slapd(state / "slapd", "dc=bench,dc=example", root_password=secrets.token_hex(8),
-                      service_password=secrets.token_hex(8))
-        slapd.start(processes)
-        slapd.seed(Organisation("Bench", tuple(DirectoryUserSpec(u, u, password) for u in users),
-                                (GroupSpec("desktop-users", users=tuple(users)),)))
+        slapd = directory_of_users(state / "slapd", processes, "Bench", users, password)
         port = free_port()
         config_path = write_config(state, slapd=slapd, group=slapd.group_dn("desktop-users"),
                                    host="127.0.0.1", portal_port=port, gateway_port=free_port(),

@@ -8,6 +8,7 @@ slapd or X servers.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -258,6 +259,18 @@ class Organisation:
     name: str
     users: tuple[DirectoryUserSpec, ...]
     groups: tuple[GroupSpec, ...]
+
+
+def directory_of_users(state: Path, processes: Processes, name: str, users: list[str],
+                       password: str) -> Slapd:
+    """A private slapd (suffix ``dc=NAME,dc=example``) whose users, login = name, share one
+    password and are all members of ``desktop-users``: the benchmarks' directory."""
+    slapd = Slapd(state, f"dc={name.lower()},dc=example", root_password=secrets.token_hex(8),
+                  service_password=secrets.token_hex(8))
+    slapd.start(processes)
+    slapd.seed(Organisation(name, tuple(DirectoryUserSpec(u, u, password) for u in users),
+                            (GroupSpec("desktop-users", users=tuple(users)),)))
+    return slapd
 
 
 # -- TigerVNC ------------------------------------------------------------------------------------

@@ -149,25 +149,18 @@ def check_directory(directory: Path, tenants: set[str]) -> int:
     Raises:
         ConfigError: the first mistake, naming the file that made it.
     """
-    names = {sub: [None, *sorted(p.stem for p in (directory / sub).glob("*.toml"))]
-             for sub in ("classes", "sites", "devices")}
-    checked = 0
-    for device_class in names["classes"]:
-        for site in names["sites"]:
-            checked += _check_one(directory, tenants, device_class=device_class, site=site)
-    for device in names["devices"][1:]:
-        checked += _check_one(directory, tenants, device=device)
-    return checked
-
-
-def _check_one(directory: Path, tenants: set[str], *, device: str | None = None,
-               device_class: str | None = None, site: str | None = None) -> int:
-    layers = load_layers(directory, device=device, device_class=device_class, site=site)
-    profile = resolve(layers)
-    if profile.tenant not in tenants:
-        origin = merge(layers)[1].get("tenant", layers[-1][0])
-        raise ConfigError(origin, "tenant", f"one of the broker's tenants, got {profile.tenant!r}")
-    return 1
+    classes, sites, devices = (sorted(p.stem for p in (directory / sub).glob("*.toml"))
+                               for sub in ("classes", "sites", "devices"))
+    combinations = [{"device_class": c, "site": s} for c in (None, *classes)
+                    for s in (None, *sites)] + [{"device": d} for d in devices]
+    for combination in combinations:
+        layers = load_layers(directory, **{"device": None, **combination})
+        profile = resolve(layers)
+        if profile.tenant not in tenants:
+            origin = merge(layers)[1].get("tenant", layers[-1][0])
+            raise ConfigError(origin, "tenant",
+                              f"one of the broker's tenants, got {profile.tenant!r}")
+    return len(combinations)
 
 
 def load_layers(directory: Path, *, device: str | None, device_class: str | None = None,

@@ -168,8 +168,9 @@ class Administration:
                                type(exc).__name__)
 
     async def dedicate(self, tenant: TenantConfig, pool_id: str, user: str, host_id: str, *,
-                       actor: str, source: str) -> None:
-        """Give a user of a dedicated pool their own host.
+                       actor: str, source: str) -> str:
+        """Give a user of a dedicated pool their own host; returns the user's canonical identity
+        (``user`` is any spelling the directory accepts).
 
         Raises:
             NotFound: no such pool or host; Conflict: the pool is not dedicated or the host not
@@ -180,20 +181,25 @@ class Administration:
             raise NotFound(f"{pool_id}/{host_id}")
         if not pool.dedicated or host_id not in pool.hosts:
             raise Conflict("the pool is not dedicated, or the host is not in it")
+        user = await self.broker.identity(tenant, user)
         await self.store.dedicate(tenant.id, pool_id, user, host_id)
         await self.broker.audit(tenant.id, actor, source, "pool.dedicate", "ok",
                                 f"pool={pool_id} user={user} host={host_id}")
+        return user
 
     async def reset_mfa(self, tenant: TenantConfig, user: str, *, actor: str,
-                        source: str) -> None:
+                        source: str) -> str:
         """Forget a user's authenticator (lost phone): they enrol again at their next login.
+        ``user`` is any spelling the directory accepts; the record is the canonical identity's.
 
         Raises:
-            NotFound: the user has no enrolment.
+            NotFound: the directory has no such user, or the user has no enrolment.
         """
+        user = await self.broker.identity(tenant, user)
         if not await self.store.reset_mfa(tenant.id, user):
             raise NotFound(user)
         await self.broker.audit(tenant.id, actor, source, "mfa.reset", "ok", f"user={user}")
+        return user
 
     # -- drains ------------------------------------------------------------------------------
     def _start_drain(self, tenant_id: str, host_id: str, row: HostStateRow) -> None:

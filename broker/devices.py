@@ -18,8 +18,9 @@ from gateway.errors import ConfigError
 
 from .config import TenantConfig
 from .errors import (BadRequest, DeviceRevoked, LoginRequired, NotEntitled, NotFound,
-                     ViewerMismatch)
-from .store import Device, Login
+                     TooManyAttempts, ViewerMismatch)
+from .store import Device, Login, Throttled
+from .throttle import Key
 
 if TYPE_CHECKING:
     from .service import Broker
@@ -49,31 +50,49 @@ class Devices:
                                 f"site={site} class={device_class} hours={hours:g}")
         return code, expires
 
+    def _guard(self, source: str) -> Key:
+        """Guesses at enrolment codes and device credentials count against the address."""
+        return Key(f"device-secret:{source}", self.broker.config.source_throttle)
+
     async def enrol(self, code: str, name: str, *, source: str) -> tuple[Device, str]:
         """Spend a code; the new device and its credential (show it once).
 
         Raises:
             NotFound: the code is unknown, used or expired (one answer for all).
+            TooManyAttempts: too many wrong codes or credentials from this address.
         """
         credential = DEVICE_PREFIX + secrets.token_urlsafe(32)
-        device = await self.store.enrol_device(code.strip().lower(), name, credential,
-                                               now=self.broker.clock())
+        try:
+            device = await self.store.enrol_device(code.strip().lower(), name, credential,
+                                                   now=self.broker.clock(),
+                                                   guard=self._guard(source))
+        except Throttled:
+            await self.broker.audit("-", "device", source, "device.enrol", "locked_out")
+            raise TooManyAttempts("device secrets") from None
         if device is None:
+            await self.broker.audit("-", "device", source, "device.enrol", "unknown_code")
             raise NotFound("enrolment code")
         await self.broker.audit(device.tenant, f"device:{device.id}", source, "device.enrol",
                                 "ok", f"name={name} site={device.site} class={device.device_class}")
         return device, credential
 
-    async def device(self, credential: str | None) -> Device:
+    async def device(self, credential: str | None, *, source: str) -> Device:
         """The device behind a credential.
 
         Raises:
             LoginRequired: no or an unknown credential; DeviceRevoked: revoked.
+            TooManyAttempts: too many wrong codes or credentials from this address.
         """
         if not credential or not credential.startswith(DEVICE_PREFIX):
             raise LoginRequired("device credential needed")
-        device = await self.store.device_by_credential(credential, now=self.broker.clock())
+        try:
+            device = await self.store.device_by_credential(credential, now=self.broker.clock(),
+                                                           guard=self._guard(source))
+        except Throttled:
+            await self.broker.audit("-", "device", source, "device.credential", "locked_out")
+            raise TooManyAttempts("device secrets") from None
         if device is None:
+            await self.broker.audit("-", "device", source, "device.credential", "unknown")
             raise LoginRequired("unknown device credential")
         if device.revoked is not None:
             raise DeviceRevoked(device.id)
@@ -114,7 +133,7 @@ class Devices:
         """
         pool = next((p for p in self.broker.entitled_pools(login) if p.id == pool_id), None)
         if device_credential is not None:
-            device = await self.device(device_credential)
+            device = await self.device(device_credential, source=source)
             if device.tenant != login.tenant:
                 pool = None
             profile = self.profile(device)

@@ -7,6 +7,17 @@ Connections are pooled per server and reused, in two kinds: service-account conn
 search, and password-check connections, which only ever bind (each bind replaces the identity of the
 previous one, and nothing else is sent on them). A login thus opens no new TCP or TLS connection.
 
+A login is two calls: :meth:`Directory.find` looks the typed name up with the service account and
+returns the entry with its **canonical identity** (the login attribute's value as the entry holds
+it, normalised by :func:`canonical`), and :meth:`Directory.verify` checks the password against that
+entry (or, for a name that found nothing, against a DN that does not exist, so that both paths do
+the same work and take the same time) and reads the groups. The broker keys everything on the
+canonical identity, never on what was typed: the directory matches names case-insensitively,
+ignores insignificant spaces and accepts several forms of one account (``name``, the UPN).
+
+Passwords are sent byte-exact (UTF-8): ldap3 would otherwise apply SASLprep to a ``str``, which
+changes or refuses characters that the directory itself accepts.
+
 Servers are tried in order; one that does not answer within ``timeout`` is set aside for
 ``DEAD_SERVER_HOLD`` seconds so that the next logins do not wait for it again. When none answers, the
 caller gets :class:`DirectoryUnavailable` within a bounded time, never a hang.
@@ -15,21 +26,25 @@ caller gets :class:`DirectoryUnavailable` within a bounded time, never a hang.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import re
+import secrets
 import ssl
 import threading
 import time
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Iterator
 
 import ldap3
 from ldap3.core import exceptions as ldap_exc
 from ldap3.utils.conv import escape_filter_chars
 
 from .config import DirectoryConfig
-from .errors import (AccountDisabled, AccountExpired, AccountLocked, AuthError, BadCredentials,
+from .errors import (AccountDisabled, AccountExpired, AuthError, BadCredentials,
                      DirectoryUnavailable, LogonRestricted, MustChangePassword, PasswordExpired)
 
 logger = logging.getLogger("pforte.directory")
@@ -38,7 +53,9 @@ DEAD_SERVER_HOLD = 30.0  # seconds a server that did not answer is skipped
 IN_CHAIN = "1.2.840.113556.1.4.1941"  # AD's LDAP_MATCHING_RULE_IN_CHAIN: nested membership
 
 # Active Directory explains a refused bind with "data XXX" in the diagnostic message. Only a right
-# password gets past 52e, so the account states below are told only to whoever knows it.
+# password gets past 52e for the states below, so they are told only to whoever knows it. A locked
+# account (775) answers so to *any* password: telling it would tell a guesser nothing about the
+# password but would confirm the account and its state, so it gets the wrong-password answer.
 AD_BIND_ERRORS: dict[str, type[AuthError]] = {
     "525": BadCredentials,        # no such user
     "52e": BadCredentials,        # wrong password
@@ -48,7 +65,7 @@ AD_BIND_ERRORS: dict[str, type[AuthError]] = {
     "533": AccountDisabled,
     "701": AccountExpired,
     "773": MustChangePassword,    # "user must change password at next logon"
-    "775": AccountLocked,
+    "775": BadCredentials,        # locked out: said whatever the password (see above)
 }
 _AD_DATA = re.compile(r"data ([0-9a-f]{3})", re.IGNORECASE)
 
@@ -71,10 +88,25 @@ _UNREACHABLE = (ldap_exc.LDAPSocketOpenError, ldap_exc.LDAPSocketReceiveError,
                 ldap_exc.LDAPStartTLSError)
 
 
+def canonical(name: str) -> str:
+    """A login name as the directory compares it: NFC, lower case, insignificant spaces removed
+    (RFC 4518). Applied to the value read from the entry, it is the user's identity; applied to
+    a typed name that found no entry, it keys the throttle as that identity would be keyed."""
+    return " ".join(unicodedata.normalize("NFC", name).split()).lower()
+
+
+@dataclass(frozen=True)
+class DirectoryEntry:
+    """A user's entry, found by the service account; ``login`` is the canonical identity."""
+    dn: str
+    login: str
+    display_name: str
+
+
 @dataclass(frozen=True)
 class DirectoryUser:
     dn: str
-    login: str
+    login: str              # canonical identity, read from the entry
     display_name: str
     groups: frozenset[str]  # DNs, lower-case, nested membership included
 
@@ -90,17 +122,36 @@ class Directory:
         self._nesting: dict[frozenset[str], tuple[float, frozenset[str]]] = {}  # see _enclosing
         self._lock = threading.Lock()
 
-    async def authenticate(self, login: str, password: str) -> DirectoryUser:
-        """Check a user's password and read their groups.
+    async def find(self, typed: str) -> DirectoryEntry | None:
+        """The one entry a typed login name means, or None (unknown or ambiguous).
 
         Raises:
-            BadCredentials: unknown user, ambiguous user or wrong password (one answer for all).
             DirectoryUnavailable: no server answered in time.
         """
-        if not login or not password:
-            raise BadCredentials("empty login or password")  # an empty password binds anonymously
+        if not typed:
+            return None
+        return await self._in_pool(self._find, typed)
+
+    async def verify(self, entry: DirectoryEntry | None, password: str) -> DirectoryUser:
+        """Check the password of an entry :meth:`find` returned and read its groups. For None
+        (nothing found) a bind with a DN that does not exist does the same work, and fails.
+
+        Raises:
+            BadCredentials: unknown user or wrong password (one answer for both).
+            AccountState: the password is right, but the account may not log in now.
+            DirectoryUnavailable: no server answered in time.
+        """
+        if not password:
+            raise BadCredentials("empty password")  # an empty password binds anonymously
+        return await self._in_pool(self._verify, entry, password.encode("utf-8"))
+
+    async def authenticate(self, typed: str, password: str) -> DirectoryUser:
+        """:meth:`find` and :meth:`verify` in one (for callers that keep no throttle between)."""
+        return await self.verify(await self.find(typed), password)
+
+    async def _in_pool(self, fn, *args):
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, self._authenticate, login, password)
+        return await loop.run_in_executor(self.executor, self._on_any_server, fn, *args)
 
     # -- in the thread pool ----------------------------------------------------------------
     def _servers(self) -> list[str]:
@@ -116,21 +167,22 @@ class Directory:
             else:
                 self._dead_until.pop(url, None)
 
-    def _authenticate(self, login: str, password: str) -> DirectoryUser:
+    def _on_any_server(self, fn, *args):
+        """``fn(url, *args, reuse=...)`` on the first server that answers."""
         for url in self._servers():
             try:
                 try:
-                    user = self._on_server(url, login, password, reuse=True)
+                    result = fn(url, *args, reuse=True)
                 except _UNREACHABLE:
                     # A pooled connection may have been closed by the server meanwhile:
                     # only a fresh connection that fails says the server is down.
-                    user = self._on_server(url, login, password, reuse=False)
+                    result = fn(url, *args, reuse=False)
             except _UNREACHABLE as exc:
                 logger.warning("directory server %s unavailable: %s", url, type(exc).__name__)
                 self._mark(url, dead=True)
                 continue
             self._mark(url, dead=False)
-            return user
+            return result
         raise DirectoryUnavailable("no directory server answered")
 
     def _connection(self, url: str, user: str, password: str) -> ldap3.Connection:
@@ -182,7 +234,25 @@ class Directory:
                 return
         conn.unbind()
 
-    def _check_password(self, url: str, dn: str, password: str, reuse: bool) -> None:
+    @contextlib.contextmanager
+    def _service(self, url: str, reuse: bool) -> Iterator[ldap3.Connection]:
+        """Lend a service connection: given back when the directory answered (an AuthError
+        included), closed otherwise."""
+        conn = self._pooled("service", url, reuse)
+        answered = False
+        try:
+            yield conn
+            answered = True
+        except AuthError:
+            answered = True
+            raise
+        finally:
+            if answered:
+                self._give_back("service", url, conn)
+            else:
+                conn.unbind()
+
+    def _check_password(self, url: str, dn: str, password: bytes, reuse: bool) -> None:
         """Bind as the user on a check connection (which is then given back, or closed when the
         server did not answer); a refused bind raises the refusal it means."""
         check = self._pooled("check", url, reuse)
@@ -201,37 +271,42 @@ class Directory:
         if not bound:
             raise refused_bind(refusal, active_directory=self.config.kind == "ad")
 
-    def _on_server(self, url: str, login: str, password: str, *, reuse: bool) -> DirectoryUser:
+    def _find(self, url: str, typed: str, *, reuse: bool) -> DirectoryEntry | None:
         c = self.config
-        service = self._pooled("service", url, reuse)
-        healthy = False
-        try:
-            name = escape_filter_chars(login)
-            who = f"({c.login_attribute}={name})"
-            if c.kind == "ad":  # sAMAccountName, or the userPrincipalName in a login domain
-                who = "(|" + who + "".join(f"(userPrincipalName={name}@"
-                                           f"{escape_filter_chars(d)})" for d in c.domains) + ")"
-            user_filter = f"(&(objectClass={escape_filter_chars(c.user_object_class)}){who})"
-            service.search(c.base_dn, user_filter, attributes=["displayName", "cn"], size_limit=2)
+        login_attribute = "sAMAccountName" if c.kind == "ad" else c.login_attribute
+        name = escape_filter_chars(typed)
+        who = f"({login_attribute}={name})"
+        if c.kind == "ad":  # sAMAccountName, or the userPrincipalName in a login domain
+            who = "(|" + who + "".join(f"(userPrincipalName={name}@"
+                                       f"{escape_filter_chars(d)})" for d in c.domains) + ")"
+        user_filter = f"(&(objectClass={escape_filter_chars(c.user_object_class)}){who})"
+        with self._service(url, reuse) as service:
+            service.search(c.base_dn, user_filter,
+                           attributes=[login_attribute, "displayName", "cn"], size_limit=2)
             entries = [e for e in service.response or () if e.get("type") == "searchResEntry"]
-            if len(entries) != 1:
-                raise BadCredentials("unknown or ambiguous user")
-            dn = entries[0]["dn"]
-            attrs = entries[0]["attributes"]
-            display = _first(attrs.get("displayName")) or _first(attrs.get("cn")) or login
+        if len(entries) != 1:
+            return None
+        attrs = entries[0]["attributes"]
+        values = attrs.get(login_attribute)
+        values = [str(v) for v in (values if isinstance(values, list) else [values]) if v]
+        if not values:  # the search matched by UPN on an entry without a login name
+            return None
+        login = min(canonical(v) for v in values)
+        display = _first(attrs.get("displayName")) or _first(attrs.get("cn")) or login
+        return DirectoryEntry(entries[0]["dn"], login, display)
 
-            self._check_password(url, dn, password, reuse)
-            groups = self._groups(service, dn, login)
-            healthy = True
-        except AuthError:
-            healthy = True
-            raise
-        finally:
-            if healthy:
-                self._give_back("service", url, service)
-            else:
-                service.unbind()
-        return DirectoryUser(dn=dn, login=login, display_name=display, groups=groups)
+    def _verify(self, url: str, entry: DirectoryEntry | None, password: bytes, *,
+                reuse: bool) -> DirectoryUser:
+        if entry is None:
+            # The same bind as for a known user, against a DN that does not exist: an unknown
+            # name must cost what a wrong password costs, or timing tells which names exist.
+            nobody = f"cn=pforte-nobody-{secrets.token_hex(8)},{self.config.base_dn}"
+            self._check_password(url, nobody, password, reuse)
+            raise BadCredentials("unknown user")  # reached only if the directory bound it
+        self._check_password(url, entry.dn, password, reuse)
+        with self._service(url, reuse) as service:
+            groups = self._groups(service, entry.dn, entry.login)
+        return DirectoryUser(entry.dn, entry.login, entry.display_name, groups)
 
     def _groups(self, conn: ldap3.Connection, dn: str, login: str) -> frozenset[str]:
         """Groups that contain the user, directly (read fresh at every login) or through nested

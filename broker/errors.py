@@ -9,7 +9,7 @@ Hierarchy::
     │   ├── CodeRejected             wrong, expired or already used one-time code
     │   ├── TooManyAttempts          locked out for a while after repeated failures (429)
     │   └── AccountState             the password is right, but the account may not log in now:
-    │       AccountDisabled, AccountLocked, AccountExpired, PasswordExpired,
+    │       AccountDisabled, AccountExpired, PasswordExpired,
     │       MustChangePassword, LogonRestricted (each with its own message)
     │   └── LoginRequired            no (or an expired) portal login
     ├── NotEntitled                  the user may not use this pool (403)
@@ -66,10 +66,6 @@ class AccountState(AuthError):
 
 class AccountDisabled(AccountState):
     code = "account_disabled"
-
-
-class AccountLocked(AccountState):
-    code = "account_locked"
 
 
 class AccountExpired(AccountState):

@@ -57,7 +57,7 @@ def check_code(secret: str, code: str, *, now: float, last_step: int | None) -> 
         CodeRejected: the code is wrong, malformed or outside the drift window.
     """
     code = code.replace(" ", "")
-    if len(code) != DIGITS or not code.isdigit():
+    if len(code) != DIGITS or not (code.isascii() and code.isdigit()):  # not "²" nor "١"
         raise CodeRejected("not a 6-digit code")
     totp = pyotp.TOTP(secret, digits=DIGITS, interval=STEP)
     current = int(now) // STEP

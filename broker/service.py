@@ -5,13 +5,14 @@ config, the directories and the store. No HTTP here: ``broker.web`` is a thin la
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import AsyncIterator, Callable
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -21,9 +22,9 @@ from . import mfa
 from .admin import Administration
 from .config import BrokerConfig, HostConfig, PoolConfig, TenantConfig
 from .devices import Devices
-from .directory import Directory
+from .directory import Directory, canonical
 from .hosts import HostUnreachable
-from .throttle import Policy, locked_for
+from .throttle import Key, Outcome
 from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, DesktopStartFailed,
                      LoginRequired, NoFreeDesktop, NotEntitled, NotFound, OwnDesktopUnavailable,
                      PoolBusy, TooManyAttempts, UnknownTenant)
@@ -35,6 +36,12 @@ logger = logging.getLogger("pforte.broker")
 HOUSEKEEPING_INTERVAL = 5.0  # seconds between timer sweeps of the session table
 MAX_LOGIN_LENGTH = 256
 MAX_PASSWORD_LENGTH = 1024
+
+
+def printable(text: str) -> str:
+    """Text as it may enter the audit log and logs: control and other unprintable characters
+    escaped, so that a typed name cannot forge or hide log lines."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
 
 
 @dataclass(frozen=True)
@@ -129,27 +136,32 @@ class Broker:
     # -- login -------------------------------------------------------------------------------
     async def password_login(self, typed: str, password: str, *, source: str,
                              portal_host: str | None = None) -> tuple[str, Login]:
-        """First factor. Returns a new login token (for the cookie) and the login.
+        """First factor. Returns a new login token (for the cookie) and the login, which names
+        the user by the canonical identity the directory's entry gives, whatever was typed.
+
+        The attempt is counted against the client's address before the directory is asked, and
+        against the user's identity before the password is checked (see :mod:`broker.throttle`).
 
         Raises:
-            BadRequest, UnknownTenant, BadCredentials, DirectoryUnavailable.
+            BadRequest, UnknownTenant, TooManyAttempts, BadCredentials, AccountState,
+            DirectoryUnavailable.
         """
         if len(typed) > MAX_LOGIN_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
             raise BadRequest("field too long")
         try:
             tenant, name = self.resolve(typed, portal_host)
         except UnknownTenant:
-            await self.audit("-", typed[:64], source, "login", "unknown_tenant")
+            await self.audit("-", printable(typed[:64]), source, "login", "unknown_tenant")
             raise
-        keys = self._throttle_keys(tenant.id, name, source)
-        await self._refuse_if_locked(keys, tenant.id, name, source, "login.password")
-        try:
-            user = await self.directories[tenant.id].authenticate(name, password)
-        except BrokerError as exc:
-            await self.audit(tenant.id, name, source, "login.password", exc.code)
-            if isinstance(exc, BadCredentials):
-                await self.store.throttle_failure(keys, now=self.clock())
-            raise
+        directory = self.directories[tenant.id]
+        async with self._attempt([self._source_key(source)], tenant.id, printable(name), source,
+                                 "login.password"):
+            entry = await directory.find(name)
+            identity = entry.login if entry is not None else canonical(name)
+            user_key = self._user_key(tenant.id, identity, complete=False)
+            async with self._attempt([user_key], tenant.id, printable(identity), source,
+                                     "login.password", audit_failure=True):
+                user = await directory.verify(entry, password)
         now = self.clock()
         token = secrets.token_urlsafe(32)
         login = Login(tenant=tenant.id, login=user.login, display_name=user.display_name,
@@ -159,18 +171,57 @@ class Broker:
         await self.audit(tenant.id, user.login, source, "login.password", "ok")
         return token, login
 
-    def _throttle_keys(self, tenant: str, login: str, source: str) -> dict[str, Policy]:
-        """The records a failure counts against: the user first, then the address."""
-        return {f"user:{tenant}/{login.lower()}": self.config.user_throttle,
-                f"source:{source}": self.config.source_throttle}
+    def _user_key(self, tenant: str, identity: str, *, complete: bool) -> Key:
+        """The user's record; only a ``complete`` login (second factor passed) forgets it, so
+        that a known password cannot wipe a guessing run against the one-time code."""
+        return Key(f"user:{tenant}/{identity}", self.config.user_throttle,
+                   forget_on_success=complete)
 
-    async def _refuse_if_locked(self, keys: dict[str, Policy], tenant: str, login: str,
-                                source: str, action: str) -> None:
-        records = await self.store.throttle_records(list(keys))
-        now = self.clock()
-        if any(locked_for(r, now) > 0 for r in records.values()):
-            await self.audit(tenant, login, source, action, "locked_out")
+    def _source_key(self, source: str) -> Key:
+        return Key(f"source:{source}", self.config.source_throttle)
+
+    @contextlib.asynccontextmanager
+    async def _attempt(self, keys: list[Key], tenant: str, actor: str, source: str, action: str,
+                       *, audit_failure: bool = False) -> AsyncIterator[None]:
+        """Reserve an attempt on ``keys`` (or refuse it: TooManyAttempts), run the body, settle
+        the attempt by how the body ended: a wrong secret counts, success forgets or gives back,
+        anything else (directory down, account state) gives back."""
+        if not await self.store.throttle_reserve(keys, now=self.clock()):
+            await self.audit(tenant, actor, source, action, "locked_out")
             raise TooManyAttempts("locked out")
+        outcome = Outcome.VOID
+        try:
+            yield
+            outcome = Outcome.SUCCEEDED
+        except (BadCredentials, CodeRejected) as exc:
+            outcome = Outcome.FAILED
+            if audit_failure:
+                await self.audit(tenant, actor, source, action, exc.code, str(exc))
+            raise
+        except BrokerError as exc:
+            if audit_failure:
+                await self.audit(tenant, actor, source, action, exc.code)
+            raise
+        finally:
+            await self.store.throttle_settle(keys, outcome, now=self.clock())
+
+    async def identity(self, tenant: TenantConfig, typed: str) -> str:
+        """The canonical identity of a user an admin names (any spelling the directory accepts,
+        also ``name@domain`` or ``DOMAIN\\name`` of this tenant).
+
+        Raises:
+            NotFound: the directory knows no such user; DirectoryUnavailable.
+        """
+        name = typed.strip()
+        if "\\" in name:
+            name = name.partition("\\")[2]
+        elif "@" in name:
+            local, _, domain = name.rpartition("@")
+            name = local if domain.lower() in tenant.domains else name
+        entry = await self.directories[tenant.id].find(name)
+        if entry is None:
+            raise NotFound("user")
+        return entry.login
 
     async def login_for(self, token: str | None, *, need_mfa: bool = True) -> Login:
         """The login behind a token.
@@ -228,11 +279,12 @@ class Broker:
         if not state.totp_sealed:
             raise LoginRequired("no enrolment started")
         context = f"{login.tenant}/{login.login}"
-        keys = self._throttle_keys(login.tenant, login.login, source)
         recovery = state.confirmed and mfa.looks_like_recovery_code(code)
         action = "login.recovery" if recovery else "login.totp" if state.confirmed else "mfa.enrol"
-        await self._refuse_if_locked(keys, login.tenant, login.login, source, action)
-        try:
+        keys = [self._user_key(login.tenant, login.login, complete=True),
+                self._source_key(source)]
+        async with self._attempt(keys, login.tenant, login.login, source, action,
+                                 audit_failure=True):
             if recovery:
                 if not await self.store.use_recovery_code(
                         login.tenant, login.login,
@@ -244,11 +296,6 @@ class Broker:
                 if not await self.store.accept_step(login.tenant, login.login, step,
                                                     confirm=not state.confirmed):
                     raise mfa.CodeReplayed("step used concurrently")
-        except CodeRejected as exc:
-            await self.audit(login.tenant, login.login, source, action, exc.code)
-            await self.store.throttle_failure(keys, now=self.clock())
-            raise
-        await self.store.throttle_clear(next(iter(keys)))  # the user's record, not the address's
         await self.store.complete_mfa(token)
         await self.audit(login.tenant, login.login, source, action, "ok")
         if state.confirmed:

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 from .host_states import HostState
 from .placement import HostLoad, NewSession, PoolBusy, PoolFull, Reconnect, place
 from .sessions import LIVE_STATES, Event, InvalidTransition, State, next_state
-from .throttle import Policy, Record, failed
+from .throttle import Key, Outcome, Record, reserve, settle
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -152,6 +152,10 @@ class UnknownSession(Exception):
     pass
 
 
+class Throttled(Exception):
+    """A throttle key refused the attempt before anything was looked at."""
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -271,35 +275,48 @@ class Store:
         return await self._run(self._tx, q)
 
     # -- throttling --------------------------------------------------------------------------
-    async def throttle_records(self, keys: Sequence[str]) -> dict[str, Record]:
-        def q() -> dict[str, Record]:
-            rows = self._db().execute(
-                f"SELECT key, failures, window_start, locked_until FROM throttle WHERE key IN "
-                f"({','.join('?' * len(keys))})", tuple(keys)).fetchall()
-            return {r[0]: Record(r[1], r[2], r[3]) for r in rows}
-        return await self._run(q)
+    @staticmethod
+    def _throttle_record(db: sqlite3.Connection, key: str) -> Record:
+        row = db.execute("SELECT failures, window_start, locked_until FROM throttle WHERE key=?",
+                         (key,)).fetchone()
+        return Record(*row) if row else Record()
 
-    async def throttle_failure(self, policies: dict[str, Policy], *, now: float
-                               ) -> dict[str, Record]:
-        """Count one failure against each key (atomically); the new records."""
-        def q(db: sqlite3.Connection) -> dict[str, Record]:
-            out = {}
-            for key, policy in policies.items():
-                row = db.execute("SELECT failures, window_start, locked_until FROM throttle "
-                                 "WHERE key=?", (key,)).fetchone()
-                record = failed(Record(*row) if row else Record(), now, policy)
-                db.execute("INSERT INTO throttle VALUES (?,?,?,?) ON CONFLICT (key) DO UPDATE SET "
-                           "failures=excluded.failures, window_start=excluded.window_start, "
-                           "locked_until=excluded.locked_until",
-                           (key, record.failures, record.window_start, record.locked_until))
-                out[key] = record
-            return out
-        return await self._run(self._tx, q)
-
-    async def throttle_clear(self, key: str) -> None:
-        def q(db: sqlite3.Connection) -> None:
+    @staticmethod
+    def _throttle_write(db: sqlite3.Connection, key: str, record: Record | None) -> None:
+        if record is None:
             db.execute("DELETE FROM throttle WHERE key=?", (key,))
-        await self._run(self._tx, q)
+            return
+        db.execute("INSERT INTO throttle VALUES (?,?,?,?) ON CONFLICT (key) DO UPDATE SET "
+                   "failures=excluded.failures, window_start=excluded.window_start, "
+                   "locked_until=excluded.locked_until",
+                   (key, record.failures, record.window_start, record.locked_until))
+
+    def _reserve_in(self, db: sqlite3.Connection, keys: Sequence[Key], now: float) -> bool:
+        reserved = []
+        for key in keys:
+            record = reserve(self._throttle_record(db, key.name), now, key.policy)
+            if record is None:
+                return False
+            reserved.append((key.name, record))
+        for name, record in reserved:
+            self._throttle_write(db, name, record)
+        return True
+
+    def _settle_in(self, db: sqlite3.Connection, keys: Sequence[Key], outcome: Outcome,
+                   now: float) -> None:
+        for key in keys:
+            self._throttle_write(db, key.name,
+                                 settle(self._throttle_record(db, key.name), outcome, now, key))
+
+    async def throttle_reserve(self, keys: Sequence[Key], *, now: float) -> bool:
+        """Count one attempt against every key, in one transaction; False (and nothing counted)
+        when any key refuses it. Every reserved attempt must be settled."""
+        return await self._run(self._tx, lambda db: self._reserve_in(db, keys, now))
+
+    async def throttle_settle(self, keys: Sequence[Key], outcome: Outcome, *,
+                              now: float) -> None:
+        """Settle a reserved attempt on every key (see :mod:`broker.throttle`)."""
+        await self._run(self._tx, lambda db: self._settle_in(db, keys, outcome, now))
 
     # -- portal logins -----------------------------------------------------------------------
     async def create_login(self, token: str, login: Login) -> None:
@@ -546,15 +563,25 @@ class Store:
                        (token_hash(code), tenant, site, device_class, expires))
         await self._run(self._tx, q)
 
-    async def enrol_device(self, code: str, name: str, credential: str, *,
-                           now: float) -> Device | None:
-        """Spend an enrolment code on a new device; None if the code is unknown, used or old."""
+    async def enrol_device(self, code: str, name: str, credential: str, *, now: float,
+                           guard: Key) -> Device | None:
+        """Spend an enrolment code on a new device; None if the code is unknown, used or old.
+
+        The guess is counted against ``guard`` (the client's address) in the same transaction.
+
+        Raises:
+            Throttled: ``guard`` refuses the attempt; nothing was looked at.
+        """
         def q(db: sqlite3.Connection) -> Device | None:
+            if not self._reserve_in(db, [guard], now):
+                raise Throttled(guard.name)
             row = db.execute("SELECT tenant, site, device_class FROM enrolment_codes WHERE "
                              "code_hash=? AND used=0 AND expires>?",
                              (token_hash(code), now)).fetchone()
             if row is None:
+                self._settle_in(db, [guard], Outcome.FAILED, now)
                 return None
+            self._settle_in(db, [guard], Outcome.SUCCEEDED, now)
             db.execute("UPDATE enrolment_codes SET used=1 WHERE code_hash=?", (token_hash(code),))
             device = Device(os.urandom(8).hex(), row[0], name, row[1], row[2], now, None, None)
             db.execute("INSERT INTO devices VALUES (?,?,?,?,?,?,?,NULL,NULL)",
@@ -563,14 +590,24 @@ class Store:
             return device
         return await self._run(self._tx, q)
 
-    async def device_by_credential(self, credential: str, *, now: float) -> Device | None:
-        """The device holding a credential (revoked ones too: the caller says no clearly)."""
+    async def device_by_credential(self, credential: str, *, now: float,
+                                   guard: Key) -> Device | None:
+        """The device holding a credential (revoked ones too: the caller says no clearly); None
+        if unknown. The guess is counted against ``guard`` in the same transaction.
+
+        Raises:
+            Throttled: ``guard`` refuses the attempt; nothing was looked at.
+        """
         def q(db: sqlite3.Connection) -> Device | None:
+            if not self._reserve_in(db, [guard], now):
+                raise Throttled(guard.name)
             row = db.execute("SELECT id, tenant, name, site, device_class, created, revoked, "
                              "last_seen FROM devices WHERE credential_hash=?",
                              (token_hash(credential),)).fetchone()
             if row is None:
+                self._settle_in(db, [guard], Outcome.FAILED, now)
                 return None
+            self._settle_in(db, [guard], Outcome.SUCCEEDED, now)
             db.execute("UPDATE devices SET last_seen=? WHERE id=?", (now, row[0]))
             return Device(*row)
         return await self._run(self._tx, q)

@@ -111,16 +111,16 @@ async def dedicate(request: web.Request) -> web.Response:
     user, host = body.get("user"), body.get("host")
     if not isinstance(user, str) or not user or not isinstance(host, str):
         raise BadRequest("expected {user, host}")
-    await request.app[BROKER_KEY].admin.dedicate(tenant, request.match_info["pool"], user, host,
-                                                 actor=actor, source=_source(request))
+    user = await request.app[BROKER_KEY].admin.dedicate(
+        tenant, request.match_info["pool"], user, host, actor=actor, source=_source(request))
     return web.json_response({"user": user, "host": host})
 
 
 async def reset_mfa(request: web.Request) -> web.Response:
     tenant, actor = await _admin(request)
     user = request.match_info["user"]
-    await request.app[BROKER_KEY].admin.reset_mfa(tenant, user, actor=actor,
-                                                  source=_source(request))
+    user = await request.app[BROKER_KEY].admin.reset_mfa(tenant, user, actor=actor,
+                                                         source=_source(request))
     return web.json_response({"user": user, "mfa": "reset"})
 
 
@@ -169,10 +169,10 @@ async def device_action(request: web.Request) -> web.Response:
 
 async def audit(request: web.Request) -> web.Response:
     tenant, _ = await _admin(request)
-    try:
-        limit = min(int(request.query.get("limit", "100")), MAX_AUDIT)
-    except ValueError:
-        raise BadRequest("limit must be a number") from None
+    text = request.query.get("limit", "100")
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_AUDIT:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_AUDIT}")
+    limit = int(text)
     return web.json_response(
         {"audit": await request.app[BROKER_KEY].store.audit_log(tenant.id, limit)})
 

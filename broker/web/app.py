@@ -289,7 +289,7 @@ async def api_connect(request: web.Request) -> web.StreamResponse:
     source = _source(request)
     if (credential := request.headers.get("X-Pforte-Device")) is not None:
         # a thin client says which it is: a revoked one is refused, the audit names it
-        device = await broker.devices.device(credential)
+        device = await broker.devices.device(credential, source=source)
         if device.tenant != login.tenant:
             raise NotEntitled(request.match_info["pool"])
         source = f"{source} device {device.id}"
@@ -331,7 +331,7 @@ async def api_device_enrol(request: web.Request) -> web.StreamResponse:
 async def api_device_profile(request: web.Request) -> web.StreamResponse:
     token, _ = _token(request)
     devices = request.app[BROKER_KEY].devices
-    device = await devices.device(token)
+    device = await devices.device(token, source=_source(request))
     return web.json_response({"device_id": device.id, "tenant": device.tenant,
                               "site": device.site, "device_class": device.device_class,
                               "profile": dataclasses.asdict(devices.profile(device))})

@@ -44,8 +44,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "account_state": "Your account may not sign in right now. Please call your IT service "
                          "desk.",
         "account_disabled": "Your account is disabled. Please call your IT service desk.",
-        "account_locked": "Your account is locked after too many wrong passwords. Please wait, "
-                          "or call your IT service desk.",
         "account_expired": "Your account has expired. Please call your IT service desk.",
         "password_expired": "Your password has expired. Please change it at a town hall "
                             "computer or call your IT service desk.",
@@ -124,8 +122,6 @@ TEXTS: dict[str, dict[str, str]] = {
         "account_state": "Ihr Konto darf sich gerade nicht anmelden. Bitte rufen Sie Ihren "
                          "IT-Service an.",
         "account_disabled": "Ihr Konto ist deaktiviert. Bitte rufen Sie Ihren IT-Service an.",
-        "account_locked": "Ihr Konto ist nach zu vielen falschen Passwörtern gesperrt. Bitte "
-                          "warten Sie oder rufen Sie Ihren IT-Service an.",
         "account_expired": "Ihr Konto ist abgelaufen. Bitte rufen Sie Ihren IT-Service an.",
         "password_expired": "Ihr Passwort ist abgelaufen. Bitte ändern Sie es an einem Rechner "
                             "im Rathaus oder rufen Sie Ihren IT-Service an.",

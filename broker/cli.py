@@ -32,9 +32,11 @@ def _broker(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         broker = Broker(config, Store(config.state_dir / "pforte.db"))
-        await runtime.serve([(create_app(broker), host, port)], on_started=lambda bound:
-                            logging.getLogger("pforte").info("broker listening on %s:%s",
-                                                             *bound[0]))
+        tls = runtime.tls_context(config.tls_cert, config.tls_key)
+        await runtime.serve([(create_app(broker), host, port)], ssl_contexts=[tls],
+                            on_started=lambda bound: logging.getLogger("pforte").info(
+                                "broker listening on %s://%s:%s", "https" if tls else "http",
+                                *bound[0]))
     runtime.run(main, use_uvloop=args.loop == "uvloop")
     return 0
 

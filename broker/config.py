@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config import Section, load_toml, read_aes_key, read_secret
+from gateway.config import Section, load_toml, networks, read_aes_key, read_secret
 from gateway.errors import ConfigError
 from gateway.ticket import MAX_LIFETIME
 
@@ -136,6 +136,9 @@ class BrokerConfig:
     source_throttle: Policy
     profiles_dir: Path | None         # client profiles for enrolled devices
     tenants: tuple[TenantConfig, ...]
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    tls_cert: Path | None = None      # serve HTTPS directly (else plain HTTP, e.g. behind a proxy)
+    tls_key: Path | None = None
 
     def tenant(self, tenant_id: str) -> TenantConfig | None:
         return next((t for t in self.tenants if t.id == tenant_id), None)
@@ -149,10 +152,11 @@ def load_config(path: str | Path) -> BrokerConfig:
     """
     root = load_toml(path)
     b = root.table("broker")
+    tls = "tls_cert_file" in b.data or "tls_key_file" in b.data
     cfg = BrokerConfig(
         path=str(path),
         listen=b.listen("listen"),
-        state_dir=_dir(b, "state_dir"),
+        state_dir=_private_dir(b, "state_dir"),
         ticket_private_key=read_secret(b.file("ticket_private_key_file")),
         credential_key=read_aes_key(b, "credential_key_file"),
         totp_key=read_aes_key(b, "totp_key_file"),
@@ -180,6 +184,9 @@ def load_config(path: str | Path) -> BrokerConfig:
                                b.int("failure_window", DEFAULT_FAILURE_WINDOW, minimum=1),
                                b.int("lockout", DEFAULT_LOCKOUT, minimum=1)),
         tenants=tuple(_tenant(t) for t in root.tables("tenants")),
+        trusted_proxies=networks(b, "trusted_proxies", []),
+        tls_cert=b.file("tls_cert_file") if tls else None,
+        tls_key=b.file("tls_key_file") if tls else None,
     )
     b.done()
     if any(h.ssh for t in cfg.tenants for h in t.hosts) and (
@@ -195,11 +202,13 @@ def load_config(path: str | Path) -> BrokerConfig:
     return cfg
 
 
-def _dir(s: Section, name: str) -> Path:
+def _private_dir(s: Section, name: str) -> Path:
+    """A directory only the broker's user may enter (0700), created if missing."""
     raw = Path(s.str(name))
     path = raw if raw.is_absolute() else Path(s.path).parent / raw
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path.chmod(0o700)
     except OSError as exc:
         raise s.fail(name, f"expected a directory the broker can create ({exc.strerror})") from None
     return path

@@ -239,7 +239,8 @@ def main(state_dir: str | None, host: str, portal_port: int, gateway_port: int,
          facts: str | None, use_uvloop: bool, gateway_url: str | None = None) -> None:
     temporary = state_dir is None
     state = Path(state_dir or tempfile.mkdtemp(prefix="pforte-demo-")).resolve()
-    state.mkdir(parents=True, exist_ok=True)
+    state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    state.chmod(0o700)  # keys, the directory's config, passwords of the demo users
     facts_path = Path(facts).resolve() if facts else state / "demo.json"
     try:
         runtime.run(lambda: run_demo(state, host=host, portal_port=portal_port,

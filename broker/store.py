@@ -195,7 +195,12 @@ class Store:
         return result
 
     async def open(self) -> None:
-        await self._run(lambda: self._db().executescript(SCHEMA))
+        """Create the database (readable by the broker's user only, 0600) and its tables."""
+        def create() -> None:
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            os.chmod(self.path, 0o600)  # SQLite gives its -wal and -shm files the same mode
+            self._db().executescript(SCHEMA)
+        await self._run(create)
 
     async def close(self) -> None:
         """Close the database; calling it again does nothing."""

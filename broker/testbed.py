@@ -77,6 +77,14 @@ def wait_for_port(host: str, port: int, proc: subprocess.Popen, timeout: float =
     raise TestbedError(f"{what} did not listen on {host}:{port} within {timeout} s")
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write a file that only its owner may read (0600) from the first byte on."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
 def require(program: str) -> str:
     path = shutil.which(program) or next(
         (p for p in (f"/usr/sbin/{program}", f"/usr/bin/{program}") if os.path.exists(p)), None)
@@ -189,13 +197,14 @@ class Slapd:
 
     def start(self, processes: Processes) -> None:
         slapd = require("slapd")
-        (self.state / "data").mkdir(parents=True, exist_ok=True)
+        self.state.chmod(0o700)  # the directory's data and its config with the root password
+        (self.state / "data").mkdir(parents=True, exist_ok=True, mode=0o700)
         conf = self.state / "slapd.conf"
         tls = (f"TLSCertificateFile {self.tls[0]}\nTLSCertificateKeyFile {self.tls[1]}\n"
                if self.tls else "")
-        conf.write_text(SLAPD_CONF.format(state=self.state, suffix=self.suffix,
-                                          root_password=self.root_password,
-                                          service_dn=self.service_dn, tls=tls))
+        write_private(conf, SLAPD_CONF.format(state=self.state, suffix=self.suffix,
+                                              root_password=self.root_password,
+                                              service_dn=self.service_dn, tls=tls))
         self.port = self.port or free_port()
         urls = self.url + "/"
         if self.tls:

@@ -79,6 +79,6 @@ def parse_control(text: str) -> dict:
     """A control message; an empty dict for anything that is not a JSON object."""
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested past the parser's depth
         return {}
     return value if isinstance(value, dict) else {}

@@ -1,19 +1,82 @@
-"""Running aiohttp applications until SIGINT/SIGTERM, on uvloop or asyncio. Shared by every
-``pforte`` command that serves (broker, gateway, demo)."""
+"""Running aiohttp applications until SIGINT/SIGTERM, on uvloop or asyncio, and what every HTTP
+port of Pforte shares: TLS, the client's address behind trusted proxies, idle limits, the server's
+name. Shared by every ``pforte`` command that serves (broker, gateway, demo).
+
+Shutdown order: on SIGTERM each application's :data:`DRAIN` hook runs first, while the listener
+still accepts and every connection is still read (so a draining gateway can answer new connections
+with "try again" and open sessions keep working); only then does aiohttp's cleanup close the
+listener and the connections.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import resource
 import signal
 import ssl
+from pathlib import Path
 from typing import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
 SHUTDOWN_TIMEOUT = 10.0  # seconds open connections get to finish on shutdown
 LISTEN_BACKLOG = 4096    # a morning's burst of connects waits in the kernel, not refused
+HTTP_IDLE_TIMEOUT = 15.0  # seconds a connection may be silent: before its first request is
+                          # complete (slow or idle clients) and between keep-alive requests
+SERVER_NAME = "Pforte"   # the Server header: no library names or versions
+
+DRAIN = web.AppKey("drain", Callable[[], Awaitable[None]])  # run on SIGTERM before cleanup
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def client_address(peer: str | None, forwarded_for: str | None,
+                   trusted: Sequence[Network]) -> str:
+    """The client's address: the peer's, or when the peer is a trusted proxy, the last address in
+    ``X-Forwarded-For`` that is not itself a trusted proxy (anything before it is the client's
+    word and proves nothing)."""
+    address = peer or "-"
+    if not forwarded_for or not is_trusted(address, trusted):
+        return address
+    for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
+        if not is_trusted(hop, trusted):
+            try:
+                return str(ipaddress.ip_address(hop))
+            except ValueError:
+                return address  # not an address: the proxy's own
+    return address
+
+
+def is_trusted(address: str | None, trusted: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+def tls_context(cert_file: Path | None, key_file: Path | None) -> ssl.SSLContext | None:
+    """A server TLS context (TLS 1.2 or newer) from a certificate chain and key; None: plain."""
+    if cert_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+async def name_the_server(_request: web.Request, response: web.StreamResponse) -> None:
+    """An ``on_response_prepare`` hook: the Server header names no library and no version."""
+    response.headers["Server"] = SERVER_NAME
+
+
+def make_runner(app: web.Application) -> web.AppRunner:
+    """The runner every Pforte HTTP port uses: no access log (it would log URLs and addresses
+    twice), the idle limit, the shutdown grace."""
+    return web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                         keepalive_timeout=HTTP_IDLE_TIMEOUT)
 
 
 def raise_file_limit() -> None:
@@ -67,10 +130,13 @@ def run(main: Callable[[], Awaitable[None]], *, use_uvloop: bool = True) -> None
 
 async def serve(sites: Sequence[tuple[web.Application, str, int]], *,
                 on_started: Callable[[list[tuple[str, int]]], Awaitable[None] | None] | None = None,
-                reuse_port: bool = False, ssl_context: ssl.SSLContext | None = None) -> None:
-    """Serve applications on (host, port) until SIGINT or SIGTERM, then clean up in reverse order.
+                reuse_port: bool = False,
+                ssl_contexts: Sequence[ssl.SSLContext | None] | None = None) -> None:
+    """Serve applications on (host, port) until SIGINT or SIGTERM; then run every application's
+    :data:`DRAIN` hook (all at once), then clean up in reverse order.
 
-    ``on_started`` receives the bound (host, port) of each site (useful with port 0).
+    ``on_started`` receives the bound (host, port) of each site (useful with port 0);
+    ``ssl_contexts``, one per site, serve it over TLS.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -79,12 +145,13 @@ async def serve(sites: Sequence[tuple[web.Application, str, int]], *,
     runners: list[web.AppRunner] = []
     try:
         bound = []
-        for app, host, port in sites:
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        for i, (app, host, port) in enumerate(sites):
+            runner = make_runner(app)
             await runner.setup()
             runners.append(runner)
             site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port,
-                               backlog=LISTEN_BACKLOG, ssl_context=ssl_context)
+                               backlog=LISTEN_BACKLOG,
+                               ssl_context=ssl_contexts[i] if ssl_contexts else None)
             await site.start()
             sock = site._server.sockets[0]  # aiohttp exposes the bound address only here
             bound.append(sock.getsockname()[:2])
@@ -93,6 +160,7 @@ async def serve(sites: Sequence[tuple[web.Application, str, int]], *,
             if asyncio.iscoroutine(result):
                 await result
         await stop.wait()
+        await asyncio.gather(*(app[DRAIN]() for app, _, _ in sites if DRAIN in app))
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

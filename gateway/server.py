@@ -24,7 +24,6 @@ import ipaddress
 import logging
 import os
 import secrets
-import ssl
 import time
 from dataclasses import dataclass, field
 
@@ -63,6 +62,8 @@ CLOSE_CODES: dict[str, tuple[int, str]] = {
     "resume": (4410, "session cannot be resumed"),
     "shutdown": (1001, "gateway shutting down"),
     "logoff": (4003, "logged off"),
+    "superseded": (4001, "superseded by a resumed connection"),
+    "internal": (1011, "internal error"),
 }
 HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -219,8 +220,9 @@ class Gateway:
         app.router.add_get("/metrics", self.handle_metrics)
         app.router.add_post("/control/close", self.handle_close)
         app.on_startup.append(self._start)
-        app.on_shutdown.append(lambda _app: self.drain())
+        app.on_response_prepare.append(runtime.name_the_server)
         app.on_cleanup.append(self._stop)
+        app[runtime.DRAIN] = self.drain  # on SIGTERM, before aiohttp closes the connections
         return app
 
     async def _start(self, _app: web.Application) -> None:
@@ -282,21 +284,8 @@ class Gateway:
 
     def client_address(self, request: web.Request) -> str:
         """The client's address; X-Forwarded-For counts only when the peer is a trusted proxy."""
-        address = request.remote or "-"
-        forwarded = request.headers.get("X-Forwarded-For")
-        if not forwarded or not self._trusted(address):
-            return address
-        for hop in reversed([h.strip() for h in forwarded.split(",")]):
-            if not self._trusted(hop):
-                return hop
-        return address
-
-    def _trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in net for net in self.config.trusted_proxies)
+        return runtime.client_address(request.remote, request.headers.get("X-Forwarded-For"),
+                                      self.config.trusted_proxies)
 
     def _target_allowed(self, target: ticket.Target) -> bool:
         try:
@@ -327,6 +316,12 @@ class Gateway:
                 self.metrics.refused(reason)
                 logger.info("refused connection from %s: %s", source, reason)
                 code, text = CLOSE_CODES[reason]
+                await ws.close(code=code, message=text.encode())
+                return ws
+            except Exception:  # a bug must still end in a close code, never a dropped socket
+                logger.exception("admitting a connection from %s failed", source)
+                self.metrics.refused("internal")
+                code, text = CLOSE_CODES["internal"]
                 await ws.close(code=code, message=text.encode())
                 return ws
             if isinstance(admitted, _Reattach):
@@ -499,7 +494,8 @@ class Gateway:
             # the new one takes over, the old one is closed.
             session.ws = ws
             session.link.detach()
-            asyncio.ensure_future(old.close(code=4001, message=b"superseded by a resumed connection"))
+            code, text = CLOSE_CODES["superseded"]
+            asyncio.ensure_future(old.close(code=code, message=text.encode()))
         else:
             self._release(session)
         try:
@@ -596,16 +592,6 @@ class _Refusal(GatewayError):
         self.reason = reason
 
 
-def tls_context(config: GatewayConfig) -> ssl.SSLContext | None:
-    """The server TLS context from ``tls_cert_file`` / ``tls_key_file``; None for plain ws."""
-    if config.tls_cert is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(config.tls_cert, config.tls_key)
-    return context
-
-
 def run(config_path: str, *, use_uvloop: bool = True, workers: int = 1) -> None:
     """Run a gateway from a config file's ``[gateway]`` table until SIGINT/SIGTERM.
 
@@ -615,12 +601,12 @@ def run(config_path: str, *, use_uvloop: bool = True, workers: int = 1) -> None:
     config = gateway_config(load_toml(config_path))
     host, port = config.listen
 
-    ssl_context = tls_context(config)
+    ssl_context = runtime.tls_context(config.tls_cert, config.tls_key)
 
     def one() -> None:
         async def main() -> None:
             await runtime.serve([(Gateway(config).app(), host, port)], reuse_port=workers > 1,
-                                ssl_context=ssl_context,
+                                ssl_contexts=[ssl_context],
                                 on_started=lambda bound: logger.info(
                                     "gateway (pid %d) listening on %s:%s", os.getpid(), *bound[0]))
         runtime.run(main, use_uvloop=use_uvloop)

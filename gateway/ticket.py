@@ -125,6 +125,8 @@ def verify(public_key: Ed25519PublicKey, ticket: str | bytes, *, now: float, aud
             ticket = ticket.decode("ascii")
         except UnicodeDecodeError:
             raise TicketMalformed("not ASCII") from None
+    if not isinstance(ticket, str):  # e.g. {"ticket": 123} in a first message
+        raise TicketMalformed("not text")
     if len(ticket) > MAX_TICKET_LENGTH or ticket.count(".") != 1:
         raise TicketMalformed("wrong shape")
     payload_b64, sig_b64 = ticket.split(".")

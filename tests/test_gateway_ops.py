@@ -13,7 +13,8 @@ from aiohttp import web
 
 from broker.testbed import free_port, self_signed_certificate
 from gateway.config import gateway_config, load_toml
-from gateway.server import Gateway, tls_context
+from gateway import runtime
+from gateway.server import Gateway
 
 from .conftest import open_ws, read_exactly
 
@@ -80,7 +81,8 @@ async def own_gateway(inst, *, tls: bool = False):
     runner = web.AppRunner(gateway.app())
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port,
-                      ssl_context=tls_context(config) if tls else None).start()
+                      ssl_context=runtime.tls_context(config.tls_cert, config.tls_key) if tls
+                      else None).start()
     try:
         yield gateway, port
     finally:

@@ -6,8 +6,12 @@ language. Unexpected exceptions are logged with a request id that the user sees 
 their text never leaves the process.
 
 A portal login is a random token in an HttpOnly, SameSite=Strict cookie (or, for non-browser
-clients, an ``Authorization: Bearer`` header). State-changing requests that rely on the cookie must
-carry the login's CSRF token.
+clients, an ``Authorization: Bearer`` header), ``Secure`` whenever the portal is reached over
+HTTPS. State-changing requests that rely on the cookie must carry the login's CSRF token.
+
+Behind a reverse proxy the client's address and scheme come from ``X-Forwarded-For`` and
+``X-Forwarded-Proto`` only when the peer is one of ``trusted_proxies`` (:func:`_client`); every
+response, redirects and errors included, carries the security headers (:func:`_security_headers`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 from aiohttp import web
+
+from gateway import runtime
 
 from ..errors import BadRequest, BrokerError, LoginRequired, NotEntitled
 from ..service import Broker
@@ -38,6 +44,9 @@ MAX_BODY = 64 * 1024
 
 BROKER_KEY = web.AppKey("broker", Broker)
 REQUEST_ID = web.RequestKey("request_id", str)
+SOURCE = web.RequestKey("source", str)      # the client's address (see _client)
+SECURE = web.RequestKey("secure", bool)     # reached over HTTPS (directly or at a trusted proxy)
+HSTS = "max-age=31536000"                    # a year; sent only on HTTPS responses
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -54,7 +63,19 @@ def _message(request: web.Request, exc: BrokerError) -> str:
 
 
 def _source(request: web.Request) -> str:
-    return request.remote or "-"
+    return request[SOURCE]
+
+
+@web.middleware
+async def _client(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Who is asking, and over what: the peer, or what a trusted proxy says of its client."""
+    trusted = request.app[BROKER_KEY].config.trusted_proxies
+    request[SOURCE] = runtime.client_address(request.remote,
+                                             request.headers.get("X-Forwarded-For"), trusted)
+    proto = request.headers.get("X-Forwarded-Proto", "")
+    request[SECURE] = request.secure or (runtime.is_trusted(request.remote, trusted) and
+                                         proto.split(",")[-1].strip().lower() == "https")
+    return await handler(request)
 
 
 @web.middleware
@@ -83,22 +104,24 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-@web.middleware
-async def _headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """An ``on_response_prepare`` hook: every response (pages, API, redirects, 401, 404, static
+    files) gets the same security headers; HTTPS responses also HSTS."""
     broker = request.app[BROKER_KEY]
-    gateway_origin = broker.config.gateway_url.split("/", 3)[:3]
-    response.headers.setdefault(
+    gateway_origin = "/".join(broker.config.gateway_url.split("/", 3)[:3])
+    headers = response.headers
+    headers.setdefault(
         "Content-Security-Policy",
         "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-        f"connect-src 'self' {'/'.join(gateway_origin)}; frame-ancestors 'none'; "
+        f"connect-src 'self' {gateway_origin}; frame-ancestors 'none'; "
         "base-uri 'none'; form-action 'self'")
-    response.headers.setdefault("X-Frame-Options", "DENY")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    if request.get(SECURE, request.secure):
+        headers.setdefault("Strict-Transport-Security", HSTS)
     if not request.path.startswith(("/static/", "/novnc/")):
-        response.headers.setdefault("Cache-Control", "no-store")
-    return response
+        headers.setdefault("Cache-Control", "no-store")
 
 
 def _token(request: web.Request) -> tuple[str | None, bool]:
@@ -122,7 +145,8 @@ async def _login(request: web.Request, *, need_mfa: bool = True, csrf: str | Non
 
 def _set_cookie(request: web.Request, response: web.StreamResponse, token: str) -> None:
     response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/",
-                        secure=request.secure, max_age=request.app[BROKER_KEY].config.login_lifetime)
+                        secure=request.get(SECURE, request.secure),
+                        max_age=request.app[BROKER_KEY].config.login_lifetime)
 
 
 async def _form(request: web.Request) -> dict[str, str]:
@@ -157,7 +181,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
     response = web.Response(text=pages.login_page(lang, t), content_type="text/html")
     if request.query.get("kiosk") == "1":  # for as long as this browser runs
         response.set_cookie(KIOSK_COOKIE, "1", httponly=True, samesite="Strict", path="/",
-                            secure=request.secure)
+                            secure=request.get(SECURE, request.secure))
     return response
 
 
@@ -387,8 +411,10 @@ async def openapi_document(request: web.Request) -> web.StreamResponse:
 
 def create_app(broker: Broker, *, novnc_dir: Path = DEFAULT_NOVNC_DIR) -> web.Application:
     """The broker's aiohttp application; starting it starts the broker, cleanup closes it."""
-    app = web.Application(middlewares=[_headers, _errors], client_max_size=MAX_BODY)
+    app = web.Application(middlewares=[_client, _errors], client_max_size=MAX_BODY)
     app[BROKER_KEY] = broker
+    app.on_response_prepare.append(_security_headers)
+    app.on_response_prepare.append(runtime.name_the_server)
     r = app.router
     r.add_get("/", index)
     r.add_get("/login", login_form)

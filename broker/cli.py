@@ -33,7 +33,8 @@ def _broker(args: argparse.Namespace) -> int:
     async def main() -> None:
         broker = Broker(config, Store(config.state_dir / "pforte.db"))
         tls = runtime.tls_context(config.tls_cert, config.tls_key)
-        await runtime.serve([(create_app(broker), host, port)], ssl_contexts=[tls],
+        await runtime.serve([runtime.Site(create_app(broker), host, port, tls,
+                                          config.http_idle_timeout)],
                             on_started=lambda bound: logging.getLogger("pforte").info(
                                 "broker listening on %s://%s:%s", "https" if tls else "http",
                                 *bound[0]))

@@ -212,8 +212,9 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
             facts_path.chmod(0o600)
             _announce(facts, facts_path)
 
-        await runtime.serve([(create_app(broker), host, portal_port),
-                             (gateway.app(), host, gateway_port)], on_started=started)
+        await runtime.serve([runtime.Site(create_app(broker), host, portal_port),
+                             runtime.Site(gateway.app(), host, gateway_port)],
+                            on_started=started)
     finally:
         processes.stop()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .runtime import HTTP_IDLE_TIMEOUT
 
 _MISSING = object()
 
@@ -153,6 +154,7 @@ DEFAULT_IDLE_TIMEOUT = 0.0             # seconds without a byte either way; 0: n
 DEFAULT_DRAIN_TIMEOUT = 30.0           # seconds sessions get to finish when the gateway stops
 DEFAULT_RESUME_GRACE = 60.0            # seconds a dropped websocket may be reattached
 DEFAULT_REPLAY_LIMIT = 8 * 1024 * 1024 # unacknowledged bytes a resumable session holds
+DEFAULT_HTTP_IDLE_TIMEOUT = HTTP_IDLE_TIMEOUT  # seconds a connection may send nothing
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,7 @@ class GatewayConfig:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    http_idle_timeout: float = DEFAULT_HTTP_IDLE_TIMEOUT
 
 
 def networks(s: Section, name: str, default: Any = _MISSING) -> tuple:
@@ -225,6 +228,7 @@ def gateway_config(root: Section) -> GatewayConfig:
         trusted_proxies=networks(s, "trusted_proxies", []),
         tls_cert=s.file("tls_cert_file") if tls else None,
         tls_key=s.file("tls_key_file") if tls else None,
+        http_idle_timeout=s.float("http_idle_timeout", DEFAULT_HTTP_IDLE_TIMEOUT, minimum=1.0),
     )
     s.done()
     return cfg

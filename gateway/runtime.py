@@ -16,6 +16,7 @@ import os
 import resource
 import signal
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable, Sequence
 
@@ -72,11 +73,22 @@ async def name_the_server(_request: web.Request, response: web.StreamResponse) -
     response.headers["Server"] = SERVER_NAME
 
 
-def make_runner(app: web.Application) -> web.AppRunner:
+@dataclass(frozen=True)
+class Site:
+    """One HTTP port: an application on (host, port), over TLS when given a context."""
+    app: web.Application
+    host: str
+    port: int
+    ssl_context: ssl.SSLContext | None = None
+    idle_timeout: float = HTTP_IDLE_TIMEOUT
+
+
+def make_runner(app: web.Application, idle_timeout: float = HTTP_IDLE_TIMEOUT) -> web.AppRunner:
     """The runner every Pforte HTTP port uses: no access log (it would log URLs and addresses
-    twice), the idle limit, the shutdown grace."""
+    twice), the idle limit (which aiohttp applies from the moment a connection opens, so it also
+    ends clients that never complete a request), the shutdown grace."""
     return web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
-                         keepalive_timeout=HTTP_IDLE_TIMEOUT)
+                         keepalive_timeout=idle_timeout)
 
 
 def raise_file_limit() -> None:
@@ -128,15 +140,13 @@ def run(main: Callable[[], Awaitable[None]], *, use_uvloop: bool = True) -> None
         asyncio.run(main())
 
 
-async def serve(sites: Sequence[tuple[web.Application, str, int]], *,
+async def serve(sites: Sequence[Site], *,
                 on_started: Callable[[list[tuple[str, int]]], Awaitable[None] | None] | None = None,
-                reuse_port: bool = False,
-                ssl_contexts: Sequence[ssl.SSLContext | None] | None = None) -> None:
-    """Serve applications on (host, port) until SIGINT or SIGTERM; then run every application's
-    :data:`DRAIN` hook (all at once), then clean up in reverse order.
+                reuse_port: bool = False) -> None:
+    """Serve sites until SIGINT or SIGTERM; then run every application's :data:`DRAIN` hook (all
+    at once), then clean up in reverse order.
 
-    ``on_started`` receives the bound (host, port) of each site (useful with port 0);
-    ``ssl_contexts``, one per site, serve it over TLS.
+    ``on_started`` receives the bound (host, port) of each site (useful with port 0).
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -145,13 +155,13 @@ async def serve(sites: Sequence[tuple[web.Application, str, int]], *,
     runners: list[web.AppRunner] = []
     try:
         bound = []
-        for i, (app, host, port) in enumerate(sites):
-            runner = make_runner(app)
+        for spec in sites:
+            runner = make_runner(spec.app, spec.idle_timeout)
             await runner.setup()
             runners.append(runner)
-            site = web.TCPSite(runner, host, port, reuse_address=True, reuse_port=reuse_port,
-                               backlog=LISTEN_BACKLOG,
-                               ssl_context=ssl_contexts[i] if ssl_contexts else None)
+            site = web.TCPSite(runner, spec.host, spec.port, reuse_address=True,
+                               reuse_port=reuse_port, backlog=LISTEN_BACKLOG,
+                               ssl_context=spec.ssl_context)
             await site.start()
             sock = site._server.sockets[0]  # aiohttp exposes the bound address only here
             bound.append(sock.getsockname()[:2])
@@ -160,7 +170,7 @@ async def serve(sites: Sequence[tuple[web.Application, str, int]], *,
             if asyncio.iscoroutine(result):
                 await result
         await stop.wait()
-        await asyncio.gather(*(app[DRAIN]() for app, _, _ in sites if DRAIN in app))
+        await asyncio.gather(*(s.app[DRAIN]() for s in sites if DRAIN in s.app))
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

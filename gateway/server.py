@@ -605,8 +605,9 @@ def run(config_path: str, *, use_uvloop: bool = True, workers: int = 1) -> None:
 
     def one() -> None:
         async def main() -> None:
-            await runtime.serve([(Gateway(config).app(), host, port)], reuse_port=workers > 1,
-                                ssl_contexts=[ssl_context],
+            await runtime.serve([runtime.Site(Gateway(config).app(), host, port, ssl_context,
+                                              config.http_idle_timeout)],
+                                reuse_port=workers > 1,
                                 on_started=lambda bound: logger.info(
                                     "gateway (pid %d) listening on %s:%s", os.getpid(), *bound[0]))
         runtime.run(main, use_uvloop=use_uvloop)

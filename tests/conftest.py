@@ -41,15 +41,22 @@ USERS = {
     "jörg": ("Jörg Größe", "Grüße (aus) *Jork* \\,=+"),     # umlauts and special characters
     SPECIAL_LOGIN: ("Pat O'Brien", "p@ss (w*rd) \\ x"),
     **{f"user{i}": (f"User {i}", f"User-pass-{i}") for i in range(1, 7)},
+    # characters SASLprep would change (², µ, ﬁ, full-width Ａ) or refuse (soft hyphen, TAB)
+    "nora": ("Nora Fink", "Nörä²µﬁＡ\u00ad\t-1"),
+    "aida": ("Aida Admin", "Aida-pass-1"),                   # in the tenant's admin group
+    **{f"guard{i}": (f"Guard {i}", f"Guard-pass-{i}") for i in range(1, 9)},  # attack suite
 }
+ADMIN_GROUP = "pforte-admins"
 GROUPS = (
     GroupSpec("buergerbuero", users=("anna",)),
     GroupSpec("standesamt", users=("bernd",), kind="groupOfUniqueNames"),
     GroupSpec("unix-staff", users=("clara",), kind="posixGroup"),  # memberUid is ASCII only
-    GroupSpec("desktop-users", users=("bernd", "jörg", SPECIAL_LOGIN,
-                                      *(f"user{i}" for i in range(1, 7))),
+    GroupSpec("desktop-users", users=("bernd", "jörg", SPECIAL_LOGIN, "nora", "aida",
+                                      *(f"user{i}" for i in range(1, 7)),
+                                      *(f"guard{i}" for i in range(1, 9))),
               groups=("buergerbuero",)),
     GroupSpec("bauamt", users=("clara",)),
+    GroupSpec(ADMIN_GROUP, users=("aida",)),
 )
 SEATS = 2
 

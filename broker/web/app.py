@@ -16,6 +16,7 @@ response, redirects and errors included, carries the security headers (:func:`_s
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hmac
 import logging
@@ -28,7 +29,7 @@ from aiohttp import web
 from gateway import runtime
 
 from ..errors import BadRequest, BrokerError, LoginRequired, NotEntitled
-from ..service import Broker
+from ..service import Broker, printable
 from ..store import Login
 from . import pages
 from .openapi import OPENAPI
@@ -41,6 +42,7 @@ KIOSK_COOKIE = "pforte_kiosk"  # a kiosk browser (/login?kiosk=1): straight into
 STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_NOVNC_DIR = Path(__file__).resolve().parents[2] / "node_modules" / "@novnc" / "novnc"
 MAX_BODY = 64 * 1024
+BODY_TIMEOUT = 10.0   # seconds to receive a request body
 
 BROKER_KEY = web.AppKey("broker", Broker)
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -149,26 +151,45 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, token: str) 
                         max_age=request.app[BROKER_KEY].config.login_lifetime)
 
 
+async def _body(read: Awaitable):
+    """A request body, read within BODY_TIMEOUT (a client that sends it a byte at a time does
+    not hold a connection for long)."""
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            return await read
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text="request body too slow\n") from None
+
+
 async def _form(request: web.Request) -> dict[str, str]:
-    data = await request.post()
-    return {k: v for k, v in data.items() if isinstance(v, str)}
+    data = await _body(request.post())
+    return {k: _text(k, v) for k, v in data.items() if isinstance(v, str)}
 
 
 async def _json(request: web.Request) -> dict:
     try:
-        data = await request.json()
-    except ValueError:
+        data = await _body(request.json())
+    except (ValueError, RecursionError):
         raise BadRequest("body is not JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("body is not a JSON object")
     return data
 
 
+def _text(name: str, value: str) -> str:
+    """Text that is UTF-8 (JSON may carry lone surrogates, "\\ud800", which are not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{name} is not text") from None
+    return value
+
+
 def _field(data: dict, name: str) -> str:
     value = data.get(name)
     if not isinstance(value, str):
         raise BadRequest(f"{name} missing")
-    return value
+    return _text(name, value)
 
 
 # -- portal ------------------------------------------------------------------------------------
@@ -347,7 +368,7 @@ async def api_logout(request: web.Request) -> web.StreamResponse:
 async def api_device_enrol(request: web.Request) -> web.StreamResponse:
     data = await _json(request)
     device, credential = await request.app[BROKER_KEY].devices.enrol(
-        _field(data, "code"), _field(data, "name")[:100], source=_source(request))
+        _field(data, "code"), printable(_field(data, "name")[:100]), source=_source(request))
     return web.json_response({"device_id": device.id, "credential": credential,
                               "tenant": device.tenant})
 

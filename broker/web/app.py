@@ -43,6 +43,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 DEFAULT_NOVNC_DIR = Path(__file__).resolve().parents[2] / "node_modules" / "@novnc" / "novnc"
 MAX_BODY = 64 * 1024
 BODY_TIMEOUT = 10.0   # seconds to receive a request body
+HTTP_ERRORS = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+               408: "timeout", 413: "too_large"}   # aiohttp's own refusals, as API error codes
 
 BROKER_KEY = web.AppKey("broker", Broker)
 REQUEST_ID = web.RequestKey("request_id", str)
@@ -94,7 +96,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         lang, t = _lang(request)
         return web.Response(text=pages.login_page(lang, t, error=_message(request, exc)),
                             content_type="text/html", status=exc.status)
-    except web.HTTPException:
+    except web.HTTPException as exc:
+        if exc.status >= 400 and request.path.startswith("/api/"):  # API clients get JSON
+            return web.json_response({"error": HTTP_ERRORS.get(exc.status, "bad_request"),
+                                      "message": exc.reason}, status=exc.status)
         raise
     except Exception:
         logger.exception("request %s %s failed (ref %s)", request.method, request.path,

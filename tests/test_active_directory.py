@@ -8,6 +8,7 @@ import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import ldap3
 import pytest
 
 from broker import mfa
@@ -20,7 +21,7 @@ from .conftest import need
 
 pytestmark = pytest.mark.integration
 
-PASSWORDS = {"jmueller": "Pass-Jm-1!", "gross": "Grüße (aus) *Jork*\\,=+1a", "dis": "Pass-Dis-1!",
+PASSWORDS = {"hmaier": "Pass-Hm-1!", "jmueller": "Pass-Jm-1!", "gross": "Grüße (aus) *Jork*\\,=+1a", "dis": "Pass-Dis-1!",
              "mustchange": "Pass-Mc-1!", "expired": "Pass-Ex-1!", "lockme": "Pass-Lk-1!"}
 
 
@@ -53,6 +54,7 @@ def samba(processes, tmp_path_factory) -> SambaDC:
     dc.tool("user", "setexpiry", "expired", "--days=0")
     dc.tool("user", "create", "pforte-svc", "Svc-Pass-1!")
     dc.tool("user", "create", "lockme", PASSWORDS["lockme"])
+    dc.tool("user", "create", "hmaier", PASSWORDS["hmaier"])   # her UPN is set after the start
     dc.tool("domain", "passwordsettings", "set", "--account-lockout-threshold=3",
             "--account-lockout-duration=30", "--reset-account-lockout-after=30")
     dc.tool("group", "add", "desktop-users")
@@ -60,6 +62,11 @@ def samba(processes, tmp_path_factory) -> SambaDC:
     dc.tool("group", "addmembers", "buergerbuero", "jmueller,gross")
     dc.tool("group", "addmembers", "desktop-users", "buergerbuero")  # nested
     dc.start(processes)
+    with ldap3.Connection(ldap3.Server(dc.url, get_info=ldap3.NONE),
+                          f"Administrator@{dc.realm.lower()}", dc.admin_password,
+                          auto_bind=True, raise_exceptions=True) as admin:
+        admin.modify(f"CN=hmaier,CN=Users,{dc.base_dn}", {"userPrincipalName": [
+            (ldap3.MODIFY_REPLACE, [f"hanna.maier@{dc.realm.lower()}"])]})
     return dc
 
 
@@ -108,6 +115,21 @@ async def test_a_locked_out_account_gets_the_wrong_password_answer_whatever_the_
             await d.authenticate("lockme", password)
 
 
+@pytest.mark.parametrize("typed", ["jmueller", "JMUELLER", "JMueller", " jmueller ",
+                                   "jmueller  ", "\tjmueller"])
+async def test_every_spelling_ad_accepts_is_one_identity(samba, typed):
+    """AD compares names case-insensitively and ignores insignificant spaces: each spelling
+    finds the entry, and the identity is the entry's sAMAccountName, not what was typed."""
+    user = await ad_directory(samba).authenticate(typed, PASSWORDS["jmueller"])
+    assert user.login == "jmueller"
+
+
+async def test_a_upn_unlike_the_account_name_is_the_same_identity(samba):
+    d = ad_directory(samba)
+    for typed in ("hanna.maier", "Hanna.Maier", "hmaier", "HMAIER"):  # after "@jork.example"
+        assert (await d.authenticate(typed, PASSWORDS["hmaier"])).login == "hmaier"
+
+
 async def test_the_portal_accepts_upn_and_domain_backslash_name(make_installation, samba,
                                                                 desktops, tmp_path):
     from broker.demo import DesktopEntry
@@ -152,6 +174,12 @@ secret_file = "{vnc}"
         assert r.status == 200, await r.text()
     secret_totp = mfa.new_secret()
     await inst.broker.import_enrolment("jork", "jmueller", secret_totp)
+    # every spelling AD accepts is asked for jmueller's code, never sent to enrol another
+    for typed in ("JMUELLER@JORK.EXAMPLE", "jork\\JMueller", " jmueller @jork.example",
+                  "JMueller@Jork.Example"):
+        r = await inst.http.post(f"{base}/login", json={"username": typed,
+                                                        "password": PASSWORDS["jmueller"]})
+        assert r.status == 200 and (await r.json())["next"] == "mfa", typed
     r = await inst.http.post(f"{base}/login", json={"username": "jmueller@jork.example",
                                                     "password": PASSWORDS["jmueller"]})
     token = (await r.json())["token"]

@@ -12,9 +12,10 @@ import aiohttp
 import pytest
 
 from broker import mfa
+from broker.testbed import free_port
 
 from ..conftest import USERS
-from .conftest import DOMAIN, bearer
+from .conftest import DOMAIN, bearer, start
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +123,20 @@ async def test_a_thousand_concurrent_device_credentials_get_fifty(live):
     statuses = await burst("10.20.0.11", [
         ("GET", url, {"headers": bearer(f"pfd_guess{i}")}) for i in range(BURST)])
     assert statuses[401] <= SOURCE_LIMIT and statuses[401] + statuses[429] == BURST, statuses
+
+
+async def test_two_brokers_on_one_database_share_the_limit(own_live):
+    """The reservation is one transaction in the database, so a burst split over two broker
+    processes sharing the state still gets five guesses."""
+    live = own_live()
+    second_port = free_port()
+    text = live.config.read_text()
+    second = live.config.with_name("second-broker.toml")
+    second.write_text(text.replace(f'listen = "127.0.0.1:{live.portal_port}"',
+                                   f'listen = "127.0.0.1:{second_port}"', 1))
+    start(live.processes, "broker", second, second_port, live.state)
+    body = {"username": f"bernd@{DOMAIN}", "password": "wrong"}
+    requests = [("POST", f"http://127.0.0.1:{port}/api/v1/login", {"json": body})
+                for port in (live.portal_port, second_port) for _ in range(BURST // 2)]
+    statuses = await burst("10.20.1.1", requests)
+    assert statuses[401] <= USER_LIMIT and statuses[401] + statuses[429] == BURST, statuses

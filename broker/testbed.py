@@ -197,6 +197,7 @@ class Slapd:
 
     def start(self, processes: Processes) -> None:
         slapd = require("slapd")
+        self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.state.chmod(0o700)  # the directory's data and its config with the root password
         (self.state / "data").mkdir(parents=True, exist_ok=True, mode=0o700)
         conf = self.state / "slapd.conf"

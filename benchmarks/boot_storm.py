@@ -43,7 +43,7 @@ from broker.store import Store
 from broker.testbed import (Processes, XvncDesktop, directory_of_users, exit_on_sigterm,
                             free_port, wait_for_port)
 from client_profiles.agent import backoff
-from gateway.runtime import raise_file_limit
+from wire.serving import raise_file_limit
 
 RESULTS = Path(__file__).parent / "results" / "boot_storm.json"
 EXAMPLES = Path(__file__).resolve().parent.parent / "client_profiles" / "examples"

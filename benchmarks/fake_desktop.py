@@ -87,7 +87,7 @@ async def main(port: int) -> None:
 
 
 if __name__ == "__main__":
-    from gateway.runtime import raise_file_limit
+    from wire.serving import raise_file_limit
     raise_file_limit()
     import uvloop
     uvloop.run(main(int(sys.argv[1])))

@@ -43,8 +43,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from broker.keys import generate_keys
 from broker.store import Store
 from broker.testbed import Processes, exit_on_sigterm, free_port, require, wait_for_port
-from gateway import ticket
-from gateway.runtime import raise_file_limit
+from wire import ticket
+from wire.serving import raise_file_limit
 
 RESULTS = Path(__file__).parent / "results"
 MiB = 1024 * 1024

@@ -20,7 +20,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _broker(args: argparse.Namespace) -> int:
-    from gateway import runtime
+    from wire import serving
 
     from .config import load_config
     from .service import Broker
@@ -32,13 +32,13 @@ def _broker(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         broker = Broker(config, Store(config.state_dir / "pforte.db"))
-        tls = runtime.tls_context(config.tls_cert, config.tls_key)
-        await runtime.serve([runtime.Site(create_app(broker), host, port, tls,
+        tls = serving.tls_context(config.tls_cert, config.tls_key)
+        await serving.serve([serving.Site(create_app(broker), host, port, tls,
                                           config.http_idle_timeout)],
                             on_started=lambda bound: logging.getLogger("pforte").info(
                                 "broker listening on %s://%s:%s", "https" if tls else "http",
                                 *bound[0]))
-    runtime.run(main, use_uvloop=args.loop == "uvloop")
+    serving.run(main, use_uvloop=args.loop == "uvloop")
     return 0
 
 
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from gateway.errors import ConfigError
+    from wire.errors import ConfigError
     try:
         return args.func(args)
     except ConfigError as exc:

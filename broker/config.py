@@ -1,6 +1,6 @@
 """The broker's configuration: one TOML file → frozen dataclasses, checked as a whole.
 
-Every mistake is reported with file, key and what was expected (:class:`gateway.errors.ConfigError`),
+Every mistake is reported with file, key and what was expected (:class:`wire.errors.ConfigError`),
 and cross-references (a pool naming a host that does not exist) are checked before anything starts:
 the broker never runs half-configured. Secrets are named by file path and read here, once.
 """
@@ -14,10 +14,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.config import (DEFAULT_HTTP_IDLE_TIMEOUT, Section, load_toml, networks,
-                            read_aes_key, read_secret)
-from gateway.errors import ConfigError
-from gateway.ticket import MAX_LIFETIME
+from wire.config import Section, load_toml, networks, read_aes_key, read_secret
+from wire.serving import HTTP_IDLE_TIMEOUT
+from wire.errors import ConfigError
+from wire.ticket import MAX_LIFETIME
 
 from .throttle import Policy
 
@@ -140,7 +140,7 @@ class BrokerConfig:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     tls_cert: Path | None = None      # serve HTTPS directly (else plain HTTP, e.g. behind a proxy)
     tls_key: Path | None = None
-    http_idle_timeout: float = DEFAULT_HTTP_IDLE_TIMEOUT  # silent connections are closed
+    http_idle_timeout: float = HTTP_IDLE_TIMEOUT  # silent connections are closed
 
     def tenant(self, tenant_id: str) -> TenantConfig | None:
         return next((t for t in self.tenants if t.id == tenant_id), None)
@@ -189,7 +189,7 @@ def load_config(path: str | Path) -> BrokerConfig:
         trusted_proxies=networks(b, "trusted_proxies", []),
         tls_cert=b.file("tls_cert_file") if tls else None,
         tls_key=b.file("tls_key_file") if tls else None,
-        http_idle_timeout=b.float("http_idle_timeout", DEFAULT_HTTP_IDLE_TIMEOUT, minimum=1.0),
+        http_idle_timeout=b.float("http_idle_timeout", HTTP_IDLE_TIMEOUT, minimum=1.0),
     )
     b.done()
     if any(h.ssh for t in cfg.tenants for h in t.hosts) and (

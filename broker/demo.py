@@ -18,8 +18,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway import runtime
-from gateway.config import gateway_config, load_toml
+from wire import serving
+from gateway.config import gateway_config
+from wire.config import load_toml
 from gateway.server import Gateway
 
 from . import mfa
@@ -212,8 +213,8 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
             facts_path.chmod(0o600)
             _announce(facts, facts_path)
 
-        await runtime.serve([runtime.Site(create_app(broker), host, portal_port),
-                             runtime.Site(gateway.app(), host, gateway_port)],
+        await serving.serve([serving.Site(create_app(broker), host, portal_port),
+                             serving.Site(gateway.app(), host, gateway_port)],
                             on_started=started)
     finally:
         processes.stop()
@@ -244,7 +245,7 @@ def main(state_dir: str | None, host: str, portal_port: int, gateway_port: int,
     state.chmod(0o700)  # keys, the directory's config, passwords of the demo users
     facts_path = Path(facts).resolve() if facts else state / "demo.json"
     try:
-        runtime.run(lambda: run_demo(state, host=host, portal_port=portal_port,
+        serving.run(lambda: run_demo(state, host=host, portal_port=portal_port,
                                      gateway_port=gateway_port, facts_path=facts_path,
                                      gateway_url=gateway_url),
                     use_uvloop=use_uvloop)

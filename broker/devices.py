@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from client_profiles.connection_files import EXTENSIONS, MEDIA_TYPES, RENDERERS
 from client_profiles.profiles import Profile, load_layers, resolve
-from gateway.errors import ConfigError
+from wire.errors import ConfigError
 
 from .config import TenantConfig
 from .errors import (BadRequest, DeviceRevoked, LoginRequired, NotEntitled, NotFound,

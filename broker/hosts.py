@@ -14,9 +14,9 @@ import shlex
 
 import asyncssh
 
-from gateway.errors import DesktopError
+from wire.errors import DesktopError
 from gateway.relay import DesktopLink
-from gateway.rfb import authenticate_desktop
+from wire.rfb import authenticate_desktop
 
 from .config import DEFAULT_SSH_TIMEOUT, HostConfig
 

@@ -16,7 +16,8 @@ from typing import AsyncIterator, Callable
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from gateway import ticket
+from wire import ticket
+from wire.closes import EndReason
 
 from . import mfa
 from .admin import Administration
@@ -391,12 +392,12 @@ class Broker:
             return False
         return True
 
-    async def disconnected(self, tenant: str, session_id: str, reason: str) -> None:
+    async def disconnected(self, tenant: str, session_id: str, reason: EndReason | None) -> None:
         """A gateway's report; a session the gateway ended for idleness is logged off (the pool's
         ``idle_logoff`` policy, which the ticket carried)."""
         await self.store.disconnect(tenant, session_id, now=self.clock())
         tenant_config = self.config.tenant(tenant)
-        if reason == "idle timeout" and tenant_config is not None:
+        if reason is EndReason.IDLE and tenant_config is not None:
             try:
                 await self.admin.logoff(tenant_config, session_id, actor="pforte",
                                         source="gateway", why="idle")

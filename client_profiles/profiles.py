@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Section
-from gateway.errors import ConfigError
+from wire.config import Section
+from wire.errors import ConfigError
 
 VIEWERS = ("browser", "vnc", "rdp", "spice")
 ON_LOGOFF = ("login", "shutdown", "restart")

@@ -15,11 +15,11 @@ from typing import Awaitable, Callable
 import aiohttp
 
 from gateway.client import GatewayStream, StreamClosed
+from wire.closes import ENDED_ON_PURPOSE
 
 logger = logging.getLogger("pforte.tunnel")
 
 READ_SIZE = 64 * 1024
-ENDED_ON_PURPOSE = {1000, 4000, 4003}  # gateway close codes: closed, idle timeout, logged off
 
 
 class TunnelError(Exception):

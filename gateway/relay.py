@@ -37,6 +37,8 @@ import struct
 
 from aiohttp import WSMsgType, web
 
+from wire.closes import EndReason
+
 from .resume import ACK_EVERY, ReplayBuffer, control, parse_control
 
 _OP_BINARY = 0x82                       # FIN + binary opcode
@@ -204,9 +206,9 @@ class DesktopLink(asyncio.Protocol):
             self.transport.close()
 
 
-async def _upstream(ws: web.WebSocketResponse, link: DesktopLink) -> str:
-    """Client → desktop until either ends; returns why ("client closed": the client said goodbye;
-    "client lost": the connection broke without a close frame)."""
+async def _upstream(ws: web.WebSocketResponse, link: DesktopLink) -> EndReason:
+    """Client → desktop until either ends; returns why (EndReason.CLIENT_CLOSED: the client said goodbye;
+    EndReason.CLIENT_LOST: the connection broke without a close frame)."""
     counters = link.counters
     resumable = link.replay is not None
     acked_up = counters.up
@@ -217,9 +219,9 @@ async def _upstream(ws: web.WebSocketResponse, link: DesktopLink) -> str:
             if not link._writable.is_set():
                 await link.writable()
             if link.closed.done():
-                return "desktop closed"
+                return EndReason.DESKTOP_CLOSED
             if link.owner is not ws:
-                return "superseded"  # a resumed connection owns the stream now
+                return EndReason.SUPERSEDED  # a resumed connection owns the stream now
             link.write(msg.data)
             counters.up += len(msg.data)
             if resumable and counters.up - acked_up >= ACK_EVERY:
@@ -230,15 +232,16 @@ async def _upstream(ws: web.WebSocketResponse, link: DesktopLink) -> str:
             if type(ack) is int:
                 link.acked(ack)
         elif kind is WSMsgType.TEXT:
-            return "text frame"
+            return EndReason.TEXT_FRAME
         elif kind is WSMsgType.CLOSE:
-            return "client closed"
+            return EndReason.CLIENT_CLOSED
         else:
-            return "client lost"
+            return EndReason.CLIENT_LOST
 
 
-async def relay(ws: web.WebSocketResponse, request: web.Request, link: DesktopLink) -> str:
-    """Relay both ways until either side ends; returns a short word for the log.
+async def relay(ws: web.WebSocketResponse, request: web.Request,
+                link: DesktopLink) -> EndReason:
+    """Relay both ways until either side ends; returns why.
 
     The caller owns both ends and closes them afterwards.
     """
@@ -247,7 +250,7 @@ async def relay(ws: web.WebSocketResponse, request: web.Request, link: DesktopLi
     up = asyncio.ensure_future(_upstream(ws, link))
     done, _ = await asyncio.wait({up, link.closed}, return_when=asyncio.FIRST_COMPLETED)
     if up in done:
-        return up.result() if up.exception() is None else "client failed"
+        return up.result() if up.exception() is None else EndReason.CLIENT_FAILED
     up.cancel()
     await asyncio.gather(up, return_exceptions=True)
-    return "desktop closed"
+    return EndReason.DESKTOP_CLOSED

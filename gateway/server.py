@@ -12,8 +12,8 @@ Theory of operation
 4. Bytes are relayed (``gateway.relay``) until either side ends; the broker is told the session
    disconnected, with byte counts.
 
-Refusals are translated into a websocket close code and a short reason in one place
-(:data:`CLOSE_CODES`); exception text never reaches the client.
+Every close goes through :func:`close_with` with a member of :class:`wire.closes.Close` (code and
+reason); exception text never reaches the client.
 """
 
 from __future__ import annotations
@@ -31,9 +31,13 @@ import aiohttp
 from aiohttp import WSMsgType, web
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from . import rfb, runtime, ticket
-from .config import GatewayConfig, gateway_config, load_toml
-from .errors import DesktopError, GatewayError, TargetNotAllowed, TicketError, TicketReplayed
+from wire import rfb, serving, ticket
+from wire.closes import Close, EndReason
+from wire.config import load_toml
+from wire.errors import DesktopError, TicketError, TicketReplayed
+
+from .config import GatewayConfig, gateway_config
+from .errors import BrokerUnavailable, GatewayError, Refused, TargetNotAllowed
 from .relay import Counters, DesktopLink, relay
 from .resume import CannotResume, ReplayBuffer, control, parse_control
 
@@ -45,26 +49,6 @@ ALIVE_INTERVAL = 30.0    # seconds between reports of the sessions this gateway 
 IDLE_SWEEP = 1.0         # seconds between checks for idle sessions
 WRITER_LIMIT = 256 * 1024
 
-# One place that turns a refusal into what the client sees: (close code, short reason).
-CLOSE_CODES: dict[str, tuple[int, str]] = {
-    "malformed": (4400, "ticket malformed"),
-    "forged": (4401, "ticket invalid"),
-    "expired": (4401, "ticket expired"),
-    "audience": (4401, "ticket not for this gateway"),
-    "replayed": (4409, "ticket already used"),
-    "target": (4403, "target not allowed"),
-    "timeout": (4408, "no ticket in time"),
-    "broker": (4503, "broker unavailable"),
-    "desktop": (4502, "desktop unavailable"),
-    "busy": (4429, "too many connections"),
-    "draining": (1013, "gateway draining, try again"),
-    "idle": (4000, "idle timeout"),
-    "resume": (4410, "session cannot be resumed"),
-    "shutdown": (1001, "gateway shutting down"),
-    "logoff": (4003, "logged off"),
-    "superseded": (4001, "superseded by a resumed connection"),
-    "internal": (1011, "internal error"),
-}
 HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -118,10 +102,6 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
 
-class BrokerUnavailable(GatewayError):
-    reason = "broker"
-
-
 class BrokerClient:
     """Redeems tickets with the broker and reports disconnects."""
 
@@ -167,9 +147,10 @@ class BrokerClient:
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             logger.warning("alive report failed: %s", type(exc).__name__)
 
-    async def disconnected(self, claims: ticket.Claims, counters: Counters, reason: str) -> None:
+    async def disconnected(self, claims: ticket.Claims, counters: Counters,
+                           reason: EndReason) -> None:
         body = {"tenant": claims.tenant, "session": claims.session, "bytes_up": counters.up,
-                "bytes_down": counters.down, "reason": reason}
+                "bytes_down": counters.down, "reason": reason.value}
         try:
             async with self._http.post(f"{self.base_url}/api/v1/gateway/disconnect", json=body) as r:
                 if r.status != 204:
@@ -188,13 +169,47 @@ class RelaySession:
     token: str | None = None               # resume token, for resumable sessions
     ws: web.WebSocketResponse | None = None  # the client's current websocket; None while dropped
     grace: asyncio.TimerHandle | None = None
-    ended_by: str | None = None            # the gateway ended it (idle, logoff): no resume
+    ended_by: EndReason | None = None      # the gateway ended it (idle, logoff): no resume
 
 
 @dataclass(frozen=True)
 class _Reattach:
     session: RelaySession
     offset: int
+
+
+class ViewerBytes:
+    """The viewer's websocket as an RFB byte link: writes collect until the next read (or
+    :meth:`flush`) sends them as one binary message; reads take binary messages, keeping what is
+    left over in ``pending``."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self.pending = bytearray()
+        self._out = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self._out += data
+
+    async def flush(self) -> None:
+        if self._out:
+            data, self._out = bytes(self._out), bytearray()
+            await self.ws.send_bytes(data)
+
+    async def read_exactly(self, n: int) -> bytes:
+        await self.flush()
+        while len(self.pending) < n:
+            msg = await self.ws.receive()
+            if msg.type is not WSMsgType.BINARY:
+                raise ConnectionError("viewer left during the RFB handshake")
+            self.pending += msg.data
+        data = bytes(self.pending[:n])
+        del self.pending[:n]
+        return data
+
+
+async def close_with(ws: web.WebSocketResponse, close: Close) -> None:
+    await ws.close(code=close.code, message=close.reason.encode())
 
 
 class Gateway:
@@ -220,9 +235,9 @@ class Gateway:
         app.router.add_get("/metrics", self.handle_metrics)
         app.router.add_post("/control/close", self.handle_close)
         app.on_startup.append(self._start)
-        app.on_response_prepare.append(runtime.name_the_server)
+        app.on_response_prepare.append(serving.name_the_server)
         app.on_cleanup.append(self._stop)
-        app[runtime.DRAIN] = self.drain  # on SIGTERM, before aiohttp closes the connections
+        app[serving.DRAIN] = self.drain  # on SIGTERM, before aiohttp closes the connections
         return app
 
     async def _start(self, _app: web.Application) -> None:
@@ -271,20 +286,19 @@ class Gateway:
             session_id = (await request.json())["session"]
         except (ValueError, KeyError, TypeError):
             raise web.HTTPBadRequest(text="expected {\"session\": ID}\n") from None
-        code, text = CLOSE_CODES["logoff"]
         for ws, session in list(self._sessions.items()):
             if session is not None and session.claims.session == session_id:
-                session.ended_by = "logged off"  # not held for a resume
-                await ws.close(code=code, message=text.encode())
+                session.ended_by = EndReason.LOGGED_OFF  # not held for a resume
+                await close_with(ws, Close.LOGOFF)
         for session in [s for s in self._resumable.values()
                         if s.ws is None and s.claims.session == session_id]:
             self._release(session)
-            await self._end(session.claims, session.link, "logged off", session.token)
+            await self._end(session.claims, session.link, EndReason.LOGGED_OFF, session.token)
         return web.Response(status=204)
 
     def client_address(self, request: web.Request) -> str:
         """The client's address; X-Forwarded-For counts only when the peer is a trusted proxy."""
-        return runtime.client_address(request.remote, request.headers.get("X-Forwarded-For"),
+        return serving.client_address(request.remote, request.headers.get("X-Forwarded-For"),
                                       self.config.trusted_proxies)
 
     def _target_allowed(self, target: ticket.Target) -> bool:
@@ -311,18 +325,15 @@ class Gateway:
         try:
             try:
                 admitted = await self._admit(ws, source)
-            except GatewayError as exc:
-                reason = getattr(exc, "reason", "desktop")
-                self.metrics.refused(reason)
-                logger.info("refused connection from %s: %s", source, reason)
-                code, text = CLOSE_CODES[reason]
-                await ws.close(code=code, message=text.encode())
+            except (GatewayError, TicketError) as exc:
+                self.metrics.refused(exc.close.word)
+                logger.info("refused connection from %s: %s", source, exc.close.word)
+                await close_with(ws, exc.close)
                 return ws
             except Exception:  # a bug must still end in a close code, never a dropped socket
                 logger.exception("admitting a connection from %s failed", source)
-                self.metrics.refused("internal")
-                code, text = CLOSE_CODES["internal"]
-                await ws.close(code=code, message=text.encode())
+                self.metrics.refused(Close.INTERNAL.word)
+                await close_with(ws, Close.INTERNAL)
                 return ws
             if isinstance(admitted, _Reattach):
                 await self._reattach(ws, request, admitted)
@@ -341,16 +352,16 @@ class Gateway:
         """Read the first message: a ticket (bare, or ``{"ticket": T, "resumable": true}``), or
         ``{"resume": TOKEN, "offset": N}`` to reattach a dropped session."""
         if self.draining:
-            raise _Refusal("draining")
+            raise Refused(Close.DRAINING)
         if (len(self._sessions) > self.config.max_sessions
                 or self._per_source[source] > self.config.max_per_source):
-            raise _Refusal("busy")
+            raise Refused(Close.BUSY)
         try:
             msg = await asyncio.wait_for(ws.receive(), self.config.handshake_timeout)
         except asyncio.TimeoutError:
-            raise _Refusal("timeout") from None
+            raise Refused(Close.TIMEOUT) from None
         if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-            raise _Refusal("malformed")
+            raise Refused(Close.MALFORMED)
         first, resumable = msg.data, False
         if msg.type is WSMsgType.TEXT and first.startswith("{"):
             request = parse_control(first)
@@ -359,7 +370,7 @@ class Gateway:
                     request["resume"], str) else None
                 offset = request.get("offset")
                 if session is None or type(offset) is not int:
-                    raise _Refusal("resume")
+                    raise Refused(Close.RESUME)
                 return _Reattach(session, offset)
             first, resumable = request.get("ticket", ""), request.get("resumable") is True
         claims = ticket.verify(self.public_key, first, now=time.time(),
@@ -377,7 +388,7 @@ class Gateway:
             link = await self._reach_desktop(claims)
         except (OSError, asyncio.TimeoutError, DesktopError, TicketError) as exc:
             await self._desktop_failed(ws, claims, exc)
-            await self._end(claims, None, "desktop unavailable")
+            await self._end(claims, None, EndReason.DESKTOP_UNAVAILABLE)
             return
         session = RelaySession(claims, link)
         try:
@@ -387,24 +398,26 @@ class Gateway:
                 self._resumable[session.token] = session
                 await ws.send_str(control(resume=session.token))
             if claims.target.protocol == "vnc":
-                greeting = await asyncio.wait_for(rfb.greet_viewer(ws),
+                viewer = ViewerBytes(ws)
+                greeting = await asyncio.wait_for(rfb.greet_viewer(viewer),
                                                   self.config.handshake_timeout)
+                await viewer.flush()
                 link.counters.up += greeting.received
                 if link.replay is not None:
                     link.replay.append(greeting.sent)
-                if greeting.leftover:
-                    link.write(greeting.leftover)
-                    link.counters.up += len(greeting.leftover)
+                if viewer.pending:  # the viewer's ClientInit, sent along: forward it
+                    link.write(bytes(viewer.pending))
+                    link.counters.up += len(viewer.pending)
         except asyncio.TimeoutError:
-            self.metrics.refused("timeout")
-            code, text = CLOSE_CODES["timeout"]
-            await ws.close(code=code, message=b"viewer did not complete the handshake")
-            await self._end(claims, link, "viewer handshake timeout", session.token)
+            self.metrics.refused(Close.TIMEOUT.word)
+            await ws.close(code=Close.TIMEOUT.code,
+                           message=b"viewer did not complete the handshake")
+            await self._end(claims, link, EndReason.VIEWER_TIMEOUT, session.token)
             return
         except OSError:  # the viewer left, or spoke no RFB 3.7+
             await ws.close(code=aiohttp.WSCloseCode.PROTOCOL_ERROR,
                            message=b"viewer did not complete the handshake")
-            await self._end(claims, link, "viewer left in the handshake", session.token)
+            await self._end(claims, link, EndReason.VIEWER_LEFT, session.token)
             return
         self.metrics.handshake(time.perf_counter() - started)
         logger.info("session %s of %s@%s connected to %s:%s%s", claims.session, claims.user,
@@ -458,9 +471,8 @@ class Gateway:
                               exc: BaseException) -> None:
         logger.warning("session %s: desktop %s:%s unavailable: %s", claims.session,
                        claims.target.host, claims.target.port, type(exc).__name__)
-        self.metrics.refused("desktop")
-        code, text = CLOSE_CODES["desktop"]
-        await ws.close(code=code, message=text.encode())
+        self.metrics.refused(Close.DESKTOP.word)
+        await close_with(ws, Close.DESKTOP)
 
     async def _attached(self, ws: web.WebSocketResponse, request: web.Request,
                         session: RelaySession) -> None:
@@ -471,7 +483,7 @@ class Gateway:
         if session.ws is not ws:
             return  # superseded: a resumed connection carries the session on
         reason = session.ended_by or reason
-        if (reason == "client lost" and session.token is not None and not self.draining
+        if (reason is EndReason.CLIENT_LOST and session.token is not None and not self.draining
                 and session.ended_by is None):
             session.link.detach()
             session.ws = None
@@ -494,17 +506,16 @@ class Gateway:
             # the new one takes over, the old one is closed.
             session.ws = ws
             session.link.detach()
-            code, text = CLOSE_CODES["superseded"]
-            asyncio.ensure_future(old.close(code=code, message=text.encode()))
+            asyncio.ensure_future(close_with(old, Close.SUPERSEDED))
         else:
             self._release(session)
         try:
             replay = session.link.replay.since(admitted.offset)
         except CannotResume:
-            self.metrics.refused("resume")
-            code, text = CLOSE_CODES["resume"]
-            await ws.close(code=code, message=text.encode())
-            await self._end(session.claims, session.link, "resume impossible", session.token)
+            self.metrics.refused(Close.RESUME.word)
+            await close_with(ws, Close.RESUME)
+            await self._end(session.claims, session.link, EndReason.RESUME_IMPOSSIBLE,
+                            session.token)
             return
         await ws.send_str(control(resumed=session.link.counters.up))
         for chunk in replay:
@@ -522,10 +533,10 @@ class Gateway:
 
     def _grace_over(self, session: RelaySession) -> None:
         self._release(session)
-        asyncio.ensure_future(self._end(session.claims, session.link, "not resumed in time",
+        asyncio.ensure_future(self._end(session.claims, session.link, EndReason.NOT_RESUMED,
                                         session.token))
 
-    async def _end(self, claims: ticket.Claims, link: DesktopLink | None, reason: str,
+    async def _end(self, claims: ticket.Claims, link: DesktopLink | None, reason: EndReason,
                    token: str | None = None) -> None:
         """The session is over: close the desktop connection and tell the broker."""
         if token is not None:
@@ -536,7 +547,7 @@ class Gateway:
         self.metrics.sessions_open -= 1
         self.metrics.bytes_up += counters.up
         self.metrics.bytes_down += counters.down
-        logger.info("session %s ended (%s): %d bytes up, %d down", claims.session, reason,
+        logger.info("session %s ended (%s): %d bytes up, %d down", claims.session, reason.value,
                     counters.up, counters.down)
         await self.broker.disconnected(claims, counters, reason)
 
@@ -549,7 +560,6 @@ class Gateway:
     async def _sweep_idle(self) -> None:
         """End sessions that moved no byte either way for their idle limit."""
         last: dict[RelaySession, tuple[int, float]] = {}
-        code, text = CLOSE_CODES["idle"]
         while True:
             await asyncio.sleep(IDLE_SWEEP)
             now = time.monotonic()
@@ -562,8 +572,8 @@ class Gateway:
                 since = since if moved == before else now
                 seen[session] = (moved, since)
                 if now - since >= limit:
-                    session.ended_by = "idle timeout"
-                    asyncio.ensure_future(ws.close(code=code, message=text.encode()))
+                    session.ended_by = EndReason.IDLE
+                    asyncio.ensure_future(close_with(ws, Close.IDLE))
             last = seen
 
     async def drain(self) -> None:
@@ -578,18 +588,11 @@ class Gateway:
                         self.config.drain_timeout)
         while self._sessions and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        code, text = CLOSE_CODES["shutdown"]
-        await asyncio.gather(*(ws.close(code=code, message=text.encode())
-                               for ws in list(self._sessions)), return_exceptions=True)
+        await asyncio.gather(*(close_with(ws, Close.SHUTDOWN) for ws in list(self._sessions)),
+                             return_exceptions=True)
         for session in [s for s in self._resumable.values() if s.ws is None]:
             self._release(session)
-            await self._end(session.claims, session.link, "gateway shutting down", session.token)
-
-
-class _Refusal(GatewayError):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+            await self._end(session.claims, session.link, EndReason.SHUTDOWN, session.token)
 
 
 def run(config_path: str, *, use_uvloop: bool = True, workers: int = 1) -> None:
@@ -601,18 +604,18 @@ def run(config_path: str, *, use_uvloop: bool = True, workers: int = 1) -> None:
     config = gateway_config(load_toml(config_path))
     host, port = config.listen
 
-    ssl_context = runtime.tls_context(config.tls_cert, config.tls_key)
+    ssl_context = serving.tls_context(config.tls_cert, config.tls_key)
 
     def one() -> None:
         async def main() -> None:
-            await runtime.serve([runtime.Site(Gateway(config).app(), host, port, ssl_context,
+            await serving.serve([serving.Site(Gateway(config).app(), host, port, ssl_context,
                                               config.http_idle_timeout)],
                                 reuse_port=workers > 1,
                                 on_started=lambda bound: logger.info(
                                     "gateway (pid %d) listening on %s:%s", os.getpid(), *bound[0]))
-        runtime.run(main, use_uvloop=use_uvloop)
+        serving.run(main, use_uvloop=use_uvloop)
 
     if workers > 1:
-        runtime.run_workers(workers, one)
+        serving.run_workers(workers, one)
     else:
         one()

@@ -30,7 +30,8 @@ from broker.store import Store
 from broker.testbed import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd,
                             XvncDesktop, free_port)
 from broker.web import create_app
-from gateway.config import gateway_config, load_toml
+from gateway.config import gateway_config
+from wire.config import load_toml
 from gateway.server import Gateway
 
 SPECIAL_LOGIN = "o'brien(x)*\\,=+"

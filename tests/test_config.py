@@ -6,8 +6,9 @@ import pytest
 
 from broker.config import load_config
 from broker.keys import generate_keys
-from gateway.config import gateway_config, load_toml
-from gateway.errors import ConfigError
+from gateway.config import gateway_config
+from wire.config import load_toml
+from wire.errors import ConfigError
 
 
 def good_config(tmp_path: Path) -> str:

@@ -16,7 +16,7 @@ from broker.mfa import CodeReplayed
 from broker.service import Broker
 from broker.store import Store
 from broker.testbed import free_port
-from gateway import ticket
+from wire import ticket
 from gateway.config import DEFAULT_CONNECT_ATTEMPTS, DEFAULT_HANDSHAKE_TIMEOUT
 
 from .conftest import SEATS, USERS, open_desktop

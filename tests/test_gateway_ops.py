@@ -12,8 +12,9 @@ import pytest
 from aiohttp import web
 
 from broker.testbed import free_port, self_signed_certificate
-from gateway.config import gateway_config, load_toml
-from gateway import runtime
+from gateway.config import gateway_config
+from wire.config import load_toml
+from wire import serving
 from gateway.server import Gateway
 
 from .conftest import open_ws, read_exactly
@@ -81,7 +82,7 @@ async def own_gateway(inst, *, tls: bool = False):
     runner = web.AppRunner(gateway.app())
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port,
-                      ssl_context=runtime.tls_context(config.tls_cert, config.tls_key) if tls
+                      ssl_context=serving.tls_context(config.tls_cert, config.tls_key) if tls
                       else None).start()
     try:
         yield gateway, port

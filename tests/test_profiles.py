@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from client_profiles.profiles import load_layers, merge, resolve
-from gateway.errors import ConfigError
+from wire.errors import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "client_profiles" / "examples"
 

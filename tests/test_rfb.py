@@ -8,8 +8,8 @@ import struct
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gateway.errors import DesktopError
-from gateway.rfb import SEC_NONE, SEC_VNC_AUTH, authenticate_desktop, vnc_auth_response
+from wire.errors import DesktopError
+from wire.rfb import SEC_NONE, SEC_VNC_AUTH, authenticate_desktop, vnc_auth_response
 from gateway.relay import DesktopLink
 
 

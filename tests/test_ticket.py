@@ -7,8 +7,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, strategies as st
 
-from gateway import ticket
-from gateway.errors import (TicketError, TicketExpired, TicketForged, TicketMalformed,
+from wire import ticket
+from wire.errors import (TicketError, TicketExpired, TicketForged, TicketMalformed,
                             TicketWrongAudience)
 
 KEY = Ed25519PrivateKey.generate()

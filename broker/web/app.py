@@ -26,7 +26,8 @@ from typing import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway import runtime
+from wire import serving
+from wire.closes import EndReason
 
 from ..errors import BadRequest, BrokerError, LoginRequired, NotEntitled
 from ..service import Broker, printable
@@ -74,10 +75,10 @@ def _source(request: web.Request) -> str:
 async def _client(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Who is asking, and over what: the peer, or what a trusted proxy says of its client."""
     trusted = request.app[BROKER_KEY].config.trusted_proxies
-    request[SOURCE] = runtime.client_address(request.remote,
+    request[SOURCE] = serving.client_address(request.remote,
                                              request.headers.get("X-Forwarded-For"), trusted)
     proto = request.headers.get("X-Forwarded-Proto", "")
-    request[SECURE] = request.secure or (runtime.is_trusted(request.remote, trusted) and
+    request[SECURE] = request.secure or (serving.is_trusted(request.remote, trusted) and
                                          proto.split(",")[-1].strip().lower() == "https")
     return await handler(request)
 
@@ -408,9 +409,8 @@ async def api_gateway_redeem(request: web.Request) -> web.StreamResponse:
 async def api_gateway_disconnect(request: web.Request) -> web.StreamResponse:
     _gateway_authorised(request)
     data = await _json(request)
-    reason = data.get("reason") if isinstance(data.get("reason"), str) else ""
     await request.app[BROKER_KEY].disconnected(_field(data, "tenant"), _field(data, "session"),
-                                               reason)
+                                               EndReason.parse(data.get("reason")))
     return web.Response(status=204)
 
 
@@ -440,7 +440,7 @@ def create_app(broker: Broker, *, novnc_dir: Path = DEFAULT_NOVNC_DIR) -> web.Ap
     app = web.Application(middlewares=[_client, _errors], client_max_size=MAX_BODY)
     app[BROKER_KEY] = broker
     app.on_response_prepare.append(_security_headers)
-    app.on_response_prepare.append(runtime.name_the_server)
+    app.on_response_prepare.append(serving.name_the_server)
     r = app.router
     r.add_get("/", index)
     r.add_get("/login", login_form)

@@ -13,15 +13,15 @@ import aiohttp
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from gateway import ticket
-from gateway.server import CLOSE_CODES
+from wire import ticket
+from wire.closes import Close
 
 from ..conftest import USERS, rfb_viewer_handshake, AiohttpStream
 from .conftest import DOMAIN, HANDSHAKE, bearer, close_of
 
 pytestmark = pytest.mark.integration
 
-REFUSALS = {code for code, _ in CLOSE_CODES.values()} - {1011}  # 1011 would be a bug
+REFUSALS = {c.code for c in Close} - {Close.INTERNAL.code}  # 1011 would be a bug
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 from broker.testbed import self_signed_certificate
 
 from ..conftest import USERS
-from .conftest import DOMAIN, IDLE, bearer
+from .conftest import DOMAIN, IDLE
 
 pytestmark = pytest.mark.integration
 

@@ -8,6 +8,9 @@ server's challenge, with the secret from the ticket), and only then greets the u
 server offering the security type "None": the ticket has already proved who the user is. From the
 ClientInit message on, both directions are relayed untouched.
 
+Both halves speak over a :class:`ByteLink` — any object that reads an exact number of bytes and
+writes bytes — so the broker's health probe and the gateway use the same code on their own links.
+
 Doing the desktop half first means a dead or refusing desktop is reported before the viewer sees a
 single byte, and a typo can never count against TigerVNC's per-address blacklist (every user comes
 from the gateway's address).
@@ -17,18 +20,27 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Protocol
 
-from aiohttp import WSMsgType, web
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 from .errors import DesktopError
-from .relay import DesktopLink
 
 VERSION_3_8 = b"RFB 003.008\n"
 SEC_NONE = 1
 SEC_VNC_AUTH = 2
 MAX_REASON = 4096  # bytes of a failure reason we are willing to read
+
+
+class ByteLink(Protocol):
+    """The two methods a handshake needs of a connection."""
+
+    async def read_exactly(self, n: int) -> bytes:
+        """Exactly ``n`` bytes; raises ConnectionError when the peer closes first."""
+
+    def write(self, data: bytes) -> None:
+        """Send bytes (buffered: the next read, or the caller, flushes them)."""
 
 
 def vnc_auth_response(secret: bytes, challenge: bytes) -> bytes:
@@ -41,12 +53,12 @@ def vnc_auth_response(secret: bytes, challenge: bytes) -> bytes:
     return enc.update(challenge) + enc.finalize()
 
 
-async def _reason(link: DesktopLink) -> str:
+async def _reason(link: ByteLink) -> str:
     (length,) = struct.unpack("!I", await link.read_exactly(4))
     return (await link.read_exactly(min(length, MAX_REASON))).decode("latin-1", "replace")
 
 
-async def authenticate_desktop(link: DesktopLink, secret: bytes | None) -> None:
+async def authenticate_desktop(link: ByteLink, secret: bytes | None) -> None:
     """Complete the desktop's RFB security handshake as a client.
 
     Raises:
@@ -73,49 +85,30 @@ async def authenticate_desktop(link: DesktopLink, secret: bytes | None) -> None:
         raise DesktopError(f"desktop refused authentication: {await _reason(link)}")
 
 
-class _WsBytes:
-    """Reads an exact number of bytes from binary websocket messages, keeping what is left over."""
-
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self.ws = ws
-        self.pending = bytearray()
-
-    async def read_exactly(self, n: int) -> bytes:
-        while len(self.pending) < n:
-            msg = await self.ws.receive()
-            if msg.type is not WSMsgType.BINARY:
-                raise ConnectionError("viewer left during the RFB handshake")
-            self.pending += msg.data
-        data = bytes(self.pending[:n])
-        del self.pending[:n]
-        return data
-
-
 @dataclass(frozen=True)
 class Greeting:
     """What the viewer handshake exchanged: the stream accounting of a resumable session needs it."""
     sent: bytes          # bytes the gateway sent to the viewer
     received: int        # bytes of the viewer's that the handshake consumed
-    leftover: bytes      # bytes the viewer sent beyond the handshake (its ClientInit): forward them
 
 
-async def greet_viewer(ws: web.WebSocketResponse) -> Greeting:
-    """Greet the viewer as an RFB server that needs no password.
+async def greet_viewer(link: ByteLink) -> Greeting:
+    """Greet the viewer as an RFB server that needs no password. The last write (the security
+    result) is left for the caller to flush.
 
     Raises:
         ConnectionError: the viewer closed or spoke no RFB 3.7+.
     """
-    reader = _WsBytes(ws)
+    link.write(VERSION_3_8)
     sent = VERSION_3_8
-    await ws.send_bytes(VERSION_3_8)
-    version = await reader.read_exactly(12)
+    version = await link.read_exactly(12)
     if not version.startswith(b"RFB 003.") or version < b"RFB 003.007\n":
         raise ConnectionError("viewer does not speak RFB 3.7 or later")
-    await ws.send_bytes(bytes([1, SEC_NONE]))
+    link.write(bytes([1, SEC_NONE]))
     sent += bytes([1, SEC_NONE])
-    if (await reader.read_exactly(1))[0] != SEC_NONE:
+    if (await link.read_exactly(1))[0] != SEC_NONE:
         raise ConnectionError("viewer chose a security type that was not offered")
     if version >= VERSION_3_8:
-        await ws.send_bytes(struct.pack("!I", 0))
+        link.write(struct.pack("!I", 0))
         sent += struct.pack("!I", 0)
-    return Greeting(sent, 13, bytes(reader.pending))
+    return Greeting(sent, 13)

@@ -37,12 +37,12 @@ import aiohttp
 
 from broker import mfa
 from broker.config import load_config
-from broker.demo import DOMAIN, TENANT, DesktopEntry, write_config
+from testbed.demo import DOMAIN, TENANT, DesktopEntry, write_config
 from broker.service import Broker
 from broker.store import Store
-from broker.testbed import (Processes, XvncDesktop, directory_of_users, exit_on_sigterm,
+from testbed.servers import (Processes, XvncDesktop, directory_of_users, exit_on_sigterm,
                             free_port, wait_for_port)
-from client_profiles.agent import backoff
+from client.agent import backoff
 from wire.serving import raise_file_limit
 
 RESULTS = Path(__file__).parent / "results" / "boot_storm.json"
@@ -202,7 +202,7 @@ def run(n: int, window: float, n_hosts: int, keep: bool = False) -> dict:
             await broker.close()
             return credentials
         credentials = asyncio.run(prepare())
-        python = [sys.executable, "-m", "broker", "--log-level", "WARNING"]
+        python = [sys.executable, "-m", "pforte", "--log-level", "WARNING"]
         broker = processes.start([*python, "broker", "--config", str(config_path)],
                                  log=state / "broker.log")
         wait_for_port("127.0.0.1", portal, broker, what="broker")

@@ -30,10 +30,10 @@ import ldap3
 
 from broker import mfa
 from broker.config import load_config
-from broker.demo import TENANT, DOMAIN, DesktopEntry, write_config
+from testbed.demo import TENANT, DOMAIN, DesktopEntry, write_config
 from broker.service import Broker
 from broker.store import Store
-from broker.testbed import (Processes, Slapd, directory_of_users, exit_on_sigterm, free_port,
+from testbed.servers import (Processes, Slapd, directory_of_users, exit_on_sigterm, free_port,
                             wait_for_port)
 
 RESULTS = Path(__file__).parent / "results" / "logins.json"
@@ -121,7 +121,7 @@ def run(n_users: int, concurrency: int) -> dict:
                 await broker.import_enrolment(TENANT, u, totp[u])
             await broker.close()
         asyncio.run(enrol())
-        proc = processes.start([sys.executable, "-m", "broker", "--log-level", "WARNING",
+        proc = processes.start([sys.executable, "-m", "pforte", "--log-level", "WARNING",
                                 "broker", "--config", str(config_path)], log=state / "broker.log")
         wait_for_port("127.0.0.1", port, proc, what="broker")
         results = [raw(slapd, users, password, concurrency, full=False),

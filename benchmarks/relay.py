@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from broker.keys import generate_keys
 from broker.store import Store
-from broker.testbed import Processes, exit_on_sigterm, free_port, require, wait_for_port
+from testbed.servers import Processes, exit_on_sigterm, free_port, require, wait_for_port
 from wire import ticket
 from wire.serving import raise_file_limit
 
@@ -407,7 +407,7 @@ async def start_peers(state: Path, processes: Processes, http: aiohttp.ClientSes
         config.write_text(PFORTE_CONFIG.format(
             broker_port=broker_port, gateway_port=gateway_port, state=state, tenant=TENANT,
             pool=POOL, host=HOST, desktop_port=desktop_port))
-        pforte = [python, "-m", "broker", "--log-level", "WARNING"]
+        pforte = [python, "-m", "pforte", "--log-level", "WARNING"]
         broker = processes.start([*pforte, "broker", "--config", str(config)],
                                  log=state / "broker.log")
         wait_for_port("127.0.0.1", broker_port, broker, what="pforte broker")

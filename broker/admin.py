@@ -18,40 +18,45 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import Awaitable, Callable
 
-import aiohttp
-
-from .config import HostConfig, TenantConfig
+from .audit import AuditLog
+from .config import BrokerConfig, HostConfig, TenantConfig
 from .errors import Conflict, NotFound
 from .host_states import (Action, HostState, InvalidAction, apply, notice_times,
                           takes_new_sessions, takes_reconnects)
+from .gateway_control import GatewayControl
 from .hosts import HostControl
-from .store import ACTIVE_ROW, HostStateRow, SessionRow
-
-if TYPE_CHECKING:
-    from .service import Broker
+from .store import ACTIVE_ROW, HostStateRow, SessionRow, Store
 
 logger = logging.getLogger("pforte.admin")
 
-GATEWAY_TIMEOUT = 5.0   # seconds a gateway has to confirm it closed a session
 DRAIN_POLL = 1.0        # seconds between checks whether a draining host is empty
 
 
 class Administration:
-    def __init__(self, broker: "Broker") -> None:
-        self.broker = broker
-        self.config = broker.config
-        self.store = broker.store
-        self.hosts = HostControl(self.config.ssh_key, str(self.config.ssh_known_hosts)
-                                 if self.config.ssh_known_hosts else None)
+    """Host states, drains, probes, logoff and the admin's user actions of every tenant.
+
+    Args:
+        identify: ``(tenant, typed) → identity``: the user an admin names, as the directory says.
+    """
+
+    def __init__(self, config: BrokerConfig, store: Store, audit: AuditLog, hosts: HostControl,
+                 gateways: GatewayControl,
+                 identify: Callable[[TenantConfig, str], Awaitable[str]],
+                 clock: Callable[[], float]) -> None:
+        self.config = config
+        self.store = store
+        self.audit = audit
+        self.hosts = hosts
+        self.gateways = gateways
+        self.identify = identify
+        self.clock = clock
         self.health: dict[tuple[str, str], bool] = {}
         self._drains: dict[tuple[str, str], asyncio.Task] = {}
         self._tasks: list[asyncio.Task] = []
-        self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=GATEWAY_TIMEOUT))
         self._tasks.append(asyncio.create_task(self._probe_forever()))
         for tenant, host, row in await self.store.draining_hosts():
             if self.config.tenant(tenant) and self.config.tenant(tenant).host(host):
@@ -61,14 +66,12 @@ class Administration:
         for task in [*self._tasks, *self._drains.values()]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._drains.values(), return_exceptions=True)
-        await self.hosts.close()
-        if self._http is not None:
-            await self._http.close()
 
     # -- what placement needs ----------------------------------------------------------------
-    async def placement(self, tenant: TenantConfig, host_ids: tuple[str, ...]
-                        ) -> tuple[list[tuple[str, int, bool]], set[str]]:
-        """(host id, seats, takes new sessions) for the hosts, and the hosts users may return to."""
+    async def availability(self, tenant: TenantConfig, host_ids: tuple[str, ...]
+                           ) -> tuple[list[tuple[str, int, bool]], set[str]]:
+        """What placement needs to know of the hosts by their state and health: (host id,
+        seats, takes new sessions) of each, and the hosts users may return to."""
         states = await self.store.host_states(tenant.id)
         hosts, back = [], set()
         for host_id in host_ids:
@@ -117,14 +120,14 @@ class Administration:
             state = apply(current.state, action)
         except InvalidAction as exc:
             raise Conflict(str(exc)) from None
-        now = self.broker.clock()
+        now = self.clock()
         deadline = now + deadline_seconds if (action is Action.DRAIN and deadline_seconds) else None
         row = HostStateRow(state, message if action is Action.DRAIN else "", deadline, logoff)
         await self.store.set_host_state(tenant.id, host_id, row, now=now)
         detail = f"host={host_id} state={state.value}"
         if action is Action.DRAIN:
             detail += f" deadline={deadline_seconds or 0:.0f}s logoff={logoff}"
-        await self.broker.audit(tenant.id, actor, source, f"host.{action.value}", "ok", detail)
+        await self.audit.record(tenant.id, actor, source, f"host.{action.value}", "ok", detail)
         task = self._drains.pop((tenant.id, host_id), None)
         if task is not None:
             task.cancel()
@@ -142,30 +145,21 @@ class Administration:
         Raises:
             NotFound: no live session with that id in this tenant.
         """
-        session = await self.store.end_session(tenant.id, session_id, now=self.broker.clock())
+        session = await self.store.end_session(tenant.id, session_id, now=self.clock())
         if session is None:
             raise NotFound(session_id)
         host = tenant.host(session.host)
         if host is not None:
             await self.hosts.logoff(host, session.login)
-        await self._close_at_gateways(session_id)
-        await self.broker.audit(tenant.id, actor, source, "session.logoff", "ok",
+        await self.gateways.close_session(session_id)
+        await self.audit.record(tenant.id, actor, source, "session.logoff", "ok",
                                 f"session={session_id} user={session.login} host={session.host} "
                                 f"reason={why}")
         return session
 
-    async def _close_at_gateways(self, session_id: str) -> None:
-        headers = {"Authorization": f"Bearer {self.config.report_token.decode()}"}
-        for url in self.config.gateway_control_urls:
-            try:
-                async with self._http.post(f"{url}/control/close", json={"session": session_id},
-                                           headers=headers) as r:
-                    if r.status != 204:
-                        logger.warning("gateway %s refused to close session %s: %s", url,
-                                       session_id, r.status)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                logger.warning("gateway %s unreachable to close session %s: %s", url, session_id,
-                               type(exc).__name__)
+    async def assignments(self, tenant: TenantConfig, pool_id: str) -> dict[str, str]:
+        """user → host of a dedicated pool."""
+        return await self.store.dedicated_hosts(tenant.id, pool_id)
 
     async def dedicate(self, tenant: TenantConfig, pool_id: str, user: str, host_id: str, *,
                        actor: str, source: str) -> str:
@@ -181,9 +175,9 @@ class Administration:
             raise NotFound(f"{pool_id}/{host_id}")
         if not pool.dedicated or host_id not in pool.hosts:
             raise Conflict("the pool is not dedicated, or the host is not in it")
-        user = await self.broker.identity(tenant, user)
+        user = await self.identify(tenant, user)
         await self.store.dedicate(tenant.id, pool_id, user, host_id)
-        await self.broker.audit(tenant.id, actor, source, "pool.dedicate", "ok",
+        await self.audit.record(tenant.id, actor, source, "pool.dedicate", "ok",
                                 f"pool={pool_id} user={user} host={host_id}")
         return user
 
@@ -195,10 +189,10 @@ class Administration:
         Raises:
             NotFound: the directory has no such user, or the user has no enrolment.
         """
-        user = await self.broker.identity(tenant, user)
+        user = await self.identify(tenant, user)
         if not await self.store.reset_mfa(tenant.id, user):
             raise NotFound(user)
-        await self.broker.audit(tenant.id, actor, source, "mfa.reset", "ok", f"user={user}")
+        await self.audit.record(tenant.id, actor, source, "mfa.reset", "ok", f"user={user}")
         return user
 
     # -- drains ------------------------------------------------------------------------------
@@ -211,12 +205,12 @@ class Administration:
 
     async def _drain(self, tenant: TenantConfig, host_id: str, row: HostStateRow) -> None:
         host = tenant.host(host_id)
-        clock = self.broker.clock
+        clock = self.clock
         pending = notice_times(row.deadline, clock()) if row.deadline else [clock()]
         while True:
             users = await self._users_on(tenant, host_id)
             if not users:
-                await self.broker.audit(tenant.id, "pforte", "broker", "host.drained", "ok",
+                await self.audit.record(tenant.id, "pforte", "broker", "host.drained", "ok",
                                         f"host={host_id} is empty")
                 logger.info("host %s of %s is empty", host_id, tenant.id)
                 return
@@ -228,12 +222,12 @@ class Administration:
                 break
             await asyncio.sleep(DRAIN_POLL)
         if not row.logoff:
-            await self.broker.audit(tenant.id, "pforte", "broker", "host.drain_deadline", "ok",
+            await self.audit.record(tenant.id, "pforte", "broker", "host.drain_deadline", "ok",
                                     f"host={host_id} deadline passed; waiting for "
                                     f"{len(users)} users")
             while await self._users_on(tenant, host_id):
                 await asyncio.sleep(DRAIN_POLL)
-            await self.broker.audit(tenant.id, "pforte", "broker", "host.drained", "ok",
+            await self.audit.record(tenant.id, "pforte", "broker", "host.drained", "ok",
                                     f"host={host_id} is empty")
             return
         for session in users:
@@ -242,7 +236,7 @@ class Administration:
                                   why="drain deadline")
             except NotFound:
                 pass  # left meanwhile
-        await self.broker.audit(tenant.id, "pforte", "broker", "host.drained", "ok",
+        await self.audit.record(tenant.id, "pforte", "broker", "host.drained", "ok",
                                 f"host={host_id} is empty (users logged off at the deadline)")
 
     async def _notify(self, tenant: TenantConfig, host: HostConfig, users: list[SessionRow],
@@ -255,7 +249,7 @@ class Administration:
             text = row.message or "This desktop will be shut down for maintenance."
         for session in users:
             delivered = await self.hosts.notify(host, session.login, text)
-            await self.broker.audit(tenant.id, "pforte", "broker", "host.notice",
+            await self.audit.record(tenant.id, "pforte", "broker", "host.notice",
                                     "ok" if delivered else "not_delivered",
                                     f"host={host.id} user={session.login}")
 
@@ -268,7 +262,7 @@ class Administration:
                 if self.health.get(key, True) != healthy:
                     logger.warning("host %s of %s is now %s", host.id, tenant.id,
                                    "healthy" if healthy else "UNHEALTHY")
-                    await self.broker.audit(tenant.id, "pforte", "broker", "host.health",
+                    await self.audit.record(tenant.id, "pforte", "broker", "host.health",
                                             "healthy" if healthy else "unhealthy",
                                             f"host={host.id}")
                 self.health[key] = healthy

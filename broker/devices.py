@@ -10,20 +10,19 @@ signs in with password and one-time code.
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING
+from typing import Callable
 
 from client_profiles.connection_files import EXTENSIONS, MEDIA_TYPES, RENDERERS
 from client_profiles.profiles import Profile, load_layers, resolve
 from wire.errors import ConfigError
 
-from .config import TenantConfig
+from .audit import AuditLog
+from .config import BrokerConfig, TenantConfig
+from .entitlement import entitled_pool
 from .errors import (BadRequest, DeviceRevoked, LoginRequired, NotEntitled, NotFound,
                      TooManyAttempts, ViewerMismatch)
-from .store import Device, Login, Throttled
+from .store import Device, Login, Store, Throttled
 from .throttle import Key
-
-if TYPE_CHECKING:
-    from .service import Broker
 
 DEVICE_PREFIX = "pfd_"                 # device credentials are told apart from login tokens
 CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
@@ -36,23 +35,54 @@ def new_enrolment_code() -> str:
 
 
 class Devices:
-    def __init__(self, broker: "Broker") -> None:
-        self.broker = broker
-        self.store = broker.store
+    def __init__(self, config: BrokerConfig, store: Store, audit: AuditLog,
+                 clock: Callable[[], float]) -> None:
+        self.config = config
+        self.store = store
+        self.audit = audit
+        self.clock = clock
 
     async def create_code(self, tenant: TenantConfig, site: str, device_class: str, *,
                           hours: float, actor: str, source: str) -> tuple[str, float]:
         code = new_enrolment_code()
-        expires = self.broker.clock() + hours * 3600
+        expires = self.clock() + hours * 3600
         await self.store.create_enrolment_code(code, tenant.id, site, device_class,
                                                expires=expires)
-        await self.broker.audit(tenant.id, actor, source, "device.code", "ok",
+        await self.audit.record(tenant.id, actor, source, "device.code", "ok",
                                 f"site={site} class={device_class} hours={hours:g}")
         return code, expires
 
+    async def of_tenant(self, tenant: TenantConfig) -> list[Device]:
+        return await self.store.devices(tenant.id)
+
+    async def revoke(self, tenant: TenantConfig, device_id: str, *, actor: str,
+                     source: str) -> None:
+        """Refuse the device from its next request on.
+
+        Raises:
+            NotFound: no such device in this tenant.
+        """
+        if not await self.store.update_device(tenant.id, device_id, revoked=self.clock()):
+            raise NotFound(device_id)
+        await self.audit.record(tenant.id, actor, source, "device.revoke", "ok",
+                                f"device={device_id}")
+
+    async def move(self, tenant: TenantConfig, device_id: str, *, site: str | None,
+                   device_class: str | None, actor: str, source: str) -> None:
+        """Another site or class: another profile from the device's next boot.
+
+        Raises:
+            NotFound: no such device in this tenant.
+        """
+        if not await self.store.update_device(tenant.id, device_id, site=site,
+                                              device_class=device_class):
+            raise NotFound(device_id)
+        await self.audit.record(tenant.id, actor, source, "device.move", "ok",
+                                f"device={device_id}")
+
     def _guard(self, source: str) -> Key:
         """Guesses at enrolment codes and device credentials count against the address."""
-        return Key(f"device-secret:{source}", self.broker.config.source_throttle)
+        return Key(f"device-secret:{source}", self.config.source_throttle)
 
     async def enrol(self, code: str, name: str, *, source: str) -> tuple[Device, str]:
         """Spend a code; the new device and its credential (show it once).
@@ -64,15 +94,15 @@ class Devices:
         credential = DEVICE_PREFIX + secrets.token_urlsafe(32)
         try:
             device = await self.store.enrol_device(code.strip().lower(), name, credential,
-                                                   now=self.broker.clock(),
+                                                   now=self.clock(),
                                                    guard=self._guard(source))
         except Throttled:
-            await self.broker.audit("-", "device", source, "device.enrol", "locked_out")
+            await self.audit.record("-", "device", source, "device.enrol", "locked_out")
             raise TooManyAttempts("device secrets") from None
         if device is None:
-            await self.broker.audit("-", "device", source, "device.enrol", "unknown_code")
+            await self.audit.record("-", "device", source, "device.enrol", "unknown_code")
             raise NotFound("enrolment code")
-        await self.broker.audit(device.tenant, f"device:{device.id}", source, "device.enrol",
+        await self.audit.record(device.tenant, f"device:{device.id}", source, "device.enrol",
                                 "ok", f"name={name} site={device.site} class={device.device_class}")
         return device, credential
 
@@ -86,13 +116,13 @@ class Devices:
         if not credential or not credential.startswith(DEVICE_PREFIX):
             raise LoginRequired("device credential needed")
         try:
-            device = await self.store.device_by_credential(credential, now=self.broker.clock(),
+            device = await self.store.device_by_credential(credential, now=self.clock(),
                                                            guard=self._guard(source))
         except Throttled:
-            await self.broker.audit("-", "device", source, "device.credential", "locked_out")
+            await self.audit.record("-", "device", source, "device.credential", "locked_out")
             raise TooManyAttempts("device secrets") from None
         if device is None:
-            await self.broker.audit("-", "device", source, "device.credential", "unknown")
+            await self.audit.record("-", "device", source, "device.credential", "unknown")
             raise LoginRequired("unknown device credential")
         if device.revoked is not None:
             raise DeviceRevoked(device.id)
@@ -105,7 +135,7 @@ class Devices:
             NotFound: the broker has no profiles_dir; BadRequest: the profile is broken or
                 belongs to another tenant (its file and key are logged, not sent).
         """
-        directory = self.broker.config.profiles_dir
+        directory = self.config.profiles_dir
         if directory is None:
             raise NotFound("no client profiles configured")
         try:
@@ -131,7 +161,8 @@ class Devices:
             ViewerMismatch: the pool's desktops do not speak the viewer's protocol.
             BadRequest: no native viewer given or named by the profile.
         """
-        pool = next((p for p in self.broker.entitled_pools(login) if p.id == pool_id), None)
+        tenant = self.config.tenant(login.tenant)
+        pool = entitled_pool(tenant, login.groups, pool_id)
         if device_credential is not None:
             device = await self.device(device_credential, source=source)
             if device.tenant != login.tenant:
@@ -140,16 +171,16 @@ class Devices:
         else:
             profile = resolve([("<defaults>", {"tenant": login.tenant})])
         if pool is None:
-            await self.broker.audit(login.tenant, login.login, source, "connection_file",
+            await self.audit.record(login.tenant, login.login, source, "connection_file",
                                     "not_entitled", pool_id)
             raise NotEntitled(pool_id)
         viewer = viewer or profile.viewer
         if viewer not in RENDERERS:
             raise BadRequest(f"no native viewer: {viewer}")
-        tenant = self.broker.config.tenant(login.tenant)
+        tenant = self.config.tenant(login.tenant)
         if any(tenant.host(h).protocol != viewer for h in pool.hosts):
             raise ViewerMismatch(pool.id)
-        await self.broker.audit(login.tenant, login.login, source, "connection_file", "ok",
+        await self.audit.record(login.tenant, login.login, source, "connection_file", "ok",
                                 f"pool={pool.id} viewer={viewer}")
         return (f"{pool.id}{EXTENSIONS[viewer]}", MEDIA_TYPES[viewer],
                 RENDERERS[viewer](profile, "127.0.0.1", port))

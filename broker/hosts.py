@@ -15,14 +15,12 @@ import shlex
 import asyncssh
 
 from wire.errors import DesktopError
-from gateway.relay import DesktopLink
 from wire.rfb import authenticate_desktop
 
 from .config import DEFAULT_SSH_TIMEOUT, HostConfig
 
 logger = logging.getLogger("pforte.hosts")
 
-PROBE_BUFFER = 64 * 1024  # bytes a probe reads at most
 
 
 class HostUnreachable(Exception):
@@ -125,21 +123,36 @@ class HostControl:
                 return False
         if host.ssh is not None and host.ssh.launch_command:
             return True  # per-user desktops: no fixed display port to probe
-        loop = asyncio.get_running_loop()
-        link = None
+        writer = None
         try:
-            _, link = await asyncio.wait_for(loop.create_connection(
-                lambda: DesktopLink(PROBE_BUFFER), host.address, host.port), self.timeout)
-            if host.protocol == "vnc":
-                await asyncio.wait_for(authenticate_desktop(link, host.secret), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                reader, writer = await asyncio.open_connection(host.address, host.port)
+                if host.protocol == "vnc":
+                    await authenticate_desktop(_StreamLink(reader, writer), host.secret)
         except (OSError, asyncio.TimeoutError, ConnectionError, DesktopError):
             return False
         finally:
-            if link is not None:
-                link.close()
+            if writer is not None:
+                writer.close()
         return True
 
     async def close(self) -> None:
         for conn in self._connections.values():
             conn.close()
         self._connections.clear()
+
+
+class _StreamLink:
+    """An asyncio stream pair as the byte link an RFB handshake speaks over."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def read_exactly(self, n: int) -> bytes:
+        try:
+            return await self.reader.readexactly(n)
+        except asyncio.IncompleteReadError:
+            raise ConnectionError("desktop closed the connection") from None
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)

@@ -21,16 +21,19 @@ from wire.closes import EndReason
 
 from . import mfa
 from .admin import Administration
+from .audit import AuditLog
 from .config import BrokerConfig, HostConfig, PoolConfig, TenantConfig
 from .devices import Devices
 from .directory import Directory, canonical
-from .hosts import HostUnreachable
+from .entitlement import entitled_pool, entitled_pools
+from .gateway_control import GatewayControl
+from .hosts import HostControl, HostUnreachable
 from .throttle import Key, Outcome
 from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, DesktopStartFailed,
                      LoginRequired, NoFreeDesktop, NotEntitled, NotFound, OwnDesktopUnavailable,
                      PoolBusy, TooManyAttempts, UnknownTenant)
-from .store import (Login, OwnHostUnavailable, PoolIsBusy, Store, TicketAlreadyRedeemed,
-                    UnknownSession)
+from .store import (OPERATOR, Login, OwnHostUnavailable, PoolIsBusy, Store,
+                    TicketAlreadyRedeemed, UnknownSession)
 
 logger = logging.getLogger("pforte.broker")
 
@@ -57,6 +60,21 @@ class Connection:
 
 
 @dataclass(frozen=True)
+class AdminPrincipal:
+    """Who calls the admin API: an API token (bound to a tenant, or to all: OPERATOR) or a portal
+    login (password and second factor) of a member of a tenant's admin group."""
+    actor: str                        # for the audit log: "token:NAME" or the admin's identity
+    token_tenant: str | None = None   # an API token's scope
+    login: Login | None = None        # a portal login's
+
+    def may(self, tenant: TenantConfig) -> bool:
+        if self.token_tenant is not None:
+            return self.token_tenant in (OPERATOR, tenant.id)
+        return (self.login is not None and self.login.tenant == tenant.id
+                and bool(tenant.admin_group) and tenant.admin_group.lower() in self.login.groups)
+
+
+@dataclass(frozen=True)
 class Enrolment:
     secret: str
     uri: str
@@ -74,17 +92,26 @@ class Broker:
         self._executor = ThreadPoolExecutor(max_workers=config.directory_threads,
                                             thread_name_prefix="pforte-ldap")
         self.directories = {t.id: Directory(t.directory, self._executor) for t in config.tenants}
-        self.admin = Administration(self)
-        self.devices = Devices(self)
+        # the composition root: each collaborator gets what it needs, none gets the Broker
+        self.audit = AuditLog(store, clock)
+        self.hosts = HostControl(config.ssh_key, str(config.ssh_known_hosts)
+                                 if config.ssh_known_hosts else None)
+        self.gateways = GatewayControl(config.gateway_control_urls, config.report_token)
+        self.admin = Administration(config, store, self.audit, self.hosts, self.gateways,
+                                    self.identity, clock)
+        self.devices = Devices(config, store, self.audit, clock)
         self._housekeeping: asyncio.Task | None = None
 
     async def start(self) -> None:
         await self.store.open()
+        await self.gateways.start()
         self._housekeeping = asyncio.create_task(self._sweep())
         await self.admin.start()
 
     async def close(self) -> None:
         await self.admin.close()
+        await self.hosts.close()
+        await self.gateways.close()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             await asyncio.gather(self._housekeeping, return_exceptions=True)
@@ -152,7 +179,7 @@ class Broker:
         try:
             tenant, name = self.resolve(typed, portal_host)
         except UnknownTenant:
-            await self.audit("-", printable(typed[:64]), source, "login", "unknown_tenant")
+            await self.audit.record("-", printable(typed[:64]), source, "login", "unknown_tenant")
             raise
         directory = self.directories[tenant.id]
         async with self._attempt([self._source_key(source)], tenant.id, printable(name), source,
@@ -169,7 +196,7 @@ class Broker:
                       groups=user.groups, mfa_done=False, csrf=secrets.token_urlsafe(24),
                       expires=now + self.config.login_lifetime)
         await self.store.create_login(token, login)
-        await self.audit(tenant.id, user.login, source, "login.password", "ok")
+        await self.audit.record(tenant.id, user.login, source, "login.password", "ok")
         return token, login
 
     def _user_key(self, tenant: str, identity: str, *, complete: bool) -> Key:
@@ -188,7 +215,7 @@ class Broker:
         the attempt by how the body ended: a wrong secret counts, success forgets or gives back,
         anything else (directory down, account state) gives back."""
         if not await self.store.throttle_reserve(keys, now=self.clock()):
-            await self.audit(tenant, actor, source, action, "locked_out")
+            await self.audit.record(tenant, actor, source, action, "locked_out")
             raise TooManyAttempts("locked out")
         outcome = Outcome.VOID
         try:
@@ -197,11 +224,11 @@ class Broker:
         except (BadCredentials, CodeRejected) as exc:
             outcome = Outcome.FAILED
             if audit_failure:
-                await self.audit(tenant, actor, source, action, exc.code, str(exc))
+                await self.audit.record(tenant, actor, source, action, exc.code, str(exc))
             raise
         except BrokerError as exc:
             if audit_failure:
-                await self.audit(tenant, actor, source, action, exc.code)
+                await self.audit.record(tenant, actor, source, action, exc.code)
             raise
         finally:
             await self.store.throttle_settle(keys, outcome, now=self.clock())
@@ -223,6 +250,18 @@ class Broker:
         if entry is None:
             raise NotFound("user")
         return entry.login
+
+    async def admin_principal(self, token: str) -> AdminPrincipal:
+        """Who an admin API token (or a complete portal login's token) is.
+
+        Raises:
+            LoginRequired: neither an admin token nor a complete login.
+        """
+        scope = await self.store.admin_token(token)
+        if scope is not None:
+            return AdminPrincipal(f"token:{scope[1]}", token_tenant=scope[0])
+        login = await self.login_for(token)
+        return AdminPrincipal(login.login, login=login)
 
     async def login_for(self, token: str | None, *, need_mfa: bool = True) -> Login:
         """The login behind a token.
@@ -263,7 +302,7 @@ class Broker:
         """Enrol a user with a known TOTP secret, confirmed (the demo's users; migrations)."""
         await self.store.set_enrolment(tenant, login,
                                        mfa.seal(self.config.totp_key, secret, f"{tenant}/{login}"))
-        await self.audit(tenant, login, "admin", "mfa.import", "ok")
+        await self.audit.record(tenant, login, "admin", "mfa.import", "ok")
 
     async def second_factor(self, token: str, login: Login, code: str, *,
                             source: str) -> list[str] | None:
@@ -298,7 +337,7 @@ class Broker:
                                                     confirm=not state.confirmed):
                     raise mfa.CodeReplayed("step used concurrently")
         await self.store.complete_mfa(token)
-        await self.audit(login.tenant, login.login, source, action, "ok")
+        await self.audit.record(login.tenant, login.login, source, action, "ok")
         if state.confirmed:
             return None
         codes = mfa.new_recovery_codes()
@@ -311,8 +350,7 @@ class Broker:
 
     # -- desktops ----------------------------------------------------------------------------
     def entitled_pools(self, login: Login) -> list[PoolConfig]:
-        tenant = self.config.tenant(login.tenant)
-        return [p for p in tenant.pools if p.group_dn.lower() in login.groups]
+        return entitled_pools(self.config.tenant(login.tenant), login.groups)
 
     async def connect(self, login: Login, pool_id: str, *, source: str) -> Connection:
         """Place the user in a pool and issue a ticket for the gateway.
@@ -322,12 +360,12 @@ class Broker:
             NoFreeDesktop: every seat is taken.
         """
         tenant = self.config.tenant(login.tenant)
-        pool = next((p for p in self.entitled_pools(login) if p.id == pool_id), None)
+        pool = entitled_pool(tenant, login.groups, pool_id)
         if pool is None:
-            await self.audit(login.tenant, login.login, source, "connect", "not_entitled", pool_id)
+            await self.audit.record(login.tenant, login.login, source, "connect", "not_entitled", pool_id)
             raise NotEntitled(pool_id)
         now = self.clock()
-        hosts, reconnect_hosts = await self.admin.placement(tenant, pool.hosts)
+        hosts, reconnect_hosts = await self.admin.availability(tenant, pool.hosts)
         try:
             assignment = await self.store.assign(
                 tenant.id, login.login, pool.id, hosts, now=now,
@@ -335,14 +373,14 @@ class Broker:
                 reconnect_hosts=reconnect_hosts, max_in_flight=pool.max_logons_in_flight,
                 dedicated=pool.dedicated, rng=self.rng)
         except OwnHostUnavailable as exc:
-            await self.audit(login.tenant, login.login, source, "connect", "own_host_unavailable",
+            await self.audit.record(login.tenant, login.login, source, "connect", "own_host_unavailable",
                              f"pool={pool.id} host={exc}")
             raise OwnDesktopUnavailable(pool.id) from None
         except PoolIsBusy:
-            await self.audit(login.tenant, login.login, source, "connect", "pool_busy", pool.id)
+            await self.audit.record(login.tenant, login.login, source, "connect", "pool_busy", pool.id)
             raise PoolBusy(pool.id) from None
         if assignment is None:
-            await self.audit(login.tenant, login.login, source, "connect", "pool_full", pool.id)
+            await self.audit.record(login.tenant, login.login, source, "connect", "pool_full", pool.id)
             raise NoFreeDesktop(pool.id)
         host = tenant.host(assignment.host_id)
         port = assignment.port or host.port
@@ -359,7 +397,7 @@ class Broker:
             session=assignment.session_id,
             target=ticket.Target(host.address, port, host.protocol), sealed_secret=sealed,
             idle_after=pool.idle_logoff)
-        await self.audit(login.tenant, login.login, source, "connect", "ok",
+        await self.audit.record(login.tenant, login.login, source, "connect", "ok",
                           f"pool={pool.id} host={host.id} session={assignment.session_id}"
                           f"{' reconnect' if assignment.reconnect else ''}")
         return Connection(ticket.mint(self._signing_key, claims), self.config.gateway_url,
@@ -369,14 +407,14 @@ class Broker:
                       session_id: str, source: str) -> int:
         """Start the user's own desktop on a multi-session host; its port."""
         try:
-            port = await self.admin.hosts.launch(host, login.login)
+            port = await self.hosts.launch(host, login.login)
         except HostUnreachable as exc:
             await self.store.end_session(tenant.id, session_id, now=self.clock())
-            await self.audit(tenant.id, login.login, source, "desktop.launch", "failed",
+            await self.audit.record(tenant.id, login.login, source, "desktop.launch", "failed",
                              f"host={host.id} {exc}")
             raise DesktopStartFailed(host.id) from None
         await self.store.set_session_port(session_id, port)
-        await self.audit(tenant.id, login.login, source, "desktop.launch", "ok",
+        await self.audit.record(tenant.id, login.login, source, "desktop.launch", "ok",
                          f"host={host.id} port={port} session={session_id}")
         return port
 
@@ -388,7 +426,7 @@ class Broker:
             await self.store.redeem(ticket_id, expires_at, tenant, user, session_id,
                                     now=self.clock())
         except (TicketAlreadyRedeemed, UnknownSession) as exc:
-            await self.audit(tenant, user, "gateway", "ticket.redeem", type(exc).__name__)
+            await self.audit.record(tenant, user, "gateway", "ticket.redeem", type(exc).__name__)
             return False
         return True
 
@@ -404,7 +442,6 @@ class Broker:
             except NotFound:
                 pass
 
-    async def audit(self, tenant: str, actor: str, source: str, action: str, result: str,
-                    detail: str = "") -> None:
-        await self.store.audit(at=self.clock(), tenant=tenant, actor=actor, source=source,
-                               action=action, result=result, detail=detail)
+    async def gateway_alive(self, sessions: list[tuple[str, str]]) -> None:
+        """A gateway vouches that it holds these (tenant, session): renew their lease."""
+        await self.store.touch_sessions(sessions, now=self.clock())

@@ -39,7 +39,7 @@ from aiohttp import WSMsgType, web
 
 from wire.closes import EndReason
 
-from .resume import ACK_EVERY, ReplayBuffer, control, parse_control
+from wire.resume import ACK_EVERY, ReplayBuffer, control, parse_control
 
 _OP_BINARY = 0x82                       # FIN + binary opcode
 _SMALL_FRAME = 4096                     # below this, header and payload go out in one write

@@ -39,7 +39,7 @@ from wire.errors import DesktopError, TicketError, TicketReplayed
 from .config import GatewayConfig, gateway_config
 from .errors import BrokerUnavailable, GatewayError, Refused, TargetNotAllowed
 from .relay import Counters, DesktopLink, relay
-from .resume import CannotResume, ReplayBuffer, control, parse_control
+from wire.resume import CannotResume, ReplayBuffer, control, parse_control
 
 logger = logging.getLogger("pforte.gateway")
 

@@ -15,7 +15,7 @@ from broker import mfa
 from broker.config import DirectoryConfig
 from broker.directory import Directory
 from broker.errors import AccountDisabled, AccountExpired, BadCredentials, MustChangePassword
-from broker.testbed import SambaDC
+from testbed.servers import SambaDC
 
 from .conftest import need
 
@@ -132,7 +132,7 @@ async def test_a_upn_unlike_the_account_name_is_the_same_identity(samba):
 
 async def test_the_portal_accepts_upn_and_domain_backslash_name(make_installation, samba,
                                                                 desktops, tmp_path):
-    from broker.demo import DesktopEntry
+    from testbed.demo import DesktopEntry
     secret = tmp_path / "svc.pass"
     secret.write_text("Svc-Pass-1!")
     vnc = tmp_path / "vnc.pass"

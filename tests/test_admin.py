@@ -16,9 +16,9 @@ import time
 import aiohttp
 import pytest
 
-from broker.demo import TENANT, DesktopEntry
+from testbed.demo import TENANT, DesktopEntry
 from broker.store import OPERATOR
-from broker.testbed import Sshd
+from testbed.servers import Sshd
 
 from .conftest import AiohttpStream, need, rfb_viewer_handshake
 
@@ -141,7 +141,7 @@ async def test_the_cli_drains_and_waits_until_the_host_is_empty(admin_install, t
     token_file = tmp_path / "token"
     token_file.write_text(token)
     cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "broker", "admin", "--url", inst.base_url, "--token-file",
+        sys.executable, "-m", "pforte", "admin", "--url", inst.base_url, "--token-file",
         str(token_file), "--tenant", TENANT, "drain", host, "--deadline", "2s", "--message",
         "Wartung", "--wait", stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out, _ = await asyncio.wait_for(cli.communicate(), 30)
@@ -326,7 +326,7 @@ async def test_a_pool_logs_idle_sessions_off(make_installation, desktops, sshd, 
 
 async def test_an_unhealthy_host_comes_back_by_itself(make_installation):
     import socket
-    from broker.testbed import free_port
+    from testbed.servers import free_port
     port = free_port()
     inst = await make_installation(desktops=[DesktopEntry("rdp1", port, 2, None, "rdp")])
     await inst.broker.admin.probe_all()

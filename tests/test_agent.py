@@ -19,12 +19,12 @@ from hypothesis import given, strategies as st
 
 from broker import mfa
 from broker.config import load_config
-from broker.demo import TENANT, DesktopEntry, write_config
+from testbed.demo import TENANT, DesktopEntry, write_config
 from broker.service import Broker
 from broker.store import OPERATOR, Store
-from broker.testbed import (CHROMIUM, CHROMIUM_ARGS, BreakableProxy, Dnsmasq, Processes,
+from testbed.servers import (CHROMIUM, CHROMIUM_ARGS, BreakableProxy, Dnsmasq, Processes,
                             XvncDesktop, free_port, wait_for_port)
-from client_profiles.agent import (MAX_DELAY, SRV_SERVICE, TEXTS, Agent, Refused, backoff,
+from client.agent import (MAX_DELAY, SRV_SERVICE, TEXTS, Agent, Refused, backoff,
                                    choose_srv, discover)
 
 from .conftest import USERS, need
@@ -219,7 +219,7 @@ async def test_a_thin_client_survives_a_broker_restart_during_boot(tmp_path, sla
                                              expires=time.time() + 600)
     await broker.close()
     processes = Processes()
-    python = [sys.executable, "-m", "broker"]
+    python = [sys.executable, "-m", "pforte"]
 
     def start_broker() -> subprocess.Popen:
         proc = processes.start([*python, "broker", "--config", str(path)],

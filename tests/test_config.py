@@ -143,7 +143,7 @@ def test_a_short_aes_key_is_refused(tmp_path):
 
 
 def test_the_cli_reports_a_config_error_and_exits_2(tmp_path, capsys):
-    from broker.cli import main
+    from pforte.cli import main
     path = write(tmp_path, good_config(tmp_path).replace("seats = 10", "seats = -1"))
     assert main(["check-config", str(path)]) == 2
     err = capsys.readouterr().err
@@ -166,7 +166,7 @@ def test_plain_ldap_must_be_asked_for(tmp_path):
 
 def test_check_config_checks_every_client_profile_a_device_can_get(tmp_path, capsys):
     import shutil
-    from broker.cli import main
+    from pforte.cli import main
     profiles = tmp_path / "profiles"
     shutil.copytree(Path(__file__).resolve().parent.parent / "client_profiles" / "examples",
                     profiles)

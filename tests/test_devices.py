@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.demo import TENANT
+from testbed.demo import TENANT
 from broker.store import OPERATOR
 
 pytestmark = pytest.mark.integration
@@ -149,7 +149,7 @@ async def test_the_cli_creates_codes_lists_moves_and_revokes_devices(fleet, tmp_
 
     async def cli(*args: str) -> str:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "broker", "admin", "--url", fleet.base_url, "--token-file",
+            sys.executable, "-m", "pforte", "admin", "--url", fleet.base_url, "--token-file",
             str(token_file), "--tenant", TENANT, *args, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT)
         out, _ = await asyncio.wait_for(proc.communicate(), 30)

@@ -11,11 +11,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from broker import mfa
-from broker.demo import TENANT, DesktopEntry
+from testbed.demo import TENANT, DesktopEntry
 from broker.mfa import CodeReplayed
 from broker.service import Broker
 from broker.store import Store
-from broker.testbed import free_port
+from testbed.servers import free_port
 from wire import ticket
 from gateway.config import DEFAULT_CONNECT_ATTEMPTS, DEFAULT_HANDSHAKE_TIMEOUT
 

@@ -9,10 +9,10 @@ import time
 import aiohttp
 import pytest
 
-from broker.demo import TENANT
+from testbed.demo import TENANT
 from broker.sessions import State
-from gateway.client import GatewayStream, StreamClosed
-from gateway.resume import control
+from client.stream import GatewayStream, StreamClosed
+from wire.resume import control
 
 
 pytestmark = [pytest.mark.integration, pytest.mark.both_loops]

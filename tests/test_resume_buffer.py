@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from gateway.resume import CannotResume, ReplayBuffer, parse_control
+from wire.resume import CannotResume, ReplayBuffer, parse_control
 
 
 @given(st.lists(st.binary(min_size=1, max_size=50), max_size=30), st.data())

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from broker import mfa
-from broker.demo import TENANT, DesktopEntry
-from broker.testbed import DirectoryUserSpec, GroupSpec, Organisation, Slapd
+from testbed.demo import TENANT, DesktopEntry
+from testbed.servers import DirectoryUserSpec, GroupSpec, Organisation, Slapd
 
 from .conftest import need, open_desktop
 

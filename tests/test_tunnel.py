@@ -10,8 +10,8 @@ import pytest
 
 from client_profiles.connection_files import rdp_file, vnc_file, vv_file
 from client_profiles.profiles import load_layers, resolve
-from client_profiles.tunnel import Tunnel
-from broker.testbed import hex_rgb
+from client.tunnel import Tunnel
+from testbed.servers import hex_rgb
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "client_profiles" / "examples"
 THIN = resolve(load_layers(EXAMPLES, device="tc-0042", device_class="thin-client",
@@ -85,7 +85,7 @@ async def test_pforte_connect_writes_the_viewer_file_for_its_port(installation, 
     token_file.write_text(await installation.login("anna"))
     viewer_file = tmp_path / "desk.vnc"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "broker", "connect", "--url", installation.base_url,
+        sys.executable, "-m", "pforte", "connect", "--url", installation.base_url,
         "--token-file", str(token_file), "--pool", "buero", "--viewer-file", str(viewer_file),
         stdout=asyncio.subprocess.PIPE)
     try:

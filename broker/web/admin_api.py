@@ -1,10 +1,12 @@
-"""The admin API under ``/api/v1/admin``: hosts, drains, sessions, logoff and audit, per tenant.
+"""The admin API, a sub-application under ``/api/v1/admin``: hosts, drains, sessions, logoff,
+users' second factors, thin clients, dedicated desktops and the audit log, per tenant.
 
 Admins authenticate with ``Authorization: Bearer`` and either an API token (``pforte admin-token``;
 bound to one tenant, or to all for operators) or the token of a portal login (password and TOTP)
-whose directory groups include the tenant's ``admin_group``. A tenant's admins see and touch only
-that tenant; for any other tenant the answer is the same "not an administrator" as for a tenant
-that does not exist.
+whose directory groups include the tenant's ``admin_group``. :func:`authenticate` (this
+application's middleware) checks that for every request before a handler runs: a tenant's admins
+see and touch only that tenant; for any other tenant the answer is the same "not an
+administrator" as for a tenant that does not exist.
 """
 
 from __future__ import annotations
@@ -13,69 +15,76 @@ from aiohttp import web
 
 from ..config import TenantConfig
 from ..devices import DEFAULT_CODE_HOURS
-from ..errors import BadRequest, LoginRequired, NotAdmin, NotFound
+from ..errors import BadRequest, LoginRequired, NotAdmin
 from ..host_states import Action
-from ..store import OPERATOR
-from .app import BROKER_KEY, _json, _source
+from ..service import AdminPrincipal, Broker
+from .common import BROKER_KEY, Handler, json_body, source_of
 
 MAX_AUDIT = 1000
+PRINCIPAL = web.RequestKey("principal", AdminPrincipal)
+TENANT = web.RequestKey("tenant", TenantConfig)
+
+routes = web.RouteTableDef()
 
 
-async def _admin(request: web.Request, tenant_id: str | None = None) -> tuple[TenantConfig, str]:
-    """The tenant (named in the path unless given) and the acting admin.
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Who the admin is, and for routes naming a tenant, that they may act in it.
 
     Raises:
-        LoginRequired: no bearer token.
-        NotAdmin: the token gives no admin right for this tenant.
+        LoginRequired: no bearer token, or an unknown one.
+        NotAdmin: no admin right for the tenant named (or no such tenant).
     """
-    broker = request.app[BROKER_KEY]
+    broker = request.config_dict[BROKER_KEY]
     auth = request.headers.get("Authorization", "")
     if not auth.startswith("Bearer "):
         raise LoginRequired("admin API needs a bearer token")
-    token = auth[7:]
-    tenant = broker.config.tenant(tenant_id or request.match_info["tenant"])
-    scope = await broker.store.admin_token(token)
-    if scope is not None:
-        if tenant is not None and scope[0] in (OPERATOR, tenant.id):
-            return tenant, f"token:{scope[1]}"
-        raise NotAdmin("token not for this tenant")
-    login = await broker.login_for(token)
-    if (tenant is not None and login.tenant == tenant.id and tenant.admin_group
-            and tenant.admin_group.lower() in login.groups):
-        return tenant, login.login
-    raise NotAdmin("not in the admin group")
+    principal = await broker.admin_principal(auth[7:])
+    request[PRINCIPAL] = principal
+    if "tenant" in request.match_info:
+        tenant = broker.config.tenant(request.match_info["tenant"])
+        if tenant is None or not principal.may(tenant):
+            raise NotAdmin("no admin right for this tenant")
+        request[TENANT] = tenant
+    return await handler(request)
 
 
+def _acting(request: web.Request) -> dict:
+    """The keyword arguments every audited action takes: who, from where."""
+    return {"actor": request[PRINCIPAL].actor, "source": source_of(request)}
+
+
+def _broker(request: web.Request) -> Broker:
+    return request.config_dict[BROKER_KEY]
+
+
+@routes.get("/tenants")
 async def tenants(request: web.Request) -> web.Response:
-    broker = request.app[BROKER_KEY]
-    visible = []
-    for tenant in broker.config.tenants:
-        try:
-            await _admin(request, tenant.id)
-        except NotAdmin:
-            continue
-        visible.append({"id": tenant.id, "name": tenant.name})
-    return web.json_response({"tenants": visible})
+    principal = request[PRINCIPAL]
+    return web.json_response({"tenants": [{"id": t.id, "name": t.name}
+                                          for t in _broker(request).config.tenants
+                                          if principal.may(t)]})
 
 
+@routes.get("/tenants/{tenant}/hosts")
 async def hosts(request: web.Request) -> web.Response:
-    tenant, _ = await _admin(request)
-    return web.json_response({"hosts": await request.app[BROKER_KEY].admin.host_overview(tenant)})
+    return web.json_response({"hosts": await _broker(request).admin.host_overview(
+        request[TENANT])})
 
 
+@routes.get("/tenants/{tenant}/sessions")
 async def sessions(request: web.Request) -> web.Response:
-    tenant, _ = await _admin(request)
-    return web.json_response(
-        {"sessions": await request.app[BROKER_KEY].admin.session_overview(tenant)})
+    return web.json_response({"sessions": await _broker(request).admin.session_overview(
+        request[TENANT])})
 
 
+@routes.post("/tenants/{tenant}/hosts/{host}/actions/{action}")
 async def host_action(request: web.Request) -> web.Response:
-    tenant, actor = await _admin(request)
     try:
         action = Action(request.match_info["action"])
     except ValueError:
         raise BadRequest("unknown action") from None
-    body = await _json(request) if request.can_read_body else {}
+    body = await json_body(request) if request.can_read_body else {}
     deadline = body.get("deadline_seconds")
     if deadline is not None and (isinstance(deadline, bool) or not isinstance(
             deadline, (int, float)) or deadline < 0):
@@ -84,111 +93,94 @@ async def host_action(request: web.Request) -> web.Response:
     logoff = body.get("logoff", True)
     if not isinstance(message, str) or len(message) > 500 or not isinstance(logoff, bool):
         raise BadRequest("message must be text (at most 500 characters), logoff true or false")
-    host = await request.app[BROKER_KEY].admin.act(
-        tenant, request.match_info["host"], action, actor=actor, source=_source(request),
-        deadline_seconds=deadline, message=message, logoff=logoff)
+    host = await _broker(request).admin.act(
+        request[TENANT], request.match_info["host"], action, deadline_seconds=deadline,
+        message=message, logoff=logoff, **_acting(request))
     return web.json_response({"host": host})
 
 
+@routes.post("/tenants/{tenant}/sessions/{session}/logoff")
 async def logoff(request: web.Request) -> web.Response:
-    tenant, actor = await _admin(request)
-    session = await request.app[BROKER_KEY].admin.logoff(
-        tenant, request.match_info["session"], actor=actor, source=_source(request))
+    session = await _broker(request).admin.logoff(request[TENANT], request.match_info["session"],
+                                                  **_acting(request))
     return web.json_response({"session": {"id": session.id, "user": session.login,
                                           "host": session.host, "state": session.state.value}})
 
 
+@routes.get("/tenants/{tenant}/pools/{pool}/assignments")
 async def dedicated(request: web.Request) -> web.Response:
-    tenant, _ = await _admin(request)
-    pool = request.match_info["pool"]
-    return web.json_response({"assignments": await request.app[BROKER_KEY].store.dedicated_hosts(
-        tenant.id, pool)})
+    return web.json_response({"assignments": await _broker(request).admin.assignments(
+        request[TENANT], request.match_info["pool"])})
 
 
+@routes.post("/tenants/{tenant}/pools/{pool}/assignments")
 async def dedicate(request: web.Request) -> web.Response:
-    tenant, actor = await _admin(request)
-    body = await _json(request)
+    body = await json_body(request)
     user, host = body.get("user"), body.get("host")
     if not isinstance(user, str) or not user or not isinstance(host, str):
         raise BadRequest("expected {user, host}")
-    user = await request.app[BROKER_KEY].admin.dedicate(
-        tenant, request.match_info["pool"], user, host, actor=actor, source=_source(request))
+    user = await _broker(request).admin.dedicate(request[TENANT], request.match_info["pool"],
+                                                 user, host, **_acting(request))
     return web.json_response({"user": user, "host": host})
 
 
+@routes.post("/tenants/{tenant}/users/{user}/mfa-reset")
 async def reset_mfa(request: web.Request) -> web.Response:
-    tenant, actor = await _admin(request)
-    user = request.match_info["user"]
-    user = await request.app[BROKER_KEY].admin.reset_mfa(tenant, user, actor=actor,
-                                                         source=_source(request))
+    user = await _broker(request).admin.reset_mfa(request[TENANT], request.match_info["user"],
+                                                  **_acting(request))
     return web.json_response({"user": user, "mfa": "reset"})
 
 
+@routes.post("/tenants/{tenant}/enrolment-codes")
 async def enrolment_code(request: web.Request) -> web.Response:
-    tenant, actor = await _admin(request)
-    body = await _json(request)
+    body = await json_body(request)
     site, device_class = body.get("site"), body.get("device_class")
     hours = body.get("valid_hours", DEFAULT_CODE_HOURS)
     if not isinstance(site, str) or not isinstance(device_class, str) or isinstance(
             hours, bool) or not isinstance(hours, (int, float)) or not 0 < hours <= 24 * 30:
         raise BadRequest("expected {site, device_class, valid_hours (0..720)}")
-    code, expires = await request.app[BROKER_KEY].devices.create_code(
-        tenant, site, device_class, hours=hours, actor=actor, source=_source(request))
+    code, expires = await _broker(request).devices.create_code(
+        request[TENANT], site, device_class, hours=hours, **_acting(request))
     return web.json_response({"code": code, "expires": expires})
 
 
+@routes.get("/tenants/{tenant}/devices")
 async def devices(request: web.Request) -> web.Response:
-    tenant, _ = await _admin(request)
-    found = await request.app[BROKER_KEY].store.devices(tenant.id)
+    found = await _broker(request).devices.of_tenant(request[TENANT])
     return web.json_response({"devices": [
         {"id": d.id, "name": d.name, "site": d.site, "device_class": d.device_class,
          "created": d.created, "last_seen": d.last_seen, "revoked": d.revoked} for d in found]})
 
 
+@routes.post("/tenants/{tenant}/devices/{device}/{action}")
 async def device_action(request: web.Request) -> web.Response:
-    tenant, actor = await _admin(request)
-    broker = request.app[BROKER_KEY]
     device_id, action = request.match_info["device"], request.match_info["action"]
+    devices = _broker(request).devices
     if action == "revoke":
-        changed = await broker.store.update_device(tenant.id, device_id, revoked=broker.clock())
+        await devices.revoke(request[TENANT], device_id, **_acting(request))
     elif action == "move":
-        body = await _json(request)
+        body = await json_body(request)
         site, device_class = body.get("site"), body.get("device_class")
         if not all(v is None or isinstance(v, str) for v in (site, device_class)):
             raise BadRequest("site and device_class must be text")
-        changed = await broker.store.update_device(tenant.id, device_id, site=site,
-                                                   device_class=device_class)
+        await devices.move(request[TENANT], device_id, site=site, device_class=device_class,
+                           **_acting(request))
     else:
         raise BadRequest("unknown action")
-    if not changed:
-        raise NotFound(device_id)
-    await broker.audit(tenant.id, actor, _source(request), f"device.{action}", "ok",
-                       f"device={device_id}")
     return web.json_response({"device": device_id, "action": action})
 
 
+@routes.get("/tenants/{tenant}/audit")
 async def audit(request: web.Request) -> web.Response:
-    tenant, _ = await _admin(request)
     text = request.query.get("limit", "100")
     if not (text.isascii() and text.isdigit()) or int(text) < 1:  # "-1" would mean "no limit"
         raise BadRequest("limit must be a whole number of at least 1")
-    limit = min(int(text), MAX_AUDIT)
-    return web.json_response(
-        {"audit": await request.app[BROKER_KEY].store.audit_log(tenant.id, limit)})
+    return web.json_response({"audit": await _broker(request).audit.entries(
+        request[TENANT].id, min(int(text), MAX_AUDIT))})
 
 
-def add_routes(app: web.Application) -> None:
-    r = app.router
-    base = "/api/v1/admin/tenants"
-    r.add_get(base, tenants)
-    r.add_get(base + "/{tenant}/hosts", hosts)
-    r.add_get(base + "/{tenant}/sessions", sessions)
-    r.add_post(base + "/{tenant}/hosts/{host}/actions/{action}", host_action)
-    r.add_post(base + "/{tenant}/sessions/{session}/logoff", logoff)
-    r.add_get(base + "/{tenant}/audit", audit)
-    r.add_post(base + "/{tenant}/users/{user}/mfa-reset", reset_mfa)
-    r.add_post(base + "/{tenant}/enrolment-codes", enrolment_code)
-    r.add_get(base + "/{tenant}/devices", devices)
-    r.add_post(base + "/{tenant}/devices/{device}/{action}", device_action)
-    r.add_get(base + "/{tenant}/pools/{pool}/assignments", dedicated)
-    r.add_post(base + "/{tenant}/pools/{pool}/assignments", dedicate)
+def create() -> web.Application:
+    """The admin API as a sub-application (mounted under ``/api/v1/admin/``)."""
+    app = web.Application(middlewares=[authenticate])
+    app.add_routes(routes)
+    return app

@@ -19,8 +19,8 @@ import aiohttp
 import pytest
 
 from broker import mfa
-from broker.demo import TENANT, DesktopEntry, write_config
-from broker.testbed import Processes, free_port, wait_for_port
+from testbed.demo import TENANT, DesktopEntry, write_config
+from testbed.servers import Processes, free_port, wait_for_port
 
 from ..conftest import ADMIN_GROUP, USERS
 
@@ -112,7 +112,7 @@ def bearer(token: str) -> dict[str, str]:
 
 def start(processes: Processes, what: str, config: Path, port: int,
           state: Path) -> subprocess.Popen:
-    proc = processes.start([sys.executable, "-m", "broker", what, "--config", str(config)],
+    proc = processes.start([sys.executable, "-m", "pforte", what, "--config", str(config)],
                            log=state / f"{what}.log")
     wait_for_port("127.0.0.1", port, proc, what=what)
     return proc
@@ -136,7 +136,7 @@ def make_live(state: Path, slapd, desktops, *, broker_options: dict | None = Non
     try:
         broker = start(processes, "broker", config, portal_port, state)
         gateway = start(processes, "gateway", config, gateway_port, state)
-        token = subprocess.run([sys.executable, "-m", "broker", "admin-token", "--config",
+        token = subprocess.run([sys.executable, "-m", "pforte", "admin-token", "--config",
                                 str(config), "--tenant", TENANT, "--name", "attack suite"],
                                check=True, capture_output=True, text=True).stdout.strip()
     except BaseException:

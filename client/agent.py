@@ -1,7 +1,7 @@
 """The thin-client boot agent: enrol once, then at every boot fetch the profile, sign the user in
 (password and one-time code) and start the viewer the profile names.
 
-``python -m client_profiles.agent --broker https://broker.example --state /var/lib/pforte-agent``,
+``python -m client.agent --broker https://broker.example --state /var/lib/pforte-agent``,
 or ``--discover rathaus.example`` to find the broker in DNS: the SRV record
 ``_pforte._tcp.rathaus.example`` names its host and port (HTTPS); of several records the agent takes
 the first in RFC 2782 order (lowest priority, then at random by weight).
@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable, TypeVar
 
-import aiohttp
 import dns.asyncresolver
 import dns.exception
 import dns.resolver
 
+from .api import BrokerApi, Refused, Unavailable
 from .tunnel import Tunnel
 
 T = TypeVar("T")
@@ -126,9 +126,11 @@ async def discover(domain: str, rng: random.Random, *, scheme: str = "https",
     try:
         answer = await resolver.resolve(name, "SRV", lifetime=5.0)
     except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-        raise Refused("no_srv_record", TEXTS[language]["no_srv"].format(name=name)) from None
+        raise Refused(None, "no_srv_record",
+                      TEXTS[language]["no_srv"].format(name=name)) from None
     except dns.exception.DNSException as exc:
-        raise Unavailable(TEXTS[language]["no_dns"].format(detail=type(exc).__name__)) from None
+        raise Unavailable(None, "no_dns",
+                          TEXTS[language]["no_dns"].format(detail=type(exc).__name__)) from None
     first = choose_srv([(r.priority, r.weight, r.target.to_text(omit_final_dot=True), r.port)
                         for r in answer], rng)
     return f"{scheme}://{first[2]}:{first[3]}"
@@ -144,18 +146,6 @@ def choose_srv(records: list[tuple[int, int, str, int]],
     return rng.choices(candidates, weights=weights)[0]
 
 
-class Refused(Exception):
-    """The broker said no in a way retrying cannot fix."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class Unavailable(Exception):
-    """The broker did not answer, or answered that it is busy: try again later."""
-
-
 @dataclass
 class Agent:
     broker_url: str | None                   # None: found by ``find_broker`` at boot
@@ -166,7 +156,7 @@ class Agent:
     enrolment_code: str | None = None
     rng: random.Random = field(default_factory=random.SystemRandom)
     give_up_after: float = GIVE_UP_AFTER
-    http: aiohttp.ClientSession | None = None
+    api: BrokerApi | None = None             # made once the broker is known
     find_broker: Callable[[], Awaitable[str]] | None = None  # e.g. DNS SRV, see discover()
     tunnel: Tunnel | None = None             # while a native viewer runs
     token: str | None = None                 # the signed-in user's, while their session runs
@@ -183,21 +173,20 @@ class Agent:
         return self.state / "device-credential"
 
     async def _call(self, method: str, path: str, *, body: dict | None = None,
-                    token: str | None = None, headers: dict[str, str] | None = None) -> dict:
-        headers = {**(headers or {}), "Accept-Language": self.language,
-                   **({"Authorization": f"Bearer {token}"} if token else {})}
-        self.http = self.http or aiohttp.ClientSession()
+                    token: str | None = None, device: str | None = None) -> dict:
+        """A broker API call in the agent's language; no answer is said in it too."""
+        self.api = self.api or BrokerApi(self.broker_url)
+        self.api.language = self.language
         try:
-            async with self.http.request(method, f"{self.broker_url}{path}", json=body,
-                                         headers=headers) as r:
-                data = await r.json(content_type=None) if r.content_length != 0 else {}
-                if r.status >= 500 or r.status == 429:
-                    raise Unavailable(data.get("message") or self.text("busy", detail=r.status))
-                if r.status >= 400:
-                    raise Refused(data.get("error", "refused"), data.get("message", "refused"))
-                return data or {}
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise Unavailable(self.text("unreachable", detail=type(exc).__name__)) from None
+            return await self.api.call(method, path, body, token=token, device=device)
+        except Unavailable as exc:
+            if exc.status is None:
+                raise Unavailable(None, exc.code,
+                                  self.text("unreachable", detail=exc.message)) from None
+            if exc.code == "refused":  # no word from the broker itself (a proxy's error page)
+                raise Unavailable(exc.status, exc.code,
+                                  self.text("busy", detail=exc.status)) from None
+            raise
 
     async def retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
         """Run a step until it succeeds, waiting between attempts; Refused passes through.
@@ -225,7 +214,7 @@ class Agent:
             code = self.enrolment_code or self.ask(self.text("enrolment_code"), False)
             try:
                 body = await self.retrying("enrolling", lambda: self._call(
-                    "POST", "/api/v1/devices/enrol",
+                    "POST", "/devices/enrol",
                     body={"code": code, "name": self.device_name}))
                 break
             except Refused as exc:
@@ -240,7 +229,7 @@ class Agent:
 
     async def profile(self, credential: str) -> dict:
         return await self.retrying("settings", lambda: self._call(
-            "GET", "/api/v1/devices/profile", token=credential))
+            "GET", "/devices/profile", token=credential))
 
     async def sign_in(self) -> str:
         """Password, then one-time code; asks again after a wrong answer."""
@@ -249,7 +238,7 @@ class Agent:
             password = self.ask(self.text("password"), True)
             try:
                 body = await self.retrying("signing_in", lambda: self._call(
-                    "POST", "/api/v1/login", body={"username": user, "password": password}))
+                    "POST", "/login", body={"username": user, "password": password}))
             except Refused as exc:
                 self.say(str(exc))
                 continue
@@ -258,7 +247,7 @@ class Agent:
                 code = self.ask(self.text("code"), False)
                 try:
                     await self.retrying("checking", lambda: self._call(
-                        "POST", "/api/v1/mfa", body={"code": code}, token=token))
+                        "POST", "/mfa", body={"code": code}, token=token))
                     return token
                 except Refused as exc:
                     self.say(str(exc))
@@ -282,18 +271,17 @@ class Agent:
             return kiosk_browser(self.broker_url, profile)
         self.token = token = await self.sign_in()
         entitled = (await self.retrying("desktops", lambda: self._call(
-            "GET", "/api/v1/pools", token=token)))["pools"]
+            "GET", "/pools", token=token)))["pools"]
         offered = [p for p in entitled if not profile["pools"] or p["id"] in profile["pools"]]
         if not offered:
-            raise Refused("not_entitled", self.text("no_desktop"))
+            raise Refused(None, "not_entitled", self.text("no_desktop"))
         pool = offered[0]["id"] if len(offered) == 1 else self.choose_pool(offered)
         self.tunnel = Tunnel(self.broker_url, token, pool, resume_within=self.resume_within,
                              device_credential=credential)
         port = await self.tunnel.start()
         viewer_file = await self.retrying("preparing", lambda: self._call(
-            "POST", f"/api/v1/pools/{pool}/connection-file", token=token,
-            body={"viewer": profile["viewer"], "port": port},
-            headers={"X-Pforte-Device": credential}))
+            "POST", f"/pools/{pool}/connection-file", token=token,
+            body={"viewer": profile["viewer"], "port": port}, device=credential))
         file = self.state / Path(viewer_file["file_name"]).name
         file.write_text(viewer_file["content"])
         return [*VIEWERS[profile["viewer"]], str(file)]
@@ -357,15 +345,15 @@ class Agent:
             self.tunnel = None
         if self.token is not None:
             try:
-                await self._call("POST", "/api/v1/logout", token=self.token)
+                await self._call("POST", "/logout", token=self.token)
             except (Unavailable, Refused):
                 pass  # the login expires by itself
             self.token = None
 
     async def close(self) -> None:
         await self.end_session()
-        if self.http is not None:
-            await self.http.close()
+        if self.api is not None:
+            await self.api.close()
 
 
 def main() -> None:

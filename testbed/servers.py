@@ -347,14 +347,14 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 class DemoProcess:
-    """``python -m broker demo`` in a subprocess on free ports; :meth:`stop` sends SIGINT (Ctrl-C).
+    """``python -m pforte demo`` in a subprocess on free ports; :meth:`stop` sends SIGINT (Ctrl-C).
     ``extra`` arguments go to ``pforte demo``."""
 
     def __init__(self, state: Path, python: str, *extra: str) -> None:
         self.state = state
         self.facts_path = state / "facts.json"
         self.proc = subprocess.Popen(
-            [python, "-m", "broker", "demo", "--state-dir", str(state), "--portal-port",
+            [python, "-m", "pforte", "demo", "--state-dir", str(state), "--portal-port",
              str(free_port()), "--gateway-port", str(free_port()), "--facts",
              str(self.facts_path), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)

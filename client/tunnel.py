@@ -2,7 +2,7 @@
 gateway, so native clients pass the same gateway, tickets and audit as browsers.
 
 Each connection to the local port asks the broker for a fresh ticket (with the user's login
-token) and opens a resumable gateway stream (``gateway.client``): a network drop is bridged
+token) and opens a resumable gateway stream (``client.stream``): a network drop is bridged
 without the viewer noticing. The port listens on loopback only.
 """
 
@@ -14,16 +14,13 @@ from typing import Awaitable, Callable
 
 import aiohttp
 
-from gateway.client import GatewayStream, StreamClosed
+from .api import ApiError, BrokerApi
+from .stream import GatewayStream, StreamClosed
 from wire.closes import ENDED_ON_PURPOSE
 
 logger = logging.getLogger("pforte.tunnel")
 
 READ_SIZE = 64 * 1024
-
-
-class TunnelError(Exception):
-    pass
 
 
 async def _pump_up(reader: asyncio.StreamReader, stream: GatewayStream) -> None:
@@ -59,19 +56,17 @@ class Tunnel:
         self._settled = asyncio.Event()       # set while none is
         self._settled.set()
         self.http: aiohttp.ClientSession | None = None
+        self.api: BrokerApi | None = None
         self.server: asyncio.Server | None = None
         self.port = 0                         # where it listens, once started
 
     async def ticket(self) -> dict:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        if self.device_credential is not None:
-            headers["X-Pforte-Device"] = self.device_credential
-        async with self.http.post(f"{self.broker_url}/api/v1/pools/{self.pool}/connect",
-                                  headers=headers) as r:
-            body = await r.json()
-            if r.status != 200:
-                raise TunnelError(body.get("message", f"broker answered {r.status}"))
-            return body
+        """A fresh ticket for one viewer connection.
+
+        Raises:
+            ApiError: the broker refused or did not answer.
+        """
+        return await self.api.call("POST", f"/pools/{self.pool}/connect")
 
     async def settled(self) -> None:
         """Wait until no viewer connection is being served (then :attr:`dropped` is final)."""
@@ -94,7 +89,7 @@ class Tunnel:
             stream = GatewayStream(self.http, conn["gateway_url"], conn["ticket"],
                                    resume_within=self.resume_within)
             await stream.open()
-        except (TunnelError, StreamClosed, aiohttp.ClientError) as exc:
+        except (ApiError, StreamClosed, aiohttp.ClientError) as exc:
             logger.warning("could not open the desktop: %s", exc)
             self.dropped = True
             writer.close()
@@ -113,6 +108,8 @@ class Tunnel:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen (on loopback); the port."""
         self.http = aiohttp.ClientSession()
+        self.api = BrokerApi(self.broker_url, token=self.token, device=self.device_credential,
+                             http=self.http)
         self.server = await asyncio.start_server(self._handle, host, port)
         self.port = self.server.sockets[0].getsockname()[1]
         return self.port

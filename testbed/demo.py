@@ -23,14 +23,14 @@ from gateway.config import gateway_config
 from wire.config import load_toml
 from gateway.server import Gateway
 
-from . import mfa
-from .config import load_config
-from .keys import generate_keys
-from .service import Broker
-from .store import Store
-from .testbed import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd, XvncDesktop,
+from broker import mfa
+from broker.config import load_config
+from broker.keys import generate_keys
+from broker.service import Broker
+from broker.store import Store
+from .servers import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd, XvncDesktop,
                       free_port)
-from .web import create_app
+from broker.web import create_app
 
 logger = logging.getLogger("pforte.demo")
 
@@ -205,7 +205,7 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
                            "display_name": u.display_name} for u in USERS],
                 "desktops": [{"id": d_id, "name": name, "background": colour, "port": d.port}
                              for (d_id, name, colour), d in zip(DESKTOPS, desktops)],
-                "thin_client": [sys.executable, "-m", "client_profiles.agent", "--broker",
+                "thin_client": [sys.executable, "-m", "client.agent", "--broker",
                                 portal.rstrip("/"), "--state", str(state / "thin-client"),
                                 "--enrolment-code", code, "--dry-run"],
             }

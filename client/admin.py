@@ -11,20 +11,17 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
+import asyncio
 import os
 import re
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+from urllib.parse import quote
+
+from .api import ApiError, BrokerApi
 
 WAIT_POLL = 2.0  # seconds between checks while waiting for a host to empty
-
-
-class AdminError(Exception):
-    pass
 
 
 def parse_duration(text: str) -> float:
@@ -36,25 +33,21 @@ def parse_duration(text: str) -> float:
 
 
 class Client:
+    """The tenant's admin API, one call at a time (a command-line tool waits for each)."""
+
     def __init__(self, url: str, token: str, tenant: str) -> None:
-        self.base = f"{url.rstrip('/')}/api/v1/admin/tenants/{tenant}"
-        self.token = token
+        self.url, self.token = url, token
+        self.prefix = f"/admin/tenants/{quote(tenant, safe='')}"
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {self.token}", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return json.loads(r.read() or b"{}")
-        except urllib.error.HTTPError as exc:
+        """Raises: ApiError."""
+        async def once() -> dict:
+            api = BrokerApi(self.url, token=self.token)
             try:
-                message = json.loads(exc.read()).get("message", exc.reason)
-            except ValueError:
-                message = exc.reason
-            raise AdminError(f"{exc.code}: {message}") from None
-        except urllib.error.URLError as exc:
-            raise AdminError(f"broker unreachable: {exc.reason}") from None
+                return await api.call(method, self.prefix + path, body)
+            finally:
+                await api.close()
+        return asyncio.run(once())
 
 
 def _table(rows: list[dict], columns: list[str]) -> str:
@@ -101,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                         {"user": args.user, "host": args.host})
             print(f"{args.user} now has {args.host} in {args.pool}")
         elif args.admin_command == "reset-mfa":
-            client.call("POST", f"/users/{args.user}/mfa-reset")
+            client.call("POST", f"/users/{quote(args.user, safe='')}/mfa-reset")
             print(f"{args.user} will set up the authenticator app again at the next sign-in")
         elif args.admin_command == "enrolment-code":
             body = client.call("POST", "/enrolment-codes", {
@@ -134,8 +127,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"{host['id']}: {host['state']}, {host['used']} sessions")
             if args.admin_command == "drain" and args.wait:
                 return _wait_empty(client, args.host, args.wait_timeout)
-    except AdminError as exc:
-        print(f"pforte admin: {exc}", file=sys.stderr)
+    except ApiError as exc:
+        said = f"{exc.status}: {exc.message}" if exc.status else f"broker unreachable ({exc.message})"
+        print(f"pforte admin: {said}", file=sys.stderr)
         return 1
     return 0
 

@@ -12,7 +12,7 @@ import logging
 
 import aiohttp
 
-from .resume import ACK_EVERY, ReplayBuffer, control, parse_control
+from wire.resume import ACK_EVERY, ReplayBuffer, control, parse_control
 
 logger = logging.getLogger("pforte.client")
 

@@ -10,10 +10,20 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import main
+    try:
+        from testbed.demo import main
+    except ImportError:  # run from the checkout's .venv: the testbed lies beside this package
+        checkout = Path(__file__).resolve().parents[1]
+        if not (checkout / "testbed" / "demo.py").is_file():
+            print("pforte: the demo runs from a clone of the repository (bash scripts/demo)",
+                  file=sys.stderr)
+            return 2
+        sys.path.insert(0, str(checkout))
+        from testbed.demo import main
     main(args.state_dir, args.host, args.portal_port, args.gateway_port, args.facts,
          use_uvloop=args.loop == "uvloop", gateway_url=args.gateway_url)
     return 0
@@ -22,10 +32,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _broker(args: argparse.Namespace) -> int:
     from wire import serving
 
-    from .config import load_config
-    from .service import Broker
-    from .store import Store
-    from .web import create_app
+    from broker.config import load_config
+    from broker.service import Broker
+    from broker.store import Store
+    from broker.web import create_app
 
     config = load_config(args.config)
     host, port = config.listen
@@ -51,7 +61,7 @@ def _gateway(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     from client_profiles.profiles import check_directory
 
-    from .config import load_config
+    from broker.config import load_config
     config = load_config(args.config)
     pools = sum(len(t.pools) for t in config.tenants)
     hosts = sum(len(t.hosts) for t in config.tenants)
@@ -66,7 +76,7 @@ def _check_config(args: argparse.Namespace) -> int:
 def _keys(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .keys import generate_keys
+    from broker.keys import generate_keys
     for path in generate_keys(Path(args.directory)):
         print(f"created {path}")
     return 0
@@ -76,8 +86,8 @@ def _admin_token(args: argparse.Namespace) -> int:
     import asyncio
     import secrets
 
-    from .config import load_config
-    from .store import OPERATOR, Store
+    from broker.config import load_config
+    from broker.store import OPERATOR, Store
 
     config = load_config(args.config)
     if args.tenant and config.tenant(args.tenant) is None:
@@ -105,9 +115,8 @@ def _connect(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
 
-    import aiohttp
-
-    from client_profiles import tunnel
+    from client import tunnel
+    from client.api import ApiError, BrokerApi
 
     token = Path(args.token_file).read_text().strip()
     device = Path(args.device_credential_file).read_text().strip() \
@@ -117,15 +126,15 @@ def _connect(args: argparse.Namespace) -> int:
         print(f"tunnel to pool {args.pool} listening on 127.0.0.1:{port}", flush=True)
         if not args.viewer_file:
             return
-        async with aiohttp.ClientSession() as http, http.post(
-                f"{args.url.rstrip('/')}/api/v1/pools/{args.pool}/connection-file",
-                json={"viewer": args.viewer, "port": port},
-                headers={"Authorization": f"Bearer {token}",
-                         **({"X-Pforte-Device": device} if device else {})}) as r:
-            body = await r.json()
-        if r.status != 200:
-            print(f"no viewer file: {body.get('message')}", file=sys.stderr, flush=True)
+        api = BrokerApi(args.url, token=token, device=device)
+        try:
+            body = await api.call("POST", f"/pools/{args.pool}/connection-file",
+                                  {"viewer": args.viewer, "port": port})
+        except ApiError as exc:
+            print(f"no viewer file: {exc.message}", file=sys.stderr, flush=True)
             return
+        finally:
+            await api.close()
         Path(args.viewer_file).write_text(body["content"])
         print(f"wrote {args.viewer_file} for {args.viewer}", flush=True)
 
@@ -138,7 +147,7 @@ def _connect(args: argparse.Namespace) -> int:
 
 
 def _totp(args: argparse.Namespace) -> int:
-    from .mfa import current_code
+    from broker.mfa import current_code
     print(current_code(args.secret, time.time()))
     return 0
 
@@ -191,7 +200,7 @@ def parser() -> argparse.ArgumentParser:
     at.add_argument("--name", required=True, help="who or what holds the token (for the audit log)")
     at.set_defaults(func=_admin_token)
 
-    from .admin_cli import add_parser as add_admin_parser
+    from client.admin import add_parser as add_admin_parser
     add_admin_parser(sub)
 
     cn = sub.add_parser("connect", help="a loopback port that carries a native viewer through "

@@ -1,0 +1,169 @@
+"""The JSON API under ``/api/v1`` for users, thin clients and gateways (the admin API is its own
+sub-application, :mod:`broker.web.admin_api`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+
+from aiohttp import web
+
+from wire.closes import EndReason
+
+from ..errors import BadRequest, NotEntitled
+from ..service import printable
+from .common import BROKER_KEY, COOKIE, field, json_body, login_of, set_cookie, source_of, token_of
+from .openapi import OPENAPI
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/api/v1/login")
+async def api_login(request: web.Request) -> web.StreamResponse:
+    data = await json_body(request)
+    broker = request.config_dict[BROKER_KEY]
+    token, login = await broker.password_login(
+        field(data, "username"), field(data, "password"), source=source_of(request),
+        portal_host=request.host)
+    enrolled = await broker.is_enrolled(login)
+    response = web.json_response({"token": token, "csrf": login.csrf,
+                                  "next": "mfa" if enrolled else "enrol"})
+    set_cookie(request, response, token)
+    return response
+
+
+@routes.get("/api/v1/mfa/enrolment")
+async def api_enrolment(request: web.Request) -> web.StreamResponse:
+    _, login = await login_of(request, need_mfa=False)
+    enrolment = await request.config_dict[BROKER_KEY].enrolment(login)
+    return web.json_response({"secret": enrolment.secret, "uri": enrolment.uri,
+                              "qr_svg": enrolment.qr_svg})
+
+
+@routes.post("/api/v1/mfa")
+async def api_mfa(request: web.Request) -> web.StreamResponse:
+    data = await json_body(request)
+    token, login = await login_of(request, need_mfa=False, state_changing=True)
+    codes = await request.config_dict[BROKER_KEY].second_factor(token, login, field(data, "code"),
+                                                        source=source_of(request))
+    if codes:
+        return web.json_response({"recovery_codes": codes})
+    return web.Response(status=204)
+
+
+@routes.get("/api/v1/pools")
+async def api_pools(request: web.Request) -> web.StreamResponse:
+    _, login = await login_of(request)
+    pools = request.config_dict[BROKER_KEY].entitled_pools(login)
+    return web.json_response({"pools": [{"id": p.id, "name": p.name} for p in pools]})
+
+
+@routes.post("/api/v1/pools/{pool}/connect")
+async def api_connect(request: web.Request) -> web.StreamResponse:
+    _, login = await login_of(request, state_changing=True)
+    broker = request.config_dict[BROKER_KEY]
+    source = source_of(request)
+    if (credential := request.headers.get("X-Pforte-Device")) is not None:
+        # a thin client says which it is: a revoked one is refused, the audit names it
+        device = await broker.devices.device(credential, source=source)
+        if device.tenant != login.tenant:
+            raise NotEntitled(request.match_info["pool"])
+        source = f"{source} device {device.id}"
+    conn = await broker.connect(login, request.match_info["pool"], source=source)
+    return web.json_response({"ticket": conn.ticket, "gateway_url": conn.gateway_url,
+                              "session": conn.session_id, "expires_at": conn.expires_at})
+
+
+@routes.post("/api/v1/pools/{pool}/connection-file")
+async def api_connection_file(request: web.Request) -> web.StreamResponse:
+    _, login = await login_of(request, state_changing=True)
+    data = await json_body(request)
+    viewer, port = data.get("viewer"), data.get("port")
+    if viewer is not None and not isinstance(viewer, str):
+        raise BadRequest("viewer")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise BadRequest("port")
+    name, media_type, content = await request.config_dict[BROKER_KEY].devices.connection_file(
+        login, request.match_info["pool"], viewer=viewer, port=port,
+        device_credential=request.headers.get("X-Pforte-Device"), source=source_of(request))
+    return web.json_response({"file_name": name, "media_type": media_type, "content": content})
+
+
+@routes.post("/api/v1/logout")
+async def api_logout(request: web.Request) -> web.StreamResponse:
+    token, _ = await login_of(request, need_mfa=False, state_changing=True)
+    await request.config_dict[BROKER_KEY].logout(token)
+    response = web.Response(status=204)
+    response.del_cookie(COOKIE, path="/")
+    return response
+
+
+@routes.post("/api/v1/devices/enrol")
+async def api_device_enrol(request: web.Request) -> web.StreamResponse:
+    data = await json_body(request)
+    device, credential = await request.config_dict[BROKER_KEY].devices.enrol(
+        field(data, "code"), printable(field(data, "name")[:100]), source=source_of(request))
+    return web.json_response({"device_id": device.id, "credential": credential,
+                              "tenant": device.tenant})
+
+
+@routes.get("/api/v1/devices/profile")
+async def api_device_profile(request: web.Request) -> web.StreamResponse:
+    token, _ = token_of(request)
+    devices = request.config_dict[BROKER_KEY].devices
+    device = await devices.device(token, source=source_of(request))
+    return web.json_response({"device_id": device.id, "tenant": device.tenant,
+                              "site": device.site, "device_class": device.device_class,
+                              "profile": dataclasses.asdict(devices.profile(device))})
+
+
+def _gateway_authorised(request: web.Request) -> None:
+    expected = b"Bearer " + request.config_dict[BROKER_KEY].config.report_token
+    if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
+        raise web.HTTPUnauthorized(text="gateway token missing or wrong\n")
+
+
+@routes.post("/api/v1/gateway/redeem")
+async def api_gateway_redeem(request: web.Request) -> web.StreamResponse:
+    _gateway_authorised(request)
+    data = await json_body(request)
+    expires = data.get("expires_at")
+    if type(expires) is not int:
+        raise BadRequest("expires_at missing")
+    ok = await request.config_dict[BROKER_KEY].redeem(
+        field(data, "ticket_id"), expires, field(data, "tenant"), field(data, "user"),
+        field(data, "session"))
+    return web.Response(status=204 if ok else 409)
+
+
+@routes.post("/api/v1/gateway/disconnect")
+async def api_gateway_disconnect(request: web.Request) -> web.StreamResponse:
+    _gateway_authorised(request)
+    data = await json_body(request)
+    await request.config_dict[BROKER_KEY].disconnected(field(data, "tenant"), field(data, "session"),
+                                               EndReason.parse(data.get("reason")))
+    return web.Response(status=204)
+
+
+@routes.post("/api/v1/gateway/alive")
+async def api_gateway_alive(request: web.Request) -> web.StreamResponse:
+    _gateway_authorised(request)
+    data = await json_body(request)
+    sessions = data.get("sessions")
+    if not isinstance(sessions, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("tenant"), str)
+            and isinstance(s.get("session"), str) for s in sessions):
+        raise BadRequest("sessions must be a list of {tenant, session}")
+    await request.config_dict[BROKER_KEY].gateway_alive([(s["tenant"], s["session"]) for s in sessions])
+    return web.Response(status=204)
+
+
+@routes.get("/healthz")
+async def health(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/api/v1/openapi.json")
+async def openapi_document(request: web.Request) -> web.StreamResponse:
+    return web.json_response(OPENAPI)
+

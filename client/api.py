@@ -1,0 +1,104 @@
+"""The broker's JSON API as every client calls it (boot agent, local tunnel, ``pforte connect``,
+``pforte admin``): one HTTP client, one way to tell the broker's answers apart.
+
+The broker refuses with an HTTP status and ``{"error": code, "message": text}`` (the text in the
+language asked for). Here every refusal becomes one of two exceptions:
+
+* :class:`Refused` — the broker said no, and asking again will not help (a wrong code, a revoked
+  device, not entitled, not found);
+* :class:`Unavailable` — no answer, a server error, or "busy / too many attempts" (503, 429): the
+  same request may succeed later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+DEFAULT_TIMEOUT = 30.0   # seconds for one call
+
+
+class ApiError(Exception):
+    """A call the broker did not answer with success.
+
+    Attributes:
+        status: the HTTP status (None: no answer at all).
+        code: the broker's error code ("unreachable" without an answer; "refused" when the
+            answer carried none).
+        message: the broker's text for people; without an answer, the kind of failure.
+    """
+
+    def __init__(self, status: int | None, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class Refused(ApiError):
+    """The broker said no; retrying will not change that."""
+
+
+class Unavailable(ApiError):
+    """No answer, or busy for now: try again later."""
+
+
+def refusal(status: int | None, body: object, fallback: str) -> ApiError:
+    """The exception an answer means (the one place that maps statuses)."""
+    body = body if isinstance(body, dict) else {}
+    code = body.get("error") if isinstance(body.get("error"), str) else "refused"
+    message = body.get("message") if isinstance(body.get("message"), str) else fallback
+    if status is None or status >= 500 or status == 429:
+        return Unavailable(status, code if status else "unreachable", message)
+    return Refused(status, code, message)
+
+
+class BrokerApi:
+    """Calls to one broker. Open with a shared :class:`aiohttp.ClientSession` or let it make one
+    (then :meth:`close` it)."""
+
+    def __init__(self, base_url: str, *, token: str | None = None, device: str | None = None,
+                 language: str | None = None, http: aiohttp.ClientSession | None = None,
+                 timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token          # a portal login's or an admin token
+        self.device = device        # a thin client's device credential
+        self.language = language
+        self._http = http
+        self._own_http = http is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=self._timeout)
+        return self._http
+
+    async def call(self, method: str, path: str, body: dict | None = None, *,
+                   token: str | None = None, device: str | None = None) -> dict:
+        """``method path`` under ``/api/v1``; the answer's JSON object ({} for none). ``token``
+        and ``device`` override the client's for this call.
+
+        Raises:
+            Refused, Unavailable.
+        """
+        bearer, device = token or self.token, device or self.device
+        headers = {**({"Authorization": f"Bearer {bearer}"} if bearer else {}),
+                   **({"X-Pforte-Device": device} if device else {}),
+                   **({"Accept-Language": self.language} if self.language else {})}
+        try:
+            async with self.http.request(method, f"{self.base_url}/api/v1{path}", json=body,
+                                         headers=headers) as r:
+                try:
+                    data = await r.json(content_type=None) if r.content_length != 0 else {}
+                except ValueError:
+                    data = {}
+                if r.status >= 400:
+                    raise refusal(r.status, data, f"the broker answered {r.status}")
+                return data if isinstance(data, dict) else {}
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise refusal(None, None, type(exc).__name__) from None
+
+    async def close(self) -> None:
+        if self._own_http and self._http is not None:
+            await self._http.close()
+            self._http = None

@@ -16,7 +16,7 @@ from typing import AsyncIterator, Callable
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from wire import ticket
+from wire import reports, ticket
 from wire.closes import EndReason
 
 from . import mfa
@@ -419,25 +419,25 @@ class Broker:
         return port
 
     # -- gateway reports ---------------------------------------------------------------------
-    async def redeem(self, ticket_id: str, expires_at: int, tenant: str, user: str,
-                     session_id: str) -> bool:
+    async def redeem(self, r: reports.Redemption) -> bool:
         """Record a ticket's single use; False when it was used before or its session is gone."""
         try:
-            await self.store.redeem(ticket_id, expires_at, tenant, user, session_id,
+            await self.store.redeem(r.ticket_id, r.expires_at, r.tenant, r.user, r.session,
                                     now=self.clock())
         except (TicketAlreadyRedeemed, UnknownSession) as exc:
-            await self.audit.record(tenant, user, "gateway", "ticket.redeem", type(exc).__name__)
+            await self.audit.record(r.tenant, r.user, "gateway", "ticket.redeem",
+                                    type(exc).__name__)
             return False
         return True
 
-    async def disconnected(self, tenant: str, session_id: str, reason: EndReason | None) -> None:
+    async def disconnected(self, report: reports.Disconnect) -> None:
         """A gateway's report; a session the gateway ended for idleness is logged off (the pool's
         ``idle_logoff`` policy, which the ticket carried)."""
-        await self.store.disconnect(tenant, session_id, now=self.clock())
-        tenant_config = self.config.tenant(tenant)
-        if reason is EndReason.IDLE and tenant_config is not None:
+        await self.store.disconnect(report.tenant, report.session, now=self.clock())
+        tenant = self.config.tenant(report.tenant)
+        if report.reason is EndReason.IDLE and tenant is not None:
             try:
-                await self.admin.logoff(tenant_config, session_id, actor="pforte",
+                await self.admin.logoff(tenant, report.session, actor="pforte",
                                         source="gateway", why="idle")
             except NotFound:
                 pass

@@ -12,7 +12,8 @@ import logging
 
 import aiohttp
 
-from wire.resume import ACK_EVERY, ReplayBuffer, control, parse_control
+from wire.resume import (Ack, AckClock, Offer, ReplayBuffer, Resume, Resumed, ResumeToken,
+                         decode, encode)
 
 logger = logging.getLogger("pforte.client")
 
@@ -44,8 +45,7 @@ class GatewayStream:
         self.ws_options = {"max_msg_size": 0, "heartbeat": 20.0, **ws_options}
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.token: str | None = None
-        self.received = 0
-        self._acked_down = 0
+        self.clock = AckClock()                 # bytes received, and when to acknowledge
         self.sent = ReplayBuffer()
         self.resumes = 0
 
@@ -59,11 +59,12 @@ class GatewayStream:
         if not self.resumable:
             await self.ws.send_str(self._ticket)
             return
-        await self.ws.send_str(control(ticket=self._ticket, resumable=True))
+        await self.ws.send_str(encode(Offer(self._ticket, resumable=True)))
         msg = await self.ws.receive()
-        if msg.type is not aiohttp.WSMsgType.TEXT or "resume" not in parse_control(msg.data):
+        answer = decode(msg.data) if msg.type is aiohttp.WSMsgType.TEXT else None
+        if not isinstance(answer, ResumeToken):
             raise StreamClosed(self.ws.close_code, msg.extra or "no resume token")
-        self.token = parse_control(msg.data)["resume"]
+        self.token = answer.token
 
     async def send(self, data: bytes) -> None:
         data = bytes(data)
@@ -85,15 +86,14 @@ class GatewayStream:
         while True:
             msg = await self.ws.receive()
             if msg.type is aiohttp.WSMsgType.BINARY:
-                self.received += len(msg.data)
-                if self.resumable and self.received - self._acked_down >= ACK_EVERY:
-                    self._acked_down = self.received
-                    await self._quietly(self.ws.send_str(control(ack=self.received)))
+                ack = self.clock.count(len(msg.data))
+                if self.resumable and ack is not None:
+                    await self._quietly(self.ws.send_str(encode(ack)))
                 return msg.data
             if msg.type is aiohttp.WSMsgType.TEXT:
-                ack = parse_control(msg.data).get("ack")
-                if type(ack) is int:
-                    self.sent.ack(ack)
+                ack = decode(msg.data)
+                if isinstance(ack, Ack):
+                    self.sent.ack(ack.offset)
                 continue
             if msg.type is aiohttp.WSMsgType.CLOSE or not self.resumable or self.token is None:
                 raise StreamClosed(self.ws.close_code, msg.extra or "closed")
@@ -117,16 +117,15 @@ class GatewayStream:
                 await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
                 attempt += 1
                 continue
-            await ws.send_str(control(resume=self.token, offset=self.received))
+            await ws.send_str(encode(Resume(self.token, self.clock.received)))
             msg = await ws.receive()
-            resumed = parse_control(msg.data).get("resumed") if \
-                msg.type is aiohttp.WSMsgType.TEXT else None
-            if type(resumed) is not int:
+            resumed = decode(msg.data) if msg.type is aiohttp.WSMsgType.TEXT else None
+            if not isinstance(resumed, Resumed):
                 raise StreamClosed(ws.close_code, msg.extra or "session cannot be resumed")
             self.ws = ws
             self.resumes += 1
-            self.sent.ack(resumed)
-            for chunk in self.sent.since(resumed):
+            self.sent.ack(resumed.offset)
+            for chunk in self.sent.since(resumed.offset):
                 await ws.send_bytes(chunk)
             logger.info("stream resumed after a drop (attempt %d)", attempt + 1)
             return

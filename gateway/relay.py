@@ -39,7 +39,7 @@ from aiohttp import WSMsgType, web
 
 from wire.closes import EndReason
 
-from wire.resume import ACK_EVERY, ReplayBuffer, control, parse_control
+from wire.resume import Ack, AckClock, ReplayBuffer, decode, encode
 
 _OP_BINARY = 0x82                       # FIN + binary opcode
 _SMALL_FRAME = 4096                     # below this, header and payload go out in one write
@@ -211,7 +211,7 @@ async def _upstream(ws: web.WebSocketResponse, link: DesktopLink) -> EndReason:
     EndReason.CLIENT_LOST: the connection broke without a close frame)."""
     counters = link.counters
     resumable = link.replay is not None
-    acked_up = counters.up
+    clock = AckClock(counters.up)
     while True:
         msg = await ws.receive()
         kind = msg.type
@@ -224,13 +224,12 @@ async def _upstream(ws: web.WebSocketResponse, link: DesktopLink) -> EndReason:
                 return EndReason.SUPERSEDED  # a resumed connection owns the stream now
             link.write(msg.data)
             counters.up += len(msg.data)
-            if resumable and counters.up - acked_up >= ACK_EVERY:
-                acked_up = counters.up
-                await ws.send_str(control(ack=acked_up))
+            if resumable and (ack := clock.count(len(msg.data))) is not None:
+                await ws.send_str(encode(ack))
         elif kind is WSMsgType.TEXT and resumable:
-            ack = parse_control(msg.data).get("ack")
-            if type(ack) is int:
-                link.acked(ack)
+            ack = decode(msg.data)
+            if isinstance(ack, Ack):
+                link.acked(ack.offset)
         elif kind is WSMsgType.TEXT:
             return EndReason.TEXT_FRAME
         elif kind is WSMsgType.CLOSE:

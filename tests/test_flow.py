@@ -16,7 +16,7 @@ from broker.mfa import CodeReplayed
 from broker.service import Broker
 from broker.store import Store
 from testbed.servers import free_port
-from wire import ticket
+from wire import reports, ticket
 from gateway.config import DEFAULT_CONNECT_ATTEMPTS, DEFAULT_HANDSHAKE_TIMEOUT
 
 from .conftest import SEATS, USERS, open_desktop
@@ -169,8 +169,7 @@ async def test_a_ticket_redeemed_at_another_gateway_is_refused_here(installation
     conn = await installation.connect(await installation.login("anna"))
     claims = ticket.verify(installation_public_key(installation), conn["ticket"],
                            now=time.time(), audience="demo-gateway")
-    assert await installation.broker.redeem(claims.ticket_id, claims.expires_at, claims.tenant,
-                                            claims.user, claims.session)
+    assert await installation.broker.redeem(reports.Redemption.of(claims))
     assert await close_code(conn) == (4409, "ticket already used")
 
 

@@ -12,7 +12,7 @@ import pytest
 from testbed.demo import TENANT
 from broker.sessions import State
 from client.stream import GatewayStream, StreamClosed
-from wire.resume import control
+from wire.resume import Resume, encode
 
 
 pytestmark = [pytest.mark.integration, pytest.mark.both_loops]
@@ -96,7 +96,7 @@ async def test_a_normal_close_ends_the_session_and_its_token(raw_install):
         await s.close()
         await asyncio.sleep(0.1)
         ws = await http.ws_connect(inst.gateway_url)
-        await ws.send_str(control(resume=s.token, offset=1))
+        await ws.send_str(encode(Resume(s.token, 1)))
         msg = await ws.receive()
         assert ws.close_code == 4410 and msg.extra == "session cannot be resumed"
 
@@ -105,7 +105,7 @@ async def test_a_forged_resume_token_is_refused(raw_install):
     inst, _, _ = await raw_install()
     async with aiohttp.ClientSession() as http:
         ws = await http.ws_connect(inst.gateway_url)
-        await ws.send_str(control(resume="made-up", offset=0))
+        await ws.send_str(encode(Resume("made-up", 0)))
         await ws.receive()
         assert ws.close_code == 4410
 

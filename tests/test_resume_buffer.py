@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from wire.resume import CannotResume, ReplayBuffer, parse_control
+from wire.resume import CannotResume, ReplayBuffer, decode
 
 
 @given(st.lists(st.binary(min_size=1, max_size=50), max_size=30), st.data())
@@ -38,6 +38,8 @@ def test_acks_outside_the_stream_are_ignored():
     assert buf.held == 3 and b"".join(buf.since(0)) == b"abc"
 
 
-@pytest.mark.parametrize("text", ["", "[]", "nope", "1", '"x"'])
-def test_non_object_control_messages_parse_as_empty(text):
-    assert parse_control(text) == {}
+@pytest.mark.parametrize("text", ["", "[]", "nope", "1", '"x"', "{}", '{"ack": -1}',
+                                  '{"ack": true}', '{"resume": 5}', '{"ticket": 1}',
+                                  '{"resumed": "3"}', "[" * 100_000])
+def test_what_is_no_control_message_decodes_as_none(text):
+    assert decode(text) is None

@@ -12,13 +12,16 @@ The client reattaches with ``{"resume": TOKEN, "offset": RECEIVED}``; the gatewa
 client resends everything after the gateway's figure. Neither side ever holds more than the
 unacknowledged window; a sender whose window is full stops reading from its source.
 
-Control messages are text frames with a JSON object; the stream travels only in binary frames.
+Control messages are text frames with a JSON object (:class:`Offer`, :class:`Resume`,
+:class:`ResumeToken`, :class:`Resumed`, :class:`Ack`; :func:`encode` and :func:`decode` are the
+only way in and out); the stream travels only in binary frames.
 """
 
 from __future__ import annotations
 
 import json
 from collections import deque
+from dataclasses import dataclass
 
 ACK_EVERY = 64 * 1024          # bytes received between two acknowledgements
 
@@ -71,14 +74,103 @@ class ReplayBuffer:
         return out
 
 
-def control(**fields: object) -> str:
+# -- control messages ---------------------------------------------------------------------------
+# Text frames carrying one JSON object each; the page's PforteChannel (static/pforte-channel.js)
+# speaks the same words, and tests/test_resume_protocol.py checks that both agree.
+
+@dataclass(frozen=True)
+class Offer:
+    """Client → gateway, first message: a ticket; ``resumable`` asks for a resume token."""
+    ticket: str
+    resumable: bool = False
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Client → gateway, first message: reattach the session of ``token``; the client has
+    received ``offset`` bytes of it."""
+    token: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class ResumeToken:
+    """Gateway → client: the session is resumable with this token."""
+    token: str
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """Gateway → client: reattached; the gateway has received ``offset`` bytes from the client."""
+    offset: int
+
+
+@dataclass(frozen=True)
+class Ack:
+    """Either way: the sender has received the stream up to ``offset``."""
+    offset: int
+
+
+Message = Offer | Resume | ResumeToken | Resumed | Ack
+
+
+def encode(message: Message) -> str:
+    """The text frame of a control message."""
+    if isinstance(message, Offer):
+        fields: dict[str, object] = {"ticket": message.ticket, "resumable": message.resumable}
+    elif isinstance(message, Resume):
+        fields = {"resume": message.token, "offset": message.offset}
+    elif isinstance(message, ResumeToken):
+        fields = {"resume": message.token}
+    elif isinstance(message, Resumed):
+        fields = {"resumed": message.offset}
+    else:
+        fields = {"ack": message.offset}
     return json.dumps(fields, separators=(",", ":"))
 
 
-def parse_control(text: str) -> dict:
-    """A control message; an empty dict for anything that is not a JSON object."""
+def decode(text: str) -> Message | None:
+    """The control message a text frame carries; None for anything that is none (malformed
+    JSON, a JSON nested past the parser's depth, wrong types)."""
     try:
         value = json.loads(text)
-    except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested past the parser's depth
-        return {}
-    return value if isinstance(value, dict) else {}
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    if "ticket" in value:
+        ticket = value["ticket"]
+        return Offer(ticket, value.get("resumable") is True) if isinstance(ticket, str) else None
+    if "resume" in value:
+        token, offset = value["resume"], value.get("offset")
+        if not isinstance(token, str):
+            return None
+        if "offset" not in value:
+            return ResumeToken(token)
+        return Resume(token, offset) if _offset(offset) else None
+    for key, kind in (("resumed", Resumed), ("ack", Ack)):
+        if key in value:
+            return kind(value[key]) if _offset(value[key]) else None
+    return None
+
+
+def _offset(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+class AckClock:
+    """When a receiver acknowledges: after every :data:`ACK_EVERY` bytes received."""
+
+    __slots__ = ("received", "_acked")
+
+    def __init__(self, received: int = 0) -> None:
+        self.received = received
+        self._acked = received
+
+    def count(self, n: int) -> Ack | None:
+        """Count ``n`` bytes received; the acknowledgement to send now, if one is due."""
+        self.received += n
+        if self.received - self._acked < ACK_EVERY:
+            return None
+        self._acked = self.received
+        return Ack(self.received)

@@ -8,7 +8,7 @@ import hmac
 
 from aiohttp import web
 
-from wire.closes import EndReason
+from wire import reports
 
 from ..errors import BadRequest, NotEntitled
 from ..service import printable
@@ -123,38 +123,32 @@ def _gateway_authorised(request: web.Request) -> None:
         raise web.HTTPUnauthorized(text="gateway token missing or wrong\n")
 
 
-@routes.post("/api/v1/gateway/redeem")
-async def api_gateway_redeem(request: web.Request) -> web.StreamResponse:
+async def _report(request: web.Request, kind):
+    """A gateway's report of ``kind`` (see :mod:`wire.reports`), authenticated and checked."""
     _gateway_authorised(request)
-    data = await json_body(request)
-    expires = data.get("expires_at")
-    if type(expires) is not int:
-        raise BadRequest("expires_at missing")
-    ok = await request.config_dict[BROKER_KEY].redeem(
-        field(data, "ticket_id"), expires, field(data, "tenant"), field(data, "user"),
-        field(data, "session"))
+    try:
+        return kind.from_json(await json_body(request))
+    except reports.BadReport as exc:
+        raise BadRequest(str(exc)) from None
+
+
+@routes.post(reports.REDEEM)
+async def api_gateway_redeem(request: web.Request) -> web.StreamResponse:
+    ok = await request.config_dict[BROKER_KEY].redeem(await _report(request, reports.Redemption))
     return web.Response(status=204 if ok else 409)
 
 
-@routes.post("/api/v1/gateway/disconnect")
+@routes.post(reports.DISCONNECT)
 async def api_gateway_disconnect(request: web.Request) -> web.StreamResponse:
-    _gateway_authorised(request)
-    data = await json_body(request)
-    await request.config_dict[BROKER_KEY].disconnected(field(data, "tenant"), field(data, "session"),
-                                               EndReason.parse(data.get("reason")))
+    await request.config_dict[BROKER_KEY].disconnected(await _report(request,
+                                                                     reports.Disconnect))
     return web.Response(status=204)
 
 
-@routes.post("/api/v1/gateway/alive")
+@routes.post(reports.ALIVE)
 async def api_gateway_alive(request: web.Request) -> web.StreamResponse:
-    _gateway_authorised(request)
-    data = await json_body(request)
-    sessions = data.get("sessions")
-    if not isinstance(sessions, list) or not all(
-            isinstance(s, dict) and isinstance(s.get("tenant"), str)
-            and isinstance(s.get("session"), str) for s in sessions):
-        raise BadRequest("sessions must be a list of {tenant, session}")
-    await request.config_dict[BROKER_KEY].gateway_alive([(s["tenant"], s["session"]) for s in sessions])
+    alive = await _report(request, reports.Alive)
+    await request.config_dict[BROKER_KEY].gateway_alive(list(alive.sessions))
     return web.Response(status=204)
 
 

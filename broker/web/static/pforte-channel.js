@@ -6,11 +6,33 @@
 // without a goodbye it reattaches with the resume token and the number of bytes it has received.
 // The gateway resends what was lost and says how much it received; this side resends the rest.
 // noVNC sees one unbroken stream; the page shows "reconnecting…" meanwhile (onstatus).
-// The protocol is described in gateway/resume.py.
+// The protocol is described in wire/resume.py; the words below are its control messages, and
+// tests/test_resume_protocol.py checks that both sides agree on them.
 
-const ACK_EVERY = 64 * 1024;
+export const ACK_EVERY = 64 * 1024;
 const RESUME_WITHIN_MS = 60000;
 const RETRY_DELAYS_MS = [100, 250, 500, 1000, 2000, 4000];
+
+export const messages = {
+    offer: (ticket) => JSON.stringify({ ticket, resumable: true }),
+    resume: (token, offset) => JSON.stringify({ resume: token, offset }),
+    ack: (offset) => JSON.stringify({ ack: offset }),
+};
+
+// A gateway's control message: {kind: "ack" | "token" | "resumed", value}, or null.
+export function decodeControl(text) {
+    let control;
+    try { control = JSON.parse(text); } catch { return null; }
+    if (control === null || typeof control !== "object") return null;
+    if (Number.isInteger(control.ack) && control.ack >= 0) return { kind: "ack", value: control.ack };
+    if (typeof control.resume === "string" && !("offset" in control)) {
+        return { kind: "token", value: control.resume };
+    }
+    if (Number.isInteger(control.resumed) && control.resumed >= 0) {
+        return { kind: "resumed", value: control.resumed };
+    }
+    return null;
+}
 
 export class PforteChannel {
     constructor(url, ticket, onstatus = () => {}) {
@@ -29,7 +51,7 @@ export class PforteChannel {
         this._sent = [];          // [{end, bytes}] sent but not acknowledged
         this._sentEnd = 0;
         this._ws = null;
-        this._connect(JSON.stringify({ ticket, resumable: true }), false);
+        this._connect(messages.offer(ticket), false);
     }
 
     get readyState() { return this._state; }
@@ -65,24 +87,25 @@ export class PforteChannel {
             this._received += event.data.byteLength;
             if (this._received - this._ackedDown >= ACK_EVERY) {
                 this._ackedDown = this._received;
-                ws.send(JSON.stringify({ ack: this._received }));
+                ws.send(messages.ack(this._received));
             }
             if (this.onmessage) this.onmessage({ data: event.data });
             return;
         }
-        const control = JSON.parse(event.data);
-        if (typeof control.ack === "number") {
-            this._trim(control.ack);
-        } else if (typeof control.resume === "string") {
-            this._token = control.resume;
+        const control = decodeControl(event.data);
+        if (control === null) return;
+        if (control.kind === "ack") {
+            this._trim(control.value);
+        } else if (control.kind === "token") {
+            this._token = control.value;
             this._attached = true;
             this._state = "open";
             if (this.onopen) this.onopen({});
-        } else if (typeof control.resumed === "number") {
-            this._trim(control.resumed);
+        } else if (control.kind === "resumed") {
+            this._trim(control.value);
             this._attached = true;
             for (const chunk of this._sent) {
-                const skip = Math.max(0, control.resumed - (chunk.end - chunk.bytes.byteLength));
+                const skip = Math.max(0, control.value - (chunk.end - chunk.bytes.byteLength));
                 ws.send(skip ? chunk.bytes.subarray(skip) : chunk.bytes);
             }
             this._resumeStarted = null;
@@ -113,7 +136,6 @@ export class PforteChannel {
         this.onstatus("reconnecting");
         this._attempt = (this._attempt || 0) + 1;
         const delay = RETRY_DELAYS_MS[Math.min(this._attempt - 1, RETRY_DELAYS_MS.length - 1)];
-        setTimeout(() => this._connect(
-            JSON.stringify({ resume: this._token, offset: this._received }), true), delay);
+        setTimeout(() => this._connect(messages.resume(this._token, this._received), true), delay);
     }
 }

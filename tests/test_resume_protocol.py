@@ -1,0 +1,59 @@
+"""The page's PforteChannel (JavaScript) and wire.resume (Python) speak the same control
+messages: the page's module is run in Node.js and its words compared with Python's."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from wire.resume import (ACK_EVERY, Ack, Offer, Resume, Resumed, ResumeToken, decode, encode)
+
+CHANNEL = Path(__file__).resolve().parents[1] / "broker" / "web" / "static" / "pforte-channel.js"
+GATEWAY_SAYS = [encode(ResumeToken("tok-1")), encode(Resumed(123)), encode(Ack(65536)),
+                '{"ack": -1}', '{"resumed": "3"}', "nope", "[]"]
+
+SCRIPT = """
+const m = await import(process.argv[1]);
+const said = JSON.parse(process.argv[2]);
+console.log(JSON.stringify({
+    ackEvery: m.ACK_EVERY,
+    offer: m.messages.offer("T.1"),
+    resume: m.messages.resume("tok-1", 42),
+    ack: m.messages.ack(7),
+    decoded: said.map((text) => m.decodeControl(text)),
+}));
+"""
+
+
+@pytest.fixture(scope="module")
+def page():
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("not installed: node (scripts/setup installs it with npm)")
+    out = subprocess.run([node, "--input-type=module", "-e", SCRIPT, "--", CHANNEL.as_uri(),
+                          json.dumps(GATEWAY_SAYS)], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def test_both_acknowledge_at_the_same_cadence(page):
+    assert page["ackEvery"] == ACK_EVERY
+
+
+def test_what_the_page_sends_is_what_the_gateway_decodes(page):
+    assert decode(page["offer"]) == Offer("T.1", resumable=True)
+    assert decode(page["resume"]) == Resume("tok-1", 42)
+    assert decode(page["ack"]) == Ack(7)
+    assert page["offer"] == encode(Offer("T.1", resumable=True))
+    assert page["resume"] == encode(Resume("tok-1", 42))
+
+
+def test_the_page_reads_what_the_gateway_sends_and_nothing_else(page):
+    expected = [{"kind": "token", "value": "tok-1"}, {"kind": "resumed", "value": 123},
+                {"kind": "ack", "value": 65536}, None, None, None, None]
+    assert page["decoded"] == expected
+    assert [decode(text) is not None for text in GATEWAY_SAYS] == [x is not None
+                                                                   for x in expected]

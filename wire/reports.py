@@ -1,0 +1,99 @@
+"""What gateways tell the broker (``POST /api/v1/gateway/...``, authenticated with the report
+token): the redemption of a ticket, the end of a session, the sessions a gateway still holds.
+One dataclass each, with the one encoder and the one checking decoder both sides use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .closes import EndReason
+from .ticket import Claims
+
+REDEEM = "/api/v1/gateway/redeem"
+DISCONNECT = "/api/v1/gateway/disconnect"
+ALIVE = "/api/v1/gateway/alive"
+
+
+class BadReport(ValueError):
+    """A report body that is not what its path expects (the text says what is wrong)."""
+
+
+@dataclass(frozen=True)
+class Redemption:
+    """Record the ticket's single use and its session as connected (204), or refuse (409)."""
+    ticket_id: str
+    expires_at: int
+    tenant: str
+    user: str
+    session: str
+
+    @classmethod
+    def of(cls, claims: Claims) -> "Redemption":
+        return cls(claims.ticket_id, claims.expires_at, claims.tenant, claims.user,
+                   claims.session)
+
+    def to_json(self) -> dict:
+        return {"ticket_id": self.ticket_id, "expires_at": self.expires_at,
+                "tenant": self.tenant, "user": self.user, "session": self.session}
+
+    @classmethod
+    def from_json(cls, body: object) -> "Redemption":
+        body = _object(body)
+        if type(body.get("expires_at")) is not int:
+            raise BadReport("expires_at missing")
+        return cls(_text(body, "ticket_id"), body["expires_at"], _text(body, "tenant"),
+                   _text(body, "user"), _text(body, "session"))
+
+
+@dataclass(frozen=True)
+class Disconnect:
+    """A viewer of the session left; ``reason`` is None for a word this broker does not know."""
+    tenant: str
+    session: str
+    bytes_up: int
+    bytes_down: int
+    reason: EndReason | None
+
+    def to_json(self) -> dict:
+        return {"tenant": self.tenant, "session": self.session, "bytes_up": self.bytes_up,
+                "bytes_down": self.bytes_down,
+                "reason": self.reason.value if self.reason else None}
+
+    @classmethod
+    def from_json(cls, body: object) -> "Disconnect":
+        body = _object(body)
+        counts = [body.get(k) if type(body.get(k)) is int else 0 for k in ("bytes_up",
+                                                                          "bytes_down")]
+        return cls(_text(body, "tenant"), _text(body, "session"), *counts,
+                   EndReason.parse(body.get("reason")))
+
+
+@dataclass(frozen=True)
+class Alive:
+    """The (tenant, session) pairs a gateway holds, attached or awaiting a resume."""
+    sessions: tuple[tuple[str, str], ...]
+
+    def to_json(self) -> dict:
+        return {"sessions": [{"tenant": t, "session": s} for t, s in self.sessions]}
+
+    @classmethod
+    def from_json(cls, body: object) -> "Alive":
+        sessions = _object(body).get("sessions")
+        if not isinstance(sessions, list) or not all(
+                isinstance(s, dict) and isinstance(s.get("tenant"), str)
+                and isinstance(s.get("session"), str) for s in sessions):
+            raise BadReport("sessions must be a list of {tenant, session}")
+        return cls(tuple((s["tenant"], s["session"]) for s in sessions))
+
+
+def _object(body: object) -> dict:
+    if not isinstance(body, dict):
+        raise BadReport("body is not a JSON object")
+    return body
+
+
+def _text(body: dict, name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str):
+        raise BadReport(f"{name} missing")
+    return value

@@ -171,7 +171,7 @@ class Devices:
         else:
             profile = resolve([("<defaults>", {"tenant": login.tenant})])
         if pool is None:
-            await self.audit.record(login.tenant, login.login, source, "connection_file",
+            await self.audit.record(login.tenant, login.user, source, "connection_file",
                                     "not_entitled", pool_id)
             raise NotEntitled(pool_id)
         viewer = viewer or profile.viewer
@@ -180,7 +180,7 @@ class Devices:
         tenant = self.config.tenant(login.tenant)
         if any(tenant.host(h).protocol != viewer for h in pool.hosts):
             raise ViewerMismatch(pool.id)
-        await self.audit.record(login.tenant, login.login, source, "connection_file", "ok",
+        await self.audit.record(login.tenant, login.user, source, "connection_file", "ok",
                                 f"pool={pool.id} viewer={viewer}")
         return (f"{pool.id}{EXTENSIONS[viewer]}", MEDIA_TYPES[viewer],
                 RENDERERS[viewer](profile, "127.0.0.1", port))

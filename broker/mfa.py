@@ -13,15 +13,14 @@ TOTP secrets are stored sealed with AES-256-GCM (:func:`seal` / :func:`unseal`).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import os
 import secrets
 
 import pyotp
 import segno
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from wire import sealing
 
 from .errors import CodeRejected
 
@@ -100,11 +99,9 @@ def qr_svg(uri: str) -> str:
 
 def seal(key: bytes, secret: str, context: str) -> str:
     """Encrypt a TOTP secret for storage, bound to its owner (``context``)."""
-    nonce = os.urandom(12)
-    return base64.b64encode(nonce + AESGCM(key).encrypt(nonce, secret.encode(),
-                                                         context.encode())).decode()
+    return sealing.seal(key, secret.encode(), context.encode())
 
 
 def unseal(key: bytes, sealed: str, context: str) -> str:
-    raw = base64.b64decode(sealed)
-    return AESGCM(key).decrypt(raw[:12], raw[12:], context.encode()).decode()
+    """Raises: wire.sealing.SealBroken (wrong key or owner, tampered)."""
+    return sealing.unseal(key, sealed, context.encode()).decode()

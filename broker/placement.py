@@ -49,7 +49,15 @@ class PoolBusy:
     """Seats are free, but every host with one has as many logons in flight as it may."""
 
 
+@dataclass(frozen=True)
+class OwnHostDown:
+    """A dedicated pool's user: their own host takes no sessions now (decided by the store,
+    which knows the dedication; :func:`place` sees only that host)."""
+    host_id: str
+
+
 Decision = Reconnect | NewSession | PoolFull | PoolBusy
+Refusal = PoolFull | PoolBusy | OwnHostDown   # what a placement may end in instead of a seat
 
 
 def place(existing: Reconnect | None, hosts: Sequence[HostLoad],

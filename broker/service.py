@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from wire import reports, ticket
 from wire.closes import EndReason
 
-from . import mfa
+from . import mfa, placement
 from .admin import Administration
 from .audit import AuditLog
 from .config import BrokerConfig, HostConfig, PoolConfig, TenantConfig
@@ -32,10 +32,17 @@ from .throttle import Key, Outcome
 from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, DesktopStartFailed,
                      LoginRequired, NoFreeDesktop, NotEntitled, NotFound, OwnDesktopUnavailable,
                      PoolBusy, TooManyAttempts, UnknownTenant)
-from .store import (OPERATOR, Login, OwnHostUnavailable, PoolIsBusy, Store,
-                    TicketAlreadyRedeemed, UnknownSession)
+from .store import (OPERATOR, Assignment, Login, Store, TicketAlreadyRedeemed,
+                    UnknownSession)
 
 logger = logging.getLogger("pforte.broker")
+
+# How a placement that found no seat is answered: (audit result, error, audit detail).
+REFUSALS: dict[type, tuple[str, type[BrokerError], str]] = {
+    placement.PoolFull: ("pool_full", NoFreeDesktop, "{pool}"),
+    placement.PoolBusy: ("pool_busy", PoolBusy, "{pool}"),
+    placement.OwnHostDown: ("own_host_unavailable", OwnDesktopUnavailable, "pool={pool}"),
+}
 
 HOUSEKEEPING_INTERVAL = 5.0  # seconds between timer sweeps of the session table
 MAX_LOGIN_LENGTH = 256
@@ -192,7 +199,7 @@ class Broker:
                 user = await directory.verify(entry, password)
         now = self.clock()
         token = secrets.token_urlsafe(32)
-        login = Login(tenant=tenant.id, login=user.login, display_name=user.display_name,
+        login = Login(tenant=tenant.id, user=user.login, display_name=user.display_name,
                       groups=user.groups, mfa_done=False, csrf=secrets.token_urlsafe(24),
                       expires=now + self.config.login_lifetime)
         await self.store.create_login(token, login)
@@ -261,7 +268,7 @@ class Broker:
         if scope is not None:
             return AdminPrincipal(f"token:{scope[1]}", token_tenant=scope[0])
         login = await self.login_for(token)
-        return AdminPrincipal(login.login, login=login)
+        return AdminPrincipal(login.user, login=login)
 
     async def login_for(self, token: str | None, *, need_mfa: bool = True) -> Login:
         """The login behind a token.
@@ -275,7 +282,7 @@ class Broker:
         return login
 
     async def is_enrolled(self, login: Login) -> bool:
-        return (await self.store.user_mfa(login.tenant, login.login)).confirmed
+        return (await self.store.user_mfa(login.tenant, login.user)).confirmed
 
     async def enrolment(self, login: Login) -> Enrolment:
         """The secret to enrol (the same one until it is confirmed).
@@ -283,18 +290,18 @@ class Broker:
         Raises:
             BadRequest: the user is enrolled already.
         """
-        state = await self.store.user_mfa(login.tenant, login.login)
+        state = await self.store.user_mfa(login.tenant, login.user)
         if state.confirmed:
             raise BadRequest("already enrolled")
-        context = f"{login.tenant}/{login.login}"
+        context = f"{login.tenant}/{login.user}"
         if state.totp_sealed:  # started before: show the same secret again
             secret = mfa.unseal(self.config.totp_key, state.totp_sealed, context)
         else:
             secret = mfa.new_secret()
-            await self.store.begin_enrolment(login.tenant, login.login,
+            await self.store.begin_enrolment(login.tenant, login.user,
                                              mfa.seal(self.config.totp_key, secret, context))
         tenant = self.config.tenant(login.tenant)
-        account = f"{login.login}@{tenant.domains[0]}"
+        account = f"{login.user}@{tenant.domains[0]}"
         uri = mfa.provisioning_uri(secret, account)
         return Enrolment(secret, uri, mfa.qr_svg(uri))
 
@@ -315,33 +322,33 @@ class Broker:
         Raises:
             CodeRejected (or its CodeReplayed), TooManyAttempts, LoginRequired.
         """
-        state = await self.store.user_mfa(login.tenant, login.login)
+        state = await self.store.user_mfa(login.tenant, login.user)
         if not state.totp_sealed:
             raise LoginRequired("no enrolment started")
-        context = f"{login.tenant}/{login.login}"
+        context = f"{login.tenant}/{login.user}"
         recovery = state.confirmed and mfa.looks_like_recovery_code(code)
         action = "login.recovery" if recovery else "login.totp" if state.confirmed else "mfa.enrol"
-        keys = [self._user_key(login.tenant, login.login, complete=True),
+        keys = [self._user_key(login.tenant, login.user, complete=True),
                 self._source_key(source)]
-        async with self._attempt(keys, login.tenant, login.login, source, action,
+        async with self._attempt(keys, login.tenant, login.user, source, action,
                                  audit_failure=True):
             if recovery:
                 if not await self.store.use_recovery_code(
-                        login.tenant, login.login,
+                        login.tenant, login.user,
                         mfa.recovery_hash(self.config.totp_key, context, code), now=self.clock()):
                     raise CodeRejected("unknown or spent recovery code")
             else:
                 secret = mfa.unseal(self.config.totp_key, state.totp_sealed, context)
                 step = mfa.check_code(secret, code, now=self.clock(), last_step=state.last_step)
-                if not await self.store.accept_step(login.tenant, login.login, step,
+                if not await self.store.accept_step(login.tenant, login.user, step,
                                                     confirm=not state.confirmed):
                     raise mfa.CodeReplayed("step used concurrently")
         await self.store.complete_mfa(token)
-        await self.audit.record(login.tenant, login.login, source, action, "ok")
+        await self.audit.record(login.tenant, login.user, source, action, "ok")
         if state.confirmed:
             return None
         codes = mfa.new_recovery_codes()
-        await self.store.set_recovery_codes(login.tenant, login.login, [
+        await self.store.set_recovery_codes(login.tenant, login.user, [
             mfa.recovery_hash(self.config.totp_key, context, c) for c in codes])
         return codes
 
@@ -362,26 +369,22 @@ class Broker:
         tenant = self.config.tenant(login.tenant)
         pool = entitled_pool(tenant, login.groups, pool_id)
         if pool is None:
-            await self.audit.record(login.tenant, login.login, source, "connect", "not_entitled", pool_id)
+            await self.audit.record(login.tenant, login.user, source, "connect", "not_entitled", pool_id)
             raise NotEntitled(pool_id)
         now = self.clock()
         hosts, reconnect_hosts = await self.admin.availability(tenant, pool.hosts)
-        try:
-            assignment = await self.store.assign(
-                tenant.id, login.login, pool.id, hosts, now=now,
-                pending_timeout=self.config.pending_timeout, keep_seconds=pool.disconnected_keep,
-                reconnect_hosts=reconnect_hosts, max_in_flight=pool.max_logons_in_flight,
-                dedicated=pool.dedicated, rng=self.rng)
-        except OwnHostUnavailable as exc:
-            await self.audit.record(login.tenant, login.login, source, "connect", "own_host_unavailable",
-                             f"pool={pool.id} host={exc}")
-            raise OwnDesktopUnavailable(pool.id) from None
-        except PoolIsBusy:
-            await self.audit.record(login.tenant, login.login, source, "connect", "pool_busy", pool.id)
-            raise PoolBusy(pool.id) from None
-        if assignment is None:
-            await self.audit.record(login.tenant, login.login, source, "connect", "pool_full", pool.id)
-            raise NoFreeDesktop(pool.id)
+        assignment = await self.store.assign(
+            tenant.id, login.user, pool.id, hosts, now=now,
+            pending_timeout=self.config.pending_timeout, keep_seconds=pool.disconnected_keep,
+            reconnect_hosts=reconnect_hosts, max_in_flight=pool.max_logons_in_flight,
+            dedicated=pool.dedicated, rng=self.rng)
+        if not isinstance(assignment, Assignment):
+            result, error, detail = REFUSALS[type(assignment)]
+            if isinstance(assignment, placement.OwnHostDown):
+                detail = f"{detail} host={assignment.host_id}"
+            await self.audit.record(login.tenant, login.user, source, "connect", result,
+                                    detail.format(pool=pool.id))
+            raise error(pool.id)
         host = tenant.host(assignment.host_id)
         port = assignment.port or host.port
         if host.ssh is not None and host.ssh.launch_command and assignment.port is None:
@@ -393,11 +396,11 @@ class Broker:
                   if host.secret is not None else None)
         claims = ticket.Claims(
             ticket_id=ticket_id, issued_at=issued, expires_at=expires,
-            audience=self.config.gateway_audience, tenant=tenant.id, user=login.login,
+            audience=self.config.gateway_audience, tenant=tenant.id, user=login.user,
             session=assignment.session_id,
             target=ticket.Target(host.address, port, host.protocol), sealed_secret=sealed,
             idle_after=pool.idle_logoff)
-        await self.audit.record(login.tenant, login.login, source, "connect", "ok",
+        await self.audit.record(login.tenant, login.user, source, "connect", "ok",
                           f"pool={pool.id} host={host.id} session={assignment.session_id}"
                           f"{' reconnect' if assignment.reconnect else ''}")
         return Connection(ticket.mint(self._signing_key, claims), self.config.gateway_url,
@@ -407,14 +410,14 @@ class Broker:
                       session_id: str, source: str) -> int:
         """Start the user's own desktop on a multi-session host; its port."""
         try:
-            port = await self.hosts.launch(host, login.login)
+            port = await self.hosts.launch(host, login.user)
         except HostUnreachable as exc:
             await self.store.end_session(tenant.id, session_id, now=self.clock())
-            await self.audit.record(tenant.id, login.login, source, "desktop.launch", "failed",
+            await self.audit.record(tenant.id, login.user, source, "desktop.launch", "failed",
                              f"host={host.id} {exc}")
             raise DesktopStartFailed(host.id) from None
         await self.store.set_session_port(session_id, port)
-        await self.audit.record(tenant.id, login.login, source, "desktop.launch", "ok",
+        await self.audit.record(tenant.id, login.user, source, "desktop.launch", "ok",
                          f"host={host.id} port={port} session={session_id}")
         return port
 

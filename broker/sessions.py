@@ -1,4 +1,5 @@
-"""Session lifecycle: one table of states and events. Pure; the store applies it in transactions.
+"""Session lifecycle: one table of states and events. Pure; the store applies it in transactions,
+one session at a time with :func:`next_state` and in bulk (timers) with :func:`bulk`.
 
 Theory of operation
 -------------------
@@ -59,3 +60,18 @@ def next_state(state: State, event: Event) -> State:
         return TRANSITIONS[(state, event)]
     except KeyError:
         raise InvalidTransition(f"{event.value} in state {state.value}") from None
+
+
+def bulk(event: Event, among: tuple[State, ...] | None = None) -> tuple[tuple[State, ...], State]:
+    """For an update of many sessions at once: the states (of ``among``, or all) in which
+    ``event`` applies, and the one state it leads to from each of them.
+
+    Raises:
+        InvalidTransition: the event leads to different states from those states.
+    """
+    moves = {s: t for (s, e), t in TRANSITIONS.items()
+             if e is event and (among is None or s in among)}
+    targets = set(moves.values())
+    if len(targets) != 1:
+        raise InvalidTransition(f"{event.value} leads to {sorted(t.value for t in targets)}")
+    return tuple(moves), targets.pop()

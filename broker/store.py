@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .host_states import HostState
-from .placement import HostLoad, NewSession, PoolBusy, PoolFull, Reconnect, place
-from .sessions import LIVE_STATES, Event, InvalidTransition, State, next_state
+from .placement import (HostLoad, NewSession, OwnHostDown, PoolBusy, PoolFull, Reconnect,
+                        Refusal, place)
+from .sessions import LIVE_STATES, Event, InvalidTransition, State, bulk, next_state
 from .throttle import Key, Outcome, Record, reserve, settle
 
 SCHEMA = """
@@ -72,8 +73,16 @@ CREATE TABLE IF NOT EXISTS admin_tokens (
 
 OPERATOR = "*"  # the tenant of an operator-level admin token: every tenant
 
-_LIVE = tuple(s.value for s in LIVE_STATES)
-_LIVE_SQL = ",".join("?" * len(_LIVE))
+def _values(states: Sequence[State]) -> tuple[str, ...]:
+    return tuple(s.value for s in states)
+
+
+def _marks(states: Sequence[State]) -> str:
+    return ",".join("?" * len(states))
+
+
+_LIVE = _values(LIVE_STATES)
+_LIVE_SQL = _marks(LIVE_STATES)
 
 
 @dataclass(frozen=True)
@@ -102,18 +111,12 @@ class Assignment:
     port: int | None = None      # the user's own desktop's port, once launched
 
 
-class PoolIsBusy(Exception):
-    """Every host with a free seat has its cap of logons in flight."""
-
-
-class OwnHostUnavailable(Exception):
-    """A dedicated pool's user: their own host takes no sessions now."""
-
-
 @dataclass(frozen=True)
 class Login:
+    """A portal login (half, until ``mfa_done``) of a user, who is named by their canonical
+    identity as the directory gave it."""
     tenant: str
-    login: str
+    user: str
     display_name: str
     groups: frozenset[str]
     mfa_done: bool
@@ -327,7 +330,7 @@ class Store:
     async def create_login(self, token: str, login: Login) -> None:
         def q(db: sqlite3.Connection) -> None:
             db.execute("INSERT INTO logins VALUES (?,?,?,?,?,?,?,?)", (
-                token_hash(token), login.tenant, login.login, login.display_name,
+                token_hash(token), login.tenant, login.user, login.display_name,
                 json.dumps(sorted(login.groups)), int(login.mfa_done), login.csrf, login.expires))
         await self._run(self._tx, q)
 
@@ -357,15 +360,13 @@ class Store:
                      hosts: Sequence[tuple[str, int, bool]], *, now: float, pending_timeout: int,
                      keep_seconds: int, reconnect_hosts: set[str] | None = None,
                      max_in_flight: int = 0, dedicated: bool = False,
-                     rng: random.Random | None = None) -> Assignment | None:
-        """Place the user in the pool atomically; None when the pool is full.
+                     rng: random.Random | None = None) -> Assignment | Refusal:
+        """Place the user in the pool atomically: a seat, or why not (:data:`Refusal`:
+        full; seats free only on hosts at their ``max_in_flight`` cap; a dedicated pool's user
+        whose own host takes no sessions now).
 
         In a dedicated pool the user's own host (assigned at the first placement, or by an admin)
         is the only candidate.
-
-        Raises:
-            PoolIsBusy: seats are free only on hosts at their ``max_in_flight`` cap.
-            OwnHostUnavailable: dedicated pool, and the user's host takes no sessions now.
 
         Args:
             hosts: (host id, seats, takes new sessions) of the pool's hosts.
@@ -374,14 +375,14 @@ class Store:
         """
         rng = rng or random.Random()
 
-        def q(db: sqlite3.Connection) -> Assignment | None:
+        def q(db: sqlite3.Connection) -> Assignment | Refusal:
             row = db.execute(
                 f"SELECT id, host, state, port FROM sessions WHERE tenant=? AND login=? AND pool=? "
                 f"AND state IN ({_LIVE_SQL}) ORDER BY created LIMIT 1",
                 (tenant, login, pool, *_LIVE)).fetchone()
             if row and reconnect_hosts is not None and row[1] not in reconnect_hosts:
                 db.execute("UPDATE sessions SET state=?, deadline=NULL, updated=? WHERE id=?",
-                           (State.ENDED.value, now, row[0]))
+                           (next_state(State(row[2]), Event.END).value, now, row[0]))
                 row = None
             existing = Reconnect(row[0], row[1]) if row else None
             own = db.execute("SELECT host FROM dedicated WHERE tenant=? AND pool=? AND login=?",
@@ -397,12 +398,10 @@ class Store:
             loads = [HostLoad(h, seats, counts.get(h, 0), accepting, pending.get(h, 0),
                               max_in_flight) for h, seats, accepting in candidates]
             decision = place(existing, loads, tie_break=rng.choice)
-            if isinstance(decision, PoolFull):
-                if own:
-                    raise OwnHostUnavailable(own[0])
-                return None
-            if isinstance(decision, PoolBusy):
-                raise PoolIsBusy(pool)
+            if isinstance(decision, PoolFull) and own:
+                return OwnHostDown(own[0])
+            if isinstance(decision, (PoolFull, PoolBusy)):
+                return decision
             if isinstance(decision, Reconnect):
                 if row[2] == State.PENDING.value:  # a fresh ticket: hold the seat a while longer
                     db.execute("UPDATE sessions SET deadline=?, updated=? WHERE id=?",
@@ -470,15 +469,17 @@ class Store:
     async def expire(self, now: float, *, gateway_lease: float = float("inf")) -> int:
         """Apply the timers: end sessions whose time ran out, count connected sessions no gateway
         vouched for within ``gateway_lease`` seconds as disconnected, forget old tickets."""
+        unvouched, left = bulk(Event.DISCONNECT)       # the last viewer is gone with its gateway
+        timed_out, over = bulk(Event.EXPIRE)
+
         def q(db: sqlite3.Connection) -> int:
-            db.execute("UPDATE sessions SET state=?, viewers=0, deadline=?+keep_seconds, updated=? "
-                       "WHERE state=? AND updated<?", (State.DISCONNECTED.value, now, now,
-                                                       State.CONNECTED.value, now - gateway_lease))
+            db.execute(f"UPDATE sessions SET state=?, viewers=0, deadline=?+keep_seconds, "
+                       f"updated=? WHERE state IN ({_marks(unvouched)}) AND updated<?",
+                       (left.value, now, now, *_values(unvouched), now - gateway_lease))
             cur = db.execute(
-                "UPDATE sessions SET state=?, deadline=NULL, updated=? WHERE deadline IS NOT NULL "
-                "AND deadline<=? AND state IN (?,?)", (State.ENDED.value, now, now,
-                                                       State.PENDING.value,
-                                                       State.DISCONNECTED.value))
+                f"UPDATE sessions SET state=?, deadline=NULL, updated=? WHERE deadline IS NOT "
+                f"NULL AND deadline<=? AND state IN ({_marks(timed_out)})",
+                (over.value, now, now, *_values(timed_out)))
             db.execute("DELETE FROM tickets WHERE expires_at<?", (now - 60,))
             db.execute("DELETE FROM logins WHERE expires<=?", (now,))
             return cur.rowcount

@@ -23,6 +23,7 @@ import getpass
 import json
 import os
 import random
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ TEXTS = {
                 "erneut an.",
         "no_desktop": "Ihnen ist an diesem Gerät kein Arbeitsplatz zugewiesen.",
         "choose": "Welcher Arbeitsplatz? ({listing})",
+        "keyboard": "Die Tastaturbelegung {layout} ließ sich nicht einstellen.",
         "give_up": "Der Server ist nicht erreichbar: {why}. Bitte wenden Sie sich an Ihren "
                    "IT-Service.",
         "tunnel": "Der Tunnel wartet auf 127.0.0.1:{port}, bis Sie Strg-C drücken.",
@@ -84,6 +86,7 @@ TEXTS = {
         "lost": "The connection to your desktop was lost. Please sign in again.",
         "no_desktop": "No desktop has been assigned to you on this device.",
         "choose": "Which desktop? ({listing})",
+        "keyboard": "The keyboard layout {layout} could not be set.",
         "give_up": "The server cannot be reached: {why}. Please call your IT service desk.",
         "tunnel": "The tunnel listens on 127.0.0.1:{port} until Ctrl-C.",
         "no_srv": "DNS has no {name} record: the device cannot find its server.",
@@ -99,6 +102,12 @@ def kiosk_browser(broker_url: str, profile: dict) -> list[str]:
     page = "/login?kiosk=1" if profile["kiosk"]["auto_connect"] else "/login"
     return ["chromium", "--kiosk", "--incognito", "--no-first-run", f"--lang={profile['language']}",
             f"--accept-lang={profile['language']}", f"{broker_url}{page}"]
+
+
+def keyboard_command(profile: dict) -> list[str]:
+    """Set the thin client's keyboard map to the profile's layout (the viewer, and the browser,
+    send what the local keyboard map makes of a key)."""
+    return ["setxkbmap", "-layout", profile["keyboard_layout"]]
 
 
 def backoff(attempt: int, rng: random.Random, *, base: float = BASE_DELAY,
@@ -164,6 +173,7 @@ class Agent:
     reconnect_on_drop: bool = True           # from the profile
     resume_within: float = 60.0              # seconds the tunnel tries to resume a dropped stream
     language: str = "de"                     # of what it says; the profile's, once known
+    keyboard: list[str] | None = None        # the command that sets the profile's keyboard map
 
     def text(self, key: str, **values: object) -> str:
         return TEXTS[self.language][key].format(**values)
@@ -267,6 +277,7 @@ class Agent:
         self.on_logoff = profile["kiosk"]["on_logoff"]
         self.language = profile["language"]
         self.reconnect_on_drop = profile["kiosk"]["reconnect_on_drop"]
+        self.keyboard = keyboard_command(profile)
         if profile["viewer"] == "browser":
             return kiosk_browser(self.broker_url, profile)
         self.token = token = await self.sign_in()
@@ -307,10 +318,21 @@ class Agent:
                 self.say(str(exc))  # this user cannot work here (say, no desktop): the next one
                 await self.end_session()
                 continue
+            await self.apply_keyboard()
             await self._run_viewer(launch, command)
             await self.end_session()
             if self.on_logoff != "login":
                 return self.on_logoff
+
+    async def apply_keyboard(self) -> None:
+        """Set the profile's keyboard map on the device's X display (where there is one)."""
+        if self.keyboard is None or not os.environ.get("DISPLAY") or not shutil.which(
+                self.keyboard[0]):
+            return
+        proc = await asyncio.create_subprocess_exec(*self.keyboard,
+                                                    stderr=asyncio.subprocess.DEVNULL)
+        if await proc.wait() != 0:
+            self.say(self.text("keyboard", layout=self.keyboard[-1]))
 
     async def _run_viewer(self, launch: Callable[[list[str]], Awaitable[object]],
                           command: list[str]) -> None:

@@ -23,12 +23,12 @@ from wire.errors import ConfigError
 VIEWERS = ("browser", "vnc", "rdp", "spice")
 ON_LOGOFF = ("login", "shutdown", "restart")
 _RESOLUTION = re.compile(r"^(auto|\d{3,5}x\d{3,5})$")
+_LAYOUT = re.compile(r"^[a-z]{2,8}(\([a-z0-9_]{1,32}\))?$")   # de, us, de(nodeadkeys)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 @dataclass(frozen=True)
 class Kiosk:
-    straight_to_login: bool
     auto_connect: bool            # open the only desktop without asking
     reconnect_on_drop: bool
     on_logoff: str                # login | shutdown | restart
@@ -56,10 +56,9 @@ class Profile:
     viewer: str
     kiosk: Kiosk
     display: Display
-    keyboard_layout: str
+    keyboard_layout: str          # the thin client's X keyboard map (setxkbmap -layout)
     language: str
     redirect: Redirect
-    screen_lock_minutes: int      # 0: never
 
 
 Layers = list[tuple[str, dict[str, Any]]]   # (file, table) in merge order
@@ -115,6 +114,14 @@ def _choice(s: Section, name: str, default: str, choices: tuple[str, ...]) -> st
     return value
 
 
+def _layout(keyboard: Section) -> str:
+    layout = keyboard.str("layout", "de")
+    if not _LAYOUT.match(layout):
+        raise keyboard.fail("layout", f"expected an XKB layout like de or de(nodeadkeys), "
+                                      f"got {layout!r}")
+    return layout
+
+
 def _profile(root: Section) -> Profile:
     kiosk, display = root.table("kiosk", {}), root.table("display", {})
     keyboard, redirect = root.table("keyboard", {}), root.table("redirect", {})
@@ -125,16 +132,15 @@ def _profile(root: Section) -> Profile:
         tenant=root.str("tenant"),
         pools=tuple(root.str_list("pools", [], non_empty=False)),
         viewer=_choice(root, "viewer", "browser", VIEWERS),
-        kiosk=Kiosk(kiosk.bool("straight_to_login", True), kiosk.bool("auto_connect", True),
+        kiosk=Kiosk(kiosk.bool("auto_connect", True),
                     kiosk.bool("reconnect_on_drop", True),
                     _choice(kiosk, "on_logoff", "login", ON_LOGOFF)),
         display=Display(resolution, display.int("monitors", 1, minimum=1, maximum=4),
                         display.bool("fullscreen", True)),
-        keyboard_layout=keyboard.str("layout", "de"),
+        keyboard_layout=_layout(keyboard),
         language=_choice(keyboard, "language", "de", ("de", "en")),
         redirect=Redirect(redirect.bool("clipboard", False), redirect.bool("usb", False),
                           redirect.bool("printing", True)),
-        screen_lock_minutes=root.int("screen_lock_minutes", 10, minimum=0, maximum=240),
     )
     for section in (kiosk, display, keyboard, redirect, root):
         section.done()

@@ -21,7 +21,6 @@ reason); exception text never reaches the client.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import secrets
@@ -168,8 +167,7 @@ class Gateway:
 
     async def handle_close(self, request: web.Request) -> web.Response:
         """The broker logged a session off: close its connections here (and any held for resume)."""
-        expected = b"Bearer " + self.config.report_token
-        if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
+        if not serving.bearer_is(request, self.config.report_token):
             raise web.HTTPUnauthorized(text="token missing or wrong\n")
         try:
             session_id = (await request.json())["session"]

@@ -453,6 +453,10 @@ async def test_the_native_viewer_shows_the_desktop_on_the_thin_clients_screen_as
         agent, command = await boot_agent(inst, inst.base_url, tmp_path / "tc", secret, [])
         try:
             assert command[0] == "vncviewer"
+            need("setxkbmap")
+            await x_output(*agent.keyboard, "-display", f":{screen.display}")
+            query = await x_output("setxkbmap", "-query", "-display", f":{screen.display}")
+            assert "layout:     de" in query             # the thin-client class's keyboard
             log = tmp_path / "vncviewer.log"
             with open(log, "wb") as out:
                 viewer = await asyncio.create_subprocess_exec(

@@ -17,7 +17,6 @@ def test_layers_merge_base_class_site_device_in_that_order():
     assert p.display.monitors == 2
     assert p.pools == ("buero",)                      # from the site
     assert p.redirect.clipboard is True and p.redirect.usb is False   # site over base, base kept
-    assert p.screen_lock_minutes == 5
     assert p.keyboard_layout == "us" and p.language == "de"           # device over base
 
 
@@ -40,6 +39,8 @@ def test_a_mistake_names_the_file_that_made_it():
     ({"kiosk": {"on_logoff": "explode"}}, "kiosk.on_logoff"),
     ({"redirect": {"usb": "yes"}}, "redirect.usb"),
     ({"screen_lock": 5}, "screen_lock"),                 # misspelt key
+    ({"keyboard": {"layout": "de; reboot"}}, "keyboard.layout"),   # reaches a command line
+    ({"keyboard": {"layout": "-option"}}, "keyboard.layout"),
 ])
 def test_invalid_values_and_unknown_keys_are_refused(table, key):
     with pytest.raises(ConfigError) as err:
@@ -68,9 +69,9 @@ def test_merging_does_not_change_the_layers():
 def test_an_edited_layer_applies_at_the_next_fetch(tmp_path):
     (tmp_path / "base.toml").write_text('tenant = "t"\nviewer = "vnc"\n')
     assert resolve(load_layers(tmp_path, device="d")).viewer == "vnc"
-    (tmp_path / "base.toml").write_text('tenant = "t"\nviewer = "rdp"\nscreen_lock_minutes = 3\n')
+    (tmp_path / "base.toml").write_text('tenant = "t"\nviewer = "rdp"\n[keyboard]\nlayout = "fr"\n')
     p = resolve(load_layers(tmp_path, device="d"))
-    assert p.viewer == "rdp" and p.screen_lock_minutes == 3
+    assert p.viewer == "rdp" and p.keyboard_layout == "fr"
     (tmp_path / "base.toml").write_text('tenant = "t"\nviewer = \n')
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_layers(tmp_path, device="d")

@@ -7,7 +7,8 @@ import random
 import pytest
 
 from broker.sessions import State
-from broker.store import Store, TicketAlreadyRedeemed, UnknownSession
+from broker.placement import OwnHostDown, PoolBusy, PoolFull
+from broker.store import Assignment, Store, TicketAlreadyRedeemed, UnknownSession
 
 NOW = 1_800_000_000.0
 
@@ -29,8 +30,8 @@ async def test_concurrent_logins_from_two_brokers_never_overbook(stores):
         return await store.assign("t", f"user{i}", "p", hosts, now=NOW, pending_timeout=60,
                                   keep_seconds=60, rng=random.Random(i))
     results = await asyncio.gather(*(one(stores[i % 2], i) for i in range(12)))
-    placed = [r for r in results if r is not None]
-    assert len(placed) == 5
+    placed = [r for r in results if isinstance(r, Assignment)]
+    assert len(placed) == 5 and all(isinstance(r, PoolFull) for r in results if r not in placed)
     per_host = {h: sum(1 for r in placed if r.host_id == h) for h, _, _ in hosts}
     assert per_host == {"h1": 3, "h2": 2}
 
@@ -90,14 +91,13 @@ async def test_a_totp_step_is_accepted_once_even_concurrently(stores):
 
 
 async def test_logons_in_flight_are_capped_per_host(stores):
-    from broker.store import PoolIsBusy
     a, _ = stores
     for i in range(2):
         await a.assign("t", f"u{i}", "p", [("h1", 10, True)], now=NOW, pending_timeout=60,
                        keep_seconds=60, max_in_flight=2)
-    with pytest.raises(PoolIsBusy):
-        await a.assign("t", "u9", "p", [("h1", 10, True)], now=NOW, pending_timeout=60,
-                       keep_seconds=60, max_in_flight=2)
+    assert isinstance(await a.assign("t", "u9", "p", [("h1", 10, True)], now=NOW,
+                                     pending_timeout=60, keep_seconds=60, max_in_flight=2),
+                      PoolBusy)
 
 
 async def test_a_connected_session_no_gateway_vouches_for_becomes_disconnected(stores):
@@ -116,7 +116,6 @@ async def test_a_connected_session_no_gateway_vouches_for_becomes_disconnected(s
 
 
 async def test_a_dedicated_pool_keeps_a_user_on_their_host(stores):
-    from broker.store import OwnHostUnavailable
     a, _ = stores
     hosts = [("h1", 5, True), ("h2", 5, True)]
     first = await a.assign("t", "anna", "p", hosts, now=NOW, pending_timeout=60, keep_seconds=60,
@@ -133,6 +132,6 @@ async def test_a_dedicated_pool_keeps_a_user_on_their_host(stores):
     assert moved.host_id != first.host_id
     await a.end_session("t", moved.session_id, now=NOW + 21)
     closed = [(h, s, h != moved.host_id) for h, s, _ in hosts]
-    with pytest.raises(OwnHostUnavailable):
-        await a.assign("t", "anna", "p", closed, now=NOW + 22, pending_timeout=60,
-                       keep_seconds=60, dedicated=True)
+    refused = await a.assign("t", "anna", "p", closed, now=NOW + 22, pending_timeout=60,
+                             keep_seconds=60, dedicated=True)
+    assert refused == OwnHostDown(moved.host_id)

@@ -11,6 +11,7 @@ listener and the connections.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ipaddress
 import os
 import resource
@@ -56,6 +57,18 @@ def is_trusted(address: str | None, trusted: Sequence[Network]) -> bool:
     except ValueError:
         return False
     return any(ip in net for net in trusted)
+
+
+def bearer(request: web.BaseRequest) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header; None without one."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def bearer_is(request: web.BaseRequest, secret: bytes) -> bool:
+    """Whether the request's bearer token is ``secret`` (compared in constant time)."""
+    token = bearer(request)
+    return token is not None and hmac.compare_digest(token.encode(), secret)
 
 
 def tls_context(cert_file: Path | None, key_file: Path | None) -> ssl.SSLContext | None:

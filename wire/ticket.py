@@ -23,10 +23,10 @@ import json
 import os
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from . import sealing
 from .errors import TicketExpired, TicketForged, TicketMalformed, TicketWrongAudience
 
 VERSION = 1
@@ -70,8 +70,7 @@ def new_ticket_id() -> str:
 
 def seal_secret(key: bytes, ticket_id: str, secret: bytes) -> str:
     """Encrypt a desktop secret for the gateway, bound to one ticket id."""
-    nonce = os.urandom(12)
-    return _b64e(nonce + AESGCM(key).encrypt(nonce, secret, ticket_id.encode()))
+    return sealing.seal(key, secret, ticket_id.encode())
 
 
 def open_secret(key: bytes, claims: Claims) -> bytes | None:
@@ -83,9 +82,8 @@ def open_secret(key: bytes, claims: Claims) -> bytes | None:
     if claims.sealed_secret is None:
         return None
     try:
-        raw = _b64d(claims.sealed_secret)
-        return AESGCM(key).decrypt(raw[:12], raw[12:], claims.ticket_id.encode())
-    except (InvalidTag, ValueError, binascii.Error):
+        return sealing.unseal(key, claims.sealed_secret, claims.ticket_id.encode())
+    except sealing.SealBroken:
         raise TicketForged("sealed secret does not open") from None
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from wire import serving
+
 from ..config import TenantConfig
 from ..devices import DEFAULT_CODE_HOURS
 from ..errors import BadRequest, LoginRequired, NotAdmin
@@ -36,10 +38,10 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         NotAdmin: no admin right for the tenant named (or no such tenant).
     """
     broker = request.config_dict[BROKER_KEY]
-    auth = request.headers.get("Authorization", "")
-    if not auth.startswith("Bearer "):
+    token = serving.bearer(request)
+    if token is None:
         raise LoginRequired("admin API needs a bearer token")
-    principal = await broker.admin_principal(auth[7:])
+    principal = await broker.admin_principal(token)
     request[PRINCIPAL] = principal
     if "tenant" in request.match_info:
         tenant = broker.config.tenant(request.match_info["tenant"])

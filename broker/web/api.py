@@ -4,11 +4,10 @@ sub-application, :mod:`broker.web.admin_api`)."""
 from __future__ import annotations
 
 import dataclasses
-import hmac
 
 from aiohttp import web
 
-from wire import reports
+from wire import reports, serving
 
 from ..errors import BadRequest, NotEntitled
 from ..service import printable
@@ -118,8 +117,7 @@ async def api_device_profile(request: web.Request) -> web.StreamResponse:
 
 
 def _gateway_authorised(request: web.Request) -> None:
-    expected = b"Bearer " + request.config_dict[BROKER_KEY].config.report_token
-    if not hmac.compare_digest(request.headers.get("Authorization", "").encode(), expected):
+    if not serving.bearer_is(request, request.config_dict[BROKER_KEY].config.report_token):
         raise web.HTTPUnauthorized(text="gateway token missing or wrong\n")
 
 

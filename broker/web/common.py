@@ -130,9 +130,9 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
 
 def token_of(request: web.Request) -> tuple[str | None, bool]:
     """The login token and whether it came from the cookie (which then needs a CSRF token)."""
-    auth = request.headers.get("Authorization", "")
-    if auth.startswith("Bearer "):
-        return auth[7:], False
+    token = serving.bearer(request)
+    if token is not None:
+        return token, False
     return request.cookies.get(COOKIE), True
 
 

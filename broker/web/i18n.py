@@ -164,9 +164,6 @@ TEXTS: dict[str, dict[str, str]] = {
     },
 }
 
-LANGUAGES = tuple(TEXTS)
-
-
 def choose_language(accept_language: str | None) -> str:
     """The first supported language in an Accept-Language header, by quality; English otherwise."""
     best, best_q = "en", -1.0

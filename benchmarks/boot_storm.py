@@ -40,7 +40,7 @@ from broker.config import load_config
 from testbed.demo import DOMAIN, TENANT, DesktopEntry, write_config
 from broker.service import Broker
 from broker.store import Store
-from testbed.servers import (Processes, XvncDesktop, directory_of_users, exit_on_sigterm,
+from testbed import (Processes, XvncDesktop, directory_of_users, exit_on_sigterm,
                             free_port, wait_for_port)
 from client.agent import backoff
 from wire.serving import raise_file_limit

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pyotp
 
-from testbed.servers import CHROMIUM, CHROMIUM_ARGS, DemoProcess, wait_for_desktop_colour
+from testbed import CHROMIUM, CHROMIUM_ARGS, DemoProcess, wait_for_desktop_colour
 
 RESULTS = Path(__file__).parent / "results" / "login_to_desktop.json"
 

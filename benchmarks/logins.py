@@ -33,7 +33,7 @@ from broker.config import load_config
 from testbed.demo import TENANT, DOMAIN, DesktopEntry, write_config
 from broker.service import Broker
 from broker.store import Store
-from testbed.servers import (Processes, Slapd, directory_of_users, exit_on_sigterm, free_port,
+from testbed import (Processes, Slapd, directory_of_users, exit_on_sigterm, free_port,
                             wait_for_port)
 
 RESULTS = Path(__file__).parent / "results" / "logins.json"

@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from broker.keys import generate_keys
 from broker.store import Store
-from testbed.servers import Processes, exit_on_sigterm, free_port, require, wait_for_port
+from testbed import Processes, exit_on_sigterm, free_port, require, wait_for_port
 from wire import ticket
 from wire.serving import raise_file_limit
 

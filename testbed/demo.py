@@ -28,7 +28,7 @@ from broker.config import load_config
 from broker.keys import generate_keys
 from broker.service import Broker
 from broker.store import Store
-from .servers import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd, XvncDesktop,
+from . import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd, XvncDesktop,
                       free_port)
 from broker.web import create_app
 

@@ -27,7 +27,7 @@ from broker.config import load_config
 from testbed.demo import TENANT, DesktopEntry, write_config
 from broker.service import Broker
 from broker.store import Store
-from testbed.servers import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd,
+from testbed import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd,
                             XvncDesktop, free_port)
 from broker.web import create_app
 from gateway.config import gateway_config

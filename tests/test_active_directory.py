@@ -15,7 +15,7 @@ from broker import mfa
 from broker.config import DirectoryConfig
 from broker.directory import Directory
 from broker.errors import AccountDisabled, AccountExpired, BadCredentials, MustChangePassword
-from testbed.servers import SambaDC
+from testbed import SambaDC
 
 from .conftest import need
 

@@ -18,7 +18,7 @@ import pytest
 
 from testbed.demo import TENANT, DesktopEntry
 from broker.store import OPERATOR
-from testbed.servers import Sshd
+from testbed import Sshd
 
 from .conftest import AiohttpStream, need, rfb_viewer_handshake
 
@@ -326,7 +326,7 @@ async def test_a_pool_logs_idle_sessions_off(make_installation, desktops, sshd, 
 
 async def test_an_unhealthy_host_comes_back_by_itself(make_installation):
     import socket
-    from testbed.servers import free_port
+    from testbed import free_port
     port = free_port()
     inst = await make_installation(desktops=[DesktopEntry("rdp1", port, 2, None, "rdp")])
     await inst.broker.admin.probe_all()

@@ -22,7 +22,7 @@ from broker.config import load_config
 from testbed.demo import TENANT, DesktopEntry, write_config
 from broker.service import Broker
 from broker.store import OPERATOR, Store
-from testbed.servers import (CHROMIUM, CHROMIUM_ARGS, BreakableProxy, Dnsmasq, Processes,
+from testbed import (CHROMIUM, CHROMIUM_ARGS, BreakableProxy, Dnsmasq, Processes,
                             XvncDesktop, free_port, wait_for_port)
 from client.agent import (MAX_DELAY, SRV_SERVICE, TEXTS, Agent, Refused, backoff,
                                    choose_srv, discover)

@@ -13,7 +13,7 @@ from ldap3.utils.conv import escape_filter_chars
 from broker.config import DirectoryConfig
 from broker.directory import Directory
 from broker.errors import BadCredentials, DirectoryUnavailable
-from testbed.servers import free_port
+from testbed import free_port
 
 from .conftest import SPECIAL_LOGIN, USERS
 
@@ -145,7 +145,7 @@ def test_escaped_filter_values_contain_no_filter_syntax(value):
 
 @pytest.fixture(scope="session")
 def tls_slapd(processes, tmp_path_factory):
-    from testbed.servers import DirectoryUserSpec, GroupSpec, Organisation, Slapd, \
+    from testbed import DirectoryUserSpec, GroupSpec, Organisation, Slapd, \
         self_signed_certificate
     state = tmp_path_factory.mktemp("slapd-tls")
     server = Slapd(state, "dc=tls,dc=example", root_password="root-pw",
@@ -173,7 +173,7 @@ async def test_logins_over_tls_verify_the_servers_certificate(tls_slapd, securit
 
 @pytest.mark.parametrize("security", ["ldaps", "starttls"])
 async def test_a_server_certificate_from_an_unknown_ca_is_refused(tls_slapd, tmp_path, security):
-    from testbed.servers import self_signed_certificate
+    from testbed import self_signed_certificate
     other_ca, _ = self_signed_certificate(tmp_path / "other")
     url = tls_slapd.ldaps_url if security == "ldaps" else tls_slapd.url
     d = tls_directory(tls_slapd, [url], security, other_ca)

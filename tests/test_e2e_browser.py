@@ -13,7 +13,7 @@ import pytest
 
 import urllib.request
 
-from testbed.servers import (CHROMIUM, CHROMIUM_ARGS, BreakableProxy, DemoProcess, free_port,
+from testbed import (CHROMIUM, CHROMIUM_ARGS, BreakableProxy, DemoProcess, free_port,
                             hex_rgb, wait_for_desktop_colour)
 
 from .conftest import need

@@ -15,7 +15,7 @@ from testbed.demo import TENANT, DesktopEntry
 from broker.mfa import CodeReplayed
 from broker.service import Broker
 from broker.store import Store
-from testbed.servers import free_port
+from testbed import free_port
 from wire import reports, ticket
 from gateway.config import DEFAULT_CONNECT_ATTEMPTS, DEFAULT_HANDSHAKE_TIMEOUT
 

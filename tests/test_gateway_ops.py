@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from testbed.servers import free_port, self_signed_certificate
+from testbed import free_port, self_signed_certificate
 from gateway.config import gateway_config
 from wire.config import load_toml
 from wire import serving

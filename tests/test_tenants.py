@@ -10,7 +10,7 @@ import pytest
 
 from broker import mfa
 from testbed.demo import TENANT, DesktopEntry
-from testbed.servers import DirectoryUserSpec, GroupSpec, Organisation, Slapd
+from testbed import DirectoryUserSpec, GroupSpec, Organisation, Slapd
 
 from .conftest import need, open_desktop
 

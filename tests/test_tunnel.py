@@ -11,7 +11,7 @@ import pytest
 from client_profiles.connection_files import rdp_file, vnc_file, vv_file
 from client_profiles.profiles import load_layers, resolve
 from client.tunnel import Tunnel
-from testbed.servers import hex_rgb
+from testbed import hex_rgb
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "client_profiles" / "examples"
 THIN = resolve(load_layers(EXAMPLES, device="tc-0042", device_class="thin-client",

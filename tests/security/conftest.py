@@ -20,7 +20,7 @@ import pytest
 
 from broker import mfa
 from testbed.demo import TENANT, DesktopEntry, write_config
-from testbed.servers import Processes, free_port, wait_for_port
+from testbed import Processes, free_port, wait_for_port
 
 from ..conftest import ADMIN_GROUP, USERS
 

@@ -10,7 +10,7 @@ import time
 import aiohttp
 import pytest
 
-from testbed.servers import self_signed_certificate
+from testbed import self_signed_certificate
 
 from ..conftest import USERS
 from .conftest import DOMAIN, IDLE

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from broker import mfa
-from testbed.servers import free_port
+from testbed import free_port
 
 from ..conftest import USERS
 from .conftest import DOMAIN, bearer, start

@@ -1,0 +1,163 @@
+"""Network servers for tests: OpenSSH ``sshd`` for host control, ``dnsmasq`` for DNS discovery,
+and a TCP proxy that a test can cut to simulate a network drop."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+
+from .processes import Processes, free_port, require, wait_for_port
+
+
+class BreakableProxy:
+    """A TCP forwarder on loopback whose connections the test can cut, as a failing network
+    would; it runs in its own thread so that synchronous browser tests can use it."""
+
+    def __init__(self, target_port: int, port: int = 0) -> None:
+        self.target_port = target_port
+        self.port = port or free_port()
+        self.loop = asyncio.new_event_loop()
+        self._transports: list = []
+        self._stop = asyncio.Event()
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        ready.wait(5)
+
+    def _run(self, ready) -> None:
+
+        async def pipe(reader, writer) -> None:
+            try:
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            except ConnectionError:
+                pass
+            finally:
+                writer.close()
+
+        async def handle(reader, writer) -> None:
+            try:
+                up_reader, up_writer = await asyncio.open_connection("127.0.0.1",
+                                                                     self.target_port)
+            except OSError:
+                writer.close()
+                return
+            self._transports += [writer.transport, up_writer.transport]
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+        async def main() -> None:
+            server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+            ready.set()
+            await self._stop.wait()
+            server.close()
+            self._abort_all()
+            connections = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in connections:
+                task.cancel()
+            await asyncio.gather(*connections, return_exceptions=True)
+            await server.wait_closed()
+
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(main())
+        finally:
+            self.loop.close()
+
+    def _abort_all(self) -> None:
+        for t in self._transports:
+            t.abort()
+        self._transports.clear()
+
+    def cut(self) -> None:
+        """Abort every connection through the proxy (both sides see a reset, no close frame)."""
+        self.loop.call_soon_threadsafe(self._abort_all)
+
+    def stop(self) -> None:
+        """Close the listener and every connection, and end the proxy's thread."""
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(5)
+
+
+# -- OpenSSH -------------------------------------------------------------------------------------
+
+SSHD_CONFIG = """\
+Port {port}
+ListenAddress 127.0.0.1
+HostKey {state}/host_ed25519
+PidFile {state}/sshd.pid
+AuthorizedKeysFile {state}/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+UsePAM no
+StrictModes no
+"""
+
+
+@dataclass
+class Sshd:
+    """A private OpenSSH server on loopback that accepts one client key (for root).
+
+    ``client_key`` is the private key (OpenSSH format) the broker uses; ``known_hosts`` names
+    this server's host key.
+    """
+
+    state: Path
+    port: int = 0
+    proc: subprocess.Popen | None = None
+
+    def start(self, processes: Processes) -> None:
+        sshd, keygen = require("sshd"), require("ssh-keygen")
+        self.state.mkdir(parents=True, exist_ok=True)
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation dir
+        for name in ("host_ed25519", "client_ed25519"):
+            if not (self.state / name).exists():
+                subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f",
+                                str(self.state / name)], check=True)
+        (self.state / "authorized_keys").write_bytes(
+            (self.state / "client_ed25519.pub").read_bytes())
+        self.port = self.port or free_port()
+        conf = self.state / "sshd_config"
+        conf.write_text(SSHD_CONFIG.format(port=self.port, state=self.state))
+        self.known_hosts.write_text(
+            f"[127.0.0.1]:{self.port} {(self.state / 'host_ed25519.pub').read_text()}")
+        self.proc = processes.start([sshd, "-D", "-e", "-f", str(conf)],
+                                    log=self.state / "sshd.log")
+        wait_for_port("127.0.0.1", self.port, self.proc, what="sshd")
+
+    @property
+    def client_key(self) -> Path:
+        return self.state / "client_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.state / "known_hosts"
+
+
+@dataclass
+class Dnsmasq:
+    """A private DNS server (dnsmasq) on loopback that answers the SRV records it is given and
+    "no such name" to everything else; ``srv`` maps names like ``_pforte._tcp.rathaus.example``
+    to (target host, port)."""
+
+    state: Path
+    srv: dict[str, tuple[str, int]]
+    port: int = 0
+
+    def start(self, processes: Processes) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        records = [f"--srv-host={name},{host},{port},0,0"
+                   for name, (host, port) in self.srv.items()]
+        proc = processes.start(
+            [require("dnsmasq"), "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv",
+             "--no-hosts", "--no-poll", "--local=/#/", "--bind-interfaces",
+             "--listen-address=127.0.0.1", f"--port={self.port}", "--user=root",
+             f"--pid-file={self.state / 'dnsmasq.pid'}", "--log-facility=-", *records],
+            log=self.state / "dnsmasq.log")
+        wait_for_port("127.0.0.1", self.port, proc, what="dnsmasq")  # it answers TCP too

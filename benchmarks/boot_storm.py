@@ -188,7 +188,7 @@ def run(n: int, window: float, n_hosts: int, keep: bool = False) -> dict:
         totp = {u: mfa.new_secret() for u in users}
 
         async def prepare() -> list[str]:
-            broker = Broker(config, Store(config.state_dir / "pforte.db"))
+            broker = Broker(config, Store.for_config(config))
             await broker.store.open()
             credentials = []
             for u in users:
@@ -222,7 +222,7 @@ def run(n: int, window: float, n_hosts: int, keep: bool = False) -> dict:
         report["cpu_seconds"]["load generator"] = round(time.process_time() - generator_before, 1)
 
         async def audit() -> dict:
-            store = Store(config.state_dir / "pforte.db")
+            store = Store.for_config(config)
             await store.open()
             live = await store.live_sessions(TENANT)
             await store.close()

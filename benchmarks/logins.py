@@ -115,7 +115,7 @@ def run(n_users: int, concurrency: int) -> dict:
         totp = {u: mfa.new_secret() for u in users}
 
         async def enrol() -> None:
-            broker = Broker(config, Store(config.state_dir / "pforte.db"))
+            broker = Broker(config, Store.for_config(config))
             await broker.store.open()
             for u in users:
                 await broker.import_enrolment(TENANT, u, totp[u])

@@ -2,14 +2,18 @@
 
 Theory of operation
 -------------------
-Host states live in the store (``broker.host_states`` has the rules); health lives in memory,
-refreshed by probes every ``probe_interval``. Placement asks :meth:`Administration.placement` which
-hosts take new sessions and which let users back.
+Host states and health live in the store (``broker.host_states`` has the rules), so every broker
+of a fleet sees the same. Placement asks :meth:`Administration.availability` which hosts take new
+sessions and which let users back.
 
-A drain sets the host ``draining`` with a deadline and runs a task: it notifies the users on the
-host at once and again as the deadline nears (``notice_times``), finishes early when the host is
-empty, and at the deadline logs off who is left (unless the admin chose to wait). Drains are stored,
-so a restarted broker picks them up again. Logging a session off ends it in the store, runs the
+Two duties run once across the fleet (``broker.duties``: the broker holding the lease runs them):
+:meth:`probe_all` refreshes health every ``probe_interval``, and :meth:`drain_tick` moves every
+drain on. A drain sets the host ``draining`` with a deadline; its users are notified at once and
+again as the deadline nears (``notice_times``); it finishes early when the host is empty, and at
+the deadline who is left is logged off (unless the admin chose to wait). The drain's next step is
+stored (``next_notice``) and each step is claimed in one conditional update before it is carried
+out, so a step happens once even when the broker running the duties dies and another takes over:
+no notice is sent twice, no logoff repeated. Logging a session off ends it in the store, runs the
 host's logoff command over SSH where configured, and tells every gateway to close its connection.
 Every step is written to the audit log.
 """
@@ -23,7 +27,7 @@ from typing import Awaitable, Callable
 from .audit import AuditLog
 from .config import BrokerConfig, HostConfig, TenantConfig
 from .errors import Conflict, NotFound
-from .host_states import (Action, HostState, InvalidAction, apply, notice_times,
+from .host_states import (Action, InvalidAction, apply, notice_times,
                           takes_new_sessions, takes_reconnects)
 from .gateway_control import GatewayControl
 from .hosts import HostControl
@@ -31,7 +35,7 @@ from .store import ACTIVE_ROW, HostStateRow, SessionRow, Store
 
 logger = logging.getLogger("pforte.admin")
 
-DRAIN_POLL = 1.0        # seconds between checks whether a draining host is empty
+FOREVER = float("inf")  # a drain's next step once only the host's emptying is awaited
 
 
 class Administration:
@@ -52,20 +56,6 @@ class Administration:
         self.gateways = gateways
         self.identify = identify
         self.clock = clock
-        self.health: dict[tuple[str, str], bool] = {}
-        self._drains: dict[tuple[str, str], asyncio.Task] = {}
-        self._tasks: list[asyncio.Task] = []
-
-    async def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self._probe_forever()))
-        for tenant, host, row in await self.store.draining_hosts():
-            if self.config.tenant(tenant) and self.config.tenant(tenant).host(host):
-                self._start_drain(tenant, host, row)
-
-    async def close(self) -> None:
-        for task in [*self._tasks, *self._drains.values()]:
-            task.cancel()
-        await asyncio.gather(*self._tasks, *self._drains.values(), return_exceptions=True)
 
     # -- what placement needs ----------------------------------------------------------------
     async def availability(self, tenant: TenantConfig, host_ids: tuple[str, ...]
@@ -73,10 +63,11 @@ class Administration:
         """What placement needs to know of the hosts by their state and health: (host id,
         seats, takes new sessions) of each, and the hosts users may return to."""
         states = await self.store.host_states(tenant.id)
+        health = await self.store.health(tenant.id)
         hosts, back = [], set()
         for host_id in host_ids:
             state = states.get(host_id, ACTIVE_ROW).state
-            healthy = self.health.get((tenant.id, host_id), True)
+            healthy = health.get(host_id, True)
             hosts.append((host_id, tenant.host(host_id).seats, takes_new_sessions(state, healthy)))
             if takes_reconnects(state):
                 back.add(host_id)
@@ -85,13 +76,14 @@ class Administration:
     # -- views -------------------------------------------------------------------------------
     async def host_overview(self, tenant: TenantConfig) -> list[dict]:
         states = await self.store.host_states(tenant.id)
+        health = await self.store.health(tenant.id)
         sessions = await self.store.live_sessions(tenant.id)
         out = []
         for host in tenant.hosts:
             row = states.get(host.id, ACTIVE_ROW)
             used = sum(1 for s in sessions if s.host == host.id)
             out.append({"id": host.id, "address": host.address, "state": row.state.value,
-                        "healthy": self.health.get((tenant.id, host.id), True),
+                        "healthy": health.get(host.id, True),
                         "seats": host.seats, "used": used, "free": max(host.seats - used, 0),
                         "message": row.message, "deadline": row.deadline,
                         "logoff_at_deadline": row.logoff})
@@ -121,18 +113,15 @@ class Administration:
         except InvalidAction as exc:
             raise Conflict(str(exc)) from None
         now = self.clock()
-        deadline = now + deadline_seconds if (action is Action.DRAIN and deadline_seconds) else None
-        row = HostStateRow(state, message if action is Action.DRAIN else "", deadline, logoff)
+        drain = action is Action.DRAIN
+        deadline = now + deadline_seconds if (drain and deadline_seconds) else None
+        row = HostStateRow(state, message if drain else "", deadline, logoff,
+                           next_notice=now if drain else None)  # the first notice: at once
         await self.store.set_host_state(tenant.id, host_id, row, now=now)
         detail = f"host={host_id} state={state.value}"
         if action is Action.DRAIN:
             detail += f" deadline={deadline_seconds or 0:.0f}s logoff={logoff}"
         await self.audit.record(tenant.id, actor, source, f"host.{action.value}", "ok", detail)
-        task = self._drains.pop((tenant.id, host_id), None)
-        if task is not None:
-            task.cancel()
-        if state is HostState.DRAINING:
-            self._start_drain(tenant.id, host_id, row)
         return (await self._one(tenant, host_id))
 
     async def _one(self, tenant: TenantConfig, host_id: str) -> dict:
@@ -195,40 +184,41 @@ class Administration:
         await self.audit.record(tenant.id, actor, source, "mfa.reset", "ok", f"user={user}")
         return user
 
-    # -- drains ------------------------------------------------------------------------------
-    def _start_drain(self, tenant_id: str, host_id: str, row: HostStateRow) -> None:
-        self._drains[(tenant_id, host_id)] = asyncio.create_task(
-            self._drain(self.config.tenant(tenant_id), host_id, row))
-
+    # -- drains (a duty) ----------------------------------------------------------------------
     async def _users_on(self, tenant: TenantConfig, host_id: str) -> list[SessionRow]:
         return [s for s in await self.store.live_sessions(tenant.id) if s.host == host_id]
 
-    async def _drain(self, tenant: TenantConfig, host_id: str, row: HostStateRow) -> None:
-        host = tenant.host(host_id)
-        clock = self.clock
-        pending = notice_times(row.deadline, clock()) if row.deadline else [clock()]
-        while True:
-            users = await self._users_on(tenant, host_id)
-            if not users:
+    async def drain_tick(self) -> None:
+        """Move every drain on by what is due now (one broker of the fleet runs this)."""
+        for tenant_id, host_id, row in await self.store.draining_hosts():
+            tenant = self.config.tenant(tenant_id)
+            if tenant is None or tenant.host(host_id) is None or row.next_notice is None:
+                continue  # not ours, or finished: the host waits for an admin to enable it
+            await self._drain_step(tenant, tenant.host(host_id), row)
+
+    async def _drain_step(self, tenant: TenantConfig, host: HostConfig,
+                          row: HostStateRow) -> None:
+        step, now = row.next_notice, self.clock()
+        users = await self._users_on(tenant, host.id)
+        if not users:
+            if await self.store.claim_drain_step(tenant.id, host.id, step, None):
                 await self.audit.record(tenant.id, "pforte", "broker", "host.drained", "ok",
-                                        f"host={host_id} is empty")
-                logger.info("host %s of %s is empty", host_id, tenant.id)
-                return
-            now = clock()
-            if pending and now >= pending[0]:
-                pending = [t for t in pending if t > now]
+                                        f"host={host.id} is empty")
+                logger.info("host %s of %s is empty", host.id, tenant.id)
+            return
+        if now < step:
+            return
+        if row.deadline is None or step < row.deadline:
+            if await self.store.claim_drain_step(tenant.id, host.id, step,
+                                                 self._next_step(row, now)):
                 await self._notify(tenant, host, users, row, now)
-            if row.deadline is not None and now >= row.deadline:
-                break
-            await asyncio.sleep(DRAIN_POLL)
+            return
+        if not await self.store.claim_drain_step(tenant.id, host.id, step, FOREVER):
+            return
         if not row.logoff:
             await self.audit.record(tenant.id, "pforte", "broker", "host.drain_deadline", "ok",
-                                    f"host={host_id} deadline passed; waiting for "
+                                    f"host={host.id} deadline passed; waiting for "
                                     f"{len(users)} users")
-            while await self._users_on(tenant, host_id):
-                await asyncio.sleep(DRAIN_POLL)
-            await self.audit.record(tenant.id, "pforte", "broker", "host.drained", "ok",
-                                    f"host={host_id} is empty")
             return
         for session in users:
             try:
@@ -236,8 +226,19 @@ class Administration:
                                   why="drain deadline")
             except NotFound:
                 pass  # left meanwhile
-        await self.audit.record(tenant.id, "pforte", "broker", "host.drained", "ok",
-                                f"host={host_id} is empty (users logged off at the deadline)")
+        if await self.store.claim_drain_step(tenant.id, host.id, FOREVER, None):
+            await self.audit.record(tenant.id, "pforte", "broker", "host.drained", "ok",
+                                    f"host={host.id} is empty (users logged off at the "
+                                    f"deadline)")
+
+    @staticmethod
+    def _next_step(row: HostStateRow, now: float) -> float:
+        """After a notice: the next notice still ahead, else the deadline (or nothing more)."""
+        schedule = notice_times(row.deadline, row.since) if row.deadline else [row.since]
+        ahead = [t for t in schedule if t > now]
+        if ahead:
+            return ahead[0]
+        return row.deadline if row.deadline is not None else FOREVER
 
     async def _notify(self, tenant: TenantConfig, host: HostConfig, users: list[SessionRow],
                       row: HostStateRow, now: float) -> None:
@@ -253,24 +254,15 @@ class Administration:
                                     "ok" if delivered else "not_delivered",
                                     f"host={host.id} user={session.login}")
 
-    # -- health ------------------------------------------------------------------------------
+    # -- health (a duty) ----------------------------------------------------------------------
     async def probe_all(self) -> None:
+        """Probe every host and record what was found (one broker of the fleet runs this)."""
         for tenant in self.config.tenants:
             results = await asyncio.gather(*(self.hosts.probe(h) for h in tenant.hosts))
             for host, healthy in zip(tenant.hosts, results):
-                key = (tenant.id, host.id)
-                if self.health.get(key, True) != healthy:
+                if await self.store.set_health(tenant.id, host.id, healthy, now=self.clock()):
                     logger.warning("host %s of %s is now %s", host.id, tenant.id,
                                    "healthy" if healthy else "UNHEALTHY")
                     await self.audit.record(tenant.id, "pforte", "broker", "host.health",
                                             "healthy" if healthy else "unhealthy",
                                             f"host={host.id}")
-                self.health[key] = healthy
-
-    async def _probe_forever(self) -> None:
-        while True:
-            try:
-                await self.probe_all()
-            except Exception:
-                logger.exception("health probes failed")
-            await asyncio.sleep(self.config.probe_interval)

@@ -8,6 +8,12 @@ from typing import Any, Callable
 from .store import Store
 
 
+def printable(text: str) -> str:
+    """Text as it may enter the audit log and logs: control and other unprintable characters
+    escaped, so that a typed name cannot forge or hide log lines."""
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+
+
 class AuditLog:
     def __init__(self, store: Store, clock: Callable[[], float]) -> None:
         self._store = store
@@ -15,8 +21,11 @@ class AuditLog:
 
     async def record(self, tenant: str, actor: str, source: str, action: str, result: str,
                      detail: str = "") -> None:
-        await self._store.audit(at=self._clock(), tenant=tenant, actor=actor, source=source,
-                                action=action, result=result, detail=detail)
+        """Record an action; text that came from outside (names, ids from a URL) is escaped,
+        so that it can neither forge lines nor hide characters."""
+        await self._store.audit(at=self._clock(), tenant=tenant, actor=printable(actor),
+                                source=source, action=action, result=result,
+                                detail=printable(detail))
 
     async def entries(self, tenant: str, limit: int) -> list[dict[str, Any]]:
         return await self._store.audit_log(tenant, limit)

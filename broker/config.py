@@ -38,6 +38,7 @@ DEFAULT_USER_FAILURES = 5             # failed logins or codes per user name bef
 DEFAULT_SOURCE_FAILURES = 50          # ... per client address (a town hall's NAT carries many)
 DEFAULT_FAILURE_WINDOW = 900          # seconds in which failures count
 DEFAULT_LOCKOUT = 900                 # seconds a lockout lasts
+DEFAULT_DATABASE_CONNECTIONS = 8     # PostgreSQL connections per broker process
 DEFAULT_GATEWAY_LEASE = 95            # seconds a connected session lives without a gateway's word
 DEFAULT_SSH_TIMEOUT = 5.0             # seconds to connect to a host over SSH / run a command
 
@@ -141,6 +142,9 @@ class BrokerConfig:
     tls_cert: Path | None = None      # serve HTTPS directly (else plain HTTP, e.g. behind a proxy)
     tls_key: Path | None = None
     http_idle_timeout: float = HTTP_IDLE_TIMEOUT  # silent connections are closed
+    database: str | None = None       # postgresql://… (fleet); None: SQLite in state_dir
+    database_password: str | None = None
+    database_connections: int = DEFAULT_DATABASE_CONNECTIONS
 
     def tenant(self, tenant_id: str) -> TenantConfig | None:
         return next((t for t in self.tenants if t.id == tenant_id), None)
@@ -190,6 +194,11 @@ def load_config(path: str | Path) -> BrokerConfig:
         tls_cert=b.file("tls_cert_file") if tls else None,
         tls_key=b.file("tls_key_file") if tls else None,
         http_idle_timeout=b.float("http_idle_timeout", HTTP_IDLE_TIMEOUT, minimum=1.0),
+        database=_database(b),
+        database_password=read_secret(b.file("database_password_file")).decode()
+        if "database_password_file" in b.data else None,
+        database_connections=b.int("database_connections", DEFAULT_DATABASE_CONNECTIONS,
+                                   minimum=1, maximum=100),
     )
     b.done()
     if any(h.ssh for t in cfg.tenants for h in t.hosts) and (
@@ -203,6 +212,18 @@ def load_config(path: str | Path) -> BrokerConfig:
         root.table("gateway")  # read by the gateway; accepted here
     root.done()
     return cfg
+
+
+def _database(s: Section) -> str | None:
+    if "database" not in s.data:
+        return None
+    url = s.str("database")
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise s.fail("database", "expected a postgresql:// URL (leave it out for SQLite)")
+    if "@" in url.split("//", 1)[1].split("/", 1)[0] and ":" in url.split("//", 1)[1].split(
+            "@", 1)[0]:
+        raise s.fail("database", "expected no password in the URL: use database_password_file")
+    return url
 
 
 def _private_dir(s: Section, name: str) -> Path:

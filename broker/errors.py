@@ -19,6 +19,7 @@ Hierarchy::
     ├── Conflict                     the action does not apply in the current state (409)
     │   └── ViewerMismatch           the pool's desktops do not speak the viewer's protocol
     ├── DirectoryUnavailable         no directory server answered in time (503)
+    ├── StoreUnavailable             the database did not answer (503, try again shortly)
     ├── NoFreeDesktop                every seat of the pool is taken (503)
     ├── PoolBusy                     too many logons in flight right now (503, retry in seconds)
     ├── OwnDesktopUnavailable        a dedicated pool's user: their desktop takes no sessions (503)
@@ -145,3 +146,8 @@ class DesktopStartFailed(BrokerError):
 class BadRequest(BrokerError):
     code = "bad_request"
     status = 400
+
+
+class StoreUnavailable(BrokerError):
+    code = "store_unavailable"
+    status = 503

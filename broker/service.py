@@ -4,7 +4,6 @@ config, the directories and the store. No HTTP here: ``broker.web`` is a thin la
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import random
@@ -25,6 +24,7 @@ from .audit import AuditLog
 from .config import BrokerConfig, HostConfig, PoolConfig, TenantConfig
 from .devices import Devices
 from .directory import Directory, canonical
+from .duties import Duties, Duty
 from .entitlement import entitled_pool, entitled_pools
 from .gateway_control import GatewayControl
 from .hosts import HostControl, HostUnreachable
@@ -45,14 +45,9 @@ REFUSALS: dict[type, tuple[str, type[BrokerError], str]] = {
 }
 
 HOUSEKEEPING_INTERVAL = 5.0  # seconds between timer sweeps of the session table
+DRAIN_INTERVAL = 1.0         # seconds between looks at the drains
 MAX_LOGIN_LENGTH = 256
 MAX_PASSWORD_LENGTH = 1024
-
-
-def printable(text: str) -> str:
-    """Text as it may enter the audit log and logs: control and other unprintable characters
-    escaped, so that a typed name cannot forge or hide log lines."""
-    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
 
 
 @dataclass(frozen=True)
@@ -107,34 +102,28 @@ class Broker:
         self.admin = Administration(config, store, self.audit, self.hosts, self.gateways,
                                     self.identity, clock)
         self.devices = Devices(config, store, self.audit, clock)
-        self._housekeeping: asyncio.Task | None = None
+        self.duties = Duties(store, clock, [
+            Duty("expiry", HOUSEKEEPING_INTERVAL, self._expire),
+            Duty("probes", config.probe_interval, self.admin.probe_all),
+            Duty("drains", DRAIN_INTERVAL, self.admin.drain_tick)])
 
     async def start(self) -> None:
         await self.store.open()
         await self.gateways.start()
-        self._housekeeping = asyncio.create_task(self._sweep())
-        await self.admin.start()
+        await self.duties.start()
 
     async def close(self) -> None:
-        await self.admin.close()
+        await self.duties.close()
         await self.hosts.close()
         await self.gateways.close()
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            await asyncio.gather(self._housekeeping, return_exceptions=True)
         await self.store.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _sweep(self) -> None:
-        while True:
-            try:
-                ended = await self.store.expire(self.clock(),
-                                                gateway_lease=self.config.gateway_lease)
-                if ended:
-                    logger.info("ended %d sessions whose time ran out", ended)
-            except Exception:
-                logger.exception("housekeeping failed")
-            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+    async def _expire(self) -> None:
+        """Apply the session timers and the gateways' leases (a duty)."""
+        ended = await self.store.expire(self.clock(), gateway_lease=self.config.gateway_lease)
+        if ended:
+            logger.info("ended %d sessions whose time ran out", ended)
 
     # -- tenants -----------------------------------------------------------------------------
     def resolve(self, typed: str, portal_host: str | None) -> tuple[TenantConfig, str]:
@@ -183,18 +172,20 @@ class Broker:
         """
         if len(typed) > MAX_LOGIN_LENGTH or len(password) > MAX_PASSWORD_LENGTH:
             raise BadRequest("field too long")
+        if "\x00" in typed:  # no directory name holds one; PostgreSQL could not even store it
+            raise BadRequest("user name with a NUL character")
         try:
             tenant, name = self.resolve(typed, portal_host)
         except UnknownTenant:
-            await self.audit.record("-", printable(typed[:64]), source, "login", "unknown_tenant")
+            await self.audit.record("-", typed[:64], source, "login", "unknown_tenant")
             raise
         directory = self.directories[tenant.id]
-        async with self._attempt([self._source_key(source)], tenant.id, printable(name), source,
+        async with self._attempt([self._source_key(source)], tenant.id, name, source,
                                  "login.password"):
             entry = await directory.find(name)
             identity = entry.login if entry is not None else canonical(name)
             user_key = self._user_key(tenant.id, identity, complete=False)
-            async with self._attempt([user_key], tenant.id, printable(identity), source,
+            async with self._attempt([user_key], tenant.id, identity, source,
                                      "login.password", audit_failure=True):
                 user = await directory.verify(entry, password)
         now = self.clock()

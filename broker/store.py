@@ -9,67 +9,25 @@ broker processes sharing the file cannot over-book a host or accept a code twice
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
 import random
-import sqlite3
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from . import schema
+from .engine import Engine, SqliteEngine, Tx, engine_for
 from .host_states import HostState
 from .placement import (HostLoad, NewSession, OwnHostDown, PoolBusy, PoolFull, Reconnect,
                         Refusal, place)
 from .sessions import LIVE_STATES, Event, InvalidTransition, State, bulk, next_state
 from .throttle import Key, Outcome, Record, reserve, settle
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    tenant TEXT NOT NULL, login TEXT NOT NULL,
-    totp_sealed TEXT, totp_confirmed INTEGER NOT NULL DEFAULT 0, totp_last_step INTEGER,
-    PRIMARY KEY (tenant, login));
-CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, login TEXT NOT NULL, pool TEXT NOT NULL,
-    host TEXT NOT NULL, state TEXT NOT NULL, viewers INTEGER NOT NULL DEFAULT 0,
-    keep_seconds INTEGER NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
-    deadline REAL, port INTEGER);
-CREATE INDEX IF NOT EXISTS sessions_by_pool ON sessions (tenant, pool, state);
-CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions (tenant, login, state);
-CREATE TABLE IF NOT EXISTS tickets (id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS logins (
-    token_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL, login TEXT NOT NULL,
-    display_name TEXT NOT NULL, groups TEXT NOT NULL, mfa_done INTEGER NOT NULL,
-    csrf TEXT NOT NULL, expires REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY, at REAL NOT NULL, tenant TEXT NOT NULL, actor TEXT NOT NULL,
-    source TEXT NOT NULL, action TEXT NOT NULL, result TEXT NOT NULL, detail TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, at);
-CREATE TABLE IF NOT EXISTS host_states (
-    tenant TEXT NOT NULL, host TEXT NOT NULL, state TEXT NOT NULL, message TEXT NOT NULL,
-    deadline REAL, logoff INTEGER NOT NULL, updated REAL NOT NULL, PRIMARY KEY (tenant, host));
-CREATE TABLE IF NOT EXISTS dedicated (
-    tenant TEXT NOT NULL, pool TEXT NOT NULL, login TEXT NOT NULL, host TEXT NOT NULL,
-    PRIMARY KEY (tenant, pool, login));
-CREATE TABLE IF NOT EXISTS recovery_codes (
-    tenant TEXT NOT NULL, login TEXT NOT NULL, code_hash TEXT NOT NULL, used_at REAL,
-    PRIMARY KEY (tenant, login, code_hash));
-CREATE TABLE IF NOT EXISTS throttle (
-    key TEXT PRIMARY KEY, failures INTEGER NOT NULL, window_start REAL NOT NULL,
-    locked_until REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS enrolment_codes (
-    code_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL, site TEXT NOT NULL,
-    device_class TEXT NOT NULL, expires REAL NOT NULL, used INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS devices (
-    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, site TEXT NOT NULL,
-    device_class TEXT NOT NULL, credential_hash TEXT NOT NULL UNIQUE, created REAL NOT NULL,
-    revoked REAL, last_seen REAL);
-CREATE TABLE IF NOT EXISTS admin_tokens (
-    token_hash TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, created REAL NOT NULL);
-"""
+if TYPE_CHECKING:
+    from .config import BrokerConfig
+
 
 OPERATOR = "*"  # the tenant of an operator-level admin token: every tenant
 
@@ -130,9 +88,16 @@ class HostStateRow:
     message: str
     deadline: float | None
     logoff: bool                 # log off who is left at the deadline (else wait)
+    next_notice: float | None = None  # a drain's next step: a notice, or the deadline's action
+    since: float = 0.0           # when the host entered this state
 
 
 ACTIVE_ROW = HostStateRow(HostState.ACTIVE, "", None, True)
+_HOST_ROW = "state, message, deadline, logoff, next_notice, updated"
+
+
+def _host_row(r: Sequence[Any]) -> HostStateRow:
+    return HostStateRow(HostState(r[0]), r[1], r[2], bool(r[3]), r[4], r[5])
 
 
 @dataclass(frozen=True)
@@ -159,138 +124,118 @@ class Throttled(Exception):
     """A throttle key refused the attempt before anything was looked at."""
 
 
+def _names(keys: Sequence[Key]) -> list[str]:
+    return [f"throttle:{k.name}" for k in keys]
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Store:
-    """The SQLite engine. Open with :meth:`open`, close with :meth:`close`."""
+    """Every table, over one engine (:mod:`broker.engine`). Open with :meth:`open`, close with
+    :meth:`close`."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pforte-store")
-        self._local = threading.local()
-        self._closed = False
+    def __init__(self, engine: Engine | Path, *, config_path: str = "pforte.toml") -> None:
+        self.engine = engine if isinstance(engine, Engine) else SqliteEngine(engine)
+        self.config_path = config_path
 
-    # -- plumbing ----------------------------------------------------------------------------
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            self._local.db = db
-        return db
+    @classmethod
+    def for_config(cls, config: "BrokerConfig") -> "Store":
+        """The store a broker config names: PostgreSQL, or SQLite in the state directory."""
+        return cls(engine_for(config.database, config.state_dir, config.database_password,
+                              config.database_connections), config_path=config.path)
 
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+    async def _write(self, fn: Callable[[Tx], Any], *, locks: Sequence[str] = ()) -> Any:
+        return await self.engine.write(fn, locks=locks)
 
-    def _tx(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
-        db = self._db()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
+    async def _read(self, fn: Callable[[Tx], Any]) -> Any:
+        return await self.engine.read(fn)
 
     async def open(self) -> None:
-        """Create the database (readable by the broker's user only, 0600) and its tables."""
-        def create() -> None:
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            os.chmod(self.path, 0o600)  # SQLite gives its -wal and -shm files the same mode
-            self._db().executescript(SCHEMA)
-        await self._run(create)
+        """Open the database at the schema this broker knows (an empty one is created).
+
+        Raises:
+            SchemaMismatch: older (run ``pforte migrate``) or newer than this broker.
+        """
+        await schema.ensure(self.engine, self.config_path)
 
     async def close(self) -> None:
         """Close the database; calling it again does nothing."""
-        if self._closed:
-            return
-        self._closed = True
-
-        def _close() -> None:
-            db = getattr(self._local, "db", None)
-            if db is not None:
-                db.close()
-                self._local.db = None
-        await self._run(_close)
-        self._executor.shutdown(wait=True)
+        await self.engine.close()
 
     # -- TOTP --------------------------------------------------------------------------------
     async def user_mfa(self, tenant: str, login: str) -> UserMfa:
-        def q() -> UserMfa:
-            row = self._db().execute(
+        def q(db: Tx) -> UserMfa:
+            row = db.execute(
                 "SELECT totp_sealed, totp_confirmed, totp_last_step FROM users "
                 "WHERE tenant=? AND login=?", (tenant, login)).fetchone()
             return UserMfa(None, False, None) if row is None else UserMfa(row[0], bool(row[1]), row[2])
-        return await self._run(q)
+        return await self._read(q)
 
     async def begin_enrolment(self, tenant: str, login: str, sealed: str) -> None:
         """Store a new, unconfirmed secret (replacing an unconfirmed one; never a confirmed one)."""
-        def q(db: sqlite3.Connection) -> None:
+        def q(db: Tx) -> None:
             db.execute(
                 "INSERT INTO users (tenant, login, totp_sealed, totp_confirmed) VALUES (?,?,?,0) "
                 "ON CONFLICT (tenant, login) DO UPDATE SET totp_sealed=excluded.totp_sealed, "
                 "totp_last_step=NULL WHERE users.totp_confirmed=0", (tenant, login, sealed))
-        await self._run(self._tx, q)
+        await self._write(q)
 
     async def set_enrolment(self, tenant: str, login: str, sealed: str) -> None:
         """Store a confirmed secret (an admin's import), replacing any earlier one."""
-        def q(db: sqlite3.Connection) -> None:
+        def q(db: Tx) -> None:
             db.execute(
                 "INSERT INTO users (tenant, login, totp_sealed, totp_confirmed) VALUES (?,?,?,1) "
                 "ON CONFLICT (tenant, login) DO UPDATE SET totp_sealed=excluded.totp_sealed, "
                 "totp_confirmed=1, totp_last_step=NULL", (tenant, login, sealed))
-        await self._run(self._tx, q)
+        await self._write(q)
 
     async def accept_step(self, tenant: str, login: str, step: int, *, confirm: bool) -> bool:
         """Record a used TOTP step; False if that step (or a later one) was used already."""
-        def q(db: sqlite3.Connection) -> bool:
+        def q(db: Tx) -> bool:
             cur = db.execute(
                 "UPDATE users SET totp_last_step=?, totp_confirmed=CASE WHEN ? THEN 1 "
                 "ELSE totp_confirmed END WHERE tenant=? AND login=? "
                 "AND (totp_last_step IS NULL OR totp_last_step < ?)",
                 (step, confirm, tenant, login, step))
             return cur.rowcount == 1
-        return await self._run(self._tx, q)
+        return await self._write(q)
 
     async def set_recovery_codes(self, tenant: str, login: str, hashes: Sequence[str]) -> None:
-        def q(db: sqlite3.Connection) -> None:
+        def q(db: Tx) -> None:
             db.execute("DELETE FROM recovery_codes WHERE tenant=? AND login=?", (tenant, login))
             db.executemany("INSERT INTO recovery_codes VALUES (?,?,?,NULL)",
                            [(tenant, login, h) for h in hashes])
-        await self._run(self._tx, q)
+        await self._write(q)
 
     async def use_recovery_code(self, tenant: str, login: str, code_hash: str, *,
                                 now: float) -> bool:
         """Spend a recovery code; False if unknown or spent."""
-        def q(db: sqlite3.Connection) -> bool:
+        def q(db: Tx) -> bool:
             return db.execute("UPDATE recovery_codes SET used_at=? WHERE tenant=? AND login=? "
                               "AND code_hash=? AND used_at IS NULL",
                               (now, tenant, login, code_hash)).rowcount == 1
-        return await self._run(self._tx, q)
+        return await self._write(q)
 
     async def reset_mfa(self, tenant: str, login: str) -> bool:
         """Forget a user's TOTP enrolment and recovery codes; False if there was none."""
-        def q(db: sqlite3.Connection) -> bool:
+        def q(db: Tx) -> bool:
             gone = db.execute("DELETE FROM users WHERE tenant=? AND login=?",
                               (tenant, login)).rowcount
             db.execute("DELETE FROM recovery_codes WHERE tenant=? AND login=?", (tenant, login))
             return gone == 1
-        return await self._run(self._tx, q)
+        return await self._write(q)
 
     # -- throttling --------------------------------------------------------------------------
     @staticmethod
-    def _throttle_record(db: sqlite3.Connection, key: str) -> Record:
+    def _throttle_record(db: Tx, key: str) -> Record:
         row = db.execute("SELECT failures, window_start, locked_until FROM throttle WHERE key=?",
                          (key,)).fetchone()
         return Record(*row) if row else Record()
 
     @staticmethod
-    def _throttle_write(db: sqlite3.Connection, key: str, record: Record | None) -> None:
+    def _throttle_write(db: Tx, key: str, record: Record | None) -> None:
         if record is None:
             db.execute("DELETE FROM throttle WHERE key=?", (key,))
             return
@@ -299,7 +244,7 @@ class Store:
                    "locked_until=excluded.locked_until",
                    (key, record.failures, record.window_start, record.locked_until))
 
-    def _reserve_in(self, db: sqlite3.Connection, keys: Sequence[Key], now: float) -> bool:
+    def _reserve_in(self, db: Tx, keys: Sequence[Key], now: float) -> bool:
         reserved = []
         for key in keys:
             record = reserve(self._throttle_record(db, key.name), now, key.policy)
@@ -310,7 +255,7 @@ class Store:
             self._throttle_write(db, name, record)
         return True
 
-    def _settle_in(self, db: sqlite3.Connection, keys: Sequence[Key], outcome: Outcome,
+    def _settle_in(self, db: Tx, keys: Sequence[Key], outcome: Outcome,
                    now: float) -> None:
         for key in keys:
             self._throttle_write(db, key.name,
@@ -319,41 +264,41 @@ class Store:
     async def throttle_reserve(self, keys: Sequence[Key], *, now: float) -> bool:
         """Count one attempt against every key, in one transaction; False (and nothing counted)
         when any key refuses it. Every reserved attempt must be settled."""
-        return await self._run(self._tx, lambda db: self._reserve_in(db, keys, now))
+        return await self._write(lambda db: self._reserve_in(db, keys, now), locks=_names(keys))
 
     async def throttle_settle(self, keys: Sequence[Key], outcome: Outcome, *,
                               now: float) -> None:
         """Settle a reserved attempt on every key (see :mod:`broker.throttle`)."""
-        await self._run(self._tx, lambda db: self._settle_in(db, keys, outcome, now))
+        await self._write(lambda db: self._settle_in(db, keys, outcome, now), locks=_names(keys))
 
     # -- portal logins -----------------------------------------------------------------------
     async def create_login(self, token: str, login: Login) -> None:
-        def q(db: sqlite3.Connection) -> None:
+        def q(db: Tx) -> None:
             db.execute("INSERT INTO logins VALUES (?,?,?,?,?,?,?,?)", (
                 token_hash(token), login.tenant, login.user, login.display_name,
                 json.dumps(sorted(login.groups)), int(login.mfa_done), login.csrf, login.expires))
-        await self._run(self._tx, q)
+        await self._write(q)
 
     async def get_login(self, token: str, now: float) -> Login | None:
-        def q() -> Login | None:
-            row = self._db().execute(
+        def q(db: Tx) -> Login | None:
+            row = db.execute(
                 "SELECT tenant, login, display_name, groups, mfa_done, csrf, expires FROM logins "
                 "WHERE token_hash=? AND expires>?", (token_hash(token), now)).fetchone()
             if row is None:
                 return None
             return Login(row[0], row[1], row[2], frozenset(json.loads(row[3])), bool(row[4]),
                          row[5], row[6])
-        return await self._run(q)
+        return await self._read(q)
 
     async def complete_mfa(self, token: str) -> None:
-        def q(db: sqlite3.Connection) -> None:
+        def q(db: Tx) -> None:
             db.execute("UPDATE logins SET mfa_done=1 WHERE token_hash=?", (token_hash(token),))
-        await self._run(self._tx, q)
+        await self._write(q)
 
     async def delete_login(self, token: str) -> None:
-        def q(db: sqlite3.Connection) -> None:
+        def q(db: Tx) -> None:
             db.execute("DELETE FROM logins WHERE token_hash=?", (token_hash(token),))
-        await self._run(self._tx, q)
+        await self._write(q)
 
     # -- sessions ----------------------------------------------------------------------------
     async def assign(self, tenant: str, login: str, pool: str,
@@ -375,7 +320,7 @@ class Store:
         """
         rng = rng or random.Random()
 
-        def q(db: sqlite3.Connection) -> Assignment | Refusal:
+        def q(db: Tx) -> Assignment | Refusal:
             row = db.execute(
                 f"SELECT id, host, state, port FROM sessions WHERE tenant=? AND login=? AND pool=? "
                 f"AND state IN ({_LIVE_SQL}) ORDER BY created LIMIT 1",
@@ -418,7 +363,7 @@ class Store:
                        (session_id, tenant, login, pool, decision.host_id, State.PENDING.value,
                         keep_seconds, now, now, now + pending_timeout))
             return Assignment(session_id, decision.host_id, reconnect=False)
-        return await self._run(self._tx, q)
+        return await self._write(q, locks=[f"pool:{tenant}/{pool}"])
 
     async def redeem(self, ticket_id: str, expires_at: int, tenant: str, login: str,
                      session_id: str, *, now: float) -> None:
@@ -428,11 +373,10 @@ class Store:
             TicketAlreadyRedeemed: the ticket was redeemed before (by any gateway).
             UnknownSession: no live session of that tenant and user has that id.
         """
-        def q(db: sqlite3.Connection) -> None:
-            try:
-                db.execute("INSERT INTO tickets VALUES (?,?)", (ticket_id, expires_at))
-            except sqlite3.IntegrityError:
-                raise TicketAlreadyRedeemed(ticket_id) from None
+        def q(db: Tx) -> None:
+            if db.execute("INSERT INTO tickets VALUES (?,?) ON CONFLICT (id) DO NOTHING",
+                          (ticket_id, expires_at)).rowcount != 1:
+                raise TicketAlreadyRedeemed(ticket_id)
             row = db.execute("SELECT state FROM sessions WHERE id=? AND tenant=? AND login=?",
                              (session_id, tenant, login)).fetchone()
             try:
@@ -443,11 +387,11 @@ class Store:
                 raise UnknownSession(session_id)
             db.execute("UPDATE sessions SET state=?, viewers=viewers+1, deadline=NULL, updated=? "
                        "WHERE id=?", (state.value, now, session_id))
-        await self._run(self._tx, q)
+        await self._write(q, locks=[f"session:{session_id}"])
 
     async def disconnect(self, tenant: str, session_id: str, *, now: float) -> None:
         """A viewer left; the session becomes disconnected when it was the last one."""
-        def q(db: sqlite3.Connection) -> None:
+        def q(db: Tx) -> None:
             row = db.execute("SELECT state, viewers, keep_seconds FROM sessions "
                              "WHERE id=? AND tenant=?", (session_id, tenant)).fetchone()
             if row is None or row[0] != State.CONNECTED.value:
@@ -457,14 +401,14 @@ class Store:
             deadline = None if viewers else now + row[2]
             db.execute("UPDATE sessions SET state=?, viewers=?, deadline=?, updated=? WHERE id=?",
                        (state.value, viewers, deadline, now, session_id))
-        await self._run(self._tx, q)
+        await self._write(q, locks=[f"session:{session_id}"])
 
     async def touch_sessions(self, sessions: Sequence[tuple[str, str]], *, now: float) -> None:
         """A gateway vouches that it holds these (tenant, session): renew their lease."""
-        def q(db: sqlite3.Connection) -> None:
+        def q(db: Tx) -> None:
             db.executemany("UPDATE sessions SET updated=? WHERE tenant=? AND id=? AND state=?",
                            [(now, t, s, State.CONNECTED.value) for t, s in sessions])
-        await self._run(self._tx, q)
+        await self._write(q)
 
     async def expire(self, now: float, *, gateway_lease: float = float("inf")) -> int:
         """Apply the timers: end sessions whose time ran out, count connected sessions no gateway
@@ -472,7 +416,7 @@ class Store:
         unvouched, left = bulk(Event.DISCONNECT)       # the last viewer is gone with its gateway
         timed_out, over = bulk(Event.EXPIRE)
 
-        def q(db: sqlite3.Connection) -> int:
+        def q(db: Tx) -> int:
             db.execute(f"UPDATE sessions SET state=?, viewers=0, deadline=?+keep_seconds, "
                        f"updated=? WHERE state IN ({_marks(unvouched)}) AND updated<?",
                        (left.value, now, now, *_values(unvouched), now - gateway_lease))
@@ -483,28 +427,28 @@ class Store:
             db.execute("DELETE FROM tickets WHERE expires_at<?", (now - 60,))
             db.execute("DELETE FROM logins WHERE expires<=?", (now,))
             return cur.rowcount
-        return await self._run(self._tx, q)
+        return await self._write(q)
 
     async def live_sessions(self, tenant: str, *, login: str | None = None) -> list[SessionRow]:
-        def q() -> list[SessionRow]:
+        def q(db: Tx) -> list[SessionRow]:
             sql = (f"SELECT id, tenant, login, pool, host, state, created FROM sessions "
                    f"WHERE tenant=? AND state IN ({_LIVE_SQL})")
             args: list[Any] = [tenant, *_LIVE]
             if login is not None:
                 sql += " AND login=?"
                 args.append(login)
-            rows = self._db().execute(sql + " ORDER BY created", args).fetchall()
+            rows = db.execute(sql + " ORDER BY created", args).fetchall()
             return [SessionRow(r[0], r[1], r[2], r[3], r[4], State(r[5]), r[6]) for r in rows]
-        return await self._run(q)
+        return await self._read(q)
 
     async def set_session_port(self, session_id: str, port: int) -> None:
-        def q(db: sqlite3.Connection) -> None:
+        def q(db: Tx) -> None:
             db.execute("UPDATE sessions SET port=? WHERE id=?", (port, session_id))
-        await self._run(self._tx, q)
+        await self._write(q)
 
     async def end_session(self, tenant: str, session_id: str, *, now: float) -> SessionRow | None:
         """End a live session of the tenant (logoff); None if there is no such live session."""
-        def q(db: sqlite3.Connection) -> SessionRow | None:
+        def q(db: Tx) -> SessionRow | None:
             row = db.execute(
                 f"SELECT id, tenant, login, pool, host, state, created FROM sessions "
                 f"WHERE id=? AND tenant=? AND state IN ({_LIVE_SQL})",
@@ -515,59 +459,104 @@ class Store:
             db.execute("UPDATE sessions SET state=?, viewers=0, deadline=NULL, updated=? "
                        "WHERE id=?", (State.ENDED.value, now, session_id))
             return SessionRow(row[0], row[1], row[2], row[3], row[4], State.ENDED, row[6])
-        return await self._run(self._tx, q)
+        return await self._write(q, locks=[f"session:{session_id}"])
 
     async def dedicate(self, tenant: str, pool: str, login: str, host: str) -> None:
         """Give a user of a dedicated pool their host (an admin's choice; replaces any earlier)."""
-        def q(db: sqlite3.Connection) -> None:
+        def q(db: Tx) -> None:
             db.execute("INSERT INTO dedicated VALUES (?,?,?,?) ON CONFLICT (tenant, pool, login) "
                        "DO UPDATE SET host=excluded.host", (tenant, pool, login, host))
-        await self._run(self._tx, q)
+        await self._write(q)
 
     async def dedicated_hosts(self, tenant: str, pool: str) -> dict[str, str]:
         """login → host of a dedicated pool."""
-        def q() -> dict[str, str]:
-            return dict(self._db().execute("SELECT login, host FROM dedicated WHERE tenant=? AND "
+        def q(db: Tx) -> dict[str, str]:
+            return dict(db.execute("SELECT login, host FROM dedicated WHERE tenant=? AND "
                                            "pool=? ORDER BY login", (tenant, pool)).fetchall())
-        return await self._run(q)
+        return await self._read(q)
 
     # -- host states -------------------------------------------------------------------------
     async def host_states(self, tenant: str) -> dict[str, HostStateRow]:
         """Hosts with a state other than the default (active)."""
-        def q() -> dict[str, HostStateRow]:
-            rows = self._db().execute("SELECT host, state, message, deadline, logoff FROM "
-                                      "host_states WHERE tenant=?", (tenant,)).fetchall()
-            return {r[0]: HostStateRow(HostState(r[1]), r[2], r[3], bool(r[4])) for r in rows}
-        return await self._run(q)
+        def q(db: Tx) -> dict[str, HostStateRow]:
+            rows = db.execute(f"SELECT host, {_HOST_ROW} FROM host_states WHERE tenant=?",
+                              (tenant,)).fetchall()
+            return {r[0]: _host_row(r[1:]) for r in rows}
+        return await self._read(q)
 
     async def draining_hosts(self) -> list[tuple[str, str, HostStateRow]]:
-        """(tenant, host, state) of every draining host: drains outlive a broker restart."""
-        def q() -> list[tuple[str, str, HostStateRow]]:
-            rows = self._db().execute("SELECT tenant, host, state, message, deadline, logoff FROM "
-                                      "host_states WHERE state=?",
-                                      (HostState.DRAINING.value,)).fetchall()
-            return [(r[0], r[1], HostStateRow(HostState(r[2]), r[3], r[4], bool(r[5])))
-                    for r in rows]
-        return await self._run(q)
+        """(tenant, host, state) of every draining host, of every tenant."""
+        def q(db: Tx) -> list[tuple[str, str, HostStateRow]]:
+            rows = db.execute(f"SELECT tenant, host, {_HOST_ROW} FROM host_states "
+                              f"WHERE state=?", (HostState.DRAINING.value,)).fetchall()
+            return [(r[0], r[1], _host_row(r[2:])) for r in rows]
+        return await self._read(q)
 
     async def set_host_state(self, tenant: str, host: str, row: HostStateRow, *,
                              now: float) -> None:
-        def q(db: sqlite3.Connection) -> None:
-            db.execute("INSERT INTO host_states VALUES (?,?,?,?,?,?,?) ON CONFLICT (tenant, host) "
+        def q(db: Tx) -> None:
+            db.execute("INSERT INTO host_states (tenant, host, state, message, deadline, logoff, "
+                       "updated, next_notice) VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (tenant, host) "
                        "DO UPDATE SET state=excluded.state, message=excluded.message, "
                        "deadline=excluded.deadline, logoff=excluded.logoff, "
-                       "updated=excluded.updated",
+                       "updated=excluded.updated, next_notice=excluded.next_notice",
                        (tenant, host, row.state.value, row.message, row.deadline,
-                        int(row.logoff), now))
-        await self._run(self._tx, q)
+                        int(row.logoff), now, row.next_notice))
+        await self._write(q)
+
+    async def claim_drain_step(self, tenant: str, host: str, step: float,
+                               following: float | None) -> bool:
+        """Take a drain's step due at ``step`` (moving the next one to ``following``); False if
+        another broker took it, or the drain changed meanwhile: each step happens once."""
+        def q(db: Tx) -> bool:
+            return db.execute("UPDATE host_states SET next_notice=? WHERE tenant=? AND host=? "
+                              "AND state=? AND next_notice=?",
+                              (following, tenant, host, HostState.DRAINING.value,
+                               step)).rowcount == 1
+        return await self._write(q)
+
+    # -- health and leases -------------------------------------------------------------------
+    async def health(self, tenant: str) -> dict[str, bool]:
+        """host → healthy, as the last probe found (hosts never probed are missing)."""
+        def q(db: Tx) -> dict[str, bool]:
+            return {r[0]: bool(r[1]) for r in db.execute(
+                "SELECT host, healthy FROM host_health WHERE tenant=?", (tenant,)).fetchall()}
+        return await self._read(q)
+
+    async def set_health(self, tenant: str, host: str, healthy: bool, *, now: float) -> bool:
+        """Record a probe's finding; True when it changed (a host never probed counts as
+        healthy)."""
+        def q(db: Tx) -> bool:
+            row = db.execute("SELECT healthy FROM host_health WHERE tenant=? AND host=?",
+                             (tenant, host)).fetchone()
+            db.execute("INSERT INTO host_health VALUES (?,?,?,?) ON CONFLICT (tenant, host) DO "
+                       "UPDATE SET healthy=excluded.healthy, updated=excluded.updated",
+                       (tenant, host, int(healthy), now))
+            return (bool(row[0]) if row else True) != healthy
+        return await self._write(q, locks=[f"health:{tenant}/{host}"])
+
+    async def hold_lease(self, name: str, holder: str, *, now: float, until: float) -> bool:
+        """Take or renew a lease: True while ``holder`` holds it (it was free, ran out, or is
+        its own), in one conditional statement."""
+        def q(db: Tx) -> bool:
+            return db.execute("INSERT INTO leases VALUES (?,?,?) ON CONFLICT (name) DO UPDATE "
+                              "SET holder=excluded.holder, until=excluded.until "
+                              "WHERE leases.holder=excluded.holder OR leases.until<?",
+                              (name, holder, until, now)).rowcount == 1
+        return await self._write(q)
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        def q(db: Tx) -> None:
+            db.execute("DELETE FROM leases WHERE name=? AND holder=?", (name, holder))
+        await self._write(q)
 
     # -- devices -----------------------------------------------------------------------------
     async def create_enrolment_code(self, code: str, tenant: str, site: str, device_class: str,
                                     *, expires: float) -> None:
-        def q(db: sqlite3.Connection) -> None:
+        def q(db: Tx) -> None:
             db.execute("INSERT INTO enrolment_codes VALUES (?,?,?,?,?,0)",
                        (token_hash(code), tenant, site, device_class, expires))
-        await self._run(self._tx, q)
+        await self._write(q)
 
     async def enrol_device(self, code: str, name: str, credential: str, *, now: float,
                            guard: Key | None = None) -> Device | None:
@@ -581,7 +570,7 @@ class Store:
         """
         guards = [guard] if guard is not None else []
 
-        def q(db: sqlite3.Connection) -> Device | None:
+        def q(db: Tx) -> Device | None:
             if not self._reserve_in(db, guards, now):
                 raise Throttled(guard.name)
             row = db.execute("SELECT tenant, site, device_class FROM enrolment_codes WHERE "
@@ -597,7 +586,7 @@ class Store:
                        (device.id, device.tenant, name, device.site, device.device_class,
                         token_hash(credential), now))
             return device
-        return await self._run(self._tx, q)
+        return await self._write(q, locks=_names(guards))
 
     async def device_by_credential(self, credential: str, *, now: float,
                                    guard: Key) -> Device | None:
@@ -607,7 +596,7 @@ class Store:
         Raises:
             Throttled: ``guard`` refuses the attempt; nothing was looked at.
         """
-        def q(db: sqlite3.Connection) -> Device | None:
+        def q(db: Tx) -> Device | None:
             if not self._reserve_in(db, [guard], now):
                 raise Throttled(guard.name)
             row = db.execute("SELECT id, tenant, name, site, device_class, created, revoked, "
@@ -619,54 +608,54 @@ class Store:
             self._settle_in(db, [guard], Outcome.SUCCEEDED, now)
             db.execute("UPDATE devices SET last_seen=? WHERE id=?", (now, row[0]))
             return Device(*row)
-        return await self._run(self._tx, q)
+        return await self._write(q, locks=_names([guard]))
 
     async def devices(self, tenant: str) -> list[Device]:
-        def q() -> list[Device]:
-            rows = self._db().execute("SELECT id, tenant, name, site, device_class, created, "
+        def q(db: Tx) -> list[Device]:
+            rows = db.execute("SELECT id, tenant, name, site, device_class, created, "
                                       "revoked, last_seen FROM devices WHERE tenant=? "
                                       "ORDER BY name", (tenant,)).fetchall()
             return [Device(*r) for r in rows]
-        return await self._run(q)
+        return await self._read(q)
 
     async def update_device(self, tenant: str, device_id: str, *, site: str | None = None,
                             device_class: str | None = None,
                             revoked: float | None = None) -> bool:
-        def q(db: sqlite3.Connection) -> bool:
+        def q(db: Tx) -> bool:
             return db.execute(
                 "UPDATE devices SET site=COALESCE(?, site), device_class=COALESCE(?, "
                 "device_class), revoked=COALESCE(?, revoked) WHERE id=? AND tenant=?",
                 (site, device_class, revoked, device_id, tenant)).rowcount == 1
-        return await self._run(self._tx, q)
+        return await self._write(q)
 
     # -- admin tokens ------------------------------------------------------------------------
     async def create_admin_token(self, token: str, tenant: str, name: str, *, now: float) -> None:
-        def q(db: sqlite3.Connection) -> None:
+        def q(db: Tx) -> None:
             db.execute("INSERT INTO admin_tokens VALUES (?,?,?,?)",
                        (token_hash(token), tenant, name, now))
-        await self._run(self._tx, q)
+        await self._write(q)
 
     async def admin_token(self, token: str) -> tuple[str, str] | None:
         """(tenant or OPERATOR, name) of an admin token; None if unknown."""
-        def q() -> tuple[str, str] | None:
-            row = self._db().execute("SELECT tenant, name FROM admin_tokens WHERE token_hash=?",
+        def q(db: Tx) -> tuple[str, str] | None:
+            row = db.execute("SELECT tenant, name FROM admin_tokens WHERE token_hash=?",
                                      (token_hash(token),)).fetchone()
             return (row[0], row[1]) if row else None
-        return await self._run(q)
+        return await self._read(q)
 
     # -- audit -------------------------------------------------------------------------------
     async def audit(self, *, at: float, tenant: str, actor: str, source: str, action: str,
                     result: str, detail: str = "") -> None:
-        def q(db: sqlite3.Connection) -> None:
+        def q(db: Tx) -> None:
             db.execute("INSERT INTO audit (at, tenant, actor, source, action, result, detail) "
                        "VALUES (?,?,?,?,?,?,?)", (at, tenant, actor, source, action, result, detail))
-        await self._run(self._tx, q)
+        await self._write(q)
 
     async def audit_log(self, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
-        def q() -> list[dict[str, Any]]:
-            rows = self._db().execute(
+        def q(db: Tx) -> list[dict[str, Any]]:
+            rows = db.execute(
                 "SELECT at, actor, source, action, result, detail FROM audit WHERE tenant=? "
                 "ORDER BY id DESC LIMIT ?", (tenant, limit)).fetchall()
             keys = ("at", "actor", "source", "action", "result", "detail")
             return [dict(zip(keys, r)) for r in rows]
-        return await self._run(q)
+        return await self._read(q)

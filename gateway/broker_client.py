@@ -22,12 +22,17 @@ REPORT_TIMEOUT = 5.0     # seconds the broker has to answer a redemption or a re
 
 
 class BrokerClient:
-    """Redeems tickets with the broker and reports disconnects."""
+    """Redeems tickets with the brokers and reports to them. With several broker URLs, a call
+    goes to the broker that answered last, and to the next one when a broker cannot be reached
+    or answers that it cannot serve now (5xx): any broker of a fleet serves any call. A call
+    whose answer was lost on the way (a timeout after it was sent) is not repeated elsewhere —
+    a redemption might have been recorded — but refused (fail closed)."""
 
-    def __init__(self, base_url: str, token: bytes) -> None:
-        self.base_url = base_url
+    def __init__(self, base_urls: tuple[str, ...] | str, token: bytes) -> None:
+        self.base_urls = (base_urls,) if isinstance(base_urls, str) else tuple(base_urls)
         self._headers = {"Authorization": f"Bearer {token.decode()}"}
         self._http: aiohttp.ClientSession | None = None
+        self._current = 0
 
     async def start(self) -> None:
         self._http = aiohttp.ClientSession(
@@ -37,19 +42,40 @@ class BrokerClient:
         if self._http is not None:
             await self._http.close()
 
+    async def _post(self, path: str, body: dict) -> int:
+        """POST to the brokers in turn; the first answer's status.
+
+        Raises:
+            BrokerUnavailable: no broker answered.
+        """
+        failure = "no broker"
+        for shift in range(len(self.base_urls)):
+            index = (self._current + shift) % len(self.base_urls)
+            try:
+                async with self._http.post(self.base_urls[index] + path, json=body) as r:
+                    status = r.status
+            except aiohttp.ClientConnectionError as exc:
+                if isinstance(exc, aiohttp.ServerTimeoutError):
+                    raise BrokerUnavailable(type(exc).__name__) from None
+                failure = type(exc).__name__
+                continue
+            except asyncio.TimeoutError:
+                raise BrokerUnavailable("timeout") from None
+            if status >= 500:
+                failure = f"broker answered {status}"
+                continue
+            self._current = index
+            return status
+        raise BrokerUnavailable(failure)
+
     async def redeem(self, claims: Claims) -> None:
         """Record the ticket as used and the session as connected.
 
         Raises:
             TicketReplayed: the broker has seen this ticket before.
-            BrokerUnavailable: no clear answer from the broker.
+            BrokerUnavailable: no clear answer from any broker.
         """
-        body = reports.Redemption.of(claims).to_json()
-        try:
-            async with self._http.post(self.base_url + reports.REDEEM, json=body) as r:
-                status = r.status
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise BrokerUnavailable(type(exc).__name__) from None
+        status = await self._post(reports.REDEEM, reports.Redemption.of(claims).to_json())
         if status == 409:
             raise TicketReplayed("broker has seen this ticket")
         if status != 204:
@@ -57,23 +83,23 @@ class BrokerClient:
 
     async def alive(self, sessions: list[tuple[str, str]]) -> None:
         """Renew the broker's lease on the sessions this gateway holds: (tenant, session)."""
-        body = reports.Alive(tuple(sessions)).to_json()
         try:
-            async with self._http.post(self.base_url + reports.ALIVE, json=body) as r:
-                if r.status != 204:
-                    logger.warning("broker refused the alive report: %s", r.status)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            logger.warning("alive report failed: %s", type(exc).__name__)
+            status = await self._post(reports.ALIVE, reports.Alive(tuple(sessions)).to_json())
+        except BrokerUnavailable as exc:
+            logger.warning("alive report failed: %s", exc)
+            return
+        if status != 204:
+            logger.warning("broker refused the alive report: %s", status)
 
     async def disconnected(self, claims: Claims, counters: Counters,
                            reason: EndReason) -> None:
         body = reports.Disconnect(claims.tenant, claims.session, counters.up, counters.down,
                                   reason).to_json()
         try:
-            async with self._http.post(self.base_url + reports.DISCONNECT, json=body) as r:
-                if r.status != 204:
-                    logger.warning("broker refused disconnect report for session %s: %s",
-                                   claims.session, r.status)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            logger.warning("disconnect report for session %s failed: %s", claims.session,
-                           type(exc).__name__)
+            status = await self._post(reports.DISCONNECT, body)
+        except BrokerUnavailable as exc:
+            logger.warning("disconnect report for session %s failed: %s", claims.session, exc)
+            return
+        if status != 204:
+            logger.warning("broker refused disconnect report for session %s: %s",
+                           claims.session, status)

@@ -33,7 +33,7 @@ class GatewayConfig:
     audience: str
     ticket_public_key: bytes           # PEM of the broker's Ed25519 public key
     credential_key: bytes              # AES-256-GCM key shared with the broker for desktop secrets
-    broker_url: str                    # where connect/disconnect reports go
+    broker_urls: tuple[str, ...]       # where redemptions and reports go (next one on failure)
     report_token: bytes                # authenticates those reports
     allowed_targets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     allowed_origins: tuple[str, ...]   # empty: any origin (native clients send none)
@@ -54,6 +54,15 @@ class GatewayConfig:
     http_idle_timeout: float = DEFAULT_HTTP_IDLE_TIMEOUT
 
 
+def _broker_urls(s: Section) -> tuple[str, ...]:
+    """``broker_urls = [...]`` (a fleet), or ``broker_url = "..."`` (one broker)."""
+    if "broker_urls" in s.data:
+        if "broker_url" in s.data:
+            raise s.fail("broker_url", "expected either broker_url or broker_urls, not both")
+        return tuple(u.rstrip("/") for u in s.str_list("broker_urls"))
+    return (s.str("broker_url").rstrip("/"),)
+
+
 def gateway_config(root: Section) -> GatewayConfig:
     """Read the ``[gateway]`` table of a config file.
 
@@ -67,7 +76,7 @@ def gateway_config(root: Section) -> GatewayConfig:
         audience=s.str("audience"),
         ticket_public_key=read_secret(s.file("ticket_public_key_file")),
         credential_key=read_aes_key(s, "credential_key_file"),
-        broker_url=s.str("broker_url").rstrip("/"),
+        broker_urls=_broker_urls(s),
         report_token=read_secret(s.file("report_token_file")),
         allowed_targets=networks(s, "allowed_targets"),
         allowed_origins=tuple(s.str_list("allowed_origins", [], non_empty=False)),

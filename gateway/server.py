@@ -109,7 +109,7 @@ class Gateway:
     def __init__(self, config: GatewayConfig, broker: BrokerClient | None = None) -> None:
         self.config = config
         self.public_key = load_pem_public_key(config.ticket_public_key)
-        self.broker = broker or BrokerClient(config.broker_url, config.report_token)
+        self.broker = broker or BrokerClient(config.broker_urls, config.report_token)
         self.metrics = Metrics()
         self.draining = False
         self.table = SessionTable()

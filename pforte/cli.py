@@ -30,9 +30,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _broker(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
     from wire import serving
 
     from broker.config import load_config
+    from broker.schema import SchemaMismatch
     from broker.service import Broker
     from broker.store import Store
     from broker.web import create_app
@@ -40,15 +44,81 @@ def _broker(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     host, port = config.listen
 
+    async def check() -> None:
+        store = Store.for_config(config)
+        try:
+            await store.open()
+        finally:
+            await store.close()
+    try:
+        asyncio.run(check())
+    except SchemaMismatch as exc:
+        print(f"pforte broker: {exc}", file=sys.stderr)
+        return 2
+
     async def main() -> None:
-        broker = Broker(config, Store(config.state_dir / "pforte.db"))
+        broker = Broker(config, Store.for_config(config))
         tls = serving.tls_context(config.tls_cert, config.tls_key)
         await serving.serve([serving.Site(create_app(broker), host, port, tls,
                                           config.http_idle_timeout)],
+                            reuse_port=args.workers > 1,
                             on_started=lambda bound: logging.getLogger("pforte").info(
-                                "broker listening on %s://%s:%s", "https" if tls else "http",
-                                *bound[0]))
-    serving.run(main, use_uvloop=args.loop == "uvloop")
+                                "broker (pid %d) listening on %s://%s:%s", os.getpid(),
+                                "https" if tls else "http", *bound[0]))
+
+    def one() -> None:
+        serving.run(main, use_uvloop=args.loop == "uvloop")
+    if args.workers > 1:
+        serving.run_workers(args.workers, one)
+    else:
+        one()
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from broker import schema
+    from broker.config import load_config
+    from broker.engine import engine_for
+
+    config = load_config(args.config)
+    engine = engine_for(config.database, config.state_dir, config.database_password, 1)
+
+    async def run() -> tuple[int, int]:
+        try:
+            return await schema.migrate(engine)
+        finally:
+            await engine.close()
+    try:
+        before, after = asyncio.run(run())
+    except schema.SchemaMismatch as exc:
+        print(f"pforte migrate: {exc}", file=sys.stderr)
+        return 2
+    print(f"schema version {before} → {after}" if before != after
+          else f"schema version {after}: nothing to do")
+    return 0
+
+
+def _backup(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from broker import backup
+    from broker.config import load_config
+
+    config = load_config(args.config)
+    try:
+        if args.command == "backup":
+            backup.backup(config, Path(args.to))
+            print(f"backed up {backup.describe(config)} to {args.to} "
+                  f"(the key files are not in it: back them up on their own)")
+        else:
+            asyncio.run(backup.restore(config, Path(getattr(args, "from"))))
+            print(f"restored {getattr(args, 'from')} onto {backup.describe(config)}")
+    except backup.BackupError as exc:
+        print(f"pforte {args.command}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -96,7 +166,7 @@ def _admin_token(args: argparse.Namespace) -> int:
     token = "pfa_" + secrets.token_urlsafe(32)
 
     async def create() -> None:
-        store = Store(config.state_dir / "pforte.db")
+        store = Store.for_config(config)
         await store.open()
         try:
             await store.create_admin_token(token, args.tenant or OPERATOR, args.name,
@@ -176,6 +246,8 @@ def parser() -> argparse.ArgumentParser:
 
     b = serving("broker", "run the broker (portal and API)")
     b.add_argument("--config", required=True, help="pforte.toml")
+    b.add_argument("--workers", type=int, default=1,
+                   help="broker processes sharing the port (SO_REUSEPORT) and the database")
     b.set_defaults(func=_broker)
 
     g = serving("gateway", "run a gateway (reads only the [gateway] table)")
@@ -184,6 +256,19 @@ def parser() -> argparse.ArgumentParser:
                    help="processes sharing the port (SO_REUSEPORT); default 1")
     g.set_defaults(func=_gateway)
 
+    m = sub.add_parser("migrate", help="bring the database to the schema this version knows",
+                       description="Bring the broker's database (SQLite or PostgreSQL) to the "
+                       "schema this version of Pforte knows; safe to run again.")
+    m.add_argument("--config", required=True)
+    m.set_defaults(func=_migrate)
+    bk = sub.add_parser("backup", help="back the database up while brokers run")
+    bk.add_argument("--config", required=True)
+    bk.add_argument("--to", required=True, help="the backup file to write (mode 0600)")
+    bk.set_defaults(func=_backup)
+    rs = sub.add_parser("restore", help="restore a backup onto an empty database")
+    rs.add_argument("--config", required=True)
+    rs.add_argument("--from", required=True, help="the backup file")
+    rs.set_defaults(func=_backup)
     c = sub.add_parser("check-config", help="check a config file and exit")
     c.add_argument("config")
     c.set_defaults(func=_check_config)

@@ -3,13 +3,13 @@ loopback, and the demo. Runs from a checkout; the wheel does not ship it."""
 
 from .processes import (Processes, STARTUP_TIMEOUT, TestbedError, exit_on_sigterm, free_port,
                         require, self_signed_certificate, wait_for_port, write_private)
-from .directories import (DirectoryUserSpec, GroupSpec, Organisation, SLAPD_CONF, SambaDC, Slapd,
-                          directory_of_users)
+from .directories import (DirectoryUserSpec, GroupSpec, Organisation, Postgres, SLAPD_CONF,
+                          SambaDC, Slapd, directory_of_users)
 from .desktops import (CANVAS_COLOUR_JS, CHROMIUM, CHROMIUM_ARGS, DEMO_START_TIMEOUT, DemoProcess,
                        XvncDesktop, hex_rgb, wait_for_desktop_colour)
-from .network import (BreakableProxy, Dnsmasq, SSHD_CONFIG, Sshd)
+from .network import (BreakableProxy, Dnsmasq, HAProxy, SSHD_CONFIG, Sshd)
 
-__all__ = ["BreakableProxy", "CANVAS_COLOUR_JS", "CHROMIUM", "CHROMIUM_ARGS", "DEMO_START_TIMEOUT",
+__all__ = ["BreakableProxy", "HAProxy", "Postgres", "CANVAS_COLOUR_JS", "CHROMIUM", "CHROMIUM_ARGS", "DEMO_START_TIMEOUT",
            "DemoProcess", "DirectoryUserSpec", "Dnsmasq", "GroupSpec", "Organisation", "Processes",
            "SLAPD_CONF", "SSHD_CONFIG", "STARTUP_TIMEOUT", "SambaDC", "Slapd", "Sshd",
            "TestbedError", "XvncDesktop", "directory_of_users", "exit_on_sigterm", "free_port",

@@ -182,7 +182,7 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
             portal_port=portal_port, gateway_port=gateway_port, gateway_url=gateway_url,
             broker_options={"profiles_dir": str(PROFILES)})
         config = load_config(config_path)
-        broker = Broker(config, Store(config.state_dir / "pforte.db"))
+        broker = Broker(config, Store.for_config(config))
         gateway = Gateway(gateway_config(load_toml(config_path)))
 
         totp = {u.login: mfa.new_secret() if u.enrolled else None for u in USERS}

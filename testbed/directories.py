@@ -3,14 +3,18 @@ its own, and a Samba Active Directory domain controller."""
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import signal
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import ldap3
 
-from .processes import Processes, free_port, require, wait_for_port, write_private
+from .processes import (Processes, TestbedError, free_port, require, wait_for_port,
+                        write_private)
 
 
 # -- OpenLDAP ------------------------------------------------------------------------------------
@@ -211,3 +215,74 @@ class SambaDC:
         self.proc = processes.start([require("samba"), "-i", "-s", str(self.conf)],
                                     log=self.state / "samba.log")
         wait_for_port("127.0.0.1", self.PORT, self.proc, timeout=60, what="samba")
+
+
+# -- PostgreSQL ------------------------------------------------------------------------------------
+
+POSTGRES_BIN = Path("/usr/lib/postgresql")
+
+
+def postgres_program(name: str) -> str:
+    """A PostgreSQL server program (Debian keeps them outside PATH, per major version)."""
+    found = sorted(POSTGRES_BIN.glob(f"*/bin/{name}"))
+    if not found:
+        raise TestbedError(f"{name} not found under {POSTGRES_BIN} (apt-get install postgresql)")
+    return str(found[-1])
+
+
+@dataclass
+class Postgres:
+    """A private PostgreSQL server on a free loopback port: its own data directory (owned by
+    the ``postgres`` user, as initdb demands), a superuser ``pforte`` with a password, and
+    password authentication over TCP only."""
+
+    password: str = field(default_factory=lambda: secrets.token_hex(12))
+    port: int = 0
+    data: Path | None = None
+    proc: subprocess.Popen | None = None
+
+    def start(self, processes: Processes) -> None:
+        import tempfile
+        self.data = Path(tempfile.mkdtemp(prefix="pforte-pg-"))
+        shutil.chown(self.data, "postgres")
+        pwfile = self.data / "pw"
+        pwfile.write_text(self.password)
+        shutil.chown(pwfile, "postgres")
+        cluster = self.data / "cluster"
+        subprocess.run(["runuser", "-u", "postgres", "--", postgres_program("initdb"), "-D",
+                        str(cluster), "-U", "pforte", f"--pwfile={pwfile}",
+                        "--auth=scram-sha-256", "-E", "UTF8", "--no-sync"],
+                       check=True, capture_output=True, timeout=120)
+        pwfile.unlink()
+        self.port = self.port or free_port()
+        self.run(processes)
+
+    def run(self, processes: Processes) -> None:
+        """Start the server on its data directory and port (again, after :meth:`halt`)."""
+        self.proc = processes.start(
+            ["runuser", "-u", "postgres", "--", postgres_program("postgres"), "-D",
+             str(self.data / "cluster"), "-p", str(self.port), "-h", "127.0.0.1", "-k",
+             str(self.data), "-c", "fsync=off", "-c", "max_connections=300"],
+            log=self.data / "postgres.log")
+        wait_for_port("127.0.0.1", self.port, self.proc, what="postgres")
+
+    def halt(self) -> None:
+        """Stop the server at once ("fast" shutdown: clients are disconnected), as an outage."""
+        pid = int((self.data / "cluster" / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGINT)
+        self.proc.wait(30)
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"postgresql://pforte@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """A new empty database; its DSN (without the password)."""
+        import psycopg
+        with psycopg.connect(self.dsn(), password=self.password, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn(name)
+
+    def remove(self) -> None:
+        """After :meth:`Processes.stop`: delete the data directory."""
+        if self.data is not None:
+            shutil.rmtree(self.data, ignore_errors=True)

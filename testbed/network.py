@@ -161,3 +161,68 @@ class Dnsmasq:
              f"--pid-file={self.state / 'dnsmasq.pid'}", "--log-facility=-", *records],
             log=self.state / "dnsmasq.log")
         wait_for_port("127.0.0.1", self.port, proc, what="dnsmasq")  # it answers TCP too
+
+
+# -- HAProxy ---------------------------------------------------------------------------------------
+
+HAPROXY_CONF = """\
+global
+    maxconn 8000
+    log stdout format raw local0
+defaults
+    mode http
+    log global
+    option httplog
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 1h
+    option redispatch
+    retries 2
+    option forwardfor
+frontend portal
+    bind 127.0.0.1:{portal_port}
+    default_backend brokers
+backend brokers
+    balance roundrobin
+    option httpchk GET /healthz
+    retry-on all-retryable-errors
+    option redispatch 1
+{brokers}
+frontend gateways
+    bind 127.0.0.1:{gateway_port}
+    default_backend gateways
+backend gateways
+    balance leastconn
+    option httpchk GET /readyz
+{gateways}
+"""
+
+
+@dataclass
+class HAProxy:
+    """Debian's HAProxy in front of brokers (round robin) and gateways (least connections),
+    both checked every half second (gateways by their readiness: a draining one gets nothing
+    new)."""
+
+    state: Path
+    brokers: list[int]
+    gateways: list[int]
+    portal_port: int = 0
+    gateway_port: int = 0
+
+    def start(self, processes: Processes) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.portal_port = self.portal_port or free_port()
+        self.gateway_port = self.gateway_port or free_port()
+
+        def servers(kind: str, ports: list[int]) -> str:
+            return "\n".join(f"    server {kind}{i} 127.0.0.1:{p} check inter 500ms fall 2 rise 1"
+                             for i, p in enumerate(ports, 1))
+        conf = self.state / "haproxy.cfg"
+        conf.write_text(HAPROXY_CONF.format(
+            portal_port=self.portal_port, gateway_port=self.gateway_port,
+            brokers=servers("broker", self.brokers), gateways=servers("gateway", self.gateways)))
+        proc = processes.start([require("haproxy"), "-db", "-f", str(conf)],
+                               log=self.state / "haproxy.log")
+        wait_for_port("127.0.0.1", self.portal_port, proc, what="haproxy")

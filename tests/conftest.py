@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import shutil
 import time
@@ -27,7 +28,7 @@ from broker.config import load_config
 from testbed.demo import TENANT, DesktopEntry, write_config
 from broker.service import Broker
 from broker.store import Store
-from testbed import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd,
+from testbed import (Postgres, DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd,
                             XvncDesktop, free_port)
 from broker.web import create_app
 from gateway.config import gateway_config
@@ -80,6 +81,41 @@ def processes():
     p = Processes()
     yield p
     p.stop()
+
+
+ENGINE = os.environ.get("PFORTE_TEST_DATABASE", "sqlite")   # or "postgres": the whole suite
+
+
+@pytest.fixture(scope="session")
+def postgres(processes) -> Postgres:
+    """A private PostgreSQL server for the session (when the suite runs on PostgreSQL)."""
+    need("runuser")
+    if not list(Path("/usr/lib/postgresql").glob("*/bin/postgres")):
+        pytest.skip("not installed: postgresql (scripts/setup installs it)")
+    server = Postgres()
+    server.start(processes)
+    yield server
+    processes.stop(server.proc)
+    server.remove()
+
+
+@pytest.fixture
+def database(request, tmp_path):
+    """A function giving the broker options of a fresh database of the engine the suite runs
+    on: nothing for SQLite (a file in the state directory), a new PostgreSQL database."""
+    return lambda: database_options(request, tmp_path)
+
+
+def database_options(request, directory: Path) -> dict:
+    if ENGINE != "postgres":
+        return {}
+    server = request.getfixturevalue("postgres")
+    name = f"t_{secrets.token_hex(6)}"
+    password_file = directory / f"{name}.pass"
+    password_file.write_text(server.password)
+    password_file.chmod(0o600)
+    return {"database": server.create_database(name),
+            "database_password_file": str(password_file)}
 
 
 @pytest.fixture(scope="session")
@@ -157,7 +193,7 @@ async def open_desktop(conn: dict) -> bytes:
 
 
 @pytest.fixture
-async def make_installation(tmp_path, slapd, desktops):
+async def make_installation(tmp_path, slapd, desktops, database):
     """Build an installation; keyword arguments go to ``write_config``."""
     runners: list[web.AppRunner] = []
     sessions: list[aiohttp.ClientSession] = []
@@ -171,9 +207,10 @@ async def make_installation(tmp_path, slapd, desktops):
         options = dict(slapd=slapd, desktops=entries, group=slapd.group_dn("desktop-users"),
                        host="127.0.0.1", portal_port=portal_port, gateway_port=gateway_port)
         options.update(overrides)
+        options["broker_options"] = {**database(), **overrides.get("broker_options", {})}
         path = write_config(state, **options)
         config = load_config(path)
-        broker = Broker(config, Store(config.state_dir / "pforte.db"))
+        broker = Broker(config, Store.for_config(config))
         gateway = Gateway(gateway_config(load_toml(path)))
         for app, port in ((create_app(broker), portal_port), (gateway.app(), gateway_port)):
             runner = web.AppRunner(app, access_log=None)

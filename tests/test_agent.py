@@ -201,7 +201,8 @@ async def test_a_thin_client_finds_its_broker_by_a_dns_srv_record(fleet, tmp_pat
 
 
 @pytest.mark.integration
-async def test_a_thin_client_survives_a_broker_restart_during_boot(tmp_path, slapd, desktops):
+async def test_a_thin_client_survives_a_broker_restart_during_boot(tmp_path, slapd, desktops,
+                                                                  database):
     """The real ``pforte broker`` process is stopped while the user types the one-time code
     (the password was accepted) and started again a second later; the agent keeps trying."""
     portal, gateway = free_port(), free_port()
@@ -209,10 +210,10 @@ async def test_a_thin_client_survives_a_broker_restart_during_boot(tmp_path, sla
         tmp_path, slapd=slapd, group=slapd.group_dn("desktop-users"), host="127.0.0.1",
         portal_port=portal, gateway_port=gateway,
         desktops=[DesktopEntry("desk1", desktops[0].port, 4, desktops[0].password)],
-        broker_options={"profiles_dir": str(EXAMPLES)})
+        broker_options={"profiles_dir": str(EXAMPLES), **database()})
     config = load_config(path)
     secret, code = mfa.new_secret(), "restart-code-1"
-    broker = Broker(config, Store(config.state_dir / "pforte.db"))
+    broker = Broker(config, Store.for_config(config))
     await broker.store.open()
     await broker.import_enrolment(TENANT, "anna", secret)
     await broker.store.create_enrolment_code(code, TENANT, "rathaus-front-office", "thin-client",

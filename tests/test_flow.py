@@ -126,7 +126,7 @@ async def test_a_replayed_code_is_refused_even_after_a_broker_restart(installati
     assert r.status == 401 and (await r.json())["error"] == "code_replayed"
     # a broker started afresh on the same state file remembers the used step
     restarted = Broker(installation.broker.config,
-                       Store(installation.broker.config.state_dir / "pforte.db"))
+                       Store.for_config(installation.broker.config))
     await restarted.store.open()
     try:
         login = await restarted.store.get_login(token2, time.time())
@@ -291,7 +291,7 @@ async def test_a_dead_desktop_host_gets_no_sessions_and_users_a_clear_answer(mak
     dead = DesktopEntry("dead", free_port(), 1, "password")
     inst = await make_installation(desktops=[dead])
     await inst.broker.admin.probe_all()
-    assert inst.broker.admin.health[(TENANT, "dead")] is False
+    assert (await inst.broker.store.health(TENANT))["dead"] is False
     r = await inst.post("/api/v1/pools/buero/connect", await inst.login("anna"))
     assert r.status == 503 and (await r.json())["error"] == "no_free_desktop"
 
@@ -396,12 +396,11 @@ async def test_enrolment_issues_recovery_codes_that_each_work_once(installation)
         token = (await r.json())["token"]
         r = await installation.post("/api/v1/mfa", token, {"code": codes[0].upper()})
         assert r.status == expected
-    # the codes are stored only as keyed hashes
-    import sqlite3
-    db = sqlite3.connect(installation.broker.config.state_dir / "pforte.db")
-    stored = " ".join(str(row) for row in db.execute("SELECT * FROM recovery_codes"))
-    db.close()
-    assert not any(c in stored for c in codes)
+    # the codes are stored only as keyed hashes (read straight from the database)
+    rows = await installation.broker.store.engine.read(
+        lambda tx: tx.execute("SELECT * FROM recovery_codes").fetchall())
+    stored = " ".join(str(row) for row in rows)
+    assert rows and not any(c in stored for c in codes)
 
 
 async def test_an_admin_resets_a_lost_authenticator(installation):

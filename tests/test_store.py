@@ -1,11 +1,12 @@
-"""The SQLite store: decisions that must not race are atomic, also across two processes' worth of
-connections on one file."""
+"""The store, on the engine the suite runs on: decisions that must not race are atomic, also
+across two brokers' worth of connections on one database (a SQLite file, or PostgreSQL)."""
 
 import asyncio
 import random
 
 import pytest
 
+from broker.engine import PostgresEngine
 from broker.sessions import State
 from broker.placement import OwnHostDown, PoolBusy, PoolFull
 from broker.store import Assignment, Store, TicketAlreadyRedeemed, UnknownSession
@@ -14,8 +15,14 @@ NOW = 1_800_000_000.0
 
 
 @pytest.fixture
-async def stores(tmp_path):
-    a, b = Store(tmp_path / "s.db"), Store(tmp_path / "s.db")
+async def stores(tmp_path, database):
+    options = database()
+    if options:
+        password = open(options["database_password_file"]).read()
+        a, b = (Store(PostgresEngine(options["database"], password, connections=4))
+                for _ in range(2))
+    else:
+        a, b = Store(tmp_path / "s.db"), Store(tmp_path / "s.db")
     await a.open()
     await b.open()
     yield a, b

@@ -10,7 +10,7 @@ from aiohttp import web
 from wire import reports, serving
 
 from ..errors import BadRequest, NotEntitled
-from ..service import printable
+from ..audit import printable
 from .common import BROKER_KEY, COOKIE, field, json_body, login_of, set_cookie, source_of, token_of
 from .openapi import OPENAPI
 

@@ -55,6 +55,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "not_entitled": "You are not allowed to use this desktop.",
         "directory_unavailable": "The login service of your municipality is not reachable right "
                                  "now. Please try again in a few minutes.",
+        "store_unavailable": "Signing in is temporarily unavailable. Please try again in a "
+                             "minute; desktops already open keep running.",
         "no_free_desktop": "All desktops of this kind are in use. Please try again in a minute.",
         "desktop_start_failed": "Your desktop could not be started. Please try again in a "
                                 "minute; if it happens again, call your IT service desk.",
@@ -134,6 +136,9 @@ TEXTS: dict[str, dict[str, str]] = {
         "not_entitled": "Sie sind für diesen Arbeitsplatz nicht freigeschaltet.",
         "directory_unavailable": "Der Anmeldedienst Ihrer Kommune ist gerade nicht erreichbar. "
                                  "Bitte versuchen Sie es in einigen Minuten erneut.",
+        "store_unavailable": "Die Anmeldung ist vorübergehend nicht möglich. Bitte versuchen "
+                             "Sie es in einer Minute erneut; geöffnete Arbeitsplätze laufen "
+                             "weiter.",
         "no_free_desktop": "Alle Arbeitsplätze dieser Art sind belegt. Bitte versuchen Sie es in "
                            "einer Minute erneut.",
         "desktop_start_failed": "Ihr Arbeitsplatz konnte nicht gestartet werden. Bitte "

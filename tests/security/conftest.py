@@ -22,7 +22,7 @@ from broker import mfa
 from testbed.demo import TENANT, DesktopEntry, write_config
 from testbed import Processes, free_port, wait_for_port
 
-from ..conftest import ADMIN_GROUP, USERS
+from ..conftest import ADMIN_GROUP, USERS, database_options
 
 DOMAIN = "musterstadt.example"
 IDLE = 2.0            # http_idle_timeout of both ports
@@ -118,8 +118,8 @@ def start(processes: Processes, what: str, config: Path, port: int,
     return proc
 
 
-def make_live(state: Path, slapd, desktops, *, broker_options: dict | None = None,
-              gateway_options: dict | None = None) -> Live:
+def make_live(state: Path, slapd, desktops, database: dict, *,
+              broker_options: dict | None = None, gateway_options: dict | None = None) -> Live:
     portal_port, gateway_port = free_port(), free_port()
     config = write_config(
         state, slapd=slapd, host="127.0.0.1", portal_port=portal_port,
@@ -128,7 +128,7 @@ def make_live(state: Path, slapd, desktops, *, broker_options: dict | None = Non
         desktops=[DesktopEntry(f"desk{i + 1}", d.port, 100, d.password)
                   for i, d in enumerate(desktops)],
         broker_options={"trusted_proxies": ["127.0.0.1/32"], "http_idle_timeout": IDLE,
-                        **(broker_options or {})},
+                        **database, **(broker_options or {})},
         gateway_options={"trusted_proxies": ["127.0.0.1/32"], "http_idle_timeout": IDLE,
                          "handshake_timeout": HANDSHAKE, "drain_timeout": DRAIN,
                          **(gateway_options or {})})
@@ -148,20 +148,22 @@ def make_live(state: Path, slapd, desktops, *, broker_options: dict | None = Non
 
 
 @pytest.fixture(scope="module")
-def live(slapd, desktops, tmp_path_factory):
+def live(request, slapd, desktops, tmp_path_factory):
     """One installation for a test module; tests keep apart by client address and user."""
-    installation = make_live(tmp_path_factory.mktemp("live"), slapd, desktops)
+    state = tmp_path_factory.mktemp("live")
+    installation = make_live(state, slapd, desktops, database_options(request, state))
     yield installation
     installation.processes.stop()
 
 
 @pytest.fixture
-def own_live(slapd, desktops, tmp_path):
+def own_live(slapd, desktops, tmp_path, database):
     """An installation of the test's own (it may kill its processes); options as make_live."""
     made: list[Live] = []
 
     def make(**options) -> Live:
-        made.append(make_live(tmp_path / f"live-{len(made)}", slapd, desktops, **options))
+        made.append(make_live(tmp_path / f"live-{len(made)}", slapd, desktops, database(),
+                              **options))
         return made[-1]
     yield make
     for installation in made:

@@ -1,0 +1,328 @@
+"""The boot storm against a fleet, with faults: N thin clients (default 2,200) boot within a window
+against HAProxy → two brokers → PostgreSQL, and two gateways behind the same HAProxy, with a real
+slapd and real TigerVNC Xvnc hosts (as ``benchmarks.boot_storm``, whose clients this reuses).
+
+Runs, each on a fresh database:
+
+* **a** no faults;
+* **b** ``kill -9`` of one broker 5 s into the storm;
+* **c** ``kill -9`` of one gateway once every session is connected: every client whose desktop
+  dropped asks for its desktop again (the same session, a new ticket) and is counted back;
+* **d** PostgreSQL stopped for 20 s in the middle of the storm;
+* **e** for comparison: the same storm on SQLite with one broker (``benchmarks.boot_storm``).
+
+After each: no host over its seats, every client in exactly one live session, retries counted.
+
+Usage: ``.venv/bin/python -m benchmarks.fleet_storm [--clients 2200] [--window 10] [--hosts 44]
+[--runs abcde]``; writes ``benchmarks/results/fleet_storm.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import concurrent.futures
+import json
+import random
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import uvloop
+
+from benchmarks import boot_storm
+from benchmarks.boot_storm import EXAMPLES, PASSWORD, cpu_by_part
+from broker import mfa
+from broker.config import load_config
+from broker.service import Broker
+from broker.store import Store
+from testbed import (HAProxy, Postgres, Processes, XvncDesktop, directory_of_users,
+                     exit_on_sigterm, free_port, wait_for_port)
+from testbed.demo import TENANT, DesktopEntry, write_config
+from wire.serving import raise_file_limit
+
+RESULTS = Path(__file__).parent / "results" / "fleet_storm.json"
+BROKER_KILL_AT = 5.0      # seconds into the storm (run b)
+DB_OUTAGE = (4.0, 20.0)   # start (seconds into the storm) and length of the outage (run d)
+COME_BACK_WITHIN = 30.0   # seconds a client of run c may take to get its desktop again
+
+
+class Fleet:
+    """Two brokers, two gateways, HAProxy, one database; the parts a run may break."""
+
+    def __init__(self, state: Path, processes: Processes, config_path: Path,
+                 second_config: Path, ports: dict[str, int]) -> None:
+        self.state, self.processes = state, processes
+        self.configs = [config_path, second_config]
+        self.ports = ports
+        self.brokers: list = []
+        self.gateways: list = []
+
+    def start(self) -> None:
+        python = [sys.executable, "-m", "pforte", "--log-level", "WARNING"]
+        for i, config in enumerate(self.configs):
+            broker = self.processes.start([*python, "broker", "--config", str(config)],
+                                          log=self.state / f"broker{i}.log")
+            wait_for_port("127.0.0.1", self.ports[f"broker{i}"], broker, what="broker")
+            self.brokers.append(broker)
+            gateway = self.processes.start([*python, "gateway", "--config", str(config)],
+                                           log=self.state / f"gateway{i}.log")
+            wait_for_port("127.0.0.1", self.ports[f"gateway{i}"], gateway, what="gateway")
+            self.gateways.append(gateway)
+
+    def stop(self) -> None:
+        for proc in self.brokers + self.gateways:
+            if proc.poll() is None:
+                self.processes.stop(proc)
+        self.brokers, self.gateways = [], []
+
+
+def make_configs(state: Path, slapd, desktops, seats: int, ports: dict[str, int],
+                 database: dict) -> tuple[Path, Path]:
+    lb_gateway = f"ws://127.0.0.1:{ports['lb_gateway']}/ws"
+    first = write_config(
+        state, slapd=slapd, group=slapd.group_dn("desktop-users"), host="127.0.0.1",
+        portal_port=ports["broker0"], gateway_port=ports["gateway0"], gateway_url=lb_gateway,
+        desktops=[DesktopEntry(f"d{i}", d.port, seats, d.password)
+                  for i, d in enumerate(desktops)],
+        broker_options={"failures_per_source": 10**6, "profiles_dir": str(EXAMPLES),
+                        "trusted_proxies": ["127.0.0.1/32"], **database},
+        gateway_options={"max_sessions_per_source": 10**6, "max_sessions": 10**6})
+    text = first.read_text().replace(
+        f'broker_url = "http://127.0.0.1:{ports["broker0"]}"',
+        f'broker_urls = ["http://127.0.0.1:{ports["broker0"]}", '
+        f'"http://127.0.0.1:{ports["broker1"]}"]')
+    first.write_text(text)
+    second = state / "second.toml"
+    second.write_text(text.replace(f'"127.0.0.1:{ports["broker0"]}"',
+                                   f'"127.0.0.1:{ports["broker1"]}"', 1).replace(
+        f'listen = "127.0.0.1:{ports["gateway0"]}"', f'listen = "127.0.0.1:{ports["gateway1"]}"'))
+    return first, second
+
+
+async def prepare(config, users: list[str]) -> tuple[dict[str, str], list[str]]:
+    broker = Broker(config, Store.for_config(config))
+    await broker.store.open()
+    totp, credentials = {}, []
+    for u in users:
+        totp[u] = mfa.new_secret()
+        await broker.import_enrolment(TENANT, u, totp[u])
+        code = secrets.token_hex(6)
+        await broker.store.create_enrolment_code(code, TENANT, "rathaus-front-office",
+                                                 "thin-client", expires=time.time() + 600)
+        credential = "pfd_" + secrets.token_urlsafe(24)
+        await broker.store.enrol_device(code, u, credential, now=time.time())
+        credentials.append(credential)
+    await broker.close()
+    return totp, credentials
+
+
+async def check(config, seats: int) -> dict:
+    store = Store.for_config(config)
+    await store.open()
+    live = await store.live_sessions(TENANT)
+    await store.close()
+    per_host = collections.Counter(s.host for s in live)
+    per_user = collections.Counter(s.login for s in live)
+    return {"live_sessions": len(live), "max_per_host": max(per_host.values(), default=0),
+            "seats_per_host": seats, "overbooked": any(v > seats for v in per_host.values()),
+            "users_with_more_than_one_session": sum(1 for v in per_user.values() if v > 1)}
+
+
+async def storm_with(fault, base: str, users, totp, credentials, window: float) -> dict:
+    """The storm, with ``fault`` (a coroutine function of the storm's start) run beside it."""
+    start = time.monotonic()
+    side = asyncio.ensure_future(fault(start)) if fault else None
+    report = await boot_storm.storm(base, users, totp, credentials, window)
+    if side is not None:
+        report["fault"] = await side
+    return report
+
+
+async def _desktop(http: aiohttp.ClientSession, base: str, token: str, rng: random.Random,
+                   retried: collections.Counter) -> aiohttp.ClientWebSocketResponse:
+    """Ask for the desktop with a signed-in user's token and open it through the gateway."""
+    conn = await boot_storm.request(http, "POST", f"{base}/api/v1/pools/buero/connect", rng,
+                                    retried, token=token)
+    ws = await http.ws_connect(conn["gateway_url"], max_msg_size=0, heartbeat=None)
+    await ws.send_str(conn["ticket"])
+    await _viewer_handshake(ws)
+    return ws
+
+
+async def _viewer_handshake(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Speak RFB 3.8 as a viewer up to the desktop's ServerInit, so that the session stays
+    connected (the gateway ends viewers that never finish the handshake)."""
+    pending = bytearray()
+
+    async def read(n: int) -> bytes:
+        while len(pending) < n:
+            msg = await ws.receive(timeout=COME_BACK_WITHIN)
+            if msg.type is not aiohttp.WSMsgType.BINARY:
+                raise boot_storm.Failed(f"gateway closed {ws.close_code}")
+            pending.extend(msg.data)
+        data = bytes(pending[:n])
+        del pending[:n]
+        return data
+    await read(12)
+    await ws.send_bytes(b"RFB 003.008\n")
+    count = (await read(1))[0]
+    await read(count)
+    await ws.send_bytes(b"\x01")              # security type None (the gateway's offer)
+    await read(4)                              # SecurityResult OK
+    await ws.send_bytes(b"\x01")              # ClientInit: shared
+    await read(24)                             # ServerInit up to the name's length
+
+
+async def come_back(base: str, users: list[str], totp: dict[str, str], credentials: list[str],
+                    fleet: Fleet, window: float) -> dict:
+    """Run c: the storm; then, with every session connected, one gateway is killed. A client
+    whose desktop drops asks for it again at once with its login (no new sign-in): the same
+    session, a new ticket, the other gateway. Counted: who dropped, who is back, and when."""
+    rng = random.Random(11)
+    retried: collections.Counter = collections.Counter()
+    start = time.monotonic() + 0.5
+    clients: list[tuple[aiohttp.ClientSession, str, aiohttp.ClientWebSocketResponse]] = []
+
+    async def boot(i: int, user: str) -> None:
+        await asyncio.sleep(max(0.0, start + rng.uniform(0, window) - time.monotonic()))
+        http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=boot_storm.GIVE_UP))
+        own = random.Random(i)
+        login = await boot_storm.request(http, "POST", f"{base}/api/v1/login", own, retried,
+                                         body={"username": f"{user}@musterstadt.example",
+                                               "password": PASSWORD})
+        await boot_storm.request(http, "POST", f"{base}/api/v1/mfa", own, retried,
+                                 token=login["token"],
+                                 body={"code": mfa.current_code(totp[user], time.time())})
+        clients.append((http, login["token"], await _desktop(http, base, login["token"], own,
+                                                             retried)))
+    booted = await asyncio.gather(*(boot(i, u) for i, u in enumerate(users)),
+                                  return_exceptions=True)
+    failed_boots = sum(1 for b in booted if isinstance(b, BaseException))
+    killed = [0.0]
+    back: list[float] = []
+    closes: collections.Counter = collections.Counter()
+
+    async def watch(i: int, http, token, ws) -> bool:
+        """True if this client's desktop dropped (and then whether it came back is recorded)."""
+        msg = await ws.receive()
+        if msg.type is aiohttp.WSMsgType.BINARY:
+            return False
+        closes[f"{msg.type.name} {ws.close_code}"] += 1
+        again = await _desktop(http, base, token, random.Random(i), retried)
+        back.append(time.monotonic() - killed[0])
+        await again.close()
+        return True
+    watchers = [asyncio.ensure_future(watch(i, *c)) for i, c in enumerate(clients)]
+    await asyncio.sleep(0.5)
+    killed[0] = time.monotonic()
+    fleet.gateways[1].send_signal(signal.SIGKILL)
+    done, pending = await asyncio.wait(watchers, timeout=COME_BACK_WITHIN + 10)
+    for task in pending:
+        task.cancel()
+    lost = sum(1 for t in done if t.exception() is not None)   # dropped, and not back in time
+    dropped = lost + sum(1 for t in done if t.exception() is None and t.result())
+    for http, _, ws in clients:
+        await ws.close()
+        await http.close()
+    back.sort()
+    return {"booted": len(clients), "failed_boots": failed_boots,
+            "untouched": len(pending), "dropped": dropped,
+            "back": len(back), "not_back": lost,
+            "back_p50_s": round(back[len(back) // 2], 2) if back else None,
+            "all_back_after_s": round(back[-1], 2) if back else None,
+            "closes": dict(closes), "retried": dict(retried)}
+
+
+def run(which: str, n: int, window: float, n_hosts: int) -> dict:
+    raise_file_limit()
+    state = Path(tempfile.mkdtemp(prefix="pforte-fleet-"))
+    processes = Processes()
+    users = [f"u{i:05d}" for i in range(n)]
+    seats = -(-n // n_hosts)
+    postgres = Postgres()
+    try:
+        slapd = directory_of_users(state / "slapd", processes, "Storm", users, PASSWORD)
+        desktops = [XvncDesktop(state / f"desk{i}", f"Storm {i}", "#2e7d32",
+                                password=secrets.token_hex(4)) for i in range(n_hosts)]
+        with concurrent.futures.ThreadPoolExecutor(8) as starting:
+            list(starting.map(lambda d: d.start(processes), desktops))
+        postgres.start(processes)
+        (state / "pg.pass").write_text(postgres.password)
+        ports = {k: free_port() for k in ("broker0", "broker1", "gateway0", "gateway1",
+                                          "lb_portal", "lb_gateway")}
+        HAProxy(state / "haproxy", [ports["broker0"], ports["broker1"]],
+                [ports["gateway0"], ports["gateway1"]], ports["lb_portal"],
+                ports["lb_gateway"]).start(processes)
+        base = f"http://127.0.0.1:{ports['lb_portal']}"
+        results = {}
+        for run_name in which:
+            if run_name == "e":
+                results["e"] = boot_storm.run(n, window, n_hosts)
+                continue
+            run_state = state / f"run-{run_name}"
+            run_state.mkdir()
+            database = {"database": postgres.create_database(f"storm_{run_name}"),
+                        "database_password_file": str(state / "pg.pass")}
+            first, second = make_configs(run_state, slapd, desktops, seats, ports, database)
+            config = load_config(first)
+            totp, credentials = asyncio.run(prepare(config, users))
+            fleet = Fleet(run_state, processes, first, second, ports)
+            fleet.start()
+            time.sleep(1.5)  # HAProxy has checked every part
+            parts = {"brokers": [p.pid for p in fleet.brokers],
+                     "gateways": [p.pid for p in fleet.gateways],
+                     "postgres": [postgres.proc.pid]}
+            cpu_before = cpu_by_part(parts)
+
+            async def kill_broker(start: float) -> dict:
+                await asyncio.sleep(max(0.0, start + BROKER_KILL_AT - time.monotonic()))
+                fleet.brokers[1].send_signal(signal.SIGKILL)
+                return {"killed": "broker 2 (kill -9)", "at_s": BROKER_KILL_AT}
+
+            async def stop_database(start: float) -> dict:
+                await asyncio.sleep(max(0.0, start + DB_OUTAGE[0] - time.monotonic()))
+                postgres.halt()
+                await asyncio.sleep(DB_OUTAGE[1])
+                postgres.run(processes)
+                return {"database_stopped_at_s": DB_OUTAGE[0], "for_s": DB_OUTAGE[1]}
+            if run_name == "c":
+                report = uvloop.run(come_back(base, users, totp, credentials, fleet, window))
+            else:
+                fault = {"a": None, "b": kill_broker, "d": stop_database}[run_name]
+                report = uvloop.run(storm_with(fault, base, users, totp, credentials, window))
+            cpu_after = cpu_by_part(parts)
+            report["cpu_seconds"] = {k: round(cpu_after[k] - cpu_before[k], 1) for k in parts}
+            report["check"] = asyncio.run(check(config, seats))
+            results[run_name] = report
+            fleet.stop()
+            print(f"run {run_name}: {json.dumps(report)}", flush=True)
+        return results
+    finally:
+        processes.stop()
+        postgres.remove()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def main() -> None:
+    exit_on_sigterm()
+    parser = argparse.ArgumentParser(description="Boot storm against a fleet, with faults.")
+    parser.add_argument("--clients", type=int, default=2200)
+    parser.add_argument("--window", type=float, default=10.0)
+    parser.add_argument("--hosts", type=int, default=44)
+    parser.add_argument("--runs", default="abcde", help="which runs (letters a to e)")
+    args = parser.parse_args()
+    results = run(args.runs, args.clients, args.window, args.hosts)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -88,10 +88,13 @@ async def request(http: aiohttp.ClientSession, method: str, url: str, rng: rando
     while True:
         try:
             async with http.request(method, url, json=body, headers=headers) as r:
-                data = await r.json(content_type=None) if r.status != 204 else {}
+                try:
+                    data = await r.json(content_type=None) if r.status != 204 else {}
+                except ValueError:  # a proxy's error page: like the agent, judge by status
+                    data = {}
                 if r.status < 400:
                     return data or {}
-                if r.status not in (429, 503) or time.monotonic() > deadline:
+                if (r.status != 429 and r.status < 500) or time.monotonic() > deadline:
                     raise Failed(f"{r.status} {data.get('error', '')}".strip())
                 retried[f"{r.status} {data.get('error', '')}"] += 1
         except aiohttp.ClientError as exc:

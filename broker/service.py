@@ -310,9 +310,15 @@ class Broker:
             The new recovery codes when this code completed an enrolment (show them once), else
             None.
 
+        A login whose second factor is complete answers any further code with success and changes
+        nothing: a request repeated by a load balancer (its first broker died after accepting the
+        code) must not turn into "code already used".
+
         Raises:
             CodeRejected (or its CodeReplayed), TooManyAttempts, LoginRequired.
         """
+        if login.mfa_done:
+            return None
         state = await self.store.user_mfa(login.tenant, login.user)
         if not state.totp_sealed:
             raise LoginRequired("no enrolment started")
@@ -326,15 +332,16 @@ class Broker:
             if recovery:
                 if not await self.store.use_recovery_code(
                         login.tenant, login.user,
-                        mfa.recovery_hash(self.config.totp_key, context, code), now=self.clock()):
+                        mfa.recovery_hash(self.config.totp_key, context, code), now=self.clock(),
+                        completes=token):
                     raise CodeRejected("unknown or spent recovery code")
             else:
                 secret = mfa.unseal(self.config.totp_key, state.totp_sealed, context)
                 step = mfa.check_code(secret, code, now=self.clock(), last_step=state.last_step)
                 if not await self.store.accept_step(login.tenant, login.user, step,
-                                                    confirm=not state.confirmed):
+                                                    confirm=not state.confirmed,
+                                                    completes=token):
                     raise mfa.CodeReplayed("step used concurrently")
-        await self.store.complete_mfa(token)
         await self.audit.record(login.tenant, login.user, source, action, "ok")
         if state.confirmed:
             return None

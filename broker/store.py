@@ -124,6 +124,11 @@ class Throttled(Exception):
     """A throttle key refused the attempt before anything was looked at."""
 
 
+def _complete(db: Tx, token: str) -> None:
+    """The login's second factor is done."""
+    db.execute("UPDATE logins SET mfa_done=1 WHERE token_hash=?", (token_hash(token),))
+
+
 def _names(keys: Sequence[Key]) -> list[str]:
     return [f"throttle:{k.name}" for k in keys]
 
@@ -191,14 +196,21 @@ class Store:
                 "totp_confirmed=1, totp_last_step=NULL", (tenant, login, sealed))
         await self._write(q)
 
-    async def accept_step(self, tenant: str, login: str, step: int, *, confirm: bool) -> bool:
-        """Record a used TOTP step; False if that step (or a later one) was used already."""
+    async def accept_step(self, tenant: str, login: str, step: int, *, confirm: bool,
+                          completes: str | None = None) -> bool:
+        """Record a used TOTP step; False if that step (or a later one) was used already.
+
+        ``completes``: a login token whose second factor this completes, in the same
+        transaction (a broker that dies after the step was used leaves no half-done login).
+        """
         def q(db: Tx) -> bool:
             cur = db.execute(
                 "UPDATE users SET totp_last_step=?, totp_confirmed=CASE WHEN ? THEN 1 "
                 "ELSE totp_confirmed END WHERE tenant=? AND login=? "
                 "AND (totp_last_step IS NULL OR totp_last_step < ?)",
                 (step, confirm, tenant, login, step))
+            if cur.rowcount == 1 and completes is not None:
+                _complete(db, completes)
             return cur.rowcount == 1
         return await self._write(q)
 
@@ -210,12 +222,16 @@ class Store:
         await self._write(q)
 
     async def use_recovery_code(self, tenant: str, login: str, code_hash: str, *,
-                                now: float) -> bool:
-        """Spend a recovery code; False if unknown or spent."""
+                                now: float, completes: str | None = None) -> bool:
+        """Spend a recovery code; False if unknown or spent. ``completes`` as for
+        :meth:`accept_step`."""
         def q(db: Tx) -> bool:
-            return db.execute("UPDATE recovery_codes SET used_at=? WHERE tenant=? AND login=? "
-                              "AND code_hash=? AND used_at IS NULL",
-                              (now, tenant, login, code_hash)).rowcount == 1
+            spent = db.execute("UPDATE recovery_codes SET used_at=? WHERE tenant=? AND login=? "
+                               "AND code_hash=? AND used_at IS NULL",
+                               (now, tenant, login, code_hash)).rowcount == 1
+            if spent and completes is not None:
+                _complete(db, completes)
+            return spent
         return await self._write(q)
 
     async def reset_mfa(self, tenant: str, login: str) -> bool:
@@ -289,11 +305,6 @@ class Store:
             return Login(row[0], row[1], row[2], frozenset(json.loads(row[3])), bool(row[4]),
                          row[5], row[6])
         return await self._read(q)
-
-    async def complete_mfa(self, token: str) -> None:
-        def q(db: Tx) -> None:
-            db.execute("UPDATE logins SET mfa_done=1 WHERE token_hash=?", (token_hash(token),))
-        await self._write(q)
 
     async def delete_login(self, token: str) -> None:
         def q(db: Tx) -> None:

@@ -415,3 +415,22 @@ async def test_an_admin_resets_a_lost_authenticator(installation):
     audit = [(e["action"], e["detail"]) for e in await installation.broker.store.audit_log(TENANT)]
     assert ("mfa.reset", "user=anna") in audit
     assert token
+
+
+async def test_a_code_sent_again_on_a_completed_login_changes_nothing(installation):
+    """A load balancer repeats a request whose broker died after it had accepted the code: the
+    same login gets success again, and the code is not checked (or counted) a second time."""
+    secret = mfa.new_secret()
+    await installation.broker.import_enrolment(TENANT, "bernd", secret)
+    r = await installation.password_login("bernd")
+    token = (await r.json())["token"]
+    code = mfa.current_code(secret, time.time())
+    for _ in range(2):
+        r = await installation.post("/api/v1/mfa", token, {"code": code})
+        assert r.status == 204
+    r = await installation.password_login("bernd")          # another login: the code is spent
+    r = await installation.post("/api/v1/mfa", (await r.json())["token"], {"code": code})
+    assert r.status == 401 and (await r.json())["error"] == "code_replayed"
+    totp = [e for e in await installation.broker.store.audit_log(TENANT)
+            if e["action"] == "login.totp" and e["actor"] == "bernd"]
+    assert [e["result"] for e in totp] == ["code_replayed", "ok"]

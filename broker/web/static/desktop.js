@@ -8,7 +8,7 @@ const status = document.getElementById("status");
 const screen = document.getElementById("screen");
 const texts = JSON.parse(document.getElementById("texts").textContent);
 
-const MOVE_ATTEMPTS = 5;     // a gateway shutting down: open the desktop again, elsewhere
+const MOVE_ATTEMPTS = 5;     // a gateway shut down or gone: open the desktop again, elsewhere
 const MOVE_DELAY_MS = 1000;
 let moves = 0;
 
@@ -47,15 +47,17 @@ async function connect() {
     const previous = channel.onclose;
     channel.onclose = (event) => {
         if (previous) previous(event);
-        if (event.code >= 4000) {
-            say(`gateway_${event.code}`, "gateway_other");
-        } else if (event.code === 1001 && moves < MOVE_ATTEMPTS) {
-            // The gateway is being drained: a new ticket leads to another gateway, and the
+        const moved = event.code === 1001 || event.code === 4410;
+        if (moved && moves < MOVE_ATTEMPTS) {
+            // The gateway is being drained (1001), or the one that held the stream is gone so
+            // that it cannot be resumed (4410): a new ticket leads to another gateway, and the
             // desktop itself lives on, so the user finds it as they left it.
             moves += 1;
             say("reconnecting");
             screen.replaceChildren();
             setTimeout(connect, MOVE_DELAY_MS);
+        } else if (event.code >= 4000) {
+            say(`gateway_${event.code}`, "gateway_other");
         }
     };
 }

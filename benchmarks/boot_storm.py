@@ -167,6 +167,25 @@ async def storm(base: str, users: list[str], secrets_by_user: dict[str, str],
             "failures": dict(failures), "retried": dict(retried)}
 
 
+async def enrol_clients(config, users: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Every user enrolled with a TOTP secret, and a thin client enrolled for each: (secrets
+    by user, device credentials in the users' order)."""
+    broker = Broker(config, Store.for_config(config))
+    await broker.store.open()
+    totp, credentials = {}, []
+    for u in users:
+        totp[u] = mfa.new_secret()
+        await broker.import_enrolment(TENANT, u, totp[u])
+        code = secrets.token_hex(6)
+        await broker.store.create_enrolment_code(code, TENANT, "rathaus-front-office",
+                                                 "thin-client", expires=time.time() + 600)
+        credential = "pfd_" + secrets.token_urlsafe(24)
+        await broker.store.enrol_device(code, u, credential, now=time.time())
+        credentials.append(credential)
+    await broker.close()
+    return totp, credentials
+
+
 def run(n: int, window: float, n_hosts: int, keep: bool = False) -> dict:
     raise_file_limit()
     state = Path(tempfile.mkdtemp(prefix="pforte-storm-"))
@@ -188,23 +207,7 @@ def run(n: int, window: float, n_hosts: int, keep: bool = False) -> dict:
             broker_options={"failures_per_source": 10**6, "profiles_dir": str(EXAMPLES)},
             gateway_options={"max_sessions_per_source": 10**6, "max_sessions": 10**6})
         config = load_config(config_path)
-        totp = {u: mfa.new_secret() for u in users}
-
-        async def prepare() -> list[str]:
-            broker = Broker(config, Store.for_config(config))
-            await broker.store.open()
-            credentials = []
-            for u in users:
-                await broker.import_enrolment(TENANT, u, totp[u])
-                code = secrets.token_hex(6)
-                await broker.store.create_enrolment_code(code, TENANT, "rathaus-front-office",
-                                                         "thin-client", expires=time.time() + 600)
-                credential = "pfd_" + secrets.token_urlsafe(24)
-                await broker.store.enrol_device(code, u, credential, now=time.time())
-                credentials.append(credential)
-            await broker.close()
-            return credentials
-        credentials = asyncio.run(prepare())
+        totp, credentials = asyncio.run(enrol_clients(config, users))
         python = [sys.executable, "-m", "pforte", "--log-level", "WARNING"]
         broker = processes.start([*python, "broker", "--config", str(config_path)],
                                  log=state / "broker.log")

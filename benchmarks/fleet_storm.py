@@ -40,7 +40,6 @@ from benchmarks import boot_storm
 from benchmarks.boot_storm import EXAMPLES, PASSWORD, cpu_by_part
 from broker import mfa
 from broker.config import load_config
-from broker.service import Broker
 from broker.store import Store
 from testbed import (HAProxy, Postgres, Processes, XvncDesktop, directory_of_users,
                      exit_on_sigterm, free_port, wait_for_port)
@@ -104,23 +103,6 @@ def make_configs(state: Path, slapd, desktops, seats: int, ports: dict[str, int]
                                    f'"127.0.0.1:{ports["broker1"]}"', 1).replace(
         f'listen = "127.0.0.1:{ports["gateway0"]}"', f'listen = "127.0.0.1:{ports["gateway1"]}"'))
     return first, second
-
-
-async def prepare(config, users: list[str]) -> tuple[dict[str, str], list[str]]:
-    broker = Broker(config, Store.for_config(config))
-    await broker.store.open()
-    totp, credentials = {}, []
-    for u in users:
-        totp[u] = mfa.new_secret()
-        await broker.import_enrolment(TENANT, u, totp[u])
-        code = secrets.token_hex(6)
-        await broker.store.create_enrolment_code(code, TENANT, "rathaus-front-office",
-                                                 "thin-client", expires=time.time() + 600)
-        credential = "pfd_" + secrets.token_urlsafe(24)
-        await broker.store.enrol_device(code, u, credential, now=time.time())
-        credentials.append(credential)
-    await broker.close()
-    return totp, credentials
 
 
 async def check(config, seats: int) -> dict:
@@ -272,7 +254,7 @@ def run(which: str, n: int, window: float, n_hosts: int) -> dict:
                         "database_password_file": str(state / "pg.pass")}
             first, second = make_configs(run_state, slapd, desktops, seats, ports, database)
             config = load_config(first)
-            totp, credentials = asyncio.run(prepare(config, users))
+            totp, credentials = asyncio.run(boot_storm.enrol_clients(config, users))
             fleet = Fleet(run_state, processes, first, second, ports)
             fleet.start()
             time.sleep(1.5)  # HAProxy has checked every part

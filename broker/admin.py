@@ -62,8 +62,7 @@ class Administration:
                            ) -> tuple[list[tuple[str, int, bool]], set[str]]:
         """What placement needs to know of the hosts by their state and health: (host id,
         seats, takes new sessions) of each, and the hosts users may return to."""
-        states = await self.store.host_states(tenant.id)
-        health = await self.store.health(tenant.id)
+        states, health = await self.store.hosts_now(tenant.id)
         hosts, back = [], set()
         for host_id in host_ids:
             state = states.get(host_id, ACTIVE_ROW).state

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .store import Store
+from .store import Fragment, Store
 
 
 def printable(text: str) -> str:
@@ -26,6 +26,13 @@ class AuditLog:
         await self._store.audit(at=self._clock(), tenant=tenant, actor=printable(actor),
                                 source=source, action=action, result=result,
                                 detail=printable(detail))
+
+    def entry(self, tenant: str, actor: str, source: str, action: str, result: str,
+              detail: str = "") -> Fragment:
+        """The same record, as a part of another unit of work (written in its transaction)."""
+        return self._store.audit_entry(at=self._clock(), tenant=tenant, actor=printable(actor),
+                                       source=source, action=action, result=result,
+                                       detail=printable(detail))
 
     async def entries(self, tenant: str, limit: int) -> list[dict[str, Any]]:
         return await self._store.audit_log(tenant, limit)

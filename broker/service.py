@@ -10,7 +10,7 @@ import random
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -32,7 +32,7 @@ from .throttle import Key, Outcome
 from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, DesktopStartFailed,
                      LoginRequired, NoFreeDesktop, NotEntitled, NotFound, OwnDesktopUnavailable,
                      PoolBusy, TooManyAttempts, UnknownTenant)
-from .store import (OPERATOR, Assignment, Login, Store, TicketAlreadyRedeemed,
+from .store import (OPERATOR, Assignment, Fragment, Login, Store, TicketAlreadyRedeemed,
                     UnknownSession)
 
 logger = logging.getLogger("pforte.broker")
@@ -59,6 +59,12 @@ class Connection:
     pool: PoolConfig
     host_id: str
     expires_at: int
+
+
+@dataclass
+class Attempt:
+    """What a use case records once its throttled attempt succeeded (see Broker._attempt)."""
+    on_success: list[Fragment] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -181,20 +187,20 @@ class Broker:
             raise
         directory = self.directories[tenant.id]
         async with self._attempt([self._source_key(source)], tenant.id, name, source,
-                                 "login.password"):
+                                 "login.password") as address:
             entry = await directory.find(name)
             identity = entry.login if entry is not None else canonical(name)
             user_key = self._user_key(tenant.id, identity, complete=False)
             async with self._attempt([user_key], tenant.id, identity, source,
                                      "login.password", audit_failure=True):
                 user = await directory.verify(entry, password)
-        now = self.clock()
-        token = secrets.token_urlsafe(32)
-        login = Login(tenant=tenant.id, user=user.login, display_name=user.display_name,
-                      groups=user.groups, mfa_done=False, csrf=secrets.token_urlsafe(24),
-                      expires=now + self.config.login_lifetime)
-        await self.store.create_login(token, login)
-        await self.audit.record(tenant.id, user.login, source, "login.password", "ok")
+            token = secrets.token_urlsafe(32)
+            login = Login(tenant=tenant.id, user=user.login, display_name=user.display_name,
+                          groups=user.groups, mfa_done=False, csrf=secrets.token_urlsafe(24),
+                          expires=self.clock() + self.config.login_lifetime)
+            address.on_success += [  # recorded with the address's settlement: one transaction
+                self.store.new_login(token, login),
+                self.audit.entry(tenant.id, user.login, source, "login.password", "ok")]
         return token, login
 
     def _user_key(self, tenant: str, identity: str, *, complete: bool) -> Key:
@@ -208,28 +214,31 @@ class Broker:
 
     @contextlib.asynccontextmanager
     async def _attempt(self, keys: list[Key], tenant: str, actor: str, source: str, action: str,
-                       *, audit_failure: bool = False) -> AsyncIterator[None]:
+                       *, audit_failure: bool = False) -> AsyncIterator[Attempt]:
         """Reserve an attempt on ``keys`` (or refuse it: TooManyAttempts), run the body, settle
         the attempt by how the body ended: a wrong secret counts, success forgets or gives back,
-        anything else (directory down, account state) gives back."""
+        anything else (directory down, account state) gives back. What the body adds to
+        ``on_success`` (and the failure's audit entry) is written in the settlement's
+        transaction: one use case, as few transactions as its decisions need."""
         if not await self.store.throttle_reserve(keys, now=self.clock()):
             await self.audit.record(tenant, actor, source, action, "locked_out")
             raise TooManyAttempts("locked out")
-        outcome = Outcome.VOID
+        attempt = Attempt()
+        outcome, also = Outcome.VOID, []
         try:
-            yield
-            outcome = Outcome.SUCCEEDED
+            yield attempt
+            outcome, also = Outcome.SUCCEEDED, attempt.on_success
         except (BadCredentials, CodeRejected) as exc:
             outcome = Outcome.FAILED
             if audit_failure:
-                await self.audit.record(tenant, actor, source, action, exc.code, str(exc))
+                also = [self.audit.entry(tenant, actor, source, action, exc.code, str(exc))]
             raise
         except BrokerError as exc:
             if audit_failure:
-                await self.audit.record(tenant, actor, source, action, exc.code)
+                also = [self.audit.entry(tenant, actor, source, action, exc.code)]
             raise
         finally:
-            await self.store.throttle_settle(keys, outcome, now=self.clock())
+            await self.store.throttle_settle(keys, outcome, now=self.clock(), also=also)
 
     async def identity(self, tenant: TenantConfig, typed: str) -> str:
         """The canonical identity of a user an admin names (any spelling the directory accepts,
@@ -328,7 +337,9 @@ class Broker:
         keys = [self._user_key(login.tenant, login.user, complete=True),
                 self._source_key(source)]
         async with self._attempt(keys, login.tenant, login.user, source, action,
-                                 audit_failure=True):
+                                 audit_failure=True) as attempt:
+            attempt.on_success.append(self.audit.entry(login.tenant, login.user, source, action,
+                                                       "ok"))
             if recovery:
                 if not await self.store.use_recovery_code(
                         login.tenant, login.user,
@@ -342,7 +353,6 @@ class Broker:
                                                     confirm=not state.confirmed,
                                                     completes=token):
                     raise mfa.CodeReplayed("step used concurrently")
-        await self.audit.record(login.tenant, login.user, source, action, "ok")
         if state.confirmed:
             return None
         codes = mfa.new_recovery_codes()

@@ -124,6 +124,9 @@ class Throttled(Exception):
     """A throttle key refused the attempt before anything was looked at."""
 
 
+Fragment = Callable[[Tx], None]   # a part of a unit of work, run inside another's transaction
+
+
 def _complete(db: Tx, token: str) -> None:
     """The login's second factor is done."""
     db.execute("UPDATE logins SET mfa_done=1 WHERE token_hash=?", (token_hash(token),))
@@ -282,18 +285,28 @@ class Store:
         when any key refuses it. Every reserved attempt must be settled."""
         return await self._write(lambda db: self._reserve_in(db, keys, now), locks=_names(keys))
 
-    async def throttle_settle(self, keys: Sequence[Key], outcome: Outcome, *,
-                              now: float) -> None:
-        """Settle a reserved attempt on every key (see :mod:`broker.throttle`)."""
-        await self._write(lambda db: self._settle_in(db, keys, outcome, now), locks=_names(keys))
+    async def throttle_settle(self, keys: Sequence[Key], outcome: Outcome, *, now: float,
+                              also: Sequence[Fragment] = ()) -> None:
+        """Settle a reserved attempt on every key (see :mod:`broker.throttle`), and record what
+        the use case adds (``also``: a new login, audit entries) in the same transaction."""
+        def q(db: Tx) -> None:
+            self._settle_in(db, keys, outcome, now)
+            for fragment in also:
+                fragment(db)
+        await self._write(q, locks=_names(keys))
 
     # -- portal logins -----------------------------------------------------------------------
-    async def create_login(self, token: str, login: Login) -> None:
+    @staticmethod
+    def new_login(token: str, login: Login) -> Fragment:
+        """Store a portal login (as part of a unit of work)."""
         def q(db: Tx) -> None:
             db.execute("INSERT INTO logins VALUES (?,?,?,?,?,?,?,?)", (
                 token_hash(token), login.tenant, login.user, login.display_name,
                 json.dumps(sorted(login.groups)), int(login.mfa_done), login.csrf, login.expires))
-        await self._write(q)
+        return q
+
+    async def create_login(self, token: str, login: Login) -> None:
+        await self._write(self.new_login(token, login))
 
     async def get_login(self, token: str, now: float) -> Login | None:
         def q(db: Tx) -> Login | None:
@@ -495,6 +508,17 @@ class Store:
             return {r[0]: _host_row(r[1:]) for r in rows}
         return await self._read(q)
 
+    async def hosts_now(self, tenant: str) -> tuple[dict[str, HostStateRow], dict[str, bool]]:
+        """The tenant's host states and health in one read (what placement needs)."""
+        def q(db: Tx) -> tuple[dict[str, HostStateRow], dict[str, bool]]:
+            states = db.execute(f"SELECT host, {_HOST_ROW} FROM host_states WHERE tenant=?",
+                                (tenant,)).fetchall()
+            health = db.execute("SELECT host, healthy FROM host_health WHERE tenant=?",
+                                (tenant,)).fetchall()
+            return ({r[0]: _host_row(r[1:]) for r in states},
+                    {r[0]: bool(r[1]) for r in health})
+        return await self._read(q)
+
     async def draining_hosts(self) -> list[tuple[str, str, HostStateRow]]:
         """(tenant, host, state) of every draining host, of every tenant."""
         def q(db: Tx) -> list[tuple[str, str, HostStateRow]]:
@@ -655,12 +679,19 @@ class Store:
         return await self._read(q)
 
     # -- audit -------------------------------------------------------------------------------
-    async def audit(self, *, at: float, tenant: str, actor: str, source: str, action: str,
-                    result: str, detail: str = "") -> None:
+    @staticmethod
+    def audit_entry(*, at: float, tenant: str, actor: str, source: str, action: str,
+                    result: str, detail: str = "") -> Fragment:
+        """An audit entry (as part of a unit of work)."""
         def q(db: Tx) -> None:
             db.execute("INSERT INTO audit (at, tenant, actor, source, action, result, detail) "
                        "VALUES (?,?,?,?,?,?,?)", (at, tenant, actor, source, action, result, detail))
-        await self._write(q)
+        return q
+
+    async def audit(self, *, at: float, tenant: str, actor: str, source: str, action: str,
+                    result: str, detail: str = "") -> None:
+        await self._write(self.audit_entry(at=at, tenant=tenant, actor=actor, source=source,
+                                           action=action, result=result, detail=detail))
 
     async def audit_log(self, tenant: str, limit: int = 100) -> list[dict[str, Any]]:
         def q(db: Tx) -> list[dict[str, Any]]:

@@ -74,8 +74,7 @@ class Administration:
 
     # -- views -------------------------------------------------------------------------------
     async def host_overview(self, tenant: TenantConfig) -> list[dict]:
-        states = await self.store.host_states(tenant.id)
-        health = await self.store.health(tenant.id)
+        states, health = await self.store.hosts_now(tenant.id)
         sessions = await self.store.live_sessions(tenant.id)
         out = []
         for host in tenant.hosts:

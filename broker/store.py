@@ -305,9 +305,6 @@ class Store:
                 json.dumps(sorted(login.groups)), int(login.mfa_done), login.csrf, login.expires))
         return q
 
-    async def create_login(self, token: str, login: Login) -> None:
-        await self._write(self.new_login(token, login))
-
     async def get_login(self, token: str, now: float) -> Login | None:
         def q(db: Tx) -> Login | None:
             row = db.execute(

@@ -9,7 +9,7 @@ const screen = document.getElementById("screen");
 const texts = JSON.parse(document.getElementById("texts").textContent);
 
 const MOVE_ATTEMPTS = 5;     // a gateway shut down or gone: open the desktop again, elsewhere
-const MOVE_DELAY_MS = 1000;
+const MOVE_DELAY_MS = 100;    // the balancer already sends new connections elsewhere
 let moves = 0;
 
 function say(key, fallback) {

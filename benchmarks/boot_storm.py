@@ -186,6 +186,20 @@ async def enrol_clients(config, users: list[str]) -> tuple[dict[str, str], list[
     return totp, credentials
 
 
+async def check_sessions(config, seats: int) -> dict:
+    """After a storm: live sessions, the fullest host, and whether any host or user holds more
+    than it may."""
+    store = Store.for_config(config)
+    await store.open()
+    live = await store.live_sessions(TENANT)
+    await store.close()
+    per_host = collections.Counter(s.host for s in live)
+    per_user = collections.Counter(s.login for s in live)
+    return {"live_sessions": len(live), "max_per_host": max(per_host.values(), default=0),
+            "seats_per_host": seats, "overbooked": any(v > seats for v in per_host.values()),
+            "users_with_more_than_one_session": sum(1 for v in per_user.values() if v > 1)}
+
+
 def run(n: int, window: float, n_hosts: int, keep: bool = False) -> dict:
     raise_file_limit()
     state = Path(tempfile.mkdtemp(prefix="pforte-storm-"))
@@ -227,16 +241,7 @@ def run(n: int, window: float, n_hosts: int, keep: bool = False) -> dict:
                                  for name in parts}
         report["cpu_seconds"]["load generator"] = round(time.process_time() - generator_before, 1)
 
-        async def audit() -> dict:
-            store = Store.for_config(config)
-            await store.open()
-            live = await store.live_sessions(TENANT)
-            await store.close()
-            per_host = collections.Counter(s.host for s in live)
-            return {"live_sessions": len(live), "max_per_host": max(per_host.values(), default=0),
-                    "seats_per_host": seats, "overbooked": any(v > seats
-                                                               for v in per_host.values())}
-        report["check"] = asyncio.run(audit())
+        report["check"] = asyncio.run(check_sessions(config, seats))
         report["hosts"] = n_hosts
         report["desktops"] = "real TigerVNC Xvnc, VNC password auth by the gateway"
         return report

@@ -40,10 +40,9 @@ from benchmarks import boot_storm
 from benchmarks.boot_storm import EXAMPLES, PASSWORD, cpu_by_part
 from broker import mfa
 from broker.config import load_config
-from broker.store import Store
 from testbed import (HAProxy, Postgres, Processes, XvncDesktop, directory_of_users,
                      exit_on_sigterm, free_port, wait_for_port)
-from testbed.demo import TENANT, DesktopEntry, write_config
+from testbed.demo import DesktopEntry, write_config
 from wire.serving import raise_file_limit
 
 RESULTS = Path(__file__).parent / "results" / "fleet_storm.json"
@@ -103,18 +102,6 @@ def make_configs(state: Path, slapd, desktops, seats: int, ports: dict[str, int]
                                    f'"127.0.0.1:{ports["broker1"]}"', 1).replace(
         f'listen = "127.0.0.1:{ports["gateway0"]}"', f'listen = "127.0.0.1:{ports["gateway1"]}"'))
     return first, second
-
-
-async def check(config, seats: int) -> dict:
-    store = Store.for_config(config)
-    await store.open()
-    live = await store.live_sessions(TENANT)
-    await store.close()
-    per_host = collections.Counter(s.host for s in live)
-    per_user = collections.Counter(s.login for s in live)
-    return {"live_sessions": len(live), "max_per_host": max(per_host.values(), default=0),
-            "seats_per_host": seats, "overbooked": any(v > seats for v in per_host.values()),
-            "users_with_more_than_one_session": sum(1 for v in per_user.values() if v > 1)}
 
 
 async def storm_with(fault, base: str, users, totp, credentials, window: float) -> dict:
@@ -281,7 +268,7 @@ def run(which: str, n: int, window: float, n_hosts: int) -> dict:
                 report = uvloop.run(storm_with(fault, base, users, totp, credentials, window))
             cpu_after = cpu_by_part(parts)
             report["cpu_seconds"] = {k: round(cpu_after[k] - cpu_before[k], 1) for k in parts}
-            report["check"] = asyncio.run(check(config, seats))
+            report["check"] = asyncio.run(boot_storm.check_sessions(config, seats))
             results[run_name] = report
             fleet.stop()
             print(f"run {run_name}: {json.dumps(report)}", flush=True)

@@ -548,13 +548,6 @@ class Store:
         return await self._write(q)
 
     # -- health and leases -------------------------------------------------------------------
-    async def health(self, tenant: str) -> dict[str, bool]:
-        """host → healthy, as the last probe found (hosts never probed are missing)."""
-        def q(db: Tx) -> dict[str, bool]:
-            return {r[0]: bool(r[1]) for r in db.execute(
-                "SELECT host, healthy FROM host_health WHERE tenant=?", (tenant,)).fetchall()}
-        return await self._read(q)
-
     async def set_health(self, tenant: str, host: str, healthy: bool, *, now: float) -> bool:
         """Record a probe's finding; True when it changed (a host never probed counts as
         healthy)."""

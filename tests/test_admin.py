@@ -337,14 +337,14 @@ async def test_an_unhealthy_host_comes_back_by_itself(make_installation):
     port = free_port()
     inst = await make_installation(desktops=[DesktopEntry("rdp1", port, 2, None, "rdp")])
     await inst.broker.admin.probe_all()
-    assert await inst.broker.store.health(TENANT) == {"rdp1": False}
+    assert (await inst.broker.store.hosts_now(TENANT))[1] == {"rdp1": False}
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
     listener.listen(8)
     try:
         await inst.broker.admin.probe_all()
-        assert await inst.broker.store.health(TENANT) == {"rdp1": True}
+        assert (await inst.broker.store.hosts_now(TENANT))[1] == {"rdp1": True}
         audit = [(e["action"], e["result"]) for e in await inst.broker.store.audit_log(TENANT)]
         assert ("host.health", "unhealthy") in audit and ("host.health", "healthy") in audit
     finally:

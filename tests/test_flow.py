@@ -291,7 +291,7 @@ async def test_a_dead_desktop_host_gets_no_sessions_and_users_a_clear_answer(mak
     dead = DesktopEntry("dead", free_port(), 1, "password")
     inst = await make_installation(desktops=[dead])
     await inst.broker.admin.probe_all()
-    assert (await inst.broker.store.health(TENANT))["dead"] is False
+    assert ((await inst.broker.store.hosts_now(TENANT))[1])["dead"] is False
     r = await inst.post("/api/v1/pools/buero/connect", await inst.login("anna"))
     assert r.status == 503 and (await r.json())["error"] == "no_free_desktop"
 

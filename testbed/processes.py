@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -21,10 +22,22 @@ class TestbedError(RuntimeError):
     pass
 
 
+LISTEN_PORTS = (15000, 32767)   # below Linux's ephemeral range (32768-60999) that outgoing
+                                # connections take their local ports from
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port to listen on that nothing holds now. Chosen below the ephemeral range: a port the
+    kernel hands out for port 0 may be taken by an outgoing connection before a server binds it."""
+    for _ in range(1000):
+        port = random.randint(*LISTEN_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise TestbedError("no free port below the ephemeral range")
 
 
 def self_signed_certificate(directory: Path, name: str = "127.0.0.1") -> tuple[Path, Path]:

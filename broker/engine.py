@@ -197,36 +197,55 @@ class PostgresEngine(Engine):
         self.dsn = dsn
         self.password = password
 
-    def _conn(self) -> Any:
+    def _conn(self) -> tuple[Any, bool]:
+        """This thread's connection, and whether it was opened just now (a reused one may have
+        died with a database restart since its last use)."""
         import psycopg
         conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            try:
-                conn = psycopg.connect(self.dsn, password=self.password, autocommit=True,
-                                       connect_timeout=CONNECT_TIMEOUT)
-            except psycopg.OperationalError as exc:
-                raise StoreUnavailable(_first_line(exc)) from None
-            self._local.conn = conn
-        return conn
+        if conn is not None and not conn.closed:
+            return conn, False
+        try:
+            conn = psycopg.connect(self.dsn, password=self.password, autocommit=True,
+                                   connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(_first_line(exc)) from None
+        self._local.conn = conn
+        return conn, True
 
     def _transaction(self, fn: Callable[[Tx], T], locks: Sequence[str]) -> T:
-        import psycopg
-        conn = self._conn()
-        try:
+        committing = False
+
+        def attempt(conn: Any) -> T:
+            nonlocal committing
             with conn.transaction():
                 tx = _PostgresTx(conn)
                 if locks:
                     tx.lock(*locks)
-                return fn(tx)
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            self._forget(conn)
-            raise StoreUnavailable(_first_line(exc)) from None
+                result = fn(tx)
+                committing = True
+            return result
+        return self._on_live_connection(attempt, retry_safe=lambda: not committing)
 
     def _read(self, fn: Callable[[Tx], T]) -> T:
+        return self._on_live_connection(lambda conn: fn(_PostgresTx(conn)),
+                                        retry_safe=lambda: True)
+
+    def _on_live_connection(self, attempt: Callable[[Any], T],
+                            retry_safe: Callable[[], bool]) -> T:
+        """Run ``attempt`` on this thread's connection. A reused connection may have died with a
+        database restart since its last use: it is replaced once, if nothing can have been
+        committed (the failure came before COMMIT was sent). A fresh one failing is an outage."""
         import psycopg
-        conn = self._conn()
+        conn, fresh = self._conn()
         try:
-            return fn(_PostgresTx(conn))
+            return attempt(conn)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._forget(conn)
+            if fresh or not retry_safe():
+                raise StoreUnavailable(_first_line(exc)) from None
+        conn, _ = self._conn()
+        try:
+            return attempt(conn)
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self._forget(conn)
             raise StoreUnavailable(_first_line(exc)) from None

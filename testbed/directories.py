@@ -8,6 +8,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -265,6 +266,20 @@ class Postgres:
              str(self.data), "-c", "fsync=off", "-c", "max_connections=300"],
             log=self.data / "postgres.log")
         wait_for_port("127.0.0.1", self.port, self.proc, what="postgres")
+        self._wait_until_accepting()
+
+    def _wait_until_accepting(self, timeout: float = 30) -> None:
+        """PostgreSQL listens before it accepts sessions ("the database system is starting up")."""
+        import psycopg
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                psycopg.connect(self.dsn(), password=self.password, connect_timeout=2).close()
+                return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise TestbedError(f"postgres on port {self.port} accepts no sessions")
+                time.sleep(0.05)
 
     def halt(self) -> None:
         """Stop the server at once ("fast" shutdown: clients are disconnected), as an outage."""

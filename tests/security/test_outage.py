@@ -61,3 +61,38 @@ async def test_a_database_outage_keeps_desktops_running_and_ends_by_itself(
         r = await http.get(f"{live.portal}/api/v1/pools", headers=bearer(token))
         assert r.status == 200                                # logins survived the outage
         await ws.close()
+
+
+async def test_every_connection_that_predates_a_database_restart_is_replaced_unnoticed(
+        own_postgres):
+    """Each of the broker's connections was opened before PostgreSQL restarted: the first
+    unit of work on each finds it dead and runs on a new one instead of answering 503."""
+    import asyncio
+
+    from broker.engine import DEFAULT_CONNECTIONS, PostgresEngine
+
+    database, processes = own_postgres
+    engine = PostgresEngine(database.dsn(), database.password)
+
+    def slow_read(tx):                       # holds its thread, so that each gets a connection
+        return tx.execute("SELECT pg_sleep(0.2), 1").fetchone()[1]
+
+    def write(tx):
+        tx.execute("INSERT INTO t VALUES (1)")
+        return tx.execute("SELECT pg_sleep(0.2), 1").fetchone()[1]
+
+    try:
+        await engine.write(lambda tx: tx.execute("CREATE TABLE t (n integer)"))
+        assert await asyncio.gather(*(engine.read(slow_read) for _ in range(
+            DEFAULT_CONNECTIONS))) == [1] * DEFAULT_CONNECTIONS
+        database.halt()
+        database.run(processes)
+        answers = await asyncio.gather(*(engine.read(slow_read)
+                                         for _ in range(DEFAULT_CONNECTIONS // 2)),
+                                       *(engine.write(write)
+                                         for _ in range(DEFAULT_CONNECTIONS // 2)))
+        assert answers == [1] * DEFAULT_CONNECTIONS
+        assert await engine.read(lambda tx: tx.execute("SELECT count(*) FROM t").fetchone()[0]) \
+            == DEFAULT_CONNECTIONS // 2                   # each write once, none twice
+    finally:
+        await engine.close()

@@ -96,11 +96,12 @@ def make_configs(state: Path, slapd, desktops, seats: int, ports: dict[str, int]
         f'broker_url = "http://127.0.0.1:{ports["broker0"]}"',
         f'broker_urls = ["http://127.0.0.1:{ports["broker0"]}", '
         f'"http://127.0.0.1:{ports["broker1"]}"]')
-    first.write_text(text)
-    second = state / "second.toml"
+    first.write_text(text.replace("[gateway]\n", '[gateway]\nname = "gateway1"\n'))
+    second = state / "second.toml"                # names as HAProxy's: a resume finds its holder
     second.write_text(text.replace(f'"127.0.0.1:{ports["broker0"]}"',
                                    f'"127.0.0.1:{ports["broker1"]}"', 1).replace(
-        f'listen = "127.0.0.1:{ports["gateway0"]}"', f'listen = "127.0.0.1:{ports["gateway1"]}"'))
+        f'listen = "127.0.0.1:{ports["gateway0"]}"', f'listen = "127.0.0.1:{ports["gateway1"]}"')
+        .replace("[gateway]\n", '[gateway]\nname = "gateway2"\n'))
     return first, second
 
 

@@ -13,7 +13,7 @@ import logging
 import aiohttp
 
 from wire.resume import (Ack, AckClock, Offer, ReplayBuffer, Resume, Resumed, ResumeToken,
-                         decode, encode)
+                         decode, encode, resume_url)
 
 logger = logging.getLogger("pforte.client")
 
@@ -45,6 +45,7 @@ class GatewayStream:
         self.ws_options = {"max_msg_size": 0, "heartbeat": 20.0, **ws_options}
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.token: str | None = None
+        self.resume_url = url                 # where the holding gateway is found again
         self.clock = AckClock()                 # bytes received, and when to acknowledge
         self.sent = ReplayBuffer()
         self.resumes = 0
@@ -65,6 +66,7 @@ class GatewayStream:
         if not isinstance(answer, ResumeToken):
             raise StreamClosed(self.ws.close_code, msg.extra or "no resume token")
         self.token = answer.token
+        self.resume_url = resume_url(self.url, answer.gateway)
 
     async def send(self, data: bytes) -> None:
         data = bytes(data)
@@ -112,7 +114,7 @@ class GatewayStream:
         attempt = 0
         while loop.time() < deadline:
             try:
-                ws = await self.http.ws_connect(self.url, **self.ws_options)
+                ws = await self.http.ws_connect(self.resume_url, **self.ws_options)
             except (aiohttp.ClientError, OSError):
                 await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
                 attempt += 1

@@ -6,6 +6,7 @@ The gateway reads only ``[gateway]``: it can be deployed alone with a file that 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ DEFAULT_HTTP_IDLE_TIMEOUT = HTTP_IDLE_TIMEOUT  # seconds a connection may send n
 @dataclass(frozen=True)
 class GatewayConfig:
     listen: tuple[str, int]
+    name: str                          # this gateway's server name in the balancer ("": alone)
     audience: str
     ticket_public_key: bytes           # PEM of the broker's Ed25519 public key
     credential_key: bytes              # AES-256-GCM key shared with the broker for desktop secrets
@@ -54,6 +56,15 @@ class GatewayConfig:
     http_idle_timeout: float = DEFAULT_HTTP_IDLE_TIMEOUT
 
 
+def _name(s: Section) -> str:
+    """``name``: how a load balancer tells this gateway from the others (letters, digits, ``.``,
+    ``_``, ``-``); clients reattach naming it. Empty (the default) for a gateway alone."""
+    name = s.str("name", "")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}|", name):
+        raise s.fail("name", "expected letters, digits, '.', '_' or '-' (at most 63)")
+    return name
+
+
 def _broker_urls(s: Section) -> tuple[str, ...]:
     """``broker_urls = [...]`` (a fleet), or ``broker_url = "..."`` (one broker)."""
     if "broker_urls" in s.data:
@@ -73,6 +84,7 @@ def gateway_config(root: Section) -> GatewayConfig:
     tls = "tls_cert_file" in s.data or "tls_key_file" in s.data
     cfg = GatewayConfig(
         listen=s.listen("listen"),
+        name=_name(s),
         audience=s.str("audience"),
         ticket_public_key=read_secret(s.file("ticket_public_key_file")),
         credential_key=read_aes_key(s, "credential_key_file"),

@@ -35,7 +35,7 @@ from wire import rfb, serving, ticket
 from wire.closes import Close, EndReason
 from wire.config import load_toml
 from wire.errors import DesktopError, TicketError
-from wire.resume import CannotResume, Offer, ReplayBuffer, Resumed, ResumeToken, encode
+from wire.resume import CannotResume, Offer, ReplayBuffer, Resume, Resumed, ResumeToken, encode
 
 from . import admission
 from .broker_client import BrokerClient
@@ -44,6 +44,7 @@ from .errors import GatewayError, Refused, TargetNotAllowed
 from .metrics import Metrics
 from .relay import Counters, DesktopLink, relay
 from .sessions import RelaySession, SessionTable, State
+from .workers import Workers, carry, remove_socket_directory, socket_directory, via_sibling
 
 logger = logging.getLogger("pforte.gateway")
 
@@ -96,6 +97,13 @@ class _Redeemed:
 
 
 @dataclass(frozen=True)
+class _Carry:
+    """A first message that asks to reattach a session a sibling worker holds."""
+    worker: int
+    resume: Resume
+
+
+@dataclass(frozen=True)
 class _Reattach:
     """A first message that asks to reattach a held session."""
     session: RelaySession
@@ -106,8 +114,10 @@ class Gateway:
     """Holds the configuration, keys, session table and counters; :meth:`app` builds the
     application."""
 
-    def __init__(self, config: GatewayConfig, broker: BrokerClient | None = None) -> None:
+    def __init__(self, config: GatewayConfig, broker: BrokerClient | None = None,
+                 workers: Workers | None = None) -> None:
         self.config = config
+        self.workers = workers
         self.public_key = load_pem_public_key(config.ticket_public_key)
         self.broker = broker or BrokerClient(config.broker_urls, config.report_token)
         self.metrics = Metrics()
@@ -182,7 +192,10 @@ class Gateway:
         return web.Response(status=204)
 
     def client_address(self, request: web.Request) -> str:
-        """The client's address; X-Forwarded-For counts only when the peer is a trusted proxy."""
+        """The client's address; X-Forwarded-For counts only when the peer is a trusted proxy (or
+        a sibling worker carrying a resume, over its private socket)."""
+        if self.workers is not None and via_sibling(request):
+            return request.headers.get("X-Forwarded-For") or "-"
         return serving.client_address(request.remote, request.headers.get("X-Forwarded-For"),
                                       self.config.trusted_proxies)
 
@@ -210,7 +223,10 @@ class Gateway:
                 self.metrics.refused(Close.INTERNAL.word)
                 await close_with(ws, Close.INTERNAL)
                 return ws
-            if isinstance(admitted, _Reattach):
+            if isinstance(admitted, _Carry):
+                await carry(ws, request, source, self.workers.sockets[admitted.worker],
+                            admitted.resume, self.config.max_message)
+            elif isinstance(admitted, _Reattach):
                 await self._reattach(ws, request, admitted.session, admitted.offset)
             else:
                 await self._serve(ws, request, admitted, started)
@@ -219,7 +235,7 @@ class Gateway:
         return ws
 
     async def _admit(self, ws: web.WebSocketResponse,
-                     source: str) -> _Redeemed | _Reattach:
+                     source: str) -> _Redeemed | _Reattach | _Carry:
         """Read and check the first message: the claims of a redeemed ticket (and whether the
         client asked for a resumable session), or a held session to reattach and the client's
         offset in it.
@@ -240,6 +256,8 @@ class Gateway:
             raise Refused(Close.MALFORMED)
         first = admission.first_message(msg.data)
         if not isinstance(first, Offer):
+            if self.workers and (holder := self.workers.holder(first.token)) is not None:
+                return _Carry(holder, first)
             session = self.table.resumable(first.token)
             if session is None or session.state is State.ENDED:
                 raise Refused(Close.RESUME)
@@ -267,12 +285,12 @@ class Gateway:
             await self.broker.disconnected(claims, Counters(), EndReason.DESKTOP_UNAVAILABLE)
             return
         session = RelaySession(claims, link, ws,
-                               token=secrets.token_urlsafe(32) if resumable else None)
+                               token=self._new_token() if resumable else None)
         self.table.begin(ws, session)
         try:
             if resumable:
                 link.replay = ReplayBuffer()
-                await ws.send_str(encode(ResumeToken(session.token)))
+                await ws.send_str(encode(ResumeToken(session.token, self.config.name)))
             if claims.target.protocol == "vnc":
                 await self._greet_viewer(ws, link)
         except asyncio.TimeoutError:
@@ -291,6 +309,9 @@ class Gateway:
                     claims.tenant, claims.target.host, claims.target.port,
                     " (resumable)" if resumable else "")
         await self._relay(ws, request, session)
+
+    def _new_token(self) -> str:
+        return self.workers.new_token() if self.workers else secrets.token_urlsafe(32)
 
     async def _greet_viewer(self, ws: web.WebSocketResponse, link: DesktopLink) -> None:
         """The viewer's half of the RFB handshake (security type None), counted in the stream."""
@@ -453,23 +474,31 @@ def run(config_path: str, *, use_uvloop: bool = True, workers: int = 1) -> None:
     """Run a gateway from a config file's ``[gateway]`` table until SIGINT/SIGTERM.
 
     With ``workers`` > 1, that many processes share the port (SO_REUSEPORT) so that the gateway
-    uses every core; each keeps its own metrics.
+    uses every core; each keeps its own metrics, and carries resumes on to the worker holding the
+    session (:mod:`gateway.workers`).
     """
     config = gateway_config(load_toml(config_path))
     host, port = config.listen
 
     ssl_context = serving.tls_context(config.tls_cert, config.tls_key)
+    directory, sockets = socket_directory(workers) if workers > 1 else (None, ())
 
-    def one() -> None:
+    def one(index: int = 0) -> None:
+        place = Workers(index, sockets) if sockets else None
+
         async def main() -> None:
-            await serving.serve([serving.Site(Gateway(config).app(), host, port, ssl_context,
-                                              config.http_idle_timeout)],
+            await serving.serve([serving.Site(Gateway(config, workers=place).app(), host, port,
+                                              ssl_context, config.http_idle_timeout,
+                                              place.sockets[index] if place else None)],
                                 reuse_port=workers > 1,
                                 on_started=lambda bound: logger.info(
                                     "gateway (pid %d) listening on %s:%s", os.getpid(), *bound[0]))
         serving.run(main, use_uvloop=use_uvloop)
 
-    if workers > 1:
-        serving.run_workers(workers, one)
+    if directory is not None:
+        try:
+            serving.run_workers(workers, one)
+        finally:
+            remove_socket_directory(directory)
     else:
         one()

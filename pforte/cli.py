@@ -66,7 +66,7 @@ def _broker(args: argparse.Namespace) -> int:
                                 "broker (pid %d) listening on %s://%s:%s", os.getpid(),
                                 "https" if tls else "http", *bound[0]))
 
-    def one() -> None:
+    def one(_worker: int = 0) -> None:
         serving.run(main, use_uvloop=args.loop == "uvloop")
     if args.workers > 1:
         serving.run_workers(args.workers, one)

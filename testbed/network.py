@@ -219,10 +219,15 @@ class HAProxy:
         def servers(kind: str, ports: list[int]) -> str:
             return "\n".join(f"    server {kind}{i} 127.0.0.1:{p} check inter 500ms fall 2 rise 1"
                              for i, p in enumerate(ports, 1))
+
+        def routes(ports: list[int]) -> str:      # a resume names the gateway that holds it
+            return "\n".join(f"    use-server gateway{i} if {{ urlp(gateway) -m str gateway{i} }}"
+                              for i in range(1, len(ports) + 1))
         conf = self.state / "haproxy.cfg"
         conf.write_text(HAPROXY_CONF.format(
             portal_port=self.portal_port, gateway_port=self.gateway_port,
-            brokers=servers("broker", self.brokers), gateways=servers("gateway", self.gateways)))
+            brokers=servers("broker", self.brokers),
+            gateways=routes(self.gateways) + "\n" + servers("gateway", self.gateways)))
         proc = processes.start([require("haproxy"), "-db", "-f", str(conf)],
                                log=self.state / "haproxy.log")
         wait_for_port("127.0.0.1", self.portal_port, proc, what="haproxy")

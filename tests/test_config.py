@@ -182,3 +182,19 @@ def test_check_config_checks_every_client_profile_a_device_can_get(tmp_path, cap
     (profiles / "sites" / "schule-nord.toml").write_text('tenant = "jork"\n')
     assert main(["check-config", str(path)]) == 2
     assert "schule-nord.toml" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["gateway 1", "gw/1", "-gw", "gw?x=1", "g" * 64, "gwé"])
+def test_a_gateway_name_a_balancer_could_not_route_by_is_refused(tmp_path, name):
+    path = write(tmp_path, good_config(tmp_path).replace("[gateway]\n",
+                                                         f'[gateway]\nname = "{name}"\n'))
+    with pytest.raises(ConfigError) as err:
+        gateway_config(load_toml(path))
+    assert err.value.key == "gateway.name"
+
+
+def test_a_gateway_is_named_as_its_balancer_names_it(tmp_path):
+    path = write(tmp_path, good_config(tmp_path).replace("[gateway]\n",
+                                                         '[gateway]\nname = "gw-2.dc1"\n'))
+    assert gateway_config(load_toml(path)).name == "gw-2.dc1"
+    assert gateway_config(load_toml(write(tmp_path, good_config(tmp_path)))).name == ""

@@ -10,11 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from wire.resume import (ACK_EVERY, Ack, Offer, Resume, Resumed, ResumeToken, decode, encode)
+from wire.resume import (ACK_EVERY, Ack, Offer, Resume, Resumed, ResumeToken, decode, encode,
+                         resume_url)
 
 CHANNEL = Path(__file__).resolve().parents[1] / "broker" / "web" / "static" / "pforte-channel.js"
-GATEWAY_SAYS = [encode(ResumeToken("tok-1")), encode(Resumed(123)), encode(Ack(65536)),
-                '{"ack": -1}', '{"resumed": "3"}', "nope", "[]"]
+GATEWAY_SAYS = [encode(ResumeToken("tok-1", "gw-2")), encode(Resumed(123)), encode(Ack(65536)),
+                '{"ack": -1}', '{"resumed": "3"}', "nope", "[]", '{"resume": "t", "gateway": 7}',
+                '{"resume": "tok-0"}']
+URLS = [("wss://gw.example/ws", "gw-2"), ("wss://gw.example/ws?gateway=gw-1&x=1", "gw-2"),
+        ("ws://127.0.0.1:8080/ws", ""), ("wss://gw.example/ws", "a b&c")]
 
 SCRIPT = """
 const m = await import(process.argv[1]);
@@ -25,6 +29,7 @@ console.log(JSON.stringify({
     resume: m.messages.resume("tok-1", 42),
     ack: m.messages.ack(7),
     decoded: said.map((text) => m.decodeControl(text)),
+    urls: JSON.parse(process.argv[3]).map(([url, gateway]) => m.resumeUrl(url, gateway)),
 }));
 """
 
@@ -35,7 +40,7 @@ def page():
     if node is None:
         pytest.skip("not installed: node (scripts/setup installs it with npm)")
     out = subprocess.run([node, "--input-type=module", "-e", SCRIPT, "--", CHANNEL.as_uri(),
-                          json.dumps(GATEWAY_SAYS)], check=True, capture_output=True, text=True)
+                          json.dumps(GATEWAY_SAYS), json.dumps(URLS)], check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
 
@@ -52,8 +57,15 @@ def test_what_the_page_sends_is_what_the_gateway_decodes(page):
 
 
 def test_the_page_reads_what_the_gateway_sends_and_nothing_else(page):
-    expected = [{"kind": "token", "value": "tok-1"}, {"kind": "resumed", "value": 123},
-                {"kind": "ack", "value": 65536}, None, None, None, None]
+    expected = [{"kind": "token", "value": "tok-1", "gateway": "gw-2"},
+                {"kind": "resumed", "value": 123}, {"kind": "ack", "value": 65536}, None, None,
+                None, None, None, {"kind": "token", "value": "tok-0", "gateway": ""}]
     assert page["decoded"] == expected
     assert [decode(text) is not None for text in GATEWAY_SAYS] == [x is not None
                                                                    for x in expected]
+
+
+def test_both_reattach_at_the_url_that_names_the_holding_gateway(page):
+    assert page["urls"] == [resume_url(url, gateway) for url, gateway in URLS]
+    assert page["urls"][:3] == ["wss://gw.example/ws?gateway=gw-2",
+                                "wss://gw.example/ws?x=1&gateway=gw-2", "ws://127.0.0.1:8080/ws"]

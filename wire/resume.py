@@ -7,6 +7,9 @@ Each side counts the stream bytes it has sent and received. The receiver acknowl
 (a text frame ``{"ack": N}`` at least every :data:`ACK_EVERY` bytes); the sender keeps what was sent
 but not yet acknowledged in a :class:`ReplayBuffer`. When the websocket drops, the gateway holds the
 desktop connection for a grace period (and stops reading from the desktop, so nothing piles up).
+The gateway gives the token with its own name, ``{"resume": TOKEN, "gateway": NAME}``; the client
+reconnects to the same URL with ``?gateway=NAME`` (:func:`resume_url`), so that a load balancer in
+front of several gateways sends it to the one holding the session (README, "Running a fleet").
 The client reattaches with ``{"resume": TOKEN, "offset": RECEIVED}``; the gateway answers
 ``{"resumed": RECEIVED_FROM_CLIENT}``, resends from its buffer everything after ``RECEIVED``, and the
 client resends everything after the gateway's figure. Neither side ever holds more than the
@@ -22,6 +25,7 @@ from __future__ import annotations
 import json
 from collections import deque
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 ACK_EVERY = 64 * 1024          # bytes received between two acknowledgements
 
@@ -95,8 +99,10 @@ class Resume:
 
 @dataclass(frozen=True)
 class ResumeToken:
-    """Gateway → client: the session is resumable with this token."""
+    """Gateway → client: the session is resumable with this token, at the gateway of this name
+    (empty from gateways before version 0.2)."""
     token: str
+    gateway: str = ""
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ def encode(message: Message) -> str:
     elif isinstance(message, Resume):
         fields = {"resume": message.token, "offset": message.offset}
     elif isinstance(message, ResumeToken):
-        fields = {"resume": message.token}
+        fields = {"resume": message.token, "gateway": message.gateway}
     elif isinstance(message, Resumed):
         fields = {"resumed": message.offset}
     else:
@@ -146,12 +152,22 @@ def decode(text: str) -> Message | None:
         if not isinstance(token, str):
             return None
         if "offset" not in value:
-            return ResumeToken(token)
+            gateway = value.get("gateway", "")
+            return ResumeToken(token, gateway) if isinstance(gateway, str) else None
         return Resume(token, offset) if _offset(offset) else None
     for key, kind in (("resumed", Resumed), ("ack", Ack)):
         if key in value:
             return kind(value[key]) if _offset(value[key]) else None
     return None
+
+
+def resume_url(url: str, gateway: str) -> str:
+    """Where a client reattaches: the URL it connected to, naming the gateway that holds it."""
+    if not gateway:
+        return url
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "gateway"]
+    return urlunsplit(parts._replace(query=urlencode([*query, ("gateway", gateway)])))
 
 
 def _offset(value: object) -> bool:

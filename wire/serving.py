@@ -88,12 +88,14 @@ async def name_the_server(_request: web.Request, response: web.StreamResponse) -
 
 @dataclass(frozen=True)
 class Site:
-    """One HTTP port: an application on (host, port), over TLS when given a context."""
+    """One HTTP port: an application on (host, port), over TLS when given a context; also on a
+    Unix socket when given its path."""
     app: web.Application
     host: str
     port: int
     ssl_context: ssl.SSLContext | None = None
     idle_timeout: float = HTTP_IDLE_TIMEOUT
+    unix_path: Path | None = None
 
 
 def make_runner(app: web.Application, idle_timeout: float = HTTP_IDLE_TIMEOUT) -> web.AppRunner:
@@ -117,15 +119,15 @@ def raise_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def run_workers(workers: int, child: Callable[[], None]) -> None:
-    """Run ``child`` in ``workers`` forked processes (which share their port with SO_REUSEPORT);
-    SIGINT/SIGTERM are passed on, and this returns when all have exited."""
+def run_workers(workers: int, child: Callable[[int], None]) -> None:
+    """Run ``child(index)`` in ``workers`` forked processes (which share their port with
+    SO_REUSEPORT); SIGINT/SIGTERM are passed on, and this returns when all have exited."""
     pids = []
-    for _ in range(workers):
+    for index in range(workers):
         pid = os.fork()
         if pid == 0:
             try:
-                child()
+                child(index)
             finally:
                 os._exit(0)
         pids.append(pid)
@@ -178,6 +180,8 @@ async def serve(sites: Sequence[Site], *,
             await site.start()
             sock = site._server.sockets[0]  # aiohttp exposes the bound address only here
             bound.append(sock.getsockname()[:2])
+            if spec.unix_path is not None:
+                await web.UnixSite(runner, str(spec.unix_path), backlog=LISTEN_BACKLOG).start()
         if on_started is not None:
             result = on_started(bound)
             if asyncio.iscoroutine(result):

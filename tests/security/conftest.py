@@ -111,9 +111,9 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def start(processes: Processes, what: str, config: Path, port: int,
-          state: Path) -> subprocess.Popen:
-    proc = processes.start([sys.executable, "-m", "pforte", what, "--config", str(config)],
-                           log=state / f"{what}.log")
+          state: Path, *options: str) -> subprocess.Popen:
+    proc = processes.start([sys.executable, "-m", "pforte", what, "--config", str(config),
+                            *options], log=state / f"{what}.log")
     wait_for_port("127.0.0.1", port, proc, what=what)
     return proc
 

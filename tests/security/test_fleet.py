@@ -14,7 +14,10 @@ import pytest
 from broker.config import load_config
 from broker.duties import LEASE, LEASE_NAME, TICK
 from broker.engine import engine_for
+from client.stream import GatewayStream
 from testbed import HAProxy, free_port
+from wire.closes import Close
+from wire.resume import Resume, encode
 
 from ..conftest import need
 from .conftest import bearer, start
@@ -31,6 +34,77 @@ async def lease_holder(config) -> str | None:
         return row[0] if row else None
     finally:
         await engine.close()
+
+
+class Reader:
+    """Exactly ``n`` bytes at a time from a stream that delivers pieces of any size."""
+
+    def __init__(self, stream: GatewayStream) -> None:
+        self.stream, self.pending = stream, bytearray()
+
+    async def __call__(self, n: int) -> bytes:
+        while len(self.pending) < n:
+            self.pending += await self.stream.recv()
+        data = bytes(self.pending[:n])
+        del self.pending[:n]
+        return data
+
+
+async def resumable_desktop(live, http: aiohttp.ClientSession, user: str) -> GatewayStream:
+    """A user's desktop through a resumable stream, as the portal's page opens it."""
+    if user not in live.secrets:
+        await live.enrol(http, user)
+    token = await live.login(http, user)
+    r = await http.post(f"{live.portal}/api/v1/pools/buero/connect", headers=bearer(token))
+    conn = await r.json()
+    stream = GatewayStream(http, conn["gateway_url"], conn["ticket"], resume_within=10)
+    await stream.open()
+    return stream
+
+
+async def drop_thrice_while_asking_for_pixels(stream: GatewayStream) -> None:
+    """Complete the RFB handshake, then break the network before each of three framebuffer
+    requests: each is answered, byte-exact, after a resume."""
+    read = Reader(stream)
+    assert await read(12) == b"RFB 003.008\n"
+    await stream.send(b"RFB 003.008\n")
+    assert await read(2) == b"\x01\x01"      # one security type: None
+    await stream.send(b"\x01")
+    assert await read(4) == b"\x00\x00\x00\x00"  # SecurityResult OK
+    await stream.send(b"\x01")                                 # ClientInit: shared
+    init = await read(24)
+    bytes_per_pixel = init[4] // 8
+    await read(int.from_bytes(init[20:24], "big"))   # the desktop's name
+    for _ in range(3):
+        stream.drop()
+        await stream.send(b"\x03\x00" + bytes(4) + (1).to_bytes(2, "big") * 2)  # 1x1 at 0,0
+        update = await read(4 + 12 + bytes_per_pixel)
+        assert update[:4] == b"\x00\x00\x00\x01"              # FramebufferUpdate, 1 rectangle
+        assert update[4:16] == bytes(4) + b"\x00\x01\x00\x01" + bytes(4)   # 1x1 at 0,0, raw
+    assert stream.resumes == 3
+
+
+async def test_a_resume_reaches_the_worker_that_holds_the_session(own_live):
+    """``pforte gateway --workers 2``: the kernel gives a reconnect to either worker; one that
+    does not hold the session carries it to the one that does. Four sessions, three drops each:
+    every resume succeeds (by chance alone, one in 4,096 runs would)."""
+    live = own_live()
+    live.processes.stop(live.gateway)
+    live.gateway = start(live.processes, "gateway", live.config, live.gateway_port, live.state,
+                         "--workers", "2")
+    async with live.client("10.86.0.1") as http:
+        streams = [await resumable_desktop(live, http, user)
+                   for user in ("user1", "user2", "user3", "user4")]
+        await asyncio.gather(*(drop_thrice_while_asking_for_pixels(s) for s in streams))
+        for s in streams:
+            await s.close()
+        # forged tokens naming either worker, or none, are refused with a close code, each time
+        for token in ("0.forged", "1.forged", "9999.forged", "1." + "x" * 5000, "forged"):
+            for _ in range(3):
+                ws = await http.ws_connect(live.gateway_ws)
+                await ws.send_str(encode(Resume(token, 0)))
+                assert (await ws.receive()).type is aiohttp.WSMsgType.CLOSE
+                assert ws.close_code == Close.RESUME.code
 
 
 async def wait_for(predicate, timeout: float):
@@ -122,24 +196,24 @@ async def test_a_gateway_redeems_at_the_next_broker_when_one_is_down(own_live):
         await ws.close()
 
 
-async def test_a_fleet_behind_haproxy_survives_a_broker_and_a_gateway_killed(own_live):
-    """HAProxy (from Debian) in front of two brokers and two gateways: sign-ins and desktops
-    go on when one broker and then one gateway are killed (-9)."""
+def fleet_behind_haproxy(live) -> tuple[dict, object, object]:
+    """HAProxy (from Debian) in front of two brokers and two gateways (``gateway1`` is the
+    live one, ``gateway2`` a second): (ports, second broker, second gateway)."""
     need("haproxy")
     ports = {"broker2": free_port(), "gateway2": free_port(), "lb_portal": free_port(),
              "lb_gateway": free_port()}
-    live = own_live()
     text = live.config.read_text().replace(
         f'gateway_url = "ws://127.0.0.1:{live.gateway_port}/ws"',
         f'gateway_url = "ws://127.0.0.1:{ports["lb_gateway"]}/ws"').replace(
         f'broker_url = "http://127.0.0.1:{live.portal_port}"',
         f'broker_urls = ["http://127.0.0.1:{live.portal_port}", '
         f'"http://127.0.0.1:{ports["broker2"]}"]')
-    live.config.write_text(text)
+    live.config.write_text(text.replace("[gateway]\n", '[gateway]\nname = "gateway1"\n'))
     second = live.config.with_name("second.toml")
     second.write_text(text.replace(f'"127.0.0.1:{live.portal_port}"',
                                    f'"127.0.0.1:{ports["broker2"]}"', 1).replace(
-        f'listen = "127.0.0.1:{live.gateway_port}"', f'listen = "127.0.0.1:{ports["gateway2"]}"'))
+        f'listen = "127.0.0.1:{live.gateway_port}"', f'listen = "127.0.0.1:{ports["gateway2"]}"')
+        .replace("[gateway]\n", '[gateway]\nname = "gateway2"\n'))
     for proc in (live.broker, live.gateway):           # again, on the fleet's config
         live.processes.stop(proc)
     live.start_broker()
@@ -150,6 +224,29 @@ async def test_a_fleet_behind_haproxy_survives_a_broker_and_a_gateway_killed(own
             [live.gateway_port, ports["gateway2"]], ports["lb_portal"],
             ports["lb_gateway"]).start(live.processes)
     live.portal = f"http://127.0.0.1:{ports['lb_portal']}"
+    return ports, broker2, gateway2
+
+
+async def test_behind_haproxy_a_resume_reaches_the_gateway_that_holds_the_session(own_live):
+    """The balancer spreads new connections over both gateways (leastconn; ties in turn), so
+    that of a session's reconnects some would reach the wrong one; the resume URL names the
+    holder and HAProxy routes by it. One session at a time, three drops each."""
+    live = own_live()
+    fleet_behind_haproxy(live)
+    await asyncio.sleep(1.5)                           # both of each checked healthy
+    async with live.client("10.87.0.1") as http:
+        for user in ("user1", "user2"):
+            stream = await resumable_desktop(live, http, user)
+            assert stream.resume_url.endswith(("?gateway=gateway1", "?gateway=gateway2"))
+            await drop_thrice_while_asking_for_pixels(stream)
+            await stream.close()
+
+
+async def test_a_fleet_behind_haproxy_survives_a_broker_and_a_gateway_killed(own_live):
+    """HAProxy (from Debian) in front of two brokers and two gateways: sign-ins and desktops
+    go on when one broker and then one gateway are killed (-9)."""
+    live = own_live()
+    ports, broker2, gateway2 = fleet_behind_haproxy(live)
     await asyncio.sleep(1.5)                           # both of each checked healthy
 
     async def desktops(user: str, source: str, times: int = 4) -> None:

@@ -19,14 +19,25 @@ export const messages = {
     ack: (offset) => JSON.stringify({ ack: offset }),
 };
 
-// A gateway's control message: {kind: "ack" | "token" | "resumed", value}, or null.
+// Where to reattach: the same URL, naming the gateway that holds the session (wire.resume_url).
+export function resumeUrl(url, gateway) {
+    if (!gateway) return url;
+    const u = new URL(url);
+    u.searchParams.delete("gateway");
+    u.searchParams.append("gateway", gateway);
+    return u.toString();
+}
+
+// A gateway's control message: {kind: "ack" | "token" | "resumed", value[, gateway]}, or null.
 export function decodeControl(text) {
     let control;
     try { control = JSON.parse(text); } catch { return null; }
     if (control === null || typeof control !== "object") return null;
     if (Number.isInteger(control.ack) && control.ack >= 0) return { kind: "ack", value: control.ack };
     if (typeof control.resume === "string" && !("offset" in control)) {
-        return { kind: "token", value: control.resume };
+        const gateway = control.gateway === undefined ? "" : control.gateway;
+        if (typeof gateway !== "string") return null;
+        return { kind: "token", value: control.resume, gateway };
     }
     if (Number.isInteger(control.resumed) && control.resumed >= 0) {
         return { kind: "resumed", value: control.resumed };
@@ -73,7 +84,7 @@ export class PforteChannel {
     }
 
     _connect(firstMessage, resuming) {
-        const ws = new WebSocket(this.url);
+        const ws = new WebSocket(resuming ? this._resumeUrl : this.url);
         ws.binaryType = "arraybuffer";
         this._ws = ws;
         this._attached = false;
@@ -98,6 +109,7 @@ export class PforteChannel {
             this._trim(control.value);
         } else if (control.kind === "token") {
             this._token = control.value;
+            this._resumeUrl = resumeUrl(this.url, control.gateway);
             this._attached = true;
             this._state = "open";
             if (this.onopen) this.onopen({});

@@ -5,6 +5,7 @@ config, the directories and the store. No HTTP here: ``broker.web`` is a thin la
 from __future__ import annotations
 
 import contextlib
+import hmac
 import logging
 import random
 import secrets
@@ -18,9 +19,9 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from wire import reports, ticket
 from wire.closes import EndReason
 
-from . import mfa, placement
+from . import mfa, placement, reconnect_pass
 from .admin import Administration
-from .audit import AuditLog
+from .audit import AuditLog, printable
 from .config import BrokerConfig, HostConfig, PoolConfig, TenantConfig
 from .devices import Devices
 from .directory import Directory, canonical
@@ -31,7 +32,7 @@ from .hosts import HostControl, HostUnreachable
 from .throttle import Key, Outcome
 from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, DesktopStartFailed,
                      LoginRequired, NoFreeDesktop, NotEntitled, NotFound, OwnDesktopUnavailable,
-                     PoolBusy, TooManyAttempts, UnknownTenant)
+                     PoolBusy, StoreUnavailable, TooManyAttempts, UnknownTenant)
 from .store import (OPERATOR, Assignment, Fragment, Login, Store, TicketAlreadyRedeemed,
                     UnknownSession)
 
@@ -46,6 +47,7 @@ REFUSALS: dict[type, tuple[str, type[BrokerError], str]] = {
 
 HOUSEKEEPING_INTERVAL = 5.0  # seconds between timer sweeps of the session table
 DRAIN_INTERVAL = 1.0         # seconds between looks at the drains
+OUTAGE_TICKET_LIFETIME = 15  # seconds a ticket minted from a reconnect pass lives
 MAX_LOGIN_LENGTH = 256
 MAX_PASSWORD_LENGTH = 1024
 
@@ -59,6 +61,7 @@ class Connection:
     pool: PoolConfig
     host_id: str
     expires_at: int
+    port: int
 
 
 @dataclass
@@ -412,7 +415,50 @@ class Broker:
                           f"pool={pool.id} host={host.id} session={assignment.session_id}"
                           f"{' reconnect' if assignment.reconnect else ''}")
         return Connection(ticket.mint(self._signing_key, claims), self.config.gateway_url,
-                          assignment.session_id, pool, host.id, expires)
+                          assignment.session_id, pool, host.id, expires, port)
+
+    def reconnect_pass(self, token: str, login: Login, conn: Connection) -> str:
+        """The sealed pass back to this desktop while the database is down (broker.reconnect_pass)."""
+        return reconnect_pass.issue(self.config.totp_key, reconnect_pass.ReconnectPass(
+            login_hash=reconnect_pass.login_hash(token), csrf=login.csrf, tenant=login.tenant,
+            user=login.user, pool=conn.pool.id, session=conn.session_id, host=conn.host_id,
+            port=conn.port, expires_at=int(login.expires)))
+
+    def reconnect_in_outage(self, token: str | None, sealed: str, pool_id: str, *,
+                            csrf: str | None, source: str) -> Connection:
+        """A ticket back to the desktop a pass names, while the database is down; the ticket
+        lives :data:`OUTAGE_TICKET_LIFETIME` seconds and is marked for the gateway.
+
+        Raises:
+            StoreUnavailable: no valid pass for this login and pool (the database is down, so
+                nothing else can be said), or its host is no longer configured.
+            BadRequest: a page signed in by cookie sent the wrong CSRF token.
+        """
+        now = self.clock()
+        found = reconnect_pass.open_pass(self.config.totp_key, sealed, token or "",
+                                         pool=pool_id, now=now)
+        tenant = self.config.tenant(found.tenant) if found else None
+        pool = tenant.pool(found.pool) if tenant else None
+        host = tenant.host(found.host) if tenant else None
+        if found is None or pool is None or host is None:
+            raise StoreUnavailable("database unavailable and no valid reconnect pass")
+        if csrf is not None and not hmac.compare_digest(csrf.encode(), found.csrf.encode()):
+            raise BadRequest("CSRF token missing or wrong")
+        ticket_id = ticket.new_ticket_id()
+        issued = int(now)
+        expires = issued + OUTAGE_TICKET_LIFETIME
+        claims = ticket.Claims(
+            ticket_id=ticket_id, issued_at=issued, expires_at=expires,
+            audience=self.config.gateway_audience, tenant=found.tenant, user=found.user,
+            session=found.session, target=ticket.Target(host.address, found.port, host.protocol),
+            sealed_secret=(ticket.seal_secret(self.config.credential_key, ticket_id, host.secret)
+                           if host.secret is not None else None),
+            idle_after=pool.idle_logoff, outage=True)
+        logger.warning("database unavailable: %s@%s reconnects to session %s on %s from %s "
+                       "with a reconnect pass", found.user, found.tenant, found.session, host.id,
+                       printable(source))
+        return Connection(ticket.mint(self._signing_key, claims), self.config.gateway_url,
+                          found.session, pool, host.id, expires, found.port)
 
     async def _launch(self, tenant: TenantConfig, host: HostConfig, login: Login,
                       session_id: str, source: str) -> int:

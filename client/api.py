@@ -16,6 +16,8 @@ import asyncio
 
 import aiohttp
 
+from wire.api import DEVICE_HEADER, RECONNECT_PASS_HEADER
+
 DEFAULT_TIMEOUT = 30.0   # seconds for one call
 
 
@@ -66,6 +68,7 @@ class BrokerApi:
         self._http = http
         self._own_http = http is None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._passes: dict[str, str] = {}   # pool -> the broker's last reconnect pass
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -73,8 +76,24 @@ class BrokerApi:
             self._http = aiohttp.ClientSession(timeout=self._timeout)
         return self._http
 
+    async def connect(self, pool: str) -> dict:
+        """A ticket to the user's desktop in ``pool`` (``ticket``, ``gateway_url``, ...). The
+        broker's reconnect pass is kept and shown next time, so that the same desktop can be
+        reached again while the broker's database is down.
+
+        Raises:
+            Refused, Unavailable.
+        """
+        held = self._passes.get(pool)
+        answer = await self.call("POST", f"/pools/{pool}/connect",
+                                 headers={RECONNECT_PASS_HEADER: held} if held else None)
+        if isinstance(answer.get("reconnect_pass"), str):
+            self._passes[pool] = answer["reconnect_pass"]
+        return answer
+
     async def call(self, method: str, path: str, body: dict | None = None, *,
-                   token: str | None = None, device: str | None = None) -> dict:
+                   token: str | None = None, device: str | None = None,
+                   headers: dict[str, str] | None = None) -> dict:
         """``method path`` under ``/api/v1``; the answer's JSON object ({} for none). ``token``
         and ``device`` override the client's for this call.
 
@@ -83,8 +102,9 @@ class BrokerApi:
         """
         bearer, device = token or self.token, device or self.device
         headers = {**({"Authorization": f"Bearer {bearer}"} if bearer else {}),
-                   **({"X-Pforte-Device": device} if device else {}),
-                   **({"Accept-Language": self.language} if self.language else {})}
+                   **({DEVICE_HEADER: device} if device else {}),
+                   **({"Accept-Language": self.language} if self.language else {}),
+                   **(headers or {})}
         try:
             async with self.http.request(method, f"{self.base_url}/api/v1{path}", json=body,
                                          headers=headers) as r:

@@ -66,7 +66,7 @@ class Tunnel:
         Raises:
             ApiError: the broker refused or did not answer.
         """
-        return await self.api.call("POST", f"/pools/{self.pool}/connect")
+        return await self.api.connect(self.pool)
 
     async def settled(self) -> None:
         """Wait until no viewer connection is being served (then :attr:`dropped` is final)."""

@@ -1,5 +1,5 @@
 """Admission: what the gateway decides about a new connection before it does anything, as pure
-functions of values (no sockets, no clock, no state).
+functions of values (no sockets, no clock; the one piece of state is :class:`OutageTickets`).
 
 The first websocket message is either a ticket — bare, as text or binary, or as the control
 message ``Offer`` (``{"ticket": T, "resumable": true}``) — or ``Resume`` (``{"resume": TOKEN,
@@ -16,7 +16,7 @@ from typing import Sequence
 from wire.closes import Close
 from wire.resume import Offer, Resume, decode
 from wire.serving import Network
-from wire.ticket import Target
+from wire.ticket import Claims, Target
 
 from .errors import Refused
 
@@ -51,3 +51,21 @@ def target_allowed(target: Target, allowed: Sequence[Network]) -> bool:
 def origin_allowed(origin: str | None, allowed: Sequence[str]) -> bool:
     """Browsers always send Origin; native clients (tunnel, agent) send none."""
     return origin is None or not allowed or origin in allowed
+
+
+class OutageTickets:
+    """Tickets a broker minted from a reconnect pass while its database was down (the ``outage``
+    claim): when no broker can record the redemption, this gateway admits each of them once, by
+    its own memory, until the ticket expires."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}   # ticket id -> expires_at
+
+    def admit_once(self, claims: Claims, now: float) -> bool:
+        if not claims.outage:
+            return False
+        self._seen = {t: until for t, until in self._seen.items() if until > now}
+        if claims.ticket_id in self._seen:
+            return False
+        self._seen[claims.ticket_id] = claims.expires_at
+        return True

@@ -40,7 +40,7 @@ from wire.resume import CannotResume, Offer, ReplayBuffer, Resume, Resumed, Resu
 from . import admission
 from .broker_client import BrokerClient
 from .config import GatewayConfig, gateway_config
-from .errors import GatewayError, Refused, TargetNotAllowed
+from .errors import BrokerUnavailable, GatewayError, Refused, TargetNotAllowed
 from .metrics import Metrics
 from .relay import Counters, DesktopLink, relay
 from .sessions import RelaySession, SessionTable, State
@@ -123,6 +123,7 @@ class Gateway:
         self.metrics = Metrics()
         self.draining = False
         self.table = SessionTable()
+        self.outage_tickets = admission.OutageTickets()
         self._idle_sweeper: asyncio.Task | None = None
         self._alive_reporter: asyncio.Task | None = None
 
@@ -266,7 +267,14 @@ class Gateway:
                                audience=self.config.audience)
         if not admission.target_allowed(claims.target, self.config.allowed_targets):
             raise TargetNotAllowed(claims.target.host)
-        await self.broker.redeem(claims)
+        try:
+            await self.broker.redeem(claims)
+        except BrokerUnavailable:
+            if not self.outage_tickets.admit_once(claims, time.time()):
+                raise
+            logger.warning("no broker recorded ticket %s: admitted once as an outage ticket "
+                           "(session %s of %s@%s)", claims.ticket_id, claims.session, claims.user,
+                           claims.tenant)
         return _Redeemed(claims, first.resumable)
 
     async def _serve(self, ws: web.WebSocketResponse, request: web.Request,

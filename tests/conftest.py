@@ -295,3 +295,16 @@ async def read_exactly(ws, n: int) -> bytes:
         assert msg.type is aiohttp.WSMsgType.BINARY, msg
         out += msg.data
     return bytes(out)
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's chromium, driven by playwright (headless)."""
+    from testbed import CHROMIUM, CHROMIUM_ARGS
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("Debian chromium is not installed (scripts/setup installs it)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()

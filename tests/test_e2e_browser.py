@@ -3,7 +3,6 @@ opens a desktop, and the noVNC canvas shows that desktop's background colour."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 
 import urllib.request
 
-from testbed import (CHROMIUM, CHROMIUM_ARGS, BreakableProxy, DemoProcess, free_port,
+from testbed import (BreakableProxy, DemoProcess, free_port,
                             hex_rgb, wait_for_desktop_colour)
 
 from .conftest import need
@@ -41,17 +40,6 @@ def demo(tmp_path_factory, network):
                        "--gateway-url", f"ws://127.0.0.1:{network.port}/ws")
     yield demo.wait_ready()
     assert demo.stop() in (0, 130)
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip("Debian chromium is not installed (scripts/setup installs it)")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 def new_page(chromium, locale: str = "en-GB"):

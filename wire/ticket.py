@@ -54,6 +54,8 @@ class Claims:
     target: Target
     sealed_secret: str | None = None  # AES-GCM sealed desktop secret, see seal_secret()
     idle_after: int = 0               # seconds without traffic before the gateway ends it; 0: never
+    outage: bool = False              # minted from a reconnect pass while the database was down:
+                                      # a gateway may admit it once without the broker's record
 
 
 def _b64e(raw: bytes) -> str:
@@ -105,6 +107,8 @@ def mint(private_key: Ed25519PrivateKey, claims: Claims) -> str:
         body["sec"] = claims.sealed_secret
     if claims.idle_after:
         body["idl"] = claims.idle_after
+    if claims.outage:
+        body["out"] = 1
     payload = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
     return f"{_b64e(payload)}.{_b64e(private_key.sign(payload))}"
 
@@ -154,7 +158,7 @@ def _claims(payload: bytes) -> Claims:
             ticket_id=d["jti"], issued_at=d["iat"], expires_at=d["exp"], audience=d["aud"],
             tenant=d["ten"], user=d["usr"], session=d["ses"],
             target=Target(host, port, protocol), sealed_secret=d.get("sec"),
-            idle_after=d.get("idl", 0),
+            idle_after=d.get("idl", 0), outage=d.get("out") == 1,
         )
         ok = (d["v"] == VERSION and all(isinstance(x, str) for x in (
             claims.ticket_id, claims.audience, claims.tenant, claims.user, claims.session, host,

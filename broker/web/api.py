@@ -8,8 +8,9 @@ import dataclasses
 from aiohttp import web
 
 from wire import reports, serving
+from wire.api import DEVICE_HEADER, RECONNECT_PASS_HEADER
 
-from ..errors import BadRequest, NotEntitled
+from ..errors import BadRequest, NotEntitled, StoreUnavailable
 from ..audit import printable
 from .common import BROKER_KEY, COOKIE, field, json_body, login_of, set_cookie, source_of, token_of
 from .openapi import OPENAPI
@@ -59,18 +60,32 @@ async def api_pools(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/api/v1/pools/{pool}/connect")
 async def api_connect(request: web.Request) -> web.StreamResponse:
-    _, login = await login_of(request, state_changing=True)
+    """A ticket to the user's desktop in the pool, and a reconnect pass (``X-Pforte-Reconnect-
+    Pass`` on the next call) that brings her back to it while the database is down."""
     broker = request.config_dict[BROKER_KEY]
     source = source_of(request)
-    if (credential := request.headers.get("X-Pforte-Device")) is not None:
-        # a thin client says which it is: a revoked one is refused, the audit names it
-        device = await broker.devices.device(credential, source=source)
-        if device.tenant != login.tenant:
-            raise NotEntitled(request.match_info["pool"])
-        source = f"{source} device {device.id}"
-    conn = await broker.connect(login, request.match_info["pool"], source=source)
+    pool = request.match_info["pool"]
+    try:
+        token, login = await login_of(request, state_changing=True)
+        if (credential := request.headers.get(DEVICE_HEADER)) is not None:
+            # a thin client says which it is: a revoked one is refused, the audit names it
+            device = await broker.devices.device(credential, source=source)
+            if device.tenant != login.tenant:
+                raise NotEntitled(pool)
+            source = f"{source} device {device.id}"
+        conn = await broker.connect(login, pool, source=source)
+        sealed = broker.reconnect_pass(token, login, conn)
+    except StoreUnavailable:
+        sealed = request.headers.get(RECONNECT_PASS_HEADER)
+        if not sealed:
+            raise
+        token, from_cookie = token_of(request)
+        conn = broker.reconnect_in_outage(
+            token, sealed, pool, source=source,
+            csrf=request.headers.get("X-CSRF-Token", "") if from_cookie else None)
     return web.json_response({"ticket": conn.ticket, "gateway_url": conn.gateway_url,
-                              "session": conn.session_id, "expires_at": conn.expires_at})
+                              "session": conn.session_id, "expires_at": conn.expires_at,
+                              "reconnect_pass": sealed})
 
 
 @routes.post("/api/v1/pools/{pool}/connection-file")
@@ -84,7 +99,7 @@ async def api_connection_file(request: web.Request) -> web.StreamResponse:
         raise BadRequest("port")
     name, media_type, content = await request.config_dict[BROKER_KEY].devices.connection_file(
         login, request.match_info["pool"], viewer=viewer, port=port,
-        device_credential=request.headers.get("X-Pforte-Device"), source=source_of(request))
+        device_credential=request.headers.get(DEVICE_HEADER), source=source_of(request))
     return web.json_response({"file_name": name, "media_type": media_type, "content": content})
 
 

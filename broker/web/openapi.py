@@ -49,7 +49,10 @@ OPENAPI = {
             body=_obj(code=_S), security=_BEARER)},
         "/api/v1/pools": {"get": _op("The pools the user is entitled to.", security=_BEARER)},
         "/api/v1/pools/{pool}/connect": {"post": _op(
-            "Place the user and issue a single-use ticket for the gateway.", security=_BEARER,
+            "Place the user and issue a single-use ticket for the gateway, with a "
+            "reconnect_pass: sent back in the X-Pforte-Reconnect-Pass header on the next "
+            "connect, it gets the user a ticket to the same desktop while the database is down "
+            "(503 store_unavailable without a valid one).", security=_BEARER,
             params=("pool",))},
         "/api/v1/pools/{pool}/connection-file": {"post": _op(
             "A native viewer's connection file (.vnc, .rdp, .vv) naming the local tunnel "

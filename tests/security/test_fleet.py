@@ -207,7 +207,9 @@ def fleet_behind_haproxy(live) -> tuple[dict, object, object]:
         f'gateway_url = "ws://127.0.0.1:{ports["lb_gateway"]}/ws"').replace(
         f'broker_url = "http://127.0.0.1:{live.portal_port}"',
         f'broker_urls = ["http://127.0.0.1:{live.portal_port}", '
-        f'"http://127.0.0.1:{ports["broker2"]}"]')
+        f'"http://127.0.0.1:{ports["broker2"]}"]').replace(   # browsers come through HAProxy
+        f'allowed_origins = ["http://127.0.0.1:{live.portal_port}"]',
+        f'allowed_origins = ["http://127.0.0.1:{ports["lb_portal"]}"]')
     live.config.write_text(text.replace("[gateway]\n", '[gateway]\nname = "gateway1"\n'))
     second = live.config.with_name("second.toml")
     second.write_text(text.replace(f'"127.0.0.1:{live.portal_port}"',

@@ -5,14 +5,26 @@ back everything works again without restarting any process."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+import aiohttp
+
+from client.api import BrokerApi
 from testbed import Postgres, Processes
 
-from ..conftest import USERS, need
-from .conftest import DOMAIN, bearer
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
+from wire.api import RECONNECT_PASS_HEADER
+from wire.closes import Close
+
+from ..conftest import USERS, AiohttpStream, need, rfb_viewer_handshake
+from .conftest import DOMAIN, DRAIN, bearer
 from .test_processes import desktop_answers, open_session
 
 pytestmark = pytest.mark.integration
@@ -63,6 +75,69 @@ async def test_a_database_outage_keeps_desktops_running_and_ends_by_itself(
         await ws.close()
 
 
+async def test_a_signed_in_user_gets_back_to_her_desktop_while_the_database_is_down(
+        own_live, own_postgres, tmp_path):
+    """With the pass her last connect gave her, and her own login token, she gets a short ticket
+    to the same desktop session; the gateway admits it once. Anyone else's pass, another pool,
+    no pass, or the same ticket twice: refused, each with a clear answer."""
+    database, processes = own_postgres
+    password_file = tmp_path / "pg.pass"
+    password_file.write_text(database.password)
+    live = own_live(broker_options={"database": database.create_database("reconnect"),
+                                    "database_password_file": str(password_file)})
+    async with live.client("10.91.0.1") as http:
+        tokens, passes, sessions = {}, {}, {}
+        for user in ("user4", "user5"):
+            await live.enrol(http, user)
+            tokens[user] = await live.login(http, user)
+        r = await http.post(f"{live.portal}/api/v1/pools/buero/connect",
+                            headers=bearer(tokens["user4"]))
+        answer = await r.json()
+        passes["user4"], sessions["user4"] = answer["reconnect_pass"], answer["session"]
+        # user5 is a thin client: its tunnel asks through client.api, which keeps the pass
+        thin_client = BrokerApi(live.portal, token=tokens["user5"], http=http)
+        answer = await thin_client.connect("buero")
+        passes["user5"], sessions["user5"] = answer["reconnect_pass"], answer["session"]
+
+        database.halt()
+
+        async def connect(user, with_pass, pool="buero"):
+            headers = {**bearer(tokens[user]), "Accept-Language": "de",
+                       **({RECONNECT_PASS_HEADER: with_pass} if with_pass else {})}
+            return await http.post(f"{live.portal}/api/v1/pools/{pool}/connect", headers=headers)
+
+        r = await connect("user4", passes["user4"])
+        assert r.status == 200, await r.text()
+        answer = await r.json()
+        assert answer["session"] == sessions["user4"]            # the desktop she already has
+        opened = await http.ws_connect(live.gateway_ws, autoping=False)
+        await opened.send_str(answer["ticket"])
+        await rfb_viewer_handshake(AiohttpStream(opened))
+        assert await desktop_answers(opened)                      # her desktop, live
+        replay = await http.ws_connect(live.gateway_ws)            # the same ticket again
+        await replay.send_str(answer["ticket"])
+        assert (await replay.receive()).type is aiohttp.WSMsgType.CLOSE
+        assert replay.close_code == Close.BROKER.code
+        for user, shown, pool in (("user4", None, "buero"),          # no pass
+                                  ("user4", passes["user5"], "buero"),  # another's pass
+                                  ("user5", passes["user4"], "buero"),  # her pass, his login
+                                  ("user4", passes["user4"], "labor"),  # another pool
+                                  ("user4", passes["user4"][:-4] + "AAAA", "buero"),  # tampered
+                                  ("user4", "x" * 6000, "buero")):        # too long
+            r = await connect(user, shown, pool)
+            body = await r.json()
+            assert r.status == 503 and body["error"] == "store_unavailable", (user, pool)
+            assert body["message"].startswith("Die Anmeldung ist vorübergehend nicht möglich")
+        await opened.close()
+        again = await thin_client.connect("buero")         # shows its pass by itself
+        assert again["session"] == sessions["user5"]
+
+        database.run(processes)
+        r = await connect("user4", passes["user4"])
+        assert r.status == 200                      # the ordinary way again, a new pass with it
+        assert (await r.json())["reconnect_pass"] != passes["user4"]
+
+
 async def test_every_connection_that_predates_a_database_restart_is_replaced_unnoticed(
         own_postgres):
     """Each of the broker's connections was opened before PostgreSQL restarted: the first
@@ -96,3 +171,65 @@ async def test_every_connection_that_predates_a_database_restart_is_replaced_unn
             == DEFAULT_CONNECTIONS // 2                   # each write once, none twice
     finally:
         await engine.close()
+
+
+def test_in_chromium_the_page_brings_her_back_through_another_gateway_while_the_database_is_down(
+        own_live, own_postgres, tmp_path, chromium):
+    """The whole path a user meets: two brokers on PostgreSQL and two gateways behind HAProxy;
+    she works on her desktop in Chromium; PostgreSQL stops; then her gateway is shut down. The
+    page gets a ticket to the same desktop with its reconnect pass, through the other gateway."""
+    import pyotp
+
+    from testbed import wait_for_desktop_colour
+
+    from .test_fleet import fleet_behind_haproxy
+
+    database, processes = own_postgres
+    password_file = tmp_path / "pg.pass"
+    password_file.write_text(database.password)
+    live = own_live(broker_options={"database": database.create_database("browser"),
+                                    "database_password_file": str(password_file)})
+    ports, _, gateway2 = fleet_behind_haproxy(live)
+    time.sleep(1.5)                                         # HAProxy checked all four
+
+    async def enrol() -> None:
+        async with live.client("10.92.0.1") as http:
+            await live.enrol(http, "user6")
+    with ThreadPoolExecutor(1) as thread:          # playwright runs its own loop in this one
+        thread.submit(asyncio.run, enrol()).result()
+
+    page = chromium.new_context(locale="de-DE", viewport={"width": 1280, "height": 900}).new_page()
+    page.goto(f"{live.portal}/login")
+    page.get_by_label("Benutzername").fill(f"user6@{DOMAIN}")
+    page.get_by_label("Passwort").fill(USERS["user6"][1])
+    page.get_by_role("button", name="Anmelden").click()
+    # the next step's code: this one's was used to enrol
+    page.get_by_label("Einmalcode").fill(pyotp.TOTP(live.secrets["user6"]).at(time.time() + 30))
+    page.get_by_role("button", name="Bestätigen").click()
+    page.get_by_role("link", name="Öffnen").click()
+    assert wait_for_desktop_colour(page) is not None
+    assert page.evaluate("() => Object.keys(sessionStorage)") == [
+        "pforte.reconnect-pass.buero"]
+
+    database.halt()
+    holder, other = ((live.gateway, ports["gateway2"]) if open_sessions(live.gateway_port)
+                     else (gateway2, live.gateway_port))
+    holder.send_signal(signal.SIGTERM)                      # drained: the page is told 1001
+    deadline = time.monotonic() + DRAIN + 20
+    while open_sessions(other) == 0 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert open_sessions(other) == 1                        # on the other gateway now
+    page.wait_for_function("() => document.body.dataset.state === 'connected'", timeout=10_000)
+    assert wait_for_desktop_colour(page) is not None        # her desktop, on her screen
+    assert page.locator("#status").inner_text() == "Verbunden"
+    page.screenshot(path=str(SCREENSHOTS / "outage-reconnect.png"))
+    page.context.close()
+
+
+def open_sessions(gateway_port: int) -> int:
+    """The sessions a gateway holds, from its metrics."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{gateway_port}/metrics", timeout=5).read()
+    for line in text.decode().splitlines():
+        if line.startswith("pforte_gateway_sessions_open "):
+            return int(float(line.split()[1]))
+    return 0

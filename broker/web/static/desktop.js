@@ -17,20 +17,28 @@ function say(key, fallback) {
     body.dataset.state = key;
 }
 
+// The broker's reconnect pass for this pool: shown with the next request, it brings the user
+// back to this desktop while the broker's database is down (broker/reconnect_pass.py).
+const PASS_KEY = `pforte.reconnect-pass.${body.dataset.pool}`;
+
 async function connect() {
     say("connecting");
     let answer;
     try {
+        const headers = { "X-CSRF-Token": body.dataset.csrf };
+        const held = sessionStorage.getItem(PASS_KEY);
+        if (held) headers["X-Pforte-Reconnect-Pass"] = held;
         const response = await fetch(`/api/v1/pools/${encodeURIComponent(body.dataset.pool)}/connect`, {
             method: "POST",
             credentials: "same-origin",
-            headers: { "X-CSRF-Token": body.dataset.csrf },
+            headers,
         });
         answer = await response.json();
         if (!response.ok) {
             status.textContent = answer.message;
             return;
         }
+        if (answer.reconnect_pass) sessionStorage.setItem(PASS_KEY, answer.reconnect_pass);
     } catch (e) {
         say("gateway_other");
         return;

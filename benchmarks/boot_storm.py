@@ -177,10 +177,10 @@ async def enrol_clients(config, users: list[str]) -> tuple[dict[str, str], list[
         totp[u] = mfa.new_secret()
         await broker.import_enrolment(TENANT, u, totp[u])
         code = secrets.token_hex(6)
-        await broker.store.create_enrolment_code(code, TENANT, "rathaus-front-office",
+        await broker.store.devices.create_enrolment_code(code, TENANT, "rathaus-front-office",
                                                  "thin-client", expires=time.time() + 600)
         credential = "pfd_" + secrets.token_urlsafe(24)
-        await broker.store.enrol_device(code, u, credential, now=time.time())
+        await broker.store.devices.enrol(code, u, credential, now=time.time())
         credentials.append(credential)
     await broker.close()
     return totp, credentials
@@ -191,7 +191,7 @@ async def check_sessions(config, seats: int) -> dict:
     than it may."""
     store = Store.for_config(config)
     await store.open()
-    live = await store.live_sessions(TENANT)
+    live = await store.sessions.live(TENANT)
     await store.close()
     per_host = collections.Counter(s.host for s in live)
     per_user = collections.Counter(s.login for s in live)

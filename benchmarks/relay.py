@@ -373,7 +373,8 @@ async def create_sessions(db: Path) -> list[str]:
     try:
         out = []
         for i in range(SESSIONS):
-            a = await store.assign(TENANT, f"u{i}", POOL, [(HOST, 10**6, True)], now=time.time(),
+            a = await store.sessions.assign(TENANT, f"u{i}", POOL, [(HOST, 10**6, True)],
+                                            now=time.time(),
                                    pending_timeout=86400, keep_seconds=86400)
             out.append(a.session_id)
         return out

@@ -54,12 +54,13 @@ async def psycopg_run(dsn: str, password: str, n: int, concurrency: int) -> list
     placed = {}
 
     async def place(i: int) -> None:
-        placed[i] = (await store.assign("t", f"pg{i}", f"pool{i % 8}", HOSTS, now=now,
+        placed[i] = (await store.sessions.assign("t", f"pg{i}", f"pool{i % 8}", HOSTS, now=now,
                                           pending_timeout=60, keep_seconds=60))
 
     async def redeem(i: int) -> None:
         a = placed[i]
-        await store.redeem(f"pg-ticket-{i}", int(now) + 30, "t", f"pg{i}", a.session_id, now=now)
+        await store.sessions.redeem(f"pg-ticket-{i}", int(now) + 30, "t", f"pg{i}", a.session_id,
+                                    now=now)
     results = [await _measure("psycopg 3 (threads), placement", n, concurrency, place),
                await _measure("psycopg 3 (threads), redemption", n, concurrency, redeem)]
     await store.close()

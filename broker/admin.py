@@ -62,7 +62,7 @@ class Administration:
                            ) -> tuple[list[tuple[str, int, bool]], set[str]]:
         """What placement needs to know of the hosts by their state and health: (host id,
         seats, takes new sessions) of each, and the hosts users may return to."""
-        states, health = await self.store.hosts_now(tenant.id)
+        states, health = await self.store.hosts.states_and_health(tenant.id)
         hosts, back = [], set()
         for host_id in host_ids:
             state = states.get(host_id, ACTIVE_ROW).state
@@ -74,8 +74,8 @@ class Administration:
 
     # -- views -------------------------------------------------------------------------------
     async def host_overview(self, tenant: TenantConfig) -> list[dict]:
-        states, health = await self.store.hosts_now(tenant.id)
-        sessions = await self.store.live_sessions(tenant.id)
+        states, health = await self.store.hosts.states_and_health(tenant.id)
+        sessions = await self.store.sessions.live(tenant.id)
         out = []
         for host in tenant.hosts:
             row = states.get(host.id, ACTIVE_ROW)
@@ -90,7 +90,7 @@ class Administration:
     async def session_overview(self, tenant: TenantConfig) -> list[dict]:
         return [{"id": s.id, "user": s.login, "pool": s.pool, "host": s.host,
                  "state": s.state.value, "since": s.created}
-                for s in await self.store.live_sessions(tenant.id)]
+                for s in await self.store.sessions.live(tenant.id)]
 
     # -- actions -----------------------------------------------------------------------------
     async def act(self, tenant: TenantConfig, host_id: str, action: Action, *, actor: str,
@@ -105,7 +105,7 @@ class Administration:
         host = tenant.host(host_id)
         if host is None:
             raise NotFound(host_id)
-        current = (await self.store.host_states(tenant.id)).get(host_id, ACTIVE_ROW)
+        current = (await self.store.hosts.states(tenant.id)).get(host_id, ACTIVE_ROW)
         try:
             state = apply(current.state, action)
         except InvalidAction as exc:
@@ -115,7 +115,7 @@ class Administration:
         deadline = now + deadline_seconds if (drain and deadline_seconds) else None
         row = HostStateRow(state, message if drain else "", deadline, logoff,
                            next_notice=now if drain else None)  # the first notice: at once
-        await self.store.set_host_state(tenant.id, host_id, row, now=now)
+        await self.store.hosts.set_state(tenant.id, host_id, row, now=now)
         detail = f"host={host_id} state={state.value}"
         if action is Action.DRAIN:
             detail += f" deadline={deadline_seconds or 0:.0f}s logoff={logoff}"
@@ -132,7 +132,7 @@ class Administration:
         Raises:
             NotFound: no live session with that id in this tenant.
         """
-        session = await self.store.end_session(tenant.id, session_id, now=self.clock())
+        session = await self.store.sessions.end(tenant.id, session_id, now=self.clock())
         if session is None:
             raise NotFound(session_id)
         host = tenant.host(session.host)
@@ -146,7 +146,7 @@ class Administration:
 
     async def assignments(self, tenant: TenantConfig, pool_id: str) -> dict[str, str]:
         """user → host of a dedicated pool."""
-        return await self.store.dedicated_hosts(tenant.id, pool_id)
+        return await self.store.sessions.dedicated_hosts(tenant.id, pool_id)
 
     async def dedicate(self, tenant: TenantConfig, pool_id: str, user: str, host_id: str, *,
                        actor: str, source: str) -> str:
@@ -163,7 +163,7 @@ class Administration:
         if not pool.dedicated or host_id not in pool.hosts:
             raise Conflict("the pool is not dedicated, or the host is not in it")
         user = await self.identify(tenant, user)
-        await self.store.dedicate(tenant.id, pool_id, user, host_id)
+        await self.store.sessions.dedicate(tenant.id, pool_id, user, host_id)
         await self.audit.record(tenant.id, actor, source, "pool.dedicate", "ok",
                                 f"pool={pool_id} user={user} host={host_id}")
         return user
@@ -177,18 +177,18 @@ class Administration:
             NotFound: the directory has no such user, or the user has no enrolment.
         """
         user = await self.identify(tenant, user)
-        if not await self.store.reset_mfa(tenant.id, user):
+        if not await self.store.accounts.reset_mfa(tenant.id, user):
             raise NotFound(user)
         await self.audit.record(tenant.id, actor, source, "mfa.reset", "ok", f"user={user}")
         return user
 
     # -- drains (a duty) ----------------------------------------------------------------------
     async def _users_on(self, tenant: TenantConfig, host_id: str) -> list[SessionRow]:
-        return [s for s in await self.store.live_sessions(tenant.id) if s.host == host_id]
+        return [s for s in await self.store.sessions.live(tenant.id) if s.host == host_id]
 
     async def drain_tick(self) -> None:
         """Move every drain on by what is due now (one broker of the fleet runs this)."""
-        for tenant_id, host_id, row in await self.store.draining_hosts():
+        for tenant_id, host_id, row in await self.store.hosts.draining():
             tenant = self.config.tenant(tenant_id)
             if tenant is None or tenant.host(host_id) is None or row.next_notice is None:
                 continue  # not ours, or finished: the host waits for an admin to enable it
@@ -199,7 +199,7 @@ class Administration:
         step, now = row.next_notice, self.clock()
         users = await self._users_on(tenant, host.id)
         if not users:
-            if await self.store.claim_drain_step(tenant.id, host.id, step, None):
+            if await self.store.hosts.claim_drain_step(tenant.id, host.id, step, None):
                 await self.audit.record(tenant.id, "pforte", "broker", "host.drained", "ok",
                                         f"host={host.id} is empty")
                 logger.info("host %s of %s is empty", host.id, tenant.id)
@@ -207,11 +207,11 @@ class Administration:
         if now < step:
             return
         if row.deadline is None or step < row.deadline:
-            if await self.store.claim_drain_step(tenant.id, host.id, step,
+            if await self.store.hosts.claim_drain_step(tenant.id, host.id, step,
                                                  self._next_step(row, now)):
                 await self._notify(tenant, host, users, row, now)
             return
-        if not await self.store.claim_drain_step(tenant.id, host.id, step, FOREVER):
+        if not await self.store.hosts.claim_drain_step(tenant.id, host.id, step, FOREVER):
             return
         if not row.logoff:
             await self.audit.record(tenant.id, "pforte", "broker", "host.drain_deadline", "ok",
@@ -224,7 +224,7 @@ class Administration:
                                   why="drain deadline")
             except NotFound:
                 pass  # left meanwhile
-        if await self.store.claim_drain_step(tenant.id, host.id, FOREVER, None):
+        if await self.store.hosts.claim_drain_step(tenant.id, host.id, FOREVER, None):
             await self.audit.record(tenant.id, "pforte", "broker", "host.drained", "ok",
                                     f"host={host.id} is empty (users logged off at the "
                                     f"deadline)")
@@ -258,7 +258,7 @@ class Administration:
         for tenant in self.config.tenants:
             results = await asyncio.gather(*(self.hosts.probe(h) for h in tenant.hosts))
             for host, healthy in zip(tenant.hosts, results):
-                if await self.store.set_health(tenant.id, host.id, healthy, now=self.clock()):
+                if await self.store.hosts.set_health(tenant.id, host.id, healthy, now=self.clock()):
                     logger.warning("host %s of %s is now %s", host.id, tenant.id,
                                    "healthy" if healthy else "UNHEALTHY")
                     await self.audit.record(tenant.id, "pforte", "broker", "host.health",

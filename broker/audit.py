@@ -23,16 +23,17 @@ class AuditLog:
                      detail: str = "") -> None:
         """Record an action; text that came from outside (names, ids from a URL) is escaped,
         so that it can neither forge lines nor hide characters."""
-        await self._store.audit(at=self._clock(), tenant=tenant, actor=printable(actor),
+        await self._store.admin.audit(at=self._clock(), tenant=tenant, actor=printable(actor),
                                 source=source, action=action, result=result,
                                 detail=printable(detail))
 
     def entry(self, tenant: str, actor: str, source: str, action: str, result: str,
               detail: str = "") -> Fragment:
         """The same record, as a part of another unit of work (written in its transaction)."""
-        return self._store.audit_entry(at=self._clock(), tenant=tenant, actor=printable(actor),
+        return self._store.admin.audit_entry(at=self._clock(), tenant=tenant,
+                                             actor=printable(actor),
                                        source=source, action=action, result=result,
                                        detail=printable(detail))
 
     async def entries(self, tenant: str, limit: int) -> list[dict[str, Any]]:
-        return await self._store.audit_log(tenant, limit)
+        return await self._store.admin.audit_log(tenant, limit)

@@ -46,14 +46,14 @@ class Devices:
                           hours: float, actor: str, source: str) -> tuple[str, float]:
         code = new_enrolment_code()
         expires = self.clock() + hours * 3600
-        await self.store.create_enrolment_code(code, tenant.id, site, device_class,
+        await self.store.devices.create_enrolment_code(code, tenant.id, site, device_class,
                                                expires=expires)
         await self.audit.record(tenant.id, actor, source, "device.code", "ok",
                                 f"site={site} class={device_class} hours={hours:g}")
         return code, expires
 
     async def of_tenant(self, tenant: TenantConfig) -> list[Device]:
-        return await self.store.devices(tenant.id)
+        return await self.store.devices.of_tenant(tenant.id)
 
     async def revoke(self, tenant: TenantConfig, device_id: str, *, actor: str,
                      source: str) -> None:
@@ -62,7 +62,7 @@ class Devices:
         Raises:
             NotFound: no such device in this tenant.
         """
-        if not await self.store.update_device(tenant.id, device_id, revoked=self.clock()):
+        if not await self.store.devices.update(tenant.id, device_id, revoked=self.clock()):
             raise NotFound(device_id)
         await self.audit.record(tenant.id, actor, source, "device.revoke", "ok",
                                 f"device={device_id}")
@@ -74,7 +74,7 @@ class Devices:
         Raises:
             NotFound: no such device in this tenant.
         """
-        if not await self.store.update_device(tenant.id, device_id, site=site,
+        if not await self.store.devices.update(tenant.id, device_id, site=site,
                                               device_class=device_class):
             raise NotFound(device_id)
         await self.audit.record(tenant.id, actor, source, "device.move", "ok",
@@ -93,7 +93,7 @@ class Devices:
         """
         credential = DEVICE_PREFIX + secrets.token_urlsafe(32)
         try:
-            device = await self.store.enrol_device(code.strip().lower(), name, credential,
+            device = await self.store.devices.enrol(code.strip().lower(), name, credential,
                                                    now=self.clock(),
                                                    guard=self._guard(source))
         except Throttled:
@@ -116,7 +116,7 @@ class Devices:
         if not credential or not credential.startswith(DEVICE_PREFIX):
             raise LoginRequired("device credential needed")
         try:
-            device = await self.store.device_by_credential(credential, now=self.clock(),
+            device = await self.store.devices.by_credential(credential, now=self.clock(),
                                                            guard=self._guard(source))
         except Throttled:
             await self.audit.record("-", "device", source, "device.credential", "locked_out")

@@ -58,7 +58,7 @@ class Duties:
             await asyncio.gather(self._task, return_exceptions=True)
         if self.holding:  # let another broker take over at once
             try:
-                await self.store.release_lease(LEASE_NAME, self.holder)
+                await self.store.hosts.release_lease(LEASE_NAME, self.holder)
             except StoreUnavailable:
                 pass
 
@@ -72,7 +72,7 @@ class Duties:
         """Renew (or take) the lease; run what is due if this broker holds it."""
         now = self.clock()
         try:
-            held = await self.store.hold_lease(LEASE_NAME, self.holder, now=now,
+            held = await self.store.hosts.hold_lease(LEASE_NAME, self.holder, now=now,
                                                until=now + LEASE)
         except StoreUnavailable as exc:
             logger.warning("duties skipped: database unavailable (%s)", exc)

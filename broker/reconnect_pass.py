@@ -46,7 +46,8 @@ def issue(key: bytes, reconnect_pass: ReconnectPass) -> str:
     return sealing.seal(key, json.dumps(asdict(reconnect_pass), sort_keys=True).encode(), CONTEXT)
 
 
-def open_pass(key: bytes, sealed: str, token: str, *, pool: str, now: float) -> ReconnectPass | None:
+def open_pass(key: bytes, sealed: str, token: str, *, pool: str,
+              now: float) -> ReconnectPass | None:
     """The pass, when it opens with ``key``, was issued to the login of ``token`` for ``pool``,
     and has not expired; None otherwise (forged, another login's, another pool's, too old)."""
     if not isinstance(sealed, str) or len(sealed) > 4096:

@@ -33,8 +33,12 @@ from .throttle import Key, Outcome
 from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, DesktopStartFailed,
                      LoginRequired, NoFreeDesktop, NotEntitled, NotFound, OwnDesktopUnavailable,
                      PoolBusy, StoreUnavailable, TooManyAttempts, UnknownTenant)
+from .engine import Tx
 from .store import (OPERATOR, Assignment, Fragment, Login, Store, TicketAlreadyRedeemed,
                     UnknownSession)
+from .store.accounts import accept_step_in, read_mfa, set_recovery_codes_in, use_recovery_code_in
+from .store.throttles import lock_names as throttle_locks
+from .store.throttles import reserve_in, settle_in
 
 logger = logging.getLogger("pforte.broker")
 
@@ -66,7 +70,11 @@ class Connection:
 
 @dataclass
 class Attempt:
-    """What a use case records once its throttled attempt succeeded (see Broker._attempt)."""
+    """A throttled attempt in progress (see Broker._attempt): the keys reserved so far, whom a
+    failure is audited under, and what the use case records once it succeeded."""
+    keys: list[Key]
+    actor: str
+    audit_failure: bool = False      # until the directory named the user
     on_success: list[Fragment] = field(default_factory=list)
 
 
@@ -130,7 +138,8 @@ class Broker:
 
     async def _expire(self) -> None:
         """Apply the session timers and the gateways' leases (a duty)."""
-        ended = await self.store.expire(self.clock(), gateway_lease=self.config.gateway_lease)
+        ended = await self.store.sessions.expire(self.clock(),
+                                                 gateway_lease=self.config.gateway_lease)
         if ended:
             logger.info("ended %d sessions whose time ran out", ended)
 
@@ -190,19 +199,18 @@ class Broker:
             raise
         directory = self.directories[tenant.id]
         async with self._attempt([self._source_key(source)], tenant.id, name, source,
-                                 "login.password") as address:
+                                 "login.password") as attempt:
             entry = await directory.find(name)
             identity = entry.login if entry is not None else canonical(name)
-            user_key = self._user_key(tenant.id, identity, complete=False)
-            async with self._attempt([user_key], tenant.id, identity, source,
-                                     "login.password", audit_failure=True):
-                user = await directory.verify(entry, password)
+            await self._reserve_also(attempt, [self._user_key(tenant.id, identity, complete=False)],
+                                     tenant.id, identity, source, "login.password")
+            user = await directory.verify(entry, password)
             token = secrets.token_urlsafe(32)
             login = Login(tenant=tenant.id, user=user.login, display_name=user.display_name,
                           groups=user.groups, mfa_done=False, csrf=secrets.token_urlsafe(24),
                           expires=self.clock() + self.config.login_lifetime)
-            address.on_success += [  # recorded with the address's settlement: one transaction
-                self.store.new_login(token, login),
+            attempt.on_success += [  # recorded with the settlement: one transaction
+                self.store.accounts.new_login(token, login),
                 self.audit.entry(tenant.id, user.login, source, "login.password", "ok")]
         return token, login
 
@@ -216,32 +224,45 @@ class Broker:
         return Key(f"source:{source}", self.config.source_throttle)
 
     @contextlib.asynccontextmanager
-    async def _attempt(self, keys: list[Key], tenant: str, actor: str, source: str, action: str,
-                       *, audit_failure: bool = False) -> AsyncIterator[Attempt]:
-        """Reserve an attempt on ``keys`` (or refuse it: TooManyAttempts), run the body, settle
-        the attempt by how the body ended: a wrong secret counts, success forgets or gives back,
-        anything else (directory down, account state) gives back. What the body adds to
-        ``on_success`` (and the failure's audit entry) is written in the settlement's
-        transaction: one use case, as few transactions as its decisions need."""
-        if not await self.store.throttle_reserve(keys, now=self.clock()):
-            await self.audit.record(tenant, actor, source, action, "locked_out")
-            raise TooManyAttempts("locked out")
-        attempt = Attempt()
+    async def _attempt(self, keys: list[Key], tenant: str, actor: str, source: str,
+                       action: str) -> AsyncIterator[Attempt]:
+        """For a use case whose check waits for something outside (the directory's bind): reserve
+        an attempt on ``keys`` (or refuse it: TooManyAttempts), run the body, then settle every
+        key reserved by how the body ended — a wrong secret counts, success forgets or gives back,
+        anything else (directory down, account state) gives back. The settlement, what the body
+        adds to ``on_success`` and a failure's audit entry are one transaction."""
+        await self._reserve(keys, tenant, actor, source, action)
+        attempt = Attempt(list(keys), actor)
         outcome, also = Outcome.VOID, []
         try:
             yield attempt
             outcome, also = Outcome.SUCCEEDED, attempt.on_success
         except (BadCredentials, CodeRejected) as exc:
             outcome = Outcome.FAILED
-            if audit_failure:
-                also = [self.audit.entry(tenant, actor, source, action, exc.code, str(exc))]
+            if attempt.audit_failure:
+                also = [self.audit.entry(tenant, attempt.actor, source, action, exc.code,
+                                         str(exc))]
             raise
         except BrokerError as exc:
-            if audit_failure:
-                also = [self.audit.entry(tenant, actor, source, action, exc.code)]
+            if attempt.audit_failure:
+                also = [self.audit.entry(tenant, attempt.actor, source, action, exc.code)]
             raise
         finally:
-            await self.store.throttle_settle(keys, outcome, now=self.clock(), also=also)
+            await self.store.throttles.settle(attempt.keys, outcome, now=self.clock(), also=also)
+
+    async def _reserve_also(self, attempt: Attempt, keys: list[Key], tenant: str, actor: str,
+                            source: str, action: str) -> None:
+        """Reserve on more keys once the body knows them (the user's, after the directory named
+        them); they are settled with the rest, and a failure from now on is audited as ``actor``."""
+        await self._reserve(keys, tenant, actor, source, action)
+        attempt.keys += keys
+        attempt.actor, attempt.audit_failure = actor, True
+
+    async def _reserve(self, keys: list[Key], tenant: str, actor: str, source: str,
+                       action: str) -> None:
+        if not await self.store.throttles.reserve(keys, now=self.clock()):
+            await self.audit.record(tenant, actor, source, action, "locked_out")
+            raise TooManyAttempts("locked out")
 
     async def identity(self, tenant: TenantConfig, typed: str) -> str:
         """The canonical identity of a user an admin names (any spelling the directory accepts,
@@ -267,7 +288,7 @@ class Broker:
         Raises:
             LoginRequired: neither an admin token nor a complete login.
         """
-        scope = await self.store.admin_token(token)
+        scope = await self.store.admin.token(token)
         if scope is not None:
             return AdminPrincipal(f"token:{scope[1]}", token_tenant=scope[0])
         login = await self.login_for(token)
@@ -279,13 +300,13 @@ class Broker:
         Raises:
             LoginRequired: no such login, expired, or the second factor is still missing.
         """
-        login = await self.store.get_login(token, self.clock()) if token else None
+        login = await self.store.accounts.get_login(token, self.clock()) if token else None
         if login is None or (need_mfa and not login.mfa_done):
             raise LoginRequired("no valid login")
         return login
 
     async def is_enrolled(self, login: Login) -> bool:
-        return (await self.store.user_mfa(login.tenant, login.user)).confirmed
+        return (await self.store.accounts.user_mfa(login.tenant, login.user)).confirmed
 
     async def enrolment(self, login: Login) -> Enrolment:
         """The secret to enrol (the same one until it is confirmed).
@@ -293,7 +314,7 @@ class Broker:
         Raises:
             BadRequest: the user is enrolled already.
         """
-        state = await self.store.user_mfa(login.tenant, login.user)
+        state = await self.store.accounts.user_mfa(login.tenant, login.user)
         if state.confirmed:
             raise BadRequest("already enrolled")
         context = f"{login.tenant}/{login.user}"
@@ -301,7 +322,7 @@ class Broker:
             secret = mfa.unseal(self.config.totp_key, state.totp_sealed, context)
         else:
             secret = mfa.new_secret()
-            await self.store.begin_enrolment(login.tenant, login.user,
+            await self.store.accounts.begin_enrolment(login.tenant, login.user,
                                              mfa.seal(self.config.totp_key, secret, context))
         tenant = self.config.tenant(login.tenant)
         account = f"{login.user}@{tenant.domains[0]}"
@@ -310,7 +331,7 @@ class Broker:
 
     async def import_enrolment(self, tenant: str, login: str, secret: str) -> None:
         """Enrol a user with a known TOTP secret, confirmed (the demo's users; migrations)."""
-        await self.store.set_enrolment(tenant, login,
+        await self.store.accounts.set_enrolment(tenant, login,
                                        mfa.seal(self.config.totp_key, secret, f"{tenant}/{login}"))
         await self.audit.record(tenant, login, "admin", "mfa.import", "ok")
 
@@ -322,49 +343,69 @@ class Broker:
             The new recovery codes when this code completed an enrolment (show them once), else
             None.
 
-        A login whose second factor is complete answers any further code with success and changes
-        nothing: a request repeated by a load balancer (its first broker died after accepting the
-        code) must not turn into "code already used".
+        One transaction: the attempt is counted against the user and the address, the code
+        checked, the step (or recovery code) spent, the login completed, the throttle settled and
+        the audit written — or none of it. A login whose second factor is complete answers any
+        further code with success and changes nothing: a request repeated by a load balancer (its
+        first broker died after accepting the code) must not turn into "code already used".
 
         Raises:
             CodeRejected (or its CodeReplayed), TooManyAttempts, LoginRequired.
         """
         if login.mfa_done:
             return None
-        state = await self.store.user_mfa(login.tenant, login.user)
-        if not state.totp_sealed:
-            raise LoginRequired("no enrolment started")
-        context = f"{login.tenant}/{login.user}"
-        recovery = state.confirmed and mfa.looks_like_recovery_code(code)
-        action = "login.recovery" if recovery else "login.totp" if state.confirmed else "mfa.enrol"
         keys = [self._user_key(login.tenant, login.user, complete=True),
                 self._source_key(source)]
-        async with self._attempt(keys, login.tenant, login.user, source, action,
-                                 audit_failure=True) as attempt:
-            attempt.on_success.append(self.audit.entry(login.tenant, login.user, source, action,
-                                                       "ok"))
+        new_codes = mfa.new_recovery_codes()   # kept only if this code completes an enrolment
+        verdict = await self.store.unit(
+            lambda db: self._check_code(db, token, login, code, keys, source, self.clock(),
+                                        new_codes),
+            locks=throttle_locks(keys))
+        if isinstance(verdict, BrokerError):
+            raise verdict
+        return verdict
+
+    def _check_code(self, db: Tx, token: str, login: Login, code: str, keys: list[Key],
+                    source: str, now: float, new_codes: list[str]) -> list[str] | BrokerError | None:
+        """The second factor's unit of work (see :meth:`second_factor`); a refusal is returned,
+        not raised, so that what it counted is committed."""
+        tenant, user = login.tenant, login.user
+        context = f"{tenant}/{user}"
+        state = read_mfa(db, tenant, user)
+        recovery = state.confirmed and mfa.looks_like_recovery_code(code)
+        action = "login.recovery" if recovery else "login.totp" if state.confirmed else "mfa.enrol"
+        if not reserve_in(db, keys, now):
+            self.audit.entry(tenant, user, source, action, "locked_out")(db)
+            return TooManyAttempts("locked out")
+        if not state.totp_sealed:
+            settle_in(db, keys, Outcome.VOID, now)
+            return LoginRequired("no enrolment started")
+        try:
             if recovery:
-                if not await self.store.use_recovery_code(
-                        login.tenant, login.user,
-                        mfa.recovery_hash(self.config.totp_key, context, code), now=self.clock(),
-                        completes=token):
+                if not use_recovery_code_in(
+                        db, tenant, user, mfa.recovery_hash(self.config.totp_key, context, code),
+                        now=now, completes=token):
                     raise CodeRejected("unknown or spent recovery code")
             else:
                 secret = mfa.unseal(self.config.totp_key, state.totp_sealed, context)
-                step = mfa.check_code(secret, code, now=self.clock(), last_step=state.last_step)
-                if not await self.store.accept_step(login.tenant, login.user, step,
-                                                    confirm=not state.confirmed,
-                                                    completes=token):
+                step = mfa.check_code(secret, code, now=now, last_step=state.last_step)
+                if not accept_step_in(db, tenant, user, step, confirm=not state.confirmed,
+                                      completes=token):
                     raise mfa.CodeReplayed("step used concurrently")
+        except CodeRejected as exc:
+            settle_in(db, keys, Outcome.FAILED, now)
+            self.audit.entry(tenant, user, source, action, exc.code, str(exc))(db)
+            return exc
+        settle_in(db, keys, Outcome.SUCCEEDED, now)
+        self.audit.entry(tenant, user, source, action, "ok")(db)
         if state.confirmed:
             return None
-        codes = mfa.new_recovery_codes()
-        await self.store.set_recovery_codes(login.tenant, login.user, [
-            mfa.recovery_hash(self.config.totp_key, context, c) for c in codes])
-        return codes
+        set_recovery_codes_in(db, tenant, user, [
+            mfa.recovery_hash(self.config.totp_key, context, c) for c in new_codes])
+        return new_codes
 
     async def logout(self, token: str) -> None:
-        await self.store.delete_login(token)
+        await self.store.accounts.delete_login(token)
 
     # -- desktops ----------------------------------------------------------------------------
     def entitled_pools(self, login: Login) -> list[PoolConfig]:
@@ -380,22 +421,32 @@ class Broker:
         tenant = self.config.tenant(login.tenant)
         pool = entitled_pool(tenant, login.groups, pool_id)
         if pool is None:
-            await self.audit.record(login.tenant, login.user, source, "connect", "not_entitled", pool_id)
+            await self.audit.record(login.tenant, login.user, source, "connect", "not_entitled",
+                                    pool_id)
             raise NotEntitled(pool_id)
         now = self.clock()
+
+        def audited(decision: Assignment | placement.Refusal) -> Fragment:
+            """The connect's audit entry, written in the placement's transaction."""
+            if isinstance(decision, Assignment):
+                return self.audit.entry(
+                    login.tenant, login.user, source, "connect", "ok",
+                    f"pool={pool.id} host={decision.host_id} session={decision.session_id}"
+                    f"{' reconnect' if decision.reconnect else ''}")
+            result, _, detail = REFUSALS[type(decision)]
+            if isinstance(decision, placement.OwnHostDown):
+                detail = f"{detail} host={decision.host_id}"
+            return self.audit.entry(login.tenant, login.user, source, "connect", result,
+                                    detail.format(pool=pool.id))
+
         hosts, reconnect_hosts = await self.admin.availability(tenant, pool.hosts)
-        assignment = await self.store.assign(
+        assignment = await self.store.sessions.assign(
             tenant.id, login.user, pool.id, hosts, now=now,
             pending_timeout=self.config.pending_timeout, keep_seconds=pool.disconnected_keep,
             reconnect_hosts=reconnect_hosts, max_in_flight=pool.max_logons_in_flight,
-            dedicated=pool.dedicated, rng=self.rng)
+            dedicated=pool.dedicated, rng=self.rng, record=audited)
         if not isinstance(assignment, Assignment):
-            result, error, detail = REFUSALS[type(assignment)]
-            if isinstance(assignment, placement.OwnHostDown):
-                detail = f"{detail} host={assignment.host_id}"
-            await self.audit.record(login.tenant, login.user, source, "connect", result,
-                                    detail.format(pool=pool.id))
-            raise error(pool.id)
+            raise REFUSALS[type(assignment)][1](pool.id)
         host = tenant.host(assignment.host_id)
         port = assignment.port or host.port
         if host.ssh is not None and host.ssh.launch_command and assignment.port is None:
@@ -411,9 +462,6 @@ class Broker:
             session=assignment.session_id,
             target=ticket.Target(host.address, port, host.protocol), sealed_secret=sealed,
             idle_after=pool.idle_logoff)
-        await self.audit.record(login.tenant, login.user, source, "connect", "ok",
-                          f"pool={pool.id} host={host.id} session={assignment.session_id}"
-                          f"{' reconnect' if assignment.reconnect else ''}")
         return Connection(ticket.mint(self._signing_key, claims), self.config.gateway_url,
                           assignment.session_id, pool, host.id, expires, port)
 
@@ -466,11 +514,11 @@ class Broker:
         try:
             port = await self.hosts.launch(host, login.user)
         except HostUnreachable as exc:
-            await self.store.end_session(tenant.id, session_id, now=self.clock())
+            await self.store.sessions.end(tenant.id, session_id, now=self.clock())
             await self.audit.record(tenant.id, login.user, source, "desktop.launch", "failed",
                              f"host={host.id} {exc}")
             raise DesktopStartFailed(host.id) from None
-        await self.store.set_session_port(session_id, port)
+        await self.store.sessions.set_port(session_id, port)
         await self.audit.record(tenant.id, login.user, source, "desktop.launch", "ok",
                          f"host={host.id} port={port} session={session_id}")
         return port
@@ -479,7 +527,7 @@ class Broker:
     async def redeem(self, r: reports.Redemption) -> bool:
         """Record a ticket's single use; False when it was used before or its session is gone."""
         try:
-            await self.store.redeem(r.ticket_id, r.expires_at, r.tenant, r.user, r.session,
+            await self.store.sessions.redeem(r.ticket_id, r.expires_at, r.tenant, r.user, r.session,
                                     now=self.clock())
         except (TicketAlreadyRedeemed, UnknownSession) as exc:
             await self.audit.record(r.tenant, r.user, "gateway", "ticket.redeem",
@@ -490,7 +538,7 @@ class Broker:
     async def disconnected(self, report: reports.Disconnect) -> None:
         """A gateway's report; a session the gateway ended for idleness is logged off (the pool's
         ``idle_logoff`` policy, which the ticket carried)."""
-        await self.store.disconnect(report.tenant, report.session, now=self.clock())
+        await self.store.sessions.disconnect(report.tenant, report.session, now=self.clock())
         tenant = self.config.tenant(report.tenant)
         if report.reason is EndReason.IDLE and tenant is not None:
             try:
@@ -501,4 +549,4 @@ class Broker:
 
     async def gateway_alive(self, sessions: list[tuple[str, str]]) -> None:
         """A gateway vouches that it holds these (tenant, session): renew their lease."""
-        await self.store.touch_sessions(sessions, now=self.clock())
+        await self.store.sessions.touch(sessions, now=self.clock())

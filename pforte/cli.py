@@ -169,9 +169,9 @@ def _admin_token(args: argparse.Namespace) -> int:
         store = Store.for_config(config)
         await store.open()
         try:
-            await store.create_admin_token(token, args.tenant or OPERATOR, args.name,
+            await store.admin.create_token(token, args.tenant or OPERATOR, args.name,
                                            now=time.time())
-            await store.audit(at=time.time(), tenant=args.tenant or OPERATOR, actor="cli",
+            await store.admin.audit(at=time.time(), tenant=args.tenant or OPERATOR, actor="cli",
                               source="local", action="admin_token.create", result="ok",
                               detail=f"name={args.name}")
         finally:

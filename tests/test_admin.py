@@ -53,7 +53,7 @@ async def admin_install(make_installation, desktops, sshd, tmp_path, slapd):
         broker_options={"ssh_key_file": str(sshd.client_key),
                         "ssh_known_hosts_file": str(sshd.known_hosts)})
     token = "test-operator-token"
-    await inst.broker.store.create_admin_token(token, OPERATOR, "test", now=time.time())
+    await inst.broker.store.admin.create_token(token, OPERATOR, "test", now=time.time())
     return inst, token, logoff_log
 
 
@@ -170,7 +170,7 @@ async def test_a_session_can_be_logged_off_by_an_admin(admin_install):
 
 async def test_admins_see_only_their_own_tenant(admin_install):
     inst, operator, _ = admin_install
-    await inst.broker.store.create_admin_token("other-town", "elsewhere", "x", now=time.time())
+    await inst.broker.store.admin.create_token("other-town", "elsewhere", "x", now=time.time())
     status, body = await admin(inst, "other-town", "GET", "/hosts")
     assert status == 403 and body["error"] == "not_admin"
     r = await inst.http.get(f"{inst.base_url}/api/v1/admin/tenants",
@@ -291,7 +291,7 @@ async def test_a_multi_session_host_starts_each_users_own_desktop_over_ssh(launc
     bernd = await inst.connect(await inst.login("bernd"))
     assert (await open_desktop(bernd))[24:].decode() == "Desktop of bernd"
     token = "op"
-    await inst.broker.store.create_admin_token(token, OPERATOR, "t", now=time.time())
+    await inst.broker.store.admin.create_token(token, OPERATOR, "t", now=time.time())
     pid = int((state / "anna.pid").read_text())
     status, _ = await admin(inst, token, "POST", f"/sessions/{conn['session']}/logoff")
     assert status == 200
@@ -324,10 +324,10 @@ async def test_a_pool_logs_idle_sessions_off(make_installation, desktops, sshd, 
             msg = await asyncio.wait_for(ws.receive(), 10)
         assert ws.close_code == 4000 and msg.extra == "idle timeout"
     for _ in range(50):  # the broker logs the session off: store first, then the host
-        if logoff_log.exists() and not await inst.broker.store.live_sessions(TENANT):
+        if logoff_log.exists() and not await inst.broker.store.sessions.live(TENANT):
             break
         await asyncio.sleep(0.1)
-    assert await inst.broker.store.live_sessions(TENANT) == []
+    assert await inst.broker.store.sessions.live(TENANT) == []
     assert "logoff anna" in logoff_log.read_text()
 
 
@@ -337,15 +337,15 @@ async def test_an_unhealthy_host_comes_back_by_itself(make_installation):
     port = free_port()
     inst = await make_installation(desktops=[DesktopEntry("rdp1", port, 2, None, "rdp")])
     await inst.broker.admin.probe_all()
-    assert (await inst.broker.store.hosts_now(TENANT))[1] == {"rdp1": False}
+    assert (await inst.broker.store.hosts.states_and_health(TENANT))[1] == {"rdp1": False}
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
     listener.listen(8)
     try:
         await inst.broker.admin.probe_all()
-        assert (await inst.broker.store.hosts_now(TENANT))[1] == {"rdp1": True}
-        audit = [(e["action"], e["result"]) for e in await inst.broker.store.audit_log(TENANT)]
+        assert (await inst.broker.store.hosts.states_and_health(TENANT))[1] == {"rdp1": True}
+        audit = [(e["action"], e["result"]) for e in await inst.broker.store.admin.audit_log(TENANT)]
         assert ("host.health", "unhealthy") in audit and ("host.health", "healthy") in audit
     finally:
         listener.close()
@@ -367,7 +367,7 @@ async def test_a_drain_that_waits_leaves_users_on_after_the_deadline(admin_insta
     sessions = (await admin(inst, token, "GET", "/sessions"))[1]["sessions"]
     assert [s["id"] for s in sessions] == [conn["session"]]   # ... and anna is still there
     assert not logoff_log.exists()
-    await inst.broker.store.end_session(TENANT, conn["session"], now=time.time())  # she leaves
+    await inst.broker.store.sessions.end(TENANT, conn["session"], now=time.time())  # she leaves
     for _ in range(60):
         audit = [e["action"] for e in (await admin(inst, token, "GET", "/audit"))[1]["audit"]]
         if "host.drained" in audit:
@@ -382,7 +382,7 @@ async def test_an_admin_gives_a_user_of_a_dedicated_pool_their_desktop(make_inst
                for i, d in enumerate(desktops)]
     inst = await make_installation(desktops=entries, pool_options={"kind": "dedicated"})
     token = "op"
-    await inst.broker.store.create_admin_token(token, OPERATOR, "t", now=time.time())
+    await inst.broker.store.admin.create_token(token, OPERATOR, "t", now=time.time())
     status, _ = await admin(inst, token, "POST", "/pools/buero/assignments",
                             {"user": "anna", "host": "desk2"})
     assert status == 200

@@ -100,7 +100,7 @@ async def _admin(inst, method, path, body=None):
 @pytest.fixture
 async def fleet(make_installation):
     inst = await make_installation(broker_options={"profiles_dir": str(EXAMPLES)})
-    await inst.broker.store.create_admin_token("op", OPERATOR, "t", now=time.time())
+    await inst.broker.store.admin.create_token("op", OPERATOR, "t", now=time.time())
     secret = mfa.new_secret()
     await inst.broker.import_enrolment(TENANT, "anna", secret)
     return inst, secret
@@ -216,7 +216,7 @@ async def test_a_thin_client_survives_a_broker_restart_during_boot(tmp_path, sla
     broker = Broker(config, Store.for_config(config))
     await broker.store.open()
     await broker.import_enrolment(TENANT, "anna", secret)
-    await broker.store.create_enrolment_code(code, TENANT, "rathaus-front-office", "thin-client",
+    await broker.store.devices.create_enrolment_code(code, TENANT, "rathaus-front-office", "thin-client",
                                              expires=time.time() + 600)
     await broker.close()
     processes = Processes()
@@ -308,7 +308,7 @@ async def test_after_logoff_the_next_user_signs_in_or_the_device_shuts_down(make
     (profiles / "classes" / "shared-counter.toml").write_text(
         'viewer = "vnc"\n[kiosk]\non_logoff = "shutdown"\n')
     inst = await make_installation(broker_options={"profiles_dir": str(profiles)})
-    await inst.broker.store.create_admin_token("op", OPERATOR, "t", now=time.time())
+    await inst.broker.store.admin.create_token("op", OPERATOR, "t", now=time.time())
     secret = mfa.new_secret()
     await inst.broker.import_enrolment(TENANT, "anna", secret)
     sessions: list[bytes] = []
@@ -350,7 +350,7 @@ async def test_a_dropped_connection_brings_the_viewer_back_into_the_same_session
     inst = await make_installation(broker_options={"profiles_dir": str(EXAMPLES)},
                                    gateway_port=gateway_port,
                                    gateway_url=f"ws://127.0.0.1:{proxy_port}/ws")
-    await inst.broker.store.create_admin_token("op", OPERATOR, "t", now=time.time())
+    await inst.broker.store.admin.create_token("op", OPERATOR, "t", now=time.time())
     secret = mfa.new_secret()
     await inst.broker.import_enrolment(TENANT, "anna", secret)
     seen: list[bytes] = []
@@ -379,7 +379,7 @@ async def test_a_dropped_connection_brings_the_viewer_back_into_the_same_session
             await agent.serve(viewer)
         assert seen == [b"RFB 003.008\n"] * 2
         assert any(m.startswith(TEXTS["de"]["interrupted"][:40]) for m in messages), messages
-        sessions = await inst.broker.store.live_sessions(TENANT)
+        sessions = await inst.broker.store.sessions.live(TENANT)
         assert len([s for s in sessions if s.login == "anna"]) == 1   # the same session
     finally:
         await agent.close()
@@ -448,7 +448,7 @@ async def test_the_native_viewer_shows_the_desktop_on_the_thin_clients_screen_as
         inst = await make_installation(broker_options={"profiles_dir": str(EXAMPLES)},
                                        desktops=[DesktopEntry("counter", desk.port, 5,
                                                               desk.password)])
-        await inst.broker.store.create_admin_token("op", OPERATOR, "t", now=time.time())
+        await inst.broker.store.admin.create_token("op", OPERATOR, "t", now=time.time())
         secret = mfa.new_secret()
         await inst.broker.import_enrolment(TENANT, "anna", secret)
         agent, command = await boot_agent(inst, inst.base_url, tmp_path / "tc", secret, [])

@@ -18,7 +18,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "client_profiles" / "example
 @pytest.fixture
 async def fleet(make_installation):
     inst = await make_installation(broker_options={"profiles_dir": str(EXAMPLES)})
-    await inst.broker.store.create_admin_token("op", OPERATOR, "t", now=time.time())
+    await inst.broker.store.admin.create_token("op", OPERATOR, "t", now=time.time())
     return inst
 
 
@@ -183,7 +183,7 @@ async def test_a_thin_client_is_named_in_the_audit_and_refused_once_revoked(flee
         return r.status, await r.json()
     status, _ = await connect()
     assert status == 200
-    audit = await fleet.broker.store.audit_log(TENANT)
+    audit = await fleet.broker.store.admin.audit_log(TENANT)
     assert any(e["action"] == "connect" and e["result"] == "ok"
                and e["source"].endswith(f"device {device['device_id']}") for e in audit)
     await call(fleet, "POST", f"{ADMIN}/devices/{device['device_id']}/revoke")

@@ -129,7 +129,7 @@ async def test_a_replayed_code_is_refused_even_after_a_broker_restart(installati
                        Store.for_config(installation.broker.config))
     await restarted.store.open()
     try:
-        login = await restarted.store.get_login(token2, time.time())
+        login = await restarted.store.accounts.get_login(token2, time.time())
         with pytest.raises(CodeReplayed):
             await restarted.second_factor(token2, login, code, source="test")
     finally:
@@ -291,7 +291,7 @@ async def test_a_dead_desktop_host_gets_no_sessions_and_users_a_clear_answer(mak
     dead = DesktopEntry("dead", free_port(), 1, "password")
     inst = await make_installation(desktops=[dead])
     await inst.broker.admin.probe_all()
-    assert ((await inst.broker.store.hosts_now(TENANT))[1])["dead"] is False
+    assert ((await inst.broker.store.hosts.states_and_health(TENANT))[1])["dead"] is False
     r = await inst.post("/api/v1/pools/buero/connect", await inst.login("anna"))
     assert r.status == 503 and (await r.json())["error"] == "no_free_desktop"
 
@@ -315,7 +315,7 @@ async def test_a_login_storm_never_overbooks_a_host(installation):
     assert statuses == [200] * (2 * SEATS) + [503] * (len(users) - 2 * SEATS)
     full = [await a.json() for a in answers if a.status == 503]
     assert all(f["error"] == "no_free_desktop" for f in full)
-    sessions = await installation.broker.store.live_sessions(TENANT)
+    sessions = await installation.broker.store.sessions.live(TENANT)
     per_host = {}
     for s in sessions:
         per_host[s.host] = per_host.get(s.host, 0) + 1
@@ -336,7 +336,7 @@ async def test_secrets_never_appear_in_the_log(installation, caplog):
 async def test_audit_records_logins_without_secrets(installation):
     await installation.login("anna")
     await installation.password_login("anna", "a-wrong-password-xyz")
-    log = await installation.broker.store.audit_log(TENANT)
+    log = await installation.broker.store.admin.audit_log(TENANT)
     results = [(e["action"], e["result"]) for e in log]
     assert ("login.password", "bad_credentials") in results
     assert ("login.totp", "ok") in results
@@ -363,7 +363,7 @@ async def test_repeated_wrong_passwords_lock_the_user_out_for_a_while(installati
     r = await installation.password_login("anna")          # even the right password waits
     assert r.status == 429 and (await r.json())["error"] == "too_many_attempts"
     assert (await installation.password_login("bernd")).status == 200   # others are not affected
-    audit = [(e["actor"], e["result"]) for e in await installation.broker.store.audit_log(TENANT)]
+    audit = [(e["actor"], e["result"]) for e in await installation.broker.store.admin.audit_log(TENANT)]
     assert ("anna", "locked_out") in audit
     # the lockout ends by itself
     installation.broker.clock = lambda: time.time() + 901
@@ -405,14 +405,14 @@ async def test_enrolment_issues_recovery_codes_that_each_work_once(installation)
 
 async def test_an_admin_resets_a_lost_authenticator(installation):
     token = await installation.login("anna")
-    await installation.broker.store.create_admin_token("op", "*", "t", now=time.time())
+    await installation.broker.store.admin.create_token("op", "*", "t", now=time.time())
     r = await installation.http.post(
         f"{installation.base_url}/api/v1/admin/tenants/{TENANT}/users/anna/mfa-reset",
         headers={"Authorization": "Bearer op"})
     assert r.status == 200
     r = await installation.password_login("anna")
     assert (await r.json())["next"] == "enrol"
-    audit = [(e["action"], e["detail"]) for e in await installation.broker.store.audit_log(TENANT)]
+    audit = [(e["action"], e["detail"]) for e in await installation.broker.store.admin.audit_log(TENANT)]
     assert ("mfa.reset", "user=anna") in audit
     assert token
 
@@ -431,6 +431,6 @@ async def test_a_code_sent_again_on_a_completed_login_changes_nothing(installati
     r = await installation.password_login("bernd")          # another login: the code is spent
     r = await installation.post("/api/v1/mfa", (await r.json())["token"], {"code": code})
     assert r.status == 401 and (await r.json())["error"] == "code_replayed"
-    totp = [e for e in await installation.broker.store.audit_log(TENANT)
+    totp = [e for e in await installation.broker.store.admin.audit_log(TENANT)
             if e["action"] == "login.totp" and e["actor"] == "bernd"]
     assert [e["result"] for e in totp] == ["code_replayed", "ok"]

@@ -50,7 +50,8 @@ class Lifecycle(RuleBasedStateMachine):
     def connect(self, user):
         hosts = [(h, s, self.accepting[h]) for h, s in SEATS.items()]
         back = {h for h, ok in self.accepting.items() if ok}
-        self.run(self.store.assign("t", user, "p", hosts, now=self.now, pending_timeout=PENDING,
+        self.run(self.store.sessions.assign("t", user, "p", hosts, now=self.now,
+                 pending_timeout=PENDING,
                                    keep_seconds=KEEP, reconnect_hosts=back, max_in_flight=2))
 
     @rule(i=st.integers(0, 10))
@@ -60,7 +61,7 @@ class Lifecycle(RuleBasedStateMachine):
             session = live[i % len(live)]
             self.tickets += 1
             try:
-                self.run(self.store.redeem(f"t{self.tickets}", int(self.now) + 30, "t",
+                self.run(self.store.sessions.redeem(f"t{self.tickets}", int(self.now) + 30, "t",
                                            session[1], session[0], now=self.now))
             except UnknownSession:
                 pass  # its state takes no connect (ended meanwhile): refused, as it must be
@@ -69,13 +70,13 @@ class Lifecycle(RuleBasedStateMachine):
     def drop(self, i):
         live = self.live()
         if live:
-            self.run(self.store.disconnect("t", live[i % len(live)][0], now=self.now))
+            self.run(self.store.sessions.disconnect("t", live[i % len(live)][0], now=self.now))
 
     @rule(i=st.integers(0, 10))
     def logoff(self, i):
         live = self.live()
         if live:
-            self.run(self.store.end_session("t", live[i % len(live)][0], now=self.now))
+            self.run(self.store.sessions.end("t", live[i % len(live)][0], now=self.now))
 
     @rule(host=st.sampled_from(list(SEATS)), accepting=st.booleans())
     def drain_or_enable(self, host, accepting):
@@ -84,7 +85,7 @@ class Lifecycle(RuleBasedStateMachine):
     @rule(dt=st.integers(1, 120))
     def time_passes(self, dt):
         self.now += dt
-        self.run(self.store.expire(self.now, gateway_lease=90))
+        self.run(self.store.sessions.expire(self.now, gateway_lease=90))
 
     @invariant()
     def no_host_is_overbooked(self):

@@ -82,7 +82,7 @@ async def test_a_session_not_resumed_within_the_grace_period_ends(raw_install):
             await s.recv()
         assert closed.value.code == 4410
         for _ in range(50):  # the broker hears of the disconnect
-            sessions = await inst.broker.store.live_sessions(TENANT)
+            sessions = await inst.broker.store.sessions.live(TENANT)
             if sessions and sessions[0].state is State.DISCONNECTED:
                 break
             await asyncio.sleep(0.05)

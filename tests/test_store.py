@@ -34,7 +34,7 @@ async def test_concurrent_logins_from_two_brokers_never_overbook(stores):
     hosts = [("h1", 3, True), ("h2", 2, True)]
 
     async def one(store, i):
-        return await store.assign("t", f"user{i}", "p", hosts, now=NOW, pending_timeout=60,
+        return await store.sessions.assign("t", f"user{i}", "p", hosts, now=NOW, pending_timeout=60,
                                   keep_seconds=60, rng=random.Random(i))
     results = await asyncio.gather(*(one(stores[i % 2], i) for i in range(12)))
     placed = [r for r in results if isinstance(r, Assignment)]
@@ -45,100 +45,110 @@ async def test_concurrent_logins_from_two_brokers_never_overbook(stores):
 
 async def test_a_returning_user_gets_the_same_session(stores):
     a, _ = stores
-    first = await a.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60,
+    first = await a.sessions.assign("t", "anna", "p", [("h1", 1, True)], now=NOW,
+                                    pending_timeout=60,
                            keep_seconds=60)
-    again = await a.assign("t", "anna", "p", [("h1", 1, True)], now=NOW + 1, pending_timeout=60,
+    again = await a.sessions.assign("t", "anna", "p", [("h1", 1, True)], now=NOW + 1,
+                                    pending_timeout=60,
                            keep_seconds=60)
     assert again.session_id == first.session_id and again.reconnect
 
 
 async def test_a_ticket_is_redeemed_once_across_brokers(stores):
     a, b = stores
-    s = await a.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60, keep_seconds=60)
-    await a.redeem("tk", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
+    s = await a.sessions.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60,
+                                keep_seconds=60)
+    await a.sessions.redeem("tk", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
     with pytest.raises(TicketAlreadyRedeemed):
-        await b.redeem("tk", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
+        await b.sessions.redeem("tk", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
 
 
 async def test_a_ticket_for_another_tenants_session_is_refused(stores):
     a, _ = stores
-    s = await a.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60, keep_seconds=60)
+    s = await a.sessions.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60,
+                                keep_seconds=60)
     with pytest.raises(UnknownSession):
-        await a.redeem("tk", int(NOW) + 30, "other", "anna", s.session_id, now=NOW)
+        await a.sessions.redeem("tk", int(NOW) + 30, "other", "anna", s.session_id, now=NOW)
 
 
 async def test_sessions_run_their_lifecycle_and_free_their_seat(stores):
     a, _ = stores
-    s = await a.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60, keep_seconds=100)
-    await a.redeem("tk", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
-    assert (await a.live_sessions("t"))[0].state is State.CONNECTED
-    await a.disconnect("t", s.session_id, now=NOW + 10)
-    assert (await a.live_sessions("t"))[0].state is State.DISCONNECTED
-    assert await a.expire(NOW + 50) == 0
-    assert await a.expire(NOW + 111) == 1
-    assert await a.live_sessions("t") == []
-    other = await a.assign("t", "bernd", "p", [("h1", 1, True)], now=NOW + 112, pending_timeout=60,
+    s = await a.sessions.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60,
+                                keep_seconds=100)
+    await a.sessions.redeem("tk", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
+    assert (await a.sessions.live("t"))[0].state is State.CONNECTED
+    await a.sessions.disconnect("t", s.session_id, now=NOW + 10)
+    assert (await a.sessions.live("t"))[0].state is State.DISCONNECTED
+    assert await a.sessions.expire(NOW + 50) == 0
+    assert await a.sessions.expire(NOW + 111) == 1
+    assert await a.sessions.live("t") == []
+    other = await a.sessions.assign("t", "bernd", "p", [("h1", 1, True)], now=NOW + 112,
+                                    pending_timeout=60,
                            keep_seconds=60)
     assert other is not None
 
 
 async def test_a_pending_session_whose_ticket_is_never_used_ends(stores):
     a, _ = stores
-    await a.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60, keep_seconds=60)
-    assert await a.expire(NOW + 61) == 1
+    await a.sessions.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60,
+                            keep_seconds=60)
+    assert await a.sessions.expire(NOW + 61) == 1
 
 
 async def test_a_totp_step_is_accepted_once_even_concurrently(stores):
     a, b = stores
-    await a.set_enrolment("t", "anna", "sealed")
-    results = await asyncio.gather(*(s.accept_step("t", "anna", 100, confirm=False)
+    await a.accounts.set_enrolment("t", "anna", "sealed")
+    results = await asyncio.gather(*(s.accounts.accept_step("t", "anna", 100, confirm=False)
                                      for s in (a, b, a, b)))
     assert sorted(results) == [False, False, False, True]
-    assert not await a.accept_step("t", "anna", 99, confirm=False)
+    assert not await a.accounts.accept_step("t", "anna", 99, confirm=False)
 
 
 async def test_logons_in_flight_are_capped_per_host(stores):
     a, _ = stores
     for i in range(2):
-        await a.assign("t", f"u{i}", "p", [("h1", 10, True)], now=NOW, pending_timeout=60,
+        await a.sessions.assign("t", f"u{i}", "p", [("h1", 10, True)], now=NOW, pending_timeout=60,
                        keep_seconds=60, max_in_flight=2)
-    assert isinstance(await a.assign("t", "u9", "p", [("h1", 10, True)], now=NOW,
+    assert isinstance(await a.sessions.assign("t", "u9", "p", [("h1", 10, True)], now=NOW,
                                      pending_timeout=60, keep_seconds=60, max_in_flight=2),
                       PoolBusy)
 
 
 async def test_a_connected_session_no_gateway_vouches_for_becomes_disconnected(stores):
     a, _ = stores
-    s = await a.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60,
+    s = await a.sessions.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60,
                        keep_seconds=100)
-    other = await a.assign("t", "bernd", "p", [("h1", 2, True)], now=NOW, pending_timeout=60,
+    other = await a.sessions.assign("t", "bernd", "p", [("h1", 2, True)], now=NOW,
+                                    pending_timeout=60,
                            keep_seconds=100)
-    await a.redeem("tk1", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
-    await a.redeem("tk2", int(NOW) + 30, "t", "bernd", other.session_id, now=NOW)
-    await a.touch_sessions([("t", other.session_id)], now=NOW + 80)
-    await a.expire(NOW + 100, gateway_lease=90)
-    states = {r.login: r.state for r in await a.live_sessions("t")}
+    await a.sessions.redeem("tk1", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
+    await a.sessions.redeem("tk2", int(NOW) + 30, "t", "bernd", other.session_id, now=NOW)
+    await a.sessions.touch([("t", other.session_id)], now=NOW + 80)
+    await a.sessions.expire(NOW + 100, gateway_lease=90)
+    states = {r.login: r.state for r in await a.sessions.live("t")}
     assert states == {"anna": State.DISCONNECTED, "bernd": State.CONNECTED}
-    assert await a.expire(NOW + 201, gateway_lease=90) == 1   # anna's keep ran out
+    assert await a.sessions.expire(NOW + 201, gateway_lease=90) == 1   # anna's keep ran out
 
 
 async def test_a_dedicated_pool_keeps_a_user_on_their_host(stores):
     a, _ = stores
     hosts = [("h1", 5, True), ("h2", 5, True)]
-    first = await a.assign("t", "anna", "p", hosts, now=NOW, pending_timeout=60, keep_seconds=60,
+    first = await a.sessions.assign("t", "anna", "p", hosts, now=NOW, pending_timeout=60,
+                                    keep_seconds=60,
                            dedicated=True)
-    await a.end_session("t", first.session_id, now=NOW + 1)
+    await a.sessions.end("t", first.session_id, now=NOW + 1)
     for i in range(5):  # the other host is emptier each time, yet anna goes back to hers
-        again = await a.assign("t", "anna", "p", hosts, now=NOW + 2 + i, pending_timeout=60,
+        again = await a.sessions.assign("t", "anna", "p", hosts, now=NOW + 2 + i,
+                                        pending_timeout=60,
                                keep_seconds=60, dedicated=True)
         assert again.host_id == first.host_id
-        await a.end_session("t", again.session_id, now=NOW + 3 + i)
-    await a.dedicate("t", "p", "anna", "h2" if first.host_id == "h1" else "h1")
-    moved = await a.assign("t", "anna", "p", hosts, now=NOW + 20, pending_timeout=60,
+        await a.sessions.end("t", again.session_id, now=NOW + 3 + i)
+    await a.sessions.dedicate("t", "p", "anna", "h2" if first.host_id == "h1" else "h1")
+    moved = await a.sessions.assign("t", "anna", "p", hosts, now=NOW + 20, pending_timeout=60,
                            keep_seconds=60, dedicated=True)
     assert moved.host_id != first.host_id
-    await a.end_session("t", moved.session_id, now=NOW + 21)
+    await a.sessions.end("t", moved.session_id, now=NOW + 21)
     closed = [(h, s, h != moved.host_id) for h, s, _ in hosts]
-    refused = await a.assign("t", "anna", "p", closed, now=NOW + 22, pending_timeout=60,
+    refused = await a.sessions.assign("t", "anna", "p", closed, now=NOW + 22, pending_timeout=60,
                              keep_seconds=60, dedicated=True)
     assert refused == OwnHostDown(moved.host_id)

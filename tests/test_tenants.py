@@ -113,10 +113,10 @@ async def test_plain_names_need_the_tenants_portal_host(two_towns):
 async def test_sessions_hosts_and_admin_rights_stay_inside_a_tenant(two_towns):
     jork_anna = await full_login(two_towns, "jork", "anna", "anna@jork.example", "Jork-pass-1")
     await two_towns.connect(jork_anna)
-    town = await two_towns.broker.store.live_sessions(TENANT)
-    jork = await two_towns.broker.store.live_sessions("jork")
+    town = await two_towns.broker.store.sessions.live(TENANT)
+    jork = await two_towns.broker.store.sessions.live("jork")
     assert [s.host for s in jork] == ["jork-desk"] and town == []
-    await two_towns.broker.store.create_admin_token("jork-admin", "jork", "t", now=time.time())
+    await two_towns.broker.store.admin.create_token("jork-admin", "jork", "t", now=time.time())
     headers = {"Authorization": "Bearer jork-admin"}
     base = f"{two_towns.base_url}/api/v1/admin/tenants"
     r = await two_towns.http.get(f"{base}/jork/hosts", headers=headers)
@@ -129,9 +129,9 @@ async def test_sessions_hosts_and_admin_rights_stay_inside_a_tenant(two_towns):
 
 async def test_a_thin_client_serves_only_users_of_its_own_tenant(two_towns):
     store = two_towns.broker.store
-    await store.create_enrolment_code("town-code-1", TENANT, "rathaus-front-office",
+    await store.devices.create_enrolment_code("town-code-1", TENANT, "rathaus-front-office",
                                       "thin-client", expires=time.time() + 60)
-    await store.enrol_device("town-code-1", "Counter 1", "pfd_town-counter-1", now=time.time())
+    await store.devices.enrol("town-code-1", "Counter 1", "pfd_town-counter-1", now=time.time())
     jork_anna = await full_login(two_towns, "jork", "anna", "anna@jork.example", "Jork-pass-1")
     r = await two_towns.http.post(
         f"{two_towns.base_url}/api/v1/pools/buero/connection-file",

@@ -66,7 +66,7 @@ async def test_a_real_vnc_client_sees_the_desktop_through_the_tunnel(installatio
     image = Image.open(shot).convert("RGB")
     corner = image.getpixel((image.width - 20, image.height - 20))
     assert corner in {hex_rgb(d.colour) for d in desktops}
-    audit = [e["action"] for e in await installation.broker.store.audit_log("musterstadt")]
+    audit = [e["action"] for e in await installation.broker.store.admin.audit_log("musterstadt")]
     assert "connect" in audit          # the native client went through broker and gateway
 
 

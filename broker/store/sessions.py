@@ -1,0 +1,240 @@
+"""Sessions and seats: placing a user on a host (one transaction per pool, so no host is ever
+over its seats), redeeming tickets once, the session timers, and dedicated hosts."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from ..engine import Tx
+from ..placement import (HostLoad, NewSession, OwnHostDown, PoolBusy, PoolFull, Reconnect,
+                         Refusal, place)
+from ..sessions import LIVE_STATES, Event, InvalidTransition, State, bulk, next_state
+from .base import Fragment, Repository
+
+
+def _values(states: Sequence[State]) -> tuple[str, ...]:
+    return tuple(s.value for s in states)
+
+
+def _marks(states: Sequence[State]) -> str:
+    return ",".join("?" * len(states))
+
+
+_LIVE = _values(LIVE_STATES)
+_LIVE_SQL = _marks(LIVE_STATES)
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    id: str
+    tenant: str
+    login: str
+    pool: str
+    host: str
+    state: State
+    created: float
+
+
+@dataclass(frozen=True)
+class Assignment:
+    session_id: str
+    host_id: str
+    reconnect: bool
+    port: int | None = None      # the user's own desktop's port, once launched
+
+
+class TicketAlreadyRedeemed(Exception):
+    pass
+
+
+class UnknownSession(Exception):
+    pass
+
+
+class Sessions(Repository):
+
+    async def assign(self, tenant: str, login: str, pool: str,
+                     hosts: Sequence[tuple[str, int, bool]], *, now: float, pending_timeout: int,
+                     keep_seconds: int, reconnect_hosts: set[str] | None = None,
+                     max_in_flight: int = 0, dedicated: bool = False,
+                     rng: random.Random | None = None,
+                     record: Callable[[Assignment | Refusal], Fragment] | None = None,
+                     ) -> Assignment | Refusal:
+        """Place the user in the pool atomically: a seat, or why not (:data:`Refusal`:
+        full; seats free only on hosts at their ``max_in_flight`` cap; a dedicated pool's user
+        whose own host takes no sessions now).
+
+        In a dedicated pool the user's own host (assigned at the first placement, or by an admin)
+        is the only candidate.
+
+        Args:
+            hosts: (host id, seats, takes new sessions) of the pool's hosts.
+            reconnect_hosts: hosts a user may return to (None: all); a session on any other host
+                is ended and the user placed afresh.
+            record: what the use case writes with the decision, in its transaction (the audit).
+        """
+        rng = rng or random.Random()
+
+        def q(db: Tx) -> Assignment | Refusal:
+            decision = decide(db)
+            if record is not None:
+                record(decision)(db)
+            return decision
+
+        def decide(db: Tx) -> Assignment | Refusal:
+            row = db.execute(
+                f"SELECT id, host, state, port FROM sessions WHERE tenant=? AND login=? AND pool=? "
+                f"AND state IN ({_LIVE_SQL}) ORDER BY created LIMIT 1",
+                (tenant, login, pool, *_LIVE)).fetchone()
+            if row and reconnect_hosts is not None and row[1] not in reconnect_hosts:
+                db.execute("UPDATE sessions SET state=?, deadline=NULL, updated=? WHERE id=?",
+                           (next_state(State(row[2]), Event.END).value, now, row[0]))
+                row = None
+            existing = Reconnect(row[0], row[1]) if row else None
+            own = db.execute("SELECT host FROM dedicated WHERE tenant=? AND pool=? AND login=?",
+                             (tenant, pool, login)).fetchone() if dedicated else None
+            candidates = [h for h in hosts if h[0] == own[0]] if own else hosts
+            counts, pending = {}, {}
+            for host, state, n in db.execute(
+                    f"SELECT host, state, COUNT(*) FROM sessions WHERE tenant=? AND pool=? "
+                    f"AND state IN ({_LIVE_SQL}) GROUP BY host, state", (tenant, pool, *_LIVE)):
+                counts[host] = counts.get(host, 0) + n
+                if state == State.PENDING.value:
+                    pending[host] = n
+            loads = [HostLoad(h, seats, counts.get(h, 0), accepting, pending.get(h, 0),
+                              max_in_flight) for h, seats, accepting in candidates]
+            decision = place(existing, loads, tie_break=rng.choice)
+            if isinstance(decision, PoolFull) and own:
+                return OwnHostDown(own[0])
+            if isinstance(decision, (PoolFull, PoolBusy)):
+                return decision
+            if isinstance(decision, Reconnect):
+                if row[2] == State.PENDING.value:  # a fresh ticket: hold the seat a while longer
+                    db.execute("UPDATE sessions SET deadline=?, updated=? WHERE id=?",
+                               (now + pending_timeout, now, decision.session_id))
+                return Assignment(decision.session_id, decision.host_id, reconnect=True,
+                                  port=row[3])
+            assert isinstance(decision, NewSession)
+            if dedicated and not own:
+                db.execute("INSERT INTO dedicated VALUES (?,?,?,?)",
+                           (tenant, pool, login, decision.host_id))
+            session_id = os.urandom(12).hex()
+            db.execute("INSERT INTO sessions (id, tenant, login, pool, host, state, viewers, "
+                       "keep_seconds, created, updated, deadline) VALUES (?,?,?,?,?,?,0,?,?,?,?)",
+                       (session_id, tenant, login, pool, decision.host_id, State.PENDING.value,
+                        keep_seconds, now, now, now + pending_timeout))
+            return Assignment(session_id, decision.host_id, reconnect=False)
+        return await self._write(q, locks=[f"pool:{tenant}/{pool}"])
+
+    async def redeem(self, ticket_id: str, expires_at: int, tenant: str, login: str,
+                     session_id: str, *, now: float) -> None:
+        """Record a ticket as used and its session as connected, atomically.
+
+        Raises:
+            TicketAlreadyRedeemed: the ticket was redeemed before (by any gateway).
+            UnknownSession: no live session of that tenant and user has that id.
+        """
+        def q(db: Tx) -> None:
+            if db.execute("INSERT INTO tickets VALUES (?,?) ON CONFLICT (id) DO NOTHING",
+                          (ticket_id, expires_at)).rowcount != 1:
+                raise TicketAlreadyRedeemed(ticket_id)
+            row = db.execute("SELECT state FROM sessions WHERE id=? AND tenant=? AND login=?",
+                             (session_id, tenant, login)).fetchone()
+            try:
+                state = next_state(State(row[0]), Event.CONNECT) if row else None
+            except InvalidTransition:
+                state = None
+            if state is None:
+                raise UnknownSession(session_id)
+            db.execute("UPDATE sessions SET state=?, viewers=viewers+1, deadline=NULL, updated=? "
+                       "WHERE id=?", (state.value, now, session_id))
+        await self._write(q, locks=[f"session:{session_id}"])
+
+    async def disconnect(self, tenant: str, session_id: str, *, now: float) -> None:
+        """A viewer left; the session becomes disconnected when it was the last one."""
+        def q(db: Tx) -> None:
+            row = db.execute("SELECT state, viewers, keep_seconds FROM sessions "
+                             "WHERE id=? AND tenant=?", (session_id, tenant)).fetchone()
+            if row is None or row[0] != State.CONNECTED.value:
+                return
+            viewers = max(row[1] - 1, 0)
+            state = State.CONNECTED if viewers else next_state(State.CONNECTED, Event.DISCONNECT)
+            deadline = None if viewers else now + row[2]
+            db.execute("UPDATE sessions SET state=?, viewers=?, deadline=?, updated=? WHERE id=?",
+                       (state.value, viewers, deadline, now, session_id))
+        await self._write(q, locks=[f"session:{session_id}"])
+
+    async def touch(self, sessions: Sequence[tuple[str, str]], *, now: float) -> None:
+        """A gateway vouches that it holds these (tenant, session): renew their lease."""
+        def q(db: Tx) -> None:
+            db.executemany("UPDATE sessions SET updated=? WHERE tenant=? AND id=? AND state=?",
+                           [(now, t, s, State.CONNECTED.value) for t, s in sessions])
+        await self._write(q)
+
+    async def expire(self, now: float, *, gateway_lease: float = float("inf")) -> int:
+        """Apply the timers: end sessions whose time ran out, count connected sessions no gateway
+        vouched for within ``gateway_lease`` seconds as disconnected, forget old tickets."""
+        unvouched, left = bulk(Event.DISCONNECT)       # the last viewer is gone with its gateway
+        timed_out, over = bulk(Event.EXPIRE)
+
+        def q(db: Tx) -> int:
+            db.execute(f"UPDATE sessions SET state=?, viewers=0, deadline=?+keep_seconds, "
+                       f"updated=? WHERE state IN ({_marks(unvouched)}) AND updated<?",
+                       (left.value, now, now, *_values(unvouched), now - gateway_lease))
+            cur = db.execute(
+                f"UPDATE sessions SET state=?, deadline=NULL, updated=? WHERE deadline IS NOT "
+                f"NULL AND deadline<=? AND state IN ({_marks(timed_out)})",
+                (over.value, now, now, *_values(timed_out)))
+            db.execute("DELETE FROM tickets WHERE expires_at<?", (now - 60,))
+            db.execute("DELETE FROM logins WHERE expires<=?", (now,))
+            return cur.rowcount
+        return await self._write(q)
+
+    async def live(self, tenant: str, *, login: str | None = None) -> list[SessionRow]:
+        def q(db: Tx) -> list[SessionRow]:
+            sql = (f"SELECT id, tenant, login, pool, host, state, created FROM sessions "
+                   f"WHERE tenant=? AND state IN ({_LIVE_SQL})")
+            args: list[Any] = [tenant, *_LIVE]
+            if login is not None:
+                sql += " AND login=?"
+                args.append(login)
+            rows = db.execute(sql + " ORDER BY created", args).fetchall()
+            return [SessionRow(r[0], r[1], r[2], r[3], r[4], State(r[5]), r[6]) for r in rows]
+        return await self._read(q)
+
+    async def set_port(self, session_id: str, port: int) -> None:
+        def q(db: Tx) -> None:
+            db.execute("UPDATE sessions SET port=? WHERE id=?", (port, session_id))
+        await self._write(q)
+
+    async def end(self, tenant: str, session_id: str, *, now: float) -> SessionRow | None:
+        """End a live session of the tenant (logoff); None if there is no such live session."""
+        def q(db: Tx) -> SessionRow | None:
+            row = db.execute(
+                f"SELECT id, tenant, login, pool, host, state, created FROM sessions "
+                f"WHERE id=? AND tenant=? AND state IN ({_LIVE_SQL})",
+                (session_id, tenant, *_LIVE)).fetchone()
+            if row is None:
+                return None
+            next_state(State(row[5]), Event.END)
+            db.execute("UPDATE sessions SET state=?, viewers=0, deadline=NULL, updated=? "
+                       "WHERE id=?", (State.ENDED.value, now, session_id))
+            return SessionRow(row[0], row[1], row[2], row[3], row[4], State.ENDED, row[6])
+        return await self._write(q, locks=[f"session:{session_id}"])
+
+    async def dedicate(self, tenant: str, pool: str, login: str, host: str) -> None:
+        """Give a user of a dedicated pool their host (an admin's choice; replaces any earlier)."""
+        def q(db: Tx) -> None:
+            db.execute("INSERT INTO dedicated VALUES (?,?,?,?) ON CONFLICT (tenant, pool, login) "
+                       "DO UPDATE SET host=excluded.host", (tenant, pool, login, host))
+        await self._write(q)
+
+    async def dedicated_hosts(self, tenant: str, pool: str) -> dict[str, str]:
+        """login → host of a dedicated pool."""
+        def q(db: Tx) -> dict[str, str]:
+            return dict(db.execute("SELECT login, host FROM dedicated WHERE tenant=? AND "
+                                           "pool=? ORDER BY login", (tenant, pool)).fetchall())
+        return await self._read(q)

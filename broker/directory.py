@@ -145,6 +145,15 @@ class Directory:
             raise BadCredentials("empty password")  # an empty password binds anonymously
         return await self._in_pool(self._verify, entry, password.encode("utf-8"))
 
+    async def groups(self, entry: DirectoryEntry) -> frozenset[str]:
+        """The groups an entry :meth:`find` returned is in, read by the service account without
+        the user's password (``pforte init`` checks a test user this way).
+
+        Raises:
+            DirectoryUnavailable: no server answered in time.
+        """
+        return await self._in_pool(self._groups_of, entry)
+
     async def authenticate(self, typed: str, password: str) -> DirectoryUser:
         """:meth:`find` and :meth:`verify` in one (for callers that keep no throttle between)."""
         return await self.verify(await self.find(typed), password)
@@ -304,9 +313,12 @@ class Directory:
             self._check_password(url, nobody, password, reuse)
             raise BadCredentials("unknown user")  # reached only if the directory bound it
         self._check_password(url, entry.dn, password, reuse)
-        with self._service(url, reuse) as service:
-            groups = self._groups(service, entry.dn, entry.login)
+        groups = self._groups_of(url, entry, reuse=reuse)
         return DirectoryUser(entry.dn, entry.login, entry.display_name, groups)
+
+    def _groups_of(self, url: str, entry: DirectoryEntry, *, reuse: bool) -> frozenset[str]:
+        with self._service(url, reuse) as service:
+            return self._groups(service, entry.dn, entry.login)
 
     def _groups(self, conn: ldap3.Connection, dn: str, login: str) -> frozenset[str]:
         """Groups that contain the user, directly (read fresh at every login) or through nested

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from pathlib import Path
 
 import aiohttp
 
@@ -28,15 +30,20 @@ class BrokerClient:
     whose answer was lost on the way (a timeout after it was sent) is not repeated elsewhere —
     a redemption might have been recorded — but refused (fail closed)."""
 
-    def __init__(self, base_urls: tuple[str, ...] | str, token: bytes) -> None:
+    def __init__(self, base_urls: tuple[str, ...] | str, token: bytes,
+                 ca_file: Path | None = None) -> None:
         self.base_urls = (base_urls,) if isinstance(base_urls, str) else tuple(base_urls)
         self._headers = {"Authorization": f"Bearer {token.decode()}"}
+        self._ca_file = ca_file
         self._http: aiohttp.ClientSession | None = None
         self._current = 0
 
     async def start(self) -> None:
+        connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(
+            cafile=str(self._ca_file))) if self._ca_file else None
         self._http = aiohttp.ClientSession(
-            headers=self._headers, timeout=aiohttp.ClientTimeout(total=REPORT_TIMEOUT))
+            headers=self._headers, timeout=aiohttp.ClientTimeout(total=REPORT_TIMEOUT),
+            connector=connector)
 
     async def close(self) -> None:
         if self._http is not None:

@@ -53,6 +53,7 @@ class GatewayConfig:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    broker_ca_file: Path | None = None # the CA of the brokers' HTTPS certificates (else the system's)
     http_idle_timeout: float = DEFAULT_HTTP_IDLE_TIMEOUT
 
 
@@ -107,6 +108,7 @@ def gateway_config(root: Section) -> GatewayConfig:
         trusted_proxies=networks(s, "trusted_proxies", []),
         tls_cert=s.file("tls_cert_file") if tls else None,
         tls_key=s.file("tls_key_file") if tls else None,
+        broker_ca_file=s.file("broker_ca_file") if "broker_ca_file" in s.data else None,
         http_idle_timeout=s.float("http_idle_timeout", DEFAULT_HTTP_IDLE_TIMEOUT, minimum=1.0),
     )
     s.done()

@@ -119,7 +119,8 @@ class Gateway:
         self.config = config
         self.workers = workers
         self.public_key = load_pem_public_key(config.ticket_public_key)
-        self.broker = broker or BrokerClient(config.broker_urls, config.report_token)
+        self.broker = broker or BrokerClient(config.broker_urls, config.report_token,
+                                                 config.broker_ca_file)
         self.metrics = Metrics()
         self.draining = False
         self.table = SessionTable()

@@ -222,10 +222,19 @@ def _totp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("pforte")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="pforte", description="Pforte: session broker and "
                                 "connection gateway for virtual desktops.")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--version", action="version", version=f"pforte {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def serving(name: str, help: str) -> argparse.ArgumentParser:
@@ -287,6 +296,8 @@ def parser() -> argparse.ArgumentParser:
 
     from client.admin import add_parser as add_admin_parser
     add_admin_parser(sub)
+    from .init import add_parser as add_init_parser
+    add_init_parser(sub)
 
     cn = sub.add_parser("connect", help="a loopback port that carries a native viewer through "
                         "the gateway")

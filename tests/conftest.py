@@ -13,6 +13,8 @@ import asyncio
 import os
 import secrets
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +128,21 @@ def slapd(processes, tmp_path_factory) -> Slapd:
     server.start(processes)
     server.seed(Organisation("Stadt Musterstadt", tuple(
         DirectoryUserSpec(login, name, pw) for login, (name, pw) in USERS.items()), GROUPS))
+    return server
+
+
+@pytest.fixture(scope="session")
+def tls_slapd(processes, tmp_path_factory):
+    """A slapd that also serves ldaps:// and StartTLS, with a self-signed certificate for
+    127.0.0.1 (``tls_slapd.tls[0]`` is its certificate, and so its CA)."""
+    from testbed import self_signed_certificate
+    need("slapd")
+    state = tmp_path_factory.mktemp("slapd-tls")
+    server = Slapd(state, "dc=tls,dc=example", root_password="root-pw",
+                   service_password="service-pw", tls=self_signed_certificate(state / "tls"))
+    server.start(processes)
+    server.seed(Organisation("TLS town", (DirectoryUserSpec("tina", "Tina", "Tina-pass-1"),),
+                             (GroupSpec("staff", users=("tina",)),)))
     return server
 
 
@@ -308,3 +325,20 @@ def chromium():
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="session")
+def installed(tmp_path_factory) -> Path:
+    """``scripts/build-wheel``, then the wheel installed into a fresh virtualenv: its bin/."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "node_modules" / "@novnc" / "novnc").is_dir():
+        pytest.skip("not installed: noVNC (scripts/setup installs it with npm)")
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(["bash", str(root / "scripts" / "build-wheel"), str(out)], check=True,
+                   capture_output=True, timeout=300)
+    wheel = next(out.glob("pforte-*.whl"))
+    venv = tmp_path_factory.mktemp("venv")
+    subprocess.run([sys.base_prefix + "/bin/python3", "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True,
+                   capture_output=True, timeout=600)
+    return venv / "bin"

@@ -193,3 +193,40 @@ secret_file = "{vnc}"
     body = await r.json()
     assert r.status == 403 and body["error"] == "account_disabled"
     assert body["message"] == "Ihr Konto ist deaktiviert. Bitte rufen Sie Ihren IT-Service an."
+
+
+def test_pforte_init_checks_an_active_directory_and_writes_its_config(samba, installed,
+                                                                      desktops, tmp_path):
+    """``pforte init`` from the built wheel against Samba AD: the service account, a test user
+    found by sAMAccountName, nested group membership through the in-chain rule."""
+    import re
+    import subprocess
+    group = f"CN=desktop-users,CN=Users,{samba.base_dn}"
+    (tmp_path / "svc.pass").write_text("Svc-Pass-1!")
+    (tmp_path / "vnc.pass").write_text(desktops[0].password)
+
+    def init(user: str, into: str) -> subprocess.CompletedProcess:
+        return subprocess.run([
+            installed / "pforte", "init", "--yes", "--dir", str(tmp_path / into),
+            "--tenant", "jork", "--tenant-name", "Gemeinde Jork", "--domain", "jork.example",
+            "--kind", "ad", "--directory", samba.url, "--base-dn", samba.base_dn,
+            "--bind-dn", f"pforte-svc@{samba.realm.lower()}",
+            "--bind-password-file", str(tmp_path / "svc.pass"), "--desktop-group", group,
+            "--test-user", user, "--portal-url", "https://portal.jork.example",
+            "--gateway-url", "wss://gw.jork.example/ws", "--desktop-network", "127.0.0.1/32",
+            "--host", f"desk1=127.0.0.1:{desktops[0].port}",
+            "--host-secret-file", str(tmp_path / "vnc.pass"),
+            "--state-dir", str(tmp_path / "state")], capture_output=True, text=True, timeout=60,
+            stdin=subprocess.DEVNULL)
+
+    outsider = init("hmaier", "refused")
+    assert outsider.returncode == 1
+    assert re.search(rf"FAIL  group {re.escape(group)}: exists, but hmaier is not a member",
+                     outsider.stdout), outsider.stdout
+    member = init("jmueller", "etc")                    # a member through buergerbuero
+    assert member.returncode == 0, member.stdout + member.stderr
+    assert f"ok    group {group}: exists; jmueller is a member" in member.stdout
+    assert "cn=buergerbuero,cn=users," in member.stdout.lower()   # its groups, nested shown
+    config = tmp_path / "etc" / "pforte.toml"
+    assert 'kind = "ad"' in config.read_text() and 'security = "plain"' in config.read_text()
+    assert subprocess.run([installed / "pforte", "check-config", str(config)]).returncode == 0

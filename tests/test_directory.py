@@ -143,19 +143,6 @@ def test_escaped_filter_values_contain_no_filter_syntax(value):
     assert escaped.count("\\") == sum(value.count(c) for c in "\\()*\0")
 
 
-@pytest.fixture(scope="session")
-def tls_slapd(processes, tmp_path_factory):
-    from testbed import DirectoryUserSpec, GroupSpec, Organisation, Slapd, \
-        self_signed_certificate
-    state = tmp_path_factory.mktemp("slapd-tls")
-    server = Slapd(state, "dc=tls,dc=example", root_password="root-pw",
-                   service_password="service-pw", tls=self_signed_certificate(state / "tls"))
-    server.start(processes)
-    server.seed(Organisation("TLS town", (DirectoryUserSpec("tina", "Tina", "Tina-pass-1"),),
-                             (GroupSpec("staff", users=("tina",)),)))
-    return server
-
-
 def tls_directory(server, servers, security, ca_file):
     return Directory(DirectoryConfig(
         servers=tuple(servers), base_dn=server.suffix, bind_dn=server.service_dn,

@@ -19,7 +19,9 @@ from .common import BROKER_KEY, MAX_BODY, client_middleware, errors_middleware, 
 logger = logging.getLogger("pforte.web")
 
 STATIC_DIR = Path(__file__).parent / "static"
-DEFAULT_NOVNC_DIR = Path(__file__).resolve().parents[2] / "node_modules" / "@novnc" / "novnc"
+PACKAGED_NOVNC_DIR = Path(__file__).parent / "novnc"    # in the wheel (scripts/build-wheel)
+CHECKOUT_NOVNC_DIR = Path(__file__).resolve().parents[2] / "node_modules" / "@novnc" / "novnc"
+DEFAULT_NOVNC_DIR = PACKAGED_NOVNC_DIR if PACKAGED_NOVNC_DIR.is_dir() else CHECKOUT_NOVNC_DIR
 
 
 def create_app(broker: Broker, *, novnc_dir: Path = DEFAULT_NOVNC_DIR) -> web.Application:

@@ -26,10 +26,11 @@ from .conftest import need
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-UNITS = ROOT / "deploy" / "systemd"
 
 
 def test_the_wheel_installs_alone_and_knows_its_version(installed):
+    readme = installed.parent / "share" / "doc" / "pforte" / "README.md"
+    assert readme.read_text() == (ROOT / "README.md").read_text()   # the units' Documentation=
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     out = subprocess.run([installed / "pforte", "--version"], capture_output=True, text=True)
     assert out.stdout.strip() == f"pforte {version}"
@@ -129,6 +130,9 @@ def unit_commands(unit: Path, bin_dir: Path, config: Path) -> dict[str, list[str
 
 
 def test_first_day_from_the_wheel_to_a_desktop_over_https(init, tmp_path):
+    units = init.bin.parent / "share" / "pforte" / "systemd"       # as the wheel installed them
+    assert sorted(u.name for u in units.iterdir()) == ["pforte-broker.service",
+                                                       "pforte-gateway.service"]
     result = init.run()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FAIL" not in result.stdout
@@ -143,7 +147,7 @@ def test_first_day_from_the_wheel_to_a_desktop_over_https(init, tmp_path):
     assert again.returncode == 2 and "exists" in again.stderr
 
     if shutil.which("systemd-analyze"):
-        for unit in UNITS.glob("*.service"):
+        for unit in units.glob("*.service"):
             copy = tmp_path / unit.name
             copy.write_text(unit.read_text().replace("/opt/pforte/bin/", f"{init.bin}/"))
             verified = subprocess.run(["systemd-analyze", "verify", "--man=no", str(copy)],
@@ -152,11 +156,11 @@ def test_first_day_from_the_wheel_to_a_desktop_over_https(init, tmp_path):
 
     processes = Processes()
     try:
-        broker = unit_commands(UNITS / "pforte-broker.service", init.bin, config)
+        broker = unit_commands(units / "pforte-broker.service", init.bin, config)
         assert subprocess.run(broker["ExecStartPre"], capture_output=True).returncode == 0
         env = {**os.environ, "TMPDIR": str(tmp_path)}
         started = [processes.start(broker["ExecStart"], log=tmp_path / "broker.log", env=env),
-                   processes.start(unit_commands(UNITS / "pforte-gateway.service", init.bin,
+                   processes.start(unit_commands(units / "pforte-gateway.service", init.bin,
                                                  config)["ExecStart"],
                                    log=tmp_path / "gateway.log", env=env)]
         for proc, port in zip(started, (init.portal_port, init.gateway_port)):

@@ -258,9 +258,10 @@ class Administration:
         for tenant in self.config.tenants:
             results = await asyncio.gather(*(self.hosts.probe(h) for h in tenant.hosts))
             for host, healthy in zip(tenant.hosts, results):
-                if await self.store.hosts.set_health(tenant.id, host.id, healthy, now=self.clock()):
-                    logger.warning("host %s of %s is now %s", host.id, tenant.id,
-                                   "healthy" if healthy else "UNHEALTHY")
-                    await self.audit.record(tenant.id, "pforte", "broker", "host.health",
-                                            "healthy" if healthy else "unhealthy",
-                                            f"host={host.id}")
+                found = "healthy" if healthy else "unhealthy"
+                if await self.store.hosts.set_health(
+                        tenant.id, host.id, healthy, now=self.clock(),
+                        if_changed=self.audit.entry(tenant.id, "pforte", "broker", "host.health",
+                                                    found, f"host={host.id}")):
+                    logger.warning("host %s of %s is now %s", host.id, tenant.id, found.upper()
+                                   if not healthy else found)

@@ -30,10 +30,9 @@ class AuditLog:
     def entry(self, tenant: str, actor: str, source: str, action: str, result: str,
               detail: str = "") -> Fragment:
         """The same record, as a part of another unit of work (written in its transaction)."""
-        return self._store.admin.audit_entry(at=self._clock(), tenant=tenant,
-                                             actor=printable(actor),
-                                       source=source, action=action, result=result,
-                                       detail=printable(detail))
+        return self._store.admin.audit_entry(
+            at=self._clock(), tenant=tenant, actor=printable(actor), source=source,
+            action=action, result=result, detail=printable(detail))
 
     async def entries(self, tenant: str, limit: int) -> list[dict[str, Any]]:
         return await self._store.admin.audit_log(tenant, limit)

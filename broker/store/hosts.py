@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from ..engine import Tx
 from ..host_states import HostState
-from .base import Repository
+from .base import Fragment, Repository
 
 
 @dataclass(frozen=True)
@@ -83,16 +83,21 @@ class Hosts(Repository):
                                step)).rowcount == 1
         return await self._write(q)
 
-    async def set_health(self, tenant: str, host: str, healthy: bool, *, now: float) -> bool:
+    async def set_health(self, tenant: str, host: str, healthy: bool, *, now: float,
+                         if_changed: Fragment | None = None) -> bool:
         """Record a probe's finding; True when it changed (a host never probed counts as
-        healthy)."""
+        healthy). ``if_changed`` (the audit entry) is written with a change, in its transaction:
+        of two brokers probing at once, exactly one records it."""
         def q(db: Tx) -> bool:
             row = db.execute("SELECT healthy FROM host_health WHERE tenant=? AND host=?",
                              (tenant, host)).fetchone()
             db.execute("INSERT INTO host_health VALUES (?,?,?,?) ON CONFLICT (tenant, host) DO "
                        "UPDATE SET healthy=excluded.healthy, updated=excluded.updated",
                        (tenant, host, int(healthy), now))
-            return (bool(row[0]) if row else True) != healthy
+            changed = (bool(row[0]) if row else True) != healthy
+            if changed and if_changed is not None:
+                if_changed(db)
+            return changed
         return await self._write(q, locks=[f"health:{tenant}/{host}"])
 
     async def hold_lease(self, name: str, holder: str, *, now: float, until: float) -> bool:

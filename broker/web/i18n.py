@@ -28,6 +28,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "desktops_hello": "Signed in as {name}.",
         "no_desktops": "No desktop has been assigned to you. Please contact your IT service desk.",
         "open": "Open",
+        "open_desktop": "Open {name}",
+        "desktop_heading": "Desktop: {name}",
         "sign_out": "Sign out",
         "connecting": "Connecting to your desktop…",
         "connected": "Connected",
@@ -106,6 +108,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "no_desktops": "Ihnen ist kein Arbeitsplatz zugewiesen. Bitte wenden Sie sich an Ihren "
                        "IT-Service.",
         "open": "Öffnen",
+        "open_desktop": "{name} öffnen",
+        "desktop_heading": "Arbeitsplatz: {name}",
         "sign_out": "Abmelden",
         "connecting": "Verbindung zu Ihrem Arbeitsplatz wird aufgebaut …",
         "connected": "Verbunden",

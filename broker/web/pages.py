@@ -93,7 +93,9 @@ def desktops_page(lang: str, t: dict[str, str], csrf: str, display_name: str,
     if pools:
         items = "\n".join(
             f'<li><span class="pool">{escape(p.name)}</span>'
-            f'<a class="button" href="/desktop/{escape(p.id)}">{escape(t["open"])}</a></li>'
+            f'<a class="button" href="/desktop/{escape(p.id)}" '
+            f'aria-label="{escape(t["open_desktop"].format(name=p.name))}">'
+            f'{escape(t["open"])}</a></li>'
             for p in pools)
         listing = f'<ul class="desktops">{items}</ul>'
     else:
@@ -141,7 +143,10 @@ def desktop_page(lang: str, t: dict[str, str], csrf: str, pool: PoolConfig, *,
 <span id="status" role="status">{escape(t['connecting'])}</span>
 {_sign_out(t, csrf) if kiosk else
  f'<a href="/desktops" class="button secondary">{escape(t["back"])}</a>'}</header>
+<main>
+<h1 class="visually-hidden">{escape(t['desktop_heading'].format(name=pool.name))}</h1>
 <div id="screen"></div>
+</main>
 </body>
 </html>
 """

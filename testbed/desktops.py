@@ -28,6 +28,12 @@ class XvncDesktop:
     port: int = 0
     display: int = 0       # learned from Xvnc at start
     geometry: str = "1024x768"
+    keyboard: str = "us"   # the X keyboard layout (setxkbmap), e.g. "de"
+
+    @property
+    def typed(self) -> Path:
+        """Every line typed into the desktop's xterm, as the desktop received it (UTF-8)."""
+        return self.state / "typed.txt"
 
     def start(self, processes: Processes) -> None:
         xvnc = require("Xvnc")
@@ -57,13 +63,18 @@ class XvncDesktop:
             raise TestbedError(f"Xvnc did not start (see {self.state / 'xvnc.log'})")
         self.display = int(display)
         wait_for_port("127.0.0.1", self.port, proc, what="Xvnc")
-        env = {**os.environ, "DISPLAY": f":{self.display}"}
+        env = {**os.environ, "DISPLAY": f":{self.display}", "LANG": "C.UTF-8",
+               "LC_ALL": "C.UTF-8"}
         subprocess.run([require("xsetroot"), "-solid", self.colour], env=env, check=True,
                        timeout=STARTUP_TIMEOUT)
+        if self.keyboard != "us":
+            subprocess.run([require("setxkbmap"), self.keyboard], env=env, check=True,
+                           timeout=STARTUP_TIMEOUT)
+        self.typed.touch()
         processes.start([require("xterm"), "-T", self.name, "-geometry", "80x10+40+40", "-e",
                          "sh", "-c",
                          f"echo 'This is {self.name}. Type here: it echoes what you type.'; "
-                         "exec cat"], env=env,
+                         f"exec tee -a {self.typed}"], env=env,
                         log=self.state / "xterm.log")
 
 

@@ -141,6 +141,9 @@ def desktop_page(lang: str, t: dict[str, str], csrf: str, pool: PoolConfig, *,
 <body class="desktop-page" data-pool="{escape(pool.id)}" data-csrf="{escape(csrf)}">
 <header class="bar"><span class="brand">Pforte</span><span class="pool">{escape(pool.name)}</span>
 <span id="status" role="status">{escape(t['connecting'])}</span>
+<button type="button" id="ctrl-alt-del" class="secondary">{escape(t['ctrl_alt_del'])}</button>
+<button type="button" id="full-screen" class="secondary" aria-pressed="false">{escape(
+    t['full_screen'])}</button>
 {_sign_out(t, csrf) if kiosk else
  f'<a href="/desktops" class="button secondary">{escape(t["back"])}</a>'}</header>
 <main>

@@ -8,6 +8,26 @@ const status = document.getElementById("status");
 const screen = document.getElementById("screen");
 const texts = JSON.parse(document.getElementById("texts").textContent);
 
+const ctrlAltDel = document.getElementById("ctrl-alt-del");
+const fullScreen = document.getElementById("full-screen");
+let current = null;          // the RFB of the open connection
+
+// The browser keeps Ctrl+Alt+Del to itself: a button sends it to the desktop.
+ctrlAltDel.addEventListener("click", () => {
+    if (current) {
+        current.sendCtrlAltDel();
+        current.focus();
+    }
+});
+// Full screen on a button; Esc (the browser's own) or the same button leaves it.
+fullScreen.addEventListener("click", () => {
+    if (document.fullscreenElement) document.exitFullscreen();
+    else document.documentElement.requestFullscreen().catch(() => {});
+});
+document.addEventListener("fullscreenchange", () => {
+    fullScreen.setAttribute("aria-pressed", document.fullscreenElement ? "true" : "false");
+});
+
 const MOVE_ATTEMPTS = 5;     // a gateway shut down or gone: open the desktop again, elsewhere
 const MOVE_DELAY_MS = 100;    // the balancer already sends new connections elsewhere
 let moves = 0;
@@ -45,6 +65,7 @@ async function connect() {
     }
     const channel = new PforteChannel(answer.gateway_url, answer.ticket, (state) => say(state));
     const rfb = new RFB(screen, channel);
+    current = rfb;
     rfb.scaleViewport = true;
     rfb.addEventListener("connect", () => say("connected"));
     rfb.addEventListener("disconnect", () => {

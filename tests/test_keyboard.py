@@ -1,0 +1,252 @@
+"""A German keyboard in the browser, exactly: the key events a real German (T1) keyboard makes in
+Chromium — sent through the DevTools protocol (``Input.dispatchKeyEvent``: key, code, modifiers),
+AltGr in its Linux form (AltRight, "AltGraph") and in its Windows form (Ctrl+Alt) — into the
+portal's desktop page, and what a real Xvnc desktop with a German keymap received, read from the
+line its xterm wrote. The same for an English keyboard on an English desktop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pyotp
+import pytest
+
+from testbed import XvncDesktop, wait_for_desktop_colour
+
+from .conftest import USERS, need
+from .security.conftest import DOMAIN, make_live
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass(frozen=True)
+class Key:
+    """One key stroke as Chromium reports it: ``key`` (what it types), ``code`` (where it is)."""
+    key: str
+    code: str
+    shift: bool = False
+    altgr: bool = False
+
+
+def german(text: str) -> list[Key]:
+    """The strokes that type ``text`` on a German T1 keyboard (DIN 2137)."""
+    plain = {c: Key(c, f"Key{c.upper()}") for c in "abcdefghijklmnopqrstuvwx"}
+    plain |= {"y": Key("y", "KeyZ"), "z": Key("z", "KeyY"), " ": Key(" ", "Space")}
+    plain |= {str(d): Key(str(d), f"Digit{d}") for d in range(10)}
+    plain |= {"ä": Key("ä", "Quote"), "ö": Key("ö", "Semicolon"), "ü": Key("ü", "BracketLeft"),
+              "ß": Key("ß", "Minus"), "+": Key("+", "BracketRight"), "#": Key("#", "Backslash"),
+              "-": Key("-", "Slash"), ",": Key(",", "Comma"), ".": Key(".", "Period"),
+              "<": Key("<", "IntlBackslash")}
+    shifted = {"Ä": "Quote", "Ö": "Semicolon", "Ü": "BracketLeft", "!": "Digit1",
+               '"': "Digit2", "§": "Digit3", "$": "Digit4", "%": "Digit5", "&": "Digit6",
+               "/": "Digit7", "(": "Digit8", ")": "Digit9", "=": "Digit0", "?": "Minus",
+               "*": "BracketRight", "'": "Backslash", "_": "Slash", ";": "Comma", ":": "Period",
+               ">": "IntlBackslash", "Z": "KeyY", "Y": "KeyZ", "A": "KeyA"}
+    altgr = {"@": "KeyQ", "€": "KeyE", "\\": "Minus", "{": "Digit7", "[": "Digit8",
+             "]": "Digit9", "}": "Digit0", "|": "IntlBackslash", "~": "BracketRight",
+             "²": "Digit2", "³": "Digit3", "µ": "KeyM"}
+    strokes = []
+    for c in text:
+        if c in plain:
+            strokes.append(plain[c])
+        elif c in shifted:
+            strokes.append(Key(c, shifted[c], shift=True))
+        else:
+            strokes.append(Key(c, altgr[c], altgr=True))
+    return strokes
+
+
+def english(text: str) -> list[Key]:
+    """The strokes that type ``text`` on a US English keyboard."""
+    plain = {c: Key(c, f"Key{c.upper()}") for c in "abcdefghijklmnopqrstuvwxyz"}
+    plain |= {str(d): Key(str(d), f"Digit{d}") for d in range(10)} | {" ": Key(" ", "Space")}
+    plain |= {c: Key(c, code) for c, code in zip("-=[]\\;',./`", (
+        "Minus", "Equal", "BracketLeft", "BracketRight", "Backslash", "Semicolon", "Quote",
+        "Comma", "Period", "Slash", "Backquote"))}
+    shifted = dict(zip("!@#$%^&*()_+{}|:\"<>?~", (
+        "Digit1", "Digit2", "Digit3", "Digit4", "Digit5", "Digit6", "Digit7", "Digit8",
+        "Digit9", "Digit0", "Minus", "Equal", "BracketLeft", "BracketRight", "Backslash",
+        "Semicolon", "Quote", "Comma", "Period", "Slash", "Backquote")))
+    shifted |= {c: f"Key{c}" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"}
+    return [plain[c] if c in plain else Key(c, shifted[c], shift=True) for c in text]
+
+
+ENGLISH_LINE = "The quick brown fox 0123456789 -=[]\\;',./` !@#$%^&*()_+{}|:\"<>?~"
+GERMAN_LINE = "@€\\{[]}|~²³µ äöüß ÄÖÜ !\"§$%&/()=?*'_;:> zy ZY #+-,.<"
+
+VK = {"Shift": 16, "Control": 17, "Alt": 18, "AltGraph": 225, "Enter": 13}
+
+
+class Keyboard:
+    """Key events into the page as Chromium gets them from the operating system."""
+
+    def __init__(self, page, altgr: str, xterm: tuple[float, float] = (0, 0)) -> None:
+        self.page, self.xterm = page, xterm
+        self.cdp = page.context.new_cdp_session(page)
+        self.altgr = altgr                        # "linux": AltRight; "windows": Ctrl + Alt
+
+    def _send(self, kind: str, key: str, code: str, modifiers: int = 0, text: str = "") -> None:
+        event = {"type": kind, "key": key, "code": code, "modifiers": modifiers,
+                 "windowsVirtualKeyCode": VK.get(key, ord(key.upper()[0]) if key else 0)}
+        if text:
+            event["text"] = event["unmodifiedText"] = text
+        self.cdp.send("Input.dispatchKeyEvent", event)
+
+    def type(self, strokes: list[Key]) -> None:
+        for s in strokes:
+            held = []
+            if s.shift:
+                held.append(("Shift", "ShiftLeft", 8))
+            if s.altgr and self.altgr == "linux":
+                held.append(("AltGraph", "AltRight", 0))
+            elif s.altgr:                            # Windows: AltGr arrives as Ctrl + Alt
+                held += [("Control", "ControlLeft", 2), ("AltGraph", "AltRight", 3)]
+            modifiers = 0
+            for key, code, bit in held:
+                modifiers |= {0: 0, 8: 8, 2: 2, 3: 1}[bit]
+                self._send("rawKeyDown", key, code, modifiers)
+            self._send("keyDown", s.key, s.code, modifiers, s.key)
+            self._send("keyUp", s.key, s.code, modifiers)
+            for key, code, _ in reversed(held):
+                self._send("keyUp", key, code, 0)
+
+    def dead(self, code: str, shift: bool, then: Key) -> None:
+        """A dead key (the accent alone), then the key it combines with: Chromium reports the
+        first as "Dead" and the second as the composed character."""
+        if shift:
+            self._send("rawKeyDown", "Shift", "ShiftLeft", 8)
+        self._send("rawKeyDown", "Dead", code, 8 if shift else 0)
+        self._send("keyUp", "Dead", code, 8 if shift else 0)
+        if shift:
+            self._send("keyUp", "Shift", "ShiftLeft", 0)
+        self.type([then])
+
+    def enter(self) -> None:
+        self._send("keyDown", "Enter", "Enter", 0, "\r")
+        self._send("keyUp", "Enter", "Enter", 0)
+
+
+def desktop_with(layout: str, processes, tmp_path_factory) -> XvncDesktop:
+    need("Xvnc", "setxkbmap", "xterm")
+    desktop = XvncDesktop(tmp_path_factory.mktemp(f"xvnc-{layout}"), f"Desktop {layout}",
+                          "#5d4037", password=f"{layout}-pass", keyboard=layout)
+    desktop.start(processes)
+    return desktop
+
+
+@pytest.fixture(scope="module")
+def german_desktop(processes, tmp_path_factory) -> XvncDesktop:
+    return desktop_with("de", processes, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def english_desktop(processes, tmp_path_factory) -> XvncDesktop:
+    return desktop_with("us", processes, tmp_path_factory)
+
+
+@pytest.fixture
+def open_desktop(slapd, tmp_path, database, chromium):
+    """Open the portal's desktop page in Chromium on a desktop, in a browser on Linux or on
+    Windows (as the page sees it: ``navigator.platform``); the page, and the keyboard that types
+    into it as that system's Chromium reports a German or English keyboard."""
+    opened = []
+
+    def open_page(desktop: XvncDesktop, platform: str):
+        live = make_live(tmp_path / f"live-{len(opened)}", slapd, [desktop], database())
+        opened.append(live)
+
+        async def enrol() -> None:
+            async with live.client("10.93.0.1") as http:
+                await live.enrol(http, "user1")
+        with ThreadPoolExecutor(1) as thread:     # playwright runs its own loop in this one
+            thread.submit(asyncio.run, enrol()).result()
+        context = chromium.new_context(locale="de-DE", viewport={"width": 1280, "height": 900})
+        if platform == "windows":
+            context.add_init_script("Object.defineProperty(Navigator.prototype, 'platform', "
+                                    "{get: () => 'Win32'})")
+        page = context.new_page()
+        page.goto(f"{live.portal}/login")
+        page.get_by_label("Benutzername").fill(f"user1@{DOMAIN}")
+        page.get_by_label("Passwort").fill(USERS["user1"][1])
+        page.get_by_role("button", name="Anmelden").click()
+        page.get_by_label("Einmalcode").fill(
+            pyotp.TOTP(live.secrets["user1"]).at(time.time() + 30))
+        page.get_by_role("button", name="Bestätigen").click()
+        page.get_by_role("link", name="Büro").click()
+        assert wait_for_desktop_colour(page) is not None
+        canvas = page.locator("#screen canvas").bounding_box()
+        xterm = (canvas["x"] + 200, canvas["y"] + 80)
+        page.mouse.click(*xterm)                   # the xterm: the pointer, and so the focus
+        page.wait_for_timeout(300)
+        return Keyboard(page, platform, xterm)
+    yield open_page
+    for live in opened:
+        live.processes.stop()
+
+
+def typed_line(desktop: XvncDesktop, before: int, timeout: float = 10.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = desktop.typed.read_bytes()[before:]
+        if b"\n" in text:
+            return text.split(b"\n")[0].decode("utf-8", "replace")
+        time.sleep(0.1)
+    return desktop.typed.read_bytes()[before:].decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize("platform", ["linux", "windows"])
+def test_every_german_character_arrives_as_typed(open_desktop, german_desktop, platform):
+    keyboard = open_desktop(german_desktop, platform)
+    before = german_desktop.typed.stat().st_size
+    keyboard.type(german(GERMAN_LINE))
+    keyboard.enter()
+    assert typed_line(german_desktop, before) == GERMAN_LINE
+
+
+@pytest.mark.parametrize("platform", ["linux", "windows"])
+def test_an_english_keyboard_types_exactly_on_an_english_desktop(open_desktop, english_desktop,
+                                                                 platform):
+    keyboard = open_desktop(english_desktop, platform)
+    before = english_desktop.typed.stat().st_size
+    keyboard.type(english(ENGLISH_LINE))
+    keyboard.enter()
+    assert typed_line(english_desktop, before) == ENGLISH_LINE
+
+
+CTRL_ALT_DELETE_IN_XTERM = "\x1b[3;7~"   # xterm's Delete with Ctrl and Alt held
+
+DEAD = [  # (accent key, with Shift, the key after it, what a German keyboard types)
+    ("Backquote", False, Key("â", "KeyA"), "â"), ("Equal", False, Key("é", "KeyE"), "é"),
+    ("Equal", True, Key("à", "KeyA"), "à"), ("Backquote", False, Key("^", "Space"), "^"),
+    ("Equal", False, Key("´", "Space"), "´"), ("Equal", True, Key("`", "Space"), "`"),
+]
+
+
+@pytest.mark.parametrize("platform", ["linux", "windows"])
+def test_dead_keys_combine_as_on_the_keyboard(open_desktop, german_desktop, platform):
+    keyboard = open_desktop(german_desktop, platform)
+    before = german_desktop.typed.stat().st_size
+    # A key first: on a fresh xterm the first dead key is lost while its input method starts
+    # (seen only when a dead key is the very first key the desktop ever gets).
+    keyboard.type(german("x"))
+    for code, shift, then, _ in DEAD:
+        keyboard.dead(code, shift, then)
+    keyboard.enter()
+    assert typed_line(german_desktop, before) == "x" + "".join(typed for *_, typed in DEAD)
+
+
+@pytest.mark.parametrize("platform", ["linux", "windows"])
+def test_shortcuts_arrive_and_ctrl_alt_del_has_a_button(open_desktop, german_desktop, platform):
+    keyboard = open_desktop(german_desktop, platform)
+    before = german_desktop.typed.stat().st_size
+    keyboard._send("rawKeyDown", "Control", "ControlLeft", 2)   # Ctrl+A: not taken for AltGr
+    keyboard._send("keyDown", "a", "KeyA", 2)
+    keyboard._send("keyUp", "a", "KeyA", 2)
+    keyboard._send("keyUp", "Control", "ControlLeft", 0)
+    keyboard.page.get_by_role("button", name="Strg+Alt+Entf").click()
+    keyboard.page.mouse.click(*keyboard.xterm)                   # back to the desktop
+    keyboard.enter()
+    assert typed_line(german_desktop, before) == "\x01" + CTRL_ALT_DELETE_IN_XTERM

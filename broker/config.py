@@ -90,6 +90,8 @@ class PoolConfig:
     max_logons_in_flight: int         # per host; 0: no cap
     idle_logoff: int                  # seconds without input or output before logoff; 0: never
     dedicated: bool                   # a user keeps the same host across logins
+    screen: str = "follow"            # "follow": the desktop takes the browser window's size;
+                                      # "scale": it keeps its size, scaled into the window
 
 
 @dataclass(frozen=True)
@@ -340,9 +342,7 @@ def _host(h: Section) -> HostConfig:
         ipaddress.ip_address(address)
     except ValueError:
         raise h.fail("address", f"expected an IP address, got {address!r}") from None
-    protocol = h.str("protocol", "vnc")
-    if protocol not in PROTOCOLS:
-        raise h.fail("protocol", f"expected one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    protocol = _one_of(h, "protocol", PROTOCOLS, "vnc")
     secret = read_secret(h.file("secret_file")) if "secret_file" in h.data else None
     cfg = HostConfig(id=host_id, address=address, port=h.int("port", minimum=1, maximum=65535),
                      protocol=protocol, seats=h.int("seats", minimum=1), secret=secret,
@@ -362,11 +362,11 @@ def _ssh(s: Section, address: str) -> SshConfig:
     return cfg
 
 
-def _pool_kind(p: Section) -> str:
-    kind = p.str("kind", "floating")
-    if kind not in ("floating", "dedicated"):
-        raise p.fail("kind", f"expected floating or dedicated, got {kind!r}")
-    return kind
+def _one_of(s: Section, name: str, choices: tuple[str, ...], default: str) -> str:
+    value = s.str(name, default)
+    if value not in choices:
+        raise s.fail(name, f"expected one of {', '.join(choices)}, got {value!r}")
+    return value
 
 
 def _pool(p: Section, host_ids: set[str]) -> PoolConfig:
@@ -381,7 +381,9 @@ def _pool(p: Section, host_ids: set[str]) -> PoolConfig:
                                              minimum=0),
                      max_logons_in_flight=p.int("max_logons_in_flight", DEFAULT_LOGONS_IN_FLIGHT,
                                                 minimum=0),
-                     dedicated=_pool_kind(p) == "dedicated",
-                     idle_logoff=p.int("idle_logoff", 0, minimum=0))
+                     dedicated=_one_of(p, "kind", ("floating", "dedicated"), "floating")
+                     == "dedicated",
+                     idle_logoff=p.int("idle_logoff", 0, minimum=0),
+                     screen=_one_of(p, "screen", ("follow", "scale"), "follow"))
     p.done()
     return cfg

@@ -35,7 +35,7 @@ from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, Desk
                      PoolBusy, StoreUnavailable, TooManyAttempts, UnknownTenant)
 from .engine import Tx
 from .store import (OPERATOR, Assignment, Fragment, Login, Store, TicketAlreadyRedeemed,
-                    UnknownSession)
+                    UnknownSession, UserMfa)
 from .store.accounts import accept_step_in, read_mfa, set_recovery_codes_in, use_recovery_code_in
 from .store.throttles import lock_names as throttle_locks
 from .store.throttles import reserve_in, settle_in
@@ -76,6 +76,14 @@ class Attempt:
     actor: str
     audit_failure: bool = False      # until the directory named the user
     on_success: list[Fragment] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What a checked code is worth: a TOTP step, a recovery code (by its hash), or a refusal."""
+    step: int = 0
+    recovery_hash: str | None = None
+    refused: CodeRejected | None = None
 
 
 @dataclass(frozen=True)
@@ -343,66 +351,94 @@ class Broker:
             The new recovery codes when this code completed an enrolment (show them once), else
             None.
 
-        One transaction: the attempt is counted against the user and the address, the code
-        checked, the step (or recovery code) spent, the login completed, the throttle settled and
-        the audit written — or none of it. A login whose second factor is complete answers any
-        further code with success and changes nothing: a request repeated by a load balancer (its
-        first broker died after accepting the code) must not turn into "code already used".
+        Two short transactions under the throttle keys' locks, the code checked between them
+        (no database work while a lock is held but the database's own): the first counts the
+        attempt against the user and the address and reads the enrolment; the second spends the
+        step (or recovery code) — a conditional statement, so a step is taken once however many
+        checks raced — completes the login, settles the throttle and writes the audit. A town
+        hall's thin clients share one address: a lock held across the whole check would queue
+        them all. A login whose second factor is complete answers any further code with success
+        and changes nothing: a request repeated by a load balancer (its first broker died after
+        accepting the code) must not turn into "code already used".
 
         Raises:
             CodeRejected (or its CodeReplayed), TooManyAttempts, LoginRequired.
         """
         if login.mfa_done:
             return None
-        keys = [self._user_key(login.tenant, login.user, complete=True),
-                self._source_key(source)]
-        new_codes = mfa.new_recovery_codes()   # kept only if this code completes an enrolment
+        tenant, user = login.tenant, login.user
+        keys = [self._user_key(tenant, user, complete=True), self._source_key(source)]
+        locks = throttle_locks(keys)
+        state = await self.store.unit(
+            lambda db: self._begin_code_check(db, login, code, keys, source, self.clock()),
+            locks=locks)
+        if isinstance(state, BrokerError):
+            raise state
+        context = f"{tenant}/{user}"
+        recovery = state.confirmed and mfa.looks_like_recovery_code(code)
+        try:
+            if recovery:
+                spend = Spend(recovery_hash=mfa.recovery_hash(self.config.totp_key, context, code))
+            else:
+                secret = mfa.unseal(self.config.totp_key, state.totp_sealed, context)
+                spend = Spend(step=mfa.check_code(secret, code, now=self.clock(),
+                                                  last_step=state.last_step))
+        except CodeRejected as exc:
+            spend = Spend(refused=exc)
+        new_codes = None if state.confirmed else mfa.new_recovery_codes()
         verdict = await self.store.unit(
-            lambda db: self._check_code(db, token, login, code, keys, source, self.clock(),
-                                        new_codes),
-            locks=throttle_locks(keys))
+            lambda db: self._finish_code_check(db, token, login, state, spend, keys, source,
+                                               self.clock(), new_codes), locks=locks)
         if isinstance(verdict, BrokerError):
             raise verdict
-        return verdict
+        return new_codes
 
-    def _check_code(self, db: Tx, token: str, login: Login, code: str, keys: list[Key],
-                    source: str, now: float, new_codes: list[str]) -> list[str] | BrokerError | None:
-        """The second factor's unit of work (see :meth:`second_factor`); a refusal is returned,
-        not raised, so that what it counted is committed."""
-        tenant, user = login.tenant, login.user
-        context = f"{tenant}/{user}"
-        state = read_mfa(db, tenant, user)
-        recovery = state.confirmed and mfa.looks_like_recovery_code(code)
-        action = "login.recovery" if recovery else "login.totp" if state.confirmed else "mfa.enrol"
+    @staticmethod
+    def _action(state: UserMfa, code_is_recovery: bool) -> str:
+        return ("login.recovery" if code_is_recovery else "login.totp" if state.confirmed
+                else "mfa.enrol")
+
+    def _begin_code_check(self, db: Tx, login: Login, code: str, keys: list[Key], source: str,
+                          now: float) -> UserMfa | BrokerError:
+        """Count the attempt (or refuse it) and read the enrolment: the first transaction."""
+        state = read_mfa(db, login.tenant, login.user)
         if not reserve_in(db, keys, now):
-            self.audit.entry(tenant, user, source, action, "locked_out")(db)
+            recovery = state.confirmed and mfa.looks_like_recovery_code(code)
+            self.audit.entry(login.tenant, login.user, source,
+                             self._action(state, recovery), "locked_out")(db)
             return TooManyAttempts("locked out")
         if not state.totp_sealed:
             settle_in(db, keys, Outcome.VOID, now)
             return LoginRequired("no enrolment started")
-        try:
-            if recovery:
-                if not use_recovery_code_in(
-                        db, tenant, user, mfa.recovery_hash(self.config.totp_key, context, code),
-                        now=now, completes=token):
-                    raise CodeRejected("unknown or spent recovery code")
-            else:
-                secret = mfa.unseal(self.config.totp_key, state.totp_sealed, context)
-                step = mfa.check_code(secret, code, now=now, last_step=state.last_step)
-                if not accept_step_in(db, tenant, user, step, confirm=not state.confirmed,
-                                      completes=token):
-                    raise mfa.CodeReplayed("step used concurrently")
-        except CodeRejected as exc:
+        return state
+
+    def _finish_code_check(self, db: Tx, token: str, login: Login, state: UserMfa, spend: Spend,
+                           keys: list[Key], source: str, now: float,
+                           new_codes: list[str] | None) -> BrokerError | None:
+        """Spend what the code was worth, settle, audit: the second transaction. A refusal is
+        returned, not raised, so that what it counted is committed."""
+        tenant, user = login.tenant, login.user
+        action = self._action(state, spend.recovery_hash is not None)
+        refused = spend.refused
+        if refused is None and spend.recovery_hash is not None:
+            if not use_recovery_code_in(db, tenant, user, spend.recovery_hash, now=now,
+                                        completes=token):
+                refused = CodeRejected("unknown or spent recovery code")
+        elif refused is None and not accept_step_in(db, tenant, user, spend.step,
+                                                    confirm=not state.confirmed,
+                                                    completes=token):
+            refused = mfa.CodeReplayed("step used concurrently")
+        if refused is not None:
             settle_in(db, keys, Outcome.FAILED, now)
-            self.audit.entry(tenant, user, source, action, exc.code, str(exc))(db)
-            return exc
+            self.audit.entry(tenant, user, source, action, refused.code, str(refused))(db)
+            return refused
         settle_in(db, keys, Outcome.SUCCEEDED, now)
         self.audit.entry(tenant, user, source, action, "ok")(db)
-        if state.confirmed:
-            return None
-        set_recovery_codes_in(db, tenant, user, [
-            mfa.recovery_hash(self.config.totp_key, context, c) for c in new_codes])
-        return new_codes
+        if new_codes is not None:
+            set_recovery_codes_in(db, tenant, user, [
+                mfa.recovery_hash(self.config.totp_key, f"{tenant}/{user}", c)
+                for c in new_codes])
+        return None
 
     async def logout(self, token: str) -> None:
         await self.store.accounts.delete_login(token)

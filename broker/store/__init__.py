@@ -8,9 +8,10 @@ tables grouped into repositories by what changes together.
 * ``store.devices`` — thin clients and their enrolment codes;
 * ``store.admin`` — admin tokens and the audit log.
 
-A use case is one transaction wherever its decisions allow: a repository's method is one, and a
-use case that writes to several adds :data:`Fragment` s (a new login, an audit entry) to the
-transaction of its deciding step (``also=``). Decisions that must not race — a seat, a ticket's
+A use case is as few transactions as its decisions allow, none holding a lock while it waits for
+anything but the database: a repository's method is one; a use case that writes to several adds
+:data:`Fragment` s (a new login, an audit entry) to the transaction of its deciding step, or
+builds its own unit of work from the repositories' ``*_in(db, …)`` parts (:meth:`Store.unit`). Decisions that must not race — a seat, a ticket's
 redemption, a TOTP step, a recovery or enrolment code, throttle counters, a dedicated host — are
 one transaction under a lock, or one conditional statement, so that brokers sharing the database
 cannot over-book a host or accept a code twice.

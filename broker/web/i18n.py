@@ -77,6 +77,19 @@ TEXTS: dict[str, dict[str, str]] = {
         "conflict": "This action is not possible in the host's current state.",
         "error": "Something went wrong. Please try again; if it happens again, call your IT "
                  "service desk and quote reference {ref}.",
+        "gateway_4000": "Your session was ended after a period of inactivity.",
+        "gateway_4001": "Your desktop was opened in another window.",
+        "gateway_4003": "You were logged off from your desktop (by your IT service, or for "
+                        "maintenance).",
+        "gateway_4403": "This desktop cannot be reached through this gateway. Please call your IT "
+                        "service desk.",
+        "gateway_4408": "The connection took too long to start. Please try again.",
+        "gateway_4429": "There are too many connections from your network right now. Please try "
+                        "again shortly.",
+        "gateway_4503": "The connection could not be confirmed right now. Please try again "
+                        "shortly.",
+        "reconnecting_countdown": "Connection interrupted — reconnecting (at most {seconds} s "
+                                  "more)…",
         "gateway_4401": "The connection permit was not accepted. Please open the desktop again.",
         "gateway_4409": "The connection permit was already used. Please open the desktop again.",
         "gateway_4502": "Your desktop cannot be reached right now. Please try again shortly.",
@@ -167,6 +180,20 @@ TEXTS: dict[str, dict[str, str]] = {
         "conflict": "Diese Aktion ist im aktuellen Zustand des Hosts nicht möglich.",
         "error": "Etwas ist schiefgegangen. Bitte versuchen Sie es erneut; wenn es wieder "
                  "passiert, rufen Sie Ihren IT-Service an und nennen Sie die Referenz {ref}.",
+        "gateway_4000": "Ihre Sitzung wurde nach längerer Inaktivität beendet.",
+        "gateway_4001": "Ihr Arbeitsplatz wurde in einem anderen Fenster geöffnet.",
+        "gateway_4003": "Sie wurden von Ihrem Arbeitsplatz abgemeldet (durch Ihren IT-Service "
+                        "oder wegen Wartung).",
+        "gateway_4403": "Dieser Arbeitsplatz ist über dieses Gateway nicht erreichbar. Bitte rufen "
+                        "Sie Ihren IT-Service an.",
+        "gateway_4408": "Der Verbindungsaufbau hat zu lange gedauert. Bitte versuchen Sie es noch "
+                        "einmal.",
+        "gateway_4429": "Aus Ihrem Netz bestehen gerade zu viele Verbindungen. Bitte versuchen Sie "
+                        "es gleich noch einmal.",
+        "gateway_4503": "Die Verbindung konnte gerade nicht bestätigt werden. Bitte versuchen Sie "
+                        "es gleich noch einmal.",
+        "reconnecting_countdown": "Verbindung unterbrochen – wird wiederhergestellt (noch "
+                                  "höchstens {seconds} s) …",
         "gateway_4401": "Die Verbindungsberechtigung wurde nicht angenommen. Bitte öffnen Sie den "
                         "Arbeitsplatz erneut.",
         "gateway_4409": "Die Verbindungsberechtigung wurde bereits verwendet. Bitte öffnen Sie den "

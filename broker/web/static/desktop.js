@@ -32,10 +32,31 @@ const MOVE_ATTEMPTS = 5;     // a gateway shut down or gone: open the desktop ag
 const MOVE_DELAY_MS = 100;    // the balancer already sends new connections elsewhere
 let moves = 0;
 
-function say(key, fallback) {
-    status.textContent = texts[key] || texts[fallback] || key;
+const reconnect = document.getElementById("reconnect");
+let countdown = null;        // the interval that counts a reconnect's seconds down
+
+// The bar's status line, in the user's language: `key` names the state (a gateway's close code
+// is `gateway_CODE`); reconnecting counts down to `deadline` (ms); an end offers "Connect again".
+function say(key, fallback, deadline) {
+    clearInterval(countdown);
     body.dataset.state = key;
+    status.textContent = texts[key] || texts[fallback] || key;
+    if (key === "reconnecting" && deadline) {
+        const tick = () => {
+            const seconds = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+            status.textContent = texts.reconnecting_countdown.replace("{seconds}", seconds);
+        };
+        tick();
+        countdown = setInterval(tick, 1000);
+    }
+    reconnect.hidden = !(key === "disconnected" || key.startsWith("gateway_"));
 }
+
+reconnect.addEventListener("click", () => {
+    moves = 0;
+    screen.replaceChildren();
+    connect();
+});
 
 // The broker's reconnect pass for this pool: shown with the next request, it brings the user
 // back to this desktop while the broker's database is down (broker/reconnect_pass.py).
@@ -54,7 +75,8 @@ async function connect() {
             headers,
         });
         answer = await response.json();
-        if (!response.ok) {
+        if (!response.ok) {            // the broker said why, in the user's language
+            say("gateway_other");
             status.textContent = answer.message;
             return;
         }
@@ -63,10 +85,14 @@ async function connect() {
         say("gateway_other");
         return;
     }
-    const channel = new PforteChannel(answer.gateway_url, answer.ticket, (state) => say(state));
+    const channel = new PforteChannel(answer.gateway_url, answer.ticket,
+                                      (state, deadline) => say(state, null, deadline));
     const rfb = new RFB(screen, channel);
     current = rfb;
-    rfb.scaleViewport = true;
+    // The pool's choice: the desktop takes the window's size (TigerVNC resizes on request), or
+    // keeps its own and is scaled into the window.
+    rfb.resizeSession = body.dataset.screen === "follow";
+    rfb.scaleViewport = !rfb.resizeSession;
     rfb.addEventListener("connect", () => say("connected"));
     rfb.addEventListener("disconnect", () => {
         if (body.dataset.state === "connected" || body.dataset.state === "connecting") {

@@ -5,7 +5,8 @@
 // first message (never in a URL), asks for a resumable session, and when the connection breaks
 // without a goodbye it reattaches with the resume token and the number of bytes it has received.
 // The gateway resends what was lost and says how much it received; this side resends the rest.
-// noVNC sees one unbroken stream; the page shows "reconnecting…" meanwhile (onstatus).
+// noVNC sees one unbroken stream; the page shows "reconnecting…" meanwhile (onstatus, with the
+// time by which the channel gives up).
 // The protocol is described in wire/resume.py; the words below are its control messages, and
 // tests/test_resume_protocol.py checks that both sides agree on them.
 
@@ -145,7 +146,7 @@ export class PforteChannel {
             if (this.onclose) this.onclose(event);
             return;
         }
-        this.onstatus("reconnecting");
+        this.onstatus("reconnecting", this._resumeStarted + RESUME_WITHIN_MS);
         this._attempt = (this._attempt || 0) + 1;
         const delay = RETRY_DELAYS_MS[Math.min(this._attempt - 1, RETRY_DELAYS_MS.length - 1)];
         setTimeout(() => this._connect(messages.resume(this._token, this._received), true), delay);

@@ -1,12 +1,15 @@
-"""A German keyboard in the browser, exactly: the key events a real German (T1) keyboard makes in
+"""The desktop in the browser, for German offices. The keyboard, exactly: the key events a real German (T1) keyboard makes in
 Chromium — sent through the DevTools protocol (``Input.dispatchKeyEvent``: key, code, modifiers),
 AltGr in its Linux form (AltRight, "AltGraph") and in its Windows form (Ctrl+Alt) — into the
 portal's desktop page, and what a real Xvnc desktop with a German keymap received, read from the
-line its xterm wrote. The same for an English keyboard on an English desktop."""
+line its xterm wrote. The same for an English keyboard on an English desktop. And the screen:
+the desktop follows the browser window (TigerVNC resizes on the page's request)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -250,3 +253,23 @@ def test_shortcuts_arrive_and_ctrl_alt_del_has_a_button(open_desktop, german_des
     keyboard.page.mouse.click(*keyboard.xterm)                   # back to the desktop
     keyboard.enter()
     assert typed_line(german_desktop, before) == "\x01" + CTRL_ALT_DELETE_IN_XTERM
+
+
+def desktop_size(desktop: XvncDesktop) -> tuple[int, int]:
+    out = subprocess.run(["xdpyinfo", "-display", f":{desktop.display}"], capture_output=True,
+                         text=True, check=True).stdout
+    width, height = re.search(r"dimensions:\s+(\d+)x(\d+) pixels", out).groups()
+    return int(width), int(height)
+
+
+def test_the_desktop_follows_the_browser_window(open_desktop, english_desktop):
+    need("xdpyinfo")
+    page = open_desktop(english_desktop, "linux").page
+    for width, height in ((1280, 900), (1000, 700), (1600, 1000)):
+        page.set_viewport_size({"width": width, "height": height})
+        screen = page.evaluate("() => [document.getElementById('screen').clientWidth, "
+                               "document.getElementById('screen').clientHeight]")
+        deadline = time.monotonic() + 10
+        while desktop_size(english_desktop) != tuple(screen) and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+        assert desktop_size(english_desktop) == tuple(screen)     # pixel for pixel, no scaling

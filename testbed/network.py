@@ -23,6 +23,7 @@ class BreakableProxy:
         self.loop = asyncio.new_event_loop()
         self._transports: list = []
         self._stop = asyncio.Event()
+        self.down = False        # while True, new connections are cut at once (the network is out)
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
         self.thread.start()
@@ -41,6 +42,9 @@ class BreakableProxy:
                 writer.close()
 
         async def handle(reader, writer) -> None:
+            if self.down:
+                writer.transport.abort()
+                return
             try:
                 up_reader, up_writer = await asyncio.open_connection("127.0.0.1",
                                                                      self.target_port)

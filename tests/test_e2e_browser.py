@@ -3,6 +3,9 @@ opens a desktop, and the noVNC canvas shows that desktop's background colour."""
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -153,4 +156,51 @@ def test_the_desktop_survives_a_network_drop(demo, chromium, network):
     metrics = urllib.request.urlopen(demo["gateway_metrics_url"]).read().decode()
     assert "pforte_gateway_resumes_total 1" in metrics
     assert page.locator("#status").inner_text() == "Connected"
+    page.context.close()
+
+
+def test_a_long_network_outage_counts_down_and_ends_with_a_way_back(demo, chromium, network):
+    """While the network is out the page says how long it keeps trying, in the user's language;
+    when the desktop is back it says so; a session that ended offers "Erneut verbinden"."""
+    anna = next(u for u in demo["users"] if u["login"].startswith("anna@"))
+    page = new_page(chromium, "de-DE")
+    page.goto(demo["portal_url"])
+    page.get_by_label("Benutzername").fill(anna["login"])
+    page.get_by_label("Passwort").fill(anna["password"])
+    page.get_by_role("button", name="Anmelden").click()
+    page.get_by_label("Einmalcode").fill(pyotp.TOTP(anna["totp_secret"]).at(time.time() + 30))
+    page.get_by_role("button", name="Bestätigen").click()
+    page.get_by_role("link", name="Büro-Desktop").click()
+    assert wait_for_desktop_colour(page) is not None
+    assert not page.get_by_role("button", name="Erneut verbinden").is_visible()
+
+    network.down = True
+    network.cut()
+    status = page.locator("#status")
+    wait_until(page, lambda: "noch höchstens" in status.inner_text())
+    first = int(re.search(r"(\d+) s", status.inner_text()).group(1))
+    page.wait_for_timeout(2200)
+    later = int(re.search(r"(\d+) s", status.inner_text()).group(1))
+    assert 50 <= first <= 60 and later < first                  # counting down, in seconds
+    page.screenshot(path=str(SCREENSHOTS / "reconnecting.png"))
+    network.down = False
+    wait_until(page, lambda: status.inner_text() == "Verbunden")
+
+    # The session ends (an admin logs it off): the page says so and offers a way back.
+    base = demo["portal_url"].rstrip("/") + "/api/v1/admin/tenants/musterstadt"
+    token = subprocess.run([sys.executable, "-m", "pforte", "admin-token", "--config",
+                            demo["config"], "--tenant", "musterstadt", "--name", "e2e"],
+                           capture_output=True, text=True, check=True).stdout.split()[-1]
+    auth = {"Authorization": f"Bearer {token}"}
+    sessions = json.loads(urllib.request.urlopen(urllib.request.Request(
+        base + "/sessions", headers=auth)).read())["sessions"]
+    mine = next(x for x in sessions if x["user"].startswith("anna"))
+    urllib.request.urlopen(urllib.request.Request(
+        f"{base}/sessions/{mine['id']}/logoff", method="POST", headers=auth))
+    again = page.get_by_role("button", name="Erneut verbinden")
+    wait_until(page, again.is_visible)
+    assert status.inner_text().startswith("Sie wurden von Ihrem Arbeitsplatz abgemeldet")
+    again.click()
+    wait_until(page, lambda: status.inner_text() == "Verbunden")
+    assert not again.is_visible()
     page.context.close()

@@ -39,7 +39,7 @@ from aiohttp import WSMsgType, web
 
 from wire.closes import EndReason
 
-from wire.resume import Ack, AckClock, ReplayBuffer, decode, encode
+from wire.resume import Ack, AckClock, Ping, Pong, ReplayBuffer, decode, encode
 
 _OP_BINARY = 0x82                       # FIN + binary opcode
 _SMALL_FRAME = 4096                     # below this, header and payload go out in one write
@@ -227,9 +227,11 @@ async def _upstream(ws: web.WebSocketResponse, link: DesktopLink) -> EndReason:
             if resumable and (ack := clock.count(len(msg.data))) is not None:
                 await ws.send_str(encode(ack))
         elif kind is WSMsgType.TEXT and resumable:
-            ack = decode(msg.data)
-            if isinstance(ack, Ack):
-                link.acked(ack.offset)
+            control = decode(msg.data)
+            if isinstance(control, Ack):
+                link.acked(control.offset)
+            elif isinstance(control, Ping):       # the page measures the round trip
+                await ws.send_str(encode(Pong(control.mark)))
         elif kind is WSMsgType.TEXT:
             return EndReason.TEXT_FRAME
         elif kind is WSMsgType.CLOSE:

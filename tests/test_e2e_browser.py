@@ -160,7 +160,8 @@ def test_the_desktop_survives_a_network_drop(demo, chromium, network):
 
 
 def test_a_long_network_outage_counts_down_and_ends_with_a_way_back(demo, chromium, network):
-    """While the network is out the page says how long it keeps trying, in the user's language;
+    """The bar shows the connection's quality (round trip through the gateway, throughput);
+    while the network is out the page says how long it keeps trying, in the user's language;
     when the desktop is back it says so; a session that ended offers "Erneut verbinden"."""
     anna = next(u for u in demo["users"] if u["login"].startswith("anna@"))
     page = new_page(chromium, "de-DE")
@@ -173,6 +174,9 @@ def test_a_long_network_outage_counts_down_and_ends_with_a_way_back(demo, chromi
     page.get_by_role("link", name="Büro-Desktop").click()
     assert wait_for_desktop_colour(page) is not None
     assert not page.get_by_role("button", name="Erneut verbinden").is_visible()
+    quality = page.locator("#quality")                 # what helpdesk asks the user to read out
+    wait_until(page, lambda: "Antwortzeit" in quality.inner_text(), timeout=15)
+    assert re.fullmatch(r"Antwortzeit \d+ ms · [\d.,]+ kbit/s", quality.inner_text())
 
     network.down = True
     network.cut()

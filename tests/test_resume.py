@@ -12,7 +12,7 @@ import pytest
 from testbed.demo import TENANT
 from broker.sessions import State
 from client.stream import GatewayStream, StreamClosed
-from wire.resume import Resume, encode
+from wire.resume import Offer, Ping, Pong, Resume, ResumeToken, decode, encode
 
 
 pytestmark = [pytest.mark.integration, pytest.mark.both_loops]
@@ -172,3 +172,20 @@ async def test_a_resume_before_the_gateway_noticed_the_drop_takes_over(raw_insta
         closed = await old.receive()
         assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         await s.close()
+
+
+async def test_the_gateway_answers_a_ping_with_its_mark_and_the_stream_goes_on(raw_install):
+    """The page measures the round trip through the gateway (its quality indicator)."""
+    inst, token, _ = await raw_install()
+    conn = await inst.connect(token)
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(conn["gateway_url"])
+        await ws.send_str(encode(Offer(conn["ticket"], resumable=True)))
+        assert isinstance(decode((await ws.receive()).data), ResumeToken)
+        assert (await ws.receive()).data == b"G"          # the fake desktop's greeting
+        for mark in (0, 1234, 2**40):
+            await ws.send_str(encode(Ping(mark)))
+            assert decode((await ws.receive()).data) == Pong(mark)
+        await ws.send_bytes(b"E" + b"still here")          # echo: the stream goes on
+        assert (await ws.receive()).data == b"still here"
+        await ws.close()

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from wire.resume import (ACK_EVERY, Ack, Offer, Resume, Resumed, ResumeToken, decode, encode,
-                         resume_url)
+from wire.resume import (ACK_EVERY, Ack, Offer, Ping, Pong, Resume, Resumed, ResumeToken, decode,
+                         encode, resume_url)
 
 CHANNEL = Path(__file__).resolve().parents[1] / "broker" / "web" / "static" / "pforte-channel.js"
 GATEWAY_SAYS = [encode(ResumeToken("tok-1", "gw-2")), encode(Resumed(123)), encode(Ack(65536)),
                 '{"ack": -1}', '{"resumed": "3"}', "nope", "[]", '{"resume": "t", "gateway": 7}',
-                '{"resume": "tok-0"}']
+                '{"resume": "tok-0"}', encode(Pong(1234)), '{"pong": -1}']
 URLS = [("wss://gw.example/ws", "gw-2"), ("wss://gw.example/ws?gateway=gw-1&x=1", "gw-2"),
         ("ws://127.0.0.1:8080/ws", ""), ("wss://gw.example/ws", "a b&c")]
 
@@ -28,6 +28,7 @@ console.log(JSON.stringify({
     offer: m.messages.offer("T.1"),
     resume: m.messages.resume("tok-1", 42),
     ack: m.messages.ack(7),
+    ping: m.messages.ping(99),
     decoded: said.map((text) => m.decodeControl(text)),
     urls: JSON.parse(process.argv[3]).map(([url, gateway]) => m.resumeUrl(url, gateway)),
 }));
@@ -52,6 +53,7 @@ def test_what_the_page_sends_is_what_the_gateway_decodes(page):
     assert decode(page["offer"]) == Offer("T.1", resumable=True)
     assert decode(page["resume"]) == Resume("tok-1", 42)
     assert decode(page["ack"]) == Ack(7)
+    assert decode(page["ping"]) == Ping(99) and page["ping"] == encode(Ping(99))
     assert page["offer"] == encode(Offer("T.1", resumable=True))
     assert page["resume"] == encode(Resume("tok-1", 42))
 
@@ -59,7 +61,8 @@ def test_what_the_page_sends_is_what_the_gateway_decodes(page):
 def test_the_page_reads_what_the_gateway_sends_and_nothing_else(page):
     expected = [{"kind": "token", "value": "tok-1", "gateway": "gw-2"},
                 {"kind": "resumed", "value": 123}, {"kind": "ack", "value": 65536}, None, None,
-                None, None, None, {"kind": "token", "value": "tok-0", "gateway": ""}]
+                None, None, None, {"kind": "token", "value": "tok-0", "gateway": ""},
+                {"kind": "pong", "value": 1234}, None]
     assert page["decoded"] == expected
     assert [decode(text) is not None for text in GATEWAY_SAYS] == [x is not None
                                                                    for x in expected]

@@ -117,7 +117,20 @@ class Ack:
     offset: int
 
 
-Message = Offer | Resume | ResumeToken | Resumed | Ack
+@dataclass(frozen=True)
+class Ping:
+    """Client → gateway: answer with :class:`Pong` carrying the same ``mark`` (the client's clock,
+    so that it measures the round trip through the gateway; the page shows it to the user)."""
+    mark: int
+
+
+@dataclass(frozen=True)
+class Pong:
+    """Gateway → client: the answer to a :class:`Ping`."""
+    mark: int
+
+
+Message = Offer | Resume | ResumeToken | Resumed | Ack | Ping | Pong
 
 
 def encode(message: Message) -> str:
@@ -130,6 +143,10 @@ def encode(message: Message) -> str:
         fields = {"resume": message.token, "gateway": message.gateway}
     elif isinstance(message, Resumed):
         fields = {"resumed": message.offset}
+    elif isinstance(message, Ping):
+        fields = {"ping": message.mark}
+    elif isinstance(message, Pong):
+        fields = {"pong": message.mark}
     else:
         fields = {"ack": message.offset}
     return json.dumps(fields, separators=(",", ":"))
@@ -155,7 +172,7 @@ def decode(text: str) -> Message | None:
             gateway = value.get("gateway", "")
             return ResumeToken(token, gateway) if isinstance(gateway, str) else None
         return Resume(token, offset) if _offset(offset) else None
-    for key, kind in (("resumed", Resumed), ("ack", Ack)):
+    for key, kind in (("resumed", Resumed), ("ack", Ack), ("ping", Ping), ("pong", Pong)):
         if key in value:
             return kind(value[key]) if _offset(value[key]) else None
     return None

@@ -121,7 +121,7 @@ _DESKTOP_TEXT_KEYS = (
     "connecting", "connected", "reconnecting", "reconnecting_countdown", "disconnected",
     "gateway_4000", "gateway_4001", "gateway_4003", "gateway_4401", "gateway_4403",
     "gateway_4408", "gateway_4409", "gateway_4429", "gateway_4502", "gateway_4503",
-    "gateway_other", "no_free_desktop", "not_entitled", "login_required")
+    "gateway_other", "no_free_desktop", "not_entitled", "login_required", "quality")
 
 
 def desktop_page(lang: str, t: dict[str, str], csrf: str, pool: PoolConfig, *,
@@ -144,6 +144,7 @@ def desktop_page(lang: str, t: dict[str, str], csrf: str, pool: PoolConfig, *,
       data-screen="{escape(pool.screen)}">
 <header class="bar"><span class="brand">Pforte</span><span class="pool">{escape(pool.name)}</span>
 <span id="status" role="status">{escape(t['connecting'])}</span>
+<span id="quality"></span>
 <button type="button" id="reconnect" hidden>{escape(t['reconnect'])}</button>
 <button type="button" id="ctrl-alt-del" class="secondary">{escape(t['ctrl_alt_del'])}</button>
 <button type="button" id="full-screen" class="secondary" aria-pressed="false">{escape(

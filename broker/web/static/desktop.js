@@ -52,6 +52,16 @@ function say(key, fallback, deadline) {
     reconnect.hidden = !(key === "disconnected" || key.startsWith("gateway_"));
 }
 
+// The connection's quality, for the helpdesk to ask about: the round trip through the gateway
+// and what arrived per second, in the user's language's numbers.
+const quality = document.getElementById("quality");
+const numbers = new Intl.NumberFormat(document.documentElement.lang, { maximumFractionDigits: 1 });
+function showQuality(roundTripMs, bytesPerSecond) {
+    quality.textContent = texts.quality
+        .replace("{ms}", numbers.format(roundTripMs))
+        .replace("{kbps}", numbers.format(bytesPerSecond * 8 / 1000));
+}
+
 reconnect.addEventListener("click", () => {
     moves = 0;
     screen.replaceChildren();
@@ -87,6 +97,7 @@ async function connect() {
     }
     const channel = new PforteChannel(answer.gateway_url, answer.ticket,
                                       (state, deadline) => say(state, null, deadline));
+    channel.onquality = showQuality;
     const rfb = new RFB(screen, channel);
     current = rfb;
     // The pool's choice: the desktop takes the window's size (TigerVNC resizes on request), or

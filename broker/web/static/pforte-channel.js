@@ -13,11 +13,13 @@
 export const ACK_EVERY = 64 * 1024;
 const RESUME_WITHIN_MS = 60000;
 const RETRY_DELAYS_MS = [100, 250, 500, 1000, 2000, 4000];
+export const QUALITY_EVERY_MS = 5000;   // a ping through the gateway, for the round trip
 
 export const messages = {
     offer: (ticket) => JSON.stringify({ ticket, resumable: true }),
     resume: (token, offset) => JSON.stringify({ resume: token, offset }),
     ack: (offset) => JSON.stringify({ ack: offset }),
+    ping: (mark) => JSON.stringify({ ping: mark }),
 };
 
 // Where to reattach: the same URL, naming the gateway that holds the session (wire.resume_url).
@@ -43,6 +45,9 @@ export function decodeControl(text) {
     if (Number.isInteger(control.resumed) && control.resumed >= 0) {
         return { kind: "resumed", value: control.resumed };
     }
+    if (Number.isInteger(control.pong) && control.pong >= 0) {
+        return { kind: "pong", value: control.pong };
+    }
     return null;
 }
 
@@ -56,6 +61,9 @@ export class PforteChannel {
         this.onclose = null;
         this.onerror = null;
         this.onstatus = onstatus;
+        this.onquality = null;    // (round trip ms, bytes per second received), every few seconds
+        this._quality = setInterval(() => this._ping(), QUALITY_EVERY_MS);
+        this._lastPing = null;
         this._state = "connecting";
         this._token = null;
         this._received = 0;
@@ -80,6 +88,7 @@ export class PforteChannel {
     }
 
     close() {
+        clearInterval(this._quality);
         this._state = "closing";
         if (this._ws) this._ws.close(1000);
     }
@@ -106,7 +115,12 @@ export class PforteChannel {
         }
         const control = decodeControl(event.data);
         if (control === null) return;
-        if (control.kind === "ack") {
+        if (control.kind === "pong") {
+            const ping = this._lastPing;
+            if (ping && ping.mark === control.value && this.onquality) {
+                this.onquality(Math.round(performance.now() - ping.at), ping.rate);
+            }
+        } else if (control.kind === "ack") {
             this._trim(control.value);
         } else if (control.kind === "token") {
             this._token = control.value;
@@ -126,6 +140,15 @@ export class PforteChannel {
         }
     }
 
+    _ping() {
+        if (this._state !== "open" || !this._attached) return;
+        const at = performance.now();
+        const last = this._lastPing;           // what arrived since the last ping, per second
+        const rate = last ? (this._received - last.received) / ((at - last.at) / 1000) : 0;
+        this._lastPing = { mark: Math.round(at), at, received: this._received, rate };
+        this._ws.send(messages.ping(this._lastPing.mark));
+    }
+
     _trim(offset) {
         while (this._sent.length && this._sent[0].end <= offset) this._sent.shift();
     }
@@ -135,6 +158,7 @@ export class PforteChannel {
         const dropped = event.code === 1006 && this._token && this._state === "open";
         if (!dropped) {
             this._state = "closed";
+            clearInterval(this._quality);
             if (this.onclose) this.onclose(event);
             return;
         }

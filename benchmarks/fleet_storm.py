@@ -158,7 +158,35 @@ async def come_back(base: str, users: list[str], totp: dict[str, str], credentia
     rng = random.Random(11)
     retried: collections.Counter = collections.Counter()
     start = time.monotonic() + 0.5
-    clients: list[tuple[aiohttp.ClientSession, str, aiohttp.ClientWebSocketResponse]] = []
+    clients: list[tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]] = []
+    watchers: list[asyncio.Future] = []
+    killed = [0.0]
+    back: list[float] = []
+    closes: collections.Counter = collections.Counter()
+
+    async def watch(i: int, http, token, ws) -> bool:
+        """Read the desktop's stream as a viewer does (answering the gateway's pings) until it
+        drops; then ask for the desktop again. True if it dropped and came back."""
+        try:
+            while (msg := await ws.receive()).type is aiohttp.WSMsgType.BINARY:
+                pass
+            closes[f"{msg.type.name} {ws.close_code}"] += 1
+        except aiohttp.ClientError as exc:    # the drop met this client writing (a ping's pong)
+            closes[type(exc).__name__] += 1
+        if not killed[0]:
+            raise boot_storm.Failed("dropped before the fault")
+        for attempt in range(MOVE_ATTEMPTS):       # as the page does: ask again, a few times
+            try:
+                again = await _desktop(http, base, token, random.Random(i), retried)
+                break
+            except (aiohttp.ClientError, boot_storm.Failed):
+                if attempt == MOVE_ATTEMPTS - 1:
+                    raise
+                retried["desktop again"] += 1
+                await asyncio.sleep(MOVE_DELAY)
+        back.append(time.monotonic() - killed[0])
+        await again.close()
+        return True
 
     async def boot(i: int, user: str) -> None:
         await asyncio.sleep(max(0.0, start + rng.uniform(0, window) - time.monotonic()))
@@ -170,35 +198,23 @@ async def come_back(base: str, users: list[str], totp: dict[str, str], credentia
         await boot_storm.request(http, "POST", f"{base}/api/v1/mfa", own, retried,
                                  token=login["token"],
                                  body={"code": mfa.current_code(totp[user], time.time())})
-        clients.append((http, login["token"], await _desktop(http, base, login["token"], own,
-                                                             retried)))
+        ws = await _desktop(http, base, login["token"], own, retried)
+        clients.append((http, ws))
+        watchers.append(asyncio.ensure_future(watch(i, http, login["token"], ws)))
     booted = await asyncio.gather(*(boot(i, u) for i, u in enumerate(users)),
                                   return_exceptions=True)
     failed_boots = sum(1 for b in booted if isinstance(b, BaseException))
-    killed = [0.0]
-    back: list[float] = []
-    closes: collections.Counter = collections.Counter()
-
-    async def watch(i: int, http, token, ws) -> bool:
-        """True if this client's desktop dropped (and then whether it came back is recorded)."""
-        msg = await ws.receive()
-        if msg.type is aiohttp.WSMsgType.BINARY:
-            return False
-        closes[f"{msg.type.name} {ws.close_code}"] += 1
-        again = await _desktop(http, base, token, random.Random(i), retried)
-        back.append(time.monotonic() - killed[0])
-        await again.close()
-        return True
-    watchers = [asyncio.ensure_future(watch(i, *c)) for i, c in enumerate(clients)]
     await asyncio.sleep(0.5)
     killed[0] = time.monotonic()
     fleet.gateways[1].send_signal(signal.SIGKILL)
     done, pending = await asyncio.wait(watchers, timeout=COME_BACK_WITHIN + 10)
     for task in pending:
         task.cancel()
-    lost = sum(1 for t in done if t.exception() is not None)   # dropped, and not back in time
+    lost_why = collections.Counter(f"{type(t.exception()).__name__}: {t.exception()}"[:80]
+                                   for t in done if t.exception() is not None)
+    lost = sum(lost_why.values())                               # dropped, and not back
     dropped = lost + sum(1 for t in done if t.exception() is None and t.result())
-    for http, _, ws in clients:
+    for http, ws in clients:
         await ws.close()
         await http.close()
     back.sort()
@@ -207,7 +223,10 @@ async def come_back(base: str, users: list[str], totp: dict[str, str], credentia
             "back": len(back), "not_back": lost,
             "back_p50_s": round(back[len(back) // 2], 2) if back else None,
             "all_back_after_s": round(back[-1], 2) if back else None,
-            "closes": dict(closes), "retried": dict(retried)}
+            "closes": dict(closes), "not_back_why": dict(lost_why), "retried": dict(retried)}
+
+
+MOVE_ATTEMPTS, MOVE_DELAY = 5, 0.1    # the page's own (broker/web/static/desktop.js)
 
 
 def run(which: str, n: int, window: float, n_hosts: int) -> dict:

@@ -15,7 +15,7 @@ import shlex
 import asyncssh
 
 from wire.errors import DesktopError
-from wire.rfb import authenticate_desktop
+from wire.rfb import StreamLink, authenticate_desktop
 
 from .config import DEFAULT_SSH_TIMEOUT, HostConfig
 
@@ -128,7 +128,7 @@ class HostControl:
             async with asyncio.timeout(self.timeout):
                 reader, writer = await asyncio.open_connection(host.address, host.port)
                 if host.protocol == "vnc":
-                    await authenticate_desktop(_StreamLink(reader, writer), host.secret)
+                    await authenticate_desktop(StreamLink(reader, writer), host.secret)
         except (OSError, asyncio.TimeoutError, ConnectionError, DesktopError):
             return False
         finally:
@@ -140,19 +140,3 @@ class HostControl:
         for conn in self._connections.values():
             conn.close()
         self._connections.clear()
-
-
-class _StreamLink:
-    """An asyncio stream pair as the byte link an RFB handshake speaks over."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def read_exactly(self, n: int) -> bytes:
-        try:
-            return await self.reader.readexactly(n)
-        except asyncio.IncompleteReadError:
-            raise ConnectionError("desktop closed the connection") from None
-
-    def write(self, data: bytes) -> None:
-        self.writer.write(data)

@@ -173,7 +173,9 @@ def _describe(der: bytes | None) -> str:
             f"valid until {cert.not_valid_after_utc:%Y-%m-%d}")
 
 
-def _bind_and_base(config: DirectoryConfig) -> list[Check]:
+def _service_connection(config: DirectoryConfig) -> ldap3.Connection:
+    """A connection to the first server as the service account, opened (and for StartTLS,
+    encrypted), not yet bound."""
     tls = None
     if config.security != "plain":
         tls = ldap3.Tls(validate=ssl.CERT_REQUIRED,
@@ -182,10 +184,16 @@ def _bind_and_base(config: DirectoryConfig) -> list[Check]:
                           use_ssl=config.security == "ldaps", tls=tls)
     conn = ldap3.Connection(server, user=config.bind_dn, password=config.bind_password,
                             raise_exceptions=False, read_only=True)
+    conn.open()
+    if config.security == "starttls":
+        conn.start_tls()
+    return conn
+
+
+def _bind_and_base(config: DirectoryConfig) -> list[Check]:
+    conn = None
     try:
-        conn.open()
-        if config.security == "starttls":
-            conn.start_tls()
+        conn = _service_connection(config)
         if not conn.bind():
             message = conn.result.get("message") or ""
             return [Check("service account bind", False,
@@ -203,7 +211,8 @@ def _bind_and_base(config: DirectoryConfig) -> list[Check]:
     except (ldap_exc.LDAPException, OSError) as exc:
         return [Check("service account bind", False, f"{type(exc).__name__}: {exc}")]
     finally:
-        conn.unbind()
+        if conn is not None:
+            conn.unbind()
 
 
 async def _user_and_groups(directory: Directory, config: DirectoryConfig, test_user: str,
@@ -241,18 +250,8 @@ async def _user_and_groups(directory: Directory, config: DirectoryConfig, test_u
 
 
 def _entry_exists(config: DirectoryConfig, dn: str) -> bool:
-    tls = None
-    if config.security != "plain":
-        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED,
-                        ca_certs_file=str(config.ca_file) if config.ca_file else None)
-    server = ldap3.Server(config.servers[0], connect_timeout=config.timeout, get_info=ldap3.NONE,
-                          use_ssl=config.security == "ldaps", tls=tls)
-    conn = ldap3.Connection(server, user=config.bind_dn, password=config.bind_password,
-                            raise_exceptions=False, read_only=True)
+    conn = _service_connection(config)
     try:
-        conn.open()
-        if config.security == "starttls":
-            conn.start_tls()
         conn.bind()
         conn.search(dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=[])
         return conn.result.get("description") == "success"
@@ -261,20 +260,6 @@ def _entry_exists(config: DirectoryConfig, dn: str) -> bool:
 
 
 # -- a desktop host ----------------------------------------------------------------------------
-
-class _StreamLink:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def read_exactly(self, n: int) -> bytes:
-        try:
-            return await self.reader.readexactly(n)
-        except asyncio.IncompleteReadError:
-            raise ConnectionError("closed by the desktop") from None
-
-    def write(self, data: bytes) -> None:
-        self.writer.write(data)
-
 
 async def check_vnc(address: str, port: int, secret: bytes | None,
                     timeout: float = 5.0) -> list[Check]:
@@ -287,7 +272,7 @@ async def check_vnc(address: str, port: int, secret: bytes | None,
                       else "no answer: a firewall, or the wrong address")]
     checks = [Check(f"TCP {address}:{port}", True, "connected")]
     try:
-        await asyncio.wait_for(rfb.authenticate_desktop(_StreamLink(reader, writer), secret),
+        await asyncio.wait_for(rfb.authenticate_desktop(rfb.StreamLink(reader, writer), secret),
                                timeout)
         checks.append(Check("VNC", True, "greeting and password accepted" if secret
                             else "greeting accepted, no password asked"))

@@ -461,26 +461,17 @@ class Broker:
                                     pool_id)
             raise NotEntitled(pool_id)
         now = self.clock()
-
-        def audited(decision: Assignment | placement.Refusal) -> Fragment:
-            """The connect's audit entry, written in the placement's transaction."""
-            if isinstance(decision, Assignment):
-                return self.audit.entry(
-                    login.tenant, login.user, source, "connect", "ok",
-                    f"pool={pool.id} host={decision.host_id} session={decision.session_id}"
-                    f"{' reconnect' if decision.reconnect else ''}")
-            result, _, detail = REFUSALS[type(decision)]
-            if isinstance(decision, placement.OwnHostDown):
-                detail = f"{detail} host={decision.host_id}"
-            return self.audit.entry(login.tenant, login.user, source, "connect", result,
-                                    detail.format(pool=pool.id))
-
         hosts, reconnect_hosts = await self.admin.availability(tenant, pool.hosts)
         assignment = await self.store.sessions.assign(
             tenant.id, login.user, pool.id, hosts, now=now,
             pending_timeout=self.config.pending_timeout, keep_seconds=pool.disconnected_keep,
             reconnect_hosts=reconnect_hosts, max_in_flight=pool.max_logons_in_flight,
-            dedicated=pool.dedicated, rng=self.rng, record=audited)
+            dedicated=pool.dedicated, rng=self.rng)
+        # The audit entry is its own transaction, after the pool's lock is released: written
+        # under the lock it made every placement of a pool wait longer, and in the fleet storm
+        # database threads waiting for that lock starved the gateways' redemptions.
+        await self.audit.record(login.tenant, login.user, source, "connect",
+                                *self._connect_audit(assignment, pool))
         if not isinstance(assignment, Assignment):
             raise REFUSALS[type(assignment)][1](pool.id)
         host = tenant.host(assignment.host_id)
@@ -500,6 +491,19 @@ class Broker:
             idle_after=pool.idle_logoff)
         return Connection(ticket.mint(self._signing_key, claims), self.config.gateway_url,
                           assignment.session_id, pool, host.id, expires, port)
+
+    @staticmethod
+    def _connect_audit(decision: Assignment | placement.Refusal,
+                       pool: PoolConfig) -> tuple[str, str]:
+        """The result and detail a connect's audit entry records."""
+        if isinstance(decision, Assignment):
+            return "ok", (f"pool={pool.id} host={decision.host_id} "
+                          f"session={decision.session_id}"
+                          f"{' reconnect' if decision.reconnect else ''}")
+        result, _, detail = REFUSALS[type(decision)]
+        if isinstance(decision, placement.OwnHostDown):
+            detail = f"{detail} host={decision.host_id}"
+        return result, detail.format(pool=pool.id)
 
     def reconnect_pass(self, token: str, login: Login, conn: Connection) -> str:
         """The sealed pass back to this desktop while the database is down (broker.reconnect_pass)."""

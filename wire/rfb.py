@@ -18,6 +18,8 @@ from the gateway's address).
 
 from __future__ import annotations
 
+import asyncio
+
 import struct
 from dataclasses import dataclass
 from typing import Protocol
@@ -51,6 +53,22 @@ def vnc_auth_response(secret: bytes, challenge: bytes) -> bytes:
     key = bytes(int(f"{b:08b}"[::-1], 2) for b in secret[:8].ljust(8, b"\0"))
     enc = Cipher(TripleDES(key * 3), modes.ECB()).encryptor()
     return enc.update(challenge) + enc.finalize()
+
+
+class StreamLink:
+    """An asyncio stream pair as the byte link a handshake speaks over."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def read_exactly(self, n: int) -> bytes:
+        try:
+            return await self.reader.readexactly(n)
+        except asyncio.IncompleteReadError:
+            raise ConnectionError("the peer closed the connection") from None
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
 
 
 async def _reason(link: ByteLink) -> str:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from ..engine import Tx
 from ..placement import (HostLoad, NewSession, OwnHostDown, PoolBusy, PoolFull, Reconnect,
                          Refusal, place)
 from ..sessions import LIVE_STATES, Event, InvalidTransition, State, bulk, next_state
-from .base import Fragment, Repository
+from .base import Repository
 
 
 def _values(states: Sequence[State]) -> tuple[str, ...]:
@@ -60,9 +60,7 @@ class Sessions(Repository):
                      hosts: Sequence[tuple[str, int, bool]], *, now: float, pending_timeout: int,
                      keep_seconds: int, reconnect_hosts: set[str] | None = None,
                      max_in_flight: int = 0, dedicated: bool = False,
-                     rng: random.Random | None = None,
-                     record: Callable[[Assignment | Refusal], Fragment] | None = None,
-                     ) -> Assignment | Refusal:
+                     rng: random.Random | None = None) -> Assignment | Refusal:
         """Place the user in the pool atomically: a seat, or why not (:data:`Refusal`:
         full; seats free only on hosts at their ``max_in_flight`` cap; a dedicated pool's user
         whose own host takes no sessions now).
@@ -74,17 +72,10 @@ class Sessions(Repository):
             hosts: (host id, seats, takes new sessions) of the pool's hosts.
             reconnect_hosts: hosts a user may return to (None: all); a session on any other host
                 is ended and the user placed afresh.
-            record: what the use case writes with the decision, in its transaction (the audit).
         """
         rng = rng or random.Random()
 
         def q(db: Tx) -> Assignment | Refusal:
-            decision = decide(db)
-            if record is not None:
-                record(decision)(db)
-            return decision
-
-        def decide(db: Tx) -> Assignment | Refusal:
             row = db.execute(
                 f"SELECT id, host, state, port FROM sessions WHERE tenant=? AND login=? AND pool=? "
                 f"AND state IN ({_LIVE_SQL}) ORDER BY created LIMIT 1",

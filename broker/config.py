@@ -90,8 +90,8 @@ class PoolConfig:
     max_logons_in_flight: int         # per host; 0: no cap
     idle_logoff: int                  # seconds without input or output before logoff; 0: never
     dedicated: bool                   # a user keeps the same host across logins
-    screen: str = "follow"            # "follow": the desktop takes the browser window's size;
-                                      # "scale": it keeps its size, scaled into the window
+    screen: str = "scale"             # "scale": the desktop keeps its size, scaled into the
+                                      # window; "follow": it takes the browser window's size
 
 
 @dataclass(frozen=True)
@@ -384,6 +384,6 @@ def _pool(p: Section, host_ids: set[str]) -> PoolConfig:
                      dedicated=_one_of(p, "kind", ("floating", "dedicated"), "floating")
                      == "dedicated",
                      idle_logoff=p.int("idle_logoff", 0, minimum=0),
-                     screen=_one_of(p, "screen", ("follow", "scale"), "follow"))
+                     screen=_one_of(p, "screen", ("scale", "follow"), "scale"))
     p.done()
     return cfg

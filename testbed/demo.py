@@ -180,7 +180,8 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
             desktops=[DesktopEntry(d_id, d.port, SEATS, d.password)
                       for (d_id, _, _), d in zip(DESKTOPS, desktops)],
             portal_port=portal_port, gateway_port=gateway_port, gateway_url=gateway_url,
-            broker_options={"profiles_dir": str(PROFILES)})
+            broker_options={"profiles_dir": str(PROFILES)},
+            pool_options={"screen": "follow"})   # each demo desktop is one user's
         config = load_config(config_path)
         broker = Broker(config, Store.for_config(config))
         gateway = Gateway(gateway_config(load_toml(config_path)))

@@ -157,8 +157,9 @@ def open_desktop(slapd, tmp_path, database, chromium):
     into it as that system's Chromium reports a German or English keyboard."""
     opened = []
 
-    def open_page(desktop: XvncDesktop, platform: str):
-        live = make_live(tmp_path / f"live-{len(opened)}", slapd, [desktop], database())
+    def open_page(desktop: XvncDesktop, platform: str, screen: str = "scale"):
+        live = make_live(tmp_path / f"live-{len(opened)}", slapd, [desktop], database(),
+                         pool_options={"screen": screen})
         opened.append(live)
 
         async def enrol() -> None:
@@ -264,7 +265,7 @@ def desktop_size(desktop: XvncDesktop) -> tuple[int, int]:
 
 def test_the_desktop_follows_the_browser_window(open_desktop, english_desktop):
     need("xdpyinfo")
-    page = open_desktop(english_desktop, "linux").page
+    page = open_desktop(english_desktop, "linux", screen="follow").page
     for width, height in ((1280, 900), (1000, 700), (1600, 1000)):
         page.set_viewport_size({"width": width, "height": height})
         screen = page.evaluate("() => [document.getElementById('screen').clientWidth, "
@@ -273,3 +274,15 @@ def test_the_desktop_follows_the_browser_window(open_desktop, english_desktop):
         while desktop_size(english_desktop) != tuple(screen) and time.monotonic() < deadline:
             page.wait_for_timeout(100)
         assert desktop_size(english_desktop) == tuple(screen)     # pixel for pixel, no scaling
+
+
+def test_a_scaled_desktop_keeps_its_size_in_any_window(open_desktop, german_desktop):
+    """The default: the page scales the desktop into the window and never resizes it (a desktop
+    several viewers may share keeps its resolution)."""
+    need("xdpyinfo")
+    before = desktop_size(german_desktop)
+    page = open_desktop(german_desktop, "linux").page
+    for width, height in ((1000, 700), (1600, 1000)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(1500)
+        assert desktop_size(german_desktop) == before

@@ -119,7 +119,8 @@ def start(processes: Processes, what: str, config: Path, port: int,
 
 
 def make_live(state: Path, slapd, desktops, database: dict, *,
-              broker_options: dict | None = None, gateway_options: dict | None = None) -> Live:
+              broker_options: dict | None = None, gateway_options: dict | None = None,
+              pool_options: dict | None = None) -> Live:
     portal_port, gateway_port = free_port(), free_port()
     config = write_config(
         state, slapd=slapd, host="127.0.0.1", portal_port=portal_port,
@@ -131,7 +132,8 @@ def make_live(state: Path, slapd, desktops, database: dict, *,
                         **database, **(broker_options or {})},
         gateway_options={"trusted_proxies": ["127.0.0.1/32"], "http_idle_timeout": IDLE,
                          "handshake_timeout": HANDSHAKE, "drain_timeout": DRAIN,
-                         **(gateway_options or {})})
+                         **(gateway_options or {})},
+        pool_options=pool_options)
     processes = Processes()
     try:
         broker = start(processes, "broker", config, portal_port, state)

@@ -119,17 +119,25 @@ def test_enrolment_and_recovery_codes_pass_axe(demo, chromium):
     assert found == {where: [] for where in found}
 
 
+def focused_on(page, element_id: str, timeout: float = 5.0) -> None:
+    """The browser applies ``autofocus`` once the page has rendered: wait for it."""
+    deadline = time.monotonic() + timeout
+    while page.evaluate("() => document.activeElement.id") != element_id:
+        assert time.monotonic() < deadline, f"focus is not on #{element_id}"
+        page.wait_for_timeout(50)
+
+
 def test_a_user_signs_in_and_opens_her_desktop_by_keyboard_alone(demo, chromium):
     page = new_page(chromium, "de")
     anna = user(demo, "anna")
     page.goto(demo["portal_url"])
-    assert page.evaluate("() => document.activeElement.id") == "username"   # where to type
+    focused_on(page, "username")                                 # where to type, at once
     page.keyboard.type(anna["login"])
     page.keyboard.press("Tab")
     page.keyboard.type(anna["password"])
     page.keyboard.press("Enter")
     page.wait_for_url("**/mfa")
-    assert page.evaluate("() => document.activeElement.id") == "code"   # focus where to type
+    focused_on(page, "code")
     page.keyboard.type(pyotp.TOTP(anna["totp_secret"]).at(time.time() + 30))
     page.keyboard.press("Enter")
     page.wait_for_url("**/desktops")

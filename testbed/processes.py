@@ -26,16 +26,24 @@ LISTEN_PORTS = (15000, 32767)   # below Linux's ephemeral range (32768-60999) th
                                 # connections take their local ports from
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port to listen on that nothing holds now. Chosen below the ephemeral range: a port the
-    kernel hands out for port 0 may be taken by an outgoing connection before a server binds it."""
+    """A port to listen on that nothing holds now, and that this process has not handed out
+    before (two ports chosen before either server binds must differ). Chosen below the ephemeral
+    range: a port the kernel hands out for port 0 may be taken by an outgoing connection before a
+    server binds it."""
     for _ in range(1000):
         port = random.randint(*LISTEN_PORTS)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
+        _HANDED_OUT.add(port)
         return port
     raise TestbedError("no free port below the ephemeral range")
 

@@ -43,13 +43,18 @@ def own_postgres():
     server.remove()
 
 
+def on_database(database: Postgres, name: str, tmp_path: Path) -> dict:
+    """Broker options for a fresh database of this test's own PostgreSQL server."""
+    password_file = tmp_path / "pg.pass"
+    password_file.write_text(database.password)
+    return {"database": database.create_database(name),
+            "database_password_file": str(password_file)}
+
+
 async def test_a_database_outage_keeps_desktops_running_and_ends_by_itself(
         own_live, own_postgres, tmp_path):
     database, processes = own_postgres
-    password_file = tmp_path / "pg.pass"
-    password_file.write_text(database.password)
-    live = own_live(broker_options={"database": database.create_database("outage"),
-                                    "database_password_file": str(password_file)})
+    live = own_live(broker_options=on_database(database, "outage", tmp_path))
     async with live.client("10.90.0.1") as http:
         token, _, ws = await open_session(live, http, "user3")
 
@@ -81,10 +86,7 @@ async def test_a_signed_in_user_gets_back_to_her_desktop_while_the_database_is_d
     to the same desktop session; the gateway admits it once. Anyone else's pass, another pool,
     no pass, or the same ticket twice: refused, each with a clear answer."""
     database, processes = own_postgres
-    password_file = tmp_path / "pg.pass"
-    password_file.write_text(database.password)
-    live = own_live(broker_options={"database": database.create_database("reconnect"),
-                                    "database_password_file": str(password_file)})
+    live = own_live(broker_options=on_database(database, "reconnect", tmp_path))
     async with live.client("10.91.0.1") as http:
         tokens, passes, sessions = {}, {}, {}
         for user in ("user4", "user5"):
@@ -185,10 +187,7 @@ def test_in_chromium_the_page_brings_her_back_through_another_gateway_while_the_
     from .test_fleet import fleet_behind_haproxy
 
     database, processes = own_postgres
-    password_file = tmp_path / "pg.pass"
-    password_file.write_text(database.password)
-    live = own_live(broker_options={"database": database.create_database("browser"),
-                                    "database_password_file": str(password_file)})
+    live = own_live(broker_options=on_database(database, "browser", tmp_path))
     ports, _, gateway2 = fleet_behind_haproxy(live)
     time.sleep(1.5)                                         # HAProxy checked all four
 

@@ -121,13 +121,10 @@ async def test_a_drain_notifies_lets_work_go_on_logs_off_at_the_deadline_and_mov
     sessions = (await admin(inst, token, "GET", "/sessions"))[1]["sessions"]
     assert next(s["host"] for s in sessions if s["id"] == again["session"]) != host
 
-    # the admin brings the host back
-    status, body = await admin(inst, token, "POST", f"/hosts/{host}/actions/enable")
-    assert status == 200 and body["host"]["state"] == "active"
-
-    # the drain (a duty of the broker) writes each step after carrying it out
+    # the drain (a duty of the broker) writes each step after carrying it out; the admin
+    # waits for "drained" before bringing the host back (an enable cuts a drain short)
     steps = [("host.drain", "ok"), ("host.notice", "ok"), ("session.logoff", "ok"),
-             ("host.drained", "ok"), ("host.enable", "ok")]
+             ("host.drained", "ok")]
     deadline = time.monotonic() + 10
     while True:
         audit = [(e["action"], e["result"]) for e in (await admin(
@@ -137,6 +134,13 @@ async def test_a_drain_notifies_lets_work_go_on_logs_off_at_the_deadline_and_mov
             break
         assert time.monotonic() < deadline, f"not in the audit log: {missing}"
         await asyncio.sleep(0.2)
+
+    # the admin brings the host back
+    status, body = await admin(inst, token, "POST", f"/hosts/{host}/actions/enable")
+    assert status == 200 and body["host"]["state"] == "active"
+    audit = [(e["action"], e["result"]) for e in (await admin(
+        inst, token, "GET", "/audit?limit=200"))[1]["audit"]]
+    assert ("host.enable", "ok") in audit
 
 
 async def test_the_cli_drains_and_waits_until_the_host_is_empty(admin_install, tmp_path):

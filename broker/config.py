@@ -17,7 +17,7 @@ from pathlib import Path
 from wire.config import Section, load_toml, networks, read_aes_key, read_secret
 from wire.serving import HTTP_IDLE_TIMEOUT
 from wire.errors import ConfigError
-from wire.ticket import MAX_LIFETIME
+from wire.ticket import CLIPBOARD_POLICIES, MAX_LIFETIME
 
 from .throttle import Policy
 
@@ -92,6 +92,8 @@ class PoolConfig:
     dedicated: bool                   # a user keeps the same host across logins
     screen: str = "scale"             # "scale": the desktop keeps its size, scaled into the
                                       # window; "follow": it takes the browser window's size
+    clipboard: str = "both"           # which way text may cross: "both", "in" (into the
+                                      # desktop only), "out" (out of it only), "none"
 
 
 @dataclass(frozen=True)
@@ -384,6 +386,7 @@ def _pool(p: Section, host_ids: set[str]) -> PoolConfig:
                      dedicated=_one_of(p, "kind", ("floating", "dedicated"), "floating")
                      == "dedicated",
                      idle_logoff=p.int("idle_logoff", 0, minimum=0),
-                     screen=_one_of(p, "screen", ("scale", "follow"), "scale"))
+                     screen=_one_of(p, "screen", ("scale", "follow"), "scale"),
+                     clipboard=_one_of(p, "clipboard", CLIPBOARD_POLICIES, "both"))
     p.done()
     return cfg

@@ -488,7 +488,7 @@ class Broker:
             audience=self.config.gateway_audience, tenant=tenant.id, user=login.user,
             session=assignment.session_id,
             target=ticket.Target(host.address, port, host.protocol), sealed_secret=sealed,
-            idle_after=pool.idle_logoff)
+            idle_after=pool.idle_logoff, clipboard=pool.clipboard)
         return Connection(ticket.mint(self._signing_key, claims), self.config.gateway_url,
                           assignment.session_id, pool, host.id, expires, port)
 
@@ -541,7 +541,7 @@ class Broker:
             session=found.session, target=ticket.Target(host.address, found.port, host.protocol),
             sealed_secret=(ticket.seal_secret(self.config.credential_key, ticket_id, host.secret)
                            if host.secret is not None else None),
-            idle_after=pool.idle_logoff, outage=True)
+            idle_after=pool.idle_logoff, clipboard=pool.clipboard, outage=True)
         logger.warning("database unavailable: %s@%s reconnects to session %s on %s from %s "
                        "with a reconnect pass", found.user, found.tenant, found.session, host.id,
                        printable(source))
@@ -580,6 +580,12 @@ class Broker:
         ``idle_logoff`` policy, which the ticket carried)."""
         await self.store.sessions.disconnect(report.tenant, report.session, now=self.clock())
         tenant = self.config.tenant(report.tenant)
+        if report.clipboard and tenant is not None:
+            counts = " ".join(f"{k}={n}" for k, n in report.clipboard.items())
+            blocked = report.clipboard.get("in_blocked", 0) + report.clipboard.get("out_blocked", 0)
+            await self.audit.record(tenant.id, report.user or "?", "gateway", "session.clipboard",
+                                    "blocked" if blocked else "ok",
+                                    f"session={report.session} {counts}")
         if report.reason is EndReason.IDLE and tenant is not None:
             try:
                 await self.admin.logoff(tenant, report.session, actor="pforte",

@@ -98,10 +98,10 @@ class BrokerClient:
         if status != 204:
             logger.warning("broker refused the alive report: %s", status)
 
-    async def disconnected(self, claims: Claims, counters: Counters,
-                           reason: EndReason) -> None:
+    async def disconnected(self, claims: Claims, counters: Counters, reason: EndReason,
+                           clipboard: dict[str, int] | None = None) -> None:
         body = reports.Disconnect(claims.tenant, claims.session, counters.up, counters.down,
-                                  reason).to_json()
+                                  reason, claims.user, clipboard).to_json()
         try:
             status = await self._post(reports.DISCONNECT, body)
         except BrokerUnavailable as exc:

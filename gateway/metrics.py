@@ -20,6 +20,9 @@ class Metrics:
     handshake_counts: list[int] = field(default_factory=lambda: [0] * len(HANDSHAKE_BUCKETS))
     handshake_sum: float = 0.0
     handshake_total: int = 0
+    # clipboard transfers of guarded sessions (gateway/clipboard.py), counted as they happen
+    clipboard: dict[str, int] = field(
+        default_factory=lambda: {"in": 0, "in_blocked": 0, "out": 0, "out_blocked": 0})
 
     def refused(self, reason: str) -> None:
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
@@ -48,6 +51,11 @@ class Metrics:
         ]
         lines += [f'pforte_gateway_refusals_total{{reason="{r}"}} {n}'
                   for r, n in sorted(self.refusals.items())]
+        lines.append("# TYPE pforte_gateway_clipboard_total counter")
+        for what, n in self.clipboard.items():
+            direction, _, blocked = what.partition("_")
+            lines.append(f'pforte_gateway_clipboard_total{{direction="{direction}",'
+                         f'result="{blocked or "allowed"}"}} {n}')
         lines.append("# TYPE pforte_gateway_handshake_seconds histogram")
         # each bucket already counts every handshake at or below its bound (cumulative)
         lines += [f'pforte_gateway_handshake_seconds_bucket{{le="{bound}"}} {n}'

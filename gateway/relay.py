@@ -26,6 +26,10 @@ the client acknowledges it; a full buffer pauses the desktop as well. When the w
 :meth:`DesktopLink.detach` stops reading from the desktop, and a later :meth:`DesktopLink.start_relay`
 on the client's new websocket carries on.
 
+A pool with a clipboard policy other than ``both`` gives the link a
+:class:`~gateway.clipboard.ClipboardGuard`: every chunk passes through it both ways, and a stream
+it cannot read ends the session (``link.violation``).
+
 EOF from the desktop ends the relay. Byte counters are plain integers.
 """
 
@@ -38,6 +42,8 @@ import struct
 from aiohttp import WSMsgType, web
 
 from wire.closes import EndReason
+
+from .clipboard import ClipboardGuard, StreamNotUnderstood
 
 from wire.resume import Ack, AckClock, Ping, Pong, ReplayBuffer, decode, encode
 
@@ -85,6 +91,8 @@ class DesktopLink(asyncio.Protocol):
         self._writable = asyncio.Event()      # cleared while the desktop's write buffer is full
         self._writable.set()
         self._drain_task: asyncio.Task | None = None
+        self.guard: ClipboardGuard | None = None  # a pool's clipboard policy, enforced
+        self.violation = False                   # the guard could not read the desktop's stream
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -100,6 +108,15 @@ class DesktopLink(asyncio.Protocol):
             self.buffer += data
             self._readable.set()
             return
+        if self.guard is not None:
+            try:
+                data = self.guard.desktop.feed(data)
+            except StreamNotUnderstood:
+                self.violation = True
+                self.transport.close()
+                return
+            if not data:
+                return
         self.counters.down += len(data)
         replay = self.replay
         if replay is not None:
@@ -176,6 +193,17 @@ class DesktopLink(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         self.transport.write(data)
 
+    def to_desktop(self, data: bytes) -> None:
+        """Send the viewer's bytes on, through the clipboard guard if the session has one.
+
+        Raises:
+            StreamNotUnderstood: the guard cannot read the viewer's stream.
+        """
+        if self.guard is not None:
+            data = self.guard.viewer.feed(data)
+        if data:
+            self.transport.write(data)
+
     # -- relay mode ------------------------------------------------------------------------
     def start_relay(self, request: web.Request) -> None:
         """From now on, write everything the desktop sends onto the request's websocket."""
@@ -219,10 +247,13 @@ async def _upstream(ws: web.WebSocketResponse, link: DesktopLink) -> EndReason:
             if not link._writable.is_set():
                 await link.writable()
             if link.closed.done():
-                return EndReason.DESKTOP_CLOSED
+                return EndReason.POLICY if link.violation else EndReason.DESKTOP_CLOSED
             if link.owner is not ws:
                 return EndReason.SUPERSEDED  # a resumed connection owns the stream now
-            link.write(msg.data)
+            try:
+                link.to_desktop(msg.data)
+            except StreamNotUnderstood:
+                return EndReason.POLICY
             counters.up += len(msg.data)
             if resumable and (ack := clock.count(len(msg.data))) is not None:
                 await ws.send_str(encode(ack))
@@ -254,4 +285,4 @@ async def relay(ws: web.WebSocketResponse, request: web.Request,
         return up.result() if up.exception() is None else EndReason.CLIENT_FAILED
     up.cancel()
     await asyncio.gather(up, return_exceptions=True)
-    return EndReason.DESKTOP_CLOSED
+    return EndReason.POLICY if link.violation else EndReason.DESKTOP_CLOSED

@@ -39,6 +39,7 @@ from wire.resume import CannotResume, Offer, ReplayBuffer, Resume, Resumed, Resu
 
 from . import admission
 from .broker_client import BrokerClient
+from .clipboard import ClipboardGuard, StreamNotUnderstood
 from .config import GatewayConfig, gateway_config
 from .errors import BrokerUnavailable, GatewayError, Refused, TargetNotAllowed
 from .metrics import Metrics
@@ -293,6 +294,7 @@ class Gateway:
             self._ended(claims, Counters(), EndReason.DESKTOP_UNAVAILABLE)
             await self.broker.disconnected(claims, Counters(), EndReason.DESKTOP_UNAVAILABLE)
             return
+        link.guard = ClipboardGuard.for_policy(claims.clipboard, self.metrics.clipboard)
         session = RelaySession(claims, link, ws,
                                token=self._new_token() if resumable else None)
         self.table.begin(ws, session)
@@ -313,6 +315,11 @@ class Gateway:
                            message=b"viewer did not complete the handshake")
             await self._end(session, EndReason.VIEWER_LEFT)
             return
+        except StreamNotUnderstood:  # sent along with its ClientInit
+            self.metrics.refused(Close.POLICY.word)
+            await close_with(ws, Close.POLICY)
+            await self._end(session, EndReason.POLICY)
+            return
         self.metrics.handshake(time.perf_counter() - started)
         logger.info("session %s of %s@%s connected to %s:%s%s", claims.session, claims.user,
                     claims.tenant, claims.target.host, claims.target.port,
@@ -331,7 +338,7 @@ class Gateway:
         if link.replay is not None:
             link.replay.append(greeting.sent)
         if viewer.pending:  # the viewer's ClientInit, sent along: forward it
-            link.write(bytes(viewer.pending))
+            link.to_desktop(bytes(viewer.pending))
             link.counters.up += len(viewer.pending)
 
     async def _reach_desktop(self, claims: ticket.Claims) -> DesktopLink:
@@ -389,7 +396,11 @@ class Gateway:
             logger.info("session %s dropped; held %.0f s for a resume", session.claims.session,
                         self.config.resume_grace)
             return
-        if not ws.closed:
+        if reason is EndReason.POLICY:
+            logger.warning("session %s: %s", session.claims.session, Close.POLICY.reason)
+            self.metrics.refused(Close.POLICY.word)
+            await close_with(ws, Close.POLICY)
+        elif not ws.closed:
             await ws.close()
         await self._end(session, reason)
 
@@ -427,7 +438,9 @@ class Gateway:
             return
         session.link.close()
         self._ended(session.claims, session.link.counters, reason)
-        await self.broker.disconnected(session.claims, session.link.counters, reason)
+        guard = session.link.guard
+        await self.broker.disconnected(session.claims, session.link.counters, reason,
+                                       guard.counts if guard is not None else None)
 
     def _ended(self, claims: ticket.Claims, counters: Counters, reason: EndReason) -> None:
         self.metrics.sessions_open -= 1

@@ -77,6 +77,24 @@ class XvncDesktop:
                          f"exec tee -a {self.typed}"], env=env,
                         log=self.state / "xterm.log")
 
+    def _x(self) -> dict[str, str]:
+        return {**os.environ, "DISPLAY": f":{self.display}", "LANG": "C.UTF-8",
+                "LC_ALL": "C.UTF-8"}
+
+    def copy(self, processes: Processes, text: str) -> subprocess.Popen:
+        """Copy ``text`` in the desktop, as a program there does: ``xclip`` owns the CLIPBOARD
+        selection until another owner takes it (stop it with ``processes``)."""
+        held = self.state / f"copied-{len(list(self.state.glob('copied-*')))}.txt"
+        held.write_text(text, encoding="utf-8")
+        return processes.start([require("xclip"), "-quiet", "-selection", "clipboard", "-i",
+                                str(held)], env=self._x(), log=self.state / "xclip.log")
+
+    def pasted(self) -> str | None:
+        """What pasting in the desktop would insert now (None: the clipboard is empty)."""
+        done = subprocess.run([require("xclip"), "-o", "-selection", "clipboard"],
+                              env=self._x(), capture_output=True, timeout=STARTUP_TIMEOUT)
+        return done.stdout.decode("utf-8") if done.returncode == 0 else None
+
 
 
 # -- the demo as a user runs it, and Debian's chromium ------------------------------------------

@@ -27,9 +27,11 @@ RUN_AXE = """async () => {
 }"""
 TEXTS = {  # what a user reads (and a screen reader announces) in each language
     "en": {"username": "Username", "password": "Password", "sign_in": "Sign in",
-           "code": "One-time code", "confirm": "Confirm", "desktops": "Your desktops"},
+           "code": "One-time code", "confirm": "Confirm", "desktops": "Your desktops",
+           "clipboard": "Clipboard"},
     "de": {"username": "Benutzername", "password": "Passwort", "sign_in": "Anmelden",
-           "code": "Einmalcode", "confirm": "Bestätigen", "desktops": "Ihre Arbeitsplätze"},
+           "code": "Einmalcode", "confirm": "Bestätigen", "desktops": "Ihre Arbeitsplätze",
+           "clipboard": "Zwischenablage"},
 }
 
 
@@ -90,6 +92,9 @@ def test_every_page_passes_axe_in_both_languages(demo, chromium, lang, login):
     page.get_by_role("link", name="Büro-Desktop").click()      # the link names its desktop
     assert wait_for_desktop_colour(page) is not None
     check(page, "desktop", found)
+    page.get_by_role("button", name=t["clipboard"]).click()   # the clipboard panel, open
+    assert page.get_by_role("heading", name=t["clipboard"]).is_visible()
+    check(page, "desktop with the clipboard open", found)
     page.context.close()
 
     clara = new_page(chromium, lang)                            # in no desktop group

@@ -11,6 +11,7 @@ import asyncio
 import re
 import subprocess
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -157,9 +158,10 @@ def open_desktop(slapd, tmp_path, database, chromium):
     into it as that system's Chromium reports a German or English keyboard."""
     opened = []
 
-    def open_page(desktop: XvncDesktop, platform: str, screen: str = "scale"):
+    def open_page(desktop: XvncDesktop, platform: str, screen: str = "scale",
+                  clipboard: str = "both", tamper: str | None = None):
         live = make_live(tmp_path / f"live-{len(opened)}", slapd, [desktop], database(),
-                         pool_options={"screen": screen})
+                         pool_options={"screen": screen, "clipboard": clipboard})
         opened.append(live)
 
         async def enrol() -> None:
@@ -168,11 +170,15 @@ def open_desktop(slapd, tmp_path, database, chromium):
         with ThreadPoolExecutor(1) as thread:     # playwright runs its own loop in this one
             thread.submit(asyncio.run, enrol()).result()
         context = chromium.new_context(locale="de-DE", viewport={"width": 1280, "height": 900})
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live.portal)
+        if tamper is not None:       # the user changes the page (as anyone can in a browser)
+            context.add_init_script(tamper)
         if platform == "windows":
             context.add_init_script("Object.defineProperty(Navigator.prototype, 'platform', "
                                     "{get: () => 'Win32'})")
         page = context.new_page()
         page.goto(f"{live.portal}/login")
+        page.evaluate("navigator.clipboard.writeText('')")  # the browser's, shared by pages
         page.get_by_label("Benutzername").fill(f"user1@{DOMAIN}")
         page.get_by_label("Passwort").fill(USERS["user1"][1])
         page.get_by_role("button", name="Anmelden").click()
@@ -185,7 +191,9 @@ def open_desktop(slapd, tmp_path, database, chromium):
         xterm = (canvas["x"] + 200, canvas["y"] + 80)
         page.mouse.click(*xterm)                   # the xterm: the pointer, and so the focus
         page.wait_for_timeout(300)
-        return Keyboard(page, platform, xterm)
+        keyboard = Keyboard(page, platform, xterm)
+        keyboard.live = live
+        return keyboard
     yield open_page
     for live in opened:
         live.processes.stop()
@@ -286,3 +294,128 @@ def test_a_scaled_desktop_keeps_its_size_in_any_window(open_desktop, german_desk
         page.set_viewport_size({"width": width, "height": height})
         page.wait_for_timeout(1500)
         assert desktop_size(german_desktop) == before
+
+
+# -- the clipboard --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def clipboard_desktop(processes, tmp_path_factory) -> XvncDesktop:
+    need("xclip")
+    return desktop_with("us", processes, tmp_path_factory)
+
+
+def eventually(probe, what: str, observed=None, timeout: float = 10.0):
+    """Wait for ``probe()`` to be truthy (a condition the test then asserts, never a duration);
+    if it never is, say what ``observed()`` shows."""
+    deadline = time.monotonic() + timeout
+    while not (value := probe()):
+        assert time.monotonic() < deadline, f"never: {what} {observed() if observed else ''}"
+        time.sleep(0.1)
+    return value
+
+
+def clipboard_counts(live) -> dict[str, int]:
+    """The gateway's clipboard counters (``/metrics``), as they happen."""
+    text = urllib.request.urlopen(f"{live.gateway_http}/metrics", timeout=5).read().decode()
+    counts = {}
+    for direction, result, n in re.findall(
+            r'pforte_gateway_clipboard_total\{direction="(\w+)",result="(\w+)"\} (\d+)', text):
+        counts[direction if result == "allowed" else f"{direction}_{result}"] = int(n)
+    return counts
+
+
+def received_downstream(page) -> bytearray:
+    """Every byte the page receives from the gateway from now on."""
+    stream = bytearray()
+    page.on("websocket", lambda ws: ws.on(
+        "framereceived", lambda frame: stream.extend(frame) if isinstance(frame, bytes) else None))
+    return stream
+
+
+def test_text_crosses_both_ways_with_umlauts_and_euro(open_desktop, clipboard_desktop,
+                                                      processes):
+    keyboard = open_desktop(clipboard_desktop, "linux")
+    page = keyboard.page
+    # out of the desktop: a program there copies; the page's copy box has it, exactly
+    copied = "Straße № 5 – Grüße, 10 € {x}"
+    holder = clipboard_desktop.copy(processes, copied)
+    try:
+        eventually(lambda: page.locator("#clipboard-out").input_value() == copied,
+                   "the desktop's text in the copy box")
+        page.get_by_role("button", name="Zwischenablage").click()
+        page.get_by_role("button", name="Auf meinen Computer kopieren").click()
+        assert page.evaluate("navigator.clipboard.readText()") == copied
+        assert page.get_by_role("status").filter(has_text="kopiert").is_visible()
+
+        # into the desktop, through the paste box
+        typed = "Ärger über 20 € – ½ Tag"
+        page.get_by_label("Text für den Arbeitsplatz").fill(typed)
+        page.get_by_role("button", name="An den Arbeitsplatz senden").click()
+        eventually(lambda: clipboard_desktop.pasted() == typed, "the paste box's text on the desktop")
+
+        # into the desktop, straight from the computer's clipboard on coming back to the desktop
+        page.evaluate("navigator.clipboard.writeText('Von zu Hause: Öffnungszeiten')")
+        page.get_by_role("button", name="Zwischenablage schließen").click()
+        page.mouse.click(*keyboard.xterm)
+        eventually(lambda: clipboard_desktop.pasted() == "Von zu Hause: Öffnungszeiten",
+                   "the computer's clipboard on the desktop")
+    finally:
+        processes.stop(holder)
+
+
+def test_only_into_the_desktop_text_never_leaves_it(open_desktop, clipboard_desktop, processes):
+    keyboard = open_desktop(clipboard_desktop, "linux", clipboard="in")
+    page, live = keyboard.page, keyboard.live
+    assert page.locator("#clipboard-out").count() == 0     # not offered
+    downstream = received_downstream(page)
+    page.reload()
+    assert wait_for_desktop_colour(page) is not None
+    holder = clipboard_desktop.copy(processes, "Geheimes Aktenzeichen 4711")
+    try:
+        eventually(lambda: clipboard_counts(live).get("out_blocked", 0) >= 1,
+                   "the gateway blocked the desktop's text")
+        assert b"Aktenzeichen" not in downstream and len(downstream) > 0
+        # into the desktop still works (Latin-1 on a guarded session: umlauts intact)
+        page.get_by_role("button", name="Zwischenablage").click()
+        page.get_by_label("Text für den Arbeitsplatz").fill("Grüße aus dem Bürgerbüro")
+        page.get_by_role("button", name="An den Arbeitsplatz senden").click()
+        eventually(lambda: clipboard_desktop.pasted() == "Grüße aus dem Bürgerbüro",
+                   "the paste box's text on the desktop", lambda: (clipboard_desktop.pasted(), clipboard_counts(live)))
+    finally:
+        processes.stop(holder)
+
+
+def test_a_changed_page_cannot_put_text_into_a_desktop_that_only_gives(
+        open_desktop, clipboard_desktop, processes):
+    """The user rewrites the page so that it offers the paste box its pool forbids: the gateway
+    drops the text, the session goes on, the desktop's text still comes out, and the audit log
+    counts what was blocked."""
+    keyboard = open_desktop(clipboard_desktop, "linux", clipboard="out", tamper="""
+        document.addEventListener("readystatechange", () => {   // parsed, before the page's code
+            if (document.readyState === "interactive") document.body.dataset.clipboard = "both";
+        });""")
+    page, live = keyboard.page, keyboard.live
+    holder = clipboard_desktop.copy(processes, "vorher")
+    try:
+        eventually(lambda: page.locator("#clipboard-out").input_value() == "vorher",
+                   "the desktop's text in the copy box")
+        # the changed page sends what the computer's clipboard holds on coming back
+        page.evaluate("navigator.clipboard.writeText('eingeschleust')")
+        page.mouse.click(10, 300)                           # off the desktop ...
+        page.mouse.click(*keyboard.xterm)                   # ... and back in: the page sends
+        eventually(lambda: clipboard_counts(live).get("in_blocked", 0) >= 1,
+                   "the gateway blocked the page's text")
+        assert clipboard_desktop.pasted() == "vorher"
+        assert page.locator("body").get_attribute("data-state") == "connected"
+    finally:
+        processes.stop(holder)
+    page.context.close()                                    # the session's end is reported
+
+    def clipboard_entries() -> list[dict]:
+        with ThreadPoolExecutor(1) as thread:     # playwright runs its own loop in this one
+            audit = thread.submit(asyncio.run, live.audit()).result()
+        return [e for e in audit if e["action"] == "session.clipboard"]
+    audit = eventually(clipboard_entries, "the audit entry")
+    counted = dict(re.findall(r"(\w+)=(\d+)", audit[0]["detail"]))
+    assert audit[0]["result"] == "blocked"
+    assert int(counted["in_blocked"]) >= 1 and counted["in"] == "0" and int(counted["out"]) >= 1

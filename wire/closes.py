@@ -19,6 +19,7 @@ class Close(enum.Enum):
     TIMEOUT = (4408, "no ticket in time")
     REPLAYED = (4409, "ticket already used")
     RESUME = (4410, "session cannot be resumed")
+    POLICY = (4406, "stream not allowed by the pool's policy")
     BUSY = (4429, "too many connections")
     DESKTOP = (4502, "desktop unavailable")
     BROKER = (4503, "broker unavailable")
@@ -55,6 +56,7 @@ class EndReason(str, enum.Enum):
     CLIENT_FAILED = "client failed"
     SUPERSEDED = "superseded"                  # a resumed connection carries the session on
     TEXT_FRAME = "text frame"                  # a stream that is not resumable takes no text
+    POLICY = "policy"                          # the clipboard guard could not read the stream
     DESKTOP_CLOSED = "desktop closed"
     DESKTOP_UNAVAILABLE = "desktop unavailable"
     VIEWER_TIMEOUT = "viewer handshake timeout"

@@ -14,6 +14,9 @@ DISCONNECT = "/api/v1/gateway/disconnect"
 ALIVE = "/api/v1/gateway/alive"
 
 
+CLIPBOARD_COUNTS = ("in", "in_blocked", "out", "out_blocked")
+
+
 class BadReport(ValueError):
     """A report body that is not what its path expects (the text says what is wrong)."""
 
@@ -47,25 +50,40 @@ class Redemption:
 
 @dataclass(frozen=True)
 class Disconnect:
-    """A viewer of the session left; ``reason`` is None for a word this broker does not know."""
+    """A viewer of the session left; ``reason`` is None for a word this broker does not know.
+    ``clipboard`` counts the cut texts of a session whose pool restricts the clipboard (keys
+    ``in``, ``in_blocked``, ``out``, ``out_blocked``); None where nothing was inspected."""
     tenant: str
     session: str
     bytes_up: int
     bytes_down: int
     reason: EndReason | None
+    user: str = ""
+    clipboard: dict[str, int] | None = None
 
     def to_json(self) -> dict:
-        return {"tenant": self.tenant, "session": self.session, "bytes_up": self.bytes_up,
-                "bytes_down": self.bytes_down,
+        body = {"tenant": self.tenant, "session": self.session, "user": self.user,
+                "bytes_up": self.bytes_up, "bytes_down": self.bytes_down,
                 "reason": self.reason.value if self.reason else None}
+        if self.clipboard is not None:
+            body["clipboard"] = self.clipboard
+        return body
 
     @classmethod
     def from_json(cls, body: object) -> "Disconnect":
         body = _object(body)
         counts = [body.get(k) if type(body.get(k)) is int else 0 for k in ("bytes_up",
                                                                           "bytes_down")]
+        clipboard = body.get("clipboard")
+        if clipboard is not None:
+            if not isinstance(clipboard, dict):
+                raise BadReport("clipboard is not an object")
+            clipboard = {k: clipboard[k] for k in CLIPBOARD_COUNTS
+                         if type(clipboard.get(k)) is int and clipboard[k] >= 0}
+        user = body.get("user")
         return cls(_text(body, "tenant"), _text(body, "session"), *counts,
-                   EndReason.parse(body.get("reason")))
+                   EndReason.parse(body.get("reason")), user if isinstance(user, str) else "",
+                   clipboard)
 
 
 @dataclass(frozen=True)

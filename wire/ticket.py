@@ -33,6 +33,9 @@ VERSION = 1
 MAX_LIFETIME = 60          # seconds: the contract says a ticket lives at most a minute
 MAX_TICKET_LENGTH = 4096   # bytes: anything longer is not one of ours
 CLOCK_SKEW = 5             # seconds a ticket may appear to come from the future
+# Which way text may cross between the user's computer and the desktop: both ways, only into the
+# desktop, only out of it, or not at all (a pool's setting; the gateway enforces it).
+CLIPBOARD_POLICIES = ("both", "in", "out", "none")
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Claims:
     target: Target
     sealed_secret: str | None = None  # AES-GCM sealed desktop secret, see seal_secret()
     idle_after: int = 0               # seconds without traffic before the gateway ends it; 0: never
+    clipboard: str = "both"           # the pool's clipboard policy, one of CLIPBOARD_POLICIES
     outage: bool = False              # minted from a reconnect pass while the database was down:
                                       # a gateway may admit it once without the broker's record
 
@@ -109,6 +113,8 @@ def mint(private_key: Ed25519PrivateKey, claims: Claims) -> str:
         body["idl"] = claims.idle_after
     if claims.outage:
         body["out"] = 1
+    if claims.clipboard != "both":
+        body["clp"] = claims.clipboard
     payload = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
     return f"{_b64e(payload)}.{_b64e(private_key.sign(payload))}"
 
@@ -159,12 +165,13 @@ def _claims(payload: bytes) -> Claims:
             tenant=d["ten"], user=d["usr"], session=d["ses"],
             target=Target(host, port, protocol), sealed_secret=d.get("sec"),
             idle_after=d.get("idl", 0), outage=d.get("out") == 1,
+            clipboard=d.get("clp", "both"),
         )
         ok = (d["v"] == VERSION and all(isinstance(x, str) for x in (
             claims.ticket_id, claims.audience, claims.tenant, claims.user, claims.session, host,
             protocol)) and all(type(x) is int for x in (port, claims.issued_at, claims.expires_at,
                                                          claims.idle_after))
-            and 0 < port < 65536)
+            and 0 < port < 65536 and claims.clipboard in CLIPBOARD_POLICIES)
     except (ValueError, KeyError, TypeError):
         ok = False
     if not ok:

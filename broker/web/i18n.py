@@ -85,6 +85,22 @@ TEXTS: dict[str, dict[str, str]] = {
         "gateway_4403": "This desktop cannot be reached through this gateway. Please call your IT "
                         "service desk.",
         "gateway_4408": "The connection took too long to start. Please try again.",
+        "gateway_4406": "The connection was ended: this desktop's clipboard rules do not allow "
+                        "what was sent.",
+        "clipboard": "Clipboard",
+        "clipboard_heading": "Clipboard",
+        "clipboard_to_desktop": "Text for the desktop",
+        "clipboard_to_desktop_hint": "Paste text here (Ctrl+V) and send it; then paste it in the "
+                                     "desktop.",
+        "clipboard_send": "Send to the desktop",
+        "clipboard_sent": "Sent to the desktop.",
+        "clipboard_from_desktop": "Copied on the desktop",
+        "clipboard_copy": "Copy to my computer",
+        "clipboard_copied": "Copied to your computer's clipboard.",
+        "clipboard_copy_failed": "The browser did not allow it: select the text and press Ctrl+C.",
+        "clipboard_only_in": "For this desktop, text can only be copied into the desktop.",
+        "clipboard_only_out": "For this desktop, text can only be copied out of the desktop.",
+        "clipboard_close": "Close the clipboard",
         "gateway_4429": "There are too many connections from your network right now. Please try "
                         "again shortly.",
         "gateway_4503": "The connection could not be confirmed right now. Please try again "
@@ -190,6 +206,25 @@ TEXTS: dict[str, dict[str, str]] = {
                         "Sie Ihren IT-Service an.",
         "gateway_4408": "Der Verbindungsaufbau hat zu lange gedauert. Bitte versuchen Sie es noch "
                         "einmal.",
+        "gateway_4406": "Die Verbindung wurde beendet: Die Regeln dieses Arbeitsplatzes für die "
+                        "Zwischenablage erlauben nicht, was gesendet wurde.",
+        "clipboard": "Zwischenablage",
+        "clipboard_heading": "Zwischenablage",
+        "clipboard_to_desktop": "Text für den Arbeitsplatz",
+        "clipboard_to_desktop_hint": "Text hier einfügen (Strg+V) und senden; dann im Arbeitsplatz "
+                                     "einfügen.",
+        "clipboard_send": "An den Arbeitsplatz senden",
+        "clipboard_sent": "An den Arbeitsplatz gesendet.",
+        "clipboard_from_desktop": "Im Arbeitsplatz kopiert",
+        "clipboard_copy": "Auf meinen Computer kopieren",
+        "clipboard_copied": "In die Zwischenablage Ihres Computers kopiert.",
+        "clipboard_copy_failed": "Der Browser hat es nicht erlaubt: Text markieren und Strg+C "
+                                 "drücken.",
+        "clipboard_only_in": "Bei diesem Arbeitsplatz kann Text nur in den Arbeitsplatz kopiert "
+                             "werden.",
+        "clipboard_only_out": "Bei diesem Arbeitsplatz kann Text nur aus dem Arbeitsplatz "
+                              "kopiert werden.",
+        "clipboard_close": "Zwischenablage schließen",
         "gateway_4429": "Aus Ihrem Netz bestehen gerade zu viele Verbindungen. Bitte versuchen Sie "
                         "es gleich noch einmal.",
         "gateway_4503": "Die Verbindung konnte gerade nicht bestätigt werden. Bitte versuchen Sie "

@@ -120,14 +120,43 @@ def _sign_out(t: dict[str, str], csrf: str) -> str:
 _DESKTOP_TEXT_KEYS = (
     "connecting", "connected", "reconnecting", "reconnecting_countdown", "disconnected",
     "gateway_4000", "gateway_4001", "gateway_4003", "gateway_4401", "gateway_4403",
-    "gateway_4408", "gateway_4409", "gateway_4429", "gateway_4502", "gateway_4503",
-    "gateway_other", "no_free_desktop", "not_entitled", "login_required", "quality")
+    "gateway_4406", "gateway_4408", "gateway_4409", "gateway_4429", "gateway_4502",
+    "gateway_4503", "gateway_other", "no_free_desktop", "not_entitled", "login_required",
+    "quality", "clipboard_sent", "clipboard_copied", "clipboard_copy_failed")
+
+
+def _clipboard_panel(t: dict[str, str], policy: str) -> str:
+    """The clipboard's paste box and copy box: only the directions the pool allows (the gateway
+    enforces the same), so that nobody is offered what will not work."""
+    if policy == "none":
+        return ""
+    into = policy in ("both", "in")
+    out = policy in ("both", "out")
+    parts = [f'<h2 id="clipboard-heading">{escape(t["clipboard_heading"])}</h2>']
+    if policy != "both":
+        only = t["clipboard_only_in" if into else "clipboard_only_out"]
+        parts.append(f'<p class="hint">{escape(only)}</p>')
+    if into:
+        parts.append(f"""<label for="clipboard-in">{escape(t['clipboard_to_desktop'])}</label>
+<p class="hint" id="clipboard-in-hint">{escape(t['clipboard_to_desktop_hint'])}</p>
+<textarea id="clipboard-in" rows="4" aria-describedby="clipboard-in-hint"></textarea>
+<button type="button" id="clipboard-send">{escape(t['clipboard_send'])}</button>""")
+    if out:
+        parts.append(f"""<label for="clipboard-out">{escape(t['clipboard_from_desktop'])}</label>
+<textarea id="clipboard-out" rows="4" readonly></textarea>
+<button type="button" id="clipboard-copy">{escape(t['clipboard_copy'])}</button>""")
+    parts.append(f'<p id="clipboard-said" role="status" class="hint"></p>'
+                 f'<button type="button" id="clipboard-close" class="secondary">'
+                 f'{escape(t["clipboard_close"])}</button>')
+    return ('<section id="clipboard-panel" class="clipboard" hidden '
+            'aria-labelledby="clipboard-heading">' + "\n".join(parts) + "</section>")
 
 
 def desktop_page(lang: str, t: dict[str, str], csrf: str, pool: PoolConfig, *,
                  kiosk: bool = False) -> str:
-    """The desktop in the browser; in a kiosk (where there is no list to go back to) the bar
-    offers signing out instead, and the next user signs in."""
+    """The desktop in the browser. The bar: Ctrl+Alt+Del, the clipboard (as the pool allows),
+    full screen, back to the list (which disconnects; not in a kiosk, where there is no list)
+    and signing out."""
     # JSON inside <script>: "<" is escaped so no text can close the element.
     texts = json.dumps({k: t[k] for k in _DESKTOP_TEXT_KEYS}).replace("<", "\\u003c")
     return f"""<!doctype html>
@@ -141,19 +170,24 @@ def desktop_page(lang: str, t: dict[str, str], csrf: str, pool: PoolConfig, *,
 <script type="application/json" id="texts">{texts}</script>
 </head>
 <body class="desktop-page" data-pool="{escape(pool.id)}" data-csrf="{escape(csrf)}"
-      data-screen="{escape(pool.screen)}">
+      data-screen="{escape(pool.screen)}" data-clipboard="{escape(pool.clipboard)}">
 <header class="bar"><span class="brand">Pforte</span><span class="pool">{escape(pool.name)}</span>
 <span id="status" role="status">{escape(t['connecting'])}</span>
 <span id="quality"></span>
 <button type="button" id="reconnect" hidden>{escape(t['reconnect'])}</button>
 <button type="button" id="ctrl-alt-del" class="secondary">{escape(t['ctrl_alt_del'])}</button>
+{'' if pool.clipboard == "none" else
+ f'<button type="button" id="clipboard" class="secondary" aria-expanded="false" '
+ f'aria-controls="clipboard-panel">{escape(t["clipboard"])}</button>'}
 <button type="button" id="full-screen" class="secondary" aria-pressed="false">{escape(
     t['full_screen'])}</button>
-{_sign_out(t, csrf) if kiosk else
- f'<a href="/desktops" class="button secondary">{escape(t["back"])}</a>'}</header>
+{'' if kiosk else
+ f'<a href="/desktops" class="button secondary">{escape(t["back"])}</a>'}
+{_sign_out(t, csrf)}</header>
 <main>
 <h1 class="visually-hidden">{escape(t['desktop_heading'].format(name=pool.name))}</h1>
 <div id="screen"></div>
+{_clipboard_panel(t, pool.clipboard)}
 </main>
 </body>
 </html>

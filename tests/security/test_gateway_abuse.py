@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import struct
 import time
 
 import aiohttp
@@ -131,3 +132,25 @@ async def test_a_ticket_of_another_tenant_user_spelling_is_refused(live, minted)
         token = await live.password(http, f"USER6@{DOMAIN}", USERS["user6"][1])
         r = await http.post(f"{live.portal}/api/v1/pools/buero/connect", headers=bearer(token))
         assert r.status == 401                   # a half-login opens no desktop
+
+
+async def test_a_clipboard_guarded_session_speaks_only_what_it_can_read(live, minted):
+    """A ticket whose pool forbids the clipboard: the viewer's SetEncodings asks for Tight and the
+    extended clipboard first, the desktop answers in ZRLE (the guard rewrote the request); cut
+    text is dropped and the session goes on; a message the guard cannot read ends the session
+    with 4406."""
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(live.gateway_ws)
+        await ws.send_str(minted(clipboard="none"))
+        await rfb_viewer_handshake(AiohttpStream(ws))
+        encodings = (7, -1063131698, 16, 0)                 # Tight, extended clipboard, ZRLE, Raw
+        await ws.send_bytes(struct.pack("!BxH4i", 2, 4, *encodings)
+                            + struct.pack("!BxxxI", 6, 6) + b"secret"   # cut text: dropped
+                            + struct.pack("!BBHHHH", 3, 0, 0, 0, 64, 64))
+        update = b""
+        while len(update) < 16:
+            update += (await ws.receive_bytes(timeout=10))
+        assert update[0] == 0                                # a FramebufferUpdate ...
+        assert struct.unpack("!i", update[12:16])[0] == 16   # ... in ZRLE, not Tight
+        await ws.send_bytes(b"\x07")                        # no such client message
+        assert await close_of(ws) == (Close.POLICY.code, Close.POLICY.reason)

@@ -28,6 +28,89 @@ document.addEventListener("fullscreenchange", () => {
     fullScreen.setAttribute("aria-pressed", document.fullscreenElement ? "true" : "false");
 });
 
+// The clipboard, as far as the pool allows (the gateway enforces the same, whatever this page
+// does). Text copied in the desktop lands in the copy box and, where the browser permits, in the
+// computer's clipboard. Text for the desktop comes from the paste box — or, when the user comes
+// back into the desktop and the browser permits reading the clipboard, straight from it.
+const policy = body.dataset.clipboard;
+const intoDesktop = policy === "both" || policy === "in";
+const outOfDesktop = policy === "both" || policy === "out";
+const clipboardButton = document.getElementById("clipboard");
+const panel = document.getElementById("clipboard-panel");
+const pasteBox = document.getElementById("clipboard-in");
+const copyBox = document.getElementById("clipboard-out");
+const clipboardSaid = document.getElementById("clipboard-said");
+let lastSent = null;          // what this page last gave the desktop
+let lastCopied = null;        // what the desktop last gave this page
+
+function sendToDesktop(text) {
+    if (current && text && intoDesktop) {
+        current.clipboardPasteFrom(text);
+        lastSent = text;
+        return true;
+    }
+    return false;
+}
+
+function copiedOnDesktop(text) {
+    if (!outOfDesktop) return;
+    lastCopied = text;
+    copyBox.value = text;
+    navigator.clipboard?.writeText(text).catch(() => {});  // needs focus; the box remains
+}
+
+async function readComputerClipboard(ask) {
+    if (!intoDesktop || !navigator.clipboard?.readText) return null;
+    try {
+        if (!ask) {
+            const permission = await navigator.permissions.query({ name: "clipboard-read" });
+            if (permission.state !== "granted") return null;
+        }
+        return await navigator.clipboard.readText();
+    } catch (e) {
+        return null;              // not permitted: the paste box remains
+    }
+}
+
+function showClipboard(open) {
+    panel.hidden = !open;
+    clipboardButton.setAttribute("aria-expanded", open ? "true" : "false");
+}
+
+clipboardButton?.addEventListener("click", async () => {
+    const open = panel.hidden;
+    showClipboard(open);
+    if (!open) {
+        current?.focus();
+        return;
+    }
+    clipboardSaid.textContent = "";
+    (pasteBox || copyBox).focus();
+    const text = await readComputerClipboard(true);   // a click: the browser may ask once
+    if (pasteBox && text && !pasteBox.value) pasteBox.value = text;
+});
+document.getElementById("clipboard-close")?.addEventListener("click", () => {
+    showClipboard(false);
+    clipboardButton.focus();
+});
+document.getElementById("clipboard-send")?.addEventListener("click", () => {
+    if (sendToDesktop(pasteBox.value)) clipboardSaid.textContent = texts.clipboard_sent;
+});
+document.getElementById("clipboard-copy")?.addEventListener("click", async () => {
+    try {
+        await navigator.clipboard.writeText(copyBox.value);
+        clipboardSaid.textContent = texts.clipboard_copied;
+    } catch (e) {
+        copyBox.select();
+        clipboardSaid.textContent = texts.clipboard_copy_failed;
+    }
+});
+// Back into the desktop: what the user copied elsewhere meanwhile goes along.
+screen.addEventListener("focusin", async () => {
+    const text = await readComputerClipboard(false);
+    if (text && text !== lastSent && text !== lastCopied) sendToDesktop(text);
+});
+
 const MOVE_ATTEMPTS = 5;     // a gateway shut down or gone: open the desktop again, elsewhere
 const MOVE_DELAY_MS = 100;    // the balancer already sends new connections elsewhere
 let moves = 0;
@@ -105,6 +188,7 @@ async function connect() {
     rfb.resizeSession = body.dataset.screen === "follow";
     rfb.scaleViewport = !rfb.resizeSession;
     rfb.addEventListener("connect", () => say("connected"));
+    rfb.addEventListener("clipboard", (event) => copiedOnDesktop(event.detail.text));
     rfb.addEventListener("disconnect", () => {
         if (body.dataset.state === "connected" || body.dataset.state === "connecting") {
             say("disconnected");

@@ -12,14 +12,15 @@ out of it), counting what it let through and what it blocked.
 Walking the desktop's stream means knowing the length of every message and of every rectangle of
 a framebuffer update, so a guarded session speaks only encodings whose length can be read without
 decoding (:data:`READABLE_ENCODINGS`): the guard rewrites the viewer's SetEncodings to that set
-(Raw, CopyRect, Zlib, ZRLE and the pseudo-encodings noVNC uses; Tight and the extended clipboard
-are left out, so cut text is Latin-1 there). Rectangle sizes of Raw and Cursor data depend on the
-pixel format, so the viewer may change it only before its first update request. Anything the
-guard cannot read — an unknown message, an encoding it did not allow, a late pixel format — ends
-the session (:class:`StreamNotUnderstood`): what cannot be read could carry what is blocked.
+(Raw, CopyRect, Zlib, ZRLE, the pseudo-encodings noVNC uses and the extended clipboard; Tight is
+left out). The extended (UTF-8) clipboard is read by its actions: what carries or announces text
+the policy blocks is cut out, capabilities and requests pass. Rectangle sizes of Raw and Cursor
+data depend on the pixel format, so the viewer may change it only before its first update
+request. Anything the guard cannot read — an unknown message, an encoding it did not allow, a
+late pixel format — ends the session (:class:`StreamNotUnderstood`): what cannot be read could
+carry what is blocked.
 
-A session with policy ``both`` has no guard: its stream is relayed untouched, at full speed, with
-the extended (UTF-8) clipboard.
+A session with policy ``both`` has no guard: its stream is relayed untouched, at full speed.
 
 Each direction is a :class:`_Walk`: header bytes are collected (copied, they are small), bodies
 are counted off without copying, and the bytes of a blocked message are cut out of the chunk
@@ -52,11 +53,18 @@ READABLE_ENCODINGS = frozenset({
     -308,   # ExtendedDesktopSize
     -312,   # Fence
     -313,   # ContinuousUpdates
+    -1063131698,  # the extended clipboard (0xC0A1E5CE): UTF-8 text, read by its actions
     *range(-32, -22),    # JPEG quality levels (no rectangles)
     *range(-256, -246),  # compression levels (no rectangles)
 })
 
 _PASS, _DROP, _HOLD = 0, 1, 2   # what happens to the bytes of the message being read
+
+# The extended clipboard's actions (the high byte of its flags): a message names exactly one,
+# except the capabilities message, which names every action its sender supports besides caps.
+_CAPS, _REQUEST, _PEEK, _NOTIFY, _PROVIDE = (1 << 24, 1 << 25, 1 << 26, 1 << 27, 1 << 28)
+_ACTIONS = 0xFF000000
+_ONE_ACTION = frozenset({_REQUEST, _PEEK, _NOTIFY, _PROVIDE})
 
 
 class StreamNotUnderstood(Exception):
@@ -146,6 +154,51 @@ class _Walk:
     def _message(self, header: bytes) -> None:
         raise NotImplementedError
 
+    # -- cut text, the same message both ways ------------------------------------------------
+    # Plain: padding, a length and Latin-1 text. Extended clipboard (a negative length): flags
+    # naming one action — caps, request, peek, notify (text is available) or provide (the text,
+    # compressed) — then the data. What carries or announces text the policy blocks is cut out;
+    # the rest (capabilities, requests) passes, so the other direction keeps working.
+    def _cut_text_starts(self, allowed: bool, direction: str) -> None:
+        self._message_starts(_HOLD)                        # decided once the header is read
+        self._expect(7, lambda header: self._cut_text(header, allowed, direction))
+
+    def _cut_text(self, header: bytes, allowed: bool, direction: str) -> None:
+        length = _S32(header, 3)[0]
+        if length >= 0:
+            self._decide(b"\x06" if direction == "in" else b"\x03", header, allowed,
+                         direction, carries_text=True)
+            self._body(length)
+        elif length <= -4:
+            self._expect(4, lambda flags: self._extended(header + flags, allowed, direction,
+                                                         -length - 4))
+        else:
+            raise StreamNotUnderstood("extended clipboard message without flags")
+
+    def _extended(self, header: bytes, allowed: bool, direction: str, rest: int) -> None:
+        actions = _U32(header, 7)[0] & _ACTIONS
+        if actions & _CAPS:           # capabilities list every action the sender supports
+            actions = _CAPS
+        elif actions not in _ONE_ACTION:
+            raise StreamNotUnderstood(f"extended clipboard actions {actions:#x}")
+        carries_text = actions in (_NOTIFY, _PROVIDE)
+        # a transfer is counted once: where it happens (provide), or where it was stopped
+        self._decide(b"\x06" if direction == "in" else b"\x03", header, allowed, direction,
+                     carries_text=carries_text,
+                     counted=actions == _PROVIDE if allowed else carries_text)
+        self._body(rest)
+
+    def _decide(self, kind: bytes, header: bytes, allowed: bool, direction: str, *,
+                carries_text: bool, counted: bool = True) -> None:
+        """Let a held cut-text header (and its body) go on, or cut the whole message out."""
+        if counted:
+            self.guard.count(direction if allowed else f"{direction}_blocked")
+        if allowed or not carries_text:
+            self._emit(kind + header)
+            self._mode = _PASS
+        else:
+            self._mode = _DROP
+
 
 class _ViewerStream(_Walk):
     """Viewer → desktop: ClientInit, then client messages."""
@@ -176,10 +229,7 @@ class _ViewerStream(_Walk):
             self._message_starts(_PASS)
             self._body(5)
         elif kind == 6:                                    # ClientCutText
-            allowed = self.guard.allow_in
-            self.guard.count("in" if allowed else "in_blocked")
-            self._message_starts(_PASS if allowed else _DROP)
-            self._expect(7, self._cut_text)
+            self._cut_text_starts(self.guard.allow_in, "in")
         elif kind == 248:                                  # ClientFence
             self._message_starts(_PASS)
             self._expect(8, lambda h: self._body(h[7]))
@@ -215,9 +265,6 @@ class _ViewerStream(_Walk):
         self._emit(struct.pack(f"!BxH{len(kept)}i", 2, len(kept), *kept))
         self._next_message()
 
-    def _cut_text(self, header: bytes) -> None:
-        self._body(abs(_S32(header, 3)[0]))   # negative: the extended clipboard's form
-
     def _qemu(self, header: bytes) -> None:
         if header[0] != 0:
             raise StreamNotUnderstood(f"QEMU message subtype {header[0]}")
@@ -250,10 +297,7 @@ class _DesktopStream(_Walk):
             self._message_starts(_PASS)
             self._next_message()
         elif kind == 3:                                    # ServerCutText
-            allowed = self.guard.allow_out
-            self.guard.count("out" if allowed else "out_blocked")
-            self._message_starts(_PASS if allowed else _DROP)
-            self._expect(7, lambda h: self._body(abs(_S32(h, 3)[0])))
+            self._cut_text_starts(self.guard.allow_out, "out")
         elif kind == 248:                                  # ServerFence
             self._message_starts(_PASS)
             self._expect(8, lambda h: self._body(h[7]))

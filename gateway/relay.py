@@ -92,7 +92,7 @@ class DesktopLink(asyncio.Protocol):
         self._writable.set()
         self._drain_task: asyncio.Task | None = None
         self.guard: ClipboardGuard | None = None  # a pool's clipboard policy, enforced
-        self.violation = False                   # the guard could not read the desktop's stream
+        self.violation: str | None = None        # what the guard could not read, either way
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -111,8 +111,8 @@ class DesktopLink(asyncio.Protocol):
         if self.guard is not None:
             try:
                 data = self.guard.desktop.feed(data)
-            except StreamNotUnderstood:
-                self.violation = True
+            except StreamNotUnderstood as exc:
+                self.violation = f"desktop: {exc}"
                 self.transport.close()
                 return
             if not data:
@@ -252,7 +252,8 @@ async def _upstream(ws: web.WebSocketResponse, link: DesktopLink) -> EndReason:
                 return EndReason.SUPERSEDED  # a resumed connection owns the stream now
             try:
                 link.to_desktop(msg.data)
-            except StreamNotUnderstood:
+            except StreamNotUnderstood as exc:
+                link.violation = f"viewer: {exc}"
                 return EndReason.POLICY
             counters.up += len(msg.data)
             if resumable and (ack := clock.count(len(msg.data))) is not None:

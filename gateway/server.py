@@ -315,7 +315,8 @@ class Gateway:
                            message=b"viewer did not complete the handshake")
             await self._end(session, EndReason.VIEWER_LEFT)
             return
-        except StreamNotUnderstood:  # sent along with its ClientInit
+        except StreamNotUnderstood as exc:  # sent along with its ClientInit
+            logger.warning("session %s: %s (viewer: %s)", claims.session, Close.POLICY.reason, exc)
             self.metrics.refused(Close.POLICY.word)
             await close_with(ws, Close.POLICY)
             await self._end(session, EndReason.POLICY)
@@ -397,7 +398,8 @@ class Gateway:
                         self.config.resume_grace)
             return
         if reason is EndReason.POLICY:
-            logger.warning("session %s: %s", session.claims.session, Close.POLICY.reason)
+            logger.warning("session %s: %s (%s)", session.claims.session, Close.POLICY.reason,
+                           session.link.violation)
             self.metrics.refused(Close.POLICY.word)
             await close_with(ws, Close.POLICY)
         elif not ws.closed:

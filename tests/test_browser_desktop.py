@@ -375,12 +375,13 @@ def test_only_into_the_desktop_text_never_leaves_it(open_desktop, clipboard_desk
         eventually(lambda: clipboard_counts(live).get("out_blocked", 0) >= 1,
                    "the gateway blocked the desktop's text")
         assert b"Aktenzeichen" not in downstream and len(downstream) > 0
-        # into the desktop still works (Latin-1 on a guarded session: umlauts intact)
+        # into the desktop still works, in UTF-8 (the guard reads the extended clipboard)
         page.get_by_role("button", name="Zwischenablage").click()
-        page.get_by_label("Text für den Arbeitsplatz").fill("Grüße aus dem Bürgerbüro")
+        page.get_by_label("Text für den Arbeitsplatz").fill("Grüße aus dem Bürgerbüro: 12 €")
         page.get_by_role("button", name="An den Arbeitsplatz senden").click()
-        eventually(lambda: clipboard_desktop.pasted() == "Grüße aus dem Bürgerbüro",
-                   "the paste box's text on the desktop", lambda: (clipboard_desktop.pasted(), clipboard_counts(live)))
+        eventually(lambda: clipboard_desktop.pasted() == "Grüße aus dem Bürgerbüro: 12 €",
+                   "the paste box's text on the desktop",
+                   lambda: (clipboard_desktop.pasted(), clipboard_counts(live)))
     finally:
         processes.stop(holder)
 

@@ -100,7 +100,7 @@ def test_blocked_text_into_the_desktop_is_cut_out_and_encodings_kept_readable(ch
     got = feed(guard.viewer, sent, CHUNKINGS[chunks](len(sent)))
     assert got == viewer_stream(b"").replace(
         set_encodings(TIGHT, ZRLE, EXTENDED_CLIPBOARD, CURSOR, 1, 0),
-        set_encodings(ZRLE, CURSOR, 1, 0))
+        set_encodings(ZRLE, EXTENDED_CLIPBOARD, CURSOR, 1, 0))
     assert guard.counts == {"in": 0, "in_blocked": 1, "out": 0, "out_blocked": 0}
 
 
@@ -136,6 +136,40 @@ def test_text_in_the_extended_clipboard_form_is_blocked_too():
     assert guard.counts["in_blocked"] == 1
 
 
+CAPS, ASK, PEEK, NOTIFY, PROVIDE = (1 << 24, 1 << 25, 1 << 26, 1 << 27, 1 << 28)
+TEXT = 1
+
+
+def extended(kind: int, action: int, data: bytes = b"") -> bytes:
+    """An extended clipboard message (ClientCutText 6 or ServerCutText 3) with one action."""
+    return struct.pack("!Bxxxi", kind, -(4 + len(data))) + struct.pack("!I", action | TEXT) + data
+
+
+@pytest.mark.parametrize("chunks", CHUNKINGS)
+def test_the_extended_clipboard_is_read_by_its_actions(chunks):
+    """Only out of the desktop: the viewer's capabilities and requests pass (the desktop's text
+    comes out by them), its announcements and text do not; the desktop's all pass."""
+    guard = ClipboardGuard("out")
+    caps = extended(6, CAPS | ASK | PEEK | NOTIFY | PROVIDE, struct.pack("!I", 1 << 20))
+    request, peek = extended(6, ASK), extended(6, PEEK)
+    blocked = extended(6, NOTIFY) + extended(6, PROVIDE, b"\x78\x9c-compressed-text")
+    sent = b"\x01" + caps + blocked + request + KEY + peek
+    assert feed(guard.viewer, sent, CHUNKINGS[chunks](len(sent))) == \
+        b"\x01" + caps + request + KEY + peek
+    from_desktop = (server_init() + extended(3, CAPS | NOTIFY | PROVIDE, bytes(4)) + extended(3, NOTIFY)
+                    + extended(3, PROVIDE, b"zlib-text"))
+    assert feed(guard.desktop, from_desktop, CHUNKINGS[chunks](len(from_desktop))) == from_desktop
+    assert guard.counts == {"in": 0, "in_blocked": 2, "out": 1, "out_blocked": 0}
+
+
+def test_an_extended_clipboard_message_naming_no_single_action_ends_the_stream():
+    guard = ClipboardGuard("in")
+    for bad in (extended(3, NOTIFY | PROVIDE), struct.pack("!Bxxxi", 3, -2) + b"ab"):
+        with pytest.raises(StreamNotUnderstood):
+            ClipboardGuard("in").desktop.feed(server_init() + bad)
+    assert guard.counts["out_blocked"] == 0
+
+
 def test_both_ways_needs_no_guard():
     assert ClipboardGuard.for_policy("both") is None
     assert ClipboardGuard.for_policy("none") is not None
@@ -167,8 +201,8 @@ def test_what_the_guard_cannot_read_ends_the_stream(stream, data):
 
 
 def test_readable_encodings_are_the_ones_the_walk_steps_over():
-    assert TIGHT not in READABLE_ENCODINGS and EXTENDED_CLIPBOARD not in READABLE_ENCODINGS
-    assert {0, 1, 16, CURSOR} <= READABLE_ENCODINGS
+    assert TIGHT not in READABLE_ENCODINGS and H264 not in READABLE_ENCODINGS
+    assert {0, 1, 16, CURSOR, EXTENDED_CLIPBOARD} <= READABLE_ENCODINGS
 
 
 def test_without_a_viewer_format_the_desktops_own_decides_the_sizes():

@@ -246,11 +246,39 @@ class Administration:
                 f"This desktop will be shut down for maintenance in {minutes} min."
         else:
             text = row.message or "This desktop will be shut down for maintenance."
+        # in the session (the user's page or thin client shows it in the user's language around
+        # the admin's words, with a countdown) and over SSH on the host (the text above)
+        deadline = round(row.deadline) if row.logoff and row.deadline is not None else 0
         for session in users:
-            delivered = await self.hosts.notify(host, session.login, text)
+            on_host = await self.hosts.notify(host, session.login, text)
+            in_session = await self.gateways.notify(session.id, row.message, deadline)
             await self.audit.record(tenant.id, "pforte", "broker", "host.notice",
-                                    "ok" if delivered else "not_delivered",
-                                    f"host={host.id} user={session.login}")
+                                    "ok" if on_host or in_session else "not_delivered",
+                                    f"host={host.id} user={session.login} "
+                                    f"on_host={'yes' if on_host else 'no'} "
+                                    f"in_session={'yes' if in_session else 'no'}")
+
+    async def message(self, tenant: TenantConfig, session_id: str, text: str, *, actor: str,
+                      source: str) -> bool:
+        """Show an admin's message to the user of a session: inside the session, and over SSH
+        on the host where one is configured; whether it reached the user either way.
+
+        Raises:
+            NotFound: no live session with that id in this tenant.
+        """
+        session = next((s for s in await self.store.sessions.live(tenant.id)
+                        if s.id == session_id), None)
+        if session is None:
+            raise NotFound(session_id)
+        host = tenant.host(session.host)
+        on_host = host is not None and await self.hosts.notify(host, session.login, text)
+        in_session = await self.gateways.notify(session_id, text)
+        await self.audit.record(tenant.id, actor, source, "session.message",
+                                "ok" if on_host or in_session else "not_delivered",
+                                f"session={session_id} user={session.login} "
+                                f"on_host={'yes' if on_host else 'no'} "
+                                f"in_session={'yes' if in_session else 'no'}")
+        return on_host or in_session
 
     # -- health (a duty) ----------------------------------------------------------------------
     async def probe_all(self) -> None:

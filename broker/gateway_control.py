@@ -1,5 +1,5 @@
-"""Telling the gateways to close a session that was logged off (their ``/control/close``,
-authenticated with the report token). A gateway that does not answer is logged, never waited on:
+"""Telling the gateways to close a session that was logged off (their ``/control/close``), or
+to show its user a notice (``/control/notice``), authenticated with the report token. A gateway that does not answer is logged, never waited on:
 the broker has ended the session already, and a gateway that restarts holds nothing of it."""
 
 from __future__ import annotations
@@ -39,3 +39,21 @@ class GatewayControl:
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 logger.warning("gateway %s unreachable to close session %s: %s", url, session_id,
                                type(exc).__name__)
+
+    async def notify(self, session_id: str, text: str, deadline: int = 0) -> bool:
+        """Show a notice inside the session (the page's overlay, the thin client's message);
+        whether any gateway reached a connection of it."""
+        reached = 0
+        for url in self.urls:
+            try:
+                async with self._http.post(f"{url}/control/notice", json={
+                        "session": session_id, "text": text, "deadline": deadline}) as r:
+                    if r.status == 200:
+                        reached += (await r.json()).get("reached", 0)
+                    else:
+                        logger.warning("gateway %s refused a notice for session %s: %s", url,
+                                       session_id, r.status)
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                logger.warning("gateway %s unreachable for a notice to session %s: %s", url,
+                               session_id, type(exc).__name__)
+        return reached > 0

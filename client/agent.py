@@ -25,6 +25,7 @@ import os
 import random
 import shutil
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable, TypeVar
@@ -35,6 +36,7 @@ import dns.resolver
 
 from .api import BrokerApi, Refused, Unavailable
 from .tunnel import Tunnel
+from wire.resume import Notice
 
 T = TypeVar("T")
 
@@ -44,6 +46,7 @@ GIVE_UP_AFTER = 600.0   # seconds of retrying before the agent gives up
 VIEWERS = {"vnc": ["vncviewer"], "rdp": ["xfreerdp"], "spice": ["remote-viewer"]}
 POWER = {"shutdown": "poweroff", "restart": "reboot"}  # the profile's on_logoff → systemctl
 SETTLE_TIMEOUT = 10.0   # seconds the tunnel has to finish a connection after the viewer ended
+NOTICE_WINDOW = ["xmessage", "-center", "-title", "Pforte", "-buttons", "OK"]  # over the viewer
 
 # What the agent says to the person at the device: in the profile's language once it is known,
 # German before (the broker's own answers come in that language too, by Accept-Language).
@@ -58,6 +61,10 @@ TEXTS = {
         "retry": "{what}: {why}. Nächster Versuch in {delay:.0f} s.",
         "unreachable": "der Server ist nicht erreichbar ({detail})",
         "busy": "der Server ist ausgelastet ({detail})",
+        "notice": "Hinweis Ihres IT-Service: {text}",
+        "notice_default": "Dieser Arbeitsplatz wird für eine Wartung heruntergefahren.",
+        "notice_logoff": "Sie werden um {time} Uhr abgemeldet. Bitte speichern Sie jetzt Ihre "
+                         "Arbeit.",
         "interrupted": "Die Verbindung zu Ihrem Arbeitsplatz wurde unterbrochen. Neuer Versuch "
                        "in {delay:.0f} s.",
         "lost": "Die Verbindung zu Ihrem Arbeitsplatz ist abgebrochen. Bitte melden Sie sich "
@@ -81,6 +88,9 @@ TEXTS = {
         "retry": "{what}: {why}. Next try in {delay:.0f} s.",
         "unreachable": "the server cannot be reached ({detail})",
         "busy": "the server is busy ({detail})",
+        "notice": "Notice from your IT service: {text}",
+        "notice_default": "This desktop will be shut down for maintenance.",
+        "notice_logoff": "You will be logged off at {time}. Please save your work now.",
         "interrupted": "The connection to your desktop was interrupted. Reconnecting in "
                        "{delay:.0f} s.",
         "lost": "The connection to your desktop was lost. Please sign in again.",
@@ -174,6 +184,8 @@ class Agent:
     resume_within: float = 60.0              # seconds the tunnel tries to resume a dropped stream
     language: str = "de"                     # of what it says; the profile's, once known
     keyboard: list[str] | None = None        # the command that sets the profile's keyboard map
+    notice_window: list[str] = field(default_factory=lambda: list(NOTICE_WINDOW))
+    _windows: set = field(default_factory=set)  # notice windows open now
 
     def text(self, key: str, **values: object) -> str:
         return TEXTS[self.language][key].format(**values)
@@ -288,7 +300,7 @@ class Agent:
             raise Refused(None, "not_entitled", self.text("no_desktop"))
         pool = offered[0]["id"] if len(offered) == 1 else self.choose_pool(offered)
         self.tunnel = Tunnel(self.broker_url, token, pool, resume_within=self.resume_within,
-                             device_credential=credential)
+                             device_credential=credential, on_notice=self.show_notice)
         port = await self.tunnel.start()
         viewer_file = await self.retrying("preparing", lambda: self._call(
             "POST", f"/pools/{pool}/connection-file", token=token,
@@ -323,6 +335,25 @@ class Agent:
             await self.end_session()
             if self.on_logoff != "login":
                 return self.on_logoff
+
+    def show_notice(self, notice: Notice) -> None:
+        """A notice from the IT service (a drain, an admin's message), in the device's language:
+        said, and shown in a window over the viewer where the device has a display."""
+        text = self.text("notice", text=notice.text or self.text("notice_default"))
+        if notice.deadline:
+            at = time.strftime("%H:%M", time.localtime(notice.deadline))
+            text += "\n" + self.text("notice_logoff", time=at)
+        self.say(text)
+        if os.environ.get("DISPLAY") and shutil.which(self.notice_window[0]):
+            window = asyncio.ensure_future(self._notice_window(text))
+            self._windows.add(window)
+            window.add_done_callback(self._windows.discard)
+
+    async def _notice_window(self, text: str) -> None:
+        proc = await asyncio.create_subprocess_exec(*self.notice_window, text,
+                                                    stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.DEVNULL)
+        await proc.wait()   # until the user presses OK
 
     async def apply_keyboard(self) -> None:
         """Set the profile's keyboard map on the device's X display (where there is one)."""

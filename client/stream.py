@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Callable
 
 import aiohttp
 
-from wire.resume import (Ack, AckClock, Offer, ReplayBuffer, Resume, Resumed, ResumeToken,
+from wire.resume import (Ack, AckClock, Notice, Offer, ReplayBuffer, Resume, Resumed, ResumeToken,
                          decode, encode, resume_url)
 
 logger = logging.getLogger("pforte.client")
@@ -36,7 +37,8 @@ class GatewayStream:
     """
 
     def __init__(self, http: aiohttp.ClientSession, url: str, ticket: str, *,
-                 resumable: bool = True, resume_within: float = 60.0, **ws_options) -> None:
+                 resumable: bool = True, resume_within: float = 60.0,
+                 on_notice: Callable[[Notice], None] | None = None, **ws_options) -> None:
         self.http = http
         self.url = url
         self._ticket = ticket
@@ -49,6 +51,7 @@ class GatewayStream:
         self.clock = AckClock()                 # bytes received, and when to acknowledge
         self.sent = ReplayBuffer()
         self.resumes = 0
+        self.on_notice = on_notice              # a notice for the user, from the gateway
 
     async def open(self) -> None:
         """Connect and present the ticket.
@@ -93,9 +96,11 @@ class GatewayStream:
                     await self._quietly(self.ws.send_str(encode(ack)))
                 return msg.data
             if msg.type is aiohttp.WSMsgType.TEXT:
-                ack = decode(msg.data)
-                if isinstance(ack, Ack):
-                    self.sent.ack(ack.offset)
+                control = decode(msg.data)
+                if isinstance(control, Ack):
+                    self.sent.ack(control.offset)
+                elif isinstance(control, Notice) and self.on_notice is not None:
+                    self.on_notice(control)
                 continue
             if msg.type is aiohttp.WSMsgType.CLOSE or not self.resumable or self.token is None:
                 raise StreamClosed(self.ws.close_code, msg.extra or "closed")

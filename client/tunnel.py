@@ -17,6 +17,7 @@ import aiohttp
 from .api import ApiError, BrokerApi
 from .stream import GatewayStream, StreamClosed
 from wire.closes import ENDED_ON_PURPOSE
+from wire.resume import Notice
 
 logger = logging.getLogger("pforte.tunnel")
 
@@ -45,12 +46,14 @@ class Tunnel:
     purpose: logoff, idle timeout)."""
 
     def __init__(self, broker_url: str, token: str, pool: str, *,
-                 resume_within: float = 60.0, device_credential: str | None = None) -> None:
+                 resume_within: float = 60.0, device_credential: str | None = None,
+                 on_notice: Callable[[Notice], None] | None = None) -> None:
         self.broker_url = broker_url.rstrip("/")
         self.token = token
         self.pool = pool
         self.device_credential = device_credential  # a thin client's: named in the audit
         self.resume_within = resume_within
+        self.on_notice = on_notice            # a notice for the user arrived on the stream
         self.dropped = False
         self._active = 0                      # viewer connections being served
         self._settled = asyncio.Event()       # set while none is
@@ -87,7 +90,7 @@ class Tunnel:
         try:
             conn = await self.ticket()
             stream = GatewayStream(self.http, conn["gateway_url"], conn["ticket"],
-                                   resume_within=self.resume_within)
+                                   resume_within=self.resume_within, on_notice=self.on_notice)
             await stream.open()
         except (ApiError, StreamClosed, aiohttp.ClientError) as exc:
             logger.warning("could not open the desktop: %s", exc)

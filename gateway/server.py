@@ -35,7 +35,8 @@ from wire import rfb, serving, ticket
 from wire.closes import Close, EndReason
 from wire.config import load_toml
 from wire.errors import DesktopError, TicketError
-from wire.resume import CannotResume, Offer, ReplayBuffer, Resume, Resumed, ResumeToken, encode
+from wire.resume import (CannotResume, Notice, Offer, ReplayBuffer, Resume, Resumed, ResumeToken,
+                         decode, encode)
 
 from . import admission
 from .broker_client import BrokerClient
@@ -136,6 +137,7 @@ class Gateway:
         app.router.add_get("/readyz", self.handle_ready)
         app.router.add_get("/metrics", self.handle_metrics)
         app.router.add_post("/control/close", self.handle_close)
+        app.router.add_post("/control/notice", self.handle_notice)
         app.on_startup.append(self._start)
         app.on_response_prepare.append(serving.name_the_server)
         app.on_cleanup.append(self._stop)
@@ -193,6 +195,34 @@ class Gateway:
             else:
                 await self._end(session, EndReason.LOGGED_OFF)
         return web.Response(status=204)
+
+    async def handle_notice(self, request: web.Request) -> web.Response:
+        """The broker has a notice for a session's user (a drain, an admin's message): send it on
+        the session's stream, where the client reads control messages (resumable streams: the
+        portal's page, the thin client's tunnel), and again after a resume. Answers how many
+        connections it reached."""
+        if not serving.bearer_is(request, self.config.report_token):
+            raise web.HTTPUnauthorized(text="token missing or wrong\n")
+        try:
+            body = await request.json()
+            notice = Notice(body["text"], body.get("deadline", 0))
+        except (ValueError, KeyError, TypeError):
+            notice = None
+        if notice is None or decode(encode(notice)) != notice:
+            raise web.HTTPBadRequest(text='expected {"session": ID, "text": TEXT, "deadline": '
+                                          'UNIX_SECONDS}\n')
+        reached = 0
+        for session in self.table.with_id(body.get("session")):
+            if session.token is None:
+                continue  # a plain stream: its viewer would take a text frame for an error
+            session.notice = encode(notice)
+            if session.ws is not None and not session.ws.closed:
+                try:
+                    await session.ws.send_str(session.notice)
+                    reached += 1
+                except ConnectionError:
+                    pass  # dropped just now: it gets the notice when it resumes
+        return web.json_response({"reached": reached})
 
     def client_address(self, request: web.Request) -> str:
         """The client's address; X-Forwarded-For counts only when the peer is a trusted proxy (or
@@ -427,6 +457,8 @@ class Gateway:
         await ws.send_str(encode(Resumed(session.link.counters.up)))
         for chunk in replay:
             await ws.send_bytes(chunk)
+        if session.notice is not None:
+            await ws.send_str(session.notice)
         self.metrics.resumes += 1
         logger.info("session %s resumed", session.claims.session)
         await self._relay(ws, request, session)

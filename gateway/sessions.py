@@ -76,6 +76,7 @@ class RelaySession:
     token: str | None = None               # resume token, for resumable sessions
     state: State = State.ATTACHED
     ended_by: EndReason | None = None      # the gateway decided to end it (idle, logoff)
+    notice: str | None = None              # the last notice (encoded), again after a resume
     _grace: asyncio.TimerHandle | None = None
 
     def _apply(self, event: Event) -> None:

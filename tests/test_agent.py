@@ -434,10 +434,11 @@ async def x_screen_size(display: int) -> str:
 
 @pytest.mark.integration
 async def test_the_native_viewer_shows_the_desktop_on_the_thin_clients_screen_as_profiled(
-        make_installation, tmp_path):
+        make_installation, tmp_path, monkeypatch):
     """The agent's own command: TigerVNC's vncviewer on the thin client's screen (an Xvnc here),
-    through the tunnel and the gateway to a desktop of its own (the viewer may resize it)."""
-    need("vncviewer", "xwininfo", "xdpyinfo")
+    through the tunnel and the gateway to a desktop of its own (the viewer may resize it). An
+    admin's message to the session appears in a window over the viewer, in German."""
+    need("vncviewer", "xwininfo", "xdpyinfo", "xmessage")
     processes = Processes()
     screen = XvncDesktop(tmp_path / "screen", "Thin client", "#000000", secrets.token_hex(4))
     desk = XvncDesktop(tmp_path / "desk", "Counter Desk", "#6a1b9a", secrets.token_hex(4))
@@ -451,7 +452,8 @@ async def test_the_native_viewer_shows_the_desktop_on_the_thin_clients_screen_as
         await inst.broker.store.admin.create_token("op", OPERATOR, "t", now=time.time())
         secret = mfa.new_secret()
         await inst.broker.import_enrolment(TENANT, "anna", secret)
-        agent, command = await boot_agent(inst, inst.base_url, tmp_path / "tc", secret, [])
+        messages: list[str] = []
+        agent, command = await boot_agent(inst, inst.base_url, tmp_path / "tc", secret, messages)
         try:
             assert command[0] == "vncviewer"
             need("setxkbmap")
@@ -475,6 +477,20 @@ async def test_the_native_viewer_shows_the_desktop_on_the_thin_clients_screen_as
                 # the viewer asked the desktop for the class's resolution, through the gateway
                 assert time.monotonic() < deadline, log.read_text()
                 await asyncio.sleep(0.2)
+
+            monkeypatch.setenv("DISPLAY", f":{screen.display}")   # the agent's screen
+            _, body = await _admin(inst, "GET", f"/api/v1/admin/tenants/{TENANT}/sessions")
+            session = body["sessions"][0]["id"]
+            status, body = await _admin(
+                inst, "POST", f"/api/v1/admin/tenants/{TENANT}/sessions/{session}/message",
+                {"text": "Bitte speichern, Neustart um 12 Uhr."})
+            assert (status, body) == (200, {"reached": True})
+            deadline = time.monotonic() + 10
+            while '"Pforte"' not in await x_output("xwininfo", "-root", "-tree", "-display",
+                                                   f":{screen.display}"):
+                assert time.monotonic() < deadline, "no notice over the viewer"
+                await asyncio.sleep(0.2)
+            assert "Hinweis Ihres IT-Service: Bitte speichern, Neustart um 12 Uhr." in messages
         finally:
             if viewer is not None:
                 viewer.terminate()

@@ -8,6 +8,7 @@ the desktop follows the browser window (TigerVNC resizes on the page's request).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import subprocess
 import time
@@ -21,7 +22,7 @@ import pytest
 from testbed import XvncDesktop, wait_for_desktop_colour
 
 from .conftest import USERS, need
-from .security.conftest import DOMAIN, make_live
+from .security.conftest import DOMAIN, TENANT, make_live
 
 pytestmark = pytest.mark.e2e
 
@@ -420,3 +421,47 @@ def test_a_changed_page_cannot_put_text_into_a_desktop_that_only_gives(
     counted = dict(re.findall(r"(\w+)=(\d+)", audit[0]["detail"]))
     assert audit[0]["result"] == "blocked"
     assert int(counted["in_blocked"]) >= 1 and counted["in"] == "0" and int(counted["out"]) >= 1
+
+
+# -- notices inside the session -------------------------------------------------------------------
+
+def admin_call(live, method: str, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"{live.portal}/api/v1/admin/tenants/{TENANT}{path}", method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {live.admin_token}",
+                 "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.load(answer)
+
+
+def test_a_drain_and_an_admins_message_appear_over_the_desktop(open_desktop, german_desktop):
+    """The admin drains the user's host with a deadline and a message: the page shows it over the
+    desktop in German with a countdown to the logoff, and typing goes on into the desktop; "OK"
+    hides it. A message to the session appears the same way."""
+    keyboard = open_desktop(german_desktop, "linux")
+    page, live = keyboard.page, keyboard.live
+    admin_call(live, "POST", "/hosts/desk1/actions/drain",
+               {"deadline_seconds": 600, "message": "Updates heute um 22 Uhr."})
+    notice = page.get_by_role("region", name="Hinweis Ihres IT-Service")
+    notice.wait_for(state="visible", timeout=10_000)
+    assert page.locator("#notice-text").text_content() == "Updates heute um 22 Uhr."
+    countdown = page.locator("#notice-countdown").text_content()
+    assert re.fullmatch(r"Sie werden in (10:00|9:[0-5]\d) abgemeldet\. Bitte speichern Sie "
+                        r"jetzt Ihre Arbeit\.", countdown), countdown
+    # the notice takes no focus: what the user types still reaches the desktop
+    before = german_desktop.typed.stat().st_size
+    keyboard.type(german("weiter"))
+    keyboard.enter()
+    assert typed_line(german_desktop, before) == "weiter"
+    notice.get_by_role("button", name="Verstanden").click()
+    assert notice.is_hidden()
+
+    session = admin_call(live, "GET", "/sessions")["sessions"][0]["id"]
+    assert admin_call(live, "POST", f"/sessions/{session}/message",
+                      {"text": "Bitte melden Sie sich beim Bürgerbüro."}) == {"reached": True}
+    notice.wait_for(state="visible", timeout=10_000)
+    assert page.locator("#notice-text").text_content() == "Bitte melden Sie sich beim Bürgerbüro."
+    assert page.locator("#notice-countdown").text_content() == ""
+    actions = [e["action"] for e in admin_call(live, "GET", "/audit")["audit"]]
+    assert "host.notice" in actions and "session.message" in actions

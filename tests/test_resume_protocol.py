@@ -10,13 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from wire.resume import (ACK_EVERY, Ack, Offer, Ping, Pong, Resume, Resumed, ResumeToken, decode,
+from wire.resume import (ACK_EVERY, Ack, Notice, Offer, Ping, Pong, Resume, Resumed, ResumeToken, decode,
                          encode, resume_url)
 
 CHANNEL = Path(__file__).resolve().parents[1] / "broker" / "web" / "static" / "pforte-channel.js"
 GATEWAY_SAYS = [encode(ResumeToken("tok-1", "gw-2")), encode(Resumed(123)), encode(Ack(65536)),
                 '{"ack": -1}', '{"resumed": "3"}', "nope", "[]", '{"resume": "t", "gateway": 7}',
-                '{"resume": "tok-0"}', encode(Pong(1234)), '{"pong": -1}']
+                '{"resume": "tok-0"}', encode(Pong(1234)), '{"pong": -1}',
+                encode(Notice("Wartung um 22 Uhr", 1700000000)), '{"notice": "Hallo"}',
+                '{"notice": "x", "deadline": -5}', '{"notice": 7}']
 URLS = [("wss://gw.example/ws", "gw-2"), ("wss://gw.example/ws?gateway=gw-1&x=1", "gw-2"),
         ("ws://127.0.0.1:8080/ws", ""), ("wss://gw.example/ws", "a b&c")]
 
@@ -62,7 +64,9 @@ def test_the_page_reads_what_the_gateway_sends_and_nothing_else(page):
     expected = [{"kind": "token", "value": "tok-1", "gateway": "gw-2"},
                 {"kind": "resumed", "value": 123}, {"kind": "ack", "value": 65536}, None, None,
                 None, None, None, {"kind": "token", "value": "tok-0", "gateway": ""},
-                {"kind": "pong", "value": 1234}, None]
+                {"kind": "pong", "value": 1234}, None,
+                {"kind": "notice", "value": "Wartung um 22 Uhr", "deadline": 1700000000},
+                {"kind": "notice", "value": "Hallo", "deadline": 0}, None, None]
     assert page["decoded"] == expected
     assert [decode(text) is not None for text in GATEWAY_SAYS] == [x is not None
                                                                    for x in expected]

@@ -16,7 +16,8 @@ client resends everything after the gateway's figure. Neither side ever holds mo
 unacknowledged window; a sender whose window is full stops reading from its source.
 
 Control messages are text frames with a JSON object (:class:`Offer`, :class:`Resume`,
-:class:`ResumeToken`, :class:`Resumed`, :class:`Ack`; :func:`encode` and :func:`decode` are the
+:class:`ResumeToken`, :class:`Resumed`, :class:`Ack`, :class:`Ping`/:class:`Pong`, and the
+:class:`Notice` a user reads; :func:`encode` and :func:`decode` are the
 only way in and out); the stream travels only in binary frames.
 """
 
@@ -130,7 +131,19 @@ class Pong:
     mark: int
 
 
-Message = Offer | Resume | ResumeToken | Resumed | Ack | Ping | Pong
+@dataclass(frozen=True)
+class Notice:
+    """Gateway → client: a message for the user, from the broker (a drain's warning or an admin's
+    words); ``deadline``: when the session will be logged off (Unix seconds), 0 for none. The
+    client shows it in the user's language around the text."""
+    text: str
+    deadline: int = 0
+
+
+MAX_NOTICE = 1000   # characters of a notice's text
+
+
+Message = Offer | Resume | ResumeToken | Resumed | Ack | Ping | Pong | Notice
 
 
 def encode(message: Message) -> str:
@@ -147,6 +160,8 @@ def encode(message: Message) -> str:
         fields = {"ping": message.mark}
     elif isinstance(message, Pong):
         fields = {"pong": message.mark}
+    elif isinstance(message, Notice):
+        fields = {"notice": message.text, "deadline": message.deadline}
     else:
         fields = {"ack": message.offset}
     return json.dumps(fields, separators=(",", ":"))
@@ -172,6 +187,10 @@ def decode(text: str) -> Message | None:
             gateway = value.get("gateway", "")
             return ResumeToken(token, gateway) if isinstance(gateway, str) else None
         return Resume(token, offset) if _offset(offset) else None
+    if "notice" in value:
+        text, deadline = value["notice"], value.get("deadline", 0)
+        ok = isinstance(text, str) and len(text) <= MAX_NOTICE and _offset(deadline)
+        return Notice(text, deadline) if ok else None
     for key, kind in (("resumed", Resumed), ("ack", Ack), ("ping", Ping), ("pong", Pong)):
         if key in value:
             return kind(value[key]) if _offset(value[key]) else None

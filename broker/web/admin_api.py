@@ -109,6 +109,16 @@ async def logoff(request: web.Request) -> web.Response:
                                           "host": session.host, "state": session.state.value}})
 
 
+@routes.post("/tenants/{tenant}/sessions/{session}/message")
+async def message(request: web.Request) -> web.Response:
+    text = (await json_body(request)).get("text")
+    if not isinstance(text, str) or not 0 < len(text.strip()) <= 500:
+        raise BadRequest("text must be text of 1 to 500 characters")
+    reached = await _broker(request).admin.message(request[TENANT], request.match_info["session"],
+                                                   text, **_acting(request))
+    return web.json_response({"reached": reached})
+
+
 @routes.get("/tenants/{tenant}/pools/{pool}/assignments")
 async def dedicated(request: web.Request) -> web.Response:
     return web.json_response({"assignments": await _broker(request).admin.assignments(

@@ -87,6 +87,11 @@ TEXTS: dict[str, dict[str, str]] = {
         "gateway_4408": "The connection took too long to start. Please try again.",
         "gateway_4406": "The connection was ended: this desktop's clipboard rules do not allow "
                         "what was sent.",
+        "notice_heading": "Notice from your IT service",
+        "notice_default": "This desktop will be shut down for maintenance.",
+        "notice_countdown": "You will be logged off in {time}. Please save your work now.",
+        "notice_now": "You are being logged off now.",
+        "notice_dismiss": "OK",
         "clipboard": "Clipboard",
         "clipboard_heading": "Clipboard",
         "clipboard_to_desktop": "Text for the desktop",
@@ -208,6 +213,12 @@ TEXTS: dict[str, dict[str, str]] = {
                         "einmal.",
         "gateway_4406": "Die Verbindung wurde beendet: Die Regeln dieses Arbeitsplatzes für die "
                         "Zwischenablage erlauben nicht, was gesendet wurde.",
+        "notice_heading": "Hinweis Ihres IT-Service",
+        "notice_default": "Dieser Arbeitsplatz wird für eine Wartung heruntergefahren.",
+        "notice_countdown": "Sie werden in {time} abgemeldet. Bitte speichern Sie jetzt Ihre "
+                            "Arbeit.",
+        "notice_now": "Sie werden jetzt abgemeldet.",
+        "notice_dismiss": "Verstanden",
         "clipboard": "Zwischenablage",
         "clipboard_heading": "Zwischenablage",
         "clipboard_to_desktop": "Text für den Arbeitsplatz",

@@ -94,6 +94,10 @@ OPENAPI = {
             security=_BEARER, params=("tenant", "host", "action"))},
         _ADMIN + "/sessions/{session}/logoff": {"post": _op(
             "Log a session off now.", security=_BEARER, params=("tenant", "session"))},
+        _ADMIN + "/sessions/{session}/message": {"post": _op(
+            "Show the session's user a message: inside the session (browser overlay, thin "
+            "client) and over SSH where configured; answers whether it reached them.",
+            body=_obj(text=_S), security=_BEARER, params=("tenant", "session"))},
         _ADMIN + "/pools/{pool}/assignments": {
             "get": _op("A dedicated pool's users and their hosts.", security=_BEARER,
                        params=("tenant", "pool")),

@@ -122,7 +122,8 @@ _DESKTOP_TEXT_KEYS = (
     "gateway_4000", "gateway_4001", "gateway_4003", "gateway_4401", "gateway_4403",
     "gateway_4406", "gateway_4408", "gateway_4409", "gateway_4429", "gateway_4502",
     "gateway_4503", "gateway_other", "no_free_desktop", "not_entitled", "login_required",
-    "quality", "clipboard_sent", "clipboard_copied", "clipboard_copy_failed")
+    "quality", "clipboard_sent", "clipboard_copied", "clipboard_copy_failed", "notice_default",
+    "notice_countdown", "notice_now")
 
 
 def _clipboard_panel(t: dict[str, str], policy: str) -> str:
@@ -187,6 +188,12 @@ def desktop_page(lang: str, t: dict[str, str], csrf: str, pool: PoolConfig, *,
 <main>
 <h1 class="visually-hidden">{escape(t['desktop_heading'].format(name=pool.name))}</h1>
 <div id="screen"></div>
+<section id="notice" class="notice-overlay" hidden aria-labelledby="notice-heading">
+<h2 id="notice-heading">{escape(t['notice_heading'])}</h2>
+<p id="notice-text" role="alert"></p>
+<p id="notice-countdown"></p>
+<button type="button" id="notice-dismiss">{escape(t['notice_dismiss'])}</button>
+</section>
 {_clipboard_panel(t, pool.clipboard)}
 </main>
 </body>

@@ -31,7 +31,8 @@ export function resumeUrl(url, gateway) {
     return u.toString();
 }
 
-// A gateway's control message: {kind: "ack" | "token" | "resumed", value[, gateway]}, or null.
+// A gateway's control message: {kind: "ack" | "token" | "resumed" | "pong" | "notice", value
+// [, gateway | deadline]}, or null.
 export function decodeControl(text) {
     let control;
     try { control = JSON.parse(text); } catch { return null; }
@@ -48,6 +49,11 @@ export function decodeControl(text) {
     if (Number.isInteger(control.pong) && control.pong >= 0) {
         return { kind: "pong", value: control.pong };
     }
+    if (typeof control.notice === "string") {
+        const deadline = control.deadline === undefined ? 0 : control.deadline;
+        if (!Number.isInteger(deadline) || deadline < 0) return null;
+        return { kind: "notice", value: control.notice, deadline };
+    }
     return null;
 }
 
@@ -61,6 +67,7 @@ export class PforteChannel {
         this.onclose = null;
         this.onerror = null;
         this.onstatus = onstatus;
+        this.onnotice = null;     // (text, deadline in Unix seconds or 0): a notice for the user
         this.onquality = null;    // (round trip ms, bytes per second received), every few seconds
         this._quality = setInterval(() => this._ping(), QUALITY_EVERY_MS);
         this._lastPing = null;
@@ -120,6 +127,8 @@ export class PforteChannel {
             if (ping && ping.mark === control.value && this.onquality) {
                 this.onquality(Math.round(performance.now() - ping.at), ping.rate);
             }
+        } else if (control.kind === "notice") {
+            if (this.onnotice) this.onnotice(control.value, control.deadline);
         } else if (control.kind === "ack") {
             this._trim(control.value);
         } else if (control.kind === "token") {

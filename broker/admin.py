@@ -27,7 +27,7 @@ from typing import Awaitable, Callable
 from .audit import AuditLog
 from .config import BrokerConfig, HostConfig, TenantConfig
 from .errors import Conflict, NotFound
-from .host_states import (Action, InvalidAction, apply, notice_times,
+from .host_states import (TRANSITIONS, Action, InvalidAction, apply, notice_times,
                           takes_new_sessions, takes_reconnects)
 from .gateway_control import GatewayControl
 from .hosts import HostControl
@@ -84,7 +84,10 @@ class Administration:
                         "healthy": health.get(host.id, True),
                         "seats": host.seats, "used": used, "free": max(host.seats - used, 0),
                         "message": row.message, "deadline": row.deadline,
-                        "logoff_at_deadline": row.logoff})
+                        "logoff_at_deadline": row.logoff,
+                        "actions": [a.value for (st, a) in TRANSITIONS
+                                    if st is row.state and (apply(st, a) is not st
+                                                            or a is Action.DRAIN)]})
         return out
 
     async def session_overview(self, tenant: TenantConfig) -> list[dict]:

@@ -7,6 +7,8 @@ from typing import Any, Callable
 
 from .store import Fragment, Store
 
+SEARCHED = 10_000   # newest entries a search looks through
+
 
 def printable(text: str) -> str:
     """Text as it may enter the audit log and logs: control and other unprintable characters
@@ -15,9 +17,11 @@ def printable(text: str) -> str:
 
 
 class AuditLog:
-    def __init__(self, store: Store, clock: Callable[[], float]) -> None:
+    def __init__(self, store: Store, clock: Callable[[], float],
+                 on_record: Callable[[], None] = lambda: None) -> None:
         self._store = store
         self._clock = clock
+        self._on_record = on_record   # something admins watch has changed
 
     async def record(self, tenant: str, actor: str, source: str, action: str, result: str,
                      detail: str = "") -> None:
@@ -26,6 +30,7 @@ class AuditLog:
         await self._store.admin.audit(at=self._clock(), tenant=tenant, actor=printable(actor),
                                 source=source, action=action, result=result,
                                 detail=printable(detail))
+        self._on_record()
 
     def entry(self, tenant: str, actor: str, source: str, action: str, result: str,
               detail: str = "") -> Fragment:
@@ -34,5 +39,12 @@ class AuditLog:
             at=self._clock(), tenant=tenant, actor=printable(actor), source=source,
             action=action, result=result, detail=printable(detail))
 
-    async def entries(self, tenant: str, limit: int) -> list[dict[str, Any]]:
-        return await self._store.admin.audit_log(tenant, limit)
+    async def entries(self, tenant: str, limit: int, search: str = "") -> list[dict[str, Any]]:
+        """The newest ``limit`` entries; with ``search``, those whose actor, action, result or
+        detail contain it (case-insensitive)."""
+        if not search:
+            return await self._store.admin.audit_log(tenant, limit)
+        needle = search.casefold()
+        return [e for e in await self._store.admin.audit_log(tenant, SEARCHED)
+                if any(needle in str(e[k]).casefold() for k in ("actor", "action", "result",
+                                                                 "detail", "source"))][:limit]

@@ -22,6 +22,7 @@ from wire.closes import EndReason
 from . import mfa, placement, reconnect_pass
 from .admin import Administration
 from .audit import AuditLog, printable
+from .changes import Changes
 from .config import BrokerConfig, HostConfig, PoolConfig, TenantConfig
 from .devices import Devices
 from .directory import Directory, canonical
@@ -120,7 +121,8 @@ class Broker:
                                             thread_name_prefix="pforte-ldap")
         self.directories = {t.id: Directory(t.directory, self._executor) for t in config.tenants}
         # the composition root: each collaborator gets what it needs, none gets the Broker
-        self.audit = AuditLog(store, clock)
+        self.changes = Changes()
+        self.audit = AuditLog(store, clock, on_record=self.changes.bump)
         self.hosts = HostControl(config.ssh_key, str(config.ssh_known_hosts)
                                  if config.ssh_known_hosts else None)
         self.gateways = GatewayControl(config.gateway_control_urls, config.report_token)
@@ -444,6 +446,11 @@ class Broker:
         await self.store.accounts.delete_login(token)
 
     # -- desktops ----------------------------------------------------------------------------
+    def administers(self, login: Login) -> bool:
+        """Whether a portal login may use the admin API (and so the console) for its tenant."""
+        tenant = self.config.tenant(login.tenant)
+        return tenant is not None and AdminPrincipal(login.user, login=login).may(tenant)
+
     def entitled_pools(self, login: Login) -> list[PoolConfig]:
         return entitled_pools(self.config.tenant(login.tenant), login.groups)
 
@@ -579,6 +586,7 @@ class Broker:
         """A gateway's report; a session the gateway ended for idleness is logged off (the pool's
         ``idle_logoff`` policy, which the ticket carried)."""
         await self.store.sessions.disconnect(report.tenant, report.session, now=self.clock())
+        self.changes.bump()
         tenant = self.config.tenant(report.tenant)
         if report.clipboard and tenant is not None:
             counts = " ".join(f"{k}={n}" for k, n in report.clipboard.items())

@@ -15,6 +15,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from broker import mfa
 from broker.config import load_config
 from broker.keys import generate_keys
 from broker.service import Broker
-from broker.store import Store
+from broker.store import OPERATOR, Store
 from . import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd, XvncDesktop,
                       free_port)
 from broker.web import create_app
@@ -45,6 +46,7 @@ class DemoUser:
     display_name: str
     entitled: bool
     enrolled: bool
+    admin: bool = False        # in the tenant's admin group: the operator's console is hers
 
 
 USERS = (
@@ -52,11 +54,13 @@ USERS = (
     DemoUser("bernd", "Bernd Müller", entitled=True, enrolled=True),   # direct member
     DemoUser("clara", "Clara Weber", entitled=False, enrolled=True),   # in no desktop group
     DemoUser("dora", "Dora Fischer", entitled=True, enrolled=False),   # enrols at first login
+    DemoUser("edith", "Edith Neumann", entitled=False, enrolled=True, admin=True),  # the IT admin
 )
 GROUPS = (
     GroupSpec("buergerbuero", users=("anna",)),
     GroupSpec("desktop-users", users=("bernd", "dora"), groups=("buergerbuero",)),
     GroupSpec("bauamt", users=("clara",)),
+    GroupSpec("pforte-admins", users=("edith",)),
 )
 DESKTOPS = (("rathaus-1", "Rathaus Desktop 1", "#2e7d32"),   # green
             ("rathaus-2", "Rathaus Desktop 2", "#1565c0"))   # blue
@@ -177,6 +181,7 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
         gateway_port = gateway_port or free_port(host)
         config_path = write_config(
             state, slapd=slapd, group=slapd.group_dn("desktop-users"), host=host,
+            admin_group=slapd.group_dn("pforte-admins"),
             desktops=[DesktopEntry(d_id, d.port, SEATS, d.password)
                       for (d_id, _, _), d in zip(DESKTOPS, desktops)],
             portal_port=portal_port, gateway_port=gateway_port, gateway_url=gateway_url,
@@ -192,6 +197,9 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
             for login, secret in totp.items():
                 if secret:
                     await broker.import_enrolment(TENANT, login, secret)
+            operator = secrets.token_urlsafe(24)
+            await broker.store.admin.create_token(operator, OPERATOR, "demo operator",
+                                                  now=time.time())
             code, _ = await broker.devices.create_code(
                 config.tenant(TENANT), "rathaus-front-office", "thin-client", hours=24,
                 actor="pforte demo", source="demo")
@@ -201,9 +209,11 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
                 "gateway_url": config.gateway_url,
                 "gateway_metrics_url": f"http://{host}:{gateway_port}/metrics",
                 "config": str(config_path),
+                "console_url": f"{portal}admin",
+                "operator_token": operator,
                 "users": [{"login": f"{u.login}@{DOMAIN}", "password": passwords[u.login],
                            "totp_secret": totp[u.login], "entitled": u.entitled,
-                           "display_name": u.display_name} for u in USERS],
+                           "display_name": u.display_name, "admin": u.admin} for u in USERS],
                 "desktops": [{"id": d_id, "name": name, "background": colour, "port": d.port}
                              for (d_id, name, colour), d in zip(DESKTOPS, desktops)],
                 "thin_client": [sys.executable, "-m", "client.agent", "--broker",
@@ -226,9 +236,13 @@ def _announce(facts: dict, facts_path: Path) -> None:
              "Demo users (TOTP secret: add it to an authenticator app, or run "
              "`pforte totp SECRET`):"]
     for u in facts["users"]:
-        note = "" if u["entitled"] else "  (not entitled to any desktop)"
+        note = "  (the tenant's admin: the console)" if u["admin"] else \
+            "" if u["entitled"] else "  (not entitled to any desktop)"
         secret = u["totp_secret"] or "(enrols at first login)"
         lines.append(f"  {u['login']:<26} password {u['password']:<16} TOTP {secret}{note}")
+    lines += ["", "The operator's console (hosts, sessions, drains, live):",
+              f"  {facts['console_url']}  — sign in as the admin above, or with the operator",
+              f"  token {facts['operator_token']}"]
     lines += ["", "Desktops:"]
     lines += [f"  {d['name']} (background {d['background']})" for d in facts["desktops"]]
     lines += ["", "A thin client at the town hall's front office (it enrols once with a one-time",

@@ -3,7 +3,8 @@ users' second factors, thin clients, dedicated desktops and the audit log, per t
 
 Admins authenticate with ``Authorization: Bearer`` and either an API token (``pforte admin-token``;
 bound to one tenant, or to all for operators) or the token of a portal login (password and TOTP)
-whose directory groups include the tenant's ``admin_group``. :func:`authenticate` (this
+whose directory groups include the tenant's ``admin_group`` — or, in the console (``/admin``), with
+the portal login's cookie, where every state-changing request carries the login's CSRF token. :func:`authenticate` (this
 application's middleware) checks that for every request before a handler runs: a tenant's admins
 see and touch only that tenant; for any other tenant the answer is the same "not an
 administrator" as for a tenant that does not exist.
@@ -11,16 +12,19 @@ administrator" as for a tenant that does not exist.
 
 from __future__ import annotations
 
-from aiohttp import web
+import asyncio
+import hashlib
+import hmac
+import json
 
-from wire import serving
+from aiohttp import web
 
 from ..config import TenantConfig
 from ..devices import DEFAULT_CODE_HOURS
 from ..errors import BadRequest, LoginRequired, NotAdmin
 from ..host_states import Action
 from ..service import AdminPrincipal, Broker
-from .common import BROKER_KEY, Handler, json_body, source_of
+from .common import BROKER_KEY, Handler, json_body, source_of, token_of
 
 MAX_AUDIT = 1000
 PRINCIPAL = web.RequestKey("principal", AdminPrincipal)
@@ -38,10 +42,15 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         NotAdmin: no admin right for the tenant named (or no such tenant).
     """
     broker = request.config_dict[BROKER_KEY]
-    token = serving.bearer(request)
+    token, from_cookie = token_of(request)
     if token is None:
-        raise LoginRequired("admin API needs a bearer token")
+        raise LoginRequired("admin API needs a bearer token or a portal login")
     principal = await broker.admin_principal(token)
+    if from_cookie and request.method not in ("GET", "HEAD"):
+        login = principal.login
+        sent = request.headers.get("X-CSRF-Token", "")
+        if login is None or not hmac.compare_digest(sent.encode(), login.csrf.encode()):
+            raise BadRequest("CSRF token missing or wrong")
     request[PRINCIPAL] = principal
     if "tenant" in request.match_info:
         tenant = broker.config.tenant(request.match_info["tenant"])
@@ -187,12 +196,59 @@ async def audit(request: web.Request) -> web.Response:
     text = request.query.get("limit", "100")
     if not (text.isascii() and text.isdigit()) or int(text) < 1:  # "-1" would mean "no limit"
         raise BadRequest("limit must be a whole number of at least 1")
+    search = request.query.get("q", "")
+    if len(search) > 200:
+        raise BadRequest("q: at most 200 characters")
     return web.json_response({"audit": await _broker(request).audit.entries(
-        request[TENANT].id, min(int(text), MAX_AUDIT))})
+        request[TENANT].id, min(int(text), MAX_AUDIT), search)})
+
+
+HEARTBEAT = 15.0   # seconds: a comment on a quiet event stream keeps proxies from closing it
+STREAMS = web.AppKey("streams", set)
+
+
+@routes.get("/tenants/{tenant}/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    """The tenant's hosts and sessions as server-sent events: one ``overview`` event now, and
+    another whenever they change (the console's live view: one stream per open console)."""
+    broker, tenant = _broker(request), request[TENANT]
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    streams = request.app[STREAMS]
+    task = asyncio.current_task()
+    streams.add(task)
+    sent, version, quiet = b"", broker.changes.version, 0.0
+    try:
+        while True:
+            overview = {"hosts": await broker.admin.host_overview(tenant),
+                        "sessions": await broker.admin.session_overview(tenant)}
+            data = json.dumps(overview, separators=(",", ":")).encode()
+            digest = hashlib.sha256(data).digest()
+            if digest != sent:
+                await response.write(b"event: overview\ndata: " + data + b"\n\n")
+                sent, quiet = digest, 0.0
+            elif quiet >= HEARTBEAT:
+                await response.write(b": still here\n\n")
+                quiet = 0.0
+            started = asyncio.get_running_loop().time()
+            version = await broker.changes.after(version)
+            quiet += asyncio.get_running_loop().time() - started
+    except ConnectionError:
+        pass    # the console closed
+    finally:
+        streams.discard(task)
+    return response
 
 
 def create() -> web.Application:
     """The admin API as a sub-application (mounted under ``/api/v1/admin/``)."""
     app = web.Application(middlewares=[authenticate])
     app.add_routes(routes)
+    app[STREAMS] = set()
+
+    async def end_streams(app: web.Application) -> None:   # stopping: consoles reconnect
+        for task in list(app[STREAMS]):
+            task.cancel()
+    app.on_shutdown.append(end_streams)
     return app

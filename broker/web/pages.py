@@ -89,7 +89,8 @@ def recovery_codes_page(lang: str, t: dict[str, str], codes: list[str]) -> str:
 
 
 def desktops_page(lang: str, t: dict[str, str], csrf: str, display_name: str,
-                  pools: list[PoolConfig], *, error: str | None = None) -> str:
+                  pools: list[PoolConfig], *, error: str | None = None,
+                  console: bool = False) -> str:
     if pools:
         items = "\n".join(
             f'<li><span class="pool">{escape(p.name)}</span>'
@@ -106,6 +107,7 @@ def desktops_page(lang: str, t: dict[str, str], csrf: str, display_name: str,
 <p>{escape(t['desktops_hello'].format(name=display_name))}</p>
 {_error(error)}
 {listing}
+{f'<p><a href="/admin">{escape(t["console"])}</a></p>' if console else ""}
 {_sign_out(t, csrf)}
 </section>""")
 
@@ -195,6 +197,145 @@ def desktop_page(lang: str, t: dict[str, str], csrf: str, pool: PoolConfig, *,
 <button type="button" id="notice-dismiss">{escape(t['notice_dismiss'])}</button>
 </section>
 {_clipboard_panel(t, pool.clipboard)}
+</main>
+</body>
+</html>
+"""
+
+
+_CONSOLE_TEXT_KEYS = tuple(k for k in (
+    "c_live", "c_offline", "c_state_active", "c_state_draining", "c_state_disabled",
+    "c_state_maintenance", "c_yes", "c_no", "c_action_enable", "c_action_drain",
+    "c_action_disable", "c_action_maintenance", "c_drain_until", "c_drain_wait",
+    "c_session_pending", "c_session_connected", "c_session_disconnected", "c_action_message",
+    "c_action_logoff", "c_none", "c_code_made", "c_revoked", "c_action_revoke",
+    "c_drain_heading", "c_drain_logoff_at", "c_drain_asked", "c_drain_nobody",
+    "c_confirm_logoff", "c_confirm_disable", "c_confirm_maintenance", "c_confirm_mfa",
+    "c_confirm_revoke", "c_message_heading", "c_message_reached", "c_message_not_reached",
+    "c_done", "c_failed", "c_token_wrong"))
+
+
+def _table(table_id: str, t: dict[str, str], caption: str, columns: tuple[str, ...]) -> str:
+    heads = "".join(f'<th scope="col">{escape(t[c])}</th>' for c in columns)
+    return (f'<div class="scroll"><table id="{table_id}"><caption class="visually-hidden">'
+            f'{escape(caption)}</caption><thead><tr>{heads}</tr></thead><tbody></tbody>'
+            f'</table></div>')
+
+
+def console_page(lang: str, t: dict[str, str], csrf: str) -> str:
+    """The operator's console: a shell that ``console.js`` fills from the admin API (live by its
+    event stream); ``csrf`` is the portal login's ("" when nobody is signed in: the page offers
+    the sign-ins)."""
+    texts = json.dumps({k: t[k] for k in _CONSOLE_TEXT_KEYS}).replace("<", "\\u003c")
+    sign_out = _sign_out(t, csrf) if csrf else ""
+    return f"""<!doctype html>
+<html lang="{lang}">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{escape(t['console'])} — Pforte</title>
+<link rel="stylesheet" href="/static/portal.css">
+<script type="module" src="/static/console.js"></script>
+<script type="application/json" id="texts">{texts}</script>
+</head>
+<body class="console-page" data-csrf="{escape(csrf)}">
+<header class="bar"><span class="brand">Pforte</span><span class="pool">{escape(t['console'])}</span>
+<span id="live" role="status"></span>{sign_out}</header>
+<main>
+<h1 class="visually-hidden">{escape(t['console'])}</h1>
+<section id="signin" class="card" hidden aria-labelledby="signin-heading">
+<h2 id="signin-heading">{escape(t['c_signin_heading'])}</h2>
+<p>{escape(t['c_signin_directory'])}</p>
+<p><a class="button" href="/login">{escape(t['c_signin_link'])}</a></p>
+<form id="token-form">
+<label for="token">{escape(t['c_token'])}</label>
+<input id="token" type="password" autocomplete="off" required>
+<button type="submit">{escape(t['c_token_sign_in'])}</button>
+</form>
+<p id="signin-said" class="error" role="alert"></p>
+</section>
+<div id="console" class="console" hidden>
+<p id="said" role="status"></p>
+<label for="tenant">{escape(t['c_tenant'])}</label>
+<select id="tenant"></select>
+<section aria-labelledby="hosts-heading">
+<h2 id="hosts-heading">{escape(t['c_hosts'])}</h2>
+{_table("hosts", t, t['c_hosts'], ("c_host", "c_state", "c_healthy", "c_seats", "c_drain",
+                                   "c_actions"))}
+</section>
+<section aria-labelledby="sessions-heading">
+<h2 id="sessions-heading">{escape(t['c_sessions'])}</h2>
+<label for="session-filter">{escape(t['c_filter'])}</label>
+<input id="session-filter" type="search">
+{_table("sessions", t, t['c_sessions'], ("c_user", "c_host", "c_pool", "c_since",
+                                         "c_session_state", "c_actions"))}
+</section>
+<section aria-labelledby="users-heading">
+<h2 id="users-heading">{escape(t['c_users'])}</h2>
+<form id="mfa-form" class="inline">
+<label for="mfa-user">{escape(t['c_user_name'])}</label>
+<input id="mfa-user" required>
+<button type="submit">{escape(t['c_mfa_reset'])}</button>
+</form>
+</section>
+<section aria-labelledby="assignments-heading">
+<h2 id="assignments-heading">{escape(t['c_assignments'])}</h2>
+<form id="assign-form" class="inline">
+<label for="assign-pool">{escape(t['c_assign_pool'])}</label><input id="assign-pool" required>
+<label for="assign-user">{escape(t['c_user'])}</label><input id="assign-user" required>
+<label for="assign-host">{escape(t['c_host'])}</label><input id="assign-host" required>
+<button type="submit">{escape(t['c_assign_do'])}</button>
+</form>
+</section>
+<section aria-labelledby="devices-heading">
+<h2 id="devices-heading">{escape(t['c_devices'])}</h2>
+<form id="code-form" class="inline">
+<label for="code-site">{escape(t['c_site'])}</label><input id="code-site" required>
+<label for="code-class">{escape(t['c_device_class'])}</label><input id="code-class" required>
+<button type="submit">{escape(t['c_code_create'])}</button>
+</form>
+<p id="code" role="status"></p>
+{_table("devices", t, t['c_devices'], ("c_device", "c_site", "c_device_class", "c_last_seen",
+                                       "c_actions"))}
+</section>
+<section aria-labelledby="audit-heading">
+<h2 id="audit-heading">{escape(t['c_audit'])}</h2>
+<label for="audit-search">{escape(t['c_audit_search'])}</label>
+<input id="audit-search" type="search">
+{_table("audit", t, t['c_audit'], ("c_time", "c_actor", "c_action", "c_result", "c_detail"))}
+</section>
+</div>
+<dialog id="confirm" aria-labelledby="confirm-heading">
+<form method="dialog">
+<h2 id="confirm-heading">{escape(t['c_confirm_heading'])}</h2>
+<p id="confirm-text"></p>
+<button value="ok">{escape(t['c_confirm'])}</button>
+<button value="cancel" class="secondary">{escape(t['c_cancel'])}</button>
+</form>
+</dialog>
+<dialog id="drain" aria-labelledby="drain-heading">
+<form method="dialog">
+<h2 id="drain-heading"></h2>
+<label for="drain-minutes">{escape(t['c_drain_minutes'])}</label>
+<input id="drain-minutes" type="number" min="0" max="1440" value="30" required>
+<label for="drain-message">{escape(t['c_drain_message'])}</label>
+<textarea id="drain-message" maxlength="500" rows="3"></textarea>
+<label class="check"><input id="drain-logoff" type="checkbox" checked>
+{escape(t['c_drain_logoff'])}</label>
+<p id="drain-consequence" class="notice" aria-live="polite"></p>
+<button value="ok">{escape(t['c_drain_do'])}</button>
+<button value="cancel" class="secondary">{escape(t['c_cancel'])}</button>
+</form>
+</dialog>
+<dialog id="message" aria-labelledby="message-heading">
+<form method="dialog">
+<h2 id="message-heading"></h2>
+<label for="message-text">{escape(t['c_message_text'])}</label>
+<textarea id="message-text" maxlength="500" rows="3"></textarea>
+<button value="ok">{escape(t['c_message_send'])}</button>
+<button value="cancel" class="secondary">{escape(t['c_cancel'])}</button>
+</form>
+</dialog>
 </main>
 </body>
 </html>

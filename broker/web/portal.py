@@ -88,8 +88,9 @@ async def desktops(request: web.Request) -> web.StreamResponse:
     pools = request.config_dict[BROKER_KEY].entitled_pools(login)
     if len(pools) == 1 and request.cookies.get(KIOSK_COOKIE) == "1":
         raise web.HTTPSeeOther(f"/desktop/{pools[0].id}")
-    return web.Response(text=pages.desktops_page(lang, t, login.csrf, login.display_name, pools),
-                        content_type="text/html")
+    return web.Response(text=pages.desktops_page(
+        lang, t, login.csrf, login.display_name, pools,
+        console=request.config_dict[BROKER_KEY].administers(login)), content_type="text/html")
 
 
 @routes.get("/desktop/{pool}")
@@ -106,6 +107,19 @@ async def desktop(request: web.Request) -> web.StreamResponse:
     return web.Response(text=pages.desktop_page(lang, t, login.csrf, pool,
                                                 kiosk=request.cookies.get(KIOSK_COOKIE) == "1"),
                         content_type="text/html")
+
+
+@routes.get("/admin")
+async def console(request: web.Request) -> web.StreamResponse:
+    """The operator's console: its page signs in (directory admins by their portal login,
+    operators by a token) and works on the admin API, as any other client does."""
+    lang, t = language(request)
+    try:
+        _, login = await login_of(request)
+        csrf = login.csrf
+    except LoginRequired:
+        csrf = ""
+    return web.Response(text=pages.console_page(lang, t, csrf), content_type="text/html")
 
 
 @routes.post("/logout")

@@ -1,0 +1,176 @@
+"""The operator's console in Debian Chromium, on real broker and gateway processes, a real
+directory and real Xvnc desktops: a directory admin signs in with password and one-time code,
+watches hosts and sessions live, drains the host a user works on (and reads what will happen
+before it happens), the user sees the notice over her desktop, gets a message, is logged off; an
+operator signs in with a token; a user who is no admin sees nothing; axe-core finds no serious
+or critical violation in either language."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pyotp
+import pytest
+
+from testbed import wait_for_desktop_colour
+
+from .conftest import USERS
+from .security.conftest import DOMAIN, TENANT, make_live
+from .test_accessibility import violations
+
+pytestmark = pytest.mark.e2e
+
+SIGN_IN = {"de": ("Benutzername", "Passwort", "Anmelden", "Einmalcode", "Bestätigen"),
+           "en": ("Username", "Password", "Sign in", "One-time code", "Confirm")}
+
+
+@pytest.fixture
+def live(slapd, desktops, database, tmp_path):
+    installation = make_live(tmp_path / "live", slapd, desktops, database())
+
+    async def enrol() -> None:
+        async with installation.client("10.94.0.1") as http:
+            for user in ("aida", "user1", "user2"):
+                await installation.enrol(http, user)
+    with ThreadPoolExecutor(1) as thread:          # playwright runs its own loop in this one
+        thread.submit(asyncio.run, enrol()).result()
+    yield installation
+    installation.processes.stop()
+
+
+def page_of(chromium, lang: str = "de"):
+    context = chromium.new_context(locale="de-DE" if lang == "de" else "en-GB", bypass_csp=True,
+                                   viewport={"width": 1280, "height": 900})
+    return context.new_page()     # bypass_csp: axe is injected into the page
+
+
+def sign_in(page, live, user: str, lang: str = "de") -> None:
+    username, password, sign_in_button, code, confirm = SIGN_IN[lang]
+    page.goto(f"{live.portal}/login")
+    page.get_by_label(username).fill(f"{user}@{DOMAIN}")
+    page.get_by_label(password).fill(USERS[user][1])
+    page.get_by_role("button", name=sign_in_button).click()
+    # the next step: enrolment used this one, and each step counts once
+    page.get_by_label(code).fill(pyotp.TOTP(live.secrets[user]).at(time.time() + 30))
+    page.get_by_role("button", name=confirm).click()
+
+
+def test_an_admin_drains_messages_and_logs_off_live_while_the_user_sees_it(live, chromium):
+    user = page_of(chromium)
+    sign_in(user, live, "user1")
+    user.get_by_role("link", name="Büro").click()
+    assert wait_for_desktop_colour(user) is not None
+
+    console = page_of(chromium)
+    sign_in(console, live, "aida")
+    console.get_by_role("link", name="Betriebskonsole").click()
+    console.wait_for_url("**/admin")
+    sessions = console.get_by_role("table", name="Sitzungen")
+    row = sessions.get_by_role("row").filter(has_text="user1")
+    row.wait_for()
+    host = row.get_by_role("cell").nth(1).text_content()
+    assert re.fullmatch(r"desk[12]", host)
+    assert row.get_by_role("cell").nth(4).text_content() == "verbunden"
+    assert violations(console) == []
+
+    # the drain: what will happen is said before it happens
+    hosts = console.get_by_role("table", name="Hosts")
+    hosts.get_by_role("button", name=f"Leeren … {host}").click()
+    dialog = console.get_by_role("dialog", name=f"{host} leeren")
+    dialog.get_by_label("Frist in Minuten (0: keine)").fill("10")
+    dialog.get_by_label("Nachricht an die Benutzer (freiwillig)").fill("Patches heute Abend.")
+    consequence = dialog.locator("#drain-consequence").text_content()
+    assert re.fullmatch(rf"1 Benutzer auf {host} werden um \d\d:\d\d Uhr abgemeldet\.",
+                        consequence), consequence
+    assert violations(console) == []                     # with the dialog open
+    dialog.get_by_role("button", name="Leeren").click()
+
+    # the console shows it at once (its event stream), and the user sees the notice
+    draining = hosts.get_by_role("row").filter(has_text=host)
+    draining.get_by_role("cell", name="wird geleert").wait_for()
+    assert "Patches heute Abend." in draining.text_content()
+    notice = user.get_by_role("region", name="Hinweis Ihres IT-Service")
+    notice.wait_for()
+    assert user.locator("#notice-text").text_content() == "Patches heute Abend."
+    assert re.match(r"Sie werden in (10:00|9:[0-5]\d) abgemeldet",
+                    user.locator("#notice-countdown").text_content())
+
+    # a message to the session
+    row.get_by_role("button", name="Nachricht … user1").click()
+    message = console.get_by_role("dialog", name="Nachricht an user1")
+    message.get_by_label("Nachricht").fill("Bitte rufen Sie das Bürgerbüro an.")
+    message.get_by_role("button", name="Senden").click()
+    console.get_by_role("status").filter(
+        has_text="Die Nachricht wurde user1 angezeigt.").wait_for()
+    user.get_by_text("Bitte rufen Sie das Bürgerbüro an.").wait_for()
+
+    # logoff, confirmed; the user's page says why it ended; the console's table empties
+    row.get_by_role("button", name="Abmelden user1").click()
+    confirm = console.get_by_role("dialog", name="Bitte bestätigen")
+    assert confirm.locator("#confirm-text").text_content() == (
+        f"user1 auf {host} wird jetzt abgemeldet. Nicht gespeicherte Arbeit geht verloren.")
+    confirm.get_by_role("button", name="Bestätigen").click()
+    user.get_by_text("abgemeldet", exact=False).first.wait_for()
+    sessions.get_by_role("cell", name="Keine.").wait_for()
+
+    # every action is in the audit log, and the log is searchable
+    console.get_by_label("Im Protokoll suchen").fill("session.logoff")
+    audit = console.get_by_role("table", name="Protokoll")
+    audit.get_by_role("cell", name="session.logoff").first.wait_for()
+    actions = {c.text_content() for c in audit.locator("tbody td:nth-child(3)").all()}
+    assert actions == {"session.logoff"}
+
+
+def test_an_operator_signs_in_with_a_token_and_a_user_who_is_no_admin_sees_nothing(
+        live, chromium):
+    operator = subprocess.run(
+        [sys.executable, "-m", "pforte", "admin-token", "--config", str(live.config),
+         "--operator", "--name", "operator"], check=True, capture_output=True,
+        text=True).stdout.strip()
+    page = page_of(chromium, "en")
+    page.goto(f"{live.portal}/admin")
+    page.get_by_label("Operator token").fill("not-a-token")
+    page.get_by_role("button", name="Sign in with the token").click()
+    page.get_by_role("alert").filter(has_text="This token is not valid").wait_for()
+    page.get_by_label("Operator token").fill(operator)
+    page.get_by_role("button", name="Sign in with the token").click()
+    page.get_by_role("table", name="Hosts").get_by_role("cell", name="desk1", exact=True).wait_for()
+    assert page.get_by_label("Municipality").input_value() == TENANT
+    assert violations(page) == []
+
+    clerk = page_of(chromium)
+    sign_in(clerk, live, "user2")
+    assert clerk.get_by_role("link", name="Betriebskonsole").count() == 0
+    clerk.goto(f"{live.portal}/admin")
+    clerk.get_by_role("heading", name="An der Konsole anmelden").wait_for()
+    assert not clerk.locator("#console").is_visible()
+    assert violations(clerk) == []
+
+
+def test_the_event_stream_answers_only_admins_of_the_tenant(live):
+    for headers in ({}, {"Authorization": "Bearer nonsense"}):
+        request = urllib.request.Request(
+            f"{live.portal}/api/v1/admin/tenants/{TENANT}/events", headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=5)
+        assert refused.value.code == 401
+    request = urllib.request.Request(
+        f"{live.portal}/api/v1/admin/tenants/elsewhere/events",
+        headers={"Authorization": f"Bearer {live.admin_token}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 403
+    request = urllib.request.Request(
+        f"{live.portal}/api/v1/admin/tenants/{TENANT}/events",
+        headers={"Authorization": f"Bearer {live.admin_token}"})
+    with urllib.request.urlopen(request, timeout=5) as stream:
+        assert stream.headers["Content-Type"].startswith("text/event-stream")
+        assert stream.readline() == b"event: overview\n"
+        assert b'"hosts":[{"id":"desk1"' in stream.readline()

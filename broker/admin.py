@@ -26,10 +26,11 @@ from typing import Awaitable, Callable
 
 from .audit import AuditLog
 from .config import BrokerConfig, HostConfig, TenantConfig
-from .errors import Conflict, NotFound
+from .errors import BadRequest, Conflict, NotFound
 from .host_states import (TRANSITIONS, Action, InvalidAction, apply, notice_times,
                           takes_new_sessions, takes_reconnects)
 from .gateway_control import GatewayControl
+from .usage import Past, PoolUsage, month_bounds, month_of, tally
 from .hosts import HostControl
 from .store import ACTIVE_ROW, HostStateRow, SessionRow, Store
 
@@ -94,6 +95,23 @@ class Administration:
         return [{"id": s.id, "user": s.login, "pool": s.pool, "host": s.host,
                  "state": s.state.value, "since": s.created}
                 for s in await self.store.sessions.live(tenant.id)]
+
+    async def usage(self, tenant: TenantConfig, month: str | None = None
+                    ) -> tuple[str, list[PoolUsage]]:
+        """Desktop-hours and sessions per pool in a month (``YYYY-MM``; the current one when
+        None), in the broker's time zone.
+
+        Raises:
+            BadRequest: not a month.
+        """
+        now = self.clock()
+        month = month or month_of(now, self.config.time_zone)
+        try:
+            start, end = month_bounds(month, self.config.time_zone)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        history = [Past(*row) for row in await self.store.sessions.history(tenant.id, start, end)]
+        return month, tally(history, start, end, now)
 
     # -- actions -----------------------------------------------------------------------------
     async def act(self, tenant: TenantConfig, host_id: str, action: Action, *, actor: str,

@@ -13,6 +13,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from wire.config import Section, load_toml, networks, read_aes_key, read_secret
 from wire.serving import HTTP_IDLE_TIMEOUT
@@ -39,6 +40,8 @@ DEFAULT_SOURCE_FAILURES = 50          # ... per client address (a town hall's NA
 DEFAULT_FAILURE_WINDOW = 900          # seconds in which failures count
 DEFAULT_LOCKOUT = 900                 # seconds a lockout lasts
 DEFAULT_DATABASE_CONNECTIONS = 8     # PostgreSQL connections per broker process
+DEFAULT_HISTORY_DAYS = 400           # ended sessions kept for usage (a year, and the month after)
+DEFAULT_TIME_ZONE = "Europe/Berlin"   # the municipalities' clock: months for usage, windows
 DEFAULT_GATEWAY_LEASE = 95            # seconds a connected session lives without a gateway's word
 DEFAULT_SSH_TIMEOUT = 5.0             # seconds to connect to a host over SSH / run a command
 
@@ -138,6 +141,8 @@ class BrokerConfig:
     ssh_known_hosts: Path | None      # the hosts' keys; a host whose key differs is refused
     probe_interval: float
     gateway_lease: int
+    session_history_days: int         # ended sessions are kept this long (usage for billing)
+    time_zone: ZoneInfo               # months of usage, maintenance windows
     user_throttle: Policy
     source_throttle: Policy
     profiles_dir: Path | None         # client profiles for enrolled devices
@@ -186,6 +191,8 @@ def load_config(path: str | Path) -> BrokerConfig:
         else None,
         probe_interval=b.float("probe_interval", DEFAULT_PROBE_INTERVAL, minimum=1.0),
         gateway_lease=b.int("gateway_lease", DEFAULT_GATEWAY_LEASE, minimum=35),
+        session_history_days=b.int("session_history_days", DEFAULT_HISTORY_DAYS, minimum=32),
+        time_zone=_zone(b, "time_zone", DEFAULT_TIME_ZONE),
         profiles_dir=_existing_dir(b, "profiles_dir") if "profiles_dir" in b.data else None,
         user_throttle=Policy(b.int("failures_per_user", DEFAULT_USER_FAILURES, minimum=1),
                              b.int("failure_window", DEFAULT_FAILURE_WINDOW, minimum=1),
@@ -362,6 +369,15 @@ def _ssh(s: Section, address: str) -> SshConfig:
                     launch_command=s.str("launch_command") if "launch_command" in s.data else None)
     s.done()
     return cfg
+
+
+def _zone(s: Section, name: str, default: str) -> ZoneInfo:
+    text = s.str(name, default)
+    try:
+        return ZoneInfo(text)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise ConfigError(f"{name}: {text!r} is not a time zone (e.g. \"Europe/Berlin\")") \
+            from None
 
 
 def _one_of(s: Section, name: str, choices: tuple[str, ...], default: str) -> str:

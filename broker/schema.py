@@ -65,6 +65,11 @@ CREATE TABLE host_health (
     PRIMARY KEY (tenant, host));
 ALTER TABLE host_states ADD COLUMN next_notice REAL;
 """,
+    3: """
+CREATE INDEX sessions_by_end ON sessions (state, updated);
+CREATE INDEX sessions_by_start ON sessions (tenant, created);
+ALTER TABLE sessions ADD COLUMN logon TEXT;
+""",
 }
 LATEST = max(MIGRATIONS)
 

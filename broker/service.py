@@ -148,8 +148,9 @@ class Broker:
 
     async def _expire(self) -> None:
         """Apply the session timers and the gateways' leases (a duty)."""
-        ended = await self.store.sessions.expire(self.clock(),
-                                                 gateway_lease=self.config.gateway_lease)
+        ended = await self.store.sessions.expire(
+            self.clock(), gateway_lease=self.config.gateway_lease,
+            keep_history=self.config.session_history_days * 86400)
         if ended:
             logger.info("ended %d sessions whose time ran out", ended)
 

@@ -8,6 +8,7 @@ or critical violation in either language."""
 from __future__ import annotations
 
 import asyncio
+import csv
 import re
 import subprocess
 import sys
@@ -126,6 +127,20 @@ def test_an_admin_drains_messages_and_logs_off_live_while_the_user_sees_it(live,
     audit.get_by_role("cell", name="session.logoff").first.wait_for()
     actions = {c.text_content() for c in audit.locator("tbody td:nth-child(3)").all()}
     assert actions == {"session.logoff"}
+
+    # usage this month, and the same as CSV for the billing
+    usage = console.get_by_role("table", name="Nutzung")
+    usage.get_by_role("cell", name="buero", exact=True).wait_for()
+    assert usage.locator("tbody td").nth(1).text_content() == "1"
+    month = console.get_by_label("Monat").input_value()
+    assert re.fullmatch(r"\d{4}-\d\d", month)
+    with console.expect_download() as download:
+        console.get_by_role("button", name="Als CSV herunterladen").click()
+    with open(download.value.path(), encoding="utf-8") as exported:
+        rows = list(csv.reader(exported))
+    assert rows[0] == ["tenant", "pool", "month", "sessions", "desktop_hours"]
+    assert rows[1][:4] == [TENANT, "buero", month, "1"]
+    assert re.fullmatch(r"\d+\.\d\d", rows[1][4])        # hours (seconds of it here)
 
 
 def test_an_operator_signs_in_with_a_token_and_a_user_who_is_no_admin_sees_nothing(

@@ -165,7 +165,8 @@ class Sessions(Repository):
                            [(now, t, s, State.CONNECTED.value) for t, s in sessions])
         await self._write(q)
 
-    async def expire(self, now: float, *, gateway_lease: float = float("inf")) -> int:
+    async def expire(self, now: float, *, gateway_lease: float = float("inf"),
+                     keep_history: float = float("inf")) -> int:
         """Apply the timers: end sessions whose time ran out, count connected sessions no gateway
         vouched for within ``gateway_lease`` seconds as disconnected, forget old tickets."""
         unvouched, left = bulk(Event.DISCONNECT)       # the last viewer is gone with its gateway
@@ -179,9 +180,13 @@ class Sessions(Repository):
                 f"UPDATE sessions SET state=?, deadline=NULL, updated=? WHERE deadline IS NOT "
                 f"NULL AND deadline<=? AND state IN ({_marks(timed_out)})",
                 (over.value, now, now, *_values(timed_out)))
+            ended = cur.rowcount
             db.execute("DELETE FROM tickets WHERE expires_at<?", (now - 60,))
             db.execute("DELETE FROM logins WHERE expires<=?", (now,))
-            return cur.rowcount
+            if keep_history != float("inf"):
+                db.execute("DELETE FROM sessions WHERE state=? AND updated<?",
+                           (State.ENDED.value, now - keep_history))
+            return ended
         return await self._write(q)
 
     async def live(self, tenant: str, *, login: str | None = None) -> list[SessionRow]:
@@ -194,6 +199,18 @@ class Sessions(Repository):
                 args.append(login)
             rows = db.execute(sql + " ORDER BY created", args).fetchall()
             return [SessionRow(r[0], r[1], r[2], r[3], r[4], State(r[5]), r[6]) for r in rows]
+        return await self._read(q)
+
+    async def history(self, tenant: str, since: float, until: float) -> list[tuple[str, float,
+                                                                                  float | None]]:
+        """(pool, start, end or None while live) of the tenant's sessions that overlap
+        ``[since, until)`` (for usage; ended sessions are kept for ``session_history_days``)."""
+        def q(db: Tx) -> list[tuple[str, float, float | None]]:
+            rows = db.execute(
+                "SELECT pool, created, CASE WHEN state=? THEN updated END FROM sessions "
+                "WHERE tenant=? AND created<? AND (state<>? OR updated>=?) ORDER BY created",
+                (State.ENDED.value, tenant, until, State.ENDED.value, since)).fetchall()
+            return [(r[0], r[1], r[2]) for r in rows]
         return await self._read(q)
 
     async def set_port(self, session_id: str, port: int) -> None:

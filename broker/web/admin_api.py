@@ -13,7 +13,9 @@ administrator" as for a tenant that does not exist.
 from __future__ import annotations
 
 import asyncio
+import csv
 import hashlib
+import io
 import hmac
 import json
 
@@ -24,6 +26,7 @@ from ..devices import DEFAULT_CODE_HOURS
 from ..errors import BadRequest, LoginRequired, NotAdmin
 from ..host_states import Action
 from ..service import AdminPrincipal, Broker
+from ..usage import month_of
 from .common import BROKER_KEY, Handler, json_body, source_of, token_of
 
 MAX_AUDIT = 1000
@@ -201,6 +204,47 @@ async def audit(request: web.Request) -> web.Response:
         raise BadRequest("q: at most 200 characters")
     return web.json_response({"audit": await _broker(request).audit.entries(
         request[TENANT].id, min(int(text), MAX_AUDIT), search)})
+
+
+USAGE_COLUMNS = ("tenant", "pool", "month", "sessions", "desktop_hours")
+
+
+def _usage_answer(request: web.Request, month: str, rows: list[tuple[str, object]]
+                  ) -> web.Response:
+    """The usage rows as JSON, or as CSV (``?format=csv``) for the billing spreadsheet."""
+    if request.query.get("format") == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        writer.writerow(USAGE_COLUMNS)
+        for tenant_id, u in rows:
+            writer.writerow((tenant_id, u.pool, month, u.sessions, f"{u.desktop_hours:.2f}"))
+        return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8",
+                            headers={"Content-Disposition":
+                                     f'attachment; filename="pforte-usage-{month}.csv"'})
+    return web.json_response({"month": month, "usage": [
+        {"tenant": tenant_id, "pool": u.pool, "sessions": u.sessions,
+         "desktop_hours": u.desktop_hours} for tenant_id, u in rows]})
+
+
+@routes.get("/tenants/{tenant}/usage")
+async def usage(request: web.Request) -> web.Response:
+    """Desktop-hours and sessions per pool in ``?month=YYYY-MM`` (default: this month)."""
+    tenant = request[TENANT]
+    month, found = await _broker(request).admin.usage(tenant, request.query.get("month"))
+    return _usage_answer(request, month, [(tenant.id, u) for u in found])
+
+
+@routes.get("/usage")
+async def usage_of_all(request: web.Request) -> web.Response:
+    """The same for every tenant the caller administers (an operator: all, for billing)."""
+    broker, principal = _broker(request), request[PRINCIPAL]
+    rows = []
+    month = request.query.get("month") or month_of(broker.clock(), broker.config.time_zone)
+    for tenant in broker.config.tenants:
+        if principal.may(tenant):
+            month, found = await broker.admin.usage(tenant, month)
+            rows += [(tenant.id, u) for u in found]
+    return _usage_answer(request, month, rows)
 
 
 HEARTBEAT = 15.0   # seconds: a comment on a quiet event stream keeps proxies from closing it

@@ -298,6 +298,15 @@ def console_page(lang: str, t: dict[str, str], csrf: str) -> str:
 {_table("devices", t, t['c_devices'], ("c_device", "c_site", "c_device_class", "c_last_seen",
                                        "c_actions"))}
 </section>
+<section aria-labelledby="usage-heading">
+<h2 id="usage-heading">{escape(t['c_usage'])}</h2>
+<form id="usage-form" class="inline">
+<label for="usage-month">{escape(t['c_month'])}</label>
+<input id="usage-month" type="month" required>
+<button type="button" id="usage-csv">{escape(t['c_csv'])}</button>
+</form>
+{_table("usage", t, t['c_usage'], ("c_pool", "c_session_count", "c_desktop_hours"))}
+</section>
 <section aria-labelledby="audit-heading">
 <h2 id="audit-heading">{escape(t['c_audit'])}</h2>
 <label for="audit-search">{escape(t['c_audit_search'])}</label>

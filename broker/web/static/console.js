@@ -252,6 +252,47 @@ function loadAudit() {
     }, 250);
 }
 
+// -- usage for billing ------------------------------------------------------------------------
+const hours = new Intl.NumberFormat(lang, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+
+function usagePath(format) {
+    const month = $("usage-month").value;
+    const query = new URLSearchParams();
+    if (month) query.set("month", month);
+    if (format) query.set("format", format);
+    return inTenant(`/usage?${query}`);
+}
+
+async function loadUsage() {
+    try {
+        const answer = await api("GET", usagePath());
+        if (!$("usage-month").value) $("usage-month").value = answer.month;
+        fill("usage", answer.usage, (row, u) => {
+            cell(row, u.pool);
+            cell(row, String(u.sessions));
+            cell(row, hours.format(u.desktop_hours));
+        });
+    } catch (e) {
+        said(text("c_failed", { why: e.message }));
+    }
+}
+
+$("usage-month").addEventListener("change", loadUsage);
+$("usage-csv").addEventListener("click", async () => {
+    // fetched (an operator's token cannot ride on a link), then handed over as a file
+    const response = await fetch(BASE + usagePath("csv"), {
+        headers: authorised("GET"), credentials: "same-origin" });
+    if (!response.ok) {
+        said(text("c_failed", { why: response.status }));
+        return;
+    }
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(await response.blob());
+    link.download = `pforte-usage-${tenant}-${$("usage-month").value}.csv`;
+    link.click();
+    URL.revokeObjectURL(link.href);
+});
+
 // -- the live view --------------------------------------------------------------------------
 function onEvent(block) {
     let kind = "message";
@@ -302,6 +343,7 @@ function show(id) {
     follow(following.signal);
     loadDevices();
     loadAudit();
+    loadUsage();
 }
 
 // -- forms ----------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from .errors import BadRequest, Conflict, NotFound
 from .host_states import (TRANSITIONS, Action, InvalidAction, apply, notice_times,
                           takes_new_sessions, takes_reconnects)
 from .gateway_control import GatewayControl
+from .logons import summary
 from .usage import Past, PoolUsage, month_bounds, month_of, tally
 from .hosts import HostControl
 from .store import ACTIVE_ROW, HostStateRow, SessionRow, Store
@@ -92,8 +93,10 @@ class Administration:
         return out
 
     async def session_overview(self, tenant: TenantConfig) -> list[dict]:
+        logons = await self.store.sessions.logons(tenant.id)
         return [{"id": s.id, "user": s.login, "pool": s.pool, "host": s.host,
-                 "state": s.state.value, "since": s.created}
+                 "state": s.state.value, "since": s.created,
+                 "logon": summary(logons[s.id]) if s.id in logons else None}
                 for s in await self.store.sessions.live(tenant.id)]
 
     async def usage(self, tenant: TenantConfig, month: str | None = None

@@ -148,6 +148,9 @@ class BrokerConfig:
     profiles_dir: Path | None         # client profiles for enrolled devices
     tenants: tuple[TenantConfig, ...]
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # who may read /metrics (a scraper's address; behind a proxy the client's, so never the
+    # internet's unless configured so)
+    metrics_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     tls_cert: Path | None = None      # serve HTTPS directly (else plain HTTP, e.g. behind a proxy)
     tls_key: Path | None = None
     http_idle_timeout: float = HTTP_IDLE_TIMEOUT  # silent connections are closed
@@ -202,6 +205,7 @@ def load_config(path: str | Path) -> BrokerConfig:
                                b.int("lockout", DEFAULT_LOCKOUT, minimum=1)),
         tenants=tuple(_tenant(t) for t in root.tables("tenants")),
         trusted_proxies=networks(b, "trusted_proxies", []),
+        metrics_networks=networks(b, "metrics_networks", ["127.0.0.0/8", "::1/128"]),
         tls_cert=b.file("tls_cert_file") if tls else None,
         tls_key=b.file("tls_key_file") if tls else None,
         http_idle_timeout=b.float("http_idle_timeout", HTTP_IDLE_TIMEOUT, minimum=1.0),

@@ -109,6 +109,8 @@ class DirectoryUser:
     login: str              # canonical identity, read from the entry
     display_name: str
     groups: frozenset[str]  # DNs, lower-case, nested membership included
+    bind_seconds: float = 0.0    # what the password check took (the logon's phases)
+    groups_seconds: float = 0.0  # what reading the groups took
 
 
 class Directory:
@@ -312,9 +314,12 @@ class Directory:
             nobody = f"cn=pforte-nobody-{secrets.token_hex(8)},{self.config.base_dn}"
             self._check_password(url, nobody, password, reuse)
             raise BadCredentials("unknown user")  # reached only if the directory bound it
+        started = time.perf_counter()
         self._check_password(url, entry.dn, password, reuse)
+        bound = time.perf_counter()
         groups = self._groups_of(url, entry, reuse=reuse)
-        return DirectoryUser(entry.dn, entry.login, entry.display_name, groups)
+        return DirectoryUser(entry.dn, entry.login, entry.display_name, groups,
+                             bound - started, time.perf_counter() - bound)
 
     def _groups_of(self, url: str, entry: DirectoryEntry, *, reuse: bool) -> frozenset[str]:
         with self._service(url, reuse) as service:

@@ -69,6 +69,7 @@ ALTER TABLE host_states ADD COLUMN next_notice REAL;
 CREATE INDEX sessions_by_end ON sessions (state, updated);
 CREATE INDEX sessions_by_start ON sessions (tenant, created);
 ALTER TABLE sessions ADD COLUMN logon TEXT;
+ALTER TABLE logins ADD COLUMN logon TEXT;
 """,
 }
 LATEST = max(MIGRATIONS)

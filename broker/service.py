@@ -23,6 +23,7 @@ from . import mfa, placement, reconnect_pass
 from .admin import Administration
 from .audit import AuditLog, printable
 from .changes import Changes
+from .logons import LogonPhases
 from .config import BrokerConfig, HostConfig, PoolConfig, TenantConfig
 from .devices import Devices
 from .directory import Directory, canonical
@@ -38,6 +39,7 @@ from .engine import Tx
 from .store import (OPERATOR, Assignment, Fragment, Login, Store, TicketAlreadyRedeemed,
                     UnknownSession, UserMfa)
 from .store.accounts import accept_step_in, read_mfa, set_recovery_codes_in, use_recovery_code_in
+from .store.sessions import set_logon_in
 from .store.throttles import lock_names as throttle_locks
 from .store.throttles import reserve_in, settle_in
 
@@ -85,6 +87,7 @@ class Spend:
     step: int = 0
     recovery_hash: str | None = None
     refused: CodeRejected | None = None
+    phases: dict[str, float] = field(default_factory=dict)   # what the check took (logon)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ class Broker:
         self.directories = {t.id: Directory(t.directory, self._executor) for t in config.tenants}
         # the composition root: each collaborator gets what it needs, none gets the Broker
         self.changes = Changes()
+        self.logons = LogonPhases()
         self.audit = AuditLog(store, clock, on_record=self.changes.bump)
         self.hosts = HostControl(config.ssh_key, str(config.ssh_known_hosts)
                                  if config.ssh_known_hosts else None)
@@ -211,7 +215,9 @@ class Broker:
         directory = self.directories[tenant.id]
         async with self._attempt([self._source_key(source)], tenant.id, name, source,
                                  "login.password") as attempt:
+            started = time.perf_counter()
             entry = await directory.find(name)
+            searched = time.perf_counter() - started
             identity = entry.login if entry is not None else canonical(name)
             await self._reserve_also(attempt, [self._user_key(tenant.id, identity, complete=False)],
                                      tenant.id, identity, source, "login.password")
@@ -219,7 +225,11 @@ class Broker:
             token = secrets.token_urlsafe(32)
             login = Login(tenant=tenant.id, user=user.login, display_name=user.display_name,
                           groups=user.groups, mfa_done=False, csrf=secrets.token_urlsafe(24),
-                          expires=self.clock() + self.config.login_lifetime)
+                          expires=self.clock() + self.config.login_lifetime,
+                          phases=(("directory_search", searched),
+                                  ("directory_bind", user.bind_seconds),
+                                  ("directory_groups", user.groups_seconds)))
+            self.logons.observe_all(dict(login.phases))
             attempt.on_success += [  # recorded with the settlement: one transaction
                 self.store.accounts.new_login(token, login),
                 self.audit.entry(tenant.id, user.login, source, "login.password", "ok")]
@@ -370,6 +380,7 @@ class Broker:
         if login.mfa_done:
             return None
         tenant, user = login.tenant, login.user
+        started = time.perf_counter()
         keys = [self._user_key(tenant, user, complete=True), self._source_key(source)]
         locks = throttle_locks(keys)
         state = await self.store.unit(
@@ -388,12 +399,14 @@ class Broker:
                                                   last_step=state.last_step))
         except CodeRejected as exc:
             spend = Spend(refused=exc)
+        spend.phases["second_factor"] = time.perf_counter() - started
         new_codes = None if state.confirmed else mfa.new_recovery_codes()
         verdict = await self.store.unit(
             lambda db: self._finish_code_check(db, token, login, state, spend, keys, source,
                                                self.clock(), new_codes), locks=locks)
         if isinstance(verdict, BrokerError):
             raise verdict
+        self.logons.observe_all(spend.phases)
         return new_codes
 
     @staticmethod
@@ -425,11 +438,11 @@ class Broker:
         refused = spend.refused
         if refused is None and spend.recovery_hash is not None:
             if not use_recovery_code_in(db, tenant, user, spend.recovery_hash, now=now,
-                                        completes=token):
+                                        completes=token, phases=spend.phases):
                 refused = CodeRejected("unknown or spent recovery code")
         elif refused is None and not accept_step_in(db, tenant, user, spend.step,
                                                     confirm=not state.confirmed,
-                                                    completes=token):
+                                                    completes=token, phases=spend.phases):
             refused = mfa.CodeReplayed("step used concurrently")
         if refused is not None:
             settle_in(db, keys, Outcome.FAILED, now)
@@ -469,23 +482,25 @@ class Broker:
                                     pool_id)
             raise NotEntitled(pool_id)
         now = self.clock()
+        started = time.perf_counter()
         hosts, reconnect_hosts = await self.admin.availability(tenant, pool.hosts)
         assignment = await self.store.sessions.assign(
             tenant.id, login.user, pool.id, hosts, now=now,
             pending_timeout=self.config.pending_timeout, keep_seconds=pool.disconnected_keep,
             reconnect_hosts=reconnect_hosts, max_in_flight=pool.max_logons_in_flight,
             dedicated=pool.dedicated, rng=self.rng)
-        # The audit entry is its own transaction, after the pool's lock is released: written
-        # under the lock it made every placement of a pool wait longer, and in the fleet storm
-        # database threads waiting for that lock starved the gateways' redemptions.
-        await self.audit.record(login.tenant, login.user, source, "connect",
-                                *self._connect_audit(assignment, pool))
+        phases = {"placement": time.perf_counter() - started}
         if not isinstance(assignment, Assignment):
+            await self.audit.record(login.tenant, login.user, source, "connect",
+                                    *self._connect_audit(assignment, pool))
             raise REFUSALS[type(assignment)][1](pool.id)
         host = tenant.host(assignment.host_id)
         port = assignment.port or host.port
         if host.ssh is not None and host.ssh.launch_command and assignment.port is None:
+            launching = time.perf_counter()
             port = await self._launch(tenant, host, login, assignment.session_id, source)
+            phases["desktop_start"] = time.perf_counter() - launching
+        minting = time.perf_counter()
         ticket_id = ticket.new_ticket_id()
         issued = int(now)
         expires = issued + self.config.ticket_lifetime
@@ -497,8 +512,21 @@ class Broker:
             session=assignment.session_id,
             target=ticket.Target(host.address, port, host.protocol), sealed_secret=sealed,
             idle_after=pool.idle_logoff, clipboard=pool.clipboard)
-        return Connection(ticket.mint(self._signing_key, claims), self.config.gateway_url,
-                          assignment.session_id, pool, host.id, expires, port)
+        minted = ticket.mint(self._signing_key, claims)
+        phases["ticket"] = time.perf_counter() - minting
+        # The audit entry and the logon's phases are one transaction of their own, after the
+        # pool's lock is released: written under the lock it made every placement of a pool
+        # wait longer, and in the fleet storm database threads waiting for that lock starved
+        # the gateways' redemptions.
+        self.logons.observe_all(phases)
+        logon = {**dict(login.phases), **phases}
+        result, detail = self._connect_audit(assignment, pool)
+        await self.store.unit(lambda db: (
+            self.audit.entry(login.tenant, login.user, source, "connect", result, detail)(db),
+            set_logon_in(db, assignment.session_id, logon)))
+        self.changes.bump()
+        return Connection(minted, self.config.gateway_url, assignment.session_id, pool, host.id,
+                          expires, port)
 
     @staticmethod
     def _connect_audit(decision: Assignment | placement.Refusal,
@@ -601,6 +629,14 @@ class Broker:
                                         source="gateway", why="idle")
             except NotFound:
                 pass
+
+    async def gateway_connected(self, report: reports.Connected) -> None:
+        """A gateway's word that a session's viewer is through: its part of the logon."""
+        phases = {"gateway_redeem": report.redeem_seconds,
+                  "desktop_handshake": report.desktop_seconds}
+        self.logons.observe_all(phases)
+        await self.store.sessions.add_logon(report.tenant, report.session, phases)
+        self.changes.bump()
 
     async def gateway_alive(self, sessions: list[tuple[str, str]]) -> None:
         """A gateway vouches that it holds these (tenant, session): renew their lease."""

@@ -88,6 +88,21 @@ class BrokerClient:
         if status != 204:
             raise BrokerUnavailable(f"broker answered {status}")
 
+    async def connected(self, claims: Claims, redeem_seconds: float,
+                        desktop_seconds: float) -> None:
+        """The gateway's part of a logon, for the session's logon record; lost if no broker
+        answers (it is a measurement, not a fact anything depends on)."""
+        body = reports.Connected(claims.tenant, claims.session, redeem_seconds,
+                                 desktop_seconds).to_json()
+        try:
+            status = await self._post(reports.CONNECTED, body)
+        except BrokerUnavailable as exc:
+            logger.info("logon report for session %s not delivered: %s", claims.session, exc)
+            return
+        if status != 204:
+            logger.warning("broker refused the logon report for session %s: %s",
+                           claims.session, status)
+
     async def alive(self, sessions: list[tuple[str, str]]) -> None:
         """Renew the broker's lease on the sessions this gateway holds: (tenant, session)."""
         try:

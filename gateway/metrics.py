@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from wire.metrics import Histogram
+
 HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -17,9 +19,8 @@ class Metrics:
     bytes_up: int = 0
     bytes_down: int = 0
     refusals: dict[str, int] = field(default_factory=dict)
-    handshake_counts: list[int] = field(default_factory=lambda: [0] * len(HANDSHAKE_BUCKETS))
-    handshake_sum: float = 0.0
-    handshake_total: int = 0
+    handshakes: Histogram = field(default_factory=lambda: Histogram(
+        "pforte_gateway_handshake_seconds", buckets=HANDSHAKE_BUCKETS))
     # clipboard transfers of guarded sessions (gateway/clipboard.py), counted as they happen
     clipboard: dict[str, int] = field(
         default_factory=lambda: {"in": 0, "in_blocked": 0, "out": 0, "out_blocked": 0})
@@ -28,11 +29,7 @@ class Metrics:
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
 
     def handshake(self, seconds: float) -> None:
-        self.handshake_total += 1
-        self.handshake_sum += seconds
-        for i, bound in enumerate(HANDSHAKE_BUCKETS):
-            if seconds <= bound:
-                self.handshake_counts[i] += 1
+        self.handshakes.observe(seconds)
 
     def prometheus(self) -> str:
         lines = [
@@ -56,11 +53,5 @@ class Metrics:
             direction, _, blocked = what.partition("_")
             lines.append(f'pforte_gateway_clipboard_total{{direction="{direction}",'
                          f'result="{blocked or "allowed"}"}} {n}')
-        lines.append("# TYPE pforte_gateway_handshake_seconds histogram")
-        # each bucket already counts every handshake at or below its bound (cumulative)
-        lines += [f'pforte_gateway_handshake_seconds_bucket{{le="{bound}"}} {n}'
-                  for bound, n in zip(HANDSHAKE_BUCKETS, self.handshake_counts)]
-        lines += [f'pforte_gateway_handshake_seconds_bucket{{le="+Inf"}} {self.handshake_total}',
-                  f"pforte_gateway_handshake_seconds_sum {self.handshake_sum:.6f}",
-                  f"pforte_gateway_handshake_seconds_count {self.handshake_total}"]
+        lines += self.handshakes.lines()
         return "\n".join(lines) + "\n"

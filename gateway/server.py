@@ -25,6 +25,7 @@ import logging
 import os
 import secrets
 import time
+from typing import Coroutine
 from dataclasses import dataclass
 
 import aiohttp
@@ -96,6 +97,7 @@ class _Redeemed:
     """A first message that was a ticket, now redeemed."""
     claims: ticket.Claims
     resumable: bool
+    redeem_seconds: float = 0.0     # verify and redeem: the gateway's part of the logon
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,13 @@ class Gateway:
         self.outage_tickets = admission.OutageTickets()
         self._idle_sweeper: asyncio.Task | None = None
         self._alive_reporter: asyncio.Task | None = None
+        self._reports: set[asyncio.Task] = set()   # reports on their way to a broker
+
+    def _reporting(self, report: Coroutine) -> None:
+        """Send a report without holding the session up (the broker's answer changes nothing)."""
+        task = asyncio.ensure_future(report)
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -150,7 +159,7 @@ class Gateway:
         self._idle_sweeper = asyncio.create_task(self._sweep_idle())
 
     async def _stop(self, _app: web.Application) -> None:
-        for task in (self._idle_sweeper, self._alive_reporter):
+        for task in (self._idle_sweeper, self._alive_reporter, *self._reports):
             if task is not None:
                 task.cancel()
         await self.broker.close()
@@ -287,6 +296,7 @@ class Gateway:
             raise Refused(Close.TIMEOUT) from None
         if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
             raise Refused(Close.MALFORMED)
+        received = time.perf_counter()
         first = admission.first_message(msg.data)
         if not isinstance(first, Offer):
             if self.workers and (holder := self.workers.holder(first.token)) is not None:
@@ -307,13 +317,14 @@ class Gateway:
             logger.warning("no broker recorded ticket %s: admitted once as an outage ticket "
                            "(session %s of %s@%s)", claims.ticket_id, claims.session, claims.user,
                            claims.tenant)
-        return _Redeemed(claims, first.resumable)
+        return _Redeemed(claims, first.resumable, time.perf_counter() - received)
 
     async def _serve(self, ws: web.WebSocketResponse, request: web.Request,
                      admitted: _Redeemed, started: float) -> None:
         claims, resumable = admitted.claims, admitted.resumable
         self.metrics.sessions_open += 1
         self.metrics.sessions_total += 1
+        reaching = time.perf_counter()
         try:
             link = await self._reach_desktop(claims)
         except (OSError, asyncio.TimeoutError, DesktopError, TicketError) as exc:
@@ -325,6 +336,7 @@ class Gateway:
             await self.broker.disconnected(claims, Counters(), EndReason.DESKTOP_UNAVAILABLE)
             return
         link.guard = ClipboardGuard.for_policy(claims.clipboard, self.metrics.clipboard)
+        desktop_seconds = time.perf_counter() - reaching
         session = RelaySession(claims, link, ws,
                                token=self._new_token() if resumable else None)
         self.table.begin(ws, session)
@@ -352,6 +364,7 @@ class Gateway:
             await self._end(session, EndReason.POLICY)
             return
         self.metrics.handshake(time.perf_counter() - started)
+        self._reporting(self.broker.connected(claims, admitted.redeem_seconds, desktop_seconds))
         logger.info("session %s of %s@%s connected to %s:%s%s", claims.session, claims.user,
                     claims.tenant, claims.target.host, claims.target.port,
                     " (resumable)" if resumable else "")

@@ -79,6 +79,16 @@ def test_an_admin_drains_messages_and_logs_off_live_while_the_user_sees_it(live,
     host = row.get_by_role("cell").nth(1).text_content()
     assert re.fullmatch(r"desk[12]", host)
     assert row.get_by_role("cell").nth(4).text_content() == "verbunden"
+    # the logon, phase by phase: the gateway's part arrives a moment after the broker's
+    logon = row.get_by_role("cell").nth(5)
+    assert re.fullmatch(r"\d+(,\d)? s", logon.locator("summary").text_content())
+    logon.locator("summary").click()
+    logon.get_by_text("Verbindung zum Arbeitsplatz:", exact=False).wait_for()
+    phases = logon.locator("li").all_text_contents()
+    for phase in ("Verzeichnis: Suche", "Verzeichnis: Passwort", "Verzeichnis: Gruppen",
+                  "Zweiter Faktor", "Platzvergabe", "Ticket", "Gateway",
+                  "Verbindung zum Arbeitsplatz"):
+        assert any(re.fullmatch(rf"{phase}: [\d.]+ ms", p) for p in phases), (phase, phases)
     assert violations(console) == []
 
     # the drain: what will happen is said before it happens
@@ -189,3 +199,23 @@ def test_the_event_stream_answers_only_admins_of_the_tenant(live):
         assert stream.headers["Content-Type"].startswith("text/event-stream")
         assert stream.readline() == b"event: overview\n"
         assert b'"hosts":[{"id":"desk1"' in stream.readline()
+
+
+def test_the_broker_counts_logon_phases_for_its_scrapers_only(live):
+    async def log_in() -> None:
+        async with live.client("10.94.0.2") as http:
+            await live.login(http, "user2")
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, log_in()).result()
+    with urllib.request.urlopen(f"{live.portal}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    for phase in ("directory_search", "directory_bind", "directory_groups", "second_factor"):
+        found = re.search(rf'pforte_broker_logon_phase_seconds_count{{phase="{phase}"}} (\d+)',
+                          text)
+        assert found and int(found[1]) >= 1, phase
+    # through the proxy, from the internet: not for them
+    request = urllib.request.Request(f"{live.portal}/metrics",
+                                     headers={"X-Forwarded-For": "203.0.113.9"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 403

@@ -11,6 +11,7 @@ from .ticket import Claims
 
 REDEEM = "/api/v1/gateway/redeem"
 DISCONNECT = "/api/v1/gateway/disconnect"
+CONNECTED = "/api/v1/gateway/connected"
 ALIVE = "/api/v1/gateway/alive"
 
 
@@ -84,6 +85,28 @@ class Disconnect:
         return cls(_text(body, "tenant"), _text(body, "session"), *counts,
                    EndReason.parse(body.get("reason")), user if isinstance(user, str) else "",
                    clipboard)
+
+
+@dataclass(frozen=True)
+class Connected:
+    """A session's viewer is through the gateway: what the gateway's part of the logon took."""
+    tenant: str
+    session: str
+    redeem_seconds: float       # from the first message to the redeemed ticket
+    desktop_seconds: float      # reaching the desktop and its VNC authentication
+
+    def to_json(self) -> dict:
+        return {"tenant": self.tenant, "session": self.session,
+                "redeem_seconds": round(self.redeem_seconds, 6),
+                "desktop_seconds": round(self.desktop_seconds, 6)}
+
+    @classmethod
+    def from_json(cls, body: object) -> "Connected":
+        body = _object(body)
+        times = [body.get(k) for k in ("redeem_seconds", "desktop_seconds")]
+        if not all(type(t) in (int, float) and 0 <= t < 3600 for t in times):
+            raise BadReport("redeem_seconds and desktop_seconds must be seconds")
+        return cls(_text(body, "tenant"), _text(body, "session"), *times)
 
 
 @dataclass(frozen=True)

@@ -29,11 +29,19 @@ class Login:
     mfa_done: bool
     csrf: str
     expires: float
+    phases: tuple[tuple[str, float], ...] = ()   # seconds each logon phase took so far
 
 
-def _complete(db: Tx, token: str) -> None:
-    """The login's second factor is done."""
-    db.execute("UPDATE logins SET mfa_done=1 WHERE token_hash=?", (token_hash(token),))
+def _complete(db: Tx, token: str, phases: dict[str, float] | None = None) -> None:
+    """The login's second factor is done (``phases``: what it took, added to the login's)."""
+    if phases:
+        row = db.execute("SELECT logon FROM logins WHERE token_hash=?",
+                         (token_hash(token),)).fetchone()
+        known = json.loads(row[0]) if row and row[0] else {}
+        db.execute("UPDATE logins SET mfa_done=1, logon=? WHERE token_hash=?",
+                   (json.dumps({**known, **phases}), token_hash(token)))
+    else:
+        db.execute("UPDATE logins SET mfa_done=1 WHERE token_hash=?", (token_hash(token),))
 
 
 # Parts of a unit of work (run inside a transaction a use case owns; see Broker.second_factor).
@@ -47,7 +55,8 @@ def read_mfa(db: Tx, tenant: str, login: str) -> UserMfa:
 
 
 def accept_step_in(db: Tx, tenant: str, login: str, step: int, *, confirm: bool,
-                   completes: str | None = None) -> bool:
+                   completes: str | None = None,
+                   phases: dict[str, float] | None = None) -> bool:
     """Record a used TOTP step; False if that step (or a later one) was used already.
 
     ``completes``: a login token whose second factor this completes, in the same transaction
@@ -59,19 +68,20 @@ def accept_step_in(db: Tx, tenant: str, login: str, step: int, *, confirm: bool,
         "AND (totp_last_step IS NULL OR totp_last_step < ?)",
         (step, confirm, tenant, login, step))
     if cur.rowcount == 1 and completes is not None:
-        _complete(db, completes)
+        _complete(db, completes, phases)
     return cur.rowcount == 1
 
 
 def use_recovery_code_in(db: Tx, tenant: str, login: str, code_hash: str, *, now: float,
-                         completes: str | None = None) -> bool:
+                         completes: str | None = None,
+                         phases: dict[str, float] | None = None) -> bool:
     """Spend a recovery code; False if unknown or spent. ``completes`` as for
     :func:`accept_step_in`."""
     spent = db.execute("UPDATE recovery_codes SET used_at=? WHERE tenant=? AND login=? "
                        "AND code_hash=? AND used_at IS NULL",
                        (now, tenant, login, code_hash)).rowcount == 1
     if spent and completes is not None:
-        _complete(db, completes)
+        _complete(db, completes, phases)
     return spent
 
 
@@ -124,20 +134,24 @@ class Accounts(Repository):
     def new_login(token: str, login: Login) -> Fragment:
         """Store a portal login (as part of a unit of work)."""
         def q(db: Tx) -> None:
-            db.execute("INSERT INTO logins VALUES (?,?,?,?,?,?,?,?)", (
-                token_hash(token), login.tenant, login.user, login.display_name,
-                json.dumps(sorted(login.groups)), int(login.mfa_done), login.csrf, login.expires))
+            db.execute("INSERT INTO logins (token_hash, tenant, login, display_name, groups, "
+                       "mfa_done, csrf, expires, logon) VALUES (?,?,?,?,?,?,?,?,?)", (
+                           token_hash(token), login.tenant, login.user, login.display_name,
+                           json.dumps(sorted(login.groups)), int(login.mfa_done), login.csrf,
+                           login.expires, json.dumps(dict(login.phases))))
         return q
 
     async def get_login(self, token: str, now: float) -> Login | None:
         def q(db: Tx) -> Login | None:
             row = db.execute(
-                "SELECT tenant, login, display_name, groups, mfa_done, csrf, expires FROM logins "
-                "WHERE token_hash=? AND expires>?", (token_hash(token), now)).fetchone()
+                "SELECT tenant, login, display_name, groups, mfa_done, csrf, expires, logon "
+                "FROM logins WHERE token_hash=? AND expires>?",
+                (token_hash(token), now)).fetchone()
             if row is None:
                 return None
+            phases = tuple(json.loads(row[7]).items()) if row[7] else ()
             return Login(row[0], row[1], row[2], frozenset(json.loads(row[3])), bool(row[4]),
-                         row[5], row[6])
+                         row[5], row[6], phases)
         return await self._read(q)
 
     async def delete_login(self, token: str) -> None:

@@ -3,6 +3,7 @@ over its seats), redeeming tickets once, the session timers, and dedicated hosts
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from dataclasses import dataclass
@@ -213,6 +214,24 @@ class Sessions(Repository):
             return [(r[0], r[1], r[2]) for r in rows]
         return await self._read(q)
 
+    async def add_logon(self, tenant: str, session_id: str, phases: dict[str, float]) -> None:
+        """Add phases to the logon recorded with a session (the gateway's part)."""
+        def q(db: Tx) -> None:
+            row = db.execute("SELECT logon FROM sessions WHERE id=? AND tenant=?",
+                             (session_id, tenant)).fetchone()
+            if row is not None:
+                set_logon_in(db, session_id, {**(json.loads(row[0]) if row[0] else {}),
+                                              **phases})
+        await self._write(q)
+
+    async def logons(self, tenant: str) -> dict[str, dict[str, float]]:
+        """session id → its logon's phases, for the tenant's live sessions."""
+        def q(db: Tx) -> dict[str, dict[str, float]]:
+            rows = db.execute(f"SELECT id, logon FROM sessions WHERE tenant=? AND state IN "
+                              f"({_LIVE_SQL}) AND logon IS NOT NULL", (tenant, *_LIVE)).fetchall()
+            return {r[0]: json.loads(r[1]) for r in rows}
+        return await self._read(q)
+
     async def set_port(self, session_id: str, port: int) -> None:
         def q(db: Tx) -> None:
             db.execute("UPDATE sessions SET port=? WHERE id=?", (port, session_id))
@@ -246,3 +265,8 @@ class Sessions(Repository):
             return dict(db.execute("SELECT login, host FROM dedicated WHERE tenant=? AND "
                                            "pool=? ORDER BY login", (tenant, pool)).fetchall())
         return await self._read(q)
+
+
+def set_logon_in(db: Tx, session_id: str, phases: dict[str, float]) -> None:
+    """Record what the session's latest logon took, phase by phase (part of a unit of work)."""
+    db.execute("UPDATE sessions SET logon=? WHERE id=?", (json.dumps(phases), session_id))

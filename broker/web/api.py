@@ -4,6 +4,7 @@ sub-application, :mod:`broker.web.admin_api`)."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 
 from aiohttp import web
 
@@ -156,6 +157,26 @@ async def api_gateway_disconnect(request: web.Request) -> web.StreamResponse:
     await request.config_dict[BROKER_KEY].disconnected(await _report(request,
                                                                      reports.Disconnect))
     return web.Response(status=204)
+
+
+@routes.post(reports.CONNECTED)
+async def api_gateway_connected(request: web.Request) -> web.StreamResponse:
+    connected = await _report(request, reports.Connected)
+    await request.config_dict[BROKER_KEY].gateway_connected(connected)
+    return web.Response(status=204)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.StreamResponse:
+    """The broker's Prometheus metrics (logon phases), for scrapers in ``metrics_networks``."""
+    broker = request.config_dict[BROKER_KEY]
+    try:
+        address = ipaddress.ip_address(source_of(request))
+    except ValueError:
+        address = None
+    if address is None or not any(address in net for net in broker.config.metrics_networks):
+        raise web.HTTPForbidden(text="metrics are for the configured scrapers only\n")
+    return web.Response(text=broker.logons.prometheus(), content_type="text/plain")
 
 
 @routes.post(reports.ALIVE)

@@ -6,6 +6,7 @@ import json
 from html import escape
 
 from ..config import PoolConfig
+from ..logons import PHASES
 
 
 def _layout(lang: str, t: dict[str, str], body: str, *, scripts: str = "") -> str:
@@ -212,7 +213,8 @@ _CONSOLE_TEXT_KEYS = tuple(k for k in (
     "c_drain_heading", "c_drain_logoff_at", "c_drain_asked", "c_drain_nobody",
     "c_confirm_logoff", "c_confirm_disable", "c_confirm_maintenance", "c_confirm_mfa",
     "c_confirm_revoke", "c_message_heading", "c_message_reached", "c_message_not_reached",
-    "c_done", "c_failed", "c_token_wrong"))
+    "c_done", "c_failed", "c_token_wrong", "c_logon_total", "c_logon_slow",
+    *(f"c_phase_{phase}" for phase in PHASES)))
 
 
 def _table(table_id: str, t: dict[str, str], caption: str, columns: tuple[str, ...]) -> str:
@@ -268,7 +270,7 @@ def console_page(lang: str, t: dict[str, str], csrf: str) -> str:
 <label for="session-filter">{escape(t['c_filter'])}</label>
 <input id="session-filter" type="search">
 {_table("sessions", t, t['c_sessions'], ("c_user", "c_host", "c_pool", "c_since",
-                                         "c_session_state", "c_actions"))}
+                                         "c_session_state", "c_logon", "c_actions"))}
 </section>
 <section aria-labelledby="users-heading">
 <h2 id="users-heading">{escape(t['c_users'])}</h2>

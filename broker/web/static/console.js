@@ -152,12 +152,17 @@ function button(label, name, key, onclick) {
 function fill(id, items, draw) {
     const focused = document.activeElement?.dataset?.key;
     const tbody = $(id).tBodies[0];
+    const opened = [...tbody.querySelectorAll("details[open]")].map((d) => d.dataset.key);
     tbody.replaceChildren();
     for (const item of items) draw(tbody.insertRow(), item);
     if (!items.length) {
         const td = tbody.insertRow().insertCell();
         td.colSpan = $(id).tHead.rows[0].cells.length;
         td.textContent = texts.c_none;
+    }
+    for (const key of opened) {
+        const details = tbody.querySelector(`details[data-key="${CSS.escape(key)}"]`);
+        if (details) details.open = true;
     }
     if (focused) tbody.querySelector(`[data-key="${CSS.escape(focused)}"]`)?.focus();
 }
@@ -187,6 +192,27 @@ function drawHosts() {
     });
 }
 
+const seconds = new Intl.NumberFormat(lang, { maximumFractionDigits: 1 });
+const millis = new Intl.NumberFormat(lang, { maximumFractionDigits: 0 });
+
+// A logon's total, and on opening, each phase (what helpdesk asks about a slow morning).
+function logonDetails(logon, key) {
+    const details = document.createElement("details");
+    details.dataset.key = key;
+    const summary = document.createElement("summary");
+    summary.dataset.key = `${key}:summary`;
+    summary.textContent = text(logon.slow ? "c_logon_slow" : "c_logon_total",
+                               { seconds: seconds.format(logon.total_ms / 1000) });
+    const list = document.createElement("ul");
+    for (const [phase, ms] of Object.entries(logon.phases_ms)) {
+        const item = document.createElement("li");
+        item.textContent = `${texts[`c_phase_${phase}`] || phase}: ${millis.format(ms)} ms`;
+        list.append(item);
+    }
+    details.append(summary, list);
+    return details;
+}
+
 function drawSessions() {
     const needle = $("session-filter").value.trim().toLowerCase();
     const shown = overview.sessions.filter((s) => !needle || s.user.toLowerCase().includes(needle)
@@ -197,6 +223,8 @@ function drawSessions() {
         cell(row, s.pool);
         cell(row, moment.format(new Date(s.since * 1000)));
         cell(row, texts[`c_session_${s.state}`] || s.state);
+        cell(row, s.logon ? logonDetails(s.logon, `logon:${s.id}`) : "–");
+        if (s.logon?.slow) row.classList.add("slow");
         const actions = document.createElement("span");
         const messageLabel = texts.c_action_message;
         const logoffLabel = texts.c_action_logoff;

@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime, timedelta
 from typing import Awaitable, Callable
 
 from .audit import AuditLog
 from .config import BrokerConfig, HostConfig, TenantConfig
 from .errors import BadRequest, Conflict, NotFound
-from .host_states import (TRANSITIONS, Action, InvalidAction, apply, notice_times,
+from .host_states import (TRANSITIONS, Action, HostState, InvalidAction, apply, notice_times,
                           takes_new_sessions, takes_reconnects)
 from .gateway_control import GatewayControl
 from .logons import summary
+from .maintenance import Window, current, occurrences
 from .usage import Past, PoolUsage, month_bounds, month_of, tally
 from .hosts import HostControl
 from .store import ACTIVE_ROW, HostStateRow, SessionRow, Store
@@ -303,6 +305,66 @@ class Administration:
                                 f"on_host={'yes' if on_host else 'no'} "
                                 f"in_session={'yes' if in_session else 'no'}")
         return on_host or in_session
+
+    # -- maintenance windows (a duty) ---------------------------------------------------------
+    async def maintenance_tick(self) -> None:
+        """Begin the drains of windows whose notice time has come, and enable the hosts of
+        windows that ended (one broker of the fleet runs this; each step happens once)."""
+        now, zone = self.clock(), self.config.time_zone
+        for tenant in self.config.tenants:
+            calendars = {c.id: c for c in tenant.calendars}
+            for window in tenant.maintenance_windows:
+                occurrence = current(window, calendars.get(window.calendar), zone, now)
+                if occurrence is None or not await self.store.hosts.begin_window(
+                        tenant.id, window.id, *occurrence):
+                    continue
+                for host in window.hosts:
+                    await self._window_step(tenant, window, host, Action.DRAIN,
+                                            deadline_seconds=max(1.0, occurrence[0] - now))
+        for tenant_id, window_id, starts in await self.store.hosts.ended_windows(now):
+            tenant = self.config.tenant(tenant_id)
+            window = next((w for w in tenant.maintenance_windows if w.id == window_id),
+                          None) if tenant is not None else None
+            if window is None or not await self.store.hosts.finish_window(tenant_id, window_id,
+                                                                          starts):
+                continue
+            states = await self.store.hosts.states(tenant.id)
+            for host in window.hosts:   # what an admin put in another state stays there
+                if states.get(host, ACTIVE_ROW).state is HostState.DRAINING:
+                    await self._window_step(tenant, window, host, Action.ENABLE)
+
+    async def _window_step(self, tenant: TenantConfig, window: Window, host: str,
+                           action: Action, deadline_seconds: float | None = None) -> None:
+        try:
+            await self.act(tenant, host, action, actor="pforte", source=f"window:{window.id}",
+                           deadline_seconds=deadline_seconds, message=window.message)
+        except (Conflict, NotFound) as exc:
+            await self.audit.record(tenant.id, "pforte", f"window:{window.id}",
+                                    f"host.{action.value}", "skipped", f"host={host} {exc}")
+
+    async def maintenance_plan(self, tenant: TenantConfig, days: int = 60) -> dict:
+        """The windows' next occurrences and the calendars' days ahead (the console's
+        timeline)."""
+        now, zone = self.clock(), self.config.time_zone
+        calendars = {c.id: c for c in tenant.calendars}
+        until = now + days * 86400
+        occurrences_ahead = []
+        for window in tenant.maintenance_windows:
+            for start, end in occurrences(window, calendars.get(window.calendar), zone, now, 10):
+                if start <= until:
+                    occurrences_ahead.append({"window": window.id, "hosts": list(window.hosts),
+                                              "start": start, "end": end,
+                                              "message": window.message})
+        today = datetime.fromtimestamp(now, zone).date()
+        days_ahead = []
+        for calendar in tenant.calendars:
+            for year in sorted({today.year, (today + timedelta(days=days)).year}):
+                for day, name in sorted(calendar.days(year).items()):
+                    if today <= day <= today + timedelta(days=days):
+                        days_ahead.append({"calendar": calendar.id, "day": day.isoformat(),
+                                           "name": name})
+        return {"windows": sorted(occurrences_ahead, key=lambda o: o["start"]),
+                "days": sorted(days_ahead, key=lambda d: d["day"])}
 
     # -- health (a duty) ----------------------------------------------------------------------
     async def probe_all(self) -> None:

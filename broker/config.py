@@ -13,6 +13,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from datetime import date, time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from wire.config import Section, load_toml, networks, read_aes_key, read_secret
@@ -20,6 +21,7 @@ from wire.serving import HTTP_IDLE_TIMEOUT
 from wire.errors import ConfigError
 from wire.ticket import CLIPBOARD_POLICIES, MAX_LIFETIME
 
+from .maintenance import LAST, Calendar, Window, parse_weekday
 from .throttle import Policy
 
 PROTOCOLS = ("vnc", "rdp", "spice")
@@ -109,6 +111,8 @@ class TenantConfig:
     directory: DirectoryConfig
     pools: tuple[PoolConfig, ...]
     hosts: tuple[HostConfig, ...]
+    calendars: tuple[Calendar, ...] = ()            # holidays, for maintenance windows
+    maintenance_windows: tuple[Window, ...] = ()
 
     def pool(self, pool_id: str) -> PoolConfig | None:
         return next((p for p in self.pools if p.id == pool_id), None)
@@ -290,6 +294,11 @@ def _tenant(t: Section) -> TenantConfig:
     host_ids = {h.id for h in hosts}
     pools = tuple(_pool(p, host_ids) for p in t.tables("pools"))
     _check_unique(t, "pools", [p.id for p in pools])
+    calendars = tuple(_calendar(c) for c in t.tables("calendars", non_empty=False))
+    _check_unique(t, "calendars", [c.id for c in calendars])
+    windows = tuple(_window(w, host_ids, {c.id for c in calendars})
+                    for w in t.tables("maintenance_windows", non_empty=False))
+    _check_unique(t, "maintenance_windows", [w.id for w in windows])
     cfg = TenantConfig(
         id=tenant_id,
         name=t.str("name"),
@@ -300,8 +309,58 @@ def _tenant(t: Section) -> TenantConfig:
             "domains", ()) if isinstance(d, str))),
         pools=pools,
         hosts=hosts,
+        calendars=calendars,
+        maintenance_windows=windows,
     )
     t.done()
+    return cfg
+
+
+GERMAN_STATES = ("BB", "BE", "BW", "BY", "HB", "HE", "HH", "MV", "NI", "NW", "RP", "SH", "SL",
+                 "SN", "ST", "TH")
+
+
+def _calendar(c: Section) -> Calendar:
+    state = c.str("state", "")
+    if state and state not in GERMAN_STATES:
+        raise c.fail("state", f"a German state's code ({', '.join(GERMAN_STATES)})")
+    own = []
+    for i, text in enumerate(c.str_list("own_days", [], non_empty=False)):
+        day, _, name = text.partition(" ")
+        try:
+            own.append((date.fromisoformat(day), name.strip() or day))
+        except ValueError:
+            raise ConfigError(c.path, c.key(f"own_days[{i}]"),
+                              f'expected "YYYY-MM-DD name", got {text!r}') from None
+    cfg = Calendar(_id(c, "id"), state, tuple(own))
+    c.done()
+    return cfg
+
+
+def _window(w: Section, host_ids: set[str], calendar_ids: set[str]) -> Window:
+    hosts = w.str_list("hosts")
+    if unknown := [h for h in hosts if h not in host_ids]:
+        raise w.fail("hosts", f"hosts of this tenant (unknown: {', '.join(unknown)})")
+    try:
+        weekday = parse_weekday(w.str("weekday"))
+    except ValueError:
+        raise w.fail("weekday", "an English weekday, e.g. \"tuesday\"") from None
+    weeks = w.value("weeks", [])
+    if not isinstance(weeks, list) or not all(
+            type(x) is int and (1 <= x <= 5 or x == LAST) for x in weeks):
+        raise w.fail("weeks", "a list of the month's weeks, 1 to 5, or -1 for the last")
+    try:
+        start = time.fromisoformat(w.str("start"))
+    except ValueError:
+        raise w.fail("start", "a time of day, e.g. \"22:00\"") from None
+    calendar = w.str("calendar") if "calendar" in w.data else None
+    if calendar is not None and calendar not in calendar_ids:
+        raise w.fail("calendar", "the id of one of this tenant's calendars")
+    cfg = Window(_id(w, "id"), tuple(hosts), weekday, tuple(weeks), start,
+                 w.int("minutes", minimum=1), w.int("notice_minutes", 30, minimum=0),
+                 w.str("message", "") if "message" in w.data else "", calendar,
+                 _one_of(w, "on_holidays", ("skip", "only"), "skip"))
+    w.done()
     return cfg
 
 

@@ -70,6 +70,9 @@ CREATE INDEX sessions_by_end ON sessions (state, updated);
 CREATE INDEX sessions_by_start ON sessions (tenant, created);
 ALTER TABLE sessions ADD COLUMN logon TEXT;
 ALTER TABLE logins ADD COLUMN logon TEXT;
+CREATE TABLE window_runs (
+    tenant TEXT NOT NULL, window_id TEXT NOT NULL, starts REAL NOT NULL, ends REAL NOT NULL,
+    phase TEXT NOT NULL, PRIMARY KEY (tenant, window_id, starts));
 """,
 }
 LATEST = max(MIGRATIONS)

@@ -54,6 +54,7 @@ REFUSALS: dict[type, tuple[str, type[BrokerError], str]] = {
 
 HOUSEKEEPING_INTERVAL = 5.0  # seconds between timer sweeps of the session table
 DRAIN_INTERVAL = 1.0         # seconds between looks at the drains
+MAINTENANCE_INTERVAL = 15.0  # seconds between looks at the maintenance windows
 OUTAGE_TICKET_LIFETIME = 15  # seconds a ticket minted from a reconnect pass lives
 MAX_LOGIN_LENGTH = 256
 MAX_PASSWORD_LENGTH = 1024
@@ -136,7 +137,8 @@ class Broker:
         self.duties = Duties(store, clock, [
             Duty("expiry", HOUSEKEEPING_INTERVAL, self._expire),
             Duty("probes", config.probe_interval, self.admin.probe_all),
-            Duty("drains", DRAIN_INTERVAL, self.admin.drain_tick)])
+            Duty("drains", DRAIN_INTERVAL, self.admin.drain_tick),
+            Duty("maintenance windows", MAINTENANCE_INTERVAL, self.admin.maintenance_tick)])
 
     async def start(self) -> None:
         await self.store.open()

@@ -96,10 +96,11 @@ def write_config(state: Path, *, slapd: Slapd, desktops: list[DesktopEntry], gro
                  broker_options: dict[str, object] | None = None,
                  admin_group: str | None = None,
                  pool_options: dict[str, object] | None = None,
-                 extra_tenants: str = "") -> Path:
+                 tenant_extra: str = "", extra_tenants: str = "") -> Path:
     """Write a complete pforte.toml for one tenant on this machine (the demo's, and the tests').
 
     Keys are created in ``state/keys`` if missing; desktops' passwords go into secret files.
+    ``tenant_extra``: more TOML of the tenant (calendars, maintenance windows).
     """
     keys = state / "keys"
     generate_keys(keys)
@@ -157,6 +158,7 @@ name = "Büro-Desktop"
 group = "{group}"
 hosts = [{", ".join(f'"{d.id}"' for d in desktops)}]
 {_toml_table(pool_options or {})}{desktop_tables}
+{tenant_extra}
 {extra_tenants}""")
     return config
 

@@ -32,9 +32,26 @@ SIGN_IN = {"de": ("Benutzername", "Passwort", "Anmelden", "Einmalcode", "Bestät
            "en": ("Username", "Password", "Sign in", "One-time code", "Confirm")}
 
 
+WINDOW = """
+[[tenants.calendars]]
+id = "ni"
+state = "NI"
+
+[[tenants.maintenance_windows]]
+id = "nachtwartung"
+hosts = ["desk2"]
+weekday = "sunday"
+start = "03:00"
+minutes = 30
+notice_minutes = 0
+calendar = "ni"
+"""
+
+
 @pytest.fixture
 def live(slapd, desktops, database, tmp_path):
-    installation = make_live(tmp_path / "live", slapd, desktops, database())
+    installation = make_live(tmp_path / "live", slapd, desktops, database(),
+                             tenant_extra=WINDOW)
 
     async def enrol() -> None:
         async with installation.client("10.94.0.1") as http:
@@ -137,6 +154,11 @@ def test_an_admin_drains_messages_and_logs_off_live_while_the_user_sees_it(live,
     audit.get_by_role("cell", name="session.logoff").first.wait_for()
     actions = {c.text_content() for c in audit.locator("tbody td:nth-child(3)").all()}
     assert actions == {"session.logoff"}
+
+    # the maintenance windows ahead, on one timeline with the holidays
+    timeline = console.get_by_role("region", name="Wartungsfenster und Feiertage")
+    timeline.get_by_text("Wartungsfenster nachtwartung (desk2)", exact=False).first.wait_for()
+    assert len(timeline.get_by_role("listitem").all()) >= 8   # a Sunday each week, 60 days
 
     # usage this month, and the same as CSV for the billing
     usage = console.get_by_role("table", name="Nutzung")

@@ -43,6 +43,10 @@ class Section:
             raise self.fail(name, "is required but missing")
         return default
 
+    def value(self, name: str, default: Any = _MISSING) -> Any:
+        """A setting as TOML gave it, for the caller to check."""
+        return self._get(name, default)
+
     def str(self, name: str, default: Any = _MISSING) -> str:
         value = self._get(name, default)
         if not isinstance(value, str) or (not value and default is _MISSING):

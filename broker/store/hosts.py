@@ -83,6 +83,31 @@ class Hosts(Repository):
                                step)).rowcount == 1
         return await self._write(q)
 
+    # -- maintenance windows: each step of an occurrence once -------------------------------
+    async def begin_window(self, tenant: str, window: str, starts: float, ends: float) -> bool:
+        """Record that an occurrence of a window began (its drain); False if it was already."""
+        def q(db: Tx) -> bool:
+            return db.execute("INSERT INTO window_runs VALUES (?,?,?,?,'draining') "
+                              "ON CONFLICT DO NOTHING",
+                              (tenant, window, starts, ends)).rowcount == 1
+        return await self._write(q)
+
+    async def ended_windows(self, now: float) -> list[tuple[str, str, float]]:
+        """(tenant, window, start) of occurrences that ended but were not finished yet."""
+        def q(db: Tx) -> list[tuple[str, str, float]]:
+            return [tuple(r) for r in db.execute(
+                "SELECT tenant, window_id, starts FROM window_runs WHERE phase='draining' AND "
+                "ends<=? ORDER BY starts", (now,)).fetchall()]
+        return await self._read(q)
+
+    async def finish_window(self, tenant: str, window: str, starts: float) -> bool:
+        """Take the end of an occurrence (enable its hosts); False if another broker took it."""
+        def q(db: Tx) -> bool:
+            return db.execute("UPDATE window_runs SET phase='done' WHERE tenant=? AND "
+                              "window_id=? AND starts=? AND phase='draining'",
+                              (tenant, window, starts)).rowcount == 1
+        return await self._write(q)
+
     async def set_health(self, tenant: str, host: str, healthy: bool, *, now: float,
                          if_changed: Fragment | None = None) -> bool:
         """Record a probe's finding; True when it changed (a host never probed counts as

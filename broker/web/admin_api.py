@@ -206,6 +206,12 @@ async def audit(request: web.Request) -> web.Response:
         request[TENANT].id, min(int(text), MAX_AUDIT), search)})
 
 
+@routes.get("/tenants/{tenant}/maintenance")
+async def maintenance(request: web.Request) -> web.Response:
+    """The maintenance windows' next occurrences and the calendars' days, 60 days ahead."""
+    return web.json_response(await _broker(request).admin.maintenance_plan(request[TENANT]))
+
+
 USAGE_COLUMNS = ("tenant", "pool", "month", "sessions", "desktop_hours")
 
 

@@ -106,7 +106,18 @@ OPENAPI = {
         _ADMIN + "/users/{user}/mfa-reset": {"post": _op(
             "Forget a user's authenticator and recovery codes; they enrol again.",
             security=_BEARER, params=("tenant", "user"))},
-        _ADMIN + "/audit": {"get": _op("The tenant's audit log, newest first.",
+        _ADMIN + "/audit": {"get": _op("The tenant's audit log, newest first (q: search).",
                                        security=_BEARER, params=("tenant",))},
+        _ADMIN + "/events": {"get": _op(
+            "Hosts and sessions as server-sent events: an overview now and at every change.",
+            security=_BEARER, params=("tenant",))},
+        _ADMIN + "/usage": {"get": _op(
+            "Desktop-hours and sessions per pool in ?month=YYYY-MM (format=csv for CSV).",
+            security=_BEARER, params=("tenant",))},
+        "/api/v1/admin/usage": {"get": _op(
+            "The same for every tenant the caller administers.", security=_BEARER)},
+        _ADMIN + "/maintenance": {"get": _op(
+            "Maintenance windows' next occurrences and the holiday calendars, 60 days ahead.",
+            security=_BEARER, params=("tenant",))},
     },
 }

@@ -213,7 +213,8 @@ _CONSOLE_TEXT_KEYS = tuple(k for k in (
     "c_drain_heading", "c_drain_logoff_at", "c_drain_asked", "c_drain_nobody",
     "c_confirm_logoff", "c_confirm_disable", "c_confirm_maintenance", "c_confirm_mfa",
     "c_confirm_revoke", "c_message_heading", "c_message_reached", "c_message_not_reached",
-    "c_done", "c_failed", "c_token_wrong", "c_logon_total", "c_logon_slow",
+    "c_done", "c_failed", "c_token_wrong", "c_logon_total", "c_logon_slow", "c_window_item",
+    "c_day_item",
     *(f"c_phase_{phase}" for phase in PHASES)))
 
 
@@ -224,10 +225,10 @@ def _table(table_id: str, t: dict[str, str], caption: str, columns: tuple[str, .
             f'</table></div>')
 
 
-def console_page(lang: str, t: dict[str, str], csrf: str) -> str:
+def console_page(lang: str, t: dict[str, str], csrf: str, time_zone: str) -> str:
     """The operator's console: a shell that ``console.js`` fills from the admin API (live by its
     event stream); ``csrf`` is the portal login's ("" when nobody is signed in: the page offers
-    the sign-ins)."""
+    the sign-ins); times are shown in ``time_zone``, the municipalities' (the broker's)."""
     texts = json.dumps({k: t[k] for k in _CONSOLE_TEXT_KEYS}).replace("<", "\\u003c")
     sign_out = _sign_out(t, csrf) if csrf else ""
     return f"""<!doctype html>
@@ -240,7 +241,7 @@ def console_page(lang: str, t: dict[str, str], csrf: str) -> str:
 <script type="module" src="/static/console.js"></script>
 <script type="application/json" id="texts">{texts}</script>
 </head>
-<body class="console-page" data-csrf="{escape(csrf)}">
+<body class="console-page" data-csrf="{escape(csrf)}" data-zone="{escape(time_zone)}">
 <header class="bar"><span class="brand">Pforte</span><span class="pool">{escape(t['console'])}</span>
 <span id="live" role="status"></span>{sign_out}</header>
 <main>
@@ -299,6 +300,10 @@ def console_page(lang: str, t: dict[str, str], csrf: str) -> str:
 <p id="code" role="status"></p>
 {_table("devices", t, t['c_devices'], ("c_device", "c_site", "c_device_class", "c_last_seen",
                                        "c_actions"))}
+</section>
+<section aria-labelledby="maintenance-heading">
+<h2 id="maintenance-heading">{escape(t['c_maintenance'])}</h2>
+<ol id="timeline" class="timeline"></ol>
 </section>
 <section aria-labelledby="usage-heading">
 <h2 id="usage-heading">{escape(t['c_usage'])}</h2>

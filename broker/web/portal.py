@@ -119,7 +119,8 @@ async def console(request: web.Request) -> web.StreamResponse:
         csrf = login.csrf
     except LoginRequired:
         csrf = ""
-    return web.Response(text=pages.console_page(lang, t, csrf), content_type="text/html")
+    zone = str(request.config_dict[BROKER_KEY].config.time_zone)
+    return web.Response(text=pages.console_page(lang, t, csrf, zone), content_type="text/html")
 
 
 @routes.post("/logout")

@@ -11,8 +11,10 @@ const TOKEN_KEY = "pforte.console-token";
 const RETRY_MS = 2000;
 
 const $ = (id) => document.getElementById(id);
-const clock = new Intl.DateTimeFormat(lang, { hour: "2-digit", minute: "2-digit" });
-const moment = new Intl.DateTimeFormat(lang, { dateStyle: "short", timeStyle: "short" });
+const timeZone = body.dataset.zone;     // the municipalities' clock, wherever the admin is
+const clock = new Intl.DateTimeFormat(lang, { hour: "2-digit", minute: "2-digit", timeZone });
+const moment = new Intl.DateTimeFormat(lang, { dateStyle: "short", timeStyle: "short",
+                                               timeZone });
 
 let token = sessionStorage.getItem(TOKEN_KEY);
 let tenant = null;            // the municipality shown
@@ -280,6 +282,29 @@ function loadAudit() {
     }, 250);
 }
 
+// -- maintenance windows and holidays, as one timeline -------------------------------------
+async function loadMaintenance() {
+    try {
+        const plan = await api("GET", inTenant("/maintenance"));
+        const day = new Intl.DateTimeFormat(lang, {
+            weekday: "short", day: "2-digit", month: "2-digit", year: "numeric",
+            timeZone: "UTC" });   // a calendar day, not an instant
+        const entries = [
+            ...plan.windows.map((w) => [w.start * 1000, text("c_window_item", {
+                start: moment.format(new Date(w.start * 1000)),
+                end: clock.format(new Date(w.end * 1000)), window: w.window,
+                hosts: w.hosts.join(", ") })]),
+            ...plan.days.map((d) => [Date.parse(`${d.day}T00:00:00`), text("c_day_item", {
+                day: day.format(new Date(`${d.day}T12:00:00Z`)), name: d.name,
+                calendar: d.calendar })]),
+        ].sort((a, b) => a[0] - b[0]);
+        $("timeline").replaceChildren(...(entries.length ? entries : [[0, texts.c_none]]).map(
+            ([, line]) => Object.assign(document.createElement("li"), { textContent: line })));
+    } catch (e) {
+        said(text("c_failed", { why: e.message }));
+    }
+}
+
 // -- usage for billing ------------------------------------------------------------------------
 const hours = new Intl.NumberFormat(lang, { minimumFractionDigits: 2, maximumFractionDigits: 2 });
 
@@ -372,6 +397,7 @@ function show(id) {
     loadDevices();
     loadAudit();
     loadUsage();
+    loadMaintenance();
 }
 
 // -- forms ----------------------------------------------------------------------------------

@@ -98,7 +98,8 @@ class Administration:
         logons = await self.store.sessions.logons(tenant.id)
         return [{"id": s.id, "user": s.login, "pool": s.pool, "host": s.host,
                  "state": s.state.value, "since": s.created,
-                 "logon": summary(logons[s.id]) if s.id in logons else None}
+                 "logon": summary(logons[s.id][0]) if s.id in logons else None,
+                 "device": logons[s.id][1] if s.id in logons else None}
                 for s in await self.store.sessions.live(tenant.id)]
 
     async def usage(self, tenant: TenantConfig, month: str | None = None

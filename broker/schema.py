@@ -69,6 +69,7 @@ ALTER TABLE host_states ADD COLUMN next_notice REAL;
 CREATE INDEX sessions_by_end ON sessions (state, updated);
 CREATE INDEX sessions_by_start ON sessions (tenant, created);
 ALTER TABLE sessions ADD COLUMN logon TEXT;
+ALTER TABLE sessions ADD COLUMN device TEXT;
 ALTER TABLE logins ADD COLUMN logon TEXT;
 CREATE TABLE window_runs (
     tenant TEXT NOT NULL, window_id TEXT NOT NULL, starts REAL NOT NULL, ends REAL NOT NULL,

@@ -470,8 +470,10 @@ class Broker:
     def entitled_pools(self, login: Login) -> list[PoolConfig]:
         return entitled_pools(self.config.tenant(login.tenant), login.groups)
 
-    async def connect(self, login: Login, pool_id: str, *, source: str) -> Connection:
-        """Place the user in a pool and issue a ticket for the gateway.
+    async def connect(self, login: Login, pool_id: str, *, source: str,
+                      device: str | None = None) -> Connection:
+        """Place the user in a pool and issue a ticket for the gateway (``device``: the thin
+        client's name, when one asks).
 
         Raises:
             NotEntitled: unknown pool or not a member of its group (one answer for both).
@@ -525,7 +527,7 @@ class Broker:
         result, detail = self._connect_audit(assignment, pool)
         await self.store.unit(lambda db: (
             self.audit.entry(login.tenant, login.user, source, "connect", result, detail)(db),
-            set_logon_in(db, assignment.session_id, logon)))
+            set_logon_in(db, assignment.session_id, logon, device)))
         self.changes.bump()
         return Connection(minted, self.config.gateway_url, assignment.session_id, pool, host.id,
                           expires, port)

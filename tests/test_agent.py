@@ -481,6 +481,7 @@ async def test_the_native_viewer_shows_the_desktop_on_the_thin_clients_screen_as
             monkeypatch.setenv("DISPLAY", f":{screen.display}")   # the agent's screen
             _, body = await _admin(inst, "GET", f"/api/v1/admin/tenants/{TENANT}/sessions")
             session = body["sessions"][0]["id"]
+            assert body["sessions"][0]["device"] == "Counter 7"   # which thin client
             status, body = await _admin(
                 inst, "POST", f"/api/v1/admin/tenants/{TENANT}/sessions/{session}/message",
                 {"text": "Bitte speichern, Neustart um 12 Uhr."})

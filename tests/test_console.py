@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import re
 import subprocess
 import sys
@@ -48,10 +49,45 @@ calendar = "ni"
 """
 
 
+def neighbour(slapd, desktop, state) -> str:
+    """A second municipality (on the same directory server, for brevity)."""
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "jork-ldap.pass").write_text(slapd.service_password)
+    (state / "jork-desk.pass").write_text(desktop.password)
+    return f"""
+[[tenants]]
+id = "jork"
+name = "Gemeinde Jork"
+domains = ["jork.example"]
+
+[tenants.directory]
+servers = ["{slapd.url}"]
+security = "plain"
+base_dn = "{slapd.suffix}"
+bind_dn = "{slapd.service_dn}"
+bind_password_file = "{state / 'jork-ldap.pass'}"
+login_attribute = "uid"
+
+[[tenants.pools]]
+id = "buero"
+name = "Jork Büro"
+group = "{slapd.group_dn('desktop-users')}"
+hosts = ["jork-desk"]
+
+[[tenants.hosts]]
+id = "jork-desk"
+address = "127.0.0.1"
+port = {desktop.port}
+seats = 5
+secret_file = "{state / 'jork-desk.pass'}"
+"""
+
+
 @pytest.fixture
 def live(slapd, desktops, database, tmp_path):
     installation = make_live(tmp_path / "live", slapd, desktops, database(),
-                             tenant_extra=WINDOW)
+                             tenant_extra=WINDOW,
+                             extra_tenants=neighbour(slapd, desktops[1], tmp_path / "jork"))
 
     async def enrol() -> None:
         async with installation.client("10.94.0.1") as http:
@@ -96,8 +132,14 @@ def test_an_admin_drains_messages_and_logs_off_live_while_the_user_sees_it(live,
     host = row.get_by_role("cell").nth(1).text_content()
     assert re.fullmatch(r"desk[12]", host)
     assert row.get_by_role("cell").nth(4).text_content() == "verbunden"
+    # a tenant's admin sees her municipality only, and is refused the neighbour's
+    assert console.get_by_label("Kommune").locator("option").all_text_contents() == [
+        "Stadt Musterstadt"]
+    assert console.evaluate("fetch('/api/v1/admin/tenants/jork/hosts').then(r => r.status)") \
+        == 403
     # the logon, phase by phase: the gateway's part arrives a moment after the broker's
-    logon = row.get_by_role("cell").nth(5)
+    assert row.get_by_role("cell").nth(5).text_content() == "Browser"     # no thin client
+    logon = row.get_by_role("cell").nth(6)
     assert re.fullmatch(r"\d+(,\d)? s", logon.locator("summary").text_content())
     logon.locator("summary").click()
     logon.get_by_text("Verbindung zum Arbeitsplatz:", exact=False).wait_for()
@@ -190,6 +232,42 @@ def test_an_operator_signs_in_with_a_token_and_a_user_who_is_no_admin_sees_nothi
     page.get_by_role("button", name="Sign in with the token").click()
     page.get_by_role("table", name="Hosts").get_by_role("cell", name="desk1", exact=True).wait_for()
     assert page.get_by_label("Municipality").input_value() == TENANT
+    # thin clients: an enrolment code, a device that enrols with it, moved, then revoked
+    region = page.get_by_role("region", name="Thin clients")
+    region.get_by_label("Site").fill("front-office")
+    region.get_by_label("Device class").fill("thin-client")
+    region.get_by_role("button", name="Create enrolment code").click()
+    shown = region.get_by_role("status").filter(has_text="Enrolment code")
+    code = re.search(r"Enrolment code: (\S+) \(valid until", shown.text_content())
+    request = urllib.request.Request(
+        f"{live.portal}/api/v1/devices/enrol", method="POST",
+        data=json.dumps({"code": code[1], "name": "Counter 3"}).encode(),
+        headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=5).close()
+    page.reload()
+    devices = page.get_by_role("table", name="Thin clients")
+    devices.get_by_role("button", name="Move… Counter 3").click()
+    move = page.get_by_role("dialog", name="Move Counter 3")
+    move.get_by_label("Site").fill("back-office")
+    move.get_by_role("button", name="Move").click()
+    devices.get_by_role("cell", name="back-office").wait_for()
+    devices.get_by_role("button", name="Revoke Counter 3").click()
+    page.get_by_role("dialog", name="Please confirm").get_by_role("button",
+                                                                  name="Confirm").click()
+    devices.get_by_role("cell", name="revoked").wait_for()
+    # a floating pool has no dedicated desktops: the answer says so
+    page.get_by_label("Desktop pool").fill("buero")
+    page.get_by_label("User", exact=True).fill("user1")
+    page.get_by_label("Host", exact=True).fill("desk1")
+    page.get_by_role("button", name="Assign", exact=True).click()
+    page.get_by_role("status").filter(has_text="Not done:").wait_for()
+
+    # an operator sees every municipality, and switches between them
+    assert page.get_by_label("Municipality").locator("option").all_text_contents() == [
+        "Stadt Musterstadt", "Gemeinde Jork"]
+    page.get_by_label("Municipality").select_option("jork")
+    page.get_by_role("table", name="Hosts").get_by_role("cell", name="jork-desk",
+                                                        exact=True).wait_for()
     assert violations(page) == []
 
     clerk = page_of(chromium)

@@ -220,16 +220,17 @@ class Sessions(Repository):
             row = db.execute("SELECT logon FROM sessions WHERE id=? AND tenant=?",
                              (session_id, tenant)).fetchone()
             if row is not None:
-                set_logon_in(db, session_id, {**(json.loads(row[0]) if row[0] else {}),
-                                              **phases})
+                db.execute("UPDATE sessions SET logon=? WHERE id=?", (json.dumps(
+                {**(json.loads(row[0]) if row[0] else {}), **phases}), session_id))
         await self._write(q)
 
-    async def logons(self, tenant: str) -> dict[str, dict[str, float]]:
-        """session id → its logon's phases, for the tenant's live sessions."""
-        def q(db: Tx) -> dict[str, dict[str, float]]:
-            rows = db.execute(f"SELECT id, logon FROM sessions WHERE tenant=? AND state IN "
-                              f"({_LIVE_SQL}) AND logon IS NOT NULL", (tenant, *_LIVE)).fetchall()
-            return {r[0]: json.loads(r[1]) for r in rows}
+    async def logons(self, tenant: str) -> dict[str, tuple[dict[str, float], str | None]]:
+        """session id → its logon's phases and its thin client, for the live sessions."""
+        def q(db: Tx) -> dict[str, tuple[dict[str, float], str | None]]:
+            rows = db.execute(f"SELECT id, logon, device FROM sessions WHERE tenant=? AND "
+                              f"state IN ({_LIVE_SQL}) AND logon IS NOT NULL",
+                              (tenant, *_LIVE)).fetchall()
+            return {r[0]: (json.loads(r[1]), r[2]) for r in rows}
         return await self._read(q)
 
     async def set_port(self, session_id: str, port: int) -> None:
@@ -267,6 +268,9 @@ class Sessions(Repository):
         return await self._read(q)
 
 
-def set_logon_in(db: Tx, session_id: str, phases: dict[str, float]) -> None:
-    """Record what the session's latest logon took, phase by phase (part of a unit of work)."""
-    db.execute("UPDATE sessions SET logon=? WHERE id=?", (json.dumps(phases), session_id))
+def set_logon_in(db: Tx, session_id: str, phases: dict[str, float],
+                 device: str | None = None) -> None:
+    """Record what the session's latest logon took, phase by phase, and from which thin client
+    (None: a browser) — part of a unit of work."""
+    db.execute("UPDATE sessions SET logon=?, device=? WHERE id=?",
+               (json.dumps(phases), device, session_id))

@@ -66,6 +66,7 @@ async def api_connect(request: web.Request) -> web.StreamResponse:
     broker = request.config_dict[BROKER_KEY]
     source = source_of(request)
     pool = request.match_info["pool"]
+    device = None
     try:
         token, login = await login_of(request, state_changing=True)
         if (credential := request.headers.get(DEVICE_HEADER)) is not None:
@@ -74,7 +75,8 @@ async def api_connect(request: web.Request) -> web.StreamResponse:
             if device.tenant != login.tenant:
                 raise NotEntitled(pool)
             source = f"{source} device {device.id}"
-        conn = await broker.connect(login, pool, source=source)
+        conn = await broker.connect(login, pool, source=source,
+                                    device=device.name if device is not None else None)
         sealed = broker.reconnect_pass(token, login, conn)
     except StoreUnavailable:
         sealed = request.headers.get(RECONNECT_PASS_HEADER)

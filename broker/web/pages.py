@@ -214,6 +214,7 @@ _CONSOLE_TEXT_KEYS = tuple(k for k in (
     "c_confirm_logoff", "c_confirm_disable", "c_confirm_maintenance", "c_confirm_mfa",
     "c_confirm_revoke", "c_message_heading", "c_message_reached", "c_message_not_reached",
     "c_done", "c_failed", "c_token_wrong", "c_logon_total", "c_logon_slow", "c_window_item",
+    "c_browser", "c_action_move", "c_move_heading",
     "c_day_item",
     *(f"c_phase_{phase}" for phase in PHASES)))
 
@@ -271,7 +272,8 @@ def console_page(lang: str, t: dict[str, str], csrf: str, time_zone: str) -> str
 <label for="session-filter">{escape(t['c_filter'])}</label>
 <input id="session-filter" type="search">
 {_table("sessions", t, t['c_sessions'], ("c_user", "c_host", "c_pool", "c_since",
-                                         "c_session_state", "c_logon", "c_actions"))}
+                                         "c_session_state", "c_device_used", "c_logon",
+                                         "c_actions"))}
 </section>
 <section aria-labelledby="users-heading">
 <h2 id="users-heading">{escape(t['c_users'])}</h2>
@@ -288,7 +290,9 @@ def console_page(lang: str, t: dict[str, str], csrf: str, time_zone: str) -> str
 <label for="assign-user">{escape(t['c_user'])}</label><input id="assign-user" required>
 <label for="assign-host">{escape(t['c_host'])}</label><input id="assign-host" required>
 <button type="submit">{escape(t['c_assign_do'])}</button>
+<button type="button" id="assign-show" class="secondary">{escape(t['c_assign_show'])}</button>
 </form>
+{_table("assignments", t, t['c_assignments'], ("c_user", "c_host"))}
 </section>
 <section aria-labelledby="devices-heading">
 <h2 id="devices-heading">{escape(t['c_devices'])}</h2>
@@ -340,6 +344,17 @@ def console_page(lang: str, t: dict[str, str], csrf: str, time_zone: str) -> str
 {escape(t['c_drain_logoff'])}</label>
 <p id="drain-consequence" class="notice" aria-live="polite"></p>
 <button value="ok">{escape(t['c_drain_do'])}</button>
+<button value="cancel" class="secondary">{escape(t['c_cancel'])}</button>
+</form>
+</dialog>
+<dialog id="move" aria-labelledby="move-heading">
+<form method="dialog">
+<h2 id="move-heading"></h2>
+<label for="move-site">{escape(t['c_site'])}</label>
+<input id="move-site" required>
+<label for="move-class">{escape(t['c_device_class'])}</label>
+<input id="move-class" required>
+<button value="ok">{escape(t['c_move_do'])}</button>
 <button value="cancel" class="secondary">{escape(t['c_cancel'])}</button>
 </form>
 </dialog>

@@ -120,7 +120,8 @@ def start(processes: Processes, what: str, config: Path, port: int,
 
 def make_live(state: Path, slapd, desktops, database: dict, *,
               broker_options: dict | None = None, gateway_options: dict | None = None,
-              pool_options: dict | None = None, tenant_extra: str = "") -> Live:
+              pool_options: dict | None = None, tenant_extra: str = "",
+              extra_tenants: str = "") -> Live:
     portal_port, gateway_port = free_port(), free_port()
     config = write_config(
         state, slapd=slapd, host="127.0.0.1", portal_port=portal_port,
@@ -133,7 +134,7 @@ def make_live(state: Path, slapd, desktops, database: dict, *,
         gateway_options={"trusted_proxies": ["127.0.0.1/32"], "http_idle_timeout": IDLE,
                          "handshake_timeout": HANDSHAKE, "drain_timeout": DRAIN,
                          **(gateway_options or {})},
-        pool_options=pool_options, tenant_extra=tenant_extra)
+        pool_options=pool_options, tenant_extra=tenant_extra, extra_tenants=extra_tenants)
     processes = Processes()
     try:
         broker = start(processes, "broker", config, portal_port, state)

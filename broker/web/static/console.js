@@ -225,6 +225,7 @@ function drawSessions() {
         cell(row, s.pool);
         cell(row, moment.format(new Date(s.since * 1000)));
         cell(row, texts[`c_session_${s.state}`] || s.state);
+        cell(row, s.device || texts.c_browser);
         cell(row, s.logon ? logonDetails(s.logon, `logon:${s.id}`) : "–");
         if (s.logon?.slow) row.classList.add("slow");
         const actions = document.createElement("span");
@@ -247,14 +248,47 @@ async function loadDevices() {
             cell(row, d.site);
             cell(row, d.device_class);
             cell(row, d.last_seen ? moment.format(new Date(d.last_seen * 1000)) : "–");
-            const label = texts.c_action_revoke;
-            cell(row, d.revoked ? texts.c_revoked : button(
-                label, `${label} ${d.name}`, `device:${d.id}:revoke`, async () => {
+            if (d.revoked) {
+                cell(row, texts.c_revoked);
+                return;
+            }
+            const revoke = texts.c_action_revoke;
+            const move = texts.c_action_move;
+            const actions = document.createElement("span");
+            actions.append(
+                button(move, `${move} ${d.name}`, `device:${d.id}:move`, () => moveDevice(d)),
+                button(revoke, `${revoke} ${d.name}`, `device:${d.id}:revoke`, async () => {
                     if (await confirmed(text("c_confirm_revoke", { device: d.name }))) {
                         await act("POST", `/devices/${encodeURIComponent(d.id)}/revoke`);
                         loadDevices();
                     }
                 }));
+            cell(row, actions);
+        });
+    } catch (e) {
+        said(text("c_failed", { why: e.message }));
+    }
+}
+
+async function moveDevice(device) {
+    $("move-heading").textContent = text("c_move_heading", { device: device.name });
+    $("move-site").value = device.site;
+    $("move-class").value = device.device_class;
+    if (!(await ask($("move")))) return;
+    await act("POST", `/devices/${encodeURIComponent(device.id)}/move`,
+              { site: $("move-site").value.trim(), device_class: $("move-class").value.trim() });
+    loadDevices();
+}
+
+async function loadAssignments() {
+    const pool = $("assign-pool").value.trim();
+    if (!pool) return;
+    try {
+        const { assignments } = await api("GET",
+                                          inTenant(`/pools/${encodeURIComponent(pool)}/assignments`));
+        fill("assignments", Object.entries(assignments), (row, [user, host]) => {
+            cell(row, user);
+            cell(row, host);
         });
     } catch (e) {
         said(text("c_failed", { why: e.message }));
@@ -417,7 +451,9 @@ $("assign-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     await act("POST", `/pools/${encodeURIComponent($("assign-pool").value.trim())}/assignments`,
               { user: $("assign-user").value.trim(), host: $("assign-host").value.trim() });
+    loadAssignments();
 });
+$("assign-show").addEventListener("click", loadAssignments);
 
 $("code-form").addEventListener("submit", async (event) => {
     event.preventDefault();

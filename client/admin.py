@@ -39,6 +39,16 @@ class Client:
         self.url, self.token = url, token
         self.prefix = f"/admin/tenants/{quote(tenant, safe='')}"
 
+    def text(self, path: str) -> str:
+        """A GET answered with text (CSV). Raises: ApiError."""
+        async def once() -> str:
+            api = BrokerApi(self.url, token=self.token)
+            try:
+                return await api.text(self.prefix + path)
+            finally:
+                await api.close()
+        return asyncio.run(once())
+
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
         """Raises: ApiError."""
         async def once() -> dict:
@@ -117,6 +127,25 @@ def run(args: argparse.Namespace) -> int:
         elif args.admin_command == "logoff":
             s = client.call("POST", f"/sessions/{args.session}/logoff")["session"]
             print(f"logged off {s['user']} on {s['host']}")
+        elif args.admin_command == "message":
+            reached = client.call("POST", f"/sessions/{args.session}/message",
+                                  {"text": args.text})["reached"]
+            print("shown to the user" if reached else "the user is not connected: not shown")
+        elif args.admin_command == "usage":
+            month = f"&month={quote(args.month)}" if args.month else ""
+            if args.csv:
+                print(client.text(f"/usage?format=csv{month}"), end="")
+            else:
+                print(_table(client.call("GET", f"/usage?{month.lstrip('&')}")["usage"],
+                             ["pool", "sessions", "desktop_hours"]))
+        elif args.admin_command == "windows":
+            plan = client.call("GET", "/maintenance")
+            rows = [{"when": f"{_when(w['start'])} - {_when(w['end'])[-5:]}",
+                     "what": f"window {w['window']}", "hosts": ", ".join(w["hosts"])}
+                    for w in plan["windows"]]
+            rows += [{"when": d["day"], "what": d["name"], "hosts": f"calendar {d['calendar']}"}
+                     for d in plan["days"]]
+            print(_table(sorted(rows, key=lambda r: r["when"]), ["when", "what", "hosts"]))
         else:
             body = None
             if args.admin_command == "drain":
@@ -188,6 +217,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     asg.add_argument("host")
     rm = cmds.add_parser("reset-mfa", help="forget a user's authenticator (lost phone)")
     rm.add_argument("user")
+    ms = cmds.add_parser("message", help="show a session's user a message (in the session)")
+    ms.add_argument("session")
+    ms.add_argument("text")
+    us = cmds.add_parser("usage", help="desktop-hours and sessions per pool in a month")
+    us.add_argument("--month", help="YYYY-MM (default: this month)")
+    us.add_argument("--csv", action="store_true", help="as CSV, for the billing")
+    cmds.add_parser("windows", help="maintenance windows and holidays ahead")
     lo = cmds.add_parser("logoff", help="log a session off now")
     lo.add_argument("session")
     ec = cmds.add_parser("enrolment-code", help="a one-time code that enrols one thin client")

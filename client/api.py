@@ -118,6 +118,25 @@ class BrokerApi:
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise refusal(None, None, type(exc).__name__) from None
 
+    async def text(self, path: str) -> str:
+        """``GET path`` under ``/api/v1`` answered with text (a CSV export).
+
+        Raises:
+            Refused, Unavailable.
+        """
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        try:
+            async with self.http.get(f"{self.base_url}/api/v1{path}", headers=headers) as r:
+                if r.status >= 400:
+                    try:
+                        data = await r.json(content_type=None)
+                    except ValueError:
+                        data = {}
+                    raise refusal(r.status, data, f"the broker answered {r.status}")
+                return await r.text()
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise refusal(None, None, type(exc).__name__) from None
+
     async def close(self) -> None:
         if self._own_http and self._http is not None:
             await self._http.close()

@@ -162,6 +162,32 @@ async def test_the_cli_drains_and_waits_until_the_host_is_empty(admin_install, t
         inst, token, "GET", "/sessions"))[1]["sessions"]]
 
 
+async def test_the_cli_messages_a_session_exports_usage_and_shows_maintenance(admin_install,
+                                                                             tmp_path):
+    inst, token, _ = admin_install
+    conn = await inst.connect(await inst.login("anna"))
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+
+    async def cli(*args: str) -> str:
+        run = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pforte", "admin", "--url", inst.base_url, "--token-file",
+            str(token_file), "--tenant", TENANT, *args, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(run.communicate(), 30)
+        assert run.returncode == 0, out
+        return out.decode()
+
+    # nobody is connected to the pending session yet; the host shows it (its notify command)
+    assert "shown to the user" in await cli("message", conn["session"], "Bitte speichern")
+    csv_text = await cli("usage", "--csv")
+    assert csv_text.splitlines()[0] == "tenant,pool,month,sessions,desktop_hours"
+    assert f"{TENANT},buero," in csv_text
+    assert "(none)" in await cli("windows")              # no windows, no calendars here
+    audit = [e["action"] for e in (await admin(inst, token, "GET", "/audit"))[1]["audit"]]
+    assert "session.message" in audit
+
+
 async def test_a_session_can_be_logged_off_by_an_admin(admin_install):
     inst, token, logoff_log = admin_install
     conn = await inst.connect(await inst.login("bernd"))

@@ -634,12 +634,16 @@ class Broker:
             except NotFound:
                 pass
 
-    async def gateway_connected(self, report: reports.Connected) -> None:
-        """A gateway's word that a session's viewer is through: its part of the logon."""
-        phases = {"gateway_redeem": report.redeem_seconds,
-                  "desktop_handshake": report.desktop_seconds}
-        self.logons.observe_all(phases)
-        await self.store.sessions.add_logon(report.tenant, report.session, phases)
+    async def gateway_connected(self, connected: list[reports.Connected]) -> None:
+        """A gateway's word that sessions' viewers are through: its part of their logons (one
+        transaction for the batch)."""
+        added = []
+        for report in connected:
+            phases = {"gateway_redeem": report.redeem_seconds,
+                      "desktop_handshake": report.desktop_seconds}
+            self.logons.observe_all(phases)
+            added.append((report.tenant, report.session, phases))
+        await self.store.sessions.add_logons(added)
         self.changes.bump()
 
     async def gateway_alive(self, sessions: list[tuple[str, str]]) -> None:

@@ -20,6 +20,7 @@ from .relay import Counters
 
 logger = logging.getLogger("pforte.gateway")
 
+LOGON_BATCH = 0.5        # seconds logon reports are collected before they are sent together
 REPORT_TIMEOUT = 5.0     # seconds the broker has to answer a redemption or a report
 
 
@@ -37,6 +38,8 @@ class BrokerClient:
         self._ca_file = ca_file
         self._http: aiohttp.ClientSession | None = None
         self._current = 0
+        self._logons: list[reports.Connected] = []       # logon reports waiting to be sent
+        self._logon_sender: asyncio.Task | None = None
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(
@@ -46,6 +49,8 @@ class BrokerClient:
             connector=connector)
 
     async def close(self) -> None:
+        if self._logon_sender is not None:
+            self._logon_sender.cancel()
         if self._http is not None:
             await self._http.close()
 
@@ -88,20 +93,27 @@ class BrokerClient:
         if status != 204:
             raise BrokerUnavailable(f"broker answered {status}")
 
-    async def connected(self, claims: Claims, redeem_seconds: float,
-                        desktop_seconds: float) -> None:
-        """The gateway's part of a logon, for the session's logon record; lost if no broker
-        answers (it is a measurement, not a fact anything depends on)."""
-        body = reports.Connected(claims.tenant, claims.session, redeem_seconds,
-                                 desktop_seconds).to_json()
+    def connected(self, claims: Claims, redeem_seconds: float, desktop_seconds: float) -> None:
+        """The gateway's part of a logon, for the session's logon record: queued, and sent with
+        the others of the next :data:`LOGON_BATCH` seconds; lost if no broker answers (it is a
+        measurement, not a fact anything depends on)."""
+        self._logons.append(reports.Connected(claims.tenant, claims.session, redeem_seconds,
+                                              desktop_seconds))
+        if self._logon_sender is None or self._logon_sender.done():
+            self._logon_sender = asyncio.ensure_future(self._send_logons())
+
+    async def _send_logons(self) -> None:
+        await asyncio.sleep(LOGON_BATCH)
+        batch, self._logons = self._logons[:reports.MAX_BATCH], self._logons[reports.MAX_BATCH:]
         try:
-            status = await self._post(reports.CONNECTED, body)
+            status = await self._post(reports.CONNECTED, reports.Logons(tuple(batch)).to_json())
         except BrokerUnavailable as exc:
-            logger.info("logon report for session %s not delivered: %s", claims.session, exc)
-            return
+            logger.info("%d logon reports not delivered: %s", len(batch), exc)
+            status = 204
         if status != 204:
-            logger.warning("broker refused the logon report for session %s: %s",
-                           claims.session, status)
+            logger.warning("broker refused %d logon reports: %s", len(batch), status)
+        if self._logons:
+            self._logon_sender = asyncio.ensure_future(self._send_logons())
 
     async def alive(self, sessions: list[tuple[str, str]]) -> None:
         """Renew the broker's lease on the sessions this gateway holds: (tenant, session)."""

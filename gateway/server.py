@@ -25,7 +25,6 @@ import logging
 import os
 import secrets
 import time
-from typing import Coroutine
 from dataclasses import dataclass
 
 import aiohttp
@@ -131,13 +130,6 @@ class Gateway:
         self.outage_tickets = admission.OutageTickets()
         self._idle_sweeper: asyncio.Task | None = None
         self._alive_reporter: asyncio.Task | None = None
-        self._reports: set[asyncio.Task] = set()   # reports on their way to a broker
-
-    def _reporting(self, report: Coroutine) -> None:
-        """Send a report without holding the session up (the broker's answer changes nothing)."""
-        task = asyncio.ensure_future(report)
-        self._reports.add(task)
-        task.add_done_callback(self._reports.discard)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -159,7 +151,7 @@ class Gateway:
         self._idle_sweeper = asyncio.create_task(self._sweep_idle())
 
     async def _stop(self, _app: web.Application) -> None:
-        for task in (self._idle_sweeper, self._alive_reporter, *self._reports):
+        for task in (self._idle_sweeper, self._alive_reporter):
             if task is not None:
                 task.cancel()
         await self.broker.close()
@@ -364,7 +356,7 @@ class Gateway:
             await self._end(session, EndReason.POLICY)
             return
         self.metrics.handshake(time.perf_counter() - started)
-        self._reporting(self.broker.connected(claims, admitted.redeem_seconds, desktop_seconds))
+        self.broker.connected(claims, admitted.redeem_seconds, desktop_seconds)
         logger.info("session %s of %s@%s connected to %s:%s%s", claims.session, claims.user,
                     claims.tenant, claims.target.host, claims.target.port,
                     " (resumable)" if resumable else "")

@@ -356,6 +356,26 @@ async def test_gateway_reports_need_the_gateway_token_and_a_well_formed_body(ins
     assert r.status == 204
 
 
+@pytest.mark.parametrize("body", [
+    {"logons": "x"}, {"logons": [{"tenant": TENANT}]},
+    {"logons": [{"tenant": TENANT, "session": "s", "redeem_seconds": -1, "desktop_seconds": 0}]},
+    {"logons": [{"tenant": TENANT, "session": "s", "redeem_seconds": "1",
+                 "desktop_seconds": 0}]},
+    {"logons": [{"tenant": TENANT, "session": "s", "redeem_seconds": 0,
+                 "desktop_seconds": 0}] * (reports.MAX_BATCH + 1)},
+])
+async def test_the_gateways_logon_reports_are_checked(installation, body):
+    url = f"{installation.base_url}{reports.CONNECTED}"
+    token = installation.broker.config.report_token.decode()
+    r = await installation.http.post(url, json=body, headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 400 and (await r.json())["error"] == "bad_request"
+    fine = {"logons": [{"tenant": TENANT, "session": "unknown", "redeem_seconds": 0.01,
+                        "desktop_seconds": 0.02}]}
+    r = await installation.http.post(url, json=fine, headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 204
+    assert (await installation.http.post(url, json=fine)).status == 401
+
+
 async def test_repeated_wrong_passwords_lock_the_user_out_for_a_while(installation):
     for _ in range(5):
         r = await installation.password_login("anna", "wrong")

@@ -15,6 +15,7 @@ CONNECTED = "/api/v1/gateway/connected"
 ALIVE = "/api/v1/gateway/alive"
 
 
+MAX_BATCH = 400     # reports in one batch (well inside the broker's 64 KiB request limit)
 CLIPBOARD_COUNTS = ("in", "in_blocked", "out", "out_blocked")
 
 
@@ -107,6 +108,23 @@ class Connected:
         if not all(type(t) in (int, float) and 0 <= t < 3600 for t in times):
             raise BadReport("redeem_seconds and desktop_seconds must be seconds")
         return cls(_text(body, "tenant"), _text(body, "session"), *times)
+
+
+@dataclass(frozen=True)
+class Logons:
+    """The gateway's logon reports of the last moment, together (one request, one transaction
+    at the broker, however many viewers came through: a boot storm sends a few, not thousands)."""
+    connected: tuple[Connected, ...]
+
+    def to_json(self) -> dict:
+        return {"logons": [c.to_json() for c in self.connected]}
+
+    @classmethod
+    def from_json(cls, body: object) -> "Logons":
+        items = _object(body).get("logons")
+        if not isinstance(items, list) or len(items) > MAX_BATCH:
+            raise BadReport(f"logons must be a list of at most {MAX_BATCH}")
+        return cls(tuple(Connected.from_json(item) for item in items))
 
 
 @dataclass(frozen=True)

@@ -214,14 +214,16 @@ class Sessions(Repository):
             return [(r[0], r[1], r[2]) for r in rows]
         return await self._read(q)
 
-    async def add_logon(self, tenant: str, session_id: str, phases: dict[str, float]) -> None:
-        """Add phases to the logon recorded with a session (the gateway's part)."""
+    async def add_logons(self, added: Sequence[tuple[str, str, dict[str, float]]]) -> None:
+        """Add phases to the logons recorded with sessions (the gateway's part): (tenant,
+        session, phases) each, in one transaction."""
         def q(db: Tx) -> None:
-            row = db.execute("SELECT logon FROM sessions WHERE id=? AND tenant=?",
-                             (session_id, tenant)).fetchone()
-            if row is not None:
-                db.execute("UPDATE sessions SET logon=? WHERE id=?", (json.dumps(
-                {**(json.loads(row[0]) if row[0] else {}), **phases}), session_id))
+            for tenant, session_id, phases in added:
+                row = db.execute("SELECT logon FROM sessions WHERE id=? AND tenant=?",
+                                 (session_id, tenant)).fetchone()
+                if row is not None:
+                    db.execute("UPDATE sessions SET logon=? WHERE id=?", (json.dumps(
+                        {**(json.loads(row[0]) if row[0] else {}), **phases}), session_id))
         await self._write(q)
 
     async def logons(self, tenant: str) -> dict[str, tuple[dict[str, float], str | None]]:

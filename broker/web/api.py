@@ -163,8 +163,8 @@ async def api_gateway_disconnect(request: web.Request) -> web.StreamResponse:
 
 @routes.post(reports.CONNECTED)
 async def api_gateway_connected(request: web.Request) -> web.StreamResponse:
-    connected = await _report(request, reports.Connected)
-    await request.config_dict[BROKER_KEY].gateway_connected(connected)
+    logons = await _report(request, reports.Logons)
+    await request.config_dict[BROKER_KEY].gateway_connected(list(logons.connected))
     return web.Response(status=204)
 
 

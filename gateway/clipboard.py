@@ -103,12 +103,19 @@ class _Walk:
                 if not self._skip:
                     self._then()
                 continue
-            take = min(self._want - len(self._got), n - pos)
+            want = self._want
+            if not self._got and n - pos >= want:   # the whole header in this chunk (usual)
+                self._pos = pos + want
+                if self._mode != _PASS:
+                    self._cut(pos, pos + want)
+                self._step(view[pos:pos + want].tobytes())
+                continue
+            take = min(want - len(self._got), n - pos)
             self._got += view[pos:pos + take]
             self._pos = pos + take
             if self._mode != _PASS:
                 self._cut(pos, pos + take)
-            if len(self._got) == self._want:
+            if len(self._got) == want:
                 header = bytes(self._got)
                 self._got.clear()
                 self._step(header)

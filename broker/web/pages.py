@@ -226,12 +226,42 @@ def _table(table_id: str, t: dict[str, str], caption: str, columns: tuple[str, .
             f'</table></div>')
 
 
+def _dialog(dialog_id: str, t: dict[str, str], fields: str, ok_key: str, *,
+            heading: str = "") -> str:
+    """A console dialog: a heading (filled in by the page when empty), its fields, and the
+    button that does it beside "Cancel" (``returnValue`` says which)."""
+    return f"""<dialog id="{dialog_id}" aria-labelledby="{dialog_id}-heading">
+<form method="dialog">
+<h2 id="{dialog_id}-heading">{escape(heading)}</h2>
+{fields}
+<button value="ok">{escape(t[ok_key])}</button>
+<button value="cancel" class="secondary">{escape(t['c_cancel'])}</button>
+</form>
+</dialog>"""
+
+
 def console_page(lang: str, t: dict[str, str], csrf: str, time_zone: str) -> str:
     """The operator's console: a shell that ``console.js`` fills from the admin API (live by its
     event stream); ``csrf`` is the portal login's ("" when nobody is signed in: the page offers
     the sign-ins); times are shown in ``time_zone``, the municipalities' (the broker's)."""
     texts = json.dumps({k: t[k] for k in _CONSOLE_TEXT_KEYS}).replace("<", "\\u003c")
     sign_out = _sign_out(t, csrf) if csrf else ""
+    dialogs = "\n".join((
+        _dialog("confirm", t, '<p id="confirm-text"></p>', "c_confirm",
+                heading=t["c_confirm_heading"]),
+        _dialog("drain", t, f"""<label for="drain-minutes">{escape(t['c_drain_minutes'])}</label>
+<input id="drain-minutes" type="number" min="0" max="1440" value="30" required>
+<label for="drain-message">{escape(t['c_drain_message'])}</label>
+<textarea id="drain-message" maxlength="500" rows="3"></textarea>
+<label class="check"><input id="drain-logoff" type="checkbox" checked>
+{escape(t['c_drain_logoff'])}</label>
+<p id="drain-consequence" class="notice" aria-live="polite"></p>""", "c_drain_do"),
+        _dialog("move", t, f"""<label for="move-site">{escape(t['c_site'])}</label>
+<input id="move-site" required>
+<label for="move-class">{escape(t['c_device_class'])}</label>
+<input id="move-class" required>""", "c_move_do"),
+        _dialog("message", t, f"""<label for="message-text">{escape(t['c_message_text'])}</label>
+<textarea id="message-text" maxlength="500" rows="3"></textarea>""", "c_message_send")))
     return f"""<!doctype html>
 <html lang="{lang}">
 <head>
@@ -325,48 +355,7 @@ def console_page(lang: str, t: dict[str, str], csrf: str, time_zone: str) -> str
 {_table("audit", t, t['c_audit'], ("c_time", "c_actor", "c_action", "c_result", "c_detail"))}
 </section>
 </div>
-<dialog id="confirm" aria-labelledby="confirm-heading">
-<form method="dialog">
-<h2 id="confirm-heading">{escape(t['c_confirm_heading'])}</h2>
-<p id="confirm-text"></p>
-<button value="ok">{escape(t['c_confirm'])}</button>
-<button value="cancel" class="secondary">{escape(t['c_cancel'])}</button>
-</form>
-</dialog>
-<dialog id="drain" aria-labelledby="drain-heading">
-<form method="dialog">
-<h2 id="drain-heading"></h2>
-<label for="drain-minutes">{escape(t['c_drain_minutes'])}</label>
-<input id="drain-minutes" type="number" min="0" max="1440" value="30" required>
-<label for="drain-message">{escape(t['c_drain_message'])}</label>
-<textarea id="drain-message" maxlength="500" rows="3"></textarea>
-<label class="check"><input id="drain-logoff" type="checkbox" checked>
-{escape(t['c_drain_logoff'])}</label>
-<p id="drain-consequence" class="notice" aria-live="polite"></p>
-<button value="ok">{escape(t['c_drain_do'])}</button>
-<button value="cancel" class="secondary">{escape(t['c_cancel'])}</button>
-</form>
-</dialog>
-<dialog id="move" aria-labelledby="move-heading">
-<form method="dialog">
-<h2 id="move-heading"></h2>
-<label for="move-site">{escape(t['c_site'])}</label>
-<input id="move-site" required>
-<label for="move-class">{escape(t['c_device_class'])}</label>
-<input id="move-class" required>
-<button value="ok">{escape(t['c_move_do'])}</button>
-<button value="cancel" class="secondary">{escape(t['c_cancel'])}</button>
-</form>
-</dialog>
-<dialog id="message" aria-labelledby="message-heading">
-<form method="dialog">
-<h2 id="message-heading"></h2>
-<label for="message-text">{escape(t['c_message_text'])}</label>
-<textarea id="message-text" maxlength="500" rows="3"></textarea>
-<button value="ok">{escape(t['c_message_send'])}</button>
-<button value="cancel" class="secondary">{escape(t['c_cancel'])}</button>
-</form>
-</dialog>
+{dialogs}
 </main>
 </body>
 </html>

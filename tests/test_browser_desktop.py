@@ -458,10 +458,12 @@ def test_a_drain_and_an_admins_message_appear_over_the_desktop(open_desktop, ger
     assert notice.is_hidden()
 
     session = admin_call(live, "GET", "/sessions")["sessions"][0]["id"]
+    text = 'Bitte melden Sie sich beim Bürgerbüro. <img src=x onerror="document.title=1">'
     assert admin_call(live, "POST", f"/sessions/{session}/message",
-                      {"text": "Bitte melden Sie sich beim Bürgerbüro."}) == {"reached": True}
+                      {"text": text}) == {"reached": True}
     notice.wait_for(state="visible", timeout=10_000)
-    assert page.locator("#notice-text").text_content() == "Bitte melden Sie sich beim Bürgerbüro."
+    assert page.locator("#notice-text").text_content() == text      # as text, never as markup
+    assert page.locator("#notice img").count() == 0 and page.title() != "1"
     assert page.locator("#notice-countdown").text_content() == ""
     actions = [e["action"] for e in admin_call(live, "GET", "/audit")["audit"]]
     assert "host.notice" in actions and "session.message" in actions

@@ -317,3 +317,24 @@ def test_the_broker_counts_logon_phases_for_its_scrapers_only(live):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=5)
     assert refused.value.code == 403
+
+
+def test_the_portal_cookie_changes_nothing_without_the_logins_csrf_token(live, chromium):
+    """Another site cannot make an admin's browser act: the console's cookie is SameSite=Strict,
+    and a state-changing call on it needs the login's CSRF token besides."""
+    console = page_of(chromium)
+    sign_in(console, live, "aida")
+    console.goto(f"{live.portal}/admin")
+    console.get_by_role("table", name="Hosts").get_by_role("cell", name="desk1",
+                                                           exact=True).wait_for()
+    drain = f"/api/v1/admin/tenants/{TENANT}/hosts/desk1/actions/disable"
+    status = console.evaluate("""(url) => fetch(url, {method: "POST"}).then(r => r.status)""",
+                              drain)
+    assert status == 400                                  # the cookie alone: refused
+    status = console.evaluate("""([url, csrf]) => fetch(url, {method: "POST",
+        headers: {"X-CSRF-Token": csrf + "x"}}).then(r => r.status)""",
+                              [drain, console.locator("body").get_attribute("data-csrf")])
+    assert status == 400                                  # a wrong token: refused
+    hosts = console.evaluate(f"""fetch("/api/v1/admin/tenants/{TENANT}/hosts")
+        .then(r => r.json())""")["hosts"]
+    assert {h["id"]: h["state"] for h in hosts}["desk1"] == "active"     # nothing changed

@@ -186,3 +186,24 @@ async def test_a_viewer_that_stalls_in_the_vnc_handshake_is_closed(make_installa
         assert (await ws.receive()).data == b"RFB 003.008\n"   # ... and never answers
         msg = await asyncio.wait_for(ws.receive(), 10)
         assert ws.close_code == 4408, msg
+
+
+@pytest.mark.parametrize("headers, body, status", [
+    ({}, {"session": "s", "text": "hi"}, 401),                       # no report token
+    ({"Authorization": "Bearer wrong"}, {"session": "s", "text": "hi"}, 401),
+    (None, {"session": "s"}, 400),                                   # no text
+    (None, {"session": "s", "text": "x" * 1001}, 400),               # too long
+    (None, {"session": "s", "text": "hi", "deadline": -1}, 400),
+    (None, ["s", "hi"], 400),                                        # not an object
+    (None, {"session": "nobody", "text": "hi"}, 200),                # no such session: none reached
+])
+async def test_the_notice_control_takes_only_the_brokers_word_and_checks_it(
+        raw_install, headers, body, status):
+    inst, _, _ = await raw_install()
+    token = inst.broker.config.report_token.decode()
+    r = await inst.http.post(f"{gateway_http(inst)}/control/notice", json=body,
+                             headers=headers if headers is not None else {
+                                 "Authorization": f"Bearer {token}"})
+    assert r.status == status
+    if status == 200:
+        assert await r.json() == {"reached": 0}

@@ -166,6 +166,10 @@ hosts = [{", ".join(f'"{d.id}"' for d in desktops)}]
 async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: int,
                    facts_path: Path, gateway_url: str | None = None) -> None:
     processes = Processes()
+    # Each run is a fresh demo town: new passwords, so a new directory, and a database without
+    # the last run's enrolments and sessions (a --state-dir used before keeps only its keys).
+    for previous in (state / "slapd", state / "broker"):
+        shutil.rmtree(previous, ignore_errors=True)
     try:
         passwords = {u.login: f"{u.login.capitalize()}-{secrets.token_hex(4)}" for u in USERS}
         org = Organisation("Stadt Musterstadt", tuple(

@@ -194,7 +194,7 @@ function drawHosts() {
     });
 }
 
-const seconds = new Intl.NumberFormat(lang, { maximumFractionDigits: 1 });
+const seconds = new Intl.NumberFormat(lang, { maximumFractionDigits: 2 });
 const millis = new Intl.NumberFormat(lang, { maximumFractionDigits: 0 });
 
 // A logon's total, and on opening, each phase (what helpdesk asks about a slow morning).

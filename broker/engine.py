@@ -164,6 +164,9 @@ def _pg_sql(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+FEW_LOCKS = 4   # up to this many advisory locks are taken one statement each
+
+
 def lock_key(name: str) -> int:
     """A stable signed 64-bit advisory lock key for a name."""
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
@@ -181,8 +184,13 @@ class _PostgresTx(Tx):
             cur.executemany(_pg_sql(sql), [tuple(_checked(r)) for r in rows])
 
     def lock(self, *names: str) -> None:
-        for key in sorted({lock_key(n) for n in names}):  # one order: no deadlocks
-            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        keys = sorted({lock_key(n) for n in names})       # one order: no deadlocks
+        if len(keys) <= FEW_LOCKS:
+            for key in keys:
+                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
+        else:  # a batch's locks in one round trip, taken in the sorted order
+            self.conn.execute("SELECT pg_advisory_xact_lock(k) FROM (SELECT unnest(%s::bigint[]) "
+                              "AS k ORDER BY 1) AS sorted", (keys,))
 
 
 class PostgresEngine(Engine):

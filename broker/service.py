@@ -37,7 +37,7 @@ from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, Desk
                      PoolBusy, StoreUnavailable, TooManyAttempts, UnknownTenant)
 from .engine import Tx
 from .store import (OPERATOR, Assignment, Fragment, Login, Store, TicketAlreadyRedeemed,
-                    UnknownSession, UserMfa)
+                    UserMfa)
 from .store.accounts import accept_step_in, read_mfa, set_recovery_codes_in, use_recovery_code_in
 from .store.sessions import set_logon_in
 from .store.throttles import lock_names as throttle_locks
@@ -604,16 +604,21 @@ class Broker:
         return port
 
     # -- gateway reports ---------------------------------------------------------------------
-    async def redeem(self, r: reports.Redemption) -> bool:
-        """Record a ticket's single use; False when it was used before or its session is gone."""
-        try:
-            await self.store.sessions.redeem(r.ticket_id, r.expires_at, r.tenant, r.user, r.session,
-                                    now=self.clock())
-        except (TicketAlreadyRedeemed, UnknownSession) as exc:
+    async def redeem(self, batch: list[reports.Redemption]) -> list[str]:
+        """Record tickets' single use, a gateway's batch in one transaction; per ticket
+        :data:`~wire.reports.REDEEMED`, or why not (used before, or its session is gone)."""
+        refusals = await self.store.sessions.redeem_many(
+            [(r.ticket_id, r.expires_at, r.tenant, r.user, r.session) for r in batch],
+            now=self.clock())
+        results = []
+        for r, refusal in zip(batch, refusals):
+            if refusal is None:
+                results.append(reports.REDEEMED)
+                continue
             await self.audit.record(r.tenant, r.user, "gateway", "ticket.redeem",
-                                    type(exc).__name__)
-            return False
-        return True
+                                    refusal.__name__)
+            results.append("replayed" if refusal is TicketAlreadyRedeemed else "unknown_session")
+        return results
 
     async def disconnected(self, report: reports.Disconnect) -> None:
         """A gateway's report; a session the gateway ended for idleness is logged off (the pool's

@@ -40,6 +40,8 @@ class BrokerClient:
         self._current = 0
         self._logons: list[reports.Connected] = []       # logon reports waiting to be sent
         self._logon_sender: asyncio.Task | None = None
+        self._redemptions: list[tuple[reports.Redemption, asyncio.Future]] = []
+        self._redeemer: asyncio.Task | None = None
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(
@@ -49,13 +51,22 @@ class BrokerClient:
             connector=connector)
 
     async def close(self) -> None:
-        if self._logon_sender is not None:
-            self._logon_sender.cancel()
+        for task in (self._logon_sender, self._redeemer):
+            if task is not None:
+                task.cancel()
         if self._http is not None:
             await self._http.close()
 
     async def _post(self, path: str, body: dict) -> int:
         """POST to the brokers in turn; the first answer's status.
+
+        Raises:
+            BrokerUnavailable: no broker answered.
+        """
+        return (await self._exchange(path, body))[0]
+
+    async def _exchange(self, path: str, body: dict) -> tuple[int, object]:
+        """POST to the brokers in turn; the first answer's status and JSON body (None if none).
 
         Raises:
             BrokerUnavailable: no broker answered.
@@ -66,6 +77,10 @@ class BrokerClient:
             try:
                 async with self._http.post(self.base_urls[index] + path, json=body) as r:
                     status = r.status
+                    try:
+                        answer = await r.json() if status == 200 else None
+                    except (ValueError, aiohttp.ContentTypeError):
+                        answer = None
             except aiohttp.ClientConnectionError as exc:
                 if isinstance(exc, aiohttp.ServerTimeoutError):
                     raise BrokerUnavailable(type(exc).__name__) from None
@@ -77,21 +92,46 @@ class BrokerClient:
                 failure = f"broker answered {status}"
                 continue
             self._current = index
-            return status
+            return status, answer
         raise BrokerUnavailable(failure)
 
     async def redeem(self, claims: Claims) -> None:
-        """Record the ticket as used and the session as connected.
+        """Record the ticket as used and the session as connected, at a broker: with the other
+        redemptions waiting at that moment, in one request (see :meth:`_send_redemptions`).
 
         Raises:
-            TicketReplayed: the broker has seen this ticket before.
+            TicketReplayed: the broker has seen this ticket before (or its session is gone).
             BrokerUnavailable: no clear answer from any broker.
         """
-        status = await self._post(reports.REDEEM, reports.Redemption.of(claims).to_json())
-        if status == 409:
-            raise TicketReplayed("broker has seen this ticket")
-        if status != 204:
-            raise BrokerUnavailable(f"broker answered {status}")
+        answer = asyncio.get_running_loop().create_future()
+        self._redemptions.append((reports.Redemption.of(claims), answer))
+        if self._redeemer is None or self._redeemer.done():
+            self._redeemer = asyncio.ensure_future(self._send_redemptions())
+        result = await answer
+        if result != reports.REDEEMED:
+            raise TicketReplayed(f"the broker says: {result}")
+
+    async def _send_redemptions(self) -> None:
+        """Group commit: the first redemption goes at once (no wait when it is quiet); those
+        that arrive while a request is on its way go together in the next one — a boot storm
+        costs a few requests and transactions per round trip instead of one per ticket."""
+        while self._redemptions:
+            batch = self._redemptions[:reports.MAX_REDEMPTIONS]
+            del self._redemptions[:reports.MAX_REDEMPTIONS]
+            try:
+                status, answer = await self._exchange(reports.REDEEM, reports.Redemptions(
+                    tuple(r for r, _ in batch)).to_json())
+                results = answer.get("results") if isinstance(answer, dict) else None
+                if status != 200 or not isinstance(results, list) or len(results) != len(batch):
+                    raise BrokerUnavailable(f"broker answered {status}")
+            except BrokerUnavailable as exc:
+                for _, waiting in batch:
+                    if not waiting.done():
+                        waiting.set_exception(BrokerUnavailable(str(exc)))
+                continue
+            for (_, waiting), result in zip(batch, results):
+                if not waiting.done():
+                    waiting.set_result(result)
 
     def connected(self, claims: Claims, redeem_seconds: float, desktop_seconds: float) -> None:
         """The gateway's part of a logon, for the session's logon record: queued, and sent with

@@ -169,8 +169,24 @@ async def test_a_ticket_redeemed_at_another_gateway_is_refused_here(installation
     conn = await installation.connect(await installation.login("anna"))
     claims = ticket.verify(installation_public_key(installation), conn["ticket"],
                            now=time.time(), audience="demo-gateway")
-    assert await installation.broker.redeem(reports.Redemption.of(claims))
+    assert await installation.broker.redeem([reports.Redemption.of(claims)]) == [
+        reports.REDEEMED]
     assert await close_code(conn) == (4409, "ticket already used")
+
+
+async def test_a_gateway_of_the_last_version_still_redeems_one_ticket_at_a_time(installation):
+    """During a rolling upgrade the brokers may be newer than a gateway: its single redemption
+    is answered as it expects (204, then 409 for the same ticket)."""
+    conn = await installation.connect(await installation.login("anna"))
+    claims = ticket.verify(installation_public_key(installation), conn["ticket"],
+                           now=time.time(), audience="demo-gateway")
+    url = f"{installation.base_url}{reports.REDEEM}"
+    token = installation.broker.config.report_token.decode()
+    body = reports.Redemption.of(claims).to_json()
+    for expected in (204, 409):
+        r = await installation.http.post(url, json=body,
+                                         headers={"Authorization": f"Bearer {token}"})
+        assert r.status == expected
 
 
 def installation_public_key(installation):

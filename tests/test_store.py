@@ -71,6 +71,34 @@ async def test_a_ticket_for_another_tenants_session_is_refused(stores):
         await a.sessions.redeem("tk", int(NOW) + 30, "other", "anna", s.session_id, now=NOW)
 
 
+async def test_a_batch_of_redemptions_decides_each_on_its_own_in_one_transaction(stores):
+    """A gateway's redemptions of one moment, with a ticket twice, a session of another tenant,
+    and the same batch's tickets raced by a second broker: each answer is its own."""
+    a, b = stores
+    hosts = [("h1", 10, True)]
+    placed = [await a.sessions.assign("t", user, "p", hosts, now=NOW, pending_timeout=60,
+                                      keep_seconds=60) for user in ("anna", "bernd", "clara")]
+    anna, bernd, clara = (p.session_id for p in placed)
+    batch = [("t1", int(NOW) + 30, "t", "anna", anna),
+             ("t1", int(NOW) + 30, "t", "anna", anna),           # the same ticket again
+             ("t2", int(NOW) + 30, "other", "bernd", bernd),     # not that tenant's session
+             ("t3", int(NOW) + 30, "t", "clara", clara)]
+    assert await a.sessions.redeem_many(batch, now=NOW) == [
+        None, TicketAlreadyRedeemed, UnknownSession, None]
+    # what was refused for an unknown session is not spent; what was redeemed is, everywhere
+    assert await b.sessions.redeem_many([("t2", int(NOW) + 30, "t", "bernd", bernd),
+                                         ("t3", int(NOW) + 30, "t", "clara", clara)],
+                                        now=NOW) == [None, TicketAlreadyRedeemed]
+    # two brokers redeem the same fifty tickets at once: each is redeemed exactly once
+    many = [await a.sessions.assign("t", f"u{i}", "p", [("h2", 100, True)], now=NOW,
+                                    pending_timeout=60, keep_seconds=60) for i in range(50)]
+    tickets = [(f"m{i}", int(NOW) + 30, "t", f"u{i}", s.session_id) for i, s in enumerate(many)]
+    first, second = await asyncio.gather(a.sessions.redeem_many(tickets, now=NOW),
+                                         b.sessions.redeem_many(tickets[::-1], now=NOW))
+    second = second[::-1]
+    assert all((x is None) != (y is None) for x, y in zip(first, second))
+
+
 async def test_sessions_run_their_lifecycle_and_free_their_seat(stores):
     a, _ = stores
     s = await a.sessions.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60,

@@ -51,6 +51,28 @@ class Redemption:
 
 
 @dataclass(frozen=True)
+class Redemptions:
+    """A gateway's redemptions of the same moment, together: one request, one transaction at the
+    broker. The broker answers ``{"results": [...]}``, one of :data:`REDEEMED`, ``"replayed"``
+    or ``"unknown_session"`` per redemption, in order."""
+    redemptions: tuple[Redemption, ...]
+
+    def to_json(self) -> dict:
+        return {"redemptions": [r.to_json() for r in self.redemptions]}
+
+    @classmethod
+    def from_json(cls, body: object) -> "Redemptions":
+        items = _object(body).get("redemptions")
+        if not isinstance(items, list) or not 0 < len(items) <= MAX_REDEMPTIONS:
+            raise BadReport(f"redemptions must be a list of 1 to {MAX_REDEMPTIONS}")
+        return cls(tuple(Redemption.from_json(item) for item in items))
+
+
+REDEEMED = "redeemed"
+MAX_REDEMPTIONS = 200   # in one batch (well inside the broker's 64 KiB request limit)
+
+
+@dataclass(frozen=True)
 class Disconnect:
     """A viewer of the session left; ``reason`` is None for a word this broker does not know.
     ``clipboard`` counts the cut texts of a session whose pool restricts the clipboard (keys

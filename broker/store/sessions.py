@@ -130,20 +130,19 @@ class Sessions(Repository):
             UnknownSession: no live session of that tenant and user has that id.
         """
         def q(db: Tx) -> None:
-            if db.execute("INSERT INTO tickets VALUES (?,?) ON CONFLICT (id) DO NOTHING",
-                          (ticket_id, expires_at)).rowcount != 1:
-                raise TicketAlreadyRedeemed(ticket_id)
-            row = db.execute("SELECT state FROM sessions WHERE id=? AND tenant=? AND login=?",
-                             (session_id, tenant, login)).fetchone()
-            try:
-                state = next_state(State(row[0]), Event.CONNECT) if row else None
-            except InvalidTransition:
-                state = None
-            if state is None:
-                raise UnknownSession(session_id)
-            db.execute("UPDATE sessions SET state=?, viewers=viewers+1, deadline=NULL, updated=? "
-                       "WHERE id=?", (state.value, now, session_id))
+            refusal = redeem_in(db, ticket_id, expires_at, tenant, login, session_id, now)
+            if refusal is not None:
+                raise refusal(session_id if refusal is UnknownSession else ticket_id)
         await self._write(q, locks=[f"session:{session_id}"])
+
+    async def redeem_many(self, tickets: Sequence[tuple[str, int, str, str, str]], *,
+                          now: float) -> list[type[Exception] | None]:
+        """:meth:`redeem` for many tickets (ticket id, expiry, tenant, login, session) in one
+        transaction — a gateway's redemptions of the same moment: one commit for all of them.
+        Each is decided on its own: None (recorded), TicketAlreadyRedeemed or UnknownSession."""
+        def q(db: Tx) -> list[type[Exception] | None]:
+            return [redeem_in(db, *ticket, now) for ticket in tickets]
+        return await self._write(q, locks=sorted({f"session:{t[4]}" for t in tickets}))
 
     async def disconnect(self, tenant: str, session_id: str, *, now: float) -> None:
         """A viewer left; the session becomes disconnected when it was the last one."""
@@ -276,3 +275,24 @@ def set_logon_in(db: Tx, session_id: str, phases: dict[str, float],
     (None: a browser) — part of a unit of work."""
     db.execute("UPDATE sessions SET logon=?, device=? WHERE id=?",
                (json.dumps(phases), device, session_id))
+
+
+def redeem_in(db: Tx, ticket_id: str, expires_at: int, tenant: str, login: str,
+              session_id: str, now: float) -> type[Exception] | None:
+    """Record one ticket as used and its session as connected; why not, if not (nothing is
+    written then) — part of a unit of work."""
+    if db.execute("INSERT INTO tickets VALUES (?,?) ON CONFLICT (id) DO NOTHING",
+                  (ticket_id, expires_at)).rowcount != 1:
+        return TicketAlreadyRedeemed
+    row = db.execute("SELECT state FROM sessions WHERE id=? AND tenant=? AND login=?",
+                     (session_id, tenant, login)).fetchone()
+    try:
+        state = next_state(State(row[0]), Event.CONNECT) if row else None
+    except InvalidTransition:
+        state = None
+    if state is None:
+        db.execute("DELETE FROM tickets WHERE id=?", (ticket_id,))   # as if never presented
+        return UnknownSession
+    db.execute("UPDATE sessions SET state=?, viewers=viewers+1, deadline=NULL, updated=? "
+               "WHERE id=?", (state.value, now, session_id))
+    return None

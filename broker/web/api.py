@@ -150,8 +150,20 @@ async def _report(request: web.Request, kind):
 
 @routes.post(reports.REDEEM)
 async def api_gateway_redeem(request: web.Request) -> web.StreamResponse:
-    ok = await request.config_dict[BROKER_KEY].redeem(await _report(request, reports.Redemption))
-    return web.Response(status=204 if ok else 409)
+    """A gateway's batch of redemptions; one redemption alone (gateways of version 0.2, during
+    a rolling upgrade) is answered as they expect: 204, or 409 when refused."""
+    _gateway_authorised(request)
+    body = await json_body(request)
+    try:
+        single = "redemptions" not in body
+        batch = ((reports.Redemption.from_json(body),) if single
+                 else reports.Redemptions.from_json(body).redemptions)
+    except reports.BadReport as exc:
+        raise BadRequest(str(exc)) from None
+    results = await request.config_dict[BROKER_KEY].redeem(list(batch))
+    if single:
+        return web.Response(status=204 if results[0] == reports.REDEEMED else 409)
+    return web.json_response({"results": results})
 
 
 @routes.post(reports.DISCONNECT)

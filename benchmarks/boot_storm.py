@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import aiohttp
 
@@ -78,16 +79,19 @@ class Failed(Exception):
 
 
 async def request(http: aiohttp.ClientSession, method: str, url: str, rng: random.Random,
-                  retried: collections.Counter, *, body: dict | None = None,
+                  retried: collections.Counter, *,
+                  body: dict | Callable[[], dict] | None = None,
                   token: str | None = None) -> dict:
     """One call of the agent's, retried like the agent does; ``retried`` counts the "busy"
-    answers and unreachable moments by kind."""
+    answers and unreachable moments by kind. ``body`` may be made afresh for each attempt (a
+    one-time code: the user reads the app again)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     deadline = time.monotonic() + GIVE_UP
     attempt = 0
     while True:
         try:
-            async with http.request(method, url, json=body, headers=headers) as r:
+            sent = body() if callable(body) else body
+            async with http.request(method, url, json=sent, headers=headers) as r:
                 try:
                     data = await r.json(content_type=None) if r.status != 204 else {}
                 except ValueError:  # a proxy's error page: like the agent, judge by status
@@ -117,7 +121,7 @@ async def one_client(base: str, user: str, secret: str, credential: str, start_a
     login = await request(http, "POST", f"{base}/api/v1/login", rng, retried,
                           body={"username": f"{user}@{DOMAIN}", "password": PASSWORD})
     await request(http, "POST", f"{base}/api/v1/mfa", rng, retried, token=login["token"],
-                  body={"code": mfa.current_code(secret, time.time())})
+                  body=lambda: {"code": mfa.current_code(secret, time.time())})
     conn = await request(http, "POST", f"{base}/api/v1/pools/buero/connect", rng, retried,
                          token=login["token"])
     try:

@@ -620,11 +620,17 @@ class Broker:
             results.append("replayed" if refusal is TicketAlreadyRedeemed else "unknown_session")
         return results
 
-    async def disconnected(self, report: reports.Disconnect) -> None:
-        """A gateway's report; a session the gateway ended for idleness is logged off (the pool's
-        ``idle_logoff`` policy, which the ticket carried)."""
-        await self.store.sessions.disconnect(report.tenant, report.session, now=self.clock())
+    async def disconnected(self, batch: list[reports.Disconnect]) -> None:
+        """A gateway's reports (the sessions' states in one transaction); a session the gateway
+        ended for idleness is logged off (the pool's ``idle_logoff`` policy, which the ticket
+        carried)."""
+        await self.store.sessions.disconnect_many([(r.tenant, r.session) for r in batch],
+                                                  now=self.clock())
         self.changes.bump()
+        for report in batch:
+            await self._after_disconnect(report)
+
+    async def _after_disconnect(self, report: reports.Disconnect) -> None:
         tenant = self.config.tenant(report.tenant)
         if report.clipboard and tenant is not None:
             counts = " ".join(f"{k}={n}" for k, n in report.clipboard.items())

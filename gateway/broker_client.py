@@ -38,8 +38,10 @@ class BrokerClient:
         self._ca_file = ca_file
         self._http: aiohttp.ClientSession | None = None
         self._current = 0
-        self._logons: list[reports.Connected] = []       # logon reports waiting to be sent
-        self._logon_sender: asyncio.Task | None = None
+        self._logons = _Reports(self, reports.CONNECTED, reports.Logons, reports.MAX_BATCH,
+                                LOGON_BATCH)
+        self._disconnects = _Reports(self, reports.DISCONNECT, reports.Disconnects,
+                                     reports.MAX_DISCONNECTS)
         self._redemptions: list[tuple[reports.Redemption, asyncio.Future]] = []
         self._redeemer: asyncio.Task | None = None
 
@@ -51,7 +53,7 @@ class BrokerClient:
             connector=connector)
 
     async def close(self) -> None:
-        for task in (self._logon_sender, self._redeemer):
+        for task in (self._logons.sender, self._disconnects.sender, self._redeemer):
             if task is not None:
                 task.cancel()
         if self._http is not None:
@@ -134,26 +136,11 @@ class BrokerClient:
                     waiting.set_result(result)
 
     def connected(self, claims: Claims, redeem_seconds: float, desktop_seconds: float) -> None:
-        """The gateway's part of a logon, for the session's logon record: queued, and sent with
-        the others of the next :data:`LOGON_BATCH` seconds; lost if no broker answers (it is a
-        measurement, not a fact anything depends on)."""
-        self._logons.append(reports.Connected(claims.tenant, claims.session, redeem_seconds,
-                                              desktop_seconds))
-        if self._logon_sender is None or self._logon_sender.done():
-            self._logon_sender = asyncio.ensure_future(self._send_logons())
-
-    async def _send_logons(self) -> None:
-        await asyncio.sleep(LOGON_BATCH)
-        batch, self._logons = self._logons[:reports.MAX_BATCH], self._logons[reports.MAX_BATCH:]
-        try:
-            status = await self._post(reports.CONNECTED, reports.Logons(tuple(batch)).to_json())
-        except BrokerUnavailable as exc:
-            logger.info("%d logon reports not delivered: %s", len(batch), exc)
-            status = 204
-        if status != 204:
-            logger.warning("broker refused %d logon reports: %s", len(batch), status)
-        if self._logons:
-            self._logon_sender = asyncio.ensure_future(self._send_logons())
+        """The gateway's part of a logon, for the session's logon record: sent with the others
+        of the next :data:`LOGON_BATCH` seconds; lost if no broker answers (it is a measurement,
+        not a fact anything depends on)."""
+        self._logons.add(reports.Connected(claims.tenant, claims.session, redeem_seconds,
+                                           desktop_seconds))
 
     async def alive(self, sessions: list[tuple[str, str]]) -> None:
         """Renew the broker's lease on the sessions this gateway holds: (tenant, session)."""
@@ -165,15 +152,42 @@ class BrokerClient:
         if status != 204:
             logger.warning("broker refused the alive report: %s", status)
 
-    async def disconnected(self, claims: Claims, counters: Counters, reason: EndReason,
-                           clipboard: dict[str, int] | None = None) -> None:
-        body = reports.Disconnect(claims.tenant, claims.session, counters.up, counters.down,
-                                  reason, claims.user, clipboard).to_json()
-        try:
-            status = await self._post(reports.DISCONNECT, body)
-        except BrokerUnavailable as exc:
-            logger.warning("disconnect report for session %s failed: %s", claims.session, exc)
-            return
-        if status != 204:
-            logger.warning("broker refused disconnect report for session %s: %s",
-                           claims.session, status)
+    def disconnected(self, claims: Claims, counters: Counters, reason: EndReason,
+                     clipboard: dict[str, int] | None = None) -> None:
+        """A viewer of the session left: sent at once, or with the others that end while a
+        report is on its way (one request; the broker's lease ends a session whose report was
+        lost)."""
+        self._disconnects.add(reports.Disconnect(claims.tenant, claims.session, counters.up,
+                                                 counters.down, reason, claims.user, clipboard))
+
+
+class _Reports:
+    """Reports that need no answer, sent in groups: the first after ``delay`` (0: at once), and
+    those that arrive while a request is on its way together in the next."""
+
+    def __init__(self, client: BrokerClient, path: str, batch, most: int,
+                 delay: float = 0.0) -> None:
+        self.client, self.path, self.batch, self.most, self.delay = (client, path, batch, most,
+                                                                     delay)
+        self.waiting: list = []
+        self.sender: asyncio.Task | None = None
+
+    def add(self, report) -> None:
+        self.waiting.append(report)
+        if self.sender is None or self.sender.done():
+            self.sender = asyncio.ensure_future(self._send())
+
+    async def _send(self) -> None:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        while self.waiting:
+            group = self.waiting[:self.most]
+            del self.waiting[:self.most]
+            try:
+                status = await self.client._post(self.path, self.batch(tuple(group)).to_json())
+            except BrokerUnavailable as exc:
+                logger.warning("%d reports to %s not delivered: %s", len(group), self.path, exc)
+                continue
+            if status != 204:
+                logger.warning("broker refused %d reports to %s: %s", len(group), self.path,
+                               status)

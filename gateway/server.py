@@ -325,7 +325,7 @@ class Gateway:
             self.metrics.refused(Close.DESKTOP.word)
             await close_with(ws, Close.DESKTOP)
             self._ended(claims, Counters(), EndReason.DESKTOP_UNAVAILABLE)
-            await self.broker.disconnected(claims, Counters(), EndReason.DESKTOP_UNAVAILABLE)
+            self.broker.disconnected(claims, Counters(), EndReason.DESKTOP_UNAVAILABLE)
             return
         link.guard = ClipboardGuard.for_policy(claims.clipboard, self.metrics.clipboard)
         desktop_seconds = time.perf_counter() - reaching
@@ -478,7 +478,7 @@ class Gateway:
         session.link.close()
         self._ended(session.claims, session.link.counters, reason)
         guard = session.link.guard
-        await self.broker.disconnected(session.claims, session.link.counters, reason,
+        self.broker.disconnected(session.claims, session.link.counters, reason,
                                        guard.counts if guard is not None else None)
 
     def _ended(self, claims: ticket.Claims, counters: Counters, reason: EndReason) -> None:

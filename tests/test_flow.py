@@ -174,6 +174,21 @@ async def test_a_ticket_redeemed_at_another_gateway_is_refused_here(installation
     assert await close_code(conn) == (4409, "ticket already used")
 
 
+async def test_disconnect_reports_come_in_batches_or_alone(installation):
+    conn = await installation.connect(await installation.login("anna"))
+    await open_desktop(conn)                      # connected, then the viewer left
+    url = f"{installation.base_url}{reports.DISCONNECT}"
+    auth = {"Authorization": f"Bearer {installation.broker.config.report_token.decode()}"}
+    one = {"tenant": TENANT, "session": conn["session"], "bytes_up": 1, "bytes_down": 2,
+           "reason": "client closed"}
+    for body, status in (({"disconnects": [one, {**one, "session": "gone"}]}, 204),
+                         (one, 204), ({"disconnects": []}, 400),
+                         ({"disconnects": [one] * (reports.MAX_DISCONNECTS + 1)}, 400),
+                         ({"disconnects": [{"tenant": TENANT}]}, 400)):
+        r = await installation.http.post(url, json=body, headers=auth)
+        assert r.status == status, body
+
+
 async def test_a_gateway_of_the_last_version_still_redeems_one_ticket_at_a_time(installation):
     """During a rolling upgrade the brokers may be newer than a gateway: its single redemption
     is answered as it expects (204, then 409 for the same ticket)."""

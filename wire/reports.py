@@ -15,7 +15,8 @@ CONNECTED = "/api/v1/gateway/connected"
 ALIVE = "/api/v1/gateway/alive"
 
 
-MAX_BATCH = 400     # reports in one batch (well inside the broker's 64 KiB request limit)
+MAX_BATCH = 400        # logon reports in one batch (well inside the broker's 64 KiB limit)
+MAX_DISCONNECTS = 150  # disconnect reports in one batch (the same)
 CLIPBOARD_COUNTS = ("in", "in_blocked", "out", "out_blocked")
 
 
@@ -147,6 +148,23 @@ class Logons:
         if not isinstance(items, list) or len(items) > MAX_BATCH:
             raise BadReport(f"logons must be a list of at most {MAX_BATCH}")
         return cls(tuple(Connected.from_json(item) for item in items))
+
+
+@dataclass(frozen=True)
+class Disconnects:
+    """A gateway's disconnect reports of the same moment, together (one request, one
+    transaction for the sessions' states)."""
+    disconnects: tuple[Disconnect, ...]
+
+    def to_json(self) -> dict:
+        return {"disconnects": [d.to_json() for d in self.disconnects]}
+
+    @classmethod
+    def from_json(cls, body: object) -> "Disconnects":
+        items = _object(body).get("disconnects")
+        if not isinstance(items, list) or not 0 < len(items) <= MAX_DISCONNECTS:
+            raise BadReport(f"disconnects must be a list of 1 to {MAX_DISCONNECTS}")
+        return cls(tuple(Disconnect.from_json(item) for item in items))
 
 
 @dataclass(frozen=True)

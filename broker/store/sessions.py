@@ -146,17 +146,23 @@ class Sessions(Repository):
 
     async def disconnect(self, tenant: str, session_id: str, *, now: float) -> None:
         """A viewer left; the session becomes disconnected when it was the last one."""
+        await self.disconnect_many([(tenant, session_id)], now=now)
+
+    async def disconnect_many(self, left: Sequence[tuple[str, str]], *, now: float) -> None:
+        """:meth:`disconnect` for many (tenant, session) in one transaction."""
         def q(db: Tx) -> None:
-            row = db.execute("SELECT state, viewers, keep_seconds FROM sessions "
-                             "WHERE id=? AND tenant=?", (session_id, tenant)).fetchone()
-            if row is None or row[0] != State.CONNECTED.value:
-                return
-            viewers = max(row[1] - 1, 0)
-            state = State.CONNECTED if viewers else next_state(State.CONNECTED, Event.DISCONNECT)
-            deadline = None if viewers else now + row[2]
-            db.execute("UPDATE sessions SET state=?, viewers=?, deadline=?, updated=? WHERE id=?",
-                       (state.value, viewers, deadline, now, session_id))
-        await self._write(q, locks=[f"session:{session_id}"])
+            for tenant, session_id in left:
+                row = db.execute("SELECT state, viewers, keep_seconds FROM sessions "
+                                 "WHERE id=? AND tenant=?", (session_id, tenant)).fetchone()
+                if row is None or row[0] != State.CONNECTED.value:
+                    continue
+                viewers = max(row[1] - 1, 0)
+                state = (State.CONNECTED if viewers
+                         else next_state(State.CONNECTED, Event.DISCONNECT))
+                deadline = None if viewers else now + row[2]
+                db.execute("UPDATE sessions SET state=?, viewers=?, deadline=?, updated=? "
+                           "WHERE id=?", (state.value, viewers, deadline, now, session_id))
+        await self._write(q, locks=sorted({f"session:{s}" for _, s in left}))
 
     async def touch(self, sessions: Sequence[tuple[str, str]], *, now: float) -> None:
         """A gateway vouches that it holds these (tenant, session): renew their lease."""

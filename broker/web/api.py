@@ -168,8 +168,15 @@ async def api_gateway_redeem(request: web.Request) -> web.StreamResponse:
 
 @routes.post(reports.DISCONNECT)
 async def api_gateway_disconnect(request: web.Request) -> web.StreamResponse:
-    await request.config_dict[BROKER_KEY].disconnected(await _report(request,
-                                                                     reports.Disconnect))
+    """A gateway's batch of disconnect reports (or one alone, from gateways of version 0.2)."""
+    _gateway_authorised(request)
+    body = await json_body(request)
+    try:
+        batch = ((reports.Disconnect.from_json(body),) if "disconnects" not in body
+                 else reports.Disconnects.from_json(body).disconnects)
+    except reports.BadReport as exc:
+        raise BadRequest(str(exc)) from None
+    await request.config_dict[BROKER_KEY].disconnected(list(batch))
     return web.Response(status=204)
 
 

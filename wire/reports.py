@@ -63,10 +63,7 @@ class Redemptions:
 
     @classmethod
     def from_json(cls, body: object) -> "Redemptions":
-        items = _object(body).get("redemptions")
-        if not isinstance(items, list) or not 0 < len(items) <= MAX_REDEMPTIONS:
-            raise BadReport(f"redemptions must be a list of 1 to {MAX_REDEMPTIONS}")
-        return cls(tuple(Redemption.from_json(item) for item in items))
+        return cls(_batch(body, "redemptions", Redemption, MAX_REDEMPTIONS))
 
 
 REDEEMED = "redeemed"
@@ -144,10 +141,7 @@ class Logons:
 
     @classmethod
     def from_json(cls, body: object) -> "Logons":
-        items = _object(body).get("logons")
-        if not isinstance(items, list) or len(items) > MAX_BATCH:
-            raise BadReport(f"logons must be a list of at most {MAX_BATCH}")
-        return cls(tuple(Connected.from_json(item) for item in items))
+        return cls(_batch(body, "logons", Connected, MAX_BATCH))
 
 
 @dataclass(frozen=True)
@@ -161,10 +155,7 @@ class Disconnects:
 
     @classmethod
     def from_json(cls, body: object) -> "Disconnects":
-        items = _object(body).get("disconnects")
-        if not isinstance(items, list) or not 0 < len(items) <= MAX_DISCONNECTS:
-            raise BadReport(f"disconnects must be a list of 1 to {MAX_DISCONNECTS}")
-        return cls(tuple(Disconnect.from_json(item) for item in items))
+        return cls(_batch(body, "disconnects", Disconnect, MAX_DISCONNECTS))
 
 
 @dataclass(frozen=True)
@@ -183,6 +174,14 @@ class Alive:
                 and isinstance(s.get("session"), str) for s in sessions):
             raise BadReport("sessions must be a list of {tenant, session}")
         return cls(tuple((s["tenant"], s["session"]) for s in sessions))
+
+
+def _batch(body: object, key: str, kind, most: int) -> tuple:
+    """The reports of a batch, each checked by its own decoder."""
+    items = _object(body).get(key)
+    if not isinstance(items, list) or not 0 < len(items) <= most:
+        raise BadReport(f"{key} must be a list of 1 to {most}")
+    return tuple(kind.from_json(item) for item in items)
 
 
 def _object(body: object) -> dict:

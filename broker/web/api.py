@@ -148,35 +148,35 @@ async def _report(request: web.Request, kind):
         raise BadRequest(str(exc)) from None
 
 
-@routes.post(reports.REDEEM)
-async def api_gateway_redeem(request: web.Request) -> web.StreamResponse:
-    """A gateway's batch of redemptions; one redemption alone (gateways of version 0.2, during
-    a rolling upgrade) is answered as they expect: 204, or 409 when refused."""
+async def _batch_or_one(request: web.Request, key: str, batch, one) -> tuple[list, bool]:
+    """A gateway's batch of reports (``{key: [...]}``), or one alone as gateways of version 0.2
+    send it during a rolling upgrade: the reports, and whether it was one alone."""
     _gateway_authorised(request)
     body = await json_body(request)
+    alone = key not in body
     try:
-        single = "redemptions" not in body
-        batch = ((reports.Redemption.from_json(body),) if single
-                 else reports.Redemptions.from_json(body).redemptions)
+        found = (one.from_json(body),) if alone else getattr(batch.from_json(body), key)
     except reports.BadReport as exc:
         raise BadRequest(str(exc)) from None
-    results = await request.config_dict[BROKER_KEY].redeem(list(batch))
-    if single:
+    return list(found), alone
+
+
+@routes.post(reports.REDEEM)
+async def api_gateway_redeem(request: web.Request) -> web.StreamResponse:
+    """Redemptions; one alone is answered as a 0.2 gateway expects: 204, or 409 when refused."""
+    batch, alone = await _batch_or_one(request, "redemptions", reports.Redemptions,
+                                       reports.Redemption)
+    results = await request.config_dict[BROKER_KEY].redeem(batch)
+    if alone:
         return web.Response(status=204 if results[0] == reports.REDEEMED else 409)
     return web.json_response({"results": results})
 
 
 @routes.post(reports.DISCONNECT)
 async def api_gateway_disconnect(request: web.Request) -> web.StreamResponse:
-    """A gateway's batch of disconnect reports (or one alone, from gateways of version 0.2)."""
-    _gateway_authorised(request)
-    body = await json_body(request)
-    try:
-        batch = ((reports.Disconnect.from_json(body),) if "disconnects" not in body
-                 else reports.Disconnects.from_json(body).disconnects)
-    except reports.BadReport as exc:
-        raise BadRequest(str(exc)) from None
-    await request.config_dict[BROKER_KEY].disconnected(list(batch))
+    batch, _ = await _batch_or_one(request, "disconnects", reports.Disconnects,
+                                   reports.Disconnect)
+    await request.config_dict[BROKER_KEY].disconnected(batch)
     return web.Response(status=204)
 
 

@@ -1,20 +1,25 @@
 """The gateway's hot path, side by side with peers, in one run.
 
-Peers, each in front of the same fake desktop (``benchmarks.fake_desktop``):
+Peers, each in front of the same fake desktop (``benchmarks.fake_desktop``), which speaks a real
+RFB 3.8 handshake with VNC authentication before its benchmark commands:
 
-* **pforte** — ``pforte gateway`` (uvloop) with a real ``pforte broker`` redeeming every ticket;
-  clients send a freshly minted ticket as their first websocket message;
-* **websockify** — noVNC's own websocket proxy (from PyPI);
+* **pforte** — ``pforte gateway`` (uvloop, ``--workers`` processes) with a real ``pforte broker``
+  redeeming every ticket; each connection sends a freshly minted ticket as its first message,
+  the gateway authenticates to the desktop with the ticket's sealed secret and greets the viewer;
+* **websockify** — noVNC's own websocket proxy (from PyPI); the client authenticates to the
+  desktop itself, as noVNC does behind websockify;
 * **socat** — a raw TCP relay (no websocket), forking per connection;
 * **direct** — TCP straight to the fake desktop.
 
-Measurements, alternating the peers in every round (median over ``--rounds``): downstream and
-upstream MB/s with 1 and 8 connections (64 KiB frames), upstream small frames (10-byte messages,
-like noVNC's pointer and key events), round-trip p50/p99 of 64-byte messages with 1 and 50
-connections, connection setups per second (connect → ticket → first byte from the desktop) with
-p99, memory per idle session at 1,000 and 10,000 sessions, and CPU seconds per GB relayed. The load
-generator's own CPU use is reported next to every figure: near 100 % of a core means it, not the
-relay, set the limit.
+Load comes from ``benchmarks.loadgen``: one lean process per core (raw frames, C masking), whose
+CPU is reported next to every figure, so that a generator at the limit is seen. Measurements,
+peers taking turns in every round (median over ``--rounds``): downstream and upstream MB/s with 1
+and 8 connections (64 KiB), upstream small messages (10 bytes, like noVNC's pointer and key
+events), round trip p50/p99 of 64-byte messages with 1 and 50 connections, connection setups
+(connect, ticket, redemption, both RFB handshakes, close) at the highest rate 32 connections at a
+time sustain — the churn of a morning's logons — with p50/p99 and the CPU per setup of every
+process, setup latency one at a time, and memory per idle session (RSS and PSS of anonymous
+memory) at 1,000 and 10,000 sessions.
 
 Usage: ``.venv/bin/python -m benchmarks.relay [--rounds 3] [--quick]``. Writes
 ``benchmarks/results/relay.json``, ``relay.md`` and ``relay.png``.
@@ -24,20 +29,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import os
 import random
-import resource
+import secrets
 import shutil
 import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
 
-import aiohttp
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from broker.keys import generate_keys
@@ -49,62 +53,8 @@ from wire.serving import raise_file_limit
 RESULTS = Path(__file__).parent / "results"
 MiB = 1024 * 1024
 TENANT, POOL, HOST = "bench", "bench", "desk"
-SESSIONS = 64  # sessions the tickets are spread over (a session may have several viewers)
-
-
-# -- connections ---------------------------------------------------------------------------------
-
-class Conn:
-    async def send(self, data: bytes) -> None: ...
-    async def recv(self) -> bytes: ...
-    async def close(self) -> None: ...
-
-    async def recv_exactly(self, n: int) -> None:
-        while n > 0:
-            n -= len(await self.recv())
-
-
-class WsConn(Conn):
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-
-    async def send(self, data: bytes) -> None:
-        await self.ws.send_bytes(data)
-
-    async def recv(self) -> bytes:
-        msg = await self.ws.receive()
-        if msg.type is not aiohttp.WSMsgType.BINARY:
-            raise ConnectionError(f"websocket closed: {msg.type} {msg.data} {msg.extra}")
-        return msg.data
-
-    async def close(self) -> None:
-        await self.ws.close()
-
-
-class TcpConn(Conn):
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def recv(self) -> bytes:
-        data = await self.reader.read(1024 * 1024)
-        if not data:
-            raise ConnectionError("closed")
-        return data
-
-    async def close(self) -> None:
-        self.writer.close()
-
-
-@dataclass
-class Peer:
-    name: str
-    pids: list[int]
-    open: Callable[[], Awaitable[Conn]]
-    max_idle: int = 10_000  # sessions attempted in the idle-memory test
+SESSIONS = 64  # broker sessions the tickets are spread over (a session may have several viewers)
+COMMAND = ".venv/bin/python -m benchmarks.relay"
 
 
 # -- process accounting (/proc) --------------------------------------------------------------------
@@ -120,14 +70,13 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
-def _tree(root: int) -> list[int]:
+def tree(roots: list[int]) -> list[int]:
+    """The processes of the trees rooted at ``roots``."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = _stat(int(entry))
-            if st:
-                children.setdefault(int(st[1]), []).append(int(entry))
-    found, todo = [], [root]
+        if entry.isdigit() and (st := _stat(int(entry))):
+            children.setdefault(int(st[1]), []).append(int(entry))
+    found, todo = [], list(roots)
     while todo:
         pid = todo.pop()
         found.append(pid)
@@ -138,168 +87,71 @@ def _tree(root: int) -> list[int]:
 def cpu_seconds(roots: list[int]) -> float:
     """User+system CPU of the process trees, including reaped children."""
     total = 0
-    for root in roots:
-        for pid in _tree(root):
-            st = _stat(pid)
-            if st:
-                total += sum(int(x) for x in st[11:13])  # utime, stime
-                if pid == root:
-                    total += sum(int(x) for x in st[13:15])  # cutime, cstime
+    for pid in tree(roots):
+        if st := _stat(pid):
+            total += sum(int(x) for x in st[11:15])  # utime, stime, cutime, cstime
     return total / CLK_TCK
 
 
-def pss_bytes(roots: list[int]) -> int:
-    total = 0
-    for root in roots:
-        for pid in _tree(root):
-            try:
-                with open(f"/proc/{pid}/smaps_rollup") as fh:
-                    for line in fh:
-                        if line.startswith("Pss:"):
-                            total += int(line.split()[1]) * 1024
-            except OSError:
-                pass
-    return total
+def memory_bytes(roots: list[int]) -> tuple[int, int]:
+    """(RSS, PSS of anonymous memory) of the process trees."""
+    rss = pss_anon = 0
+    for pid in tree(roots):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Rss:"):
+                        rss += int(line.split()[1]) * 1024
+                    elif line.startswith("Pss_Anon:"):
+                        pss_anon += int(line.split()[1]) * 1024
+        except OSError:
+            pass
+    return rss, pss_anon
 
 
-class GeneratorCpu:
-    def __enter__(self) -> "GeneratorCpu":
-        self.r0, self.t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-        return self
+# -- peers -----------------------------------------------------------------------------------------
 
-    def __exit__(self, *exc: object) -> None:
-        r1 = resource.getrusage(resource.RUSAGE_SELF)
-        self.wall = time.perf_counter() - self.t0
-        cpu = (r1.ru_utime - self.r0.ru_utime) + (r1.ru_stime - self.r0.ru_stime)
-        self.percent = round(100 * cpu / self.wall, 1) if self.wall else 0.0
+@dataclass
+class Peer:
+    name: str
+    port: int
+    ws: bool
+    cpu: dict[str, list[int]]          # process group name -> root pids, for CPU accounting
+    memory: list[int]                  # the relay's processes, for memory per session
+    path: str = "/"
+    vnc_password: str | None = None    # the client authenticates to the desktop itself
+    mint: object = None                # pforte: makes n fresh tickets
+    max_idle: int = 10_000
+    extra: dict = field(default_factory=dict)
 
-
-# -- the measurements ------------------------------------------------------------------------------
-
-async def opened(peer: Peer, n: int, concurrency: int = 200) -> list[Conn]:
-    sem = asyncio.Semaphore(concurrency)
-
-    async def one() -> Conn:
-        async with sem:
-            c = await peer.open()
-            await c.recv_exactly(1)  # the desktop's greeting
-            return c
-    return list(await asyncio.gather(*(one() for _ in range(n))))
+    def job(self, kind: str, **fields) -> dict:
+        return {"kind": kind, "port": self.port, "ws": self.ws, "path": self.path,
+                "vnc_password": self.vnc_password, **fields}
 
 
-async def downstream(peer: Peer, conns: int, total: int) -> dict:
-    cs = await opened(peer, conns)
-    each = total // conns
-    cpu0 = cpu_seconds(peer.pids)
-    with GeneratorCpu() as gen:
-        await asyncio.gather(*(c.send(b"D" + each.to_bytes(8, "big")) for c in cs))
-        await asyncio.gather(*(c.recv_exactly(each) for c in cs))
-    relay_cpu = cpu_seconds(peer.pids) - cpu0
-    for c in cs:
-        await c.close()
-    moved = each * conns
-    return {"MBps": round(moved / MiB / gen.wall, 1), "generator_cpu_pct": gen.percent,
-            "relay_cpu_s_per_GB": round(relay_cpu / (moved / 1e9), 2) if peer.pids else None}
+class Tickets:
+    """Mints tickets as the broker does (with the desktop's sealed VNC password), for sessions
+    created in the broker's own store."""
 
+    def __init__(self, keys: Path, sessions: list[str], desktop_port: int, password: bytes):
+        self.key = load_pem_private_key((keys / "ticket-signing.pem").read_bytes(), None)
+        self.credential_key = bytes.fromhex((keys / "credential.key").read_text().strip())
+        self.sessions, self.password = sessions, password
+        self.target = ticket.Target("127.0.0.1", desktop_port, "vnc")
 
-async def upstream(peer: Peer, conns: int, total: int, frame: int) -> dict:
-    cs = await opened(peer, conns)
-    each = (total // conns) // frame * frame
-    payload = bytes(frame)
+    def __call__(self, n: int) -> list[str]:
+        now = int(time.time())
+        out = []
+        for _ in range(n):
+            i = random.randrange(len(self.sessions))
+            ticket_id = ticket.new_ticket_id()
+            out.append(ticket.mint(self.key, ticket.Claims(
+                ticket_id=ticket_id, issued_at=now, expires_at=now + 120, audience="bench",
+                tenant=TENANT, user=f"u{i}", session=self.sessions[i], target=self.target,
+                sealed_secret=ticket.seal_secret(self.credential_key, ticket_id,
+                                                 self.password))))
+        return out
 
-    async def pump(c: Conn) -> None:
-        await c.send(b"U" + each.to_bytes(8, "big"))
-        for _ in range(each // frame):
-            await c.send(payload)
-        await c.recv_exactly(1)
-    with GeneratorCpu() as gen:
-        await asyncio.gather(*(pump(c) for c in cs))
-    for c in cs:
-        await c.close()
-    moved = each * conns
-    return {"MBps": round(moved / MiB / gen.wall, 2), "msgs_per_s": round(moved / frame / gen.wall),
-            "generator_cpu_pct": gen.percent}
-
-
-async def round_trip(peer: Peer, conns: int, iterations: int) -> dict:
-    cs = await opened(peer, conns)
-    samples: list[float] = []
-    message = bytes(64)
-
-    async def ping(c: Conn) -> None:
-        await c.send(b"E")
-        for _ in range(iterations):
-            t = time.perf_counter()
-            await c.send(message)
-            await c.recv_exactly(64)
-            samples.append(time.perf_counter() - t)
-    with GeneratorCpu() as gen:
-        await asyncio.gather(*(ping(c) for c in cs))
-    for c in cs:
-        await c.close()
-    samples.sort()
-    return {"p50_us": round(samples[len(samples) // 2] * 1e6, 1),
-            "p99_us": round(samples[int(len(samples) * 0.99)] * 1e6, 1),
-            "generator_cpu_pct": gen.percent}
-
-
-async def setups(peer: Peer, total: int, concurrency: int) -> dict:
-    samples: list[float] = []
-    failures = 0
-    sem = asyncio.Semaphore(concurrency)
-
-    async def one() -> None:
-        nonlocal failures
-        async with sem:
-            t = time.perf_counter()
-            try:
-                c = await peer.open()
-                await c.recv_exactly(1)
-            except (OSError, ConnectionError, aiohttp.ClientError):
-                failures += 1
-                return
-            samples.append(time.perf_counter() - t)
-            await c.close()
-    with GeneratorCpu() as gen:
-        await asyncio.gather(*(one() for _ in range(total)))
-    samples.sort()
-    return {"per_s": round(len(samples) / gen.wall), "p50_ms": round(samples[len(samples) // 2]
-                                                                      * 1e3, 2),
-            "p99_ms": round(samples[int(len(samples) * 0.99)] * 1e3, 2), "failures": failures,
-            "generator_cpu_pct": gen.percent}
-
-
-async def idle_memory(peer: Peer, n: int) -> dict:
-    if n > peer.max_idle:
-        return {"skipped": f"{peer.name} is not tried beyond {peer.max_idle} sessions"}
-    before = pss_bytes(peer.pids)
-    cs: list[Conn] = []
-    error = None
-    sem = asyncio.Semaphore(100)
-
-    async def one() -> None:
-        nonlocal error
-        async with sem:
-            try:
-                c = await peer.open()
-                await c.recv_exactly(1)
-                await c.send(b"I")
-                cs.append(c)
-            except Exception as exc:  # noqa: BLE001 - reported, the point of the test
-                error = error or f"{type(exc).__name__}: {exc}"[:120]
-    await asyncio.gather(*(one() for _ in range(n)))
-    await asyncio.sleep(1.0)
-    after = pss_bytes(peer.pids)
-    for c in cs:
-        await c.close()
-    result = {"opened": len(cs), "KiB_per_session": round((after - before) / max(len(cs), 1)
-                                                          / 1024, 1)}
-    if error:
-        result["first_error"] = error
-    return result
-
-
-# -- the peers -------------------------------------------------------------------------------------
 
 PFORTE_CONFIG = """\
 [broker]
@@ -345,26 +197,10 @@ hosts = ["{host}"]
 id = "{host}"
 address = "127.0.0.1"
 port = {desktop_port}
-protocol = "rdp"
+protocol = "vnc"
+secret_file = "keys/desktop.pass"
 seats = 1000000
 """
-
-
-class Tickets:
-    """Mints tickets the way the broker does, for sessions created in the broker's own store."""
-
-    def __init__(self, keys: Path, sessions: list[str], desktop_port: int) -> None:
-        self.key = load_pem_private_key((keys / "ticket-signing.pem").read_bytes(), None)
-        self.sessions = sessions
-        self.target = ticket.Target("127.0.0.1", desktop_port, "rdp")
-
-    def __call__(self) -> str:
-        now = int(time.time())
-        i = random.randrange(len(self.sessions))
-        return ticket.mint(self.key, ticket.Claims(
-            ticket_id=ticket.new_ticket_id(), issued_at=now, expires_at=now + 60,
-            audience="bench", tenant=TENANT, user=f"u{i}", session=self.sessions[i],
-            target=self.target))
 
 
 async def create_sessions(db: Path) -> list[str]:
@@ -374,35 +210,28 @@ async def create_sessions(db: Path) -> list[str]:
         out = []
         for i in range(SESSIONS):
             a = await store.sessions.assign(TENANT, f"u{i}", POOL, [(HOST, 10**6, True)],
-                                            now=time.time(),
-                                   pending_timeout=86400, keep_seconds=86400)
+                                            now=time.time(), pending_timeout=86400,
+                                            keep_seconds=86400)
             out.append(a.session_id)
         return out
     finally:
         await store.close()
 
 
-async def start_peers(state: Path, processes: Processes, http: aiohttp.ClientSession,
-                      only: set[str] | None, workers: int) -> list[Peer]:
+async def start_peers(state: Path, processes: Processes, only: set[str] | None,
+                      workers: int) -> list[Peer]:
     python = sys.executable
+    password = secrets.token_hex(4)            # VNC uses 8 characters
     desktop_port = free_port()
-    desk = processes.start([python, "-m", "benchmarks.fake_desktop", str(desktop_port)],
+    desk = processes.start([python, "-m", "benchmarks.fake_desktop", str(desktop_port), password],
                            log=state / "desktop.log")
     wait_for_port("127.0.0.1", desktop_port, desk, what="fake desktop")
-
-    async def tcp(port: int) -> Conn:
-        return TcpConn(*await asyncio.open_connection("127.0.0.1", port))
-
-    async def ws(url: str, first: Callable[[], str] | None = None) -> Conn:
-        w = await http.ws_connect(url, max_msg_size=0, autoping=True)
-        if first is not None:
-            await w.send_str(first())
-        return WsConn(w)
-
     peers = []
     if not only or "pforte" in only:
         keys = state / "keys"
         generate_keys(keys)
+        (keys / "desktop.pass").write_text(password + "\n")
+        (keys / "desktop.pass").chmod(0o600)
         broker_port, gateway_port = free_port(), free_port()
         config = state / "bench.toml"
         config.write_text(PFORTE_CONFIG.format(
@@ -416,41 +245,173 @@ async def start_peers(state: Path, processes: Processes, http: aiohttp.ClientSes
                                    str(workers)], log=state / "gateway.log")
         wait_for_port("127.0.0.1", gateway_port, gateway, what="pforte gateway")
         tickets = Tickets(keys, await create_sessions(state / "broker" / "pforte.db"),
-                          desktop_port)
-        url = f"ws://127.0.0.1:{gateway_port}/ws"
-        peers.append(Peer("pforte", [gateway.pid, broker.pid], lambda: ws(url, tickets)))
+                          desktop_port, password.encode())
+        peers.append(Peer("pforte", gateway_port, True,
+                          {"gateway": [gateway.pid], "broker": [broker.pid]}, [gateway.pid],
+                          path="/ws", mint=tickets))
     if not only or "websockify" in only:
         port = free_port()
         proc = processes.start([str(Path(python).parent / "websockify"), f"127.0.0.1:{port}",
                                 f"127.0.0.1:{desktop_port}"], log=state / "websockify.log")
         wait_for_port("127.0.0.1", port, proc, what="websockify")
-        peers.append(Peer("websockify", [proc.pid], lambda p=port: ws(f"ws://127.0.0.1:{p}/"),
-                          max_idle=1000))
+        peers.append(Peer("websockify", port, True, {"websockify": [proc.pid]}, [proc.pid],
+                          vnc_password=password, max_idle=1000))
     if not only or "socat" in only:
         port = free_port()
         proc = processes.start([require("socat"), f"TCP-LISTEN:{port},bind=127.0.0.1,fork,"
                                 "reuseaddr,backlog=4096,nodelay", f"TCP:127.0.0.1:{desktop_port},"
                                 "nodelay"], log=state / "socat.log")
         wait_for_port("127.0.0.1", port, proc, what="socat")
-        peers.append(Peer("socat", [proc.pid], lambda p=port: tcp(p), max_idle=1000))
+        peers.append(Peer("socat", port, False, {"socat": [proc.pid]}, [proc.pid],
+                          vnc_password=password, max_idle=1000))
     if not only or "direct" in only:
-        peers.append(Peer("direct", [], lambda: tcp(desktop_port)))
+        peers.append(Peer("direct", desktop_port, False, {}, [], vnc_password=password,
+                          max_idle=0))
     return peers
 
 
-# -- the run ---------------------------------------------------------------------------------------
+# -- running generators ------------------------------------------------------------------------------
 
-def plan(quick: bool) -> list[tuple[str, Callable[[Peer], Awaitable[dict]]]]:
+class Generators:
+    """Runs jobs on ``benchmarks.loadgen`` processes, one per share."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.count = 0
+
+    async def start(self, job: dict) -> asyncio.subprocess.Process:
+        self.count += 1
+        path = self.state / f"job-{self.count}.json"
+        path.write_text(json.dumps(job))
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.loadgen", str(path), stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parent.parent)
+
+    async def run(self, peer: Peer, jobs: list[dict]) -> tuple[list[dict], dict[str, float]]:
+        """Run the jobs at once; their results and the CPU seconds each of the peer's process
+        groups spent meanwhile."""
+        procs = [await self.start(job) for job in jobs]
+        before = {name: cpu_seconds(pids) for name, pids in peer.cpu.items()}
+        results = [json.loads((await p.stdout.readline()) or b"{}") for p in procs]
+        cpu = {name: cpu_seconds(pids) - before[name] for name, pids in peer.cpu.items()}
+        for p in procs:
+            await p.wait()
+        return results, cpu
+
+
+def split(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def percentile(samples: list[float], q: float) -> float:
+    samples = sorted(samples)
+    return samples[min(len(samples) - 1, int(len(samples) * q))]
+
+
+# -- the measurements ------------------------------------------------------------------------------
+
+async def downstream(gen: Generators, peer: Peer, conns: int, total: int, cores: int) -> dict:
+    shares = [n for n in split(conns, min(cores, conns)) if n]
+    jobs = [peer.job("down", conns=n, bytes=total // conns,
+                     tickets=peer.mint(n) if peer.mint else []) for n in shares]
+    results, cpu = await gen.run(peer, jobs)
+    moved = sum(r["bytes"] for r in results)
+    wall = max(r["wall"] for r in results)
+    return {"MBps": round(moved / MiB / wall, 1),
+            "relay_cpu_s_per_GB": round(sum(cpu.values()) / (moved / 1e9), 2) if cpu else None,
+            **generator_cpu(results, wall)}
+
+
+async def upstream(gen: Generators, peer: Peer, conns: int, total: int, frame: int,
+                   cores: int) -> dict:
+    shares = [n for n in split(conns, min(cores, conns)) if n]
+    frames = total // conns // frame
+    jobs = [peer.job("up", conns=n, frame=frame, frames=frames,
+                     tickets=peer.mint(n) if peer.mint else []) for n in shares]
+    results, cpu = await gen.run(peer, jobs)
+    moved = sum(r["bytes"] for r in results)
+    wall = max(r["wall"] for r in results)
+    return {"MBps": round(moved / MiB / wall, 1),
+            "msgs_per_s": round(sum(r["messages"] for r in results) / wall),
+            "relay_cpu_s_per_GB": round(sum(cpu.values()) / (moved / 1e9), 2) if cpu else None,
+            **generator_cpu(results, wall)}
+
+
+async def round_trip(gen: Generators, peer: Peer, conns: int, iterations: int,
+                     cores: int) -> dict:
+    shares = [n for n in split(conns, min(cores, conns)) if n]
+    jobs = [peer.job("rtt", conns=n, iterations=iterations,
+                     tickets=peer.mint(n) if peer.mint else []) for n in shares]
+    results, _ = await gen.run(peer, jobs)
+    samples = [s for r in results for s in r["samples"]]
+    wall = max(r["generator_wall_s"] for r in results)
+    return {"p50_us": round(percentile(samples, 0.5) * 1e6, 1),
+            "p99_us": round(percentile(samples, 0.99) * 1e6, 1), **generator_cpu(results, wall)}
+
+
+async def setups(gen: Generators, peer: Peer, total: int, concurrency: int,
+                 generators: int) -> dict:
+    shares = split(total, generators)
+    jobs = [peer.job("setups", total=n, concurrency=max(1, concurrency // generators),
+                     tickets=peer.mint(n) if peer.mint else []) for n in shares]
+    results, cpu = await gen.run(peer, jobs)
+    samples = [s for r in results for s in r["samples"]]
+    wall = max(r["generator_wall_s"] for r in results)
+    done = len(samples)
+    out = {"per_s": round(done / wall), "p50_ms": round(percentile(samples, 0.5) * 1e3, 2),
+           "p99_ms": round(percentile(samples, 0.99) * 1e3, 2),
+           "failures": sum(r["failures"] for r in results)}
+    for name, seconds in cpu.items():
+        out[f"cpu_ms_{name}"] = round(seconds / done * 1e3, 3)
+    out["cpu_ms_generator"] = round(sum(r["generator_cpu_s"] for r in results) / done * 1e3, 3)
+    out.update(generator_cpu(results, wall))
+    return out
+
+
+def generator_cpu(results: list[dict], wall: float) -> dict:
+    """The generators' CPU: the busiest one's share of a core (100 %: it set the limit)."""
+    return {"generator_cpu_pct": round(max(100 * r["generator_cpu_s"] / wall
+                                           for r in results), 1)}
+
+
+async def idle_memory(gen: Generators, peer: Peer, n: int, cores: int) -> dict:
+    if n > peer.max_idle:
+        return {"skipped": f"{peer.name} is not tried beyond {peer.max_idle} sessions"}
+    before = memory_bytes(peer.memory)
+    shares = split(n, cores)
+    procs = [await gen.start(peer.job("idle", conns=k, tickets=peer.mint(k) if peer.mint else []))
+             for k in shares]
+    held = sum(json.loads(await p.stdout.readline())["held"] for p in procs)
+    await asyncio.sleep(2.0)                      # let the sessions settle (no handshake tasks)
+    after = memory_bytes(peer.memory)
+    for p in procs:
+        p.stdin.write(b"go\n")
+        await p.stdin.drain()
+    results = [json.loads(await p.stdout.readline()) for p in procs]
+    for p in procs:
+        await p.wait()
+    out = {"opened": held,
+           "rss_KiB_per_session": round((after[0] - before[0]) / max(held, 1) / 1024, 1),
+           "pss_anon_KiB_per_session": round((after[1] - before[1]) / max(held, 1) / 1024, 1)}
+    errors = [r["first_error"] for r in results if r.get("first_error")]
+    if errors:
+        out["first_error"] = errors[0]
+    await asyncio.sleep(2.0)                      # the relay lets go of them before the next test
+    return out
+
+
+def plan(quick: bool, cores: int):
     scale = 4 if quick else 1
     return [
-        ("down_1conn_64KiB", lambda p: downstream(p, 1, 512 * MiB // scale)),
-        ("down_8conn_64KiB", lambda p: downstream(p, 8, 512 * MiB // scale)),
-        ("up_1conn_64KiB", lambda p: upstream(p, 1, 256 * MiB // scale, 64 * 1024)),
-        ("up_8conn_64KiB", lambda p: upstream(p, 8, 256 * MiB // scale, 64 * 1024)),
-        ("up_1conn_10B", lambda p: upstream(p, 1, 2 * MiB // scale, 10)),
-        ("rtt_1conn_64B", lambda p: round_trip(p, 1, 5000 // scale)),
-        ("rtt_50conn_64B", lambda p: round_trip(p, 50, 200 // scale)),
-        ("setups", lambda p: setups(p, 2000 // scale, 16)),
+        ("down_1conn_64KiB", lambda g, p: downstream(g, p, 1, 512 * MiB // scale, cores)),
+        ("down_8conn_64KiB", lambda g, p: downstream(g, p, 8, 512 * MiB // scale, cores)),
+        ("up_1conn_64KiB", lambda g, p: upstream(g, p, 1, 256 * MiB // scale, 64 * 1024, cores)),
+        ("up_8conn_64KiB", lambda g, p: upstream(g, p, 8, 256 * MiB // scale, 64 * 1024, cores)),
+        ("up_1conn_10B", lambda g, p: upstream(g, p, 1, 2 * MiB // scale, 10, cores)),
+        ("rtt_1conn_64B", lambda g, p: round_trip(g, p, 1, 5000 // scale, cores)),
+        ("rtt_50conn_64B", lambda g, p: round_trip(g, p, 50, 200 // scale, cores)),
+        ("setups", lambda g, p: setups(g, p, 4000 // scale, 32, cores)),
+        ("setup_alone", lambda g, p: setups(g, p, 400 // scale, 1, 1)),
     ]
 
 
@@ -466,30 +427,30 @@ async def run(args: argparse.Namespace) -> dict:
     raise_file_limit()
     state = Path(tempfile.mkdtemp(prefix="pforte-relay-bench-"))
     processes = Processes()
-    connector = aiohttp.TCPConnector(limit=0, force_close=True)
-    http = aiohttp.ClientSession(connector=connector)
+    cores = os.cpu_count() or 1
+    gen = Generators(state)
     try:
-        peers = await start_peers(state, processes, http, set(args.peers) if args.peers else None,
+        peers = await start_peers(state, processes, set(args.peers) if args.peers else None,
                                   args.workers)
         raw: dict[str, dict[str, list[dict]]] = {}
         for r in range(args.rounds):
             order = peers[r % len(peers):] + peers[:r % len(peers)]
-            for name, measure in plan(args.quick):
+            for name, measure in plan(args.quick, cores):
                 for peer in order:
-                    result = await measure(peer)
+                    result = await measure(gen, peer)
                     raw.setdefault(name, {}).setdefault(peer.name, []).append(result)
                     print(f"round {r + 1} {name:<18} {peer.name:<10} {result}", flush=True)
         results = {name: {p: median_result(v) for p, v in per.items()} for name, per in raw.items()}
         for n in (1000, 10_000) if not args.quick else (1000,):
             for peer in peers:
-                result = await idle_memory(peer, n)
+                result = await idle_memory(gen, peer, n, cores)
                 results.setdefault(f"idle_{n}", {})[peer.name] = result
                 print(f"idle {n:<6} {peer.name:<10} {result}", flush=True)
-        return {"rounds": args.rounds, "quick": args.quick, "cores": os.cpu_count(),
-                "gateway_workers": args.workers,
-                "results": results}
+        return {"date": datetime.date.today().isoformat(),
+                "command": " ".join([COMMAND, *sys.argv[1:]]), "rounds": args.rounds,
+                "quick": args.quick, "cores": cores, "gateway_workers": args.workers,
+                "generator_processes": cores, "results": results}
     finally:
-        await http.close()
         processes.stop()
         shutil.rmtree(state, ignore_errors=True)
 
@@ -504,13 +465,16 @@ def ratio(results: dict, test: str, key: str, a: str, b: str) -> float | None:
 def markdown(report: dict) -> str:
     res = report["results"]
     peers = list(next(iter(res.values())))
-    lines = ["| measurement | " + " | ".join(peers) + " |", "|---" * (len(peers) + 1) + "|"]
+    lines = [f"Measured {report['date']} with `{report['command']}` ({report['cores']} cores, "
+             f"gateway with {report['gateway_workers']} workers, {report['generator_processes']} "
+             f"generator processes, median of {report['rounds']} rounds).", "",
+             "| measurement | " + " | ".join(peers) + " |", "|---" * (len(peers) + 1) + "|"]
 
-    def row(label: str, test: str, key: str, unit: str = "") -> None:
+    def row(label: str, test: str, key: str) -> None:
         cells = []
         for p in peers:
             v = res.get(test, {}).get(p, {}).get(key)
-            cells.append("–" if v is None else f"{v}{unit}")
+            cells.append("–" if v is None else f"{v}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
     row("downstream, 1 conn, 64 KiB (MB/s)", "down_1conn_64KiB", "MBps")
@@ -522,34 +486,41 @@ def markdown(report: dict) -> str:
     row("round trip, 1 conn, p99 (µs)", "rtt_1conn_64B", "p99_us")
     row("round trip, 50 conns, p50 (µs)", "rtt_50conn_64B", "p50_us")
     row("round trip, 50 conns, p99 (µs)", "rtt_50conn_64B", "p99_us")
-    row("setups/s (with ticket for pforte)", "setups", "per_s")
-    row("setup p99 (ms)", "setups", "p99_ms")
-    row("relay CPU s per GB (downstream, 8 conns)", "down_8conn_64KiB", "relay_cpu_s_per_GB")
-    row("idle sessions opened of 1,000", "idle_1000", "opened")
-    row("memory per idle session at 1,000 (KiB)", "idle_1000", "KiB_per_session")
-    row("idle sessions opened of 10,000", "idle_10000", "opened")
-    row("memory per idle session at 10,000 (KiB)", "idle_10000", "KiB_per_session")
-    row("load generator CPU, downstream 8 conns (%)", "down_8conn_64KiB", "generator_cpu_pct")
-    row("load generator CPU, setups (%)", "setups", "generator_cpu_pct")
+    row("setups/s, 32 at a time (churn)", "setups", "per_s")
+    row("setup p50 at that rate (ms)", "setups", "p50_ms")
+    row("setup p99 at that rate (ms)", "setups", "p99_ms")
+    row("setup failures", "setups", "failures")
+    row("setup alone, p50 (ms)", "setup_alone", "p50_ms")
+    row("setup alone, p99 (ms)", "setup_alone", "p99_ms")
+    for group in ("gateway", "broker", "websockify", "socat"):
+        row(f"CPU per setup, {group} (ms)", "setups", f"cpu_ms_{group}")
+    row("CPU per setup, load generator (ms)", "setups", "cpu_ms_generator")
+    row("relay CPU s per GB, downstream 8 conns", "down_8conn_64KiB", "relay_cpu_s_per_GB")
+    row("relay CPU s per GB, upstream 8 conns", "up_8conn_64KiB", "relay_cpu_s_per_GB")
+    for n in ("1000", "10000"):
+        row(f"idle sessions opened of {int(n):,}", f"idle_{n}", "opened")
+        row(f"RSS per idle session at {int(n):,} (KiB)", f"idle_{n}", "rss_KiB_per_session")
+        row(f"PSS (anon) per idle session at {int(n):,} (KiB)", f"idle_{n}",
+            "pss_anon_KiB_per_session")
+    for label, test in (("downstream 8", "down_8conn_64KiB"), ("upstream 8", "up_8conn_64KiB"),
+                        ("setups", "setups"), ("round trip 1", "rtt_1conn_64B")):
+        row(f"busiest generator, {label} (% of a core)", test, "generator_cpu_pct")
     ratios = [
         ("downstream 8 conns, pforte / websockify", ratio(res, "down_8conn_64KiB", "MBps",
                                                           "pforte", "websockify")),
-        ("downstream 8 conns, pforte / socat", ratio(res, "down_8conn_64KiB", "MBps", "pforte",
-                                                     "socat")),
         ("upstream 8 conns, pforte / websockify", ratio(res, "up_8conn_64KiB", "MBps", "pforte",
                                                         "websockify")),
         ("setups/s, pforte / websockify", ratio(res, "setups", "per_s", "pforte", "websockify")),
     ]
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {label} | {'–' if v is None else v} |" for label, v in ratios]
-    for label, test in (("1 conn", "rtt_1conn_64B"),):
-        try:
-            added = [round(res[test]["pforte"][k] - res[test]["direct"][k], 1)
-                     for k in ("p50_us", "p99_us")]
-            lines.append(f"| added round trip over direct, {label} (p50 / p99 µs) | "
-                         f"{added[0]} / {added[1]} |")
-        except KeyError:
-            pass
+    try:
+        t = res["rtt_1conn_64B"]
+        added = [round(t["pforte"][k] - t["direct"][k], 1) for k in ("p50_us", "p99_us")]
+        lines.append(f"| added round trip over direct, 1 conn (p50 / p99 µs) | "
+                     f"{added[0]} / {added[1]} |")
+    except KeyError:
+        pass
     return "\n".join(lines) + "\n"
 
 
@@ -571,7 +542,8 @@ def plot(report: dict, path: Path) -> None:
         ax.bar(names, values, color=[colours.get(n, "#999") for n in names])
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelsize=8)
-    fig.suptitle("Pforte gateway vs. peers — 2 cores, loopback, one run", fontsize=11)
+    fig.suptitle(f"Pforte gateway vs. peers — {report['cores']} cores, loopback, one run "
+                 f"({report['date']})", fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

@@ -1,65 +1,61 @@
-"""The hot path: a websocket (aiohttp) ↔ TCP (asyncio Protocol) relay.
+"""The hot path: a viewer's websocket (:class:`gateway.viewer.ViewerLink`) ↔ a desktop's TCP
+connection (:class:`DesktopLink`), two asyncio Protocols calling each other — no task, queue or
+stream reader in between.
 
 Theory of operation
 -------------------
-The desktop side is an :class:`asyncio.Protocol` (:class:`DesktopLink`) with two modes.
+The desktop side has two modes.
 
 *Handshake mode* (right after connecting): bytes collect in a buffer that the RFB handshake reads
 with :meth:`DesktopLink.read_exactly`.
 
-*Relay mode* (after :meth:`DesktopLink.start_relay`): ``data_received`` writes every chunk it gets
-straight onto the client's transport as one binary websocket frame (a server's frames are not
-masked: a 2–10 byte header and the chunk itself, never copied or parsed). No task, queue or
-stream reader sits in between. Under load the kernel coalesces the desktop's small writes, so reads
-— and frames — grow large by themselves.
+*Relay mode* (after :meth:`DesktopLink.attach`): ``data_received`` sends every chunk it gets
+straight to the viewer as one binary websocket frame (a header and the chunk, never copied or
+parsed), and the link is the viewer's sink: each binary message the viewer sends is written to the
+desktop (``viewer_binary``), text messages are the resume protocol's acknowledgements and pings
+(``viewer_text``). Under load the kernel coalesces the desktop's small writes, so reads — and
+frames — grow large by themselves.
 
 Backpressure both ways, with explicit limits:
 
-* desktop → client: when the client's transport buffers more than ``max_buffered`` bytes, aiohttp's
-  protocol reports ``writing_paused``; the link stops reading from the desktop and resumes once the
-  client has drained.
-* client → desktop: when the desktop's write buffer passes ``max_buffered`` (``pause_writing``),
-  the upstream loop stops taking websocket messages; aiohttp then stops reading the client socket.
+* desktop → viewer: when the viewer's transport buffers more than ``max_buffered`` bytes, the
+  link stops reading from the desktop and resumes once the viewer has drained;
+* viewer → desktop: when the desktop's write buffer passes ``max_buffered`` (``pause_writing``),
+  the viewer's socket is not read until it drains.
 
 A resumable session (``gateway.resume``) also keeps every chunk it sends in a replay buffer until
 the client acknowledges it; a full buffer pauses the desktop as well. When the websocket drops,
-:meth:`DesktopLink.detach` stops reading from the desktop, and a later :meth:`DesktopLink.start_relay`
-on the client's new websocket carries on.
+:meth:`DesktopLink.detach` stops reading from the desktop, and a later :meth:`DesktopLink.attach`
+of the client's new websocket carries on.
 
 A pool with a clipboard policy other than ``both`` gives the link a
 :class:`~gateway.clipboard.ClipboardGuard`: every chunk passes through it both ways, and a stream
 it cannot read ends the session (``link.violation``).
 
-EOF from the desktop ends the relay. Byte counters are plain integers.
+The relay ends once, by calling ``on_end(viewer, reason)``: the viewer closed, broke off or broke
+the protocol, the desktop closed, the guard found a stream it cannot read. Byte counters are plain
+integers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-import struct
-
-from aiohttp import WSMsgType, web
+from typing import TYPE_CHECKING, Callable
 
 from wire.closes import EndReason
-
-from .clipboard import ClipboardGuard, StreamNotUnderstood
-
 from wire.resume import Ack, AckClock, Ping, Pong, ReplayBuffer, decode, encode
 
-_OP_BINARY = 0x82                       # FIN + binary opcode
-_SMALL_FRAME = 4096                     # below this, header and payload go out in one write
-_LEN16 = struct.Struct("!BBH").pack
-_LEN64 = struct.Struct("!BBQ").pack
+from .clipboard import ClipboardGuard, StreamNotUnderstood
+from .viewer import Kind, Message
 
+if TYPE_CHECKING:
+    from .viewer import ViewerLink
 
-def frame_header(length: int) -> bytes:
-    """The header of an unmasked binary websocket frame carrying ``length`` bytes."""
-    if length < 126:
-        return bytes((_OP_BINARY, length))
-    if length < 65536:
-        return _LEN16(_OP_BINARY, 126, length)
-    return _LEN64(_OP_BINARY, 127, length)
+_CLIENT, _REPLAY, _DETACHED = 1, 2, 4     # why reading from the desktop is paused (bits)
+
+_ENDS = {Kind.CLOSE: EndReason.CLIENT_CLOSED, Kind.SHUT: EndReason.CLIENT_CLOSED,
+         Kind.LOST: EndReason.CLIENT_LOST, Kind.FAILED: EndReason.CLIENT_FAILED}
 
 
 class Counters:
@@ -73,7 +69,11 @@ class Counters:
 
 
 class DesktopLink(asyncio.Protocol):
-    """The gateway's TCP connection to a desktop."""
+    """The gateway's TCP connection to a desktop, and in relay mode the viewer's sink."""
+
+    __slots__ = ("max_buffered", "replay_limit", "transport", "buffer", "counters", "replay",
+                 "guard", "violation", "viewer", "on_end", "done", "_paused", "_full",
+                 "_waiter", "_acks")
 
     def __init__(self, max_buffered: int, replay_limit: int = 0) -> None:
         self.max_buffered = max_buffered
@@ -81,18 +81,16 @@ class DesktopLink(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.counters = Counters()
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._client: asyncio.Transport | None = None
-        self._client_protocol = None
-        self.owner: web.WebSocketResponse | None = None  # the websocket relaying right now
         self.replay: ReplayBuffer | None = None  # set for resumable sessions
-        self._paused_for: set[str] = set()    # why reading from the desktop is paused
-        self._readable = asyncio.Event()      # handshake mode: data arrived, or the desktop left
-        self._writable = asyncio.Event()      # cleared while the desktop's write buffer is full
-        self._writable.set()
-        self._drain_task: asyncio.Task | None = None
         self.guard: ClipboardGuard | None = None  # a pool's clipboard policy, enforced
         self.violation: str | None = None        # what the guard could not read, either way
+        self.viewer: ViewerLink | None = None    # the websocket relaying right now
+        self.on_end: Callable[[ViewerLink, EndReason], None] | None = None
+        self.done = False                         # the desktop's connection has ended
+        self._paused = 0                          # _CLIENT | _REPLAY | _DETACHED
+        self._full = False                        # the desktop's write buffer is over its limit
+        self._waiter: asyncio.Future[None] | None = None   # handshake mode: a read waits
+        self._acks: AckClock | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -103,10 +101,10 @@ class DesktopLink(asyncio.Protocol):
         transport.set_write_buffer_limits(high=self.max_buffered)
 
     def data_received(self, data: bytes) -> None:
-        client = self._client
-        if client is None:
+        viewer = self.viewer
+        if viewer is None:
             self.buffer += data
-            self._readable.set()
+            self._wake()
             return
         if self.guard is not None:
             try:
@@ -122,17 +120,10 @@ class DesktopLink(asyncio.Protocol):
         if replay is not None:
             replay.append(data)
             if replay.held > self.replay_limit:
-                self._pause("replay")
-        if client.is_closing():
-            return
-        if len(data) < _SMALL_FRAME:
-            client.write(frame_header(len(data)) + data)
-        else:
-            client.write(frame_header(len(data)))
-            client.write(data)
-        if self._client_protocol.writing_paused and "client" not in self._paused_for:
-            self._pause("client")
-            self._drain_task = asyncio.ensure_future(self._resume_when_drained())
+                self._pause(_REPLAY)
+        viewer.send_binary(data)
+        if viewer.writing_paused:
+            self._pause(_CLIENT)
 
     def eof_received(self) -> bool:
         self._finish()
@@ -140,52 +131,58 @@ class DesktopLink(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._finish()
-        self._writable.set()
 
     def pause_writing(self) -> None:
-        self._writable.clear()
+        self._full = True
+        if self.viewer is not None:
+            self.viewer.pause_reading()
 
     def resume_writing(self) -> None:
-        self._writable.set()
+        self._full = False
+        if self.viewer is not None:
+            self.viewer.resume_reading()
 
     def _finish(self) -> None:
-        self._readable.set()
-        if not self.closed.done():
-            self.closed.set_result(None)
+        if self.done:
+            return
+        self.done = True
+        self._wake()
+        self._end_relay(EndReason.POLICY if self.violation else EndReason.DESKTOP_CLOSED)
 
-    def _pause(self, reason: str) -> None:
-        if not self._paused_for and not self.closed.done():
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _pause(self, reason: int) -> None:
+        if not self._paused and not self.done:
             self.transport.pause_reading()
-        self._paused_for.add(reason)
+        self._paused |= reason
 
-    def _resume(self, reason: str) -> None:
-        self._paused_for.discard(reason)
-        if not self._paused_for and not self.closed.done():
+    def _resume(self, reason: int) -> None:
+        if not self._paused & reason:
+            return
+        self._paused &= ~reason
+        if not self._paused and not self.done:
             self.transport.resume_reading()
-
-    async def _resume_when_drained(self) -> None:
-        # aiohttp's protocol resolves this once the client's transport buffer has drained.
-        try:
-            await self._client_protocol._drain_helper()
-        except ConnectionError:
-            return  # the client is gone; detach() or the end of the session takes over
-        self._resume("client")
 
     def acked(self, offset: int) -> None:
         """The client has received the stream up to ``offset``."""
         if self.replay is not None:
             self.replay.ack(offset)
             if self.replay.held <= self.replay_limit:
-                self._resume("replay")
+                self._resume(_REPLAY)
 
     # -- handshake mode --------------------------------------------------------------------
     async def read_exactly(self, n: int) -> bytes:
         """Read exactly n bytes (handshakes only); raises ConnectionError if the desktop closes."""
         while len(self.buffer) < n:
-            if self.closed.done():
+            if self.done:
                 raise ConnectionError("desktop closed the connection")
-            self._readable.clear()
-            await self._readable.wait()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
         data = bytes(self.buffer[:n])
         del self.buffer[:n]
         return data
@@ -205,85 +202,69 @@ class DesktopLink(asyncio.Protocol):
             self.transport.write(data)
 
     # -- relay mode ------------------------------------------------------------------------
-    def start_relay(self, request: web.Request) -> None:
-        """From now on, write everything the desktop sends onto the request's websocket."""
-        client = request.transport
-        client.set_write_buffer_limits(high=self.max_buffered)
-        self._client, self._client_protocol = client, request.protocol
+    def attach(self, viewer: ViewerLink, on_end: Callable[[ViewerLink, EndReason], None]) -> None:
+        """From now on, relay between the desktop and ``viewer``; ``on_end(viewer, reason)``
+        once that ends."""
+        self.viewer, self.on_end = viewer, on_end
+        self._acks = AckClock(self.counters.up) if self.replay is not None else None
+        if self._full:
+            viewer.pause_reading()
         if self.buffer:
             pending, self.buffer = bytes(self.buffer), bytearray()
             self.data_received(pending)
-        self._resume("client")
-        self._resume("detached")
+        self._resume(_CLIENT)
+        self._resume(_DETACHED)
+        viewer.attach(self)        # what the viewer sent meanwhile flows now
+        if self.done and self.viewer is viewer:
+            self._end_relay(EndReason.POLICY if self.violation else EndReason.DESKTOP_CLOSED)
 
     def detach(self) -> None:
-        """The client's websocket is gone: hold the desktop (stop reading) until reattached."""
-        self._client = self._client_protocol = self.owner = None
-        if self._drain_task is not None:
-            self._drain_task.cancel()
-        self._pause("detached")
+        """The viewer's websocket is gone: hold the desktop (stop reading) until reattached."""
+        if self.viewer is not None:
+            self.viewer.detach()
+            self.viewer = None
+        self._pause(_DETACHED)
 
-    async def writable(self) -> None:
-        if not self._writable.is_set():
-            await self._writable.wait()
+    def _end_relay(self, reason: EndReason) -> None:
+        viewer = self.viewer
+        if viewer is None:
+            return
+        self.viewer = None
+        viewer.detach()
+        self.on_end(viewer, reason)
+
+    # -- the viewer's sink -----------------------------------------------------------------
+    def viewer_binary(self, data: bytes) -> None:
+        if self.done:
+            return
+        try:
+            self.to_desktop(data)
+        except StreamNotUnderstood as exc:
+            self.violation = f"viewer: {exc}"
+            self._end_relay(EndReason.POLICY)
+            return
+        self.counters.up += len(data)
+        if self._acks is not None and (ack := self._acks.count(len(data))) is not None:
+            self.viewer.send_text(encode(ack))
+
+    def viewer_text(self, text: str) -> None:
+        if self.replay is None:
+            self._end_relay(EndReason.TEXT_FRAME)   # a plain stream takes no text
+            return
+        control = decode(text)
+        if isinstance(control, Ack):
+            self.acked(control.offset)
+        elif isinstance(control, Ping):             # the page measures the round trip
+            self.viewer.send_text(encode(Pong(control.mark)))
+
+    def viewer_ended(self, message: Message) -> None:
+        viewer, self.viewer = self.viewer, None
+        if viewer is not None:
+            self.on_end(viewer, _ENDS[message.kind])
+
+    def viewer_drained(self) -> None:
+        self._resume(_CLIENT)
 
     def close(self) -> None:
-        if self._drain_task is not None:
-            self._drain_task.cancel()
         if self.transport is not None:
             self.transport.close()
-
-
-async def _upstream(ws: web.WebSocketResponse, link: DesktopLink) -> EndReason:
-    """Client → desktop until either ends; returns why (EndReason.CLIENT_CLOSED: the client said goodbye;
-    EndReason.CLIENT_LOST: the connection broke without a close frame)."""
-    counters = link.counters
-    resumable = link.replay is not None
-    clock = AckClock(counters.up)
-    while True:
-        msg = await ws.receive()
-        kind = msg.type
-        if kind is WSMsgType.BINARY:
-            if not link._writable.is_set():
-                await link.writable()
-            if link.closed.done():
-                return EndReason.POLICY if link.violation else EndReason.DESKTOP_CLOSED
-            if link.owner is not ws:
-                return EndReason.SUPERSEDED  # a resumed connection owns the stream now
-            try:
-                link.to_desktop(msg.data)
-            except StreamNotUnderstood as exc:
-                link.violation = f"viewer: {exc}"
-                return EndReason.POLICY
-            counters.up += len(msg.data)
-            if resumable and (ack := clock.count(len(msg.data))) is not None:
-                await ws.send_str(encode(ack))
-        elif kind is WSMsgType.TEXT and resumable:
-            control = decode(msg.data)
-            if isinstance(control, Ack):
-                link.acked(control.offset)
-            elif isinstance(control, Ping):       # the page measures the round trip
-                await ws.send_str(encode(Pong(control.mark)))
-        elif kind is WSMsgType.TEXT:
-            return EndReason.TEXT_FRAME
-        elif kind is WSMsgType.CLOSE:
-            return EndReason.CLIENT_CLOSED
-        else:
-            return EndReason.CLIENT_LOST
-
-
-async def relay(ws: web.WebSocketResponse, request: web.Request,
-                link: DesktopLink) -> EndReason:
-    """Relay both ways until either side ends; returns why.
-
-    The caller owns both ends and closes them afterwards.
-    """
-    link.start_relay(request)
-    link.owner = ws
-    up = asyncio.ensure_future(_upstream(ws, link))
-    done, _ = await asyncio.wait({up, link.closed}, return_when=asyncio.FIRST_COMPLETED)
-    if up in done:
-        return up.result() if up.exception() is None else EndReason.CLIENT_FAILED
-    up.cancel()
-    await asyncio.gather(up, return_exceptions=True)
-    return EndReason.POLICY if link.violation else EndReason.DESKTOP_CLOSED

@@ -4,7 +4,9 @@ desktop connection, the relay, resumes, idle sweep, alive reports and the drain.
 Theory of operation
 -------------------
 1. A client opens ``/ws`` (no subprotocol) and sends the ticket as its first message, never in the
-   URL. It has ``handshake_timeout`` seconds to do so (:mod:`gateway.admission` reads it).
+   URL. It has ``handshake_timeout`` seconds to do so (:mod:`gateway.admission` reads it). The
+   gateway owns that connection from its first byte (:mod:`gateway.viewer`); every other path is
+   aiohttp's (health, readiness, metrics, the broker's control calls).
 2. The ticket is verified (signature, lifetime, audience), its target checked against
    ``allowed_targets``, then redeemed with the broker, which records the ticket id atomically: a
    ticket is good once across all gateways. An unreachable broker refuses the connection (fail closed).
@@ -12,7 +14,9 @@ Theory of operation
    with the ticket's sealed secret (:mod:`wire.rfb`) before greeting the viewer.
 4. Bytes are relayed (:mod:`gateway.relay`) until either side ends; a resumable session whose
    websocket broke is held for ``resume_grace`` seconds (:mod:`gateway.sessions` has the states).
-   The broker is told the session ended, with byte counts and an :class:`EndReason`.
+   The broker is told the session ended, with byte counts and an :class:`EndReason`. From the
+   greeting on, a session is two protocols calling each other: the task that admitted it has
+   ended, and the session's end arrives as a callback (:meth:`Gateway._relay_ended`).
 
 Every close goes through :func:`close_with` with a member of :class:`wire.closes.Close` (code and
 reason); exception text never reaches the client.
@@ -26,9 +30,9 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Callable
 
-import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from wire import rfb, serving, ticket
@@ -44,16 +48,17 @@ from .clipboard import ClipboardGuard, StreamNotUnderstood
 from .config import GatewayConfig, gateway_config
 from .errors import BrokerUnavailable, GatewayError, Refused, TargetNotAllowed
 from .metrics import Metrics
-from .relay import Counters, DesktopLink, relay
+from .relay import Counters, DesktopLink
 from .sessions import RelaySession, SessionTable, State
-from .workers import Workers, carry, remove_socket_directory, socket_directory, via_sibling
+from .viewer import CLOSE_WAIT, Doorway, Kind, Upgrade, ViewerLink
+from .workers import Workers, carry, remove_socket_directory, socket_directory
 
 logger = logging.getLogger("pforte.gateway")
 
-HEARTBEAT = 20.0         # seconds between websocket pings; a dead client is noticed within 2x
+HEARTBEAT = 20.0         # seconds: a viewer silent this long is pinged; one that does not
+                         # answer within another half is dropped
 ALIVE_INTERVAL = 30.0    # seconds between reports of the sessions this gateway holds
 IDLE_SWEEP = 1.0         # seconds between checks for idle sessions
-WRITER_LIMIT = 256 * 1024
 
 
 class ViewerBytes:
@@ -61,24 +66,24 @@ class ViewerBytes:
     :meth:`flush`) sends them as one binary message; reads take binary messages, keeping what is
     left over in ``pending``."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self.ws = ws
+    def __init__(self, viewer: ViewerLink) -> None:
+        self.viewer = viewer
         self.pending = bytearray()
         self._out = bytearray()
 
     def write(self, data: bytes) -> None:
         self._out += data
 
-    async def flush(self) -> None:
+    def flush(self) -> None:
         if self._out:
             data, self._out = bytes(self._out), bytearray()
-            await self.ws.send_bytes(data)
+            self.viewer.send_binary(data)
 
     async def read_exactly(self, n: int) -> bytes:
-        await self.flush()
+        self.flush()
         while len(self.pending) < n:
-            msg = await self.ws.receive()
-            if msg.type is not WSMsgType.BINARY:
+            msg = await self.viewer.receive()
+            if msg.kind is not Kind.BINARY:
                 raise ConnectionError("viewer left during the RFB handshake")
             self.pending += msg.data
         data = bytes(self.pending[:n])
@@ -86,9 +91,17 @@ class ViewerBytes:
         return data
 
 
-async def close_with(ws: web.WebSocketResponse, close: Close) -> None:
-    await ws.close(code=close.code, message=close.reason.encode())
+def close_with(viewer: ViewerLink, close: Close) -> None:
+    viewer.close(close.code, close.reason)
 
+
+
+async def _one_request_per_connection(_request: web.Request,
+                                      response: web.StreamResponse) -> None:
+    """aiohttp's connections end after one response: a client that would send a websocket
+    request next on a kept-alive connection opens a new one, which the doorway reads."""
+    response.force_close()
+    response.headers["Connection"] = "close"
 
 
 @dataclass(frozen=True)
@@ -128,12 +141,22 @@ class Gateway:
         self.draining = False
         self.table = SessionTable()
         self.outage_tickets = admission.OutageTickets()
-        self._idle_sweeper: asyncio.Task | None = None
-        self._alive_reporter: asyncio.Task | None = None
+        self._timers: list[asyncio.Task] = []
+        self._handshakes: set[asyncio.Task] = set()
+
+    def site(self, host: str, port: int, ssl_context=None, unix_path=None) -> serving.Site:
+        """This gateway's port: ``/ws`` read by :class:`gateway.viewer.Doorway`, the rest by
+        :meth:`app`."""
+        return serving.Site(self.app(), host, port, ssl_context, self.config.http_idle_timeout,
+                            unix_path, front=self.doorway)
+
+    def doorway(self, http: Callable[[], asyncio.Protocol]) -> Callable[[], Doorway]:
+        """The protocol factory of the gateway's listener, given aiohttp's."""
+        return lambda: Doorway(http, self._take, self._opened, self.config.http_idle_timeout,
+                               self.config.max_message)
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_get("/ws", self.handle_ws)
         app.router.add_get("/healthz", self.handle_health)
         app.router.add_get("/readyz", self.handle_ready)
         app.router.add_get("/metrics", self.handle_metrics)
@@ -141,19 +164,19 @@ class Gateway:
         app.router.add_post("/control/notice", self.handle_notice)
         app.on_startup.append(self._start)
         app.on_response_prepare.append(serving.name_the_server)
+        app.on_response_prepare.append(_one_request_per_connection)
         app.on_cleanup.append(self._stop)
         app[serving.DRAIN] = self.drain  # on SIGTERM, before aiohttp closes the connections
         return app
 
     async def _start(self, _app: web.Application) -> None:
         await self.broker.start()
-        self._alive_reporter = asyncio.create_task(self._report_alive())
-        self._idle_sweeper = asyncio.create_task(self._sweep_idle())
+        self._timers = [asyncio.create_task(timer()) for timer in
+                        (self._report_alive, self._sweep_idle, self._beat)]
 
     async def _stop(self, _app: web.Application) -> None:
-        for task in (self._idle_sweeper, self._alive_reporter):
-            if task is not None:
-                task.cancel()
+        for task in self._timers:
+            task.cancel()
         await self.broker.close()
 
     def held_sessions(self) -> list[tuple[str, str]]:
@@ -192,9 +215,9 @@ class Gateway:
         for session in self.table.with_id(session_id):
             session.ended_by = EndReason.LOGGED_OFF  # not held for a resume
             if session.ws is not None:
-                await close_with(session.ws, Close.LOGOFF)
+                close_with(session.ws, Close.LOGOFF)
             else:
-                await self._end(session, EndReason.LOGGED_OFF)
+                self._end(session, EndReason.LOGGED_OFF)
         return web.Response(status=204)
 
     async def handle_notice(self, request: web.Request) -> web.Response:
@@ -218,57 +241,59 @@ class Gateway:
                 continue  # a plain stream: its viewer would take a text frame for an error
             session.notice = encode(notice)
             if session.ws is not None and not session.ws.closed:
-                try:
-                    await session.ws.send_str(session.notice)
-                    reached += 1
-                except ConnectionError:
-                    pass  # dropped just now: it gets the notice when it resumes
+                session.ws.send_text(session.notice)  # dropped just now: sent after its resume
+                reached += 1
         return web.json_response({"reached": reached})
 
-    def client_address(self, request: web.Request) -> str:
+    def client_address(self, upgrade: Upgrade) -> str:
         """The client's address; X-Forwarded-For counts only when the peer is a trusted proxy (or
         a sibling worker carrying a resume, over its private socket)."""
-        if self.workers is not None and via_sibling(request):
-            return request.headers.get("X-Forwarded-For") or "-"
-        return serving.client_address(request.remote, request.headers.get("X-Forwarded-For"),
-                                      self.config.trusted_proxies)
+        forwarded = upgrade.headers.get("x-forwarded-for")
+        if self.workers is not None and upgrade.via_unix:
+            return forwarded or "-"
+        return serving.client_address(upgrade.peer, forwarded, self.config.trusted_proxies)
 
-    async def handle_ws(self, request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        if not admission.origin_allowed(request.headers.get("Origin"),
+    def _take(self, upgrade: Upgrade) -> tuple[int, str] | None:
+        """Whether to answer a websocket request 101: None, or the refusal's status and text."""
+        if not admission.origin_allowed(upgrade.headers.get("origin"),
                                         self.config.allowed_origins):
             self.metrics.refused("origin")
-            raise web.HTTPForbidden(text="origin not allowed\n")
-        source = self.client_address(request)
-        ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=self.config.max_message,
-                                   writer_limit=WRITER_LIMIT)
-        await ws.prepare(request)
-        self.table.opened(ws, source)
+            return 403, "origin not allowed\n"
+        return None
+
+    def _opened(self, viewer: ViewerLink, upgrade: Upgrade) -> None:
+        """A websocket is open: count it (until its connection is gone) and admit it."""
+        source = self.client_address(upgrade)
+        self.table.opened(viewer, source)
+        viewer.on_lost = lambda: self.table.closed(viewer, source)
+        task = asyncio.ensure_future(self._handshake(viewer, upgrade, source, time.perf_counter()))
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
+
+    async def _handshake(self, viewer: ViewerLink, upgrade: Upgrade, source: str,
+                         started: float) -> None:
+        """From the first message to the relay: admit, then serve, reattach or carry."""
         try:
             try:
-                admitted = await self._admit(ws, source)
+                admitted = await self._admit(viewer, source)
             except (GatewayError, TicketError) as exc:
                 self.metrics.refused(exc.close.word)
                 logger.info("refused connection from %s: %s", source, exc.close.word)
-                await close_with(ws, exc.close)
-                return ws
-            except Exception:  # a bug must still end in a close code, never a dropped socket
-                logger.exception("admitting a connection from %s failed", source)
-                self.metrics.refused(Close.INTERNAL.word)
-                await close_with(ws, Close.INTERNAL)
-                return ws
+                close_with(viewer, exc.close)
+                return
             if isinstance(admitted, _Carry):
-                await carry(ws, request, source, self.workers.sockets[admitted.worker],
+                await carry(viewer, upgrade, source, self.workers.sockets[admitted.worker],
                             admitted.resume, self.config.max_message)
             elif isinstance(admitted, _Reattach):
-                await self._reattach(ws, request, admitted.session, admitted.offset)
+                self._reattach(viewer, admitted.session, admitted.offset)
             else:
-                await self._serve(ws, request, admitted, started)
-        finally:
-            self.table.closed(ws, source)
-        return ws
+                await self._serve(viewer, admitted, started)
+        except Exception:  # a bug must still end in a close code, never a dropped socket
+            logger.exception("serving a connection from %s failed", source)
+            self.metrics.refused(Close.INTERNAL.word)
+            close_with(viewer, Close.INTERNAL)
 
-    async def _admit(self, ws: web.WebSocketResponse,
+    async def _admit(self, viewer: ViewerLink,
                      source: str) -> _Redeemed | _Reattach | _Carry:
         """Read and check the first message: the claims of a redeemed ticket (and whether the
         client asked for a resumable session), or a held session to reattach and the client's
@@ -283,10 +308,10 @@ class Gateway:
                 or self.table.from_source(source) > self.config.max_per_source):
             raise Refused(Close.BUSY)
         try:
-            msg = await asyncio.wait_for(ws.receive(), self.config.handshake_timeout)
+            msg = await asyncio.wait_for(viewer.receive(), self.config.handshake_timeout)
         except asyncio.TimeoutError:
             raise Refused(Close.TIMEOUT) from None
-        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        if msg.kind not in (Kind.TEXT, Kind.BINARY):
             raise Refused(Close.MALFORMED)
         received = time.perf_counter()
         first = admission.first_message(msg.data)
@@ -311,8 +336,7 @@ class Gateway:
                            claims.tenant)
         return _Redeemed(claims, first.resumable, time.perf_counter() - received)
 
-    async def _serve(self, ws: web.WebSocketResponse, request: web.Request,
-                     admitted: _Redeemed, started: float) -> None:
+    async def _serve(self, ws: ViewerLink, admitted: _Redeemed, started: float) -> None:
         claims, resumable = admitted.claims, admitted.resumable
         self.metrics.sessions_open += 1
         self.metrics.sessions_total += 1
@@ -323,7 +347,7 @@ class Gateway:
             logger.warning("session %s: desktop %s:%s unavailable: %s", claims.session,
                            claims.target.host, claims.target.port, type(exc).__name__)
             self.metrics.refused(Close.DESKTOP.word)
-            await close_with(ws, Close.DESKTOP)
+            close_with(ws, Close.DESKTOP)
             self._ended(claims, Counters(), EndReason.DESKTOP_UNAVAILABLE)
             self.broker.disconnected(claims, Counters(), EndReason.DESKTOP_UNAVAILABLE)
             return
@@ -335,41 +359,39 @@ class Gateway:
         try:
             if resumable:
                 link.replay = ReplayBuffer()
-                await ws.send_str(encode(ResumeToken(session.token, self.config.name)))
+                ws.send_text(encode(ResumeToken(session.token, self.config.name)))
             if claims.target.protocol == "vnc":
                 await self._greet_viewer(ws, link)
         except asyncio.TimeoutError:
             self.metrics.refused(Close.TIMEOUT.word)
-            await ws.close(code=Close.TIMEOUT.code,
-                           message=b"viewer did not complete the handshake")
-            await self._end(session, EndReason.VIEWER_TIMEOUT)
+            ws.close(Close.TIMEOUT.code, "viewer did not complete the handshake")
+            self._end(session, EndReason.VIEWER_TIMEOUT)
             return
         except OSError:  # the viewer left, or spoke no RFB 3.7+
-            await ws.close(code=aiohttp.WSCloseCode.PROTOCOL_ERROR,
-                           message=b"viewer did not complete the handshake")
-            await self._end(session, EndReason.VIEWER_LEFT)
+            ws.close(1002, "viewer did not complete the handshake")
+            self._end(session, EndReason.VIEWER_LEFT)
             return
         except StreamNotUnderstood as exc:  # sent along with its ClientInit
             logger.warning("session %s: %s (viewer: %s)", claims.session, Close.POLICY.reason, exc)
             self.metrics.refused(Close.POLICY.word)
-            await close_with(ws, Close.POLICY)
-            await self._end(session, EndReason.POLICY)
+            close_with(ws, Close.POLICY)
+            self._end(session, EndReason.POLICY)
             return
         self.metrics.handshake(time.perf_counter() - started)
         self.broker.connected(claims, admitted.redeem_seconds, desktop_seconds)
         logger.info("session %s of %s@%s connected to %s:%s%s", claims.session, claims.user,
                     claims.tenant, claims.target.host, claims.target.port,
                     " (resumable)" if resumable else "")
-        await self._relay(ws, request, session)
+        self._relay(ws, session)
 
     def _new_token(self) -> str:
         return self.workers.new_token() if self.workers else secrets.token_urlsafe(32)
 
-    async def _greet_viewer(self, ws: web.WebSocketResponse, link: DesktopLink) -> None:
+    async def _greet_viewer(self, ws: ViewerLink, link: DesktopLink) -> None:
         """The viewer's half of the RFB handshake (security type None), counted in the stream."""
         viewer = ViewerBytes(ws)
         greeting = await asyncio.wait_for(rfb.greet_viewer(viewer), self.config.handshake_timeout)
-        await viewer.flush()
+        viewer.flush()
         link.counters.up += greeting.received
         if link.replay is not None:
             link.replay.append(greeting.sent)
@@ -419,11 +441,13 @@ class Gateway:
                 link.close()
             raise
 
-    async def _relay(self, ws: web.WebSocketResponse, request: web.Request,
-                     session: RelaySession) -> None:
-        """Relay while this websocket lasts; then end the session, or hold it for a resume."""
-        reason = await relay(ws, request, session.link)
-        if session.ws is not ws:
+    def _relay(self, viewer: ViewerLink, session: RelaySession) -> None:
+        """Relay while this websocket lasts (:meth:`_relay_ended` follows)."""
+        session.link.attach(viewer, lambda v, reason: self._relay_ended(session, v, reason))
+
+    def _relay_ended(self, session: RelaySession, viewer: ViewerLink, reason: EndReason) -> None:
+        """The relay on ``viewer`` ended: end the session, or hold it for a resume."""
+        if session.ws is not viewer:
             return  # superseded: a resumed connection carries the session on
         reason = session.ended_by or reason
         if (reason is EndReason.CLIENT_LOST and session.token is not None
@@ -436,42 +460,41 @@ class Gateway:
             logger.warning("session %s: %s (%s)", session.claims.session, Close.POLICY.reason,
                            session.link.violation)
             self.metrics.refused(Close.POLICY.word)
-            await close_with(ws, Close.POLICY)
-        elif not ws.closed:
-            await ws.close()
-        await self._end(session, reason)
+            close_with(viewer, Close.POLICY)
+        else:
+            viewer.close()
+        self._end(session, reason)
 
-    async def _reattach(self, ws: web.WebSocketResponse, request: web.Request,
-                        session: RelaySession, offset: int) -> None:
+    def _reattach(self, viewer: ViewerLink, session: RelaySession, offset: int) -> None:
         try:
             replay = session.link.replay.since(offset)
         except CannotResume:
             self.metrics.refused(Close.RESUME.word)
-            await close_with(ws, Close.RESUME)
+            close_with(viewer, Close.RESUME)
             if session.ws is not None:
                 session.ended_by = EndReason.RESUME_IMPOSSIBLE
-                await close_with(session.ws, Close.RESUME)
+                close_with(session.ws, Close.RESUME)
             else:
-                await self._end(session, EndReason.RESUME_IMPOSSIBLE)
+                self._end(session, EndReason.RESUME_IMPOSSIBLE)
             return
-        old = self.table.reattach(session, ws)
+        old = self.table.reattach(session, viewer)
         if old is not None:
             # The old connection has not noticed the drop yet (a dead Wi-Fi can take a while):
             # the new one takes over, the old one is closed.
-            asyncio.ensure_future(close_with(old, Close.SUPERSEDED))
-        await ws.send_str(encode(Resumed(session.link.counters.up)))
+            close_with(old, Close.SUPERSEDED)
+        viewer.send_text(encode(Resumed(session.link.counters.up)))
         for chunk in replay:
-            await ws.send_bytes(chunk)
+            viewer.send_binary(chunk)
         if session.notice is not None:
-            await ws.send_str(session.notice)
+            viewer.send_text(session.notice)
         self.metrics.resumes += 1
         logger.info("session %s resumed", session.claims.session)
-        await self._relay(ws, request, session)
+        self._relay(viewer, session)
 
     def _grace_over(self, session: RelaySession) -> None:
-        asyncio.ensure_future(self._end(session, EndReason.NOT_RESUMED))
+        self._end(session, EndReason.NOT_RESUMED)
 
-    async def _end(self, session: RelaySession, reason: EndReason) -> None:
+    def _end(self, session: RelaySession, reason: EndReason) -> None:
         """The session is over: close the desktop connection and tell the broker (once)."""
         if not self.table.end(session):
             return
@@ -479,7 +502,7 @@ class Gateway:
         self._ended(session.claims, session.link.counters, reason)
         guard = session.link.guard
         self.broker.disconnected(session.claims, session.link.counters, reason,
-                                       guard.counts if guard is not None else None)
+                                 guard.counts if guard is not None else None)
 
     def _ended(self, claims: ticket.Claims, counters: Counters, reason: EndReason) -> None:
         self.metrics.sessions_open -= 1
@@ -510,8 +533,15 @@ class Gateway:
                 seen[session] = (moved, since)
                 if now - since >= limit:
                     session.ended_by = EndReason.IDLE
-                    asyncio.ensure_future(close_with(ws, Close.IDLE))
+                    close_with(ws, Close.IDLE)
             last = seen
+
+    async def _beat(self) -> None:
+        """Every viewer's liveness, by one timer (:meth:`gateway.viewer.ViewerLink.beat`)."""
+        while True:
+            await asyncio.sleep(HEARTBEAT / 2)
+            for viewer in self.table.websockets():
+                viewer.beat()
 
     async def drain(self) -> None:
         """Stop taking sessions; give open ones ``drain_timeout`` seconds, then close them.
@@ -525,10 +555,13 @@ class Gateway:
                         self.config.drain_timeout)
         while self.table.open_count and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        await asyncio.gather(*(close_with(ws, Close.SHUTDOWN) for ws in self.table.websockets()),
-                             return_exceptions=True)
+        for viewer in self.table.websockets():
+            close_with(viewer, Close.SHUTDOWN)
         for session in self.table.detached():
-            await self._end(session, EndReason.SHUTDOWN)
+            self._end(session, EndReason.SHUTDOWN)
+        deadline = time.monotonic() + CLOSE_WAIT  # the viewers answer the close, or are cut off
+        while self.table.open_count and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
 
 def run(config_path: str, *, use_uvloop: bool = True, workers: int = 1) -> None:
@@ -548,8 +581,8 @@ def run(config_path: str, *, use_uvloop: bool = True, workers: int = 1) -> None:
         place = Workers(index, sockets) if sockets else None
 
         async def main() -> None:
-            await serving.serve([serving.Site(Gateway(config, workers=place).app(), host, port,
-                                              ssl_context, config.http_idle_timeout,
+            gateway = Gateway(config, workers=place)
+            await serving.serve([gateway.site(host, port, ssl_context,
                                               place.sockets[index] if place else None)],
                                 reuse_port=workers > 1,
                                 on_started=lambda bound: logger.info(

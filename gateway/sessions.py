@@ -27,12 +27,11 @@ import enum
 from dataclasses import dataclass
 from typing import Callable
 
-from aiohttp import web
-
 from wire.closes import EndReason
 from wire.ticket import Claims
 
 from .relay import DesktopLink
+from .viewer import ViewerLink
 
 
 class State(enum.Enum):
@@ -67,12 +66,12 @@ def next_state(state: State, event: Event) -> State:
         raise InvalidTransition(f"{event.value} in state {state.value}") from None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class RelaySession:
     """One desktop connection; it outlives a dropped websocket when resumable."""
     claims: Claims
     link: DesktopLink
-    ws: web.WebSocketResponse | None       # the client's websocket while ATTACHED
+    ws: ViewerLink | None       # the client's websocket while ATTACHED
     token: str | None = None               # resume token, for resumable sessions
     state: State = State.ATTACHED
     ended_by: EndReason | None = None      # the gateway decided to end it (idle, logoff)
@@ -87,16 +86,16 @@ class SessionTable:
     """Every websocket open on this gateway and every relay session it holds."""
 
     def __init__(self) -> None:
-        self._open: dict[web.WebSocketResponse, RelaySession | None] = {}
+        self._open: dict[ViewerLink, RelaySession | None] = {}
         self._per_source: dict[str, int] = {}
         self._resumable: dict[str, RelaySession] = {}
 
     # -- websockets --------------------------------------------------------------------------
-    def opened(self, ws: web.WebSocketResponse, source: str) -> None:
+    def opened(self, ws: ViewerLink, source: str) -> None:
         self._open[ws] = None
         self._per_source[source] = self._per_source.get(source, 0) + 1
 
-    def closed(self, ws: web.WebSocketResponse, source: str) -> None:
+    def closed(self, ws: ViewerLink, source: str) -> None:
         del self._open[ws]
         self._per_source[source] -= 1
         if not self._per_source[source]:
@@ -109,14 +108,14 @@ class SessionTable:
     def from_source(self, source: str) -> int:
         return self._per_source.get(source, 0)
 
-    def websockets(self) -> list[web.WebSocketResponse]:
+    def websockets(self) -> list[ViewerLink]:
         return list(self._open)
 
-    def attached(self) -> list[tuple[web.WebSocketResponse, RelaySession]]:
+    def attached(self) -> list[tuple[ViewerLink, RelaySession]]:
         return [(ws, s) for ws, s in self._open.items() if s is not None]
 
     # -- sessions ----------------------------------------------------------------------------
-    def begin(self, ws: web.WebSocketResponse, session: RelaySession) -> None:
+    def begin(self, ws: ViewerLink, session: RelaySession) -> None:
         """A new session, attached to ``ws`` (and findable by its token when resumable)."""
         self._open[ws] = session
         if session.token is not None:
@@ -134,7 +133,7 @@ class SessionTable:
         session._grace = asyncio.get_running_loop().call_later(grace, on_over, session)
 
     def reattach(self, session: RelaySession,
-                 ws: web.WebSocketResponse) -> web.WebSocketResponse | None:
+                 ws: ViewerLink) -> ViewerLink | None:
         """``ws`` takes the session over; the websocket it supersedes, if one was attached."""
         old = session.ws
         session._apply(Event.REATTACH)

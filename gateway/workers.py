@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType
 
 from wire.closes import Close
 from wire.resume import Resume, encode
+
+from .viewer import Kind, Upgrade, ViewerLink
 
 
 @dataclass(frozen=True)
@@ -54,30 +56,24 @@ def remove_socket_directory(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
 
 
-def via_sibling(request: web.Request) -> bool:
-    """Whether the request came over a worker's Unix socket (that is, from a sibling worker)."""
-    return isinstance(request.transport.get_extra_info("sockname") if request.transport else None,
-                      str)
-
-
-async def carry(ws: web.WebSocketResponse, request: web.Request, source: str,
+async def carry(viewer: ViewerLink, upgrade: Upgrade, source: str,
                 socket: Path, resume: Resume, max_message: int) -> None:
-    """Carry the client's connection ``ws`` to the sibling listening on ``socket``, which holds
-    the session of ``resume``, until either side ends."""
+    """Carry the client's connection ``viewer`` to the sibling listening on ``socket``, which
+    holds the session of ``resume``, until either side ends."""
     headers = {"X-Forwarded-For": source}
-    if "Origin" in request.headers:
-        headers["Origin"] = request.headers["Origin"]
+    if "origin" in upgrade.headers:
+        headers["Origin"] = upgrade.headers["origin"]
     http = aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(socket)))
     try:
         try:
             inner = await http.ws_connect("http://worker/ws", headers=headers,
                                           max_msg_size=max_message, autoclose=False)
         except (aiohttp.ClientError, OSError):
-            await ws.close(code=Close.RESUME.code, message=Close.RESUME.reason.encode())
+            viewer.close(Close.RESUME.code, Close.RESUME.reason)
             return
         await inner.send_str(encode(resume))
-        inward = asyncio.ensure_future(_pump(ws, inner))
-        outward = asyncio.ensure_future(_pump(inner, ws))
+        inward = asyncio.ensure_future(_inward(viewer, inner))
+        outward = asyncio.ensure_future(_outward(inner, viewer))
         done, pending = await asyncio.wait({inward, outward},
                                            return_when=asyncio.FIRST_COMPLETED)
         for task in pending:
@@ -86,7 +82,7 @@ async def carry(ws: web.WebSocketResponse, request: web.Request, source: str,
         if inward in done:
             said = inward.result()
             if isinstance(said, tuple):               # the client said goodbye: so do we
-                await inner.close(code=said[0], message=said[1])
+                await inner.close(code=said[0], message=said[1].encode())
                 return
             if said is _BROKE:                        # the client broke off: so do we, below
                 return
@@ -96,9 +92,9 @@ async def carry(ws: web.WebSocketResponse, request: web.Request, source: str,
             if holder_said is _SINK_FAILED:           # writing to the client failed
                 return
         code, reason = (holder_said if isinstance(holder_said, tuple)
-                        else (Close.RESUME.code, Close.RESUME.reason.encode()))
+                        else (Close.RESUME.code, Close.RESUME.reason))
         await inner.close()
-        await ws.close(code=code, message=reason)     # the client hears the holder's word
+        viewer.close(code, reason)                    # the client hears the holder's word
     finally:
         await http.close()                            # frameless, if still open
 
@@ -107,19 +103,37 @@ _BROKE = object()          # the side read from ended without a close frame
 _SINK_FAILED = object()    # the side written to failed
 
 
-async def _pump(source, sink):
-    """Frames from ``source`` to ``sink`` until ``source`` ends: its close (code, reason),
-    ``_BROKE`` when it ended without one, ``_SINK_FAILED`` when writing to ``sink`` failed."""
+async def _inward(viewer: ViewerLink, inner: aiohttp.ClientWebSocketResponse):
+    """The client's messages to the holder until the client ends: its close (code, reason),
+    ``_BROKE`` when it ended without one, ``_SINK_FAILED`` when writing to the holder failed."""
     while True:
-        msg = await source.receive()
+        msg = await viewer.receive()
         try:
-            if msg.type is WSMsgType.BINARY:
-                await sink.send_bytes(msg.data)
-            elif msg.type is WSMsgType.TEXT:
-                await sink.send_str(msg.data)
-            elif msg.type is WSMsgType.CLOSE:
-                return msg.data, (msg.extra or "").encode()
+            if msg.kind is Kind.BINARY:
+                await inner.send_bytes(msg.data)
+            elif msg.kind is Kind.TEXT:
+                await inner.send_str(msg.data)
+            elif msg.kind is Kind.CLOSE:
+                return msg.data, msg.extra
             else:
                 return _BROKE
         except (ConnectionError, aiohttp.ClientError):
             return _SINK_FAILED
+
+
+async def _outward(inner: aiohttp.ClientWebSocketResponse, viewer: ViewerLink):
+    """The holder's messages to the client until the holder ends: its close (code, reason),
+    ``_BROKE`` when it ended without one, ``_SINK_FAILED`` when the client is gone."""
+    while True:
+        msg = await inner.receive()
+        if viewer.lost:
+            return _SINK_FAILED
+        if msg.type is WSMsgType.BINARY:
+            viewer.send_binary(msg.data)
+            await viewer.drain()
+        elif msg.type is WSMsgType.TEXT:
+            viewer.send_text(msg.data)
+        elif msg.type is WSMsgType.CLOSE:
+            return msg.data, msg.extra or ""
+        else:
+            return _BROKE

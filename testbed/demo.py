@@ -231,7 +231,7 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
             _announce(facts, facts_path)
 
         await serving.serve([serving.Site(create_app(broker), host, portal_port),
-                             serving.Site(gateway.app(), host, gateway_port)],
+                             gateway.site(host, gateway_port)],
                             on_started=started)
     finally:
         processes.stop()

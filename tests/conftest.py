@@ -23,7 +23,6 @@ import aiohttp
 import pytest
 import uvloop
 import websockets
-from aiohttp import web
 
 from broker import mfa
 from broker.config import load_config
@@ -36,6 +35,7 @@ from broker.web import create_app
 from gateway.config import gateway_config
 from wire.config import load_toml
 from gateway.server import Gateway
+from wire import serving
 
 SPECIAL_LOGIN = "o'brien(x)*\\,=+"
 USERS = {
@@ -212,7 +212,7 @@ async def open_desktop(conn: dict) -> bytes:
 @pytest.fixture
 async def make_installation(tmp_path, slapd, desktops, database):
     """Build an installation; keyword arguments go to ``write_config``."""
-    runners: list[web.AppRunner] = []
+    runners: list[serving.Listening] = []
     sessions: list[aiohttp.ClientSession] = []
 
     async def make(**overrides) -> Installation:
@@ -229,11 +229,9 @@ async def make_installation(tmp_path, slapd, desktops, database):
         config = load_config(path)
         broker = Broker(config, Store.for_config(config))
         gateway = Gateway(gateway_config(load_toml(path)))
-        for app, port in ((create_app(broker), portal_port), (gateway.app(), gateway_port)):
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", port).start()
-            runners.append(runner)
+        runners.append(await serving.listen([
+            serving.Site(create_app(broker), "127.0.0.1", portal_port),
+            gateway.site("127.0.0.1", gateway_port)]))
         http = aiohttp.ClientSession()
         sessions.append(http)
         return Installation(path, broker, f"http://127.0.0.1:{portal_port}",
@@ -242,8 +240,8 @@ async def make_installation(tmp_path, slapd, desktops, database):
     yield make
     for http in sessions:
         await http.close()
-    for runner in reversed(runners):
-        await runner.cleanup()
+    for listening in reversed(runners):
+        await listening.close()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import ssl
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from testbed import free_port, self_signed_certificate
 from gateway.config import gateway_config
@@ -79,15 +78,12 @@ async def own_gateway(inst, *, tls: bool = False):
     config = gateway_config(load_toml(inst.config_path))
     gateway = Gateway(config)
     port = free_port()
-    runner = web.AppRunner(gateway.app())
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port,
-                      ssl_context=serving.tls_context(config.tls_cert, config.tls_key) if tls
-                      else None).start()
+    listening = await serving.listen([gateway.site(
+        "127.0.0.1", port, serving.tls_context(config.tls_cert, config.tls_key) if tls else None)])
     try:
         yield gateway, port
     finally:
-        await runner.cleanup()
+        await listening.close()
 
 
 async def test_a_draining_gateway_is_not_ready_and_closes_sessions_after_its_deadline(

@@ -86,16 +86,22 @@ async def name_the_server(_request: web.Request, response: web.StreamResponse) -
     response.headers["Server"] = SERVER_NAME
 
 
+ProtocolFactory = Callable[[], asyncio.Protocol]
+
+
 @dataclass(frozen=True)
 class Site:
     """One HTTP port: an application on (host, port), over TLS when given a context; also on a
-    Unix socket when given its path."""
+    Unix socket when given its path. ``front``, given aiohttp's protocol factory, returns the
+    listener's own: a server that reads some requests itself (the gateway's websockets) and hands
+    the others to aiohttp."""
     app: web.Application
     host: str
     port: int
     ssl_context: ssl.SSLContext | None = None
     idle_timeout: float = HTTP_IDLE_TIMEOUT
     unix_path: Path | None = None
+    front: Callable[[ProtocolFactory], ProtocolFactory] | None = None
 
 
 def make_runner(app: web.Application, idle_timeout: float = HTTP_IDLE_TIMEOUT) -> web.AppRunner:
@@ -155,6 +161,57 @@ def run(main: Callable[[], Awaitable[None]], *, use_uvloop: bool = True) -> None
         asyncio.run(main())
 
 
+class Listening:
+    """Sites being served: their bound (host, port), and :meth:`close`."""
+
+    def __init__(self) -> None:
+        self.runners: list[web.AppRunner] = []
+        self.servers: list[asyncio.AbstractServer] = []
+        self.bound: list[tuple[str, int]] = []
+
+    async def close(self) -> None:
+        """Stop listening, then close every connection (aiohttp's cleanup, in reverse order)."""
+        for server in self.servers:
+            server.close()
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+
+
+async def listen(sites: Sequence[Site], *, reuse_port: bool = False) -> Listening:
+    """Start serving ``sites``."""
+    loop = asyncio.get_running_loop()
+    listening = Listening()
+    try:
+        for spec in sites:
+            runner = make_runner(spec.app, spec.idle_timeout)
+            await runner.setup()
+            listening.runners.append(runner)
+            if spec.front is None:
+                site = web.TCPSite(runner, spec.host, spec.port, reuse_address=True,
+                                   reuse_port=reuse_port, backlog=LISTEN_BACKLOG,
+                                   ssl_context=spec.ssl_context)
+                await site.start()
+                sock = site._server.sockets[0]  # aiohttp exposes the bound address only here
+                if spec.unix_path is not None:
+                    await web.UnixSite(runner, str(spec.unix_path),
+                                       backlog=LISTEN_BACKLOG).start()
+            else:
+                factory = spec.front(runner.server)
+                server = await loop.create_server(factory, spec.host, spec.port,
+                                                  reuse_address=True, reuse_port=reuse_port,
+                                                  backlog=LISTEN_BACKLOG, ssl=spec.ssl_context)
+                listening.servers.append(server)
+                sock = server.sockets[0]
+                if spec.unix_path is not None:
+                    listening.servers.append(await loop.create_unix_server(
+                        factory, str(spec.unix_path), backlog=LISTEN_BACKLOG))
+            listening.bound.append(sock.getsockname()[:2])
+    except BaseException:
+        await listening.close()
+        raise
+    return listening
+
+
 async def serve(sites: Sequence[Site], *,
                 on_started: Callable[[list[tuple[str, int]]], Awaitable[None] | None] | None = None,
                 reuse_port: bool = False) -> None:
@@ -167,23 +224,11 @@ async def serve(sites: Sequence[Site], *,
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    runners: list[web.AppRunner] = []
+    listening: Listening | None = None
     try:
-        bound = []
-        for spec in sites:
-            runner = make_runner(spec.app, spec.idle_timeout)
-            await runner.setup()
-            runners.append(runner)
-            site = web.TCPSite(runner, spec.host, spec.port, reuse_address=True,
-                               reuse_port=reuse_port, backlog=LISTEN_BACKLOG,
-                               ssl_context=spec.ssl_context)
-            await site.start()
-            sock = site._server.sockets[0]  # aiohttp exposes the bound address only here
-            bound.append(sock.getsockname()[:2])
-            if spec.unix_path is not None:
-                await web.UnixSite(runner, str(spec.unix_path), backlog=LISTEN_BACKLOG).start()
+        listening = await listen(sites, reuse_port=reuse_port)
         if on_started is not None:
-            result = on_started(bound)
+            result = on_started(listening.bound)
             if asyncio.iscoroutine(result):
                 await result
         await stop.wait()
@@ -191,5 +236,5 @@ async def serve(sites: Sequence[Site], *,
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        for runner in reversed(runners):
-            await runner.cleanup()
+        if listening is not None:
+            await listening.close()

@@ -1,0 +1,558 @@
+"""The viewer's side of a session: the gateway owns the client's socket from its first byte.
+
+Theory of operation
+-------------------
+:class:`Doorway` is the protocol of every connection the gateway accepts. It reads the request
+line; a ``GET /ws`` has its head read and checked here (RFC 6455 §4.2: ``Upgrade: websocket``,
+``Connection: upgrade``, version 13, a 16-byte key; the Origin by the gateway's rule) and, once
+the gateway takes it, is answered ``101`` and becomes a :class:`ViewerLink` on the same transport.
+Any other request (health, readiness, metrics, the broker's control calls) is handed with the
+bytes read so far to aiohttp's HTTP protocol: the transport changes protocol, nothing else.
+
+:class:`ViewerLink` is then the websocket, one small object on the socket (``__slots__``, no task
+of its own): a frame parser for the client's masked frames (unmasked in C by
+``websockets.speedups``), a frame writer (a header and its payload in one ``writelines``), pings
+answered, and the closing handshake — every close the gateway makes carries a close code. It has
+two modes:
+
+* *messages* (the ticket, the RFB greeting, a resume carried to a sibling worker): complete
+  messages queue and ``await receive()`` takes them;
+* *relay* (:meth:`ViewerLink.attach`): each message goes straight to a sink (the session's
+  :class:`~gateway.relay.DesktopLink`), with no task and no queue in between.
+
+Liveness is one timer for the whole gateway: :meth:`ViewerLink.beat` is called every
+``HEARTBEAT / 2`` seconds; a viewer heard from in that time is fine, one that was not is pinged,
+and one that did not answer by the next beat is dropped without a close frame (the connection is
+dead: a resumable session is held for its resume).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import enum
+import hashlib
+import struct
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from websockets.speedups import apply_mask
+
+MAX_HEAD = 16 * 1024      # bytes of a request head (request line and headers)
+MAX_HEADERS = 100
+CLOSE_WAIT = 3.0          # seconds a closing viewer gets to answer our close frame
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_SERVER = b"Server: Pforte\r\n"
+
+_CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_LEN16 = struct.Struct("!BBH").pack
+_LEN64 = struct.Struct("!BBQ").pack
+_SMALL = 1024             # a payload below this is joined to its header before the write
+
+
+def frame(opcode: int, payload: bytes) -> list[bytes] | bytes:
+    """An unmasked, final server frame: one bytes object for small payloads, else a header and
+    the payload itself (never copied)."""
+    n = len(payload)
+    first = 0x80 | opcode
+    if n < 126:
+        header = bytes((first, n))
+    elif n < 65536:
+        header = _LEN16(first, 126, n)
+    else:
+        header = _LEN64(first, 127, n)
+    return header + payload if n < _SMALL else [header, payload]
+
+
+# -- the request head ---------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """A websocket request the gateway may take: its target and headers (names in lower case;
+    a header sent several times is one comma-joined value, as RFC 9110 §5.3 reads it)."""
+    target: str
+    headers: dict[str, str]
+    peer: str | None          # the connecting address; None on a Unix socket
+    via_unix: bool            # came over a Unix socket (a sibling worker's carry)
+
+
+class BadHead(Exception):
+    def __init__(self, status: int, text: str, extra: bytes = b"") -> None:
+        super().__init__(text)
+        self.status, self.text, self.extra = status, text, extra
+
+
+_REASONS = {400: "Bad Request", 403: "Forbidden", 426: "Upgrade Required",
+            431: "Request Header Fields Too Large", 505: "HTTP Version Not Supported"}
+
+
+def plain_response(status: int, text: str, extra: bytes = b"") -> bytes:
+    body = text.encode()
+    return (b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Error").encode()) + _SERVER
+            + b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n" % len(body)
+            + extra + b"Connection: close\r\n\r\n" + body)
+
+
+def is_websocket_line(line: bytes) -> bool:
+    """Whether a request line asks for the gateway's websocket path (with or without a query)."""
+    method, _, rest = line.partition(b" ")
+    target = rest.partition(b" ")[0]
+    return method == b"GET" and (target == b"/ws" or target.startswith(b"/ws?"))
+
+
+def parse_head(head: bytes) -> tuple[str, dict[str, str]]:
+    """The target and headers of a websocket request head (without its final empty line).
+
+    Raises:
+        BadHead: with the status and text to answer.
+    """
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError:
+        raise BadHead(400, "request head is not ASCII\n") from None
+    line, *fields = text.split("\r\n")
+    parts = line.split(" ")
+    if len(parts) != 3:
+        raise BadHead(400, "malformed request line\n")
+    if parts[2] != "HTTP/1.1":
+        raise BadHead(505, "HTTP/1.1 required\n")
+    if len(fields) > MAX_HEADERS:
+        raise BadHead(431, "too many headers\n")
+    headers: dict[str, str] = {}
+    for field in fields:
+        name, colon, value = field.partition(":")
+        if not colon or not name or name != name.strip() or any(c in name for c in "\t\0"):
+            raise BadHead(400, "malformed header\n")
+        if any((ord(c) < 32 and c != "\t") or c == "\x7f" for c in value):
+            raise BadHead(400, "control character in a header\n")
+        name, value = name.lower(), value.strip(" \t")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return parts[1], headers
+
+
+def _tokens(value: str | None) -> set[str]:
+    return {t.strip().lower() for t in (value or "").split(",")}
+
+
+def accept_key(headers: dict[str, str]) -> bytes:
+    """The ``Sec-WebSocket-Accept`` value for a valid websocket request's headers.
+
+    Raises:
+        BadHead: the request is not a version-13 websocket upgrade.
+    """
+    if "websocket" not in _tokens(headers.get("upgrade")) or \
+            "upgrade" not in _tokens(headers.get("connection")):
+        raise BadHead(400, "this path takes websocket connections only\n")
+    if headers.get("sec-websocket-version") != "13":
+        raise BadHead(426, "websocket version 13 required\n", b"Sec-WebSocket-Version: 13\r\n")
+    key = headers.get("sec-websocket-key", "")
+    try:
+        valid = len(base64.b64decode(key.encode(), validate=True)) == 16
+    except ValueError:
+        valid = False
+    if not valid:
+        raise BadHead(400, "invalid Sec-WebSocket-Key\n")
+    return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest())
+
+
+class Doorway(asyncio.Protocol):
+    """The first protocol of every accepted connection (see the module's docstring).
+
+    ``take(upgrade)`` is the gateway's word on a websocket request: None to take it (it is
+    answered 101 and ``opened(viewer, upgrade)`` called), or ``(status, text)`` to refuse it.
+    """
+
+    __slots__ = ("http", "take", "opened", "max_message", "transport", "head", "timer")
+
+    def __init__(self, http: Callable[[], asyncio.Protocol],
+                 take: Callable[[Upgrade], tuple[int, str] | None],
+                 opened: Callable[["ViewerLink", Upgrade], None],
+                 idle_timeout: float, max_message: int) -> None:
+        self.http, self.take, self.opened, self.max_message = http, take, opened, max_message
+        self.transport: asyncio.Transport | None = None
+        self.head = bytearray()
+        self.timer = asyncio.get_running_loop().call_later(idle_timeout, self._too_slow)
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.timer.cancel()
+
+    def _too_slow(self) -> None:
+        self.transport.close()   # as aiohttp does with a silent connection: no response
+
+    def data_received(self, data: bytes) -> None:
+        self.head += data
+        line_end = self.head.find(b"\r\n")
+        if line_end < 0:
+            if len(self.head) > MAX_HEAD:
+                self._refuse(BadHead(431, "request line too long\n"))
+            return
+        if not is_websocket_line(bytes(self.head[:line_end])):
+            self._hand_to_http()
+            return
+        end = self.head.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.head) > MAX_HEAD:
+                self._refuse(BadHead(431, "request head too large\n"))
+            return
+        self.timer.cancel()
+        rest = bytes(self.head[end + 4:])
+        try:
+            if end > MAX_HEAD:
+                raise BadHead(431, "request head too large\n")
+            target, headers = parse_head(bytes(self.head[:end]))
+            key = accept_key(headers)
+        except BadHead as exc:
+            self._refuse(exc)
+            return
+        sockname = self.transport.get_extra_info("sockname")
+        peer = self.transport.get_extra_info("peername")
+        via_unix = isinstance(sockname, str)
+        upgrade = Upgrade(target, headers, None if via_unix or not peer else peer[0], via_unix)
+        refusal = self.take(upgrade)
+        if refusal is not None:
+            self._refuse(BadHead(*refusal))
+            return
+        self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + key + b"\r\n"
+                             + _SERVER + b"\r\n")
+        viewer = ViewerLink(self.transport, self.max_message)
+        self.transport.set_protocol(viewer)
+        self.opened(viewer, upgrade)
+        if rest:
+            viewer.data_received(rest)
+
+    def _refuse(self, exc: BadHead) -> None:
+        self.timer.cancel()
+        self.transport.write(plain_response(exc.status, exc.text, exc.extra))
+        self.transport.close()
+
+    def _hand_to_http(self) -> None:
+        self.timer.cancel()
+        http = self.http()
+        self.transport.set_protocol(http)
+        http.connection_made(self.transport)
+        http.data_received(bytes(self.head))
+
+
+# -- the websocket -------------------------------------------------------------------------------
+
+class Kind(enum.Enum):
+    BINARY = "binary"
+    TEXT = "text"
+    CLOSE = "close"     # the viewer closed (data: its code, extra: its reason)
+    LOST = "lost"       # the connection ended without a close frame
+    SHUT = "shut"       # the gateway closed it (data: the code, extra: the reason)
+    FAILED = "failed"   # the viewer broke the protocol; closed with ``data`` as the code
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    kind: Kind
+    data: bytes | str | int | None = None
+    extra: str = ""
+
+
+class Sink(Protocol):
+    """Where a relaying viewer's messages go (:class:`gateway.relay.DesktopLink`)."""
+    def viewer_binary(self, data: bytes) -> None: ...
+    def viewer_text(self, text: str) -> None: ...
+    def viewer_ended(self, message: Message) -> None: ...
+    def viewer_drained(self) -> None: ...
+
+
+class ViewerLink(asyncio.Protocol):
+    """One client's websocket (see the module's docstring)."""
+
+    __slots__ = ("transport", "max_message", "heard", "pinged", "writing_paused", "close_code",
+                 "lost", "on_lost", "_in", "_parts", "_parts_opcode", "_parts_size", "_inbox",
+                 "_waiter", "_drained", "_sink", "_linger", "_reading")
+
+    def __init__(self, transport: asyncio.Transport, max_message: int) -> None:
+        self.transport = transport
+        self.max_message = max_message
+        self.heard = True
+        self.pinged = False
+        self.writing_paused = False
+        self.close_code: int | None = None       # the code we closed with, once we did
+        self.lost = False
+        self.on_lost: Callable[[], None] | None = None
+        self._in = bytearray()                   # an incomplete frame
+        self._parts: list[bytes] | None = None   # a fragmented message so far
+        self._parts_opcode = 0
+        self._parts_size = 0
+        self._inbox: collections.deque[Message] | None = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._drained: asyncio.Future[None] | None = None
+        self._sink: Sink | None = None
+        self._linger: asyncio.TimerHandle | None = None
+        self._reading = True
+
+    @property
+    def closed(self) -> bool:
+        """Whether the websocket is closing or gone: nothing more is sent on it."""
+        return self.close_code is not None or self.lost
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self.heard = True
+        if self._in:
+            self._in += data
+            data = self._in
+        size = len(data)
+        pos = 0
+        with memoryview(data) as view:
+            while size - pos >= 2:
+                first, second = data[pos], data[pos + 1]
+                length = second & 0x7F
+                head = pos + 2
+                if length == 126:
+                    if size - pos < 4:
+                        break
+                    length = int.from_bytes(view[head:head + 2], "big")
+                    head += 2
+                elif length == 127:
+                    if size - pos < 10:
+                        break
+                    length = int.from_bytes(view[head:head + 8], "big")
+                    head += 8
+                if not second & 0x80:
+                    self._fail(1002, "frames from a client must be masked")
+                    return
+                if length > self.max_message or ((first & 0x0F) == _CONTINUATION
+                                                 and self._parts_size + length > self.max_message):
+                    self._fail(1009, "message too big")
+                    return
+                end = head + 4 + length
+                if end > size:
+                    break
+                payload = apply_mask(view[head + 4:end], view[head:head + 4])
+                pos = end
+                if not self._frame(first, payload):
+                    return
+        if pos == size:
+            if self._in:
+                self._in = bytearray()
+        elif data is self._in:
+            del self._in[:pos]
+        else:
+            self._in = bytearray(data[pos:])
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self._sink is not None:
+            self._sink.viewer_drained()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.lost:
+            return
+        self.lost = True
+        if self._linger is not None:
+            self._linger.cancel()
+        self.resume_writing()
+        self._deliver(Message(Kind.LOST))
+        if self.on_lost is not None:
+            self.on_lost()
+
+    # -- frames in ---------------------------------------------------------------------------
+    def _frame(self, first: int, payload: bytes) -> bool:
+        """Handle one frame; False once the connection is failing (stop parsing)."""
+        opcode = first & 0x0F
+        final = first & 0x80
+        if first & 0x70:
+            return self._fail(1002, "no extension was agreed")
+        if opcode >= _CLOSE:
+            if not final or len(payload) > 125:
+                return self._fail(1002, "control frames are short and whole")
+            if opcode == _PING:
+                if not self.closed:
+                    self.transport.write(frame(_PONG, payload))
+                return True
+            if opcode == _PONG:
+                self.pinged = False
+                return True
+            if opcode == _CLOSE:
+                return self._closed_by_viewer(payload)
+            return self._fail(1002, "unknown opcode")
+        if opcode == _CONTINUATION:
+            if self._parts is None:
+                return self._fail(1002, "continuation of nothing")
+            self._parts.append(payload)
+            self._parts_size += len(payload)
+            if not final:
+                return True
+            opcode, payload = self._parts_opcode, b"".join(self._parts)
+            self._parts, self._parts_size = None, 0
+        elif opcode not in (_TEXT, _BINARY):
+            return self._fail(1002, "unknown opcode")
+        elif self._parts is not None:
+            return self._fail(1002, "a new message inside a fragmented one")
+        elif not final:
+            self._parts, self._parts_opcode, self._parts_size = [payload], opcode, len(payload)
+            return True
+        if self.close_code is not None:
+            return True  # closing: what still arrives is read and dropped
+        if opcode == _BINARY:
+            if self._sink is not None:
+                self._sink.viewer_binary(payload)
+            else:
+                self._deliver(Message(Kind.BINARY, payload))
+            return True
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._fail(1007, "text is not UTF-8")
+        if self._sink is not None:
+            self._sink.viewer_text(text)
+        else:
+            self._deliver(Message(Kind.TEXT, text))
+        return True
+
+    def _closed_by_viewer(self, payload: bytes) -> bool:
+        code, reason = 1005, ""
+        if len(payload) == 1:
+            return self._fail(1002, "close frame of one byte")
+        if payload:
+            code = int.from_bytes(payload[:2], "big")
+            try:
+                reason = payload[2:].decode("utf-8")
+            except UnicodeDecodeError:
+                return self._fail(1007, "close reason is not UTF-8")
+            if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
+                return self._fail(1002, "close code not allowed")
+        if self.close_code is None:   # answer with the viewer's code, then hang up
+            self.close_code = code if code != 1005 else 1000
+            self.transport.write(frame(_CLOSE, payload[:2]))
+        self.transport.close()
+        self._deliver(Message(Kind.CLOSE, code, reason))
+        return False
+
+    def _fail(self, code: int, reason: str) -> bool:
+        if self._send_close(code, reason):
+            self._deliver(Message(Kind.FAILED, code, reason))
+        return False
+
+    def _deliver(self, message: Message) -> None:
+        sink = self._sink
+        if sink is not None:
+            if message.kind in (Kind.BINARY, Kind.TEXT):
+                return
+            self._sink = None
+            sink.viewer_ended(message)
+            return
+        if self._inbox is None:
+            return
+        self._inbox.append(message)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    # -- messages mode -----------------------------------------------------------------------
+    async def receive(self) -> Message:
+        """The next message (messages mode); LOST, CLOSE or FAILED once the websocket ended."""
+        inbox = self._inbox
+        while not inbox:
+            if self.lost:
+                return Message(Kind.LOST)
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return inbox.popleft()
+
+    async def drain(self) -> None:
+        """Wait while the client's write buffer is over its limit."""
+        if self.writing_paused and not self.lost:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+
+    # -- relay mode --------------------------------------------------------------------------
+    def attach(self, sink: Sink) -> None:
+        """From now on each message goes to ``sink``; messages already queued go first."""
+        inbox, self._inbox = self._inbox, None
+        self._sink = sink
+        for message in inbox or ():
+            if message.kind is Kind.BINARY:
+                sink.viewer_binary(message.data)
+            elif message.kind is Kind.TEXT:
+                sink.viewer_text(message.data)
+            else:
+                self._sink = None
+                sink.viewer_ended(message)
+                return
+            if self._sink is not sink:
+                return
+        if self.lost and self._sink is sink:
+            self._sink = None
+            sink.viewer_ended(Message(Kind.LOST))
+
+    def detach(self) -> None:
+        """Stop giving messages to the sink (the session went on without this connection)."""
+        self._sink = None
+
+    def pause_reading(self) -> None:
+        if self._reading and not self.lost:
+            self._reading = False
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._reading and not self.lost:
+            self._reading = True
+            self.transport.resume_reading()
+
+    # -- frames out --------------------------------------------------------------------------
+    def send_binary(self, data: bytes) -> None:
+        if self.closed:
+            return
+        out = frame(_BINARY, data)
+        if type(out) is list:
+            self.transport.writelines(out)
+        else:
+            self.transport.write(out)
+
+    def send_text(self, text: str) -> None:
+        if self.closed:
+            return
+        out = frame(_TEXT, text.encode())
+        if type(out) is list:
+            self.transport.writelines(out)
+        else:
+            self.transport.write(out)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame (once) and hang up when the viewer answers, or after
+        :data:`CLOSE_WAIT` seconds. Reading goes on meanwhile, so the viewer's own last frames do
+        not turn the hang-up into a reset that could lose our close frame."""
+        if self._send_close(code, reason):
+            self._deliver(Message(Kind.SHUT, code, reason))
+
+    def _send_close(self, code: int, reason: str) -> bool:
+        if self.closed:
+            return False
+        self.close_code = code
+        self.transport.write(frame(_CLOSE, code.to_bytes(2, "big") + reason.encode()[:123]))
+        self.resume_reading()
+        self._linger = asyncio.get_running_loop().call_later(CLOSE_WAIT, self.transport.abort)
+        return True
+
+    def abort(self) -> None:
+        """End the connection without a close frame (it is dead)."""
+        self.transport.abort()
+
+    def beat(self) -> None:
+        """Called every ``HEARTBEAT / 2`` seconds (see the module's docstring)."""
+        if self.heard:
+            self.heard = self.pinged = False
+        elif self.pinged:
+            self.abort()
+        elif not self.closed:
+            self.pinged = True
+            self.transport.write(frame(_PING, b""))

@@ -186,10 +186,9 @@ class Client(asyncio.Protocol):
         del self.buffer[:n]
         return out
 
-    async def count(self, n: int) -> None:
-        """Wait until ``n`` more payload bytes have arrived, without keeping them."""
+    async def count_to(self, target: int) -> None:
+        """Wait until ``target`` payload bytes have arrived in all, without keeping them."""
         self.collect = False
-        target = self.received + n
         while self.received < target:
             if self.closed:
                 raise ConnectionError("closed")
@@ -283,10 +282,13 @@ async def setups(peer: Peer, job: dict) -> dict:
 async def downstream(peer: Peer, job: dict) -> dict:
     cs = await opened(peer, job["conns"])
     each = job["bytes"]
+    targets = [c.received + each for c in cs]
+    for c in cs:
+        c.collect = False
     t = time.perf_counter()
     for c in cs:
         c.send(b"D" + each.to_bytes(8, "big"))
-    await asyncio.gather(*(c.count(each) for c in cs))
+    await asyncio.gather(*(c.count_to(target) for c, target in zip(cs, targets)))
     wall = time.perf_counter() - t
     for c in cs:
         c.close()
@@ -333,8 +335,8 @@ async def round_trip(peer: Peer, job: dict) -> dict:
 
 
 async def idle(peer: Peer, job: dict) -> dict:
-    """Open ``conns`` sessions, leave them idle, say so on stdout and hold them until a line
-    arrives on stdin."""
+    """Open sessions in steps (``steps``: how many each), leave them idle; after each step say
+    how many are held on stdout and wait for a line on stdin; then close them all."""
     cs: list[Client] = []
     errors: list[str] = []
     sem = asyncio.Semaphore(100)
@@ -348,9 +350,10 @@ async def idle(peer: Peer, job: dict) -> dict:
                 return
             c.send(b"I")
             cs.append(c)
-    await asyncio.gather(*(one() for _ in range(job["conns"])))
-    print(json.dumps({"held": len(cs)}), flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    for step in job["steps"]:
+        await asyncio.gather(*(one() for _ in range(step)))
+        print(json.dumps({"held": len(cs)}), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     for c in cs:
         c.close()
     return {"opened": len(cs), "first_error": errors[0] if errors else None}

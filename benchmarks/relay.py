@@ -146,7 +146,7 @@ class Tickets:
             i = random.randrange(len(self.sessions))
             ticket_id = ticket.new_ticket_id()
             out.append(ticket.mint(self.key, ticket.Claims(
-                ticket_id=ticket_id, issued_at=now, expires_at=now + 120, audience="bench",
+                ticket_id=ticket_id, issued_at=now, expires_at=now + 60, audience="bench",
                 tenant=TENANT, user=f"u{i}", session=self.sessions[i], target=self.target,
                 sealed_secret=ticket.seal_secret(self.credential_key, ticket_id,
                                                  self.password))))
@@ -375,24 +375,36 @@ def generator_cpu(results: list[dict], wall: float) -> dict:
 
 
 async def idle_memory(gen: Generators, peer: Peer, n: int, cores: int) -> dict:
+    """Memory per idle session: the relay's memory grows from before the first session to ``n``
+    (``*_per_session``), and from a tenth of ``n`` to ``n`` (``marginal``: what one more session
+    costs once the process has warmed up)."""
     if n > peer.max_idle:
         return {"skipped": f"{peer.name} is not tried beyond {peer.max_idle} sessions"}
-    before = memory_bytes(peer.memory)
     shares = split(n, cores)
-    procs = [await gen.start(peer.job("idle", conns=k, tickets=peer.mint(k) if peer.mint else []))
+    procs = [await gen.start(peer.job("idle", steps=[k // 10, k - k // 10],
+                                      tickets=peer.mint(k) if peer.mint else []))
              for k in shares]
-    held = sum(json.loads(await p.stdout.readline())["held"] for p in procs)
-    await asyncio.sleep(2.0)                      # let the sessions settle (no handshake tasks)
-    after = memory_bytes(peer.memory)
-    for p in procs:
-        p.stdin.write(b"go\n")
-        await p.stdin.drain()
+    before = memory_bytes(peer.memory)
+    points = []
+    for _ in range(2):
+        held = 0
+        for p in procs:
+            held += json.loads(await p.stdout.readline())["held"]
+        await asyncio.sleep(2.0)                  # let the sessions settle (no handshake tasks)
+        points.append((held, memory_bytes(peer.memory)))
+        for p in procs:
+            p.stdin.write(b"go\n")
+            await p.stdin.drain()
     results = [json.loads(await p.stdout.readline()) for p in procs]
     for p in procs:
         await p.wait()
+    (tenth, m1), (held, m2) = points
+    per = lambda a, b, k: round((b - a) / max(k, 1) / 1024, 1)  # noqa: E731
     out = {"opened": held,
-           "rss_KiB_per_session": round((after[0] - before[0]) / max(held, 1) / 1024, 1),
-           "pss_anon_KiB_per_session": round((after[1] - before[1]) / max(held, 1) / 1024, 1)}
+           "rss_KiB_per_session": per(before[0], m2[0], held),
+           "pss_anon_KiB_per_session": per(before[1], m2[1], held),
+           "rss_KiB_marginal": per(m1[0], m2[0], held - tenth),
+           "pss_anon_KiB_marginal": per(m1[1], m2[1], held - tenth)}
     errors = [r["first_error"] for r in results if r.get("first_error")]
     if errors:
         out["first_error"] = errors[0]
@@ -436,12 +448,16 @@ async def run(args: argparse.Namespace) -> dict:
         for r in range(args.rounds):
             order = peers[r % len(peers):] + peers[:r % len(peers)]
             for name, measure in plan(args.quick, cores):
+                if args.tests and name not in args.tests:
+                    continue
                 for peer in order:
                     result = await measure(gen, peer)
                     raw.setdefault(name, {}).setdefault(peer.name, []).append(result)
                     print(f"round {r + 1} {name:<18} {peer.name:<10} {result}", flush=True)
         results = {name: {p: median_result(v) for p, v in per.items()} for name, per in raw.items()}
         for n in (1000, 10_000) if not args.quick else (1000,):
+            if args.tests and f"idle_{n}" not in args.tests:
+                continue
             for peer in peers:
                 result = await idle_memory(gen, peer, n, cores)
                 results.setdefault(f"idle_{n}", {})[peer.name] = result
@@ -502,6 +518,10 @@ def markdown(report: dict) -> str:
         row(f"RSS per idle session at {int(n):,} (KiB)", f"idle_{n}", "rss_KiB_per_session")
         row(f"PSS (anon) per idle session at {int(n):,} (KiB)", f"idle_{n}",
             "pss_anon_KiB_per_session")
+        row(f"RSS / PSS (anon) of one more session, {int(n) // 10:,} → {int(n):,} (KiB): RSS",
+            f"idle_{n}", "rss_KiB_marginal")
+        row(f"… PSS (anon) of one more session, {int(n) // 10:,} → {int(n):,} (KiB)",
+            f"idle_{n}", "pss_anon_KiB_marginal")
     for label, test in (("downstream 8", "down_8conn_64KiB"), ("upstream 8", "up_8conn_64KiB"),
                         ("setups", "setups"), ("round trip 1", "rtt_1conn_64B")):
         row(f"busiest generator, {label} (% of a core)", test, "generator_cpu_pct")
@@ -555,6 +575,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller volumes, 1,000 idle only")
     parser.add_argument("--peers", nargs="*", help="only these peers")
+    parser.add_argument("--tests", nargs="*", help="only these measurements (for profiling; "
+                        "the README's figures come from a whole run)")
     parser.add_argument("--workers", type=int, default=2,
                         help="pforte gateway processes (default 2: one per core; each process "
                         "holds two descriptors per session, and this machine allows 20,000)")

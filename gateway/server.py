@@ -308,7 +308,8 @@ class Gateway:
                 or self.table.from_source(source) > self.config.max_per_source):
             raise Refused(Close.BUSY)
         try:
-            msg = await asyncio.wait_for(viewer.receive(), self.config.handshake_timeout)
+            async with asyncio.timeout(self.config.handshake_timeout):
+                msg = await viewer.receive()
         except asyncio.TimeoutError:
             raise Refused(Close.TIMEOUT) from None
         if msg.kind not in (Kind.TEXT, Kind.BINARY):
@@ -379,7 +380,7 @@ class Gateway:
             return
         self.metrics.handshake(time.perf_counter() - started)
         self.broker.connected(claims, admitted.redeem_seconds, desktop_seconds)
-        logger.info("session %s of %s@%s connected to %s:%s%s", claims.session, claims.user,
+        logger.debug("session %s of %s@%s connected to %s:%s%s", claims.session, claims.user,
                     claims.tenant, claims.target.host, claims.target.port,
                     " (resumable)" if resumable else "")
         self._relay(ws, session)
@@ -390,7 +391,8 @@ class Gateway:
     async def _greet_viewer(self, ws: ViewerLink, link: DesktopLink) -> None:
         """The viewer's half of the RFB handshake (security type None), counted in the stream."""
         viewer = ViewerBytes(ws)
-        greeting = await asyncio.wait_for(rfb.greet_viewer(viewer), self.config.handshake_timeout)
+        async with asyncio.timeout(self.config.handshake_timeout):
+            greeting = await rfb.greet_viewer(viewer)
         viewer.flush()
         link.counters.up += greeting.received
         if link.replay is not None:

@@ -285,7 +285,8 @@ class Generators:
         path.write_text(json.dumps(job))
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "benchmarks.loadgen", str(path), stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parent.parent)
+            stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parent.parent,
+            limit=1 << 26)                        # a result line carries every sample
 
     async def run(self, peer: Peer, jobs: list[dict]) -> tuple[list[dict], dict[str, float]]:
         """Run the jobs at once; their results and the CPU seconds each of the peer's process

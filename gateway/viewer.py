@@ -357,7 +357,8 @@ class ViewerLink(asyncio.Protocol):
         self.lost = True
         if self._linger is not None:
             self._linger.cancel()
-        self.resume_writing()
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)     # a carry waiting to write: it sees ``lost``
         self._deliver(Message(Kind.LOST))
         if self.on_lost is not None:
             self.on_lost()

@@ -21,8 +21,9 @@ time sustain — the churn of a morning's logons — with p50/p99 and the CPU pe
 process, setup latency one at a time, and memory per idle session (RSS and PSS of anonymous
 memory) at 1,000 and 10,000 sessions.
 
-Usage: ``.venv/bin/python -m benchmarks.relay [--rounds 3] [--quick]``. Writes
-``benchmarks/results/relay.json``, ``relay.md`` and ``relay.png``.
+Usage: ``.venv/bin/python -m benchmarks.relay [--rounds 3] [--quick] [--database postgres]``
+(``--peers``, ``--tests``: only these, for profiling). Writes
+``benchmarks/results/relay.json``, ``relay.md`` and ``relay.png`` (``relay-postgres.*``).
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from broker.config import load_config
 from broker.keys import generate_keys
 from broker.store import Store
-from testbed import Processes, exit_on_sigterm, free_port, require, wait_for_port
+from testbed import Postgres, Processes, exit_on_sigterm, free_port, require, wait_for_port
 from wire import ticket
 from wire.serving import raise_file_limit
 
@@ -163,6 +165,7 @@ totp_key_file = "keys/totp.key"
 report_token_file = "keys/report.token"
 gateway_url = "ws://127.0.0.1:{gateway_port}/ws"
 gateway_audience = "bench"
+{database}
 
 [gateway]
 listen = "127.0.0.1:{gateway_port}"
@@ -203,8 +206,8 @@ seats = 1000000
 """
 
 
-async def create_sessions(db: Path) -> list[str]:
-    store = Store(db)
+async def create_sessions(config_path: Path) -> list[str]:
+    store = Store.for_config(load_config(config_path))
     await store.open()
     try:
         out = []
@@ -219,7 +222,7 @@ async def create_sessions(db: Path) -> list[str]:
 
 
 async def start_peers(state: Path, processes: Processes, only: set[str] | None,
-                      workers: int) -> list[Peer]:
+                      workers: int, postgres: Postgres | None) -> list[Peer]:
     python = sys.executable
     password = secrets.token_hex(4)            # VNC uses 8 characters
     desktop_port = free_port()
@@ -234,9 +237,14 @@ async def start_peers(state: Path, processes: Processes, only: set[str] | None,
         (keys / "desktop.pass").chmod(0o600)
         broker_port, gateway_port = free_port(), free_port()
         config = state / "bench.toml"
+        database = ""
+        if postgres is not None:
+            (keys / "pg.pass").write_text(postgres.password)
+            database = (f'database = "{postgres.create_database("relay")}"\n'
+                        'database_password_file = "keys/pg.pass"')
         config.write_text(PFORTE_CONFIG.format(
             broker_port=broker_port, gateway_port=gateway_port, state=state, tenant=TENANT,
-            pool=POOL, host=HOST, desktop_port=desktop_port))
+            pool=POOL, host=HOST, desktop_port=desktop_port, database=database))
         pforte = [python, "-m", "pforte", "--log-level", "WARNING"]
         broker = processes.start([*pforte, "broker", "--config", str(config)],
                                  log=state / "broker.log")
@@ -244,11 +252,12 @@ async def start_peers(state: Path, processes: Processes, only: set[str] | None,
         gateway = processes.start([*pforte, "gateway", "--config", str(config), "--workers",
                                    str(workers)], log=state / "gateway.log")
         wait_for_port("127.0.0.1", gateway_port, gateway, what="pforte gateway")
-        tickets = Tickets(keys, await create_sessions(state / "broker" / "pforte.db"),
-                          desktop_port, password.encode())
-        peers.append(Peer("pforte", gateway_port, True,
-                          {"gateway": [gateway.pid], "broker": [broker.pid]}, [gateway.pid],
-                          path="/ws", mint=tickets))
+        tickets = Tickets(keys, await create_sessions(config), desktop_port, password.encode())
+        cpu = {"gateway": [gateway.pid], "broker": [broker.pid]}
+        if postgres is not None:
+            cpu["postgres"] = [postgres.proc.pid]
+        peers.append(Peer("pforte", gateway_port, True, cpu, [gateway.pid], path="/ws",
+                          mint=tickets))
     if not only or "websockify" in only:
         port = free_port()
         proc = processes.start([str(Path(python).parent / "websockify"), f"127.0.0.1:{port}",
@@ -442,9 +451,12 @@ async def run(args: argparse.Namespace) -> dict:
     processes = Processes()
     cores = os.cpu_count() or 1
     gen = Generators(state)
+    postgres = Postgres() if args.database == "postgres" else None
     try:
+        if postgres is not None:
+            postgres.start(processes)
         peers = await start_peers(state, processes, set(args.peers) if args.peers else None,
-                                  args.workers)
+                                  args.workers, postgres)
         raw: dict[str, dict[str, list[dict]]] = {}
         for r in range(args.rounds):
             order = peers[r % len(peers):] + peers[:r % len(peers)]
@@ -466,9 +478,12 @@ async def run(args: argparse.Namespace) -> dict:
         return {"date": datetime.date.today().isoformat(),
                 "command": " ".join([COMMAND, *sys.argv[1:]]), "rounds": args.rounds,
                 "quick": args.quick, "cores": cores, "gateway_workers": args.workers,
+                "broker_database": args.database,
                 "generator_processes": cores, "results": results}
     finally:
         processes.stop()
+        if postgres is not None:
+            postgres.remove()
         shutil.rmtree(state, ignore_errors=True)
 
 
@@ -483,8 +498,9 @@ def markdown(report: dict) -> str:
     res = report["results"]
     peers = list(next(iter(res.values())))
     lines = [f"Measured {report['date']} with `{report['command']}` ({report['cores']} cores, "
-             f"gateway with {report['gateway_workers']} workers, {report['generator_processes']} "
-             f"generator processes, median of {report['rounds']} rounds).", "",
+             f"gateway with {report['gateway_workers']} workers, broker on "
+             f"{report['broker_database']}, {report['generator_processes']} generator processes, "
+             f"median of {report['rounds']} rounds).", "",
              "| measurement | " + " | ".join(peers) + " |", "|---" * (len(peers) + 1) + "|"]
 
     def row(label: str, test: str, key: str) -> None:
@@ -509,7 +525,7 @@ def markdown(report: dict) -> str:
     row("setup failures", "setups", "failures")
     row("setup alone, p50 (ms)", "setup_alone", "p50_ms")
     row("setup alone, p99 (ms)", "setup_alone", "p99_ms")
-    for group in ("gateway", "broker", "websockify", "socat"):
+    for group in ("gateway", "broker", "postgres", "websockify", "socat"):
         row(f"CPU per setup, {group} (ms)", "setups", f"cpu_ms_{group}")
     row("CPU per setup, load generator (ms)", "setups", "cpu_ms_generator")
     row("relay CPU s per GB, downstream 8 conns", "down_8conn_64KiB", "relay_cpu_s_per_GB")
@@ -581,15 +597,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2,
                         help="pforte gateway processes (default 2: one per core; each process "
                         "holds two descriptors per session, and this machine allows 20,000)")
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite",
+                        help="the broker's database (postgres: a private PostgreSQL server)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     import uvloop
     report = uvloop.run(run(args))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "relay.json").write_text(json.dumps(report, indent=2) + "\n")
+    stem = "relay" if args.database == "sqlite" else f"relay-{args.database}"
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
-    (args.out / "relay.md").write_text(table)
-    plot(report, args.out / "relay.png")
+    (args.out / f"{stem}.md").write_text(table)
+    plot(report, args.out / f"{stem}.png")
     print(table)
 
 

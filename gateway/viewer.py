@@ -18,7 +18,9 @@ two modes:
 * *messages* (the ticket, the RFB greeting, a resume carried to a sibling worker): complete
   messages queue and ``await receive()`` takes them;
 * *relay* (:meth:`ViewerLink.attach`): each message goes straight to a sink (the session's
-  :class:`~gateway.relay.DesktopLink`), with no task and no queue in between.
+  :class:`~gateway.relay.DesktopLink`), with no task and no queue in between; a binary message's
+  bytes go on as they arrive, unmasked in place (a large frame in pieces: the desktop reads a
+  byte stream, and nothing waits for or copies a whole message).
 
 Liveness is one timer for the whole gateway: :meth:`ViewerLink.beat` is called every
 ``HEARTBEAT / 2`` seconds; a viewer heard from in that time is fine, one that was not is pinged,
@@ -269,6 +271,7 @@ class ViewerLink(asyncio.Protocol):
 
     __slots__ = ("transport", "max_message", "heard", "pinged", "writing_paused", "close_code",
                  "lost", "on_lost", "_in", "_parts", "_parts_opcode", "_parts_size", "_inbox",
+                 "_streaming", "_left", "_masked", "_mask", "_final",
                  "_waiter", "_drained", "_sink", "_linger", "_reading")
 
     def __init__(self, transport: asyncio.Transport, max_message: int) -> None:
@@ -284,6 +287,11 @@ class ViewerLink(asyncio.Protocol):
         self._parts: list[bytes] | None = None   # a fragmented message so far
         self._parts_opcode = 0
         self._parts_size = 0
+        self._streaming = False                  # relay mode: a binary message is going on
+        self._left = 0                           # ... and this much of its frame is to come,
+        self._masked = 0                         # after this much of it,
+        self._mask = b""                         # unmasked with this key
+        self._final = 0                          # (the frame ends the message)
         self._inbox: collections.deque[Message] | None = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
@@ -299,11 +307,11 @@ class ViewerLink(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         self.heard = True
+        pos = self._stream_rest(data) if self._left else 0
         if self._in:
             self._in += data
             data = self._in
         size = len(data)
-        pos = 0
         with memoryview(data) as view:
             while size - pos >= 2:
                 first, second = data[pos], data[pos + 1]
@@ -322,14 +330,37 @@ class ViewerLink(asyncio.Protocol):
                 if not second & 0x80:
                     self._fail(1002, "frames from a client must be masked")
                     return
-                if length > self.max_message or ((first & 0x0F) == _CONTINUATION
-                                                 and self._parts_size + length > self.max_message):
+                opcode = first & 0x0F
+                if length > self.max_message or (opcode == _CONTINUATION and
+                                                 self._parts_size + length > self.max_message):
                     self._fail(1009, "message too big")
                     return
-                end = head + 4 + length
+                start = head + 4
+                if start > size:
+                    break
+                if not first & 0x70 and (
+                        (opcode == _BINARY and self._sink is not None and self._parts is None
+                         and not self._streaming and self.close_code is None)
+                        or (opcode == _CONTINUATION and self._streaming)):
+                    # relay mode: a binary message's bytes go on as they arrive
+                    take = min(length, size - start)
+                    if take and self._sink is not None:
+                        self._sink.viewer_binary(apply_mask(view[start:start + take],
+                                                            view[head:start]))
+                    self._parts_size = length if opcode == _BINARY else \
+                        self._parts_size + length
+                    pos = start + take
+                    if take < length:      # the rest of this frame comes in later reads
+                        self._left, self._masked = length - take, take
+                        self._mask, self._final = bytes(view[head:start]), first & 0x80
+                        self._streaming = True
+                        break
+                    self._streaming = not first & 0x80
+                    continue
+                end = start + length
                 if end > size:
                     break
-                payload = apply_mask(view[head + 4:end], view[head:head + 4])
+                payload = apply_mask(view[start:end], view[head:start])
                 pos = end
                 if not self._frame(first, payload):
                     return
@@ -340,6 +371,21 @@ class ViewerLink(asyncio.Protocol):
             del self._in[:pos]
         else:
             self._in = bytearray(data[pos:])
+
+    def _stream_rest(self, data: bytes) -> int:
+        """More of a streamed frame's payload (see :meth:`data_received`); how much of ``data``
+        it took."""
+        take = min(self._left, len(data))
+        k = self._masked % 4
+        mask = self._mask[k:] + self._mask[:k]
+        if self._sink is not None:
+            with memoryview(data) as view:
+                self._sink.viewer_binary(apply_mask(view[:take], mask))
+        self._left -= take
+        self._masked += take
+        if not self._left:
+            self._streaming = not self._final
+        return take
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -394,7 +440,7 @@ class ViewerLink(asyncio.Protocol):
             self._parts, self._parts_size = None, 0
         elif opcode not in (_TEXT, _BINARY):
             return self._fail(1002, "unknown opcode")
-        elif self._parts is not None:
+        elif self._parts is not None or self._streaming:
             return self._fail(1002, "a new message inside a fragmented one")
         elif not final:
             self._parts, self._parts_opcode, self._parts_size = [payload], opcode, len(payload)

@@ -105,6 +105,58 @@ async def test_messages_arrive_whole_however_the_bytes_are_cut():
         assert got[-1] == Message(Kind.BINARY, b"fragmented")
 
 
+class Sink:
+    """A relaying session's side of the viewer, recording what reaches it."""
+
+    def __init__(self) -> None:
+        self.bytes = bytearray()
+        self.texts: list[str] = []
+        self.ended: list[Message] = []
+
+    def viewer_binary(self, data: bytes) -> None:
+        self.bytes += data
+
+    def viewer_text(self, text: str) -> None:
+        self.texts.append(text)
+
+    def viewer_ended(self, message: Message) -> None:
+        self.ended.append(message)
+
+    def viewer_drained(self) -> None:
+        pass
+
+
+async def test_relayed_bytes_go_on_as_they_arrive_and_in_order():
+    rnd = random.Random(5)
+    payloads = [os.urandom(n) for n in (1, 126, 65536, 300_000, 7)]
+    stream = masked(b"queued")                               # before the relay: queued
+    stream_after = b"".join(masked(p) for p in payloads)
+    stream_after += masked(b"ab", final=False) + masked(b"", 0x9) + masked(b"cd", 0x0,
+                                                                           final=False) \
+        + masked(b"ef", 0x0) + masked(b'{"ack":1}', 0x1)
+    for _ in range(5):
+        viewer, transport = await link()
+        viewer.data_received(stream)
+        sink = Sink()
+        viewer.attach(sink)
+        feed(viewer, stream_after, rnd)
+        assert bytes(sink.bytes) == b"queued" + b"".join(payloads) + b"abcdef"
+        assert sink.texts == ['{"ack":1}'] and not sink.ended
+        assert server_frames(transport.out) == [(0xA, b"")]   # the ping in between, answered
+
+
+async def test_a_text_inside_a_relayed_fragmented_message_is_refused():
+    viewer, transport = await link()
+    sink = Sink()
+    viewer.attach(sink)
+    first = masked(b"a" * 1000, final=False)
+    viewer.data_received(first[:500])                    # half a frame: on its way already
+    assert bytes(sink.bytes) == b"a" * (500 - 8)        # (2 bytes of header, 2 of length, 4 of mask)
+    viewer.data_received(first[500:] + masked(b"x", 0x1))
+    assert bytes(sink.bytes) == b"a" * 1000
+    assert sink.ended[0].kind is Kind.FAILED and sink.ended[0].data == 1002
+
+
 @pytest.mark.parametrize("data, code", [
     (bytes((0x82, 0x03)) + b"abc", 1002),                       # not masked
     (masked(b"x", rsv=0x40), 1002),                              # compressed, never agreed

@@ -21,8 +21,9 @@ time sustain — the churn of a morning's logons — with p50/p99 and the CPU pe
 process, setup latency one at a time, and memory per idle session (RSS and PSS of anonymous
 memory) at 1,000 and 10,000 sessions.
 
-Usage: ``.venv/bin/python -m benchmarks.relay [--rounds 3] [--quick] [--database postgres]``
-(``--peers``, ``--tests``: only these, for profiling). Writes
+Usage: ``.venv/bin/python -m benchmarks.relay [--rounds 3] [--quick] [--database postgres]
+[--baseline DIR]`` (``--peers``, ``--tests``: only these, for profiling; ``--baseline``: another
+version's checkout as one more peer, for before and after in one run). Writes
 ``benchmarks/results/relay.json``, ``relay.md`` and ``relay.png`` (``relay-postgres.*``).
 """
 
@@ -221,8 +222,45 @@ async def create_sessions(config_path: Path) -> list[str]:
         await store.close()
 
 
+async def start_pforte(name: str, state: Path, processes: Processes, desktop_port: int,
+                       password: str, workers: int, postgres: Postgres | None,
+                       tree: Path | None = None) -> Peer:
+    """A broker and a gateway (from ``tree``, a checkout of another version, if given)."""
+    keys = state / "keys"
+    generate_keys(keys)
+    (keys / "desktop.pass").write_text(password + "\n")
+    (keys / "desktop.pass").chmod(0o600)
+    broker_port, gateway_port = free_port(), free_port()
+    config = state / "bench.toml"
+    database = ""
+    if postgres is not None:
+        (keys / "pg.pass").write_text(postgres.password)
+        database = (f'database = "{postgres.create_database("relay")}"\n'
+                    'database_password_file = "keys/pg.pass"')
+    config.write_text(PFORTE_CONFIG.format(
+        broker_port=broker_port, gateway_port=gateway_port, state=state, tenant=TENANT,
+        pool=POOL, host=HOST, desktop_port=desktop_port, database=database))
+    if tree is None:
+        pforte = [sys.executable, "-m", "pforte", "--log-level", "WARNING"]
+    else:  # that tree's packages before this checkout's
+        pforte = [sys.executable, "-c", f"import sys, runpy; sys.path.insert(0, {str(tree)!r}); "
+                  "runpy.run_module('pforte', run_name='__main__')", "--log-level", "WARNING"]
+    broker = processes.start([*pforte, "broker", "--config", str(config)],
+                             log=state / "broker.log")
+    wait_for_port("127.0.0.1", broker_port, broker, what=f"{name} broker")
+    gateway = processes.start([*pforte, "gateway", "--config", str(config), "--workers",
+                               str(workers)], log=state / "gateway.log")
+    wait_for_port("127.0.0.1", gateway_port, gateway, what=f"{name} gateway")
+    tickets = Tickets(keys, await create_sessions(config), desktop_port, password.encode())
+    cpu = {"gateway": [gateway.pid], "broker": [broker.pid]}
+    if postgres is not None:
+        cpu["postgres"] = [postgres.proc.pid]
+    return Peer(name, gateway_port, True, cpu, [gateway.pid], path="/ws", mint=tickets)
+
+
 async def start_peers(state: Path, processes: Processes, only: set[str] | None,
-                      workers: int, postgres: Postgres | None) -> list[Peer]:
+                      workers: int, postgres: Postgres | None,
+                      baseline: Path | None = None) -> list[Peer]:
     python = sys.executable
     password = secrets.token_hex(4)            # VNC uses 8 characters
     desktop_port = free_port()
@@ -231,33 +269,11 @@ async def start_peers(state: Path, processes: Processes, only: set[str] | None,
     wait_for_port("127.0.0.1", desktop_port, desk, what="fake desktop")
     peers = []
     if not only or "pforte" in only:
-        keys = state / "keys"
-        generate_keys(keys)
-        (keys / "desktop.pass").write_text(password + "\n")
-        (keys / "desktop.pass").chmod(0o600)
-        broker_port, gateway_port = free_port(), free_port()
-        config = state / "bench.toml"
-        database = ""
-        if postgres is not None:
-            (keys / "pg.pass").write_text(postgres.password)
-            database = (f'database = "{postgres.create_database("relay")}"\n'
-                        'database_password_file = "keys/pg.pass"')
-        config.write_text(PFORTE_CONFIG.format(
-            broker_port=broker_port, gateway_port=gateway_port, state=state, tenant=TENANT,
-            pool=POOL, host=HOST, desktop_port=desktop_port, database=database))
-        pforte = [python, "-m", "pforte", "--log-level", "WARNING"]
-        broker = processes.start([*pforte, "broker", "--config", str(config)],
-                                 log=state / "broker.log")
-        wait_for_port("127.0.0.1", broker_port, broker, what="pforte broker")
-        gateway = processes.start([*pforte, "gateway", "--config", str(config), "--workers",
-                                   str(workers)], log=state / "gateway.log")
-        wait_for_port("127.0.0.1", gateway_port, gateway, what="pforte gateway")
-        tickets = Tickets(keys, await create_sessions(config), desktop_port, password.encode())
-        cpu = {"gateway": [gateway.pid], "broker": [broker.pid]}
-        if postgres is not None:
-            cpu["postgres"] = [postgres.proc.pid]
-        peers.append(Peer("pforte", gateway_port, True, cpu, [gateway.pid], path="/ws",
-                          mint=tickets))
+        peers.append(await start_pforte("pforte", state / "pforte", processes, desktop_port,
+                                        password, workers, postgres))
+    if baseline is not None:
+        peers.append(await start_pforte("pforte-baseline", state / "baseline", processes,
+                                        desktop_port, password, workers, None, tree=baseline))
     if not only or "websockify" in only:
         port = free_port()
         proc = processes.start([str(Path(python).parent / "websockify"), f"127.0.0.1:{port}",
@@ -456,7 +472,7 @@ async def run(args: argparse.Namespace) -> dict:
         if postgres is not None:
             postgres.start(processes)
         peers = await start_peers(state, processes, set(args.peers) if args.peers else None,
-                                  args.workers, postgres)
+                                  args.workers, postgres, args.baseline)
         raw: dict[str, dict[str, list[dict]]] = {}
         for r in range(args.rounds):
             order = peers[r % len(peers):] + peers[:r % len(peers)]
@@ -549,6 +565,12 @@ def markdown(report: dict) -> str:
                                                         "websockify")),
         ("setups/s, pforte / websockify", ratio(res, "setups", "per_s", "pforte", "websockify")),
     ]
+    if "pforte-baseline" in peers:
+        ratios += [(f"{label}, pforte / pforte-baseline", ratio(res, test, key, "pforte",
+                                                               "pforte-baseline"))
+                   for label, test, key in (("downstream 8 conns", "down_8conn_64KiB", "MBps"),
+                                            ("upstream 8 conns", "up_8conn_64KiB", "MBps"),
+                                            ("setups/s", "setups", "per_s"))]
     lines += ["", "| ratio | value |", "|---|---|"]
     lines += [f"| {label} | {'–' if v is None else v} |" for label, v in ratios]
     try:
@@ -571,8 +593,8 @@ def plot(report: dict, path: Path) -> None:
               ("setups per second", "setups", "per_s"),
               ("round trip p99, 1 conn (µs)", "rtt_1conn_64B", "p99_us")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
-    colours = {"pforte": "#00557f", "websockify": "#c0392b", "socat": "#7f8c8d",
-               "direct": "#bdc3c7"}
+    colours = {"pforte": "#00557f", "pforte-baseline": "#6fa8c7", "websockify": "#c0392b",
+               "socat": "#7f8c8d", "direct": "#bdc3c7"}
     for ax, (title, test, key) in zip(axes, panels):
         names = [p for p in res.get(test, {}) if isinstance(res[test][p].get(key), (int, float))]
         values = [res[test][p][key] for p in names]
@@ -599,6 +621,9 @@ def main() -> None:
                         "holds two descriptors per session, and this machine allows 20,000)")
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite",
                         help="the broker's database (postgres: a private PostgreSQL server)")
+    parser.add_argument("--baseline", type=Path,
+                        help="a checkout of another version (git worktree add DIR COMMIT): its "
+                        "broker and gateway run as the peer pforte-baseline, side by side")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     import uvloop

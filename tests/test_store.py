@@ -99,6 +99,35 @@ async def test_a_batch_of_redemptions_decides_each_on_its_own_in_one_transaction
     assert all((x is None) != (y is None) for x, y in zip(first, second))
 
 
+async def test_batches_over_the_same_sessions_never_wait_for_each_other_in_a_circle(stores):
+    """Two gateways' batches — redemptions, disconnects, logon phases — and the lease renewals
+    write the same sessions' rows in different orders, all at once, from two brokers: each is
+    done, none is chosen as a deadlock's victim (PostgreSQL would refuse it after a second)."""
+    a, b = stores
+    placed = [await a.sessions.assign("t", f"u{i}", "p", [("h", 100, True)], now=NOW,
+                                      pending_timeout=60, keep_seconds=60) for i in range(12)]
+    ids = [p.session_id for p in placed]
+    rnd = random.Random(4)
+
+    def shuffled() -> list[str]:
+        out = list(ids)
+        rnd.shuffle(out)
+        return out
+
+    for round_ in range(6):
+        work = []
+        for k in range(4):
+            store = (a, b)[k % 2]
+            order = shuffled()
+            work.append(store.sessions.redeem_many(
+                [(f"r{round_}-{k}-{s}", int(NOW) + 30, "t", "u", s) for s in order], now=NOW))
+            work.append(store.sessions.disconnect_many([("t", s) for s in shuffled()], now=NOW))
+            work.append(store.sessions.add_logons([("t", s, {"redeem": 0.001})
+                                                   for s in shuffled()]))
+            work.append(store.sessions.touch([("t", s) for s in shuffled()], now=NOW))
+        await asyncio.gather(*work)
+
+
 async def test_sessions_run_their_lifecycle_and_free_their_seat(stores):
     a, _ = stores
     s = await a.sessions.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60,

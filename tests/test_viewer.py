@@ -317,3 +317,39 @@ async def test_a_head_that_never_ends_is_cut_off(raw_install):
     writer.write(b"GET /ws HTTP/1.1\r\nHost: x\r\n")       # and then nothing
     assert await asyncio.wait_for(reader.read(100), 10) == b""  # closed, without an answer
     writer.close()
+
+
+@pytest.mark.integration
+async def test_a_viewer_that_never_answers_pings_is_dropped_and_one_that_does_stays(
+        raw_install, monkeypatch):
+    monkeypatch.setattr("gateway.server.HEARTBEAT", 0.4)    # beats every 0.2 s in this test
+    inst, token, _ = await raw_install()
+    async with aiohttp.ClientSession() as http:
+        answering = await open_ws(inst, token, http)  # reads all the time, as a viewer does:
+        await answering.send_bytes(b"E")               # aiohttp answers pings as it reads
+        echoed = bytearray()
+
+        async def read_on() -> None:
+            async for msg in answering:
+                echoed.extend(msg.data)
+        reading = asyncio.ensure_future(read_on())
+        conn = await inst.connect(token)
+        host, port = inst.gateway_url.split("/")[2].split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(raw_request(inst))
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        writer.write(masked(conn["ticket"].encode(), 0x1))
+        assert await reader.readexactly(3) == bytes((0x82, 1)) + b"G"
+        silent = await asyncio.wait_for(reader.read(), 10)     # says nothing, answers nothing
+        writer.close()
+        frames = server_frames(silent)
+        assert (0x9, b"") in frames and all(op != 0x8 for op, _ in frames)  # pinged, then cut
+        await asyncio.sleep(1.5)          # several beats more: pinged and answered each time
+        await answering.send_bytes(b"still here")
+        for _ in range(100):
+            if echoed:
+                break
+            await asyncio.sleep(0.05)
+        assert bytes(echoed) == b"still here"
+        await answering.close()
+        await reading

@@ -41,7 +41,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
@@ -125,7 +125,6 @@ class Peer:
     vnc_password: str | None = None    # the client authenticates to the desktop itself
     mint: object = None                # pforte: makes n fresh tickets
     max_idle: int = 10_000
-    extra: dict = field(default_factory=dict)
 
     def job(self, kind: str, **fields) -> dict:
         return {"kind": kind, "port": self.port, "ws": self.ws, "path": self.path,

@@ -420,12 +420,10 @@ class ViewerLink(asyncio.Protocol):
             if not final or len(payload) > 125:
                 return self._fail(1002, "control frames are short and whole")
             if opcode == _PING:
-                if not self.closed:
-                    self.transport.write(frame(_PONG, payload))
+                self._send(_PONG, payload)
                 return True
             if opcode == _PONG:
-                self.pinged = False
-                return True
+                return True                    # it was heard from: that is all a pong says
             if opcode == _CLOSE:
                 return self._closed_by_viewer(payload)
             return self._fail(1002, "unknown opcode")
@@ -489,9 +487,7 @@ class ViewerLink(asyncio.Protocol):
 
     def _deliver(self, message: Message) -> None:
         sink = self._sink
-        if sink is not None:
-            if message.kind in (Kind.BINARY, Kind.TEXT):
-                return
+        if sink is not None:       # relay mode: only the end comes here
             self._sink = None
             sink.viewer_ended(message)
             return
@@ -557,18 +553,15 @@ class ViewerLink(asyncio.Protocol):
 
     # -- frames out --------------------------------------------------------------------------
     def send_binary(self, data: bytes) -> None:
-        if self.closed:
-            return
-        out = frame(_BINARY, data)
-        if type(out) is list:
-            self.transport.writelines(out)
-        else:
-            self.transport.write(out)
+        self._send(_BINARY, data)
 
     def send_text(self, text: str) -> None:
+        self._send(_TEXT, text.encode())
+
+    def _send(self, opcode: int, payload: bytes) -> None:
         if self.closed:
             return
-        out = frame(_TEXT, text.encode())
+        out = frame(opcode, payload)
         if type(out) is list:
             self.transport.writelines(out)
         else:
@@ -600,6 +593,6 @@ class ViewerLink(asyncio.Protocol):
             self.heard = self.pinged = False
         elif self.pinged:
             self.abort()
-        elif not self.closed:
+        else:
             self.pinged = True
-            self.transport.write(frame(_PING, b""))
+            self._send(_PING, b"")

@@ -212,13 +212,13 @@ async def open_desktop(conn: dict) -> bytes:
 @pytest.fixture
 async def make_installation(tmp_path, slapd, desktops, database):
     """Build an installation; keyword arguments go to ``write_config``."""
-    runners: list[serving.Listening] = []
+    served: list[serving.Listening] = []
     sessions: list[aiohttp.ClientSession] = []
 
     async def make(**overrides) -> Installation:
         portal_port = overrides.get("portal_port") or free_port()
         gateway_port = overrides.get("gateway_port") or free_port()
-        state = tmp_path / f"install-{len(runners)}"
+        state = tmp_path / f"install-{len(served)}"
         entries = [DesktopEntry(f"desk{i + 1}", d.port, SEATS, d.password)
                    for i, d in enumerate(desktops)]
         options = dict(slapd=slapd, desktops=entries, group=slapd.group_dn("desktop-users"),
@@ -229,7 +229,7 @@ async def make_installation(tmp_path, slapd, desktops, database):
         config = load_config(path)
         broker = Broker(config, Store.for_config(config))
         gateway = Gateway(gateway_config(load_toml(path)))
-        runners.append(await serving.listen([
+        served.append(await serving.listen([
             serving.Site(create_app(broker), "127.0.0.1", portal_port),
             gateway.site("127.0.0.1", gateway_port)]))
         http = aiohttp.ClientSession()
@@ -240,7 +240,7 @@ async def make_installation(tmp_path, slapd, desktops, database):
     yield make
     for http in sessions:
         await http.close()
-    for listening in reversed(runners):
+    for listening in reversed(served):
         await listening.close()
 
 

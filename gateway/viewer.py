@@ -25,7 +25,17 @@ two modes:
 Liveness is one timer for the whole gateway: :meth:`ViewerLink.beat` is called every
 ``HEARTBEAT / 2`` seconds; a viewer heard from in that time is fine, one that was not is pinged,
 and one that did not answer by the next beat is dropped without a close frame (the connection is
-dead: a resumable session is held for its resume).
+dead: a resumable session is held for its resume). A viewer whose write buffer drained has read,
+and so counts as heard.
+
+What one connection can cost is bounded, before and after the ticket, whatever the viewer sends:
+reading stops while the viewer's own write buffer is over :data:`WRITE_BUFFER_HIGH` (a viewer
+that sends and never reads is not answered into the gateway's memory), while the desktop's is
+full (the relay), and while :data:`INBOX_MESSAGES` complete messages wait to be taken; a ping
+waiting behind a full write buffer is answered once, with the latest payload; a message has at
+most ``max_message`` bytes in at most :data:`MAX_FRAGMENTS` frames. A viewer that breaks the
+protocol is failed at once (RFC 6455 §7.1.7): our close frame, then the TCP connection closed
+without waiting for an answer, and nothing it sends after that is read.
 """
 
 from __future__ import annotations
@@ -43,7 +53,12 @@ from websockets.speedups import apply_mask
 
 MAX_HEAD = 16 * 1024      # bytes of a request head (request line and headers)
 MAX_HEADERS = 100
-CLOSE_WAIT = 3.0          # seconds a closing viewer gets to answer our close frame
+CLOSE_WAIT = 3.0          # seconds a closing viewer gets to answer our close frame (and a
+                          # failed one to take it), before the connection is cut
+WRITE_BUFFER_HIGH = 64 * 1024  # bytes waiting for a viewer before reading from it (and from its
+                               # desktop) stops
+MAX_FRAGMENTS = 1024      # frames one message may come in (browsers send one)
+INBOX_MESSAGES = 8        # complete messages waiting to be taken before reading stops
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _SERVER = b"Server: Pforte\r\n"
 
@@ -266,16 +281,20 @@ class Sink(Protocol):
     def viewer_drained(self) -> None: ...
 
 
+_HELD_BY_SINK, _HELD_BY_WRITES, _HELD_BY_INBOX = 1, 2, 4   # reasons reading stops
+
+
 class ViewerLink(asyncio.Protocol):
     """One client's websocket (see the module's docstring)."""
 
     __slots__ = ("transport", "max_message", "heard", "pinged", "writing_paused", "close_code",
-                 "lost", "on_lost", "_in", "_parts", "_parts_opcode", "_parts_size", "_inbox",
-                 "_streaming", "_left", "_masked", "_mask", "_final",
-                 "_waiter", "_drained", "_sink", "_linger", "_reading")
+                 "lost", "on_lost", "_in", "_parts", "_parts_opcode", "_parts_size",
+                 "_fragments", "_inbox", "_streaming", "_left", "_masked", "_mask", "_final",
+                 "_waiter", "_drained", "_sink", "_linger", "_holds", "_pong", "_failed")
 
     def __init__(self, transport: asyncio.Transport, max_message: int) -> None:
         self.transport = transport
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
         self.max_message = max_message
         self.heard = True
         self.pinged = False
@@ -287,6 +306,7 @@ class ViewerLink(asyncio.Protocol):
         self._parts: list[bytes] | None = None   # a fragmented message so far
         self._parts_opcode = 0
         self._parts_size = 0
+        self._fragments = 0                      # frames of the message going on
         self._streaming = False                  # relay mode: a binary message is going on
         self._left = 0                           # ... and this much of its frame is to come,
         self._masked = 0                         # after this much of it,
@@ -297,7 +317,9 @@ class ViewerLink(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None
         self._sink: Sink | None = None
         self._linger: asyncio.TimerHandle | None = None
-        self._reading = True
+        self._holds = 0                          # why reading stops: _HELD_BY_* bits
+        self._pong: bytes | None = None          # a ping's answer waiting for the write buffer
+        self._failed = False                     # broke the protocol: nothing more is read
 
     @property
     def closed(self) -> bool:
@@ -306,6 +328,8 @@ class ViewerLink(asyncio.Protocol):
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
+        if self._failed:
+            return
         self.heard = True
         pos = self._stream_rest(data) if self._left else 0
         if self._in:
@@ -335,6 +359,13 @@ class ViewerLink(asyncio.Protocol):
                                                  self._parts_size + length > self.max_message):
                     self._fail(1009, "message too big")
                     return
+                if opcode == _CONTINUATION:
+                    self._fragments += 1
+                    if self._fragments >= MAX_FRAGMENTS:
+                        self._fail(1009, "message in too many fragments")
+                        return
+                elif opcode < _CLOSE:
+                    self._fragments = 0
                 start = head + 4
                 if start > size:
                     break
@@ -389,9 +420,17 @@ class ViewerLink(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writing_paused = True
+        self._hold(_HELD_BY_WRITES)
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        self.heard = True                       # it read what we wrote
+        if self._pong is not None:
+            pong, self._pong = self._pong, None
+            self._send(_PONG, pong)
+            if self.writing_paused:
+                return
+        self._release(_HELD_BY_WRITES)
         if self._sink is not None:
             self._sink.viewer_drained()
         if self._drained is not None and not self._drained.done():
@@ -420,7 +459,10 @@ class ViewerLink(asyncio.Protocol):
             if not final or len(payload) > 125:
                 return self._fail(1002, "control frames are short and whole")
             if opcode == _PING:
-                self._send(_PONG, payload)
+                if self.writing_paused:
+                    self._pong = payload        # answered when it has read: the latest only
+                else:
+                    self._send(_PONG, payload)
                 return True
             if opcode == _PONG:
                 return True                    # it was heard from: that is all a pong says
@@ -481,7 +523,14 @@ class ViewerLink(asyncio.Protocol):
         return False
 
     def _fail(self, code: int, reason: str) -> bool:
-        if self._send_close(code, reason):
+        """Fail the connection (RFC 6455 §7.1.7): our close frame if none was sent yet, then the
+        connection closed at once; nothing more is read or kept."""
+        first = self._send_close(code, reason)
+        self._failed = True
+        self._in = bytearray()
+        self._parts = None
+        self.transport.close()
+        if first:
             self._deliver(Message(Kind.FAILED, code, reason))
         return False
 
@@ -494,6 +543,8 @@ class ViewerLink(asyncio.Protocol):
         if self._inbox is None:
             return
         self._inbox.append(message)
+        if len(self._inbox) >= INBOX_MESSAGES:
+            self._hold(_HELD_BY_INBOX)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -509,7 +560,10 @@ class ViewerLink(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
-        return inbox.popleft()
+        message = inbox.popleft()
+        if not inbox:
+            self._release(_HELD_BY_INBOX)
+        return message
 
     async def drain(self) -> None:
         """Wait while the client's write buffer is over its limit."""
@@ -522,6 +576,7 @@ class ViewerLink(asyncio.Protocol):
         """From now on each message goes to ``sink``; messages already queued go first."""
         inbox, self._inbox = self._inbox, None
         self._sink = sink
+        self._release(_HELD_BY_INBOX)
         for message in inbox or ():
             if message.kind is Kind.BINARY:
                 sink.viewer_binary(message.data)
@@ -542,13 +597,22 @@ class ViewerLink(asyncio.Protocol):
         self._sink = None
 
     def pause_reading(self) -> None:
-        if self._reading and not self.lost:
-            self._reading = False
-            self.transport.pause_reading()
+        """Stop reading the viewer while its desktop's write buffer is full."""
+        self._hold(_HELD_BY_SINK)
 
     def resume_reading(self) -> None:
-        if not self._reading and not self.lost:
-            self._reading = True
+        self._release(_HELD_BY_SINK)
+
+    def _hold(self, reason: int) -> None:
+        if not self._holds and not self.closed:
+            self.transport.pause_reading()
+        self._holds |= reason
+
+    def _release(self, reason: int) -> None:
+        if not self._holds & reason:
+            return
+        self._holds &= ~reason
+        if not self._holds and not self.closed:
             self.transport.resume_reading()
 
     # -- frames out --------------------------------------------------------------------------
@@ -579,7 +643,9 @@ class ViewerLink(asyncio.Protocol):
             return False
         self.close_code = code
         self.transport.write(frame(_CLOSE, code.to_bytes(2, "big") + reason.encode()[:123]))
-        self.resume_reading()
+        if self._holds:                # closing: read on, and drop, until the viewer answers
+            self._holds = 0
+            self.transport.resume_reading()
         self._linger = asyncio.get_running_loop().call_later(CLOSE_WAIT, self.transport.abort)
         return True
 

@@ -8,11 +8,13 @@ import asyncio
 import base64
 import os
 import random
+import tracemalloc
 
 import aiohttp
 import pytest
 
-from gateway.viewer import (Kind, Message, ViewerLink, accept_key, frame, parse_head, BadHead)
+from gateway.viewer import (INBOX_MESSAGES, MAX_FRAGMENTS, Kind, Message, ViewerLink, accept_key,
+                            frame, parse_head, BadHead)
 
 from .conftest import open_ws, read_exactly
 
@@ -24,6 +26,10 @@ class Recorder(asyncio.Transport):
         super().__init__()
         self.out = bytearray()
         self.closing = self.aborted = self.paused = False
+        self.high: int | None = None
+
+    def set_write_buffer_limits(self, high=None, low=None) -> None:
+        self.high = high
 
     def write(self, data) -> None:
         self.out += data
@@ -185,6 +191,67 @@ async def test_pings_are_answered_and_a_close_is_echoed():
     assert server_frames(transport.out) == [(0xA, b"mark"), (0x8, (4000).to_bytes(2, "big"))]
     assert transport.closing
     assert await viewer.receive() == Message(Kind.CLOSE, 4000, "bye")
+
+
+async def test_a_viewer_that_does_not_read_is_not_read_and_its_pings_are_answered_once():
+    viewer, transport = await link()
+    assert transport.high is not None                   # the write buffer's limit is ours
+    viewer.pause_writing()                              # its write buffer is full
+    assert transport.paused                             # so nothing more is read from it
+    viewer.data_received(b"".join(masked(b"%d" % i, 0x9) for i in range(10_000)))
+    assert not transport.out                            # 10,000 pings queue no pong
+    viewer.resume_writing()                             # it read: the latest ping answered
+    assert server_frames(transport.out) == [(0xA, b"9999")]
+    assert not transport.paused
+
+
+async def test_reading_stops_while_the_desktop_or_the_viewer_is_full_until_both_drained():
+    viewer, transport = await link()
+    viewer.pause_reading()                              # the desktop's buffer is full
+    viewer.pause_writing()                              # and the viewer's
+    viewer.resume_reading()
+    assert transport.paused
+    viewer.resume_writing()
+    assert not transport.paused
+
+
+async def test_messages_nobody_takes_stop_the_reading_until_taken():
+    viewer, transport = await link()
+    viewer.data_received(b"".join(masked(b"m") for _ in range(INBOX_MESSAGES)))
+    assert transport.paused
+    for _ in range(INBOX_MESSAGES):
+        assert (await viewer.receive()).data == b"m"
+    assert not transport.paused
+
+
+@pytest.mark.parametrize("relaying", [False, True])
+async def test_a_message_in_endless_empty_fragments_is_refused(relaying):
+    viewer, transport = await link()
+    if relaying:
+        viewer.attach(Sink())
+    viewer.data_received(masked(b"a", final=False)
+                         + masked(b"", 0x0, final=False) * (MAX_FRAGMENTS + 10))
+    opcode, payload = server_frames(transport.out)[-1]
+    assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1009
+    assert transport.closing
+
+
+async def test_a_failed_viewer_is_hung_up_at_once_and_nothing_it_sends_is_kept():
+    viewer, transport = await link()
+    bad = bytes((0x82, 0x03)) + b"abc"                  # not masked
+    viewer.data_received(bad[:1])                       # the bad frame split over two reads
+    viewer.data_received(bad[1:])
+    assert transport.closing                            # no waiting for a close reply
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(200):
+            viewer.data_received(os.urandom(64 * 1024))
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 256 * 1024, grown                    # 12.5 MiB sent, nothing kept
+    assert (await viewer.receive()).data == 1002
 
 
 async def test_a_silent_viewer_is_pinged_then_dropped():

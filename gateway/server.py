@@ -248,10 +248,11 @@ class Gateway:
     def client_address(self, upgrade: Upgrade) -> str:
         """The client's address; X-Forwarded-For counts only when the peer is a trusted proxy (or
         a sibling worker carrying a resume, over its private socket)."""
-        forwarded = upgrade.headers.get("x-forwarded-for")
+        forwarded = upgrade.headers.get("x-forwarded-for")   # every line, joined in order
         if self.workers is not None and upgrade.via_unix:
             return forwarded or "-"
-        return serving.client_address(upgrade.peer, forwarded, self.config.trusted_proxies)
+        return serving.client_address(upgrade.peer, [forwarded] if forwarded else [],
+                                      self.config.trusted_proxies)
 
     def _take(self, upgrade: Upgrade) -> tuple[int, str] | None:
         """Whether to answer a websocket request 101: None, or the refusal's status and text."""

@@ -169,45 +169,44 @@ class Dnsmasq:
 
 # -- HAProxy ---------------------------------------------------------------------------------------
 
-HAPROXY_CONF = """\
-global
-    maxconn 8000
-    log stdout format raw local0
-defaults
-    mode http
-    log global
-    option httplog
-    timeout connect 2s
-    timeout client 60s
-    timeout server 60s
-    timeout tunnel 1h
-    option redispatch
-    retries 2
-    option forwardfor
-frontend portal
-    bind 127.0.0.1:{portal_port}
-    default_backend brokers
-backend brokers
-    balance roundrobin
-    option httpchk GET /healthz
-    retry-on all-retryable-errors
-    option redispatch 1
-{brokers}
-frontend gateways
-    bind 127.0.0.1:{gateway_port}
-    default_backend gateways
-backend gateways
-    balance leastconn
-    option httpchk GET /readyz
-{gateways}
-"""
+SHIPPED_HAPROXY = Path(__file__).resolve().parents[1] / "deploy" / "haproxy" / "haproxy.cfg"
+
+
+def haproxy_config(shipped: str, *, portal_port: int, gateway_port: int, brokers: list[int],
+                   gateways: list[int]) -> str:
+    """The shipped HAProxy configuration on loopback: only the addresses of ``bind`` and
+    ``server`` lines (plain HTTP, no certificate, so ``X-Forwarded-Proto`` says http) and the
+    log target differ."""
+    servers = {
+        "backend brokers": [f"    server broker{i} 127.0.0.1:{p}" for i, p in enumerate(brokers, 1)],
+        "backend gateways": [  # a resume names the gateway that holds it
+            *(f"    use-server gateway{i} if {{ urlp(gateway) -m str gateway{i} }}"
+              for i in range(1, len(gateways) + 1)),
+            *(f"    server gateway{i} 127.0.0.1:{p}" for i, p in enumerate(gateways, 1))]}
+    binds = {"frontend portal": portal_port, "frontend gateways": gateway_port}
+    out: list[str] = []
+    section = ""
+    for line in [*shipped.splitlines(), "end"]:
+        words = line.split()
+        if line and not line[0].isspace():             # a new section: close the last one
+            out.extend(servers.get(section, []))
+            section = line.strip()
+        if words[:1] == ["log"] and section == "global":
+            line = "    log stdout format raw local0"
+        elif words[:1] == ["bind"]:
+            line = f"    bind 127.0.0.1:{binds[section]}"
+        elif words[:3] == ["http-request", "set-header", "X-Forwarded-Proto"]:
+            line = "    http-request set-header X-Forwarded-Proto http"
+        elif words[:1] in (["server"], ["use-server"]):
+            continue
+        out.append(line)
+    return "\n".join(out[:-1]) + "\n"
 
 
 @dataclass
 class HAProxy:
-    """Debian's HAProxy in front of brokers (round robin) and gateways (least connections),
-    both checked every half second (gateways by their readiness: a draining one gets nothing
-    new)."""
+    """Debian's HAProxy in front of brokers (round robin) and gateways (least connections), run
+    with the configuration Pforte ships (``deploy/haproxy/haproxy.cfg``) on loopback."""
 
     state: Path
     brokers: list[int]
@@ -220,18 +219,10 @@ class HAProxy:
         self.portal_port = self.portal_port or free_port()
         self.gateway_port = self.gateway_port or free_port()
 
-        def servers(kind: str, ports: list[int]) -> str:
-            return "\n".join(f"    server {kind}{i} 127.0.0.1:{p} check inter 500ms fall 2 rise 1"
-                             for i, p in enumerate(ports, 1))
-
-        def routes(ports: list[int]) -> str:      # a resume names the gateway that holds it
-            return "\n".join(f"    use-server gateway{i} if {{ urlp(gateway) -m str gateway{i} }}"
-                              for i in range(1, len(ports) + 1))
         conf = self.state / "haproxy.cfg"
-        conf.write_text(HAPROXY_CONF.format(
-            portal_port=self.portal_port, gateway_port=self.gateway_port,
-            brokers=servers("broker", self.brokers),
-            gateways=routes(self.gateways) + "\n" + servers("gateway", self.gateways)))
+        conf.write_text(haproxy_config(
+            SHIPPED_HAPROXY.read_text(), portal_port=self.portal_port,
+            gateway_port=self.gateway_port, brokers=self.brokers, gateways=self.gateways))
         proc = processes.start([require("haproxy"), "-db", "-f", str(conf)],
                                log=self.state / "haproxy.log")
         wait_for_port("127.0.0.1", self.portal_port, proc, what="haproxy")

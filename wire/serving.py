@@ -34,21 +34,36 @@ DRAIN = web.AppKey("drain", Callable[[], Awaitable[None]])  # run on SIGTERM bef
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def client_address(peer: str | None, forwarded_for: str | None,
+def client_address(peer: str | None, forwarded_for: Sequence[str],
                    trusted: Sequence[Network]) -> str:
     """The client's address: the peer's, or when the peer is a trusted proxy, the last address in
     ``X-Forwarded-For`` that is not itself a trusted proxy (anything before it is the client's
-    word and proves nothing)."""
+    word and proves nothing).
+
+    Args:
+        forwarded_for: every ``X-Forwarded-For`` line of the request, in order. A proxy such as
+            HAProxy (``option forwardfor``) adds a line of its own after the client's: reading
+            only the first line would take the client's word for its address.
+    """
     address = peer or "-"
     if not forwarded_for or not is_trusted(address, trusted):
         return address
-    for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
+    hops = [h.strip() for line in forwarded_for for h in line.split(",")]
+    for hop in reversed(hops):
         if not is_trusted(hop, trusted):
             try:
                 return str(ipaddress.ip_address(hop))
             except ValueError:
                 return address  # not an address: the proxy's own
     return address
+
+
+def forwarded_proto(peer: str | None, lines: Sequence[str], trusted: Sequence[Network]) -> str:
+    """The scheme a trusted proxy says the client used (the last ``X-Forwarded-Proto`` value of
+    every line, in lower case); "" when the peer is no trusted proxy or said nothing."""
+    if not lines or not is_trusted(peer, trusted):
+        return ""
+    return lines[-1].split(",")[-1].strip().lower()
 
 
 def is_trusted(address: str | None, trusted: Sequence[Network]) -> bool:

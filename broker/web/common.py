@@ -71,11 +71,10 @@ def source_of(request: web.Request) -> str:
 async def client_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Who is asking, and over what: the peer, or what a trusted proxy says of its client."""
     trusted = request.config_dict[BROKER_KEY].config.trusted_proxies
-    request[SOURCE] = serving.client_address(request.remote,
-                                             request.headers.get("X-Forwarded-For"), trusted)
-    proto = request.headers.get("X-Forwarded-Proto", "")
-    request[SECURE] = request.secure or (serving.is_trusted(request.remote, trusted) and
-                                         proto.split(",")[-1].strip().lower() == "https")
+    request[SOURCE] = serving.client_address(
+        request.remote, request.headers.getall("X-Forwarded-For", ()), trusted)
+    request[SECURE] = request.secure or serving.forwarded_proto(
+        request.remote, request.headers.getall("X-Forwarded-Proto", ()), trusted) == "https"
     return await handler(request)
 
 

@@ -657,6 +657,9 @@ class Broker:
         await self.store.sessions.add_logons(added)
         self.changes.bump()
 
-    async def gateway_alive(self, sessions: list[tuple[str, str]]) -> None:
-        """A gateway vouches that it holds these (tenant, session): renew their lease."""
-        await self.store.sessions.touch(sessions, now=self.clock())
+    async def gateway_alive(self, sessions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """A gateway vouches that it holds these (tenant, session): they are connected (see
+        :meth:`~broker.store.sessions.Sessions.held`); those ended here, for it to close."""
+        over = await self.store.sessions.held(sessions, now=self.clock())
+        self.changes.bump()
+        return over

@@ -142,15 +142,25 @@ class BrokerClient:
         self._logons.add(reports.Connected(claims.tenant, claims.session, redeem_seconds,
                                            desktop_seconds))
 
-    async def alive(self, sessions: list[tuple[str, str]]) -> None:
-        """Renew the broker's lease on the sessions this gateway holds: (tenant, session)."""
+    async def alive(self, sessions: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
+        """Tell a broker the sessions this gateway holds, (tenant, session): it counts them as
+        connected. Those it has ended (to be closed here), or None when no broker took the
+        report."""
         try:
-            status = await self._post(reports.ALIVE, reports.Alive(tuple(sessions)).to_json())
+            status, body = await self._exchange(reports.ALIVE,
+                                                reports.Alive(tuple(sessions)).to_json())
         except BrokerUnavailable as exc:
             logger.warning("alive report failed: %s", exc)
-            return
-        if status != 204:
-            logger.warning("broker refused the alive report: %s", status)
+            return None
+        if status == 204:
+            return []
+        try:
+            if status == 200:
+                return list(reports.Over.from_json(body).sessions)
+        except reports.BadReport:
+            pass
+        logger.warning("broker refused the alive report: %s", status)
+        return None
 
     def disconnected(self, claims: Claims, counters: Counters, reason: EndReason,
                      clipboard: dict[str, int] | None = None) -> None:

@@ -25,6 +25,7 @@ reason); exception text never reaches the client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -58,6 +59,7 @@ logger = logging.getLogger("pforte.gateway")
 HEARTBEAT = 20.0         # seconds: a viewer silent this long is pinged; one that does not
                          # answer within another half is dropped
 ALIVE_INTERVAL = 30.0    # seconds between reports of the sessions this gateway holds
+UNRECORDED_INTERVAL = 1.0  # ... while a session admitted with an outage ticket is unrecorded
 IDLE_SWEEP = 1.0         # seconds between checks for idle sessions
 
 
@@ -110,6 +112,7 @@ class _Redeemed:
     claims: ticket.Claims
     resumable: bool
     redeem_seconds: float = 0.0     # verify and redeem: the gateway's part of the logon
+    outage: bool = False            # admitted by the gateway's memory: no broker recorded it
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,9 @@ class Gateway:
         self.draining = False
         self.table = SessionTable()
         self.outage_tickets = admission.OutageTickets()
+        self._unrecorded: set[tuple[str, str]] = set()  # held sessions admitted with an outage
+                                                        # ticket that no broker has heard of
+        self._report_now = asyncio.Event()
         self._timers: list[asyncio.Task] = []
         self._handshakes: set[asyncio.Task] = set()
 
@@ -184,12 +190,27 @@ class Gateway:
         return self.table.held()
 
     async def _report_alive(self) -> None:
-        """The broker counts a connected session as gone when no gateway vouches for it."""
+        """The broker counts a connected session as gone when no gateway vouches for it, and a
+        session admitted while no broker could record it (an outage ticket) as pending: every
+        :data:`ALIVE_INTERVAL` seconds, and every :data:`UNRECORDED_INTERVAL` while such an
+        admission is unrecorded, the broker hears of every session held here. Those it has
+        ended hold no seat: they are closed."""
         while True:
-            await asyncio.sleep(ALIVE_INTERVAL)
+            with contextlib.suppress(asyncio.TimeoutError):
+                async with asyncio.timeout(UNRECORDED_INTERVAL if self._unrecorded
+                                           else ALIVE_INTERVAL):
+                    await self._report_now.wait()
+            self._report_now.clear()
             held = self.held_sessions()
-            if held:
-                await self.broker.alive(held)
+            over = await self.broker.alive(held) if held else []
+            if over is None:
+                continue
+            self._unrecorded -= set(held)
+            self._unrecorded &= set(self.held_sessions())   # those ended meanwhile: forgotten
+            for tenant, session_id in over:
+                logger.warning("the broker has ended session %s of %s: closed here", session_id,
+                               tenant)
+                self._log_off(session_id, tenant)
 
     async def handle_health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "sessions": self.metrics.sessions_open})
@@ -212,13 +233,19 @@ class Gateway:
             session_id = (await request.json())["session"]
         except (ValueError, KeyError, TypeError):
             raise web.HTTPBadRequest(text="expected {\"session\": ID}\n") from None
+        self._log_off(session_id)
+        return web.Response(status=204)
+
+    def _log_off(self, session_id: str, tenant: str | None = None) -> None:
+        """Close a session's connections here (and any held for a resume): it is over."""
         for session in self.table.with_id(session_id):
+            if tenant is not None and session.claims.tenant != tenant:
+                continue
             session.ended_by = EndReason.LOGGED_OFF  # not held for a resume
             if session.ws is not None:
                 close_with(session.ws, Close.LOGOFF)
             else:
                 self._end(session, EndReason.LOGGED_OFF)
-        return web.Response(status=204)
 
     async def handle_notice(self, request: web.Request) -> web.Response:
         """The broker has a notice for a session's user (a drain, an admin's message): send it on
@@ -336,6 +363,8 @@ class Gateway:
             logger.warning("no broker recorded ticket %s: admitted once as an outage ticket "
                            "(session %s of %s@%s)", claims.ticket_id, claims.session, claims.user,
                            claims.tenant)
+            return _Redeemed(claims, first.resumable, time.perf_counter() - received,
+                             outage=True)
         return _Redeemed(claims, first.resumable, time.perf_counter() - received)
 
     async def _serve(self, ws: ViewerLink, admitted: _Redeemed, started: float) -> None:
@@ -358,6 +387,9 @@ class Gateway:
         session = RelaySession(claims, link, ws,
                                token=self._new_token() if resumable else None)
         self.table.begin(ws, session)
+        if admitted.outage:                     # the broker hears of it as soon as it can
+            self._unrecorded.add((claims.tenant, claims.session))
+            self._report_now.set()
         try:
             if resumable:
                 link.replay = ReplayBuffer()

@@ -382,9 +382,13 @@ async def test_gateway_reports_need_the_gateway_token_and_a_well_formed_body(ins
     r = await installation.http.post(url, json={"sessions": "x"},
                                      headers={"Authorization": f"Bearer {token}"})
     assert r.status == 400 and (await r.json())["error"] == "bad_request"
-    r = await installation.http.post(url, json={"sessions": [{"tenant": TENANT, "session": "s"}]},
+    r = await installation.http.post(url, json={"sessions": []},
                                      headers={"Authorization": f"Bearer {token}"})
     assert r.status == 204
+    # a session the broker does not hold is named back: the gateway closes it
+    r = await installation.http.post(url, json={"sessions": [{"tenant": TENANT, "session": "s"}]},
+                                     headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 200 and await r.json() == {"ended": [{"tenant": TENANT, "session": "s"}]}
 
 
 @pytest.mark.parametrize("body", [

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import time
 
 import aiohttp
 import pytest
 
 from testbed import free_port, self_signed_certificate
+from testbed.demo import TENANT
+from wire.closes import Close
 from gateway.config import gateway_config
 from wire.config import load_toml
 from wire import serving
@@ -70,6 +73,21 @@ async def test_an_idle_session_is_closed(raw_install):
         await ws.send_bytes(b"I")
         code, reason = await asyncio.wait_for(close_of(ws), 10)
         assert (code, reason) == (4000, "idle timeout")
+
+
+async def test_a_session_the_broker_has_ended_is_closed_at_the_gateway(raw_install, monkeypatch):
+    """The broker ended a session without telling this gateway (a timer while its report was
+    lost): its answer to the gateway's next alive report names it, and the stream is closed, so
+    no stream goes on without its seat."""
+    monkeypatch.setattr("gateway.server.ALIVE_INTERVAL", 0.2)
+    inst, token, _ = await raw_install()
+    async with aiohttp.ClientSession() as http:
+        ws = await open_ws(inst, token, http)
+        [session] = [s for s in await inst.broker.store.sessions.live(TENANT)
+                     if s.login == "anna"]
+        await inst.broker.store.sessions.end(TENANT, session.id, now=time.time())
+        code, _ = await asyncio.wait_for(close_of(ws), 10)
+        assert code == Close.LOGOFF.code
 
 
 @contextlib.asynccontextmanager

@@ -1,6 +1,7 @@
 """What gateways tell the broker (``POST /api/v1/gateway/...``, authenticated with the report
-token): the redemption of a ticket, the end of a session, the sessions a gateway still holds.
-One dataclass each, with the one encoder and the one checking decoder both sides use."""
+token): the redemption of a ticket, the end of a session, the sessions a gateway still holds
+(and the broker's answer to that: which of them it has ended). One dataclass each, with the one
+encoder and the one checking decoder both sides use."""
 
 from __future__ import annotations
 
@@ -160,20 +161,44 @@ class Disconnects:
 
 @dataclass(frozen=True)
 class Alive:
-    """The (tenant, session) pairs a gateway holds, attached or awaiting a resume."""
+    """The (tenant, session) pairs a gateway holds, attached or awaiting a resume. The broker
+    counts each as connected (a session admitted while no broker could record it included) and
+    answers with :class:`Over`."""
     sessions: tuple[tuple[str, str], ...]
 
     def to_json(self) -> dict:
-        return {"sessions": [{"tenant": t, "session": s} for t, s in self.sessions]}
+        return {"sessions": _pairs_to_json(self.sessions)}
 
     @classmethod
     def from_json(cls, body: object) -> "Alive":
-        sessions = _object(body).get("sessions")
-        if not isinstance(sessions, list) or not all(
-                isinstance(s, dict) and isinstance(s.get("tenant"), str)
-                and isinstance(s.get("session"), str) for s in sessions):
-            raise BadReport("sessions must be a list of {tenant, session}")
-        return cls(tuple((s["tenant"], s["session"]) for s in sessions))
+        return cls(_pairs(body, "sessions"))
+
+
+@dataclass(frozen=True)
+class Over:
+    """The broker's answer to :class:`Alive`: those of the sessions that it has ended (or never
+    knew). They hold no seat, so the gateway closes them."""
+    sessions: tuple[tuple[str, str], ...]
+
+    def to_json(self) -> dict:
+        return {"ended": _pairs_to_json(self.sessions)}
+
+    @classmethod
+    def from_json(cls, body: object) -> "Over":
+        return cls(_pairs(body, "ended"))
+
+
+def _pairs_to_json(pairs: tuple[tuple[str, str], ...]) -> list[dict]:
+    return [{"tenant": t, "session": s} for t, s in pairs]
+
+
+def _pairs(body: object, key: str) -> tuple[tuple[str, str], ...]:
+    items = _object(body).get(key)
+    if not isinstance(items, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("tenant"), str)
+            and isinstance(s.get("session"), str) for s in items):
+        raise BadReport(f"{key} must be a list of {{tenant, session}}")
+    return tuple((s["tenant"], s["session"]) for s in items)
 
 
 def _batch(body: object, key: str, kind, most: int) -> tuple:

@@ -177,13 +177,27 @@ class Sessions(Repository):
                            "WHERE id=?", (state.value, viewers, deadline, now, session_id))
         await self._write(q, locks=sorted({f"session:{s}" for _, s in left}))
 
-    async def touch(self, sessions: Sequence[tuple[str, str]], *, now: float) -> None:
-        """A gateway vouches that it holds these (tenant, session): renew their lease."""
-        def q(db: Tx) -> None:
-            db.executemany("UPDATE sessions SET updated=? WHERE tenant=? AND id=? AND state=?",
-                           [(now, sessions[i][0], sessions[i][1], State.CONNECTED.value)
-                            for i in _by_session(sessions, lambda t: t[1])])
-        await self._write(q)
+    async def held(self, sessions: Sequence[tuple[str, str]], *,
+                   now: float) -> list[tuple[str, str]]:
+        """A gateway vouches that it holds these (tenant, session): each live one is connected
+        from now on (its lease renewed; a pending or disconnected one, which a gateway admitted
+        while no broker could record it, becomes connected and loses its timer). Those it names
+        that are ended or unknown are returned: they hold no seat, so the gateway closes them."""
+        vouched, connected = bulk(Event.CONNECT)
+
+        def q(db: Tx) -> list[tuple[str, str]]:
+            over = []
+            for i in _by_session(sessions, lambda t: t[1]):
+                tenant, session_id = sessions[i]
+                if db.execute(
+                        f"UPDATE sessions SET state=?, viewers=CASE WHEN viewers<1 THEN 1 ELSE "
+                        f"viewers END, deadline=NULL, updated=? WHERE tenant=? AND id=? AND "
+                        f"state IN ({_marks(vouched)})",
+                        (connected.value, now, tenant, session_id,
+                         *_values(vouched))).rowcount != 1:
+                    over.append((tenant, session_id))
+            return over
+        return await self._write(q, locks=sorted({f"session:{s}" for _, s in sessions}))
 
     async def expire(self, now: float, *, gateway_lease: float = float("inf"),
                      keep_history: float = float("inf")) -> int:

@@ -202,9 +202,12 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 @routes.post(reports.ALIVE)
 async def api_gateway_alive(request: web.Request) -> web.StreamResponse:
+    """204, or the sessions named that are over here (:class:`wire.reports.Over`)."""
     alive = await _report(request, reports.Alive)
-    await request.config_dict[BROKER_KEY].gateway_alive(list(alive.sessions))
-    return web.Response(status=204)
+    over = await request.config_dict[BROKER_KEY].gateway_alive(list(alive.sessions))
+    if not over:
+        return web.Response(status=204)
+    return web.json_response(reports.Over(tuple(over)).to_json())
 
 
 @routes.get("/healthz")

@@ -16,8 +16,10 @@ import pytest
 
 import aiohttp
 
+from broker.service import HOUSEKEEPING_INTERVAL
 from client.api import BrokerApi
 from testbed import Postgres, Processes
+from testbed.demo import TENANT
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 from wire.api import RECONNECT_PASS_HEADER
@@ -175,6 +177,48 @@ async def test_every_connection_that_predates_a_database_restart_is_replaced_unn
         await engine.close()
 
 
+async def test_a_desktop_admitted_during_an_outage_keeps_its_seat_once_the_database_is_back(
+        own_live, own_postgres, tmp_path):
+    """A thin client of the 8 a.m. storm: its ticket's redemption was refused while PostgreSQL
+    was down, so it came back with its reconnect pass and the gateway admitted the outage
+    ticket by its own memory. Once the database is back the broker must learn of that desktop:
+    the session is connected and keeps its seat past the timer that ends a pending session,
+    never a live stream whose seat counts as free."""
+    database, processes = own_postgres
+    pending_timeout = 10                                # the smallest the broker takes
+    live = own_live(broker_options={**on_database(database, "seats", tmp_path),
+                                    "pending_timeout": pending_timeout})
+    async with live.client("10.92.0.1") as http:
+        await live.enrol(http, "user6")
+        token = await live.login(http, "user6")
+        r = await http.post(f"{live.portal}/api/v1/pools/buero/connect", headers=bearer(token))
+        issued = time.monotonic()
+        first = await r.json()                          # its ticket is never redeemed
+        database.halt()
+        r = await http.post(f"{live.portal}/api/v1/pools/buero/connect",
+                            headers={**bearer(token), RECONNECT_PASS_HEADER: first["reconnect_pass"]})
+        outage = await r.json()
+        assert r.status == 200 and outage["session"] == first["session"], outage
+        ws = await http.ws_connect(live.gateway_ws, autoping=False)
+        await ws.send_str(outage["ticket"])
+        await rfb_viewer_handshake(AiohttpStream(ws))
+        database.run(processes)
+
+        async def state() -> str | None:
+            r = await http.get(f"{live.portal}/api/v1/admin/tenants/{TENANT}/sessions",
+                               headers=bearer(live.admin_token))
+            assert r.status == 200, await r.text()
+            return next((s["state"] for s in (await r.json())["sessions"]
+                         if s["id"] == first["session"]), None)
+
+        # past the pending timer and the broker's sweep after it
+        await asyncio.sleep(max(0.0, issued + pending_timeout + HOUSEKEEPING_INTERVAL + 1
+                                - time.monotonic()))
+        assert await state() == "connected"
+        assert await desktop_answers(ws)                # the same stream, still relayed
+        await ws.close()
+
+
 def test_in_chromium_the_page_brings_her_back_through_another_gateway_while_the_database_is_down(
         own_live, own_postgres, tmp_path, chromium):
     """The whole path a user meets: two brokers on PostgreSQL and two gateways behind HAProxy;
@@ -232,3 +276,4 @@ def open_sessions(gateway_port: int) -> int:
         if line.startswith("pforte_gateway_sessions_open "):
             return int(float(line.split()[1]))
     return 0
+

@@ -11,10 +11,14 @@ Runs, each on a fresh database:
 * **d** PostgreSQL stopped for 20 s in the middle of the storm;
 * **e** for comparison: the same storm on SQLite with one broker (``benchmarks.boot_storm``).
 
-After each: no host over its seats, every client in exactly one live session, retries counted.
+At the end of each, while the clients hold their desktops, the broker's records are checked
+against the clients' own (``boot_storm.check_sessions``): no host over its seats, every desktop a
+client holds one connected session, no connected session without a client; retries counted.
+``--contend`` runs a busy loop on every core beside the storm (the 8 a.m. with a busy machine):
+overload must cost time, not boots.
 
 Usage: ``.venv/bin/python -m benchmarks.fleet_storm [--clients 2200] [--window 10] [--hosts 44]
-[--runs abcde]``; writes ``benchmarks/results/fleet_storm.json``.
+[--runs abcde] [--contend]``; writes ``benchmarks/results/fleet_storm.json``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import asyncio
 import collections
 import concurrent.futures
 import json
+import os
 import random
 import secrets
 import shutil
@@ -105,11 +110,12 @@ def make_configs(state: Path, slapd, desktops, seats: int, ports: dict[str, int]
     return first, second
 
 
-async def storm_with(fault, base: str, users, totp, credentials, window: float) -> dict:
+async def storm_with(fault, base: str, users, totp, credentials, window: float,
+                     check) -> dict:
     """The storm, with ``fault`` (a coroutine function of the storm's start) run beside it."""
     start = time.monotonic()
     side = asyncio.ensure_future(fault(start)) if fault else None
-    report = await boot_storm.storm(base, users, totp, credentials, window)
+    report = await boot_storm.storm(base, users, totp, credentials, window, check)
     if side is not None:
         report["fault"] = await side
     return report
@@ -229,7 +235,13 @@ async def come_back(base: str, users: list[str], totp: dict[str, str], credentia
 MOVE_ATTEMPTS, MOVE_DELAY = 5, 0.1    # the page's own (broker/web/static/desktop.js)
 
 
-def run(which: str, n: int, window: float, n_hosts: int) -> dict:
+def busy_loops(processes: Processes) -> list:
+    """One process spinning on each core: another load on the machine."""
+    return [processes.start([sys.executable, "-c", "while True: pass"])
+            for _ in range(os.cpu_count() or 1)]
+
+
+def run(which: str, n: int, window: float, n_hosts: int, contend: bool = False) -> dict:
     raise_file_limit()
     state = Path(tempfile.mkdtemp(prefix="pforte-fleet-"))
     processes = Processes()
@@ -265,6 +277,7 @@ def run(which: str, n: int, window: float, n_hosts: int) -> dict:
             fleet = Fleet(run_state, processes, first, second, ports)
             fleet.start()
             time.sleep(1.5)  # HAProxy has checked every part
+            contenders = busy_loops(processes) if contend else []
             parts = {"brokers": [p.pid for p in fleet.brokers],
                      "gateways": [p.pid for p in fleet.gateways],
                      "postgres": [postgres.proc.pid]}
@@ -283,12 +296,17 @@ def run(which: str, n: int, window: float, n_hosts: int) -> dict:
                 return {"database_stopped_at_s": DB_OUTAGE[0], "for_s": DB_OUTAGE[1]}
             if run_name == "c":
                 report = uvloop.run(come_back(base, users, totp, credentials, fleet, window))
+                report["check"] = asyncio.run(boot_storm.check_sessions(config, seats, None))
             else:
                 fault = {"a": None, "b": kill_broker, "d": stop_database}[run_name]
-                report = uvloop.run(storm_with(fault, base, users, totp, credentials, window))
+                report = uvloop.run(storm_with(
+                    fault, base, users, totp, credentials, window,
+                    lambda held, config=config: boot_storm.check_sessions(config, seats, held)))
             cpu_after = cpu_by_part(parts)
             report["cpu_seconds"] = {k: round(cpu_after[k] - cpu_before[k], 1) for k in parts}
-            report["check"] = asyncio.run(boot_storm.check_sessions(config, seats))
+            for busy in contenders:
+                processes.stop(busy)
+            report["contended"] = contend
             results[run_name] = report
             fleet.stop()
             print(f"run {run_name}: {json.dumps(report)}", flush=True)
@@ -306,8 +324,10 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--hosts", type=int, default=44)
     parser.add_argument("--runs", default="abcde", help="which runs (letters a to e)")
+    parser.add_argument("--contend", action="store_true",
+                        help="a busy loop on every core beside the storm")
     args = parser.parse_args()
-    results = run(args.runs, args.clients, args.window, args.hosts)
+    results = run(args.runs, args.clients, args.window, args.hosts, args.contend)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

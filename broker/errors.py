@@ -22,10 +22,12 @@ Hierarchy::
     ├── StoreUnavailable             the database did not answer (503, try again shortly)
     ├── NoFreeDesktop                every seat of the pool is taken (503)
     ├── PoolBusy                     too many logons in flight right now (503, retry in seconds)
+    ├── Overloaded                   this broker works on as much as it may (503, before the work)
     ├── OwnDesktopUnavailable        a dedicated pool's user: their desktop takes no sessions (503)
     ├── DesktopStartFailed           the user's desktop could not be started on its host (503)
     └── BadRequest                   malformed input (400)
 
+``retry_after`` (seconds) of a 503 is sent as ``Retry-After``: when asking again makes sense.
 ``broker.web`` turns each into one clear answer, in the user's language for the portal and as
 ``{"error": code, "message": ...}`` for the API; exception text is never sent to a client.
 """
@@ -36,6 +38,7 @@ from __future__ import annotations
 class BrokerError(Exception):
     code = "error"
     status = 500
+    retry_after: int | None = None
 
 
 class AuthError(BrokerError):
@@ -121,6 +124,7 @@ class ViewerMismatch(Conflict):
 class DirectoryUnavailable(BrokerError):
     code = "directory_unavailable"
     status = 503
+    retry_after = 5
 
 
 class NoFreeDesktop(BrokerError):
@@ -131,6 +135,13 @@ class NoFreeDesktop(BrokerError):
 class PoolBusy(BrokerError):
     code = "pool_busy"
     status = 503
+    retry_after = 2
+
+
+class Overloaded(BrokerError):
+    code = "busy"
+    status = 503
+    retry_after = 2
 
 
 class OwnDesktopUnavailable(BrokerError):
@@ -151,3 +162,4 @@ class BadRequest(BrokerError):
 class StoreUnavailable(BrokerError):
     code = "store_unavailable"
     status = 503
+    retry_after = 2

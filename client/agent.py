@@ -121,8 +121,12 @@ def keyboard_command(profile: dict) -> list[str]:
 
 
 def backoff(attempt: int, rng: random.Random, *, base: float = BASE_DELAY,
-            cap: float = MAX_DELAY) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): full jitter over an exponential cap."""
+            cap: float = MAX_DELAY, at_least: float | None = None) -> float:
+    """Seconds to wait before retry ``attempt`` (0-based): full jitter over an exponential cap;
+    with ``at_least`` (a broker's ``Retry-After``), jittered over that time and as much again,
+    so that the clients a busy broker turned away do not all come back at once."""
+    if at_least:
+        return rng.uniform(at_least, 2 * at_least)
     return rng.uniform(0, min(cap, base * 2 ** attempt))
 
 
@@ -206,8 +210,8 @@ class Agent:
                 raise Unavailable(None, exc.code,
                                   self.text("unreachable", detail=exc.message)) from None
             if exc.code == "refused":  # no word from the broker itself (a proxy's error page)
-                raise Unavailable(exc.status, exc.code,
-                                  self.text("busy", detail=exc.status)) from None
+                raise Unavailable(exc.status, exc.code, self.text("busy", detail=exc.status),
+                                  exc.retry_after) from None
             raise
 
     async def retrying(self, what: str, step: Callable[[], Awaitable[T]]) -> T:
@@ -220,7 +224,7 @@ class Agent:
             try:
                 return await step()
             except Unavailable as exc:
-                delay = backoff(attempt, self.rng)
+                delay = backoff(attempt, self.rng, at_least=exc.retry_after)
                 if loop.time() + delay > deadline:
                     raise
                 self.say(self.text("retry", what=self.text(what), why=exc, delay=delay))

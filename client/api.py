@@ -31,9 +31,11 @@ class ApiError(Exception):
         message: the broker's text for people; without an answer, the kind of failure.
     """
 
-    def __init__(self, status: int | None, code: str, message: str) -> None:
+    def __init__(self, status: int | None, code: str, message: str,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.retry_after = retry_after   # seconds the broker asked us to wait, if it did
 
 
 class Refused(ApiError):
@@ -44,13 +46,16 @@ class Unavailable(ApiError):
     """No answer, or busy for now: try again later."""
 
 
-def refusal(status: int | None, body: object, fallback: str) -> ApiError:
-    """The exception an answer means (the one place that maps statuses)."""
+def refusal(status: int | None, body: object, fallback: str,
+            retry_after: str | None = None) -> ApiError:
+    """The exception an answer means (the one place that maps statuses); ``retry_after`` is
+    the answer's ``Retry-After`` header (seconds), if any."""
     body = body if isinstance(body, dict) else {}
     code = body.get("error") if isinstance(body.get("error"), str) else "refused"
     message = body.get("message") if isinstance(body.get("message"), str) else fallback
     if status is None or status >= 500 or status == 429:
-        return Unavailable(status, code if status else "unreachable", message)
+        wait = float(retry_after) if retry_after and retry_after.isdigit() else None
+        return Unavailable(status, code if status else "unreachable", message, wait)
     return Refused(status, code, message)
 
 
@@ -113,7 +118,8 @@ class BrokerApi:
                 except ValueError:
                     data = {}
                 if r.status >= 400:
-                    raise refusal(r.status, data, f"the broker answered {r.status}")
+                    raise refusal(r.status, data, f"the broker answered {r.status}",
+                                  r.headers.get("Retry-After"))
                 return data if isinstance(data, dict) else {}
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise refusal(None, None, type(exc).__name__) from None

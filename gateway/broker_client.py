@@ -21,7 +21,8 @@ from .relay import Counters
 logger = logging.getLogger("pforte.gateway")
 
 LOGON_BATCH = 0.5        # seconds logon reports are collected before they are sent together
-REPORT_TIMEOUT = 5.0     # seconds the broker has to answer a redemption or a report
+REPORT_TIMEOUT = 5.0     # seconds the broker has to answer a report (a redemption: as long as
+                         # the gateway's handshake_timeout, given by the gateway)
 
 
 class BrokerClient:
@@ -32,8 +33,12 @@ class BrokerClient:
     a redemption might have been recorded — but refused (fail closed)."""
 
     def __init__(self, base_urls: tuple[str, ...] | str, token: bytes,
-                 ca_file: Path | None = None) -> None:
+                 ca_file: Path | None = None, *,
+                 redeem_timeout: float = REPORT_TIMEOUT) -> None:
         self.base_urls = (base_urls,) if isinstance(base_urls, str) else tuple(base_urls)
+        # a broker that is alive and working gets as long as the viewer's handshake allows:
+        # a redemption refused for slowness comes back as one more boot to do
+        self._redeem_timeout = aiohttp.ClientTimeout(total=redeem_timeout)
         self._headers = {"Authorization": f"Bearer {token.decode()}"}
         self._ca_file = ca_file
         self._http: aiohttp.ClientSession | None = None
@@ -67,7 +72,8 @@ class BrokerClient:
         """
         return (await self._exchange(path, body))[0]
 
-    async def _exchange(self, path: str, body: dict) -> tuple[int, object]:
+    async def _exchange(self, path: str, body: dict,
+                        timeout: aiohttp.ClientTimeout | None = None) -> tuple[int, object]:
         """POST to the brokers in turn; the first answer's status and JSON body (None if none).
 
         Raises:
@@ -77,7 +83,8 @@ class BrokerClient:
         for shift in range(len(self.base_urls)):
             index = (self._current + shift) % len(self.base_urls)
             try:
-                async with self._http.post(self.base_urls[index] + path, json=body) as r:
+                async with self._http.post(self.base_urls[index] + path, json=body,
+                                           **({"timeout": timeout} if timeout else {})) as r:
                     status = r.status
                     try:
                         answer = await r.json() if status == 200 else None
@@ -122,7 +129,7 @@ class BrokerClient:
             del self._redemptions[:reports.MAX_REDEMPTIONS]
             try:
                 status, answer = await self._exchange(reports.REDEEM, reports.Redemptions(
-                    tuple(r for r, _ in batch)).to_json())
+                    tuple(r for r, _ in batch)).to_json(), self._redeem_timeout)
                 results = answer.get("results") if isinstance(answer, dict) else None
                 if status != 200 or not isinstance(results, list) or len(results) != len(batch):
                     raise BrokerUnavailable(f"broker answered {status}")

@@ -139,7 +139,8 @@ class Gateway:
         self.workers = workers
         self.public_key = load_pem_public_key(config.ticket_public_key)
         self.broker = broker or BrokerClient(config.broker_urls, config.report_token,
-                                                 config.broker_ca_file)
+                                             config.broker_ca_file,
+                                             redeem_timeout=config.handshake_timeout)
         self.metrics = Metrics()
         self.draining = False
         self.table = SessionTable()

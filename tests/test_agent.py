@@ -39,6 +39,12 @@ def test_waits_grow_but_stay_bounded(attempt, seed):
     assert 0 <= delay <= min(MAX_DELAY, 0.5 * 2 ** attempt)
 
 
+@given(st.integers(0, 50), st.integers(0, 2**32), st.integers(1, 30))
+def test_a_busy_brokers_retry_after_is_waited_and_spread(attempt, seed, retry_after):
+    delay = backoff(attempt, random.Random(seed), at_least=retry_after)
+    assert retry_after <= delay <= 2 * retry_after
+
+
 def test_neighbours_do_not_retry_in_lockstep():
     schedules = {tuple(round(backoff(a, random.Random(seed)), 6) for a in range(6))
                  for seed in range(50)}

@@ -14,7 +14,8 @@ from wire import serving
 
 from ..service import Broker
 from . import admin_api, api, portal
-from .common import BROKER_KEY, MAX_BODY, client_middleware, errors_middleware, security_headers
+from .common import (BROKER_KEY, MAX_BODY, Shedding, client_middleware, errors_middleware,
+                     security_headers)
 
 logger = logging.getLogger("pforte.web")
 
@@ -26,7 +27,8 @@ DEFAULT_NOVNC_DIR = PACKAGED_NOVNC_DIR if PACKAGED_NOVNC_DIR.is_dir() else CHECK
 
 def create_app(broker: Broker, *, novnc_dir: Path = DEFAULT_NOVNC_DIR) -> web.Application:
     """The broker's application; starting it starts the broker, cleanup closes it."""
-    app = web.Application(middlewares=[client_middleware, errors_middleware],
+    shedding = Shedding(broker.config.requests_in_flight)
+    app = web.Application(middlewares=[client_middleware, errors_middleware, shedding.middleware],
                           client_max_size=MAX_BODY)
     app[BROKER_KEY] = broker
     app.on_response_prepare.append(security_headers)

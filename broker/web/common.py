@@ -27,7 +27,7 @@ from aiohttp import web
 
 from wire import serving
 
-from ..errors import BadRequest, BrokerError, LoginRequired
+from ..errors import BadRequest, BrokerError, LoginRequired, Overloaded
 from ..service import Broker
 from ..store import Login
 from . import pages
@@ -47,6 +47,9 @@ REQUEST_ID = web.RequestKey("request_id", str)
 SOURCE = web.RequestKey("source", str)      # the client's address (see client_middleware)
 SECURE = web.RequestKey("secure", bool)     # reached over HTTPS (directly or at a trusted proxy)
 HSTS = "max-age=31536000"                    # a year; sent only on HTTPS responses
+# never shed: the gateways' reports (a redemption is the last, cheap step of a boot that already
+# cost), health checks (a balancer would take a busy broker out), metrics, files, administrators
+UNSHED = ("/api/v1/gateway/", "/api/v1/admin/", "/healthz", "/metrics", "/static/", "/novnc/")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -78,20 +81,49 @@ async def client_middleware(request: web.Request, handler: Handler) -> web.Strea
     return await handler(request)
 
 
+class Shedding:
+    """At most ``limit`` users' requests in work at once in this process; one more is refused
+    before any work is done (:class:`~broker.errors.Overloaded`: 503 with ``Retry-After``), and
+    one whose client has already gone is not started. Overload then costs users time, not
+    failed boots: what is refused is asked again later, and what is taken is answered in time
+    (a redemption included, which is never shed)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.shed = 0          # requests refused so far (for the benchmarks and metrics)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(UNSHED):
+            return await handler(request)
+        if request.transport is None or request.transport.is_closing():
+            raise web.HTTPServiceUnavailable(text="the client has gone\n")
+        if self.in_flight >= self.limit:
+            self.shed += 1
+            raise Overloaded()
+        self.in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            self.in_flight -= 1
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request[REQUEST_ID] = secrets.token_hex(6)
     try:
         response = await handler(request)
     except BrokerError as exc:
+        retry = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
         if request.path.startswith("/api/"):
             return web.json_response({"error": exc.code, "message": message_for(request, exc)},
-                                     status=exc.status)
+                                     status=exc.status, headers=retry)
         if isinstance(exc, LoginRequired):
             raise web.HTTPSeeOther("/login") from None
         lang, t = language(request)
         return web.Response(text=pages.login_page(lang, t, error=message_for(request, exc)),
-                            content_type="text/html", status=exc.status)
+                            content_type="text/html", status=exc.status, headers=retry)
     except web.HTTPException as exc:
         if exc.status >= 400 and request.path.startswith("/api/"):  # API clients get JSON
             return web.json_response({"error": HTTP_ERRORS.get(exc.status, "bad_request"),

@@ -69,6 +69,7 @@ TEXTS: dict[str, dict[str, str]] = {
                                    "Please try again later or call your IT service desk.",
         "pool_busy": "Many colleagues are signing in right now. Please try again in a few "
                      "seconds.",
+        "busy": "Many colleagues are signing in right now. Please try again in a moment.",
         "bad_request": "The request could not be processed.",
         "viewer_mismatch": "This desktop cannot be opened with that viewer.",
         "not_admin": "You are not an administrator of this municipality.",
@@ -308,6 +309,8 @@ TEXTS: dict[str, dict[str, str]] = {
                                    "IT-Service an.",
         "pool_busy": "Gerade melden sich viele Kolleginnen und Kollegen an. Bitte versuchen Sie "
                      "es in einigen Sekunden erneut.",
+        "busy": "Gerade melden sich viele Kolleginnen und Kollegen an. Bitte versuchen Sie es "
+                "gleich noch einmal.",
         "bad_request": "Die Anfrage konnte nicht verarbeitet werden.",
         "viewer_mismatch": "Dieser Arbeitsplatz lässt sich mit diesem Programm nicht öffnen.",
         "not_admin": "Sie sind nicht Administrator dieser Kommune.",

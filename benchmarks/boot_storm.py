@@ -19,7 +19,7 @@ connected session, and no session is connected that no client holds (pending one
 apart, never as desktops).
 
 Usage: ``.venv/bin/python -m benchmarks.boot_storm [--clients 2200] [--window 10] [--hosts 44]``;
-writes ``benchmarks/results/boot_storm.json``.
+writes ``var/benchmarks/boot_storm.json`` (``benchmarks/results/`` with ``--record``).
 """
 
 from __future__ import annotations
@@ -52,8 +52,9 @@ from client.agent import backoff
 from wire.api import RECONNECT_PASS_HEADER
 from wire.closes import Close
 from wire.serving import raise_file_limit
+from benchmarks import add_record_option, results_dir
 
-RESULTS = Path(__file__).parent / "results" / "boot_storm.json"
+RESULTS = "boot_storm.json"  # under benchmarks.results_dir()
 EXAMPLES = Path(__file__).resolve().parent.parent / "client_profiles" / "examples"
 PASSWORD = "Storm-pass-1"
 GIVE_UP = 120.0  # seconds a simulated client keeps retrying
@@ -122,8 +123,8 @@ async def request(http: aiohttp.ClientSession, method: str, url: str, rng: rando
 
 
 async def one_client(base: str, user: str, secret: str, credential: str, start_at: float,
-                     held: list, desktops: list[str], rng: random.Random,
-                     retried: collections.Counter) -> float:
+                     held: list, desktops: list, rng: random.Random,
+                     retried: collections.Counter, dropped: collections.Counter) -> float:
     """One thin client's boot, with an HTTP client of its own (keep-alive, like the agent's)."""
     await asyncio.sleep(max(0.0, start_at - time.monotonic()))
     t0 = time.monotonic()
@@ -135,18 +136,52 @@ async def one_client(base: str, user: str, secret: str, credential: str, start_a
                           body={"username": f"{user}@{DOMAIN}", "password": PASSWORD})
     await request(http, "POST", f"{base}/api/v1/mfa", rng, retried, token=login["token"],
                   body=lambda: {"code": mfa.current_code(secret, time.time())})
-    ws, session = await open_desktop(http, base, login["token"], rng, retried)
+    ws, session, first_byte = await open_desktop(http, base, login["token"], rng, retried)
     held.append(ws)
-    desktops.append(session)
-    return time.monotonic() - t0
+    held.append(asyncio.ensure_future(read_on(ws, dropped)))  # a viewer reads (and answers pings)
+    desktops.append((session, ws))
+    return first_byte - t0
+
+
+async def viewer_handshake(ws: aiohttp.ClientWebSocketResponse, first: bytes) -> None:
+    """Speak RFB 3.8 as a viewer up to the desktop's ServerInit, so that the session stays
+    connected (the gateway ends viewers that never finish the handshake); ``first``: what the
+    first message brought."""
+    pending = bytearray(first)
+
+    async def read(n: int) -> bytes:
+        while len(pending) < n:
+            msg = await ws.receive(timeout=GIVE_UP)
+            if msg.type is not aiohttp.WSMsgType.BINARY:
+                raise Failed(f"gateway closed {ws.close_code}")
+            pending.extend(msg.data)
+        data = bytes(pending[:n])
+        del pending[:n]
+        return data
+    await read(12)
+    await ws.send_bytes(b"RFB 003.008\n")
+    count = (await read(1))[0]
+    await read(count)
+    await ws.send_bytes(b"\x01")              # security type None (the gateway's offer)
+    await read(4)                              # SecurityResult OK
+    await ws.send_bytes(b"\x01")              # ClientInit: shared
+    await read(24)                             # ServerInit up to the name's length
+
+
+async def read_on(ws: aiohttp.ClientWebSocketResponse, dropped: collections.Counter) -> None:
+    """Read the desktop's stream as a viewer does until it ends (aiohttp answers the
+    gateway's pings while it reads); how it ended is counted in ``dropped``."""
+    async for _ in ws:
+        pass
+    dropped[f"{ws.close_code}"] += 1
 
 
 async def open_desktop(http: aiohttp.ClientSession, base: str, token: str, rng: random.Random,
                        retried: collections.Counter
-                       ) -> tuple[aiohttp.ClientWebSocketResponse, str]:
-    """Ask for the desktop and open it through the gateway up to its first byte, asking again
+                       ) -> tuple[aiohttp.ClientWebSocketResponse, str, float]:
+    """Ask for the desktop and open it through the gateway, as a viewer does, asking again
     (with the broker's reconnect pass, jittered waits) while the gateway says "not now": the
-    open websocket and the session it belongs to."""
+    open websocket, the session it belongs to, and when its first byte came."""
     deadline = time.monotonic() + GIVE_UP
     shown: dict[str, str] = {}
     for attempt in range(1 << 30):
@@ -164,7 +199,9 @@ async def open_desktop(http: aiohttp.ClientSession, base: str, token: str, rng: 
         except asyncio.TimeoutError:
             raise Failed("no first byte from the desktop") from None
         if msg.type is aiohttp.WSMsgType.BINARY:
-            return ws, conn["session"]
+            first_byte = time.monotonic()
+            await viewer_handshake(ws, msg.data)
+            return ws, conn["session"], first_byte
         if ws.close_code not in ASK_AGAIN or time.monotonic() > deadline:
             raise Failed(f"gateway closed {ws.close_code} {msg.extra}")
         retried[f"gateway closed {ws.close_code}"] += 1
@@ -175,19 +212,22 @@ async def open_desktop(http: aiohttp.ClientSession, base: str, token: str, rng: 
 async def storm(base: str, users: list[str], secrets_by_user: dict[str, str],
                 credentials: list[str], window: float,
                 check: Callable[[list[str]], Awaitable[dict]] | None = None) -> dict:
-    """The storm; ``check(desktops)`` is awaited at its end, while every client still holds
-    its desktop (``desktops``: the session each one holds, by its own record)."""
+    """The storm; ``check(desktops)`` is awaited at its end, while the clients still hold their
+    desktops (``desktops``: the session of each desktop a client holds open, by its own
+    record: one whose websocket was closed does not count)."""
     rng = random.Random(7)
-    held: list = []  # the clients' HTTP sessions and desktop websockets, open until the end
-    desktops: list[str] = []
+    held: list = []  # the clients' HTTP sessions, desktop websockets and readers, until the end
+    desktops: list[tuple[str, aiohttp.ClientWebSocketResponse]] = []
     retried: collections.Counter = collections.Counter()
+    dropped: collections.Counter = collections.Counter()   # desktops closed, by close code
     start = time.monotonic() + 0.5
     tasks = [asyncio.ensure_future(one_client(
         base, u, secrets_by_user[u], credentials[i], start + rng.uniform(0, window), held,
-        desktops, random.Random(i), retried)) for i, u in enumerate(users)]
+        desktops, random.Random(i), retried, dropped)) for i, u in enumerate(users)]
     await asyncio.gather(*tasks, return_exceptions=True)
     finished = time.monotonic()
-    checked = await check(desktops) if check is not None else None
+    open_desktops = [session for session, ws in desktops if not ws.closed]
+    checked = await check(open_desktops) if check is not None else None
     latencies, failures = [], collections.Counter()
     for t in tasks:
         exc = t.exception()
@@ -195,8 +235,11 @@ async def storm(base: str, users: list[str], secrets_by_user: dict[str, str],
             latencies.append(t.result())
         else:
             failures[getattr(exc, "reason", type(exc).__name__)] += 1
-    for ws_or_http in reversed(held):
-        await ws_or_http.close()
+    for part in reversed(held):
+        if isinstance(part, asyncio.Future):
+            part.cancel()
+        else:
+            await part.close()
     latencies.sort()
 
     def pct(p: float) -> float:
@@ -205,6 +248,7 @@ async def storm(base: str, users: list[str], secrets_by_user: dict[str, str],
     return {"clients": len(users), "window_s": window, "completed": len(latencies),
             "all_done_after_s": round(finished - start, 2),
             "completions_per_s": round(len(latencies) / (finished - start), 1),
+            "desktops_dropped_before_the_end": dict(dropped),
             "time_to_first_byte_s": {"p50": pct(.5), "p95": pct(.95), "p99": pct(.99)},
             "failures": dict(failures), "retried": dict(retried),
             **({"check": checked} if checked is not None else {})}
@@ -323,10 +367,10 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=10.0, help="seconds over which they boot")
     parser.add_argument("--hosts", type=int, default=44, help="Xvnc desktop hosts")
     parser.add_argument("--keep", action="store_true", help="keep state and logs")
+    add_record_option(parser)
     args = parser.parse_args()
     report = run(args.clients, args.window, args.hosts, args.keep)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    (results_dir(args) / RESULTS).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 

@@ -7,8 +7,7 @@ cursor and a bell now and then, cut into the 64 KiB reads the relay gets under l
 it costs to pass the same chunks untouched (``both``: no guard at all). The relay's own figures
 (syscalls, framing) are ``benchmarks.relay``'s.
 
-Usage: ``.venv/bin/python -m benchmarks.clipboard_guard [--megabytes 256]``; writes
-``benchmarks/results/clipboard_guard.json``.
+Usage: ``.venv/bin/python -m benchmarks.clipboard_guard [--megabytes 256]``; writes ``var/benchmarks/clipboard_guard.json`` (``benchmarks/results/`` with ``--record``).
 """
 
 from __future__ import annotations
@@ -20,8 +19,9 @@ import time
 from pathlib import Path
 
 from gateway.clipboard import ClipboardGuard
+from benchmarks import add_record_option, results_dir
 
-RESULTS = Path(__file__).parent / "results" / "clipboard_guard.json"
+RESULTS = "clipboard_guard.json"  # under benchmarks.results_dir()
 READ = 64 * 1024
 
 
@@ -45,6 +45,7 @@ def stream(megabytes: int) -> list[bytes]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=int, default=256)
+    add_record_option(parser)
     args = parser.parse_args()
     chunks = stream(args.megabytes)
     total = sum(map(len, chunks))
@@ -67,8 +68,7 @@ def main() -> None:
         "untouched_cpu_s_per_gb": round(untouched / total * 1e9, 3),
         "guard_throughput_mb_s": round(total / guarded / 1e6, 1),
     }
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    (results_dir(args) / RESULTS).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

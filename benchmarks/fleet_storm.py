@@ -18,7 +18,7 @@ client holds one connected session, no connected session without a client; retri
 overload must cost time, not boots.
 
 Usage: ``.venv/bin/python -m benchmarks.fleet_storm [--clients 2200] [--window 10] [--hosts 44]
-[--runs abcde] [--contend]``; writes ``benchmarks/results/fleet_storm.json``.
+[--runs abcde] [--contend]``; writes ``var/benchmarks/fleet_storm.json`` (``benchmarks/results/`` with ``--record``).
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ from testbed import (HAProxy, Postgres, Processes, XvncDesktop, directory_of_use
                      exit_on_sigterm, free_port, wait_for_port)
 from testbed.demo import DesktopEntry, write_config
 from wire.serving import raise_file_limit
+from benchmarks import add_record_option, results_dir
 
-RESULTS = Path(__file__).parent / "results" / "fleet_storm.json"
+RESULTS = "fleet_storm.json"  # under benchmarks.results_dir()
 BROKER_KILL_AT = 5.0      # seconds into the storm (run b)
 DB_OUTAGE = (4.0, 20.0)   # start (seconds into the storm) and length of the outage (run d)
 COME_BACK_WITHIN = 30.0   # seconds a client of run c may take to get its desktop again
@@ -121,41 +122,6 @@ async def storm_with(fault, base: str, users, totp, credentials, window: float,
     return report
 
 
-async def _desktop(http: aiohttp.ClientSession, base: str, token: str, rng: random.Random,
-                   retried: collections.Counter) -> aiohttp.ClientWebSocketResponse:
-    """Ask for the desktop with a signed-in user's token and open it through the gateway."""
-    conn = await boot_storm.request(http, "POST", f"{base}/api/v1/pools/buero/connect", rng,
-                                    retried, token=token)
-    ws = await http.ws_connect(conn["gateway_url"], max_msg_size=0, heartbeat=None)
-    await ws.send_str(conn["ticket"])
-    await _viewer_handshake(ws)
-    return ws
-
-
-async def _viewer_handshake(ws: aiohttp.ClientWebSocketResponse) -> None:
-    """Speak RFB 3.8 as a viewer up to the desktop's ServerInit, so that the session stays
-    connected (the gateway ends viewers that never finish the handshake)."""
-    pending = bytearray()
-
-    async def read(n: int) -> bytes:
-        while len(pending) < n:
-            msg = await ws.receive(timeout=COME_BACK_WITHIN)
-            if msg.type is not aiohttp.WSMsgType.BINARY:
-                raise boot_storm.Failed(f"gateway closed {ws.close_code}")
-            pending.extend(msg.data)
-        data = bytes(pending[:n])
-        del pending[:n]
-        return data
-    await read(12)
-    await ws.send_bytes(b"RFB 003.008\n")
-    count = (await read(1))[0]
-    await read(count)
-    await ws.send_bytes(b"\x01")              # security type None (the gateway's offer)
-    await read(4)                              # SecurityResult OK
-    await ws.send_bytes(b"\x01")              # ClientInit: shared
-    await read(24)                             # ServerInit up to the name's length
-
-
 async def come_back(base: str, users: list[str], totp: dict[str, str], credentials: list[str],
                     fleet: Fleet, window: float) -> dict:
     """Run c: the storm; then, with every session connected, one gateway is killed. A client
@@ -183,7 +149,8 @@ async def come_back(base: str, users: list[str], totp: dict[str, str], credentia
             raise boot_storm.Failed("dropped before the fault")
         for attempt in range(MOVE_ATTEMPTS):       # as the page does: ask again, a few times
             try:
-                again = await _desktop(http, base, token, random.Random(i), retried)
+                again, _, _ = await boot_storm.open_desktop(http, base, token, random.Random(i),
+                                                         retried)
                 break
             except (aiohttp.ClientError, boot_storm.Failed):
                 if attempt == MOVE_ATTEMPTS - 1:
@@ -204,7 +171,7 @@ async def come_back(base: str, users: list[str], totp: dict[str, str], credentia
         await boot_storm.request(http, "POST", f"{base}/api/v1/mfa", own, retried,
                                  token=login["token"],
                                  body={"code": mfa.current_code(totp[user], time.time())})
-        ws = await _desktop(http, base, login["token"], own, retried)
+        ws, _, _ = await boot_storm.open_desktop(http, base, login["token"], own, retried)
         clients.append((http, ws))
         watchers.append(asyncio.ensure_future(watch(i, http, login["token"], ws)))
     booted = await asyncio.gather(*(boot(i, u) for i, u in enumerate(users)),
@@ -326,10 +293,10 @@ def main() -> None:
     parser.add_argument("--runs", default="abcde", help="which runs (letters a to e)")
     parser.add_argument("--contend", action="store_true",
                         help="a busy loop on every core beside the storm")
+    add_record_option(parser)
     args = parser.parse_args()
     results = run(args.runs, args.clients, args.window, args.hosts, args.contend)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    (results_dir(args) / RESULTS).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 

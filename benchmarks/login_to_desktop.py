@@ -8,8 +8,7 @@ Runs ``pforte demo`` (real slapd, Xvnc, broker, gateway), then in headless chrom
 * **open desktop**: an already logged-in user opens the desktop page again, ``--repeat`` times:
   page load, noVNC's modules, ticket, gateway, VNC handshake, first pixels.
 
-Usage: ``.venv/bin/python -m benchmarks.login_to_desktop [--repeat 20]``; writes
-``benchmarks/results/login_to_desktop.json``.
+Usage: ``.venv/bin/python -m benchmarks.login_to_desktop [--repeat 20]``; writes ``var/benchmarks/login_to_desktop.json`` (``benchmarks/results/`` with ``--record``).
 """
 
 from __future__ import annotations
@@ -25,8 +24,9 @@ from pathlib import Path
 import pyotp
 
 from testbed import CHROMIUM, CHROMIUM_ARGS, DemoProcess, wait_for_desktop_colour
+from benchmarks import add_record_option, results_dir
 
-RESULTS = Path(__file__).parent / "results" / "login_to_desktop.json"
+RESULTS = "login_to_desktop.json"  # under benchmarks.results_dir()
 
 
 def _ms(seconds: float) -> float:
@@ -82,10 +82,10 @@ def run(repeat: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=20)
+    add_record_option(parser)
     args = parser.parse_args()
     result = run(args.repeat)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    (results_dir(args) / RESULTS).write_text(json.dumps(result, indent=2) + "\n")
     print("| measurement | n | median | p95 | min | max |\n|---|---|---|---|---|---|")
     for name in ("full_login_to_first_frame", "open_desktop_to_first_frame"):
         r = result[name]

@@ -8,8 +8,7 @@ One run, on this machine, against a private slapd seeded with ``--users`` users 
 * **pforte** — ``pforte broker`` in its own process: ``POST /api/v1/login`` and
   ``POST /api/v1/mfa`` (a fresh TOTP code) per user, ``--concurrency`` at a time.
 
-Usage: ``.venv/bin/python -m benchmarks.logins [--users 1000] [--concurrency 16]``; writes
-``benchmarks/results/logins.json``.
+Usage: ``.venv/bin/python -m benchmarks.logins [--users 1000] [--concurrency 16]``; writes ``var/benchmarks/logins.json`` (``benchmarks/results/`` with ``--record``).
 """
 
 from __future__ import annotations
@@ -35,8 +34,9 @@ from broker.service import Broker
 from broker.store import Store
 from testbed import (Processes, Slapd, directory_of_users, exit_on_sigterm, free_port,
                             wait_for_port)
+from benchmarks import add_record_option, results_dir
 
-RESULTS = Path(__file__).parent / "results" / "logins.json"
+RESULTS = "logins.json"  # under benchmarks.results_dir()
 
 
 def _summary(name: str, n: int, wall: float, latencies: list[float]) -> dict:
@@ -140,10 +140,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=16)
+    add_record_option(parser)
     args = parser.parse_args()
     report = run(args.users, args.concurrency)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    (results_dir(args) / RESULTS).write_text(json.dumps(report, indent=2) + "\n")
     print("| what | logins/s | p50 | p99 |\n|---|---|---|---|")
     for r in report["results"]:
         print(f"| {r['what']} | {r['per_s']} | {r['p50_ms']} ms | {r['p99_ms']} ms |")

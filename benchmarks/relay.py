@@ -24,7 +24,8 @@ memory) at 1,000 and 10,000 sessions.
 Usage: ``.venv/bin/python -m benchmarks.relay [--rounds 3] [--quick] [--database postgres]
 [--baseline DIR]`` (``--peers``, ``--tests``: only these, for profiling; ``--baseline``: another
 version's checkout as one more peer, for before and after in one run). Writes
-``benchmarks/results/relay.json``, ``relay.md`` and ``relay.png`` (``relay-postgres.*``).
+``var/benchmarks/relay.json``, ``relay.md`` and ``relay.png`` (``relay-postgres.*``;
+``benchmarks/results/`` with ``--record``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+from benchmarks import add_record_option, results_dir
 from broker.config import load_config
 from broker.keys import generate_keys
 from broker.store import Store
@@ -53,7 +55,6 @@ from testbed import Postgres, Processes, exit_on_sigterm, free_port, require, wa
 from wire import ticket
 from wire.serving import raise_file_limit
 
-RESULTS = Path(__file__).parent / "results"
 MiB = 1024 * 1024
 TENANT, POOL, HOST = "bench", "bench", "desk"
 SESSIONS = 64  # broker sessions the tickets are spread over (a session may have several viewers)
@@ -623,10 +624,12 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path,
                         help="a checkout of another version (git worktree add DIR COMMIT): its "
                         "broker and gateway run as the peer pforte-baseline, side by side")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, help="where the results go (see --record)")
+    add_record_option(parser)
     args = parser.parse_args()
     import uvloop
     report = uvloop.run(run(args))
+    args.out = args.out or results_dir(args)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "relay" if args.database == "sqlite" else f"relay-{args.database}"
     (args.out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")

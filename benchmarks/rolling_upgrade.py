@@ -5,8 +5,7 @@ and the page opens the desktop again — the same session, through the other gat
 sign-in. Measured: how long the desktop is not on screen (from the moment its picture goes until it
 is back), ``--repeat`` times, alternating which gateway is upgraded (it is started again after).
 
-Usage: ``.venv/bin/python -m benchmarks.rolling_upgrade [--repeat 5]``; writes
-``benchmarks/results/rolling_upgrade.json``.
+Usage: ``.venv/bin/python -m benchmarks.rolling_upgrade [--repeat 5]``; writes ``var/benchmarks/rolling_upgrade.json`` (``benchmarks/results/`` with ``--record``).
 """
 
 from __future__ import annotations
@@ -30,8 +29,9 @@ from testbed import (CANVAS_COLOUR_JS, CHROMIUM, CHROMIUM_ARGS, HAProxy, Postgre
                      XvncDesktop, directory_of_users, free_port, wait_for_desktop_colour,
                      wait_for_port)
 from wire.serving import raise_file_limit
+from benchmarks import add_record_option, results_dir
 
-RESULTS = Path(__file__).parent / "results" / "rolling_upgrade.json"
+RESULTS = "rolling_upgrade.json"  # under benchmarks.results_dir()
 DRAIN = 3.0   # the gateways' drain_timeout here (30 s by default)
 
 
@@ -127,9 +127,10 @@ def run(repeat: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    result = run(parser.parse_args().repeat)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    add_record_option(parser)
+    args = parser.parse_args()
+    result = run(args.repeat)
+    (results_dir(args) / RESULTS).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

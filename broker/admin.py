@@ -152,6 +152,15 @@ class Administration:
     async def _one(self, tenant: TenantConfig, host_id: str) -> dict:
         return next(h for h in await self.host_overview(tenant) if h["id"] == host_id)
 
+    async def revoke_tokens(self, scope: str, name: str, *, actor: str, source: str) -> int:
+        """Revoke the admin API tokens named ``name`` of a tenant (``scope``: its id, or
+        OPERATOR); how many. They are refused from their next request on, and the event streams
+        they opened end at their next wake-up (the audit entry wakes them)."""
+        count = await self.store.admin.revoke_tokens(scope, name)
+        await self.audit.record(scope, actor, source, "admin_token.revoke", "ok",
+                                f"name={name} tokens={count}")
+        return count
+
     async def logoff(self, tenant: TenantConfig, session_id: str, *, actor: str, source: str,
                      why: str = "admin") -> SessionRow:
         """End a session now: store, host (SSH logoff command) and gateways.

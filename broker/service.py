@@ -33,7 +33,7 @@ from .gateway_control import GatewayControl
 from .hosts import HostControl, HostUnreachable
 from .throttle import Key, Outcome
 from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, DesktopStartFailed,
-                     LoginRequired, NoFreeDesktop, NotEntitled, NotFound, OwnDesktopUnavailable,
+                     DirectoryUnavailable, LoginRequired, NoFreeDesktop, NotEntitled, NotFound, OwnDesktopUnavailable,
                      PoolBusy, StoreUnavailable, TooManyAttempts, UnknownTenant)
 from .engine import Tx
 from .store import (OPERATOR, Assignment, Fragment, Login, Store, TicketAlreadyRedeemed,
@@ -316,6 +316,28 @@ class Broker:
             return AdminPrincipal(f"token:{scope[1]}", token_tenant=scope[0])
         login = await self.login_for(token)
         return AdminPrincipal(login.user, login=login)
+
+    async def still_admin(self, token: str, tenant: TenantConfig, *,
+                          ask_directory: bool) -> bool:
+        """Whether ``token`` still makes its holder an admin of ``tenant``: the login (signed
+        out, expired) or the API token (revoked) is still valid and, with ``ask_directory``, a
+        portal login's user is still in the tenant's admin group as the directory says now (a
+        directory that does not answer leaves the login's word standing)."""
+        try:
+            principal = await self.admin_principal(token)
+        except LoginRequired:
+            return False
+        if not principal.may(tenant):
+            return False
+        if not ask_directory or principal.login is None:
+            return True
+        directory = self.directories[tenant.id]
+        try:
+            entry = await directory.find(principal.login.user)
+            return entry is not None and tenant.admin_group.lower() in {
+                g.lower() for g in await directory.groups(entry)}
+        except DirectoryUnavailable:
+            return True
 
     async def login_for(self, token: str | None, *, need_mfa: bool = True) -> Login:
         """The login behind a token.

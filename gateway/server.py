@@ -171,6 +171,7 @@ class Gateway:
         app.router.add_post("/control/notice", self.handle_notice)
         app.on_startup.append(self._start)
         app.on_response_prepare.append(serving.name_the_server)
+        app.on_response_prepare.append(serving.plain_security_headers)
         app.on_response_prepare.append(_one_request_per_connection)
         app.on_cleanup.append(self._stop)
         app[serving.DRAIN] = self.drain  # on SIGTERM, before aiohttp closes the connections

@@ -51,6 +51,8 @@ from typing import Callable, Protocol
 
 from websockets.speedups import apply_mask
 
+from wire import serving
+
 MAX_HEAD = 16 * 1024      # bytes of a request head (request line and headers)
 MAX_HEADERS = 100
 CLOSE_WAIT = 3.0          # seconds a closing viewer gets to answer our close frame (and a
@@ -60,7 +62,8 @@ WRITE_BUFFER_HIGH = 64 * 1024  # bytes waiting for a viewer before reading from 
 MAX_FRAGMENTS = 1024      # frames one message may come in (browsers send one)
 INBOX_MESSAGES = 8        # complete messages waiting to be taken before reading stops
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_SERVER = b"Server: Pforte\r\n"
+_OUR_HEADERS = b"".join(f"{name}: {value}\r\n".encode()   # Server: Pforte, security headers
+                   for name, value in serving.REFUSAL_HEADERS.items())
 
 _CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _LEN16 = struct.Struct("!BBH").pack
@@ -106,7 +109,7 @@ _REASONS = {400: "Bad Request", 403: "Forbidden", 426: "Upgrade Required",
 
 def plain_response(status: int, text: str, extra: bytes = b"") -> bytes:
     body = text.encode()
-    return (b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Error").encode()) + _SERVER
+    return (b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, "Error").encode()) + _OUR_HEADERS
             + b"Content-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n" % len(body)
             + extra + b"Connection: close\r\n\r\n" + body)
 
@@ -235,7 +238,7 @@ class Doorway(asyncio.Protocol):
             return
         self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                              b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + key + b"\r\n"
-                             + _SERVER + b"\r\n")
+                             + _OUR_HEADERS + b"\r\n")
         viewer = ViewerLink(self.transport, self.max_message)
         self.transport.set_protocol(viewer)
         self.opened(viewer, upgrade)

@@ -163,6 +163,24 @@ def _admin_token(args: argparse.Namespace) -> int:
     if args.tenant and config.tenant(args.tenant) is None:
         print(f"pforte: no tenant {args.tenant!r} in {args.config}", file=sys.stderr)
         return 2
+    scope = args.tenant or OPERATOR
+
+    async def revoke() -> int:
+        store = Store.for_config(config)
+        await store.open()
+        try:
+            count = await store.admin.revoke_tokens(scope, args.name)
+            await store.admin.audit(at=time.time(), tenant=scope, actor="cli", source="local",
+                                    action="admin_token.revoke", result="ok",
+                                    detail=f"name={args.name} tokens={count}")
+            return count
+        finally:
+            await store.close()
+    if args.revoke:
+        count = asyncio.run(revoke())
+        print(f"revoked {count} token(s) named {args.name!r}: refused from their next request "
+              f"on, and their open event streams end")
+        return 0 if count else 1
     token = "pfa_" + secrets.token_urlsafe(32)
 
     async def create() -> None:
@@ -286,12 +304,15 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("directory")
     k.set_defaults(func=_keys)
 
-    at = sub.add_parser("admin-token", help="create an admin API token (printed once)")
+    at = sub.add_parser("admin-token", help="create an admin API token (printed once), or "
+                        "revoke tokens by name (--revoke)")
     at.add_argument("--config", required=True, help="pforte.toml of the broker")
     scope = at.add_mutually_exclusive_group(required=True)
     scope.add_argument("--tenant", help="the token administers this tenant only")
     scope.add_argument("--operator", action="store_true", help="the token administers all tenants")
     at.add_argument("--name", required=True, help="who or what holds the token (for the audit log)")
+    at.add_argument("--revoke", action="store_true",
+                    help="revoke the scope's tokens of that name instead of creating one")
     at.set_defaults(func=_admin_token)
 
     from client.admin import add_parser as add_admin_parser

@@ -21,7 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable, Sequence
 
+from http import HTTPStatus
+
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 SHUTDOWN_TIMEOUT = 10.0  # seconds open connections get to finish on shutdown
 LISTEN_BACKLOG = 4096    # a morning's burst of connects waits in the kernel, not refused
@@ -101,6 +105,13 @@ async def name_the_server(_request: web.Request, response: web.StreamResponse) -
     response.headers["Server"] = SERVER_NAME
 
 
+async def plain_security_headers(_request: web.Request, response: web.StreamResponse) -> None:
+    """An ``on_response_prepare`` hook for ports that serve no pages (the gateway's): the
+    security headers of :data:`REFUSAL_HEADERS` on every response."""
+    for name, value in REFUSAL_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
 ProtocolFactory = Callable[[], asyncio.Protocol]
 
 
@@ -117,6 +128,43 @@ class Site:
     idle_timeout: float = HTTP_IDLE_TIMEOUT
     unix_path: Path | None = None
     front: Callable[[ProtocolFactory], ProtocolFactory] | None = None
+
+
+# what a request gets that never reached an application (one the HTTP parser refused)
+REFUSAL_HEADERS = {"Server": SERVER_NAME, "Content-Security-Policy": "default-src 'none'",
+                   "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
+                   "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
+
+
+class _RequestHandler(RequestHandler):
+    """aiohttp's HTTP protocol, but a request its parser refuses (two ``Content-Length``s, one
+    with ``Transfer-Encoding``, a NUL or control character in the target, a method in lower
+    case, ...) is answered by Pforte: its own short text, its security headers, no library
+    name, never a word of what was sent; and a hostile client's garbage logs at DEBUG only."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: BaseRequest, status: int = 500,
+                     exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        if status >= 500:
+            self.log_exception("Error handling request", exc_info=exc)
+        else:
+            self.logger.debug("refused a malformed request: %s", exc)
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response was sent already")
+        phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else ""
+        response = web.Response(status=status, text=f"{status} {phrase}\n",
+                                headers=REFUSAL_HEADERS)
+        response.force_close()
+        return response
+
+
+def protocol_factory(runner: web.AppRunner) -> ProtocolFactory:
+    """aiohttp's protocol for a set-up runner, as Pforte serves it (:class:`_RequestHandler`)."""
+    server = runner.server
+    loop = asyncio.get_running_loop()
+    return lambda: _RequestHandler(server, loop=loop, **server._kwargs)
 
 
 def make_runner(app: web.Application, idle_timeout: float = HTTP_IDLE_TIMEOUT) -> web.AppRunner:
@@ -201,25 +249,17 @@ async def listen(sites: Sequence[Site], *, reuse_port: bool = False) -> Listenin
             runner = make_runner(spec.app, spec.idle_timeout)
             await runner.setup()
             listening.runners.append(runner)
-            if spec.front is None:
-                site = web.TCPSite(runner, spec.host, spec.port, reuse_address=True,
-                                   reuse_port=reuse_port, backlog=LISTEN_BACKLOG,
-                                   ssl_context=spec.ssl_context)
-                await site.start()
-                sock = site._server.sockets[0]  # aiohttp exposes the bound address only here
-                if spec.unix_path is not None:
-                    await web.UnixSite(runner, str(spec.unix_path),
-                                       backlog=LISTEN_BACKLOG).start()
-            else:
-                factory = spec.front(runner.server)
-                server = await loop.create_server(factory, spec.host, spec.port,
-                                                  reuse_address=True, reuse_port=reuse_port,
-                                                  backlog=LISTEN_BACKLOG, ssl=spec.ssl_context)
-                listening.servers.append(server)
-                sock = server.sockets[0]
-                if spec.unix_path is not None:
-                    listening.servers.append(await loop.create_unix_server(
-                        factory, str(spec.unix_path), backlog=LISTEN_BACKLOG))
+            factory = protocol_factory(runner)
+            if spec.front is not None:
+                factory = spec.front(factory)
+            server = await loop.create_server(factory, spec.host, spec.port,
+                                              reuse_address=True, reuse_port=reuse_port,
+                                              backlog=LISTEN_BACKLOG, ssl=spec.ssl_context)
+            listening.servers.append(server)
+            sock = server.sockets[0]
+            if spec.unix_path is not None:
+                listening.servers.append(await loop.create_unix_server(
+                    factory, str(spec.unix_path), backlog=LISTEN_BACKLOG))
             listening.bound.append(sock.getsockname()[:2])
     except BaseException:
         await listening.close()

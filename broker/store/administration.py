@@ -18,6 +18,13 @@ class Administration(Repository):
                        (token_hash(token), tenant, name, now))
         await self._write(q)
 
+    async def revoke_tokens(self, tenant: str, name: str) -> int:
+        """Revoke the admin tokens named ``name`` of ``tenant`` (or OPERATOR); how many."""
+        def q(db: Tx) -> int:
+            return db.execute("DELETE FROM admin_tokens WHERE tenant=? AND name=?",
+                              (tenant, name)).rowcount
+        return await self._write(q)
+
     async def token(self, token: str) -> tuple[str, str] | None:
         """(tenant or OPERATOR, name) of an admin token; None if unknown."""
         def q(db: Tx) -> tuple[str, str] | None:

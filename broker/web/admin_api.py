@@ -26,6 +26,7 @@ from ..devices import DEFAULT_CODE_HOURS
 from ..errors import BadRequest, LoginRequired, NotAdmin
 from ..host_states import Action
 from ..service import AdminPrincipal, Broker
+from ..store import OPERATOR
 from ..usage import month_of
 from .common import BROKER_KEY, Handler, json_body, source_of, token_of
 
@@ -111,6 +112,28 @@ async def host_action(request: web.Request) -> web.Response:
         request[TENANT], request.match_info["host"], action, deadline_seconds=deadline,
         message=message, logoff=logoff, **_acting(request))
     return web.json_response({"host": host})
+
+
+@routes.post("/tokens/revoke")
+async def revoke_tokens(request: web.Request) -> web.Response:
+    """Revoke admin API tokens by name: ``{"name": N, "tenant": T}`` (an admin of T), or
+    ``"tenant": null`` for operators' tokens (operators only)."""
+    body = await json_body(request)
+    name, tenant_id = body.get("name"), body.get("tenant")
+    if not isinstance(name, str) or not name or not (tenant_id is None
+                                                     or isinstance(tenant_id, str)):
+        raise BadRequest('expected {"name": NAME, "tenant": TENANT or null}')
+    principal = request[PRINCIPAL]
+    if tenant_id is None:
+        if principal.token_tenant != OPERATOR:
+            raise NotAdmin("only operators revoke operators' tokens")
+    else:
+        tenant = _broker(request).config.tenant(tenant_id)
+        if tenant is None or not principal.may(tenant):
+            raise NotAdmin("no admin right for this tenant")
+    revoked = await _broker(request).admin.revoke_tokens(tenant_id or OPERATOR, name,
+                                                         **_acting(request))
+    return web.json_response({"revoked": revoked})
 
 
 @routes.post("/tenants/{tenant}/sessions/{session}/logoff")
@@ -254,14 +277,23 @@ async def usage_of_all(request: web.Request) -> web.Response:
 
 
 HEARTBEAT = 15.0   # seconds: a comment on a quiet event stream keeps proxies from closing it
+GROUPS_RECHECK = 60.0  # seconds between asking the directory whether a watching admin still is one
 STREAMS = web.AppKey("streams", set)
 
 
 @routes.get("/tenants/{tenant}/events")
 async def events(request: web.Request) -> web.StreamResponse:
     """The tenant's hosts and sessions as server-sent events: one ``overview`` event now, and
-    another whenever they change (the console's live view: one stream per open console)."""
+    another whenever they change (the console's live view: one stream per open console).
+
+    The watcher is checked again at every wake-up and heartbeat (and the directory asked every
+    :data:`GROUPS_RECHECK` seconds): once the login is signed out or expired, the API token
+    revoked, or the user no longer in the admin group, the stream sends ``event: ended`` and
+    ends."""
     broker, tenant = _broker(request), request[TENANT]
+    token = token_of(request)[0]
+    loop = asyncio.get_running_loop()
+    groups_checked = loop.time()
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                            "X-Accel-Buffering": "no"})
     await response.prepare(request)
@@ -271,6 +303,12 @@ async def events(request: web.Request) -> web.StreamResponse:
     sent, version, quiet = b"", broker.changes.version, 0.0
     try:
         while True:
+            ask_directory = loop.time() - groups_checked >= GROUPS_RECHECK
+            if not await broker.still_admin(token, tenant, ask_directory=ask_directory):
+                await response.write(b"event: ended\ndata: {\"reason\":\"login_required\"}\n\n")
+                break
+            if ask_directory:
+                groups_checked = loop.time()
             overview = {"hosts": await broker.admin.host_overview(tenant),
                         "sessions": await broker.admin.session_overview(tenant)}
             data = json.dumps(overview, separators=(",", ":")).encode()

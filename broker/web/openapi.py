@@ -92,6 +92,13 @@ OPENAPI = {
                 "deadline_seconds": {"type": "number", "minimum": 0}, "message": _S,
                 "logoff": {"type": "boolean"}}},
             security=_BEARER, params=("tenant", "host", "action"))},
+        "/api/v1/admin/tokens/revoke": {"post": _op(
+            "Revoke admin API tokens by name: of a tenant (its admins), or with tenant null "
+            "the operators' (operators only). Refused from their next request on; the event "
+            "streams they opened end.",
+            body={"type": "object", "properties": {"name": _S,
+                                                   "tenant": {"type": ["string", "null"]}},
+                  "required": ["name", "tenant"]}, security=_BEARER)},
         _ADMIN + "/sessions/{session}/logoff": {"post": _op(
             "Log a session off now.", security=_BEARER, params=("tenant", "session"))},
         _ADMIN + "/sessions/{session}/message": {"post": _op(

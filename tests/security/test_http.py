@@ -167,3 +167,34 @@ async def test_a_request_body_sent_a_byte_at_a_time_is_cut_off(live):
         assert time.monotonic() - started < 30, "a slow body held the connection"
     assert answer == b"" or answer.startswith((b"HTTP/1.1 408", b"HTTP/1.1 413")), answer
     writer.close()
+
+
+MALFORMED = {   # what a request smuggler or a scanner sends; the parser refuses each
+    "two lengths": "POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                   "Content-Length: 5\r\n\r\nabcde",
+    "length and chunks": "POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                         "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "a NUL in the path": "GET /ab\x00cd HTTP/1.1\r\nHost: x\r\n\r\n",
+    "a script in the path": "GET /<script>alert(1)</script> HTTP/1.1\r\nHost: x\r\n\r\n",
+    "a method in lower case": "get / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "a control character in a header": "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("port", ["portal", "gateway"])
+@pytest.mark.parametrize("case", list(MALFORMED))
+async def test_a_malformed_request_is_answered_by_pforte_and_not_echoed(live, port, case):
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", live.portal_port if port == "portal" else live.gateway_port)
+    writer.write(MALFORMED[case].encode("latin-1"))
+    answer = await asyncio.wait_for(reader.read(), IDLE + 10)     # until it closes
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    assert lines[0].split()[1].startswith("4"), answer[:200]
+    assert headers["server"] == "Pforte", headers
+    for header in SECURITY_HEADERS:
+        assert header.lower() in headers, (case, header)
+    for echoed in (b"script", b"alert", b"abcde", b"get /"):
+        assert echoed not in body.lower(), body

@@ -388,6 +388,10 @@ function onEvent(block) {
         if (line.startsWith("event: ")) kind = line.slice(7);
         else if (line.startsWith("data: ")) data += line.slice(6);
     }
+    if (kind === "ended") {          // signed out, expired or no longer an admin: sign in again
+        window.location.assign("/login");
+        return;
+    }
     if (kind !== "overview" || !data) return;
     overview = JSON.parse(data);
     drawHosts();

@@ -46,8 +46,9 @@ DEFAULT_HISTORY_DAYS = 400           # ended sessions kept for usage (a year, an
 DEFAULT_TIME_ZONE = "Europe/Berlin"   # the municipalities' clock: months for usage, windows
 DEFAULT_GATEWAY_LEASE = 95            # seconds a connected session lives without a gateway's word
 DEFAULT_SSH_TIMEOUT = 5.0             # seconds to connect to a host over SSH / run a command
-DEFAULT_REQUESTS_IN_FLIGHT = 48       # users' requests one broker process works on at once;
-                                      # more are answered 503 with Retry-After at once
+DEFAULT_REQUESTS_IN_FLIGHT = 48       # users' requests one broker process works on at once,
+DEFAULT_REQUESTS_QUEUED = 2000        # and that wait for their turn; more are answered 503
+                                      # with Retry-After at once
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ class BrokerConfig:
     tls_key: Path | None = None
     http_idle_timeout: float = HTTP_IDLE_TIMEOUT  # silent connections are closed
     requests_in_flight: int = DEFAULT_REQUESTS_IN_FLIGHT
+    requests_queued: int = DEFAULT_REQUESTS_QUEUED
     database: str | None = None       # postgresql://… (fleet); None: SQLite in state_dir
     database_password: str | None = None
     database_connections: int = DEFAULT_DATABASE_CONNECTIONS
@@ -217,6 +219,7 @@ def load_config(path: str | Path) -> BrokerConfig:
         tls_key=b.file("tls_key_file") if tls else None,
         http_idle_timeout=b.float("http_idle_timeout", HTTP_IDLE_TIMEOUT, minimum=1.0),
         requests_in_flight=b.int("requests_in_flight", DEFAULT_REQUESTS_IN_FLIGHT, minimum=1),
+        requests_queued=b.int("requests_queued", DEFAULT_REQUESTS_QUEUED, minimum=0),
         database=_database(b),
         database_password=read_secret(b.file("database_password_file")).decode()
         if "database_password_file" in b.data else None,

@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 
@@ -36,6 +37,7 @@ def _broker(args: argparse.Namespace) -> int:
     from wire import serving
 
     from broker.config import load_config
+    from broker.errors import StoreUnavailable
     from broker.schema import SchemaMismatch
     from broker.service import Broker
     from broker.store import Store
@@ -55,6 +57,10 @@ def _broker(args: argparse.Namespace) -> int:
     except SchemaMismatch as exc:
         print(f"pforte broker: {exc}", file=sys.stderr)
         return 2
+    except StoreUnavailable as exc:   # systemd starts it again (Restart=on-failure)
+        print(f"pforte broker: the database cannot be reached ({exc}); not started",
+              file=sys.stderr)
+        return 1
 
     async def main() -> None:
         broker = Broker(config, Store.for_config(config))
@@ -341,6 +347,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # asyncssh still names DSA keys, which the cryptography package calls deprecated on import:
+    # ten lines of a library's notice before every command's own (Pforte uses Ed25519 keys)
+    warnings.filterwarnings("ignore", message="DSA is deprecated", module="asyncssh")
     args = parser().parse_args(argv)
     logging.basicConfig(level=args.log_level,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

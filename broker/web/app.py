@@ -27,7 +27,7 @@ DEFAULT_NOVNC_DIR = PACKAGED_NOVNC_DIR if PACKAGED_NOVNC_DIR.is_dir() else CHECK
 
 def create_app(broker: Broker, *, novnc_dir: Path = DEFAULT_NOVNC_DIR) -> web.Application:
     """The broker's application; starting it starts the broker, cleanup closes it."""
-    shedding = Shedding(broker.config.requests_in_flight)
+    shedding = Shedding(broker.config.requests_in_flight, broker.config.requests_queued)
     app = web.Application(middlewares=[client_middleware, errors_middleware, shedding.middleware],
                           client_max_size=MAX_BODY)
     app[BROKER_KEY] = broker

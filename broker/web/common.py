@@ -18,6 +18,7 @@ Behind a reverse proxy the client's address and scheme come from ``X-Forwarded-F
 from __future__ import annotations
 
 import asyncio
+import collections
 import hmac
 import logging
 import secrets
@@ -82,31 +83,51 @@ async def client_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 class Shedding:
-    """At most ``limit`` users' requests in work at once in this process; one more is refused
-    before any work is done (:class:`~broker.errors.Overloaded`: 503 with ``Retry-After``), and
-    one whose client has already gone is not started. Overload then costs users time, not
-    failed boots: what is refused is asked again later, and what is taken is answered in time
-    (a redemption included, which is never shed)."""
+    """At most ``limit`` users' requests in work at once in this process, the next ``queued``
+    waiting for a place in arrival order; one more is refused before any work is done
+    (:class:`~broker.errors.Overloaded`: 503 with ``Retry-After``), and one whose client has
+    gone by its turn is not started. Overload then costs users time, not failed boots: what
+    waits is answered in turn, what is refused is asked again later, and the gateways'
+    redemptions (never shed or queued) are answered in time."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, limit: int, queued: int) -> None:
+        self.limit, self.queued = limit, queued
         self.in_flight = 0
-        self.shed = 0          # requests refused so far (for the benchmarks and metrics)
+        self.shed = 0                                   # requests refused so far
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(UNSHED):
             return await handler(request)
-        if request.transport is None or request.transport.is_closing():
-            raise web.HTTPServiceUnavailable(text="the client has gone\n")
-        if self.in_flight >= self.limit:
+        if self.in_flight < self.limit:
+            self.in_flight += 1
+        elif len(self._waiting) < self.queued:
+            turn = asyncio.get_running_loop().create_future()
+            self._waiting.append(turn)
+            try:
+                await turn                              # a finishing request hands its place on
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._release()                     # the place was ours: pass it on
+                raise
+        else:
             self.shed += 1
             raise Overloaded()
-        self.in_flight += 1
         try:
+            if request.transport is None or request.transport.is_closing():
+                raise web.HTTPServiceUnavailable(text="the client has gone\n")
             return await handler(request)
         finally:
-            self.in_flight -= 1
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self.in_flight -= 1
 
 
 @web.middleware

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -18,8 +20,8 @@ import aiohttp
 
 from broker.service import HOUSEKEEPING_INTERVAL
 from client.api import BrokerApi
-from testbed import Postgres, Processes
-from testbed.demo import TENANT
+from testbed import Postgres, Processes, free_port
+from testbed.demo import TENANT, DesktopEntry
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 from wire.api import RECONNECT_PASS_HEADER
@@ -217,6 +219,29 @@ async def test_a_desktop_admitted_during_an_outage_keeps_its_seat_once_the_datab
         assert await state() == "connected"
         assert await desktop_answers(ws)                # the same stream, still relayed
         await ws.close()
+
+
+
+def test_a_broker_started_while_the_database_is_down_says_so_in_one_line(
+        own_postgres, slapd, desktops, tmp_path):
+    """Started by systemd while PostgreSQL is down: one line that says what is wrong, exit 1
+    (the unit starts it again), no traceback and no secret."""
+    from testbed.demo import write_config
+    database, _ = own_postgres
+    options = on_database(database, "down", tmp_path)
+    config = write_config(tmp_path / "state", slapd=slapd, host="127.0.0.1",
+                          portal_port=free_port(), gateway_port=free_port(),
+                          group=slapd.group_dn("desktop-users"),
+                          desktops=[DesktopEntry("desk1", desktops[0].port, 10,
+                                                 desktops[0].password)],
+                          broker_options=options)
+    database.halt()
+    done = subprocess.run([sys.executable, "-m", "pforte", "broker", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the database cannot be reached" in lines[0], done.stderr
+    assert database.password not in done.stderr
 
 
 def test_in_chromium_the_page_brings_her_back_through_another_gateway_while_the_database_is_down(

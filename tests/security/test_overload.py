@@ -1,5 +1,6 @@
 """An overloaded broker sheds load early and says so: beyond ``requests_in_flight`` users'
-requests, the real broker process answers 503 "busy" with ``Retry-After`` before doing any work
+requests and ``requests_queued`` waiting for their turn, the real broker process answers 503
+"busy" with ``Retry-After`` before doing any work
 (nothing is counted against a throttle, nothing is audited), while the gateways' reports and
 the health check are still answered."""
 
@@ -16,11 +17,11 @@ from .conftest import DOMAIN, bearer
 pytestmark = pytest.mark.integration
 
 BURST = 300
-LIMIT = 2
+LIMIT, QUEUED = 2, 8
 
 
 async def test_beyond_its_limit_the_broker_answers_busy_before_the_work(own_live):
-    live = own_live(broker_options={"requests_in_flight": LIMIT})
+    live = own_live(broker_options={"requests_in_flight": LIMIT, "requests_queued": QUEUED})
     report_token = (live.state / "keys" / "report.token").read_text().strip()
     connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(connector=connector,

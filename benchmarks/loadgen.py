@@ -359,7 +359,105 @@ async def idle(peer: Peer, job: dict) -> dict:
     return {"opened": len(cs), "first_error": errors[0] if errors else None}
 
 
-JOBS = {"setups": setups, "down": downstream, "up": upstream, "rtt": round_trip, "idle": idle}
+# -- hostile viewers (benchmarks.hostile) -----------------------------------------------------
+
+async def _attacker(peer: Peer, with_ticket: bool
+                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw websocket to the peer; with a ticket (where the peer takes one) past the desktop's
+    RFB handshake, as a viewer gets there."""
+    reader, writer = await asyncio.open_connection(peer.host, peer.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(peer.request.replace("{key}", key).encode())
+    await reader.readuntil(b"\r\n\r\n")
+    if not with_ticket:
+        return reader, writer
+    if peer.tickets:
+        writer.write(masked_frame(peer.tickets.pop().encode(), 0x1))
+    pending = bytearray()
+
+    async def read(n: int) -> bytes:
+        while len(pending) < n:
+            first, second = await reader.readexactly(2)
+            size = second & 0x7F
+            if size == 126:
+                size = int.from_bytes(await reader.readexactly(2), "big")
+            elif size == 127:
+                size = int.from_bytes(await reader.readexactly(8), "big")
+            payload = await reader.readexactly(size)
+            if first & 0x0F == 0x2:
+                pending.extend(payload)
+            elif first & 0x0F == 0x8:
+                raise ConnectionError("closed")
+        out = bytes(pending[:n])
+        del pending[:n]
+        return out
+    await read(12)
+    writer.write(masked_frame(VERSION_3_8))
+    types = await read((await read(1))[0])
+    if peer.password is not None and 2 in types:
+        writer.write(masked_frame(b"\x02"))
+        writer.write(masked_frame(vnc_auth_response(peer.password, await read(16))))
+    else:
+        writer.write(masked_frame(b"\x01"))
+    await read(4)
+    writer.write(masked_frame(b"\x01"))
+    head = await read(24)
+    await read(int.from_bytes(head[20:24], "big"))
+    return reader, writer
+
+
+def _fragments() -> bytes:
+    """A binary message that never ends: one non-final frame, then empty continuations."""
+    first = bytes((0x02, 0x81)) + os.urandom(4) + b"x"
+    return first + (bytes((0x00, 0x80)) + b"\0\0\0\0") * 4096
+
+
+async def hostile(peer: Peer, job: dict) -> dict:
+    """``conns`` viewers of one ``attack`` for ``seconds``: each connects again when the peer
+    closes it. They never read what the peer sends them. Attacks: ``pings`` (a flood of pings,
+    in a session), ``fragments`` (a message of endless empty fragments, before any ticket),
+    ``slow_reader`` (a session whose desktop sends without end), ``slowloris`` (a request
+    head, one byte a second)."""
+    attack, until = job["attack"], time.monotonic() + job["seconds"]
+    sent, opened = [0], [0]
+    pings = masked_frame(b"p" * 125, 0x9) * 512
+
+    async def one() -> None:
+        while time.monotonic() < until:
+            writer = None
+            try:
+                if attack == "slowloris":
+                    reader, writer = await asyncio.open_connection(peer.host, peer.port)
+                    writer.write(f"GET {peer.path} HTTP/1.1\r\nHost: x\r\n".encode())
+                    opened[0] += 1
+                    while time.monotonic() < until and not reader.at_eof():
+                        writer.write(b"X")
+                        await writer.drain()
+                        await asyncio.sleep(1.0)
+                    continue
+                reader, writer = await _attacker(peer, with_ticket=attack != "fragments")
+                opened[0] += 1
+                if attack == "slow_reader":
+                    writer.write(masked_frame(b"D" + (1 << 40).to_bytes(8, "big")))
+                    await asyncio.sleep(max(0.0, until - time.monotonic()))
+                    continue
+                chunk = pings if attack == "pings" else _fragments()
+                while time.monotonic() < until:
+                    writer.write(chunk)
+                    await asyncio.wait_for(writer.drain(), 2.0)
+                    sent[0] += len(chunk)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
+                    ConnectionError):
+                await asyncio.sleep(0.05)          # closed by the peer: again
+            finally:
+                if writer is not None:
+                    writer.transport.abort()
+    await asyncio.gather(*(one() for _ in range(job["conns"])))
+    return {"attack": attack, "bytes_sent": sent[0], "connections": opened[0]}
+
+
+JOBS = {"setups": setups, "down": downstream, "up": upstream, "rtt": round_trip, "idle": idle,
+        "hostile": hostile}
 
 
 async def main(job: dict) -> dict:

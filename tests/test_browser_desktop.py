@@ -49,7 +49,8 @@ def german(text: str) -> list[Key]:
                '"': "Digit2", "§": "Digit3", "$": "Digit4", "%": "Digit5", "&": "Digit6",
                "/": "Digit7", "(": "Digit8", ")": "Digit9", "=": "Digit0", "?": "Minus",
                "*": "BracketRight", "'": "Backslash", "_": "Slash", ";": "Comma", ":": "Period",
-               ">": "IntlBackslash", "Z": "KeyY", "Y": "KeyZ", "A": "KeyA"}
+               ">": "IntlBackslash", "Z": "KeyY", "Y": "KeyZ",
+               **{c.upper(): f"Key{c.upper()}" for c in "abcdefghijklmnopqrstuvwx"}}
     altgr = {"@": "KeyQ", "€": "KeyE", "\\": "Minus", "{": "Digit7", "[": "Digit8",
              "]": "Digit9", "}": "Digit0", "|": "IntlBackslash", "~": "BracketRight",
              "²": "Digit2", "³": "Digit3", "µ": "KeyM"}
@@ -119,8 +120,8 @@ class Keyboard:
                 self._send("keyUp", key, code, 0)
 
     def dead(self, code: str, shift: bool, then: Key) -> None:
-        """A dead key (the accent alone), then the key it combines with: Chromium reports the
-        first as "Dead" and the second as the composed character."""
+        """A dead key (the accent alone), then the key after it: Chromium reports the first as
+        "Dead" (its code: where the key is) and the second as ``then`` says."""
         if shift:
             self._send("rawKeyDown", "Shift", "ShiftLeft", 8)
         self._send("rawKeyDown", "Dead", code, 8 if shift else 0)
@@ -249,6 +250,32 @@ def test_dead_keys_combine_as_on_the_keyboard(open_desktop, german_desktop, plat
         keyboard.dead(code, shift, then)
     keyboard.enter()
     assert typed_line(german_desktop, before) == "x" + "".join(typed for *_, typed in DEAD)
+
+
+# What Chromium really sends on X11 and Windows: "Dead", then the plain key (never the
+# composed character); the page composes. Each: (accent key, with Shift, the key after it).
+DEAD_AS_SENT = [
+    ("Backquote", False, Key("a", "KeyA"), "â"), ("Equal", False, Key("e", "KeyE"), "é"),
+    ("Equal", True, Key("a", "KeyA"), "à"), ("Equal", True, Key("A", "KeyA", shift=True), "À"),
+    ("Backquote", False, Key(" ", "Space"), "^"), ("Equal", False, Key(" ", "Space"), "´"),
+    ("Equal", True, Key(" ", "Space"), "`"), ("Backquote", False, Key("x", "KeyX"), "^x"),
+]
+
+
+@pytest.mark.parametrize("platform", ["linux", "windows"])
+def test_dead_keys_as_chromium_sends_them_combine_on_the_desktop(open_desktop, german_desktop,
+                                                                  platform):
+    keyboard = open_desktop(german_desktop, platform)
+    before = german_desktop.typed.stat().st_size
+    keyboard.type(german("x"))           # (see test_dead_keys_combine_as_on_the_keyboard)
+    for code, shift, then, _ in DEAD_AS_SENT:
+        keyboard.dead(code, shift, then)
+    for name in ("René", "André"):       # as a German keyboard types them: ´ then e
+        keyboard.type(german(" " + name[:-1]))
+        keyboard.dead("Equal", False, Key("e", "KeyE"))
+    keyboard.enter()
+    assert typed_line(german_desktop, before) == "x" + "".join(
+        typed for *_, typed in DEAD_AS_SENT) + " René André"
 
 
 @pytest.mark.parametrize("platform", ["linux", "windows"])

@@ -1,7 +1,9 @@
 // The desktop page: asks the broker for a ticket, opens the gateway stream through PforteChannel
 // (ticket as first message, never in the URL; survives network drops) and gives it to noVNC.
 import RFB from "/novnc/core/rfb.js";
+import keysyms from "/novnc/core/input/keysymdef.js";
 import { PforteChannel } from "/static/pforte-channel.js";
+import { accentOf, afterAccent } from "/static/dead-keys.js";
 
 const body = document.body;
 const status = document.getElementById("status");
@@ -19,6 +21,29 @@ ctrlAltDel.addEventListener("click", () => {
         current.focus();
     }
 });
+// Dead keys (static/dead-keys.js): the page composes what the system reports in two events.
+// Ahead of noVNC (capture on the screen, around its canvas): the dead key and the key that
+// completes it never reach noVNC (and so neither do their releases), the result is sent as
+// the characters' own keysyms.
+let accent = null;
+screen.addEventListener("keydown", (event) => {
+    if (!current) return;
+    if (event.key === "Dead") {
+        const known = accentOf(event.code, event.shiftKey);
+        if (!known) return;                      // a dead key of another layout: as noVNC does
+        accent = known;
+    } else if (accent) {
+        const text = afterAccent(accent, event.key);
+        if (text === null) return;               // Shift and the like: the accent waits
+        accent = null;
+        for (const c of text) current.sendKey(keysyms.lookup(c.codePointAt(0)), null);
+    } else {
+        return;
+    }
+    event.preventDefault();
+    event.stopImmediatePropagation();
+}, { capture: true });
+
 // Full screen on a button; Esc (the browser's own) or the same button leaves it.
 fullScreen.addEventListener("click", () => {
     if (document.fullscreenElement) document.exitFullscreen();

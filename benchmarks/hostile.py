@@ -76,7 +76,7 @@ async def measure(gen: Generators, peer: Peer, attackers: int, seconds: float,
             "rss_before_mib": round(rss_before / 2**20, 1),
             "rss_peak_mib": round(peak[0] / 2**20, 1),
             "attackers": {r.get("attack", "?"): {"connections": r.get("connections"),
-                                                 "mib_sent": round(r.get("bytes_sent", 0)
+                                                 "mib_written": round(r.get("bytes_sent", 0)
                                                                    / 2**20, 1)}
                           for r in results}}
 

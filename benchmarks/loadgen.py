@@ -446,8 +446,8 @@ async def hostile(peer: Peer, job: dict) -> dict:
                     writer.write(chunk)
                     await asyncio.wait_for(writer.drain(), 2.0)
                     sent[0] += len(chunk)
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
-                    ConnectionError):
+            except (OSError, RuntimeError, asyncio.TimeoutError, asyncio.IncompleteReadError,
+                    ConnectionError):              # uvloop: RuntimeError on a closed transport
                 await asyncio.sleep(0.05)          # closed by the peer: again
             finally:
                 if writer is not None:

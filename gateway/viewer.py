@@ -33,9 +33,10 @@ reading stops while the viewer's own write buffer is over :data:`WRITE_BUFFER_HI
 that sends and never reads is not answered into the gateway's memory), while the desktop's is
 full (the relay), and while :data:`INBOX_MESSAGES` complete messages wait to be taken; a ping
 waiting behind a full write buffer is answered once, with the latest payload; a message has at
-most ``max_message`` bytes in at most :data:`MAX_FRAGMENTS` frames. A viewer that breaks the
-protocol is failed at once (RFC 6455 §7.1.7): our close frame, then the TCP connection closed
-without waiting for an answer, and nothing it sends after that is read.
+most ``max_message`` bytes in at most :data:`MAX_FRAGMENTS` frames; more than
+:data:`MAX_CONTROLS` pings and pongs between two beats fail the connection (1008). A viewer
+that breaks the protocol is failed at once (RFC 6455 §7.1.7): our close frame, then the TCP
+connection closed without waiting for an answer, and nothing it sends after that is read.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ WRITE_BUFFER_HIGH = 64 * 1024  # bytes waiting for a viewer before reading from 
                                # desktop) stops
 MAX_FRAGMENTS = 1024      # frames one message may come in (browsers send one)
 INBOX_MESSAGES = 8        # complete messages waiting to be taken before reading stops
+MAX_CONTROLS = 64         # pings and pongs a viewer may send between two beats (clients ping
+                          # every 20 s or so; a flood costs the gateway CPU, and is refused)
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _OUR_HEADERS = b"".join(f"{name}: {value}\r\n".encode()   # Server: Pforte, security headers
                    for name, value in serving.REFUSAL_HEADERS.items())
@@ -293,7 +296,8 @@ class ViewerLink(asyncio.Protocol):
     __slots__ = ("transport", "max_message", "heard", "pinged", "writing_paused", "close_code",
                  "lost", "on_lost", "_in", "_parts", "_parts_opcode", "_parts_size",
                  "_fragments", "_inbox", "_streaming", "_left", "_masked", "_mask", "_final",
-                 "_waiter", "_drained", "_sink", "_linger", "_holds", "_pong", "_failed")
+                 "_waiter", "_drained", "_sink", "_linger", "_holds", "_pong", "_failed",
+                 "_controls")
 
     def __init__(self, transport: asyncio.Transport, max_message: int) -> None:
         self.transport = transport
@@ -323,6 +327,7 @@ class ViewerLink(asyncio.Protocol):
         self._holds = 0                          # why reading stops: _HELD_BY_* bits
         self._pong: bytes | None = None          # a ping's answer waiting for the write buffer
         self._failed = False                     # broke the protocol: nothing more is read
+        self._controls = 0                       # pings and pongs since the last beat
 
     @property
     def closed(self) -> bool:
@@ -461,6 +466,10 @@ class ViewerLink(asyncio.Protocol):
         if opcode >= _CLOSE:
             if not final or len(payload) > 125:
                 return self._fail(1002, "control frames are short and whole")
+            if opcode != _CLOSE:
+                self._controls += 1
+                if self._controls > MAX_CONTROLS:
+                    return self._fail(1008, "too many pings")
             if opcode == _PING:
                 if self.writing_paused:
                     self._pong = payload        # answered when it has read: the latest only
@@ -658,6 +667,7 @@ class ViewerLink(asyncio.Protocol):
 
     def beat(self) -> None:
         """Called every ``HEARTBEAT / 2`` seconds (see the module's docstring)."""
+        self._controls = 0
         if self.heard:
             self.heard = self.pinged = False
         elif self.pinged:

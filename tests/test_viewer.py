@@ -13,8 +13,8 @@ import tracemalloc
 import aiohttp
 import pytest
 
-from gateway.viewer import (INBOX_MESSAGES, MAX_FRAGMENTS, Kind, Message, ViewerLink, accept_key,
-                            frame, parse_head, BadHead)
+from gateway.viewer import (INBOX_MESSAGES, MAX_CONTROLS, MAX_FRAGMENTS, BadHead, Kind,
+                            Message, ViewerLink, accept_key, frame, parse_head)
 
 from .conftest import open_ws, read_exactly
 
@@ -198,11 +198,23 @@ async def test_a_viewer_that_does_not_read_is_not_read_and_its_pings_are_answere
     assert transport.high is not None                   # the write buffer's limit is ours
     viewer.pause_writing()                              # its write buffer is full
     assert transport.paused                             # so nothing more is read from it
-    viewer.data_received(b"".join(masked(b"%d" % i, 0x9) for i in range(10_000)))
-    assert not transport.out                            # 10,000 pings queue no pong
+    viewer.data_received(b"".join(masked(b"%d" % i, 0x9) for i in range(MAX_CONTROLS)))
+    assert not transport.out                            # the pings queue no pong
     viewer.resume_writing()                             # it read: the latest ping answered
-    assert server_frames(transport.out) == [(0xA, b"9999")]
+    assert server_frames(transport.out) == [(0xA, b"%d" % (MAX_CONTROLS - 1))]
     assert not transport.paused
+
+
+async def test_a_ping_flood_is_refused_while_a_client_that_pings_now_and_then_is_answered():
+    viewer, transport = await link()
+    for _ in range(3):                                  # three heartbeats of normal pinging
+        viewer.data_received(masked(b"", 0x9) * MAX_CONTROLS)
+        viewer.beat()
+    assert not transport.closing
+    viewer.data_received(masked(b"", 0x9) * (MAX_CONTROLS + 1))
+    opcode, payload = server_frames(transport.out)[-1]
+    assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == 1008
+    assert transport.closing
 
 
 async def test_reading_stops_while_the_desktop_or_the_viewer_is_full_until_both_drained():

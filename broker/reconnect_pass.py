@@ -9,8 +9,10 @@ up the login or the session; instead it opens the pass the client presents with 
 and mints a short ticket, marked ``outage``, to that same desktop and nothing else. The gateway
 admits such a ticket once without the broker's record (see ``gateway.server``).
 
-What it cannot check while the database is down, and so does not promise: that the login was not
-signed out or the session not ended since the pass was issued. The pass expires with the login.
+What it cannot check while the database is down, and so does not promise: that the session was not
+ended since the pass was issued, or that the login was not signed out at *another* broker (each
+broker refuses the passes of the sign-outs it saw itself, ``Broker.forget_passes``). The pass
+expires with the login.
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ HOUSEKEEPING_INTERVAL = 5.0  # seconds between timer sweeps of the session table
 DRAIN_INTERVAL = 1.0         # seconds between looks at the drains
 MAINTENANCE_INTERVAL = 15.0  # seconds between looks at the maintenance windows
 OUTAGE_TICKET_LIFETIME = 15  # seconds a ticket minted from a reconnect pass lives
+SIGN_OUTS_REMEMBERED = 100_000  # sign-outs a broker keeps before it forgets the expired ones
 MAX_LOGIN_LENGTH = 256
 MAX_PASSWORD_LENGTH = 1024
 
@@ -121,6 +122,7 @@ class Broker:
         self.clock = clock
         self.rng = rng or random.SystemRandom()
         self._signing_key = load_pem_private_key(config.ticket_private_key, password=None)
+        self._signed_out: dict[str, float] = {}   # login hash -> until when its passes could live
         self._executor = ThreadPoolExecutor(max_workers=config.directory_threads,
                                             thread_name_prefix="pforte-ldap")
         self.directories = {t.id: Directory(t.directory, self._executor) for t in config.tenants}
@@ -481,7 +483,19 @@ class Broker:
         return None
 
     async def logout(self, token: str) -> None:
+        """End a portal login; its reconnect passes die with it (:meth:`forget_passes`)."""
+        self.forget_passes(token)
         await self.store.accounts.delete_login(token)
+
+    def forget_passes(self, token: str) -> None:
+        """Refuse the reconnect passes of this login token from now on, here, even while the
+        database is down: this broker remembers the sign-out for as long as a pass can live
+        (at most :data:`SIGN_OUTS_REMEMBERED`, the oldest forgotten first)."""
+        now = self.clock()
+        self._signed_out[reconnect_pass.login_hash(token)] = now + self.config.login_lifetime
+        if len(self._signed_out) > SIGN_OUTS_REMEMBERED:
+            live = [(h, until) for h, until in self._signed_out.items() if until > now]
+            self._signed_out = dict(live[-SIGN_OUTS_REMEMBERED:])
 
     # -- desktops ----------------------------------------------------------------------------
     def administers(self, login: Login) -> bool:
@@ -590,7 +604,7 @@ class Broker:
         tenant = self.config.tenant(found.tenant) if found else None
         pool = tenant.pool(found.pool) if tenant else None
         host = tenant.host(found.host) if tenant else None
-        if found is None or pool is None or host is None:
+        if found is None or pool is None or host is None or found.login_hash in self._signed_out:
             raise StoreUnavailable("database unavailable and no valid reconnect pass")
         if csrf is not None and not hmac.compare_digest(csrf.encode(), found.csrf.encode()):
             raise BadRequest("CSRF token missing or wrong")

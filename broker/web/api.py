@@ -108,8 +108,15 @@ async def api_connection_file(request: web.Request) -> web.StreamResponse:
 
 @routes.post("/api/v1/logout")
 async def api_logout(request: web.Request) -> web.StreamResponse:
-    token, _ = await login_of(request, need_mfa=False, state_changing=True)
-    await request.config_dict[BROKER_KEY].logout(token)
+    broker = request.config_dict[BROKER_KEY]
+    try:
+        token, _ = await login_of(request, need_mfa=False, state_changing=True)
+    except StoreUnavailable:      # the login cannot be looked up: its passes die here anyway
+        token, from_cookie = token_of(request)
+        if token and not from_cookie:   # (a cookie's request could come from another site)
+            broker.forget_passes(token)
+        raise
+    await broker.logout(token)
     response = web.Response(status=204)
     response.del_cookie(COOKIE, path="/")
     return response

@@ -179,6 +179,31 @@ async def test_every_connection_that_predates_a_database_restart_is_replaced_unn
         await engine.close()
 
 
+
+@pytest.mark.parametrize("signed_out", ["before the outage", "during the outage"])
+async def test_a_signed_out_users_reconnect_pass_is_dead_at_the_broker_that_saw_it(
+        own_live, own_postgres, tmp_path, signed_out):
+    """She signs out (on a shared town-hall PC); while the database is down, whoever kept her
+    login token and pass gets nothing from the broker that saw the sign-out."""
+    database, processes = own_postgres
+    live = own_live(broker_options=on_database(database, "signout", tmp_path))
+    async with live.client("10.93.0.1") as http:
+        await live.enrol(http, "user2")
+        token = await live.login(http, "user2")
+        r = await http.post(f"{live.portal}/api/v1/pools/buero/connect", headers=bearer(token))
+        held_pass = (await r.json())["reconnect_pass"]
+        if signed_out == "during the outage":
+            database.halt()
+        r = await http.post(f"{live.portal}/api/v1/logout", headers=bearer(token))
+        assert r.status in (204, 503)               # 503: the database could not be told
+        if signed_out == "before the outage":
+            database.halt()
+        r = await http.post(f"{live.portal}/api/v1/pools/buero/connect",
+                            headers={**bearer(token), RECONNECT_PASS_HEADER: held_pass})
+        assert r.status == 503 and (await r.json())["error"] == "store_unavailable"
+        database.run(processes)
+
+
 async def test_a_desktop_admitted_during_an_outage_keeps_its_seat_once_the_database_is_back(
         own_live, own_postgres, tmp_path):
     """A thin client of the 8 a.m. storm: its ticket's redemption was refused while PostgreSQL

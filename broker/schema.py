@@ -75,6 +75,12 @@ CREATE TABLE window_runs (
     tenant TEXT NOT NULL, window_id TEXT NOT NULL, starts REAL NOT NULL, ends REAL NOT NULL,
     phase TEXT NOT NULL, PRIMARY KEY (tenant, window_id, starts));
 """,
+    4: """
+CREATE TABLE viewers (
+    ticket_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, session_id TEXT NOT NULL,
+    since REAL NOT NULL);
+CREATE INDEX viewers_by_session ON viewers (session_id);
+""",
 }
 LATEST = max(MIGRATIONS)
 

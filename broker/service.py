@@ -659,12 +659,19 @@ class Broker:
     async def disconnected(self, batch: list[reports.Disconnect]) -> None:
         """A gateway's reports (the sessions' states in one transaction); a session the gateway
         ended for idleness is logged off (the pool's ``idle_logoff`` policy, which the ticket
-        carried)."""
-        await self.store.sessions.disconnect_many([(r.tenant, r.session) for r in batch],
-                                                  now=self.clock())
+        carried). A report counts only for a viewer the reporting gateway redeemed (it names
+        the ticket): another one's is audited and changes nothing."""
+        applied = await self.store.sessions.disconnect_many(
+            [(r.tenant, r.session, r.ticket) for r in batch], now=self.clock())
         self.changes.bump()
-        for report in batch:
-            await self._after_disconnect(report)
+        for report, viewer in zip(batch, applied):
+            if viewer:
+                await self._after_disconnect(report)
+            else:    # not a viewer this gateway redeemed (or one gone already): nothing changes
+                await self.audit.record(report.tenant if self.config.tenant(report.tenant)
+                                        else "-", report.user or "?", "gateway",
+                                        "session.disconnect", "not_a_viewer",
+                                        f"session={report.session}")
 
     async def _after_disconnect(self, report: reports.Disconnect) -> None:
         tenant = self.config.tenant(report.tenant)

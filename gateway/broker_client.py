@@ -175,7 +175,8 @@ class BrokerClient:
         report is on its way (one request; the broker's lease ends a session whose report was
         lost)."""
         self._disconnects.add(reports.Disconnect(claims.tenant, claims.session, counters.up,
-                                                 counters.down, reason, claims.user, clipboard))
+                                                 counters.down, reason, claims.user, clipboard,
+                                                 claims.ticket_id))
 
 
 class _Reports:

@@ -66,11 +66,30 @@ class Lifecycle(RuleBasedStateMachine):
             except UnknownSession:
                 pass  # its state takes no connect (ended meanwhile): refused, as it must be
 
+    def viewers(self) -> list[tuple]:
+        """(ticket id, session) of every viewer a gateway redeemed and still relays."""
+        db = sqlite3.connect(self.path)
+        try:
+            return db.execute("SELECT ticket_id, session_id FROM viewers ORDER BY ticket_id"
+                              ).fetchall()
+        finally:
+            db.close()
+
     @rule(i=st.integers(0, 10))
     def drop(self, i):
+        viewers = self.viewers()
+        if viewers:                   # the gateway that redeemed it reports it, by its ticket
+            ticket_id, session_id = viewers[i % len(viewers)]
+            self.run(self.store.sessions.disconnect("t", session_id, ticket_id, now=self.now))
+
+    @rule(i=st.integers(0, 10))
+    def another_gateway_reports_a_drop(self, i):
         live = self.live()
-        if live:
-            self.run(self.store.sessions.disconnect("t", live[i % len(live)][0], now=self.now))
+        if live:                      # a ticket it never redeemed: nothing changes
+            before = self.live()
+            assert not self.run(self.store.sessions.disconnect(
+                "t", live[i % len(live)][0], f"t{self.tickets + 1}", now=self.now))
+            assert self.live() == before
 
     @rule(i=st.integers(0, 10))
     def logoff(self, i):

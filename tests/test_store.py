@@ -121,7 +121,8 @@ async def test_batches_over_the_same_sessions_never_wait_for_each_other_in_a_cir
             order = shuffled()
             work.append(store.sessions.redeem_many(
                 [(f"r{round_}-{k}-{s}", int(NOW) + 30, "t", "u", s) for s in order], now=NOW))
-            work.append(store.sessions.disconnect_many([("t", s) for s in shuffled()], now=NOW))
+            work.append(store.sessions.disconnect_many(
+                [("t", s, f"r{round_}-{k}-{s}") for s in shuffled()], now=NOW))
             work.append(store.sessions.add_logons([("t", s, {"redeem": 0.001})
                                                    for s in shuffled()]))
             work.append(store.sessions.held([("t", s) for s in shuffled()], now=NOW))
@@ -134,7 +135,7 @@ async def test_sessions_run_their_lifecycle_and_free_their_seat(stores):
                                 keep_seconds=100)
     await a.sessions.redeem("tk", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
     assert (await a.sessions.live("t"))[0].state is State.CONNECTED
-    await a.sessions.disconnect("t", s.session_id, now=NOW + 10)
+    await a.sessions.disconnect("t", s.session_id, "tk", now=NOW + 10)
     assert (await a.sessions.live("t"))[0].state is State.DISCONNECTED
     assert await a.sessions.expire(NOW + 50) == 0
     assert await a.sessions.expire(NOW + 111) == 1

@@ -74,8 +74,11 @@ MAX_REDEMPTIONS = 200   # in one batch (well inside the broker's 64 KiB request 
 @dataclass(frozen=True)
 class Disconnect:
     """A viewer of the session left; ``reason`` is None for a word this broker does not know.
-    ``clipboard`` counts the cut texts of a session whose pool restricts the clipboard (keys
-    ``in``, ``in_blocked``, ``out``, ``out_blocked``); None where nothing was inspected."""
+    ``ticket`` is the id of the ticket whose redemption made this viewer: only the gateway that
+    redeemed it knows it, so a report about another gateway's viewer (or none: a gateway of
+    0.2) changes nothing. ``clipboard`` counts the cut texts of a session whose pool restricts
+    the clipboard (keys ``in``, ``in_blocked``, ``out``, ``out_blocked``); None where nothing
+    was inspected."""
     tenant: str
     session: str
     bytes_up: int
@@ -83,11 +86,12 @@ class Disconnect:
     reason: EndReason | None
     user: str = ""
     clipboard: dict[str, int] | None = None
+    ticket: str = ""
 
     def to_json(self) -> dict:
         body = {"tenant": self.tenant, "session": self.session, "user": self.user,
                 "bytes_up": self.bytes_up, "bytes_down": self.bytes_down,
-                "reason": self.reason.value if self.reason else None}
+                "reason": self.reason.value if self.reason else None, "ticket": self.ticket}
         if self.clipboard is not None:
             body["clipboard"] = self.clipboard
         return body
@@ -103,10 +107,10 @@ class Disconnect:
                 raise BadReport("clipboard is not an object")
             clipboard = {k: clipboard[k] for k in CLIPBOARD_COUNTS
                          if type(clipboard.get(k)) is int and clipboard[k] >= 0}
-        user = body.get("user")
+        user, ticket = body.get("user"), body.get("ticket")
         return cls(_text(body, "tenant"), _text(body, "session"), *counts,
                    EndReason.parse(body.get("reason")), user if isinstance(user, str) else "",
-                   clipboard)
+                   clipboard, ticket if isinstance(ticket, str) else "")
 
 
 @dataclass(frozen=True)

@@ -156,15 +156,26 @@ class Sessions(Repository):
             return results
         return await self._write(q, locks=sorted({f"session:{t[4]}" for t in tickets}))
 
-    async def disconnect(self, tenant: str, session_id: str, *, now: float) -> None:
-        """A viewer left; the session becomes disconnected when it was the last one."""
-        await self.disconnect_many([(tenant, session_id)], now=now)
+    async def disconnect(self, tenant: str, session_id: str, ticket_id: str, *,
+                         now: float) -> bool:
+        """A viewer left (see :meth:`disconnect_many`); whether that changed anything."""
+        return (await self.disconnect_many([(tenant, session_id, ticket_id)], now=now))[0]
 
-    async def disconnect_many(self, left: Sequence[tuple[str, str]], *, now: float) -> None:
-        """:meth:`disconnect` for many (tenant, session) in one transaction."""
-        def q(db: Tx) -> None:
+    async def disconnect_many(self, left: Sequence[tuple[str, str, str]], *,
+                              now: float) -> list[bool]:
+        """Viewers left, named (tenant, session, the id of the ticket whose redemption made the
+        viewer), in one transaction: the session becomes disconnected when it was the last one.
+        A viewer that was never redeemed here under that ticket (another gateway's, made up, or
+        gone already) changes nothing: per viewer, whether it was one."""
+        def q(db: Tx) -> list[bool]:
+            applied = [False] * len(left)
             for i in _by_session(left, lambda t: t[1]):
-                tenant, session_id = left[i]
+                tenant, session_id, ticket_id = left[i]
+                if not ticket_id or db.execute(
+                        "DELETE FROM viewers WHERE ticket_id=? AND session_id=? AND tenant=?",
+                        (ticket_id, session_id, tenant)).rowcount != 1:
+                    continue
+                applied[i] = True
                 row = db.execute("SELECT state, viewers, keep_seconds FROM sessions "
                                  "WHERE id=? AND tenant=?", (session_id, tenant)).fetchone()
                 if row is None or row[0] != State.CONNECTED.value:
@@ -175,7 +186,8 @@ class Sessions(Repository):
                 deadline = None if viewers else now + row[2]
                 db.execute("UPDATE sessions SET state=?, viewers=?, deadline=?, updated=? "
                            "WHERE id=?", (state.value, viewers, deadline, now, session_id))
-        await self._write(q, locks=sorted({f"session:{s}" for _, s in left}))
+            return applied
+        return await self._write(q, locks=sorted({f"session:{t[1]}" for t in left}))
 
     async def held(self, sessions: Sequence[tuple[str, str]], *,
                    now: float) -> list[tuple[str, str]]:
@@ -216,6 +228,9 @@ class Sessions(Repository):
                 (over.value, now, now, *_values(timed_out)))
             ended = cur.rowcount
             db.execute("DELETE FROM tickets WHERE expires_at<?", (now - 60,))
+            db.execute("DELETE FROM viewers WHERE since<? AND NOT EXISTS (SELECT 1 FROM "
+                       "sessions WHERE sessions.id=viewers.session_id AND sessions.state=?)",
+                       (now - 60, State.CONNECTED.value))   # gone with their session
             db.execute("DELETE FROM logins WHERE expires<=?", (now,))
             if keep_history != float("inf"):
                 db.execute("DELETE FROM sessions WHERE state=? AND updated<?",
@@ -330,4 +345,5 @@ def redeem_in(db: Tx, ticket_id: str, expires_at: int, tenant: str, login: str,
         return UnknownSession
     db.execute("UPDATE sessions SET state=?, viewers=viewers+1, deadline=NULL, updated=? "
                "WHERE id=?", (state.value, now, session_id))
+    db.execute("INSERT INTO viewers VALUES (?,?,?,?)", (ticket_id, tenant, session_id, now))
     return None

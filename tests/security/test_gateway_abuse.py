@@ -162,3 +162,42 @@ async def test_a_clipboard_guarded_session_speaks_only_what_it_can_read(live, mi
         assert struct.unpack("!i", update[12:16])[0] == 16   # ... in ZRLE, not Tight
         await ws.send_bytes(b"\x07")                        # no such client message
         assert await close_of(ws) == (Close.POLICY.code, Close.POLICY.reason)
+
+
+@pytest.mark.parametrize("ticket_named", ["another ticket", "no ticket"])
+async def test_a_taken_over_gateway_cannot_end_or_log_off_sessions_it_never_redeemed(
+        live, ticket_named):
+    """A gateway holds the report token; a taken-over one reports another gateway's session (or
+    another tenant's) as ended for idleness. The broker applies a report only to a viewer that
+    gateway redeemed — it must name the ticket — so the session stays connected, the desktop
+    stays open, and the refusal is audited."""
+    from testbed.demo import TENANT
+    from wire import reports
+    user = "user5" if ticket_named == "another ticket" else "user3"
+    report_token = (live.state / "keys" / "report.token").read_text().strip()
+    async with live.client("10.51.0.1") as http:
+        if user not in live.secrets:
+            await live.enrol(http, user)
+        token = await live.login(http, user)
+        r = await http.post(f"{live.portal}/api/v1/pools/buero/connect", headers=bearer(token))
+        conn = await r.json()
+        ws = await http.ws_connect(live.gateway_ws)
+        await ws.send_str(conn["ticket"])
+        assert (await ws.receive()).data == b"RFB 003.008\n"      # redeemed by the real one
+        forged = {"tenant": TENANT, "session": conn["session"], "user": user, "bytes_up": 0,
+                  "bytes_down": 0, "reason": "idle"}
+        if ticket_named == "another ticket":
+            forged["ticket"] = ticket.new_ticket_id()
+        r = await http.post(f"{live.portal}{reports.DISCONNECT}",
+                            json={"disconnects": [forged]}, headers=bearer(report_token))
+        assert r.status == 204
+        r = await http.get(f"{live.portal}/api/v1/admin/tenants/{TENANT}/sessions",
+                           headers=bearer(live.admin_token))
+        state = {s["id"]: s["state"] for s in (await r.json())["sessions"]}
+        assert state.get(conn["session"]) == "connected"
+        await ws.send_bytes(b"RFB 003.008\n")                     # the desktop goes on
+        assert (await ws.receive()).type is aiohttp.WSMsgType.BINARY
+        await ws.close()
+    refused = [e for e in await live.audit() if e["action"] == "session.disconnect"
+               and conn["session"] in e["detail"]]
+    assert refused and refused[0]["result"] == "not_a_viewer"

@@ -9,6 +9,9 @@ Runs, each on a fresh database:
 * **c** ``kill -9`` of one gateway once every session is connected: every client whose desktop
   dropped asks for its desktop again (the same session, a new ticket) and is counted back;
 * **d** PostgreSQL stopped for 20 s in the middle of the storm;
+* **f** the database's machine burns: PostgreSQL has a synchronous streaming standby and the
+  brokers a URL naming both; 4 s into the storm the primary stops hard (immediate shutdown, as
+  a crash) and 2 s later the standby is promoted;
 * **e** for comparison: the same storm on SQLite with one broker (``benchmarks.boot_storm``).
 
 At the end of each, while the clients hold their desktops, the broker's records are checked
@@ -18,7 +21,7 @@ client holds one connected session, no connected session without a client; retri
 overload must cost time, not boots.
 
 Usage: ``.venv/bin/python -m benchmarks.fleet_storm [--clients 2200] [--window 10] [--hosts 44]
-[--runs abcde] [--contend]``; writes ``var/benchmarks/fleet_storm.json`` (``benchmarks/results/`` with ``--record``).
+[--runs abcdef] [--contend]``; writes ``var/benchmarks/fleet_storm.json`` (``benchmarks/results/`` with ``--record``).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ from benchmarks import add_record_option, results_dir
 
 RESULTS = "fleet_storm.json"  # under benchmarks.results_dir()
 BROKER_KILL_AT = 5.0      # seconds into the storm (run b)
+FAILOVER = (4.0, 2.0)     # the primary dies (seconds into the storm), promotion after (run f)
 DB_OUTAGE = (4.0, 20.0)   # start (seconds into the storm) and length of the outage (run d)
 COME_BACK_WITHIN = 30.0   # seconds a client of run c may take to get its desktop again
 
@@ -215,6 +219,7 @@ def run(which: str, n: int, window: float, n_hosts: int, contend: bool = False) 
     users = [f"u{i:05d}" for i in range(n)]
     seats = -(-n // n_hosts)
     postgres = Postgres()
+    servers = [postgres]           # the database, and a standby promoted in run f
     try:
         slapd = directory_of_users(state / "slapd", processes, "Storm", users, PASSWORD)
         desktops = [XvncDesktop(state / f"desk{i}", f"Storm {i}", "#2e7d32",
@@ -238,6 +243,15 @@ def run(which: str, n: int, window: float, n_hosts: int, contend: bool = False) 
             run_state.mkdir()
             database = {"database": postgres.create_database(f"storm_{run_name}"),
                         "database_password_file": str(state / "pg.pass")}
+            standby = None
+            if run_name == "f":            # a synchronous standby, and a URL naming both
+                standby = postgres.standby(processes)
+                servers.append(standby)
+                postgres.commit_on("standby")
+                database["database"] = database["database"].replace(
+                    f"127.0.0.1:{postgres.port}/",
+                    f"127.0.0.1:{postgres.port},127.0.0.1:{standby.port}/") + \
+                    "?target_session_attrs=read-write"
             first, second = make_configs(run_state, slapd, desktops, seats, ports, database)
             config = load_config(first)
             totp, credentials = asyncio.run(boot_storm.enrol_clients(config, users))
@@ -261,11 +275,21 @@ def run(which: str, n: int, window: float, n_hosts: int, contend: bool = False) 
                 await asyncio.sleep(DB_OUTAGE[1])
                 postgres.run(processes)
                 return {"database_stopped_at_s": DB_OUTAGE[0], "for_s": DB_OUTAGE[1]}
+            async def fail_over(start: float) -> dict:
+                await asyncio.sleep(max(0.0, start + FAILOVER[0] - time.monotonic()))
+                await asyncio.to_thread(postgres.halt, hard=True)
+                await asyncio.sleep(FAILOVER[1])
+                promoted = time.monotonic()
+                await asyncio.to_thread(standby.promote)
+                return {"primary_stopped_hard_at_s": FAILOVER[0],
+                        "standby_promoted_after_s": FAILOVER[1],
+                        "promotion_took_s": round(time.monotonic() - promoted, 2)}
             if run_name == "c":
                 report = uvloop.run(come_back(base, users, totp, credentials, fleet, window))
                 report["check"] = asyncio.run(boot_storm.check_sessions(config, seats, None))
             else:
-                fault = {"a": None, "b": kill_broker, "d": stop_database}[run_name]
+                fault = {"a": None, "b": kill_broker, "d": stop_database,
+                         "f": fail_over}[run_name]
                 report = uvloop.run(storm_with(
                     fault, base, users, totp, credentials, window,
                     lambda held, config=config: boot_storm.check_sessions(config, seats, held)))
@@ -276,11 +300,14 @@ def run(which: str, n: int, window: float, n_hosts: int, contend: bool = False) 
             report["contended"] = contend
             results[run_name] = report
             fleet.stop()
+            if standby is not None:     # the promoted standby is the database from now on
+                postgres, standby = standby, None
             print(f"run {run_name}: {json.dumps(report)}", flush=True)
         return results
     finally:
         processes.stop()
-        postgres.remove()
+        for server in servers:
+            server.remove()
         shutil.rmtree(state, ignore_errors=True)
 
 
@@ -290,7 +317,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2200)
     parser.add_argument("--window", type=float, default=10.0)
     parser.add_argument("--hosts", type=int, default=44)
-    parser.add_argument("--runs", default="abcde", help="which runs (letters a to e)")
+    parser.add_argument("--runs", default="abcdef", help="which runs (letters a to f)")
     parser.add_argument("--contend", action="store_true",
                         help="a busy loop on every core beside the storm")
     add_record_option(parser)

@@ -98,5 +98,5 @@ def describe(config: BrokerConfig) -> str:
     """Where the database is, for messages (no password)."""
     if config.database is None:
         return str(config.state_dir / "pforte.db")
-    url = urlsplit(config.database)
-    return f"{url.hostname}:{url.port or 5432}{url.path}"
+    url = urlsplit(config.database)    # hosts as written: one, or a primary and its standbys
+    return url.netloc.rpartition("@")[2] + url.path

@@ -241,6 +241,7 @@ class Postgres:
     port: int = 0
     data: Path | None = None
     proc: subprocess.Popen | None = None
+    settings: tuple[str, ...] = ()    # more name=value for the server, kept for a restart
 
     def start(self, processes: Processes) -> None:
         import tempfile
@@ -258,12 +259,15 @@ class Postgres:
         self.port = self.port or free_port()
         self.run(processes)
 
-    def run(self, processes: Processes) -> None:
-        """Start the server on its data directory and port (again, after :meth:`halt`)."""
+    def run(self, processes: Processes, *settings: str) -> None:
+        """Start the server on its data directory and port (again, after :meth:`halt`);
+        ``settings``: more ``name=value`` for the server."""
+        self.settings = settings or self.settings
         self.proc = processes.start(
             ["runuser", "-u", "postgres", "--", postgres_program("postgres"), "-D",
              str(self.data / "cluster"), "-p", str(self.port), "-h", "127.0.0.1", "-k",
-             str(self.data), "-c", "fsync=off", "-c", "max_connections=300"],
+             str(self.data), "-c", "fsync=off", "-c", "max_connections=300",
+             *(arg for setting in self.settings for arg in ("-c", setting))],
             log=self.data / "postgres.log")
         wait_for_port("127.0.0.1", self.port, self.proc, what="postgres")
         self._wait_until_accepting()
@@ -281,11 +285,41 @@ class Postgres:
                     raise TestbedError(f"postgres on port {self.port} accepts no sessions")
                 time.sleep(0.05)
 
-    def halt(self) -> None:
-        """Stop the server at once ("fast" shutdown: clients are disconnected), as an outage."""
+    def halt(self, *, hard: bool = False) -> None:
+        """Stop the server at once ("fast" shutdown: clients are disconnected), as an outage;
+        ``hard``: as a crash ("immediate": no checkpoint, nothing flushed)."""
         pid = int((self.data / "cluster" / "postmaster.pid").read_text().split()[0])
-        os.kill(pid, signal.SIGINT)
+        os.kill(pid, signal.SIGQUIT if hard else signal.SIGINT)
         self.proc.wait(30)
+
+    def standby(self, processes: Processes, name: str = "standby") -> "Postgres":
+        """A streaming standby of this server (``pg_basebackup -R``, application ``name``), on
+        its own port, read-only until :meth:`promote`."""
+        import tempfile
+        standby = Postgres(password=self.password, port=free_port(),
+                           data=Path(tempfile.mkdtemp(prefix="pforte-pg-standby-")))
+        shutil.chown(standby.data, "postgres")
+        subprocess.run(["runuser", "-u", "postgres", "--", "env", f"PGPASSWORD={self.password}",
+                        f"PGAPPNAME={name}", postgres_program("pg_basebackup"), "-h",
+                        "127.0.0.1", "-p", str(self.port), "-U", "pforte", "-D",
+                        str(standby.data / "cluster"), "-R", "-X", "stream", "--no-sync"],
+                       check=True, capture_output=True, timeout=120)
+        standby.run(processes, f"cluster_name={name}")
+        return standby
+
+    def commit_on(self, standby_name: str) -> None:
+        """Commit only once that standby has the transaction (synchronous replication, the
+        setting the README recommends for a fleet): a failover then loses nothing committed."""
+        import psycopg
+        with psycopg.connect(self.dsn(), password=self.password, autocommit=True) as conn:
+            conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{standby_name}'")
+            conn.execute("SELECT pg_reload_conf()")
+
+    def promote(self) -> None:
+        """Make this standby the primary (``pg_promote``, waiting until it takes writes)."""
+        import psycopg
+        with psycopg.connect(self.dsn(), password=self.password, autocommit=True) as conn:
+            conn.execute("SELECT pg_promote(wait => true)")
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://pforte@127.0.0.1:{self.port}/{database}"

@@ -269,6 +269,51 @@ def test_a_broker_started_while_the_database_is_down_says_so_in_one_line(
     assert database.password not in done.stderr
 
 
+
+async def test_when_the_database_machine_burns_the_brokers_follow_the_promoted_standby(
+        own_live, own_postgres, tmp_path):
+    """A primary with a synchronous streaming standby, the brokers on a URL naming both
+    (``target_session_attrs=read-write``). The primary stops hard (as a crash); the standby is
+    promoted; the broker follows without a restart, nothing committed is lost (her second
+    factor, her session), and the open desktop never noticed."""
+    database, processes = own_postgres
+    standby = database.standby(processes)
+    try:
+        database.commit_on("standby")
+        options = on_database(database, "failover", tmp_path)
+        options["database"] = options["database"].replace(
+            f"127.0.0.1:{database.port}/",
+            f"127.0.0.1:{database.port},127.0.0.1:{standby.port}/") + \
+            "?target_session_attrs=read-write"
+        live = own_live(broker_options=options)
+        async with live.client("10.95.0.1") as http:
+            token, session, ws = await open_session(live, http, "user1")
+            database.halt(hard=True)                     # the database's machine burns
+            standby.promote()
+            answered = None
+            for _ in range(100):                        # the broker's next connection finds it
+                r = await http.post(f"{live.portal}/api/v1/login",
+                                    json={"username": f"user1@{DOMAIN}",
+                                          "password": USERS["user1"][1]})
+                answered = r.status
+                if answered == 200:
+                    break
+                await asyncio.sleep(0.2)
+            assert answered == 200
+            again = await live.login(http, "user1")      # her enrolment survived: committed
+            r = await http.get(f"{live.portal}/api/v1/admin/tenants/{TENANT}/sessions",
+                               headers=bearer(live.admin_token))
+            state = {s["id"]: s["state"] for s in (await r.json())["sessions"]}
+            assert state.get(session) == "connected"
+            r = await http.post(f"{live.portal}/api/v1/pools/buero/connect",
+                                headers=bearer(again))
+            assert r.status == 200 and (await r.json())["session"] == session
+            assert await desktop_answers(ws)             # the desktop never noticed
+            await ws.close()
+    finally:
+        standby.remove()
+
+
 def test_in_chromium_the_page_brings_her_back_through_another_gateway_while_the_database_is_down(
         own_live, own_postgres, tmp_path, chromium):
     """The whole path a user meets: two brokers on PostgreSQL and two gateways behind HAProxy;

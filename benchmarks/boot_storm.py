@@ -273,6 +273,24 @@ async def enrol_clients(config, users: list[str]) -> tuple[dict[str, str], list[
     return totp, credentials
 
 
+async def late_clients(base: str, users: list[str], secrets_by_user: dict[str, str]) -> dict:
+    """Users who come once every seat is held: each signs in and asks for a desktop once; how
+    the broker answered (every one must be refused: "no free desktop")."""
+    answers: collections.Counter = collections.Counter()
+    async with aiohttp.ClientSession() as http:
+        for user in users:
+            async with http.post(f"{base}/api/v1/login", json={
+                    "username": f"{user}@{DOMAIN}", "password": PASSWORD}) as r:
+                token = (await r.json())["token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            async with http.post(f"{base}/api/v1/mfa", headers=headers, json={
+                    "code": mfa.current_code(secrets_by_user[user], time.time())}) as r:
+                assert r.status == 204, await r.text()
+            async with http.post(f"{base}/api/v1/pools/buero/connect", headers=headers) as r:
+                answers[f"{r.status} {(await r.json()).get('error', 'a desktop')}"] += 1
+    return dict(answers)
+
+
 async def check_sessions(config, seats: int, desktops: list[str] | None,
                          settle: float = 3.0) -> dict:
     """At a storm's end, the broker's records against the clients' own (``desktops``: the

@@ -59,6 +59,7 @@ BROKER_KILL_AT = 5.0      # seconds into the storm (run b)
 FAILOVER = (4.0, 2.0)     # the primary dies (seconds into the storm), promotion after (run f)
 DB_OUTAGE = (4.0, 20.0)   # start (seconds into the storm) and length of the outage (run d)
 COME_BACK_WITHIN = 30.0   # seconds a client of run c may take to get its desktop again
+LATE = 10                 # users who come once every seat is held (all must be refused)
 
 
 class Fleet:
@@ -217,11 +218,12 @@ def run(which: str, n: int, window: float, n_hosts: int, contend: bool = False) 
     state = Path(tempfile.mkdtemp(prefix="pforte-fleet-"))
     processes = Processes()
     users = [f"u{i:05d}" for i in range(n)]
+    late = [f"late{i}" for i in range(LATE)]
     seats = -(-n // n_hosts)
     postgres = Postgres()
     servers = [postgres]           # the database, and a standby promoted in run f
     try:
-        slapd = directory_of_users(state / "slapd", processes, "Storm", users, PASSWORD)
+        slapd = directory_of_users(state / "slapd", processes, "Storm", users + late, PASSWORD)
         desktops = [XvncDesktop(state / f"desk{i}", f"Storm {i}", "#2e7d32",
                                 password=secrets.token_hex(4)) for i in range(n_hosts)]
         with concurrent.futures.ThreadPoolExecutor(8) as starting:
@@ -254,7 +256,7 @@ def run(which: str, n: int, window: float, n_hosts: int, contend: bool = False) 
                     "?target_session_attrs=read-write"
             first, second = make_configs(run_state, slapd, desktops, seats, ports, database)
             config = load_config(first)
-            totp, credentials = asyncio.run(boot_storm.enrol_clients(config, users))
+            totp, credentials = asyncio.run(boot_storm.enrol_clients(config, users + late))
             fleet = Fleet(run_state, processes, first, second, ports)
             fleet.start()
             time.sleep(1.5)  # HAProxy has checked every part
@@ -290,9 +292,13 @@ def run(which: str, n: int, window: float, n_hosts: int, contend: bool = False) 
             else:
                 fault = {"a": None, "b": kill_broker, "d": stop_database,
                          "f": fail_over}[run_name]
-                report = uvloop.run(storm_with(
-                    fault, base, users, totp, credentials, window,
-                    lambda held, config=config: boot_storm.check_sessions(config, seats, held)))
+                async def check(held, config=config) -> dict:
+                    checked = await boot_storm.check_sessions(config, seats, held)
+                    if len(held) == seats * n_hosts:       # every seat is held
+                        checked["late_clients"] = await boot_storm.late_clients(base, late, totp)
+                    return checked
+                report = uvloop.run(storm_with(fault, base, users, totp, credentials, window,
+                                               check))
             cpu_after = cpu_by_part(parts)
             report["cpu_seconds"] = {k: round(cpu_after[k] - cpu_before[k], 1) for k in parts}
             for busy in contenders:

@@ -9,6 +9,9 @@ are shell-quoted, so a message can never become a command.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import logging
 import shlex
 
@@ -18,6 +21,20 @@ from wire.errors import DesktopError
 from wire.rfb import StreamLink, authenticate_desktop
 
 from .config import DEFAULT_SSH_TIMEOUT, HostConfig
+
+_SESSION_SECRET = b"pforte per-session desktop v1\0"
+
+
+def desktop_secret(host: HostConfig, session_id: str) -> bytes | None:
+    """The password a session's desktop takes (VNC): the host's own for a desktop it serves to
+    all, but for a desktop a multi-session host starts for each user one of that session's own,
+    derived from the host's secret and the session's id. A port that the host gives to another
+    session's desktop after this one ended then refuses this session's tickets (its outage
+    tickets included): a reused port never leads to another user's desktop."""
+    if host.secret is None or host.ssh is None or not host.ssh.launch_command:
+        return host.secret
+    digest = hmac.new(host.secret, _SESSION_SECRET + session_id.encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(digest.digest())[:8]      # VNC takes 8 characters
 
 logger = logging.getLogger("pforte.hosts")
 
@@ -55,8 +72,8 @@ class HostControl:
                 self._connections[key] = conn
             return conn
 
-    async def run(self, host: HostConfig, command: str) -> str:
-        """Run a command on the host; its standard output.
+    async def run(self, host: HostConfig, command: str, stdin: str | None = None) -> str:
+        """Run a command on the host (``stdin``: what it reads); its standard output.
 
         Raises:
             HostUnreachable: no SSH control configured, connection refused, or non-zero exit.
@@ -65,7 +82,8 @@ class HostControl:
             raise HostUnreachable("no SSH control configured for this host")
         conn = await self._connection(host)
         try:
-            result = await asyncio.wait_for(conn.run(command, check=False), self.timeout)
+            result = await asyncio.wait_for(conn.run(command, input=stdin, check=False),
+                                            self.timeout)
         except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
             self._connections.pop((host.ssh.address, host.ssh.port, host.ssh.user), None)
             raise HostUnreachable(type(exc).__name__) from None
@@ -97,13 +115,16 @@ class HostControl:
             return False
         return True
 
-    async def launch(self, host: HostConfig, user: str) -> int:
-        """Start the user's own desktop on a multi-session host; the port it listens on.
+    async def launch(self, host: HostConfig, user: str, secret: bytes | None) -> int:
+        """Start the user's own desktop on a multi-session host; the port it listens on. The
+        desktop's password (:func:`desktop_secret`) is the first line of the command's standard
+        input, never on its command line.
 
         Raises:
             HostUnreachable: the launch failed or printed no port on its last line.
         """
-        output = await self.run(host, host.ssh.launch_command.format(user=shlex.quote(user)))
+        output = await self.run(host, host.ssh.launch_command.format(user=shlex.quote(user)),
+                                stdin=secret.decode() + "\n" if secret is not None else None)
         lines = output.strip().splitlines()
         if not lines or not lines[-1].strip().isdigit() or not 0 < int(lines[-1]) < 65536:
             raise HostUnreachable("launch command printed no port")

@@ -30,7 +30,7 @@ from .directory import Directory, canonical
 from .duties import Duties, Duty
 from .entitlement import entitled_pool, entitled_pools
 from .gateway_control import GatewayControl
-from .hosts import HostControl, HostUnreachable
+from .hosts import HostControl, HostUnreachable, desktop_secret
 from .throttle import Key, Outcome
 from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, DesktopStartFailed,
                      DirectoryUnavailable, LoginRequired, NoFreeDesktop, NotEntitled, NotFound, OwnDesktopUnavailable,
@@ -544,8 +544,9 @@ class Broker:
         ticket_id = ticket.new_ticket_id()
         issued = int(now)
         expires = issued + self.config.ticket_lifetime
-        sealed = (ticket.seal_secret(self.config.credential_key, ticket_id, host.secret)
-                  if host.secret is not None else None)
+        secret = desktop_secret(host, assignment.session_id)
+        sealed = (ticket.seal_secret(self.config.credential_key, ticket_id, secret)
+                  if secret is not None else None)
         claims = ticket.Claims(
             ticket_id=ticket_id, issued_at=issued, expires_at=expires,
             audience=self.config.gateway_audience, tenant=tenant.id, user=login.user,
@@ -615,7 +616,8 @@ class Broker:
             ticket_id=ticket_id, issued_at=issued, expires_at=expires,
             audience=self.config.gateway_audience, tenant=found.tenant, user=found.user,
             session=found.session, target=ticket.Target(host.address, found.port, host.protocol),
-            sealed_secret=(ticket.seal_secret(self.config.credential_key, ticket_id, host.secret)
+            sealed_secret=(ticket.seal_secret(self.config.credential_key, ticket_id,
+                                              desktop_secret(host, found.session))
                            if host.secret is not None else None),
             idle_after=pool.idle_logoff, clipboard=pool.clipboard, outage=True)
         logger.warning("database unavailable: %s@%s reconnects to session %s on %s from %s "
@@ -628,7 +630,7 @@ class Broker:
                       session_id: str, source: str) -> int:
         """Start the user's own desktop on a multi-session host; its port."""
         try:
-            port = await self.hosts.launch(host, login.user)
+            port = await self.hosts.launch(host, login.user, desktop_secret(host, session_id))
         except HostUnreachable as exc:
             await self.store.sessions.end(tenant.id, session_id, now=self.clock())
             await self.audit.record(tenant.id, login.user, source, "desktop.launch", "failed",

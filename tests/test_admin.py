@@ -270,7 +270,11 @@ async def test_an_admin_assigns_a_dedicated_desktop_and_a_floating_pool_refuses(
 
 LAUNCHER = '''\
 import os, socket, subprocess, sys, time
-user, state, password_file = sys.argv[1], sys.argv[2], sys.argv[3]
+user, state = sys.argv[1], sys.argv[2]
+password_file = os.path.join(state, user + ".passwd")    # the desktop's own, from the broker
+with open(password_file, "wb") as out:
+    out.write(subprocess.run(["vncpasswd", "-f"], input=sys.stdin.readline().strip().encode(),
+                             capture_output=True, check=True).stdout)
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
 proc = subprocess.Popen(["Xvnc", "-displayfd", "1", "-rfbport", str(port), "-localhost",
                          "-nolisten", "tcp", "-SecurityTypes", "VncAuth", "-PasswordFile",
@@ -290,13 +294,9 @@ async def launch_install(make_installation, sshd, tmp_path, desktops):
     state.mkdir()
     launcher = tmp_path / "launch.py"
     launcher.write_text(LAUNCHER)
-    password = "per-user"
-    passwd = tmp_path / "passwd"
-    passwd.write_bytes(subprocess.run(["vncpasswd", "-f"], input=password.encode(),
-                                      capture_output=True, check=True).stdout)
-    entry = DesktopEntry("multi", 1, 5, password, ssh={
+    entry = DesktopEntry("multi", 1, 5, "host-secret", ssh={
         "port": sshd.port, "user": "root",
-        "launch_command": f"{sys.executable} {launcher} {{user}} {state} {passwd}",
+        "launch_command": f"{sys.executable} {launcher} {{user}} {state}",
         "logoff_command": f"kill $(cat {state}/{{user}}.pid)"})
     inst = await make_installation(desktops=[entry], broker_options={
         "ssh_key_file": str(sshd.client_key), "ssh_known_hosts_file": str(sshd.known_hosts)})
@@ -333,6 +333,56 @@ async def test_a_multi_session_host_starts_each_users_own_desktop_over_ssh(launc
         await asyncio.sleep(0.1)
     else:
         raise AssertionError("anna's desktop still runs after logoff")
+
+
+async def test_a_port_that_another_users_desktop_took_over_never_leads_to_it(launch_install):
+    """Anna's desktop ends; the host gives its port to Bernd's next desktop. Anna's session
+    still names that port, but every one of her tickets (an outage ticket from her pass too)
+    carries her session's own desktop password: Bernd's desktop refuses the gateway, and she
+    gets "desktop unavailable", never his screen."""
+    import socket
+
+    import websockets
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from broker.hosts import desktop_secret
+    from wire import ticket
+    from .conftest import open_desktop
+    inst, state = launch_install
+    anna = await inst.login("anna")
+    conn = await inst.connect(anna)
+    assert (await open_desktop(conn))[24:].decode() == "Desktop of anna"
+    host = inst.broker.config.tenant(TENANT).host("multi")
+    public_key = load_pem_private_key(inst.broker.config.ticket_private_key, None).public_key()
+    port = ticket.verify(public_key, conn["ticket"], now=time.time(),
+                         audience=inst.broker.config.gateway_audience).target.port
+    os.kill(int((state / "anna.pid").read_text()), 15)   # her desktop ends (a crash, a logoff)
+    for _ in range(100):                           # until its port is free
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            break
+        await asyncio.sleep(0.05)
+    bernd_session = "a-session-of-bernd"       # his desktop, with his session's password
+    passwd = state / "bernd.passwd"
+    passwd.write_bytes(subprocess.run(["vncpasswd", "-f"],
+                                      input=desktop_secret(host, bernd_session),
+                                      capture_output=True, check=True).stdout)
+    bernd = subprocess.Popen(["Xvnc", "-displayfd", "1", "-rfbport", str(port), "-localhost",
+                              "-nolisten", "tcp", "-SecurityTypes", "VncAuth", "-PasswordFile",
+                              str(passwd), "-desktop", "Desktop of bernd"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        bernd.stdout.readline()                    # up, on the port anna's session names
+        again = await inst.connect(anna)
+        assert again["session"] == conn["session"]
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as refused:
+            await open_desktop(again)
+        assert refused.value.rcvd.code == 4502
+    finally:
+        bernd.terminate()
+        bernd.wait(10)
 
 
 async def test_a_pool_logs_idle_sessions_off(make_installation, desktops, sshd, tmp_path):

@@ -251,7 +251,16 @@ async def start_pforte(name: str, state: Path, processes: Processes, desktop_por
     gateway = processes.start([*pforte, "gateway", "--config", str(config), "--workers",
                                str(workers)], log=state / "gateway.log")
     wait_for_port("127.0.0.1", gateway_port, gateway, what=f"{name} gateway")
-    tickets = Tickets(keys, await create_sessions(config), desktop_port, password.encode())
+    if tree is None:
+        sessions = await create_sessions(config)
+    else:        # by that version's own store (its schema may be another than this one's)
+        made = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import asyncio, json, sys; sys.path.insert(0, sys.argv[1]); "
+            "from benchmarks.relay import create_sessions; "
+            "print(json.dumps(asyncio.run(create_sessions(sys.argv[2]))))", str(tree),
+            str(config), cwd=tree, stdout=asyncio.subprocess.PIPE)
+        sessions = json.loads((await made.communicate())[0])
+    tickets = Tickets(keys, sessions, desktop_port, password.encode())
     cpu = {"gateway": [gateway.pid], "broker": [broker.pid]}
     if postgres is not None:
         cpu["postgres"] = [postgres.proc.pid]

@@ -367,13 +367,6 @@ class ViewerLink(asyncio.Protocol):
                                                  self._parts_size + length > self.max_message):
                     self._fail(1009, "message too big")
                     return
-                if opcode == _CONTINUATION:
-                    self._fragments += 1
-                    if self._fragments >= MAX_FRAGMENTS:
-                        self._fail(1009, "message in too many fragments")
-                        return
-                elif opcode < _CLOSE:
-                    self._fragments = 0
                 start = head + 4
                 if start > size:
                     break
@@ -382,6 +375,8 @@ class ViewerLink(asyncio.Protocol):
                          and not self._streaming and self.close_code is None)
                         or (opcode == _CONTINUATION and self._streaming)):
                     # relay mode: a binary message's bytes go on as they arrive
+                    if not self._counted(opcode):
+                        return
                     take = min(length, size - start)
                     if take and self._sink is not None:
                         self._sink.viewer_binary(apply_mask(view[start:start + take],
@@ -399,6 +394,8 @@ class ViewerLink(asyncio.Protocol):
                 end = start + length
                 if end > size:
                     break
+                if not self._counted(opcode):
+                    return
                 payload = apply_mask(view[start:end], view[head:start])
                 pos = end
                 if not self._frame(first, payload):
@@ -410,6 +407,17 @@ class ViewerLink(asyncio.Protocol):
             del self._in[:pos]
         else:
             self._in = bytearray(data[pos:])
+
+    def _counted(self, opcode: int) -> bool:
+        """Count a whole frame taken from the stream as its message's; False (the connection
+        failed) once a message has :data:`MAX_FRAGMENTS` of them."""
+        if opcode == _CONTINUATION:
+            self._fragments += 1
+            if self._fragments >= MAX_FRAGMENTS:
+                return self._fail(1009, "message in too many fragments")
+        elif opcode < _CLOSE:
+            self._fragments = 0
+        return True
 
     def _stream_rest(self, data: bytes) -> int:
         """More of a streamed frame's payload (see :meth:`data_received`); how much of ``data``

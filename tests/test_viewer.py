@@ -248,6 +248,18 @@ async def test_a_message_in_endless_empty_fragments_is_refused(relaying):
     assert transport.closing
 
 
+async def test_a_fragment_cut_over_many_reads_counts_once():
+    viewer, transport = await link()
+    fragments = masked(b"t", 0x1, final=False) + b"".join(
+        masked(b"x" * 100, 0x0, final=False) for _ in range(MAX_FRAGMENTS // 2)) + \
+        masked(b"end", 0x0)
+    for i in range(len(fragments)):                    # a byte per read: each header re-read
+        viewer.data_received(fragments[i:i + 1])
+    message = await viewer.receive()
+    assert message.kind is Kind.TEXT and len(message.data) == 1 + 100 * (MAX_FRAGMENTS // 2) + 3
+    assert not transport.closing
+
+
 async def test_a_failed_viewer_is_hung_up_at_once_and_nothing_it_sends_is_kept():
     viewer, transport = await link()
     bad = bytes((0x82, 0x03)) + b"abc"                  # not masked

@@ -26,11 +26,16 @@ FRAMEBUFFER_UPDATE_REQUEST = b"\x03\x00" + struct.pack(">HHHH", 0, 0, 8, 8)  # R
 
 
 async def desktop_answers(ws: aiohttp.ClientWebSocketResponse) -> bool:
-    """Ask the desktop for pixels through the gateway; True when a FramebufferUpdate arrives."""
+    """Ask the desktop for pixels through the gateway; True when a FramebufferUpdate arrives.
+    The gateway's heartbeat pings a viewer that was silent a while: answered, as a viewer does
+    (the websockets here are opened without aiohttp's own answering)."""
     await ws.send_bytes(FRAMEBUFFER_UPDATE_REQUEST)
     async with asyncio.timeout(5):
         while True:
             msg = await ws.receive()
+            if msg.type is aiohttp.WSMsgType.PING:
+                await ws.pong(msg.data)
+                continue
             if msg.type is aiohttp.WSMsgType.BINARY and msg.data[:1] == b"\x00":
                 return True
             if msg.type is not aiohttp.WSMsgType.BINARY:

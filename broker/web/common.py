@@ -93,7 +93,6 @@ class Shedding:
     def __init__(self, limit: int, queued: int) -> None:
         self.limit, self.queued = limit, queued
         self.in_flight = 0
-        self.shed = 0                                   # requests refused so far
         self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
     @web.middleware
@@ -112,7 +111,6 @@ class Shedding:
                     self._release()                     # the place was ours: pass it on
                 raise
         else:
-            self.shed += 1
             raise Overloaded()
         try:
             if request.transport is None or request.transport.is_closing():

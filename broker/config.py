@@ -33,6 +33,7 @@ DEFAULT_PENDING_TIMEOUT = 90          # seconds a seat is held for a ticket that
 DEFAULT_DISCONNECTED_KEEP = 15 * 60   # seconds a disconnected session keeps its seat
 DEFAULT_LOGONS_IN_FLIGHT = 20         # sessions per host placed but not yet connected
 DEFAULT_LOGIN_LIFETIME = 8 * 3600     # seconds a portal login lasts
+DEFAULT_RECONNECT_PASS_LIFETIME = 300  # seconds a reconnect pass lives (renewed while connected)
 DEFAULT_DIRECTORY_TIMEOUT = 3.0       # seconds to connect to / hear from a directory server
 DEFAULT_DIRECTORY_THREADS = 8         # concurrent directory operations per broker
 DEFAULT_GROUP_DEPTH = 8               # levels of nested groups resolved
@@ -142,6 +143,7 @@ class BrokerConfig:
     ticket_lifetime: int
     pending_timeout: int
     login_lifetime: int
+    reconnect_pass_lifetime: int
     directory_threads: int
     gateway_control_urls: tuple[str, ...]  # gateways' HTTP base URLs, told to close logged-off sessions
     ssh_key: bytes | None             # private key the broker uses to control hosts
@@ -194,6 +196,8 @@ def load_config(path: str | Path) -> BrokerConfig:
                               maximum=MAX_LIFETIME),
         pending_timeout=b.int("pending_timeout", DEFAULT_PENDING_TIMEOUT, minimum=10),
         login_lifetime=b.int("login_lifetime", DEFAULT_LOGIN_LIFETIME, minimum=60),
+        reconnect_pass_lifetime=b.int("reconnect_pass_lifetime", DEFAULT_RECONNECT_PASS_LIFETIME,
+                                      minimum=30, maximum=3600),
         directory_threads=b.int("directory_threads", DEFAULT_DIRECTORY_THREADS, minimum=1,
                                 maximum=256),
         gateway_control_urls=tuple(u.rstrip("/") for u in b.str_list(

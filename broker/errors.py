@@ -17,7 +17,8 @@ Hierarchy::
     ├── DeviceRevoked                the device's credential was revoked (403)
     ├── NotFound                     no such host or session in this tenant (404)
     ├── Conflict                     the action does not apply in the current state (409)
-    │   └── ViewerMismatch           the pool's desktops do not speak the viewer's protocol
+    │   ├── ViewerMismatch           the pool's desktops do not speak the viewer's protocol
+    │   └── NotConnected             no connected desktop in the pool (a reconnect pass's renewal)
     ├── DirectoryUnavailable         no directory server answered in time (503)
     ├── StoreUnavailable             the database did not answer (503, try again shortly)
     ├── NoFreeDesktop                every seat of the pool is taken (503)
@@ -119,6 +120,10 @@ class Conflict(BrokerError):
 
 class ViewerMismatch(Conflict):
     code = "viewer_mismatch"
+
+
+class NotConnected(Conflict):
+    code = "not_connected"
 
 
 class DirectoryUnavailable(BrokerError):

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from wire import reports, ticket
 from wire.closes import EndReason
+from wire.errors import TicketError
 
 from . import mfa, placement, reconnect_pass
 from .admin import Administration
@@ -33,8 +34,9 @@ from .gateway_control import GatewayControl
 from .hosts import HostControl, HostUnreachable, desktop_secret
 from .throttle import Key, Outcome
 from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected, DesktopStartFailed,
-                     DirectoryUnavailable, LoginRequired, NoFreeDesktop, NotEntitled, NotFound, OwnDesktopUnavailable,
-                     PoolBusy, StoreUnavailable, TooManyAttempts, UnknownTenant)
+                     DirectoryUnavailable, LoginRequired, NoFreeDesktop, NotConnected, NotEntitled,
+                     NotFound, OwnDesktopUnavailable, PoolBusy, StoreUnavailable,
+                     TooManyAttempts, UnknownTenant)
 from .engine import Tx
 from .store import (OPERATOR, Assignment, Fragment, Login, Store, TicketAlreadyRedeemed,
                     UserMfa)
@@ -492,7 +494,7 @@ class Broker:
         database is down: this broker remembers the sign-out for as long as a pass can live
         (at most :data:`SIGN_OUTS_REMEMBERED`, the oldest forgotten first)."""
         now = self.clock()
-        self._signed_out[reconnect_pass.login_hash(token)] = now + self.config.login_lifetime
+        self._signed_out[reconnect_pass.login_hash(token)] = now + self.config.reconnect_pass_lifetime
         if len(self._signed_out) > SIGN_OUTS_REMEMBERED:
             live = [(h, until) for h, until in self._signed_out.items() if until > now]
             self._signed_out = dict(live[-SIGN_OUTS_REMEMBERED:])
@@ -582,12 +584,44 @@ class Broker:
             detail = f"{detail} host={decision.host_id}"
         return result, detail.format(pool=pool.id)
 
+    @property
+    def pass_renew_after(self) -> int:
+        """Seconds after which a client asks for a fresh reconnect pass: a third of its life, so
+        that a database outage finds every connected user with most of a pass's life left."""
+        return max(10, self.config.reconnect_pass_lifetime // 3)
+
     def reconnect_pass(self, token: str, login: Login, conn: Connection) -> str:
-        """The sealed pass back to this desktop while the database is down (broker.reconnect_pass)."""
+        """The sealed pass back to this desktop while the database is down (broker.reconnect_pass):
+        it lives ``reconnect_pass_lifetime`` seconds (at most as long as the login) and is
+        renewed while the user is connected (:meth:`renew_pass`)."""
+        return self._pass(token, login, conn.pool.id, conn.session_id, conn.host_id, conn.port)
+
+    def _pass(self, token: str, login: Login, pool: str, session: str, host: str,
+              port: int) -> str:
+        expires = min(int(self.clock()) + self.config.reconnect_pass_lifetime, int(login.expires))
         return reconnect_pass.issue(self.config.totp_key, reconnect_pass.ReconnectPass(
             login_hash=reconnect_pass.login_hash(token), csrf=login.csrf, tenant=login.tenant,
-            user=login.user, pool=conn.pool.id, session=conn.session_id, host=conn.host_id,
-            port=conn.port, expires_at=int(login.expires)))
+            user=login.user, pool=pool, session=session, host=host, port=port,
+            expires_at=expires))
+
+    async def renew_pass(self, token: str, login: Login, pool_id: str) -> str:
+        """A fresh reconnect pass to the desktop the user is connected to in the pool.
+
+        Raises:
+            NotEntitled: unknown pool or not a member of its group.
+            NotConnected: she has no connected session there (a pass is renewed only while
+                she uses her desktop).
+        """
+        tenant = self.config.tenant(login.tenant)
+        pool = entitled_pool(tenant, login.groups, pool_id)
+        if pool is None:
+            raise NotEntitled(pool_id)
+        found = await self.store.sessions.connected_desktop(tenant.id, login.user, pool.id)
+        host = tenant.host(found.host_id) if found is not None else None
+        if found is None or host is None:
+            raise NotConnected(pool_id)
+        return self._pass(token, login, pool.id, found.session_id, host.id,
+                          found.port or host.port)
 
     def reconnect_in_outage(self, token: str | None, sealed: str, pool_id: str, *,
                             csrf: str | None, source: str) -> Connection:
@@ -702,9 +736,31 @@ class Broker:
         await self.store.sessions.add_logons(added)
         self.changes.bump()
 
-    async def gateway_alive(self, sessions: list[tuple[str, str]]) -> list[tuple[str, str]]:
-        """A gateway vouches that it holds these (tenant, session): they are connected (see
-        :meth:`~broker.store.sessions.Sessions.held`); those ended here, for it to close."""
-        over = await self.store.sessions.held(sessions, now=self.clock())
+    async def gateway_alive(self, held: list[reports.Held]) -> list[tuple[str, str]]:
+        """A gateway vouches that it holds these sessions: each it proves is connected (see
+        :meth:`~broker.store.sessions.Sessions.held`), by the id of a ticket it redeemed for
+        that session or by the outage ticket it admitted (signed here, naming the session).
+        Returns those ended here, for it to close. One it cannot prove changes nothing and is
+        audited: a gateway vouches only for the viewers that came through it."""
+        over, unproven = await self.store.sessions.held(
+            [(h.tenant, h.session, h.ticket, self._proves_outage_admission(h)) for h in held],
+            now=self.clock())
         self.changes.bump()
+        for tenant, session_id in unproven:
+            await self.audit.record(tenant if self.config.tenant(tenant) else "-", "?",
+                                    "gateway", "session.alive", "not_a_viewer",
+                                    f"session={session_id}")
         return over
+
+    def _proves_outage_admission(self, held: reports.Held) -> bool:
+        """Whether ``held`` shows an outage ticket this broker's key signed for that very
+        session and ticket id (at any time: it is evidence, not leave to redeem)."""
+        if held.outage_ticket is None:
+            return False
+        try:
+            claims = ticket.signed_claims(self._signing_key.public_key(), held.outage_ticket,
+                                          audience=self.config.gateway_audience)
+        except TicketError:
+            return False
+        return (claims.outage and claims.tenant == held.tenant
+                and claims.session == held.session and claims.ticket_id == held.ticket)

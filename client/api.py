@@ -96,6 +96,20 @@ class BrokerApi:
             self._passes[pool] = answer["reconnect_pass"]
         return answer
 
+    def held_pass(self, pool: str) -> str | None:
+        """The reconnect pass held for ``pool`` (shown with the next connect)."""
+        return self._passes.get(pool)
+
+    async def renew_pass(self, pool: str) -> None:
+        """Swap the pass held for ``pool`` for a fresh one (while connected to its desktop).
+
+        Raises:
+            Refused (not_connected: no connected desktop there), Unavailable.
+        """
+        answer = await self.call("POST", f"/pools/{pool}/reconnect-pass")
+        if isinstance(answer.get("reconnect_pass"), str):
+            self._passes[pool] = answer["reconnect_pass"]
+
     async def call(self, method: str, path: str, body: dict | None = None, *,
                    token: str | None = None, device: str | None = None,
                    headers: dict[str, str] | None = None) -> dict:

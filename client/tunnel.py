@@ -99,14 +99,27 @@ class Tunnel:
             return
         up = asyncio.ensure_future(_pump_up(reader, stream))
         down = asyncio.ensure_future(_pump_down(stream, writer))
+        renewing = asyncio.ensure_future(self._renew_pass(conn.get("reconnect_pass_renew_after")))
         await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
         self.dropped = down.done() and not down.cancelled() and \
             down.exception() is None and down.result() not in ENDED_ON_PURPOSE
-        for task in (up, down):
+        for task in (up, down, renewing):
             task.cancel()
-        await asyncio.gather(up, down, return_exceptions=True)
+        await asyncio.gather(up, down, renewing, return_exceptions=True)
         await stream.close()
         writer.close()
+
+    async def _renew_pass(self, every: object) -> None:
+        """While the stream is up, swap the reconnect pass for a fresh one now and then (a pass
+        lives a few minutes; a refusal or silence keeps the one held)."""
+        if isinstance(every, bool) or not isinstance(every, int) or every <= 0:
+            return
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.api.renew_pass(self.pool)
+            except ApiError as exc:
+                logger.info("reconnect pass not renewed: %s", exc)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Listen (on loopback); the port."""

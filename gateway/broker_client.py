@@ -149,10 +149,10 @@ class BrokerClient:
         self._logons.add(reports.Connected(claims.tenant, claims.session, redeem_seconds,
                                            desktop_seconds))
 
-    async def alive(self, sessions: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
-        """Tell a broker the sessions this gateway holds, (tenant, session): it counts them as
-        connected. Those it has ended (to be closed here), or None when no broker took the
-        report."""
+    async def alive(self, sessions: list[reports.Held]) -> list[tuple[str, str]] | None:
+        """Tell a broker the sessions this gateway holds: it counts those proven as connected.
+        Those it has ended, (tenant, session), to be closed here; or None when no broker took
+        the report."""
         try:
             status, body = await self._exchange(reports.ALIVE,
                                                 reports.Alive(tuple(sessions)).to_json())

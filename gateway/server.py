@@ -36,7 +36,7 @@ from typing import Callable
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from wire import rfb, serving, ticket
+from wire import reports, rfb, serving, ticket
 from wire.closes import Close, EndReason
 from wire.config import load_toml
 from wire.errors import DesktopError, TicketError
@@ -112,7 +112,8 @@ class _Redeemed:
     claims: ticket.Claims
     resumable: bool
     redeem_seconds: float = 0.0     # verify and redeem: the gateway's part of the logon
-    outage: bool = False            # admitted by the gateway's memory: no broker recorded it
+    outage_ticket: str | None = None  # admitted by the gateway's memory: no broker recorded
+                                      # it; the ticket is the proof shown in the alive report
 
 
 @dataclass(frozen=True)
@@ -145,8 +146,8 @@ class Gateway:
         self.draining = False
         self.table = SessionTable()
         self.outage_tickets = admission.OutageTickets()
-        self._unrecorded: set[tuple[str, str]] = set()  # held sessions admitted with an outage
-                                                        # ticket that no broker has heard of
+        # held sessions admitted with an outage ticket that no broker has heard of: their ticket
+        self._unrecorded: dict[tuple[str, str], str] = {}
         self._report_now = asyncio.Event()
         self._timers: list[asyncio.Task] = []
         self._handshakes: set[asyncio.Task] = set()
@@ -187,16 +188,19 @@ class Gateway:
             task.cancel()
         await self.broker.close()
 
-    def held_sessions(self) -> list[tuple[str, str]]:
-        """(tenant, session) of every session this gateway holds, attached or awaiting a resume."""
-        return self.table.held()
+    def held_sessions(self) -> list[reports.Held]:
+        """Every session this gateway holds, attached or awaiting a resume, with its proof."""
+        return [reports.Held(tenant, session, ticket_id,
+                             self._unrecorded.get((tenant, session)))
+                for tenant, session, ticket_id in self.table.held()]
 
     async def _report_alive(self) -> None:
         """The broker counts a connected session as gone when no gateway vouches for it, and a
         session admitted while no broker could record it (an outage ticket) as pending: every
         :data:`ALIVE_INTERVAL` seconds, and every :data:`UNRECORDED_INTERVAL` while such an
-        admission is unrecorded, the broker hears of every session held here. Those it has
-        ended hold no seat: they are closed."""
+        admission is unrecorded, the broker hears of every session held here, each with its
+        proof (a redeemed ticket's id, or the outage ticket itself). Those it has ended hold no
+        seat: they are closed."""
         while True:
             with contextlib.suppress(asyncio.TimeoutError):
                 async with asyncio.timeout(UNRECORDED_INTERVAL if self._unrecorded
@@ -207,8 +211,8 @@ class Gateway:
             over = await self.broker.alive(held) if held else []
             if over is None:
                 continue
-            self._unrecorded -= set(held)
-            self._unrecorded &= set(self.held_sessions())   # those ended meanwhile: forgotten
+            for reported in held:                   # recorded now (or ended meanwhile)
+                self._unrecorded.pop((reported.tenant, reported.session), None)
             for tenant, session_id in over:
                 logger.warning("the broker has ended session %s of %s: closed here", session_id,
                                tenant)
@@ -366,7 +370,7 @@ class Gateway:
                            "(session %s of %s@%s)", claims.ticket_id, claims.session, claims.user,
                            claims.tenant)
             return _Redeemed(claims, first.resumable, time.perf_counter() - received,
-                             outage=True)
+                             outage_ticket=first.ticket)
         return _Redeemed(claims, first.resumable, time.perf_counter() - received)
 
     async def _serve(self, ws: ViewerLink, admitted: _Redeemed, started: float) -> None:
@@ -389,8 +393,8 @@ class Gateway:
         session = RelaySession(claims, link, ws,
                                token=self._new_token() if resumable else None)
         self.table.begin(ws, session)
-        if admitted.outage:                     # the broker hears of it as soon as it can
-            self._unrecorded.add((claims.tenant, claims.session))
+        if admitted.outage_ticket:              # the broker hears of it as soon as it can
+            self._unrecorded[(claims.tenant, claims.session)] = admitted.outage_ticket
             self._report_now.set()
         try:
             if resumable:

@@ -168,8 +168,12 @@ class SessionTable:
     def detached(self) -> list[RelaySession]:
         return [s for s in self._resumable.values() if s.state is State.DETACHED]
 
-    def held(self) -> list[tuple[str, str]]:
-        """(tenant, session) of every session held, attached or awaiting a resume."""
-        held = {(s.claims.tenant, s.claims.session) for _, s in self.attached()}
-        held |= {(s.claims.tenant, s.claims.session) for s in self._resumable.values()}
-        return sorted(held)
+    def held(self) -> list[tuple[str, str, str]]:
+        """(tenant, session, ticket id) of every session held, attached or awaiting a resume:
+        once per session, with the first of its viewers' ticket ids."""
+        viewers = {(s.claims.tenant, s.claims.session, s.claims.ticket_id)
+                   for s in [*(s for _, s in self.attached()), *self._resumable.values()]}
+        first: dict[tuple[str, str], str] = {}
+        for tenant, session, ticket_id in sorted(viewers):
+            first.setdefault((tenant, session), ticket_id)
+        return [(tenant, session, ticket_id) for (tenant, session), ticket_id in first.items()]

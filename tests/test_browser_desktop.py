@@ -161,9 +161,11 @@ def open_desktop(slapd, tmp_path, database, chromium):
     opened = []
 
     def open_page(desktop: XvncDesktop, platform: str, screen: str = "scale",
-                  clipboard: str = "both", tamper: str | None = None):
+                  clipboard: str = "both", tamper: str | None = None,
+                  broker_options: dict | None = None):
         live = make_live(tmp_path / f"live-{len(opened)}", slapd, [desktop], database(),
-                         pool_options={"screen": screen, "clipboard": clipboard})
+                         pool_options={"screen": screen, "clipboard": clipboard},
+                         broker_options=broker_options)
         opened.append(live)
 
         async def enrol() -> None:
@@ -494,3 +496,22 @@ def test_a_drain_and_an_admins_message_appear_over_the_desktop(open_desktop, ger
     assert page.locator("#notice-countdown").text_content() == ""
     actions = [e["action"] for e in admin_call(live, "GET", "/audit")["audit"]]
     assert "host.notice" in actions and "session.message" in actions
+
+
+def test_the_page_renews_its_reconnect_pass_while_the_desktop_is_connected(open_desktop,
+                                                                            english_desktop):
+    """A pass lives a few minutes (here the shortest the broker takes, 30 s): the page asks
+    for a fresh one while the desktop is open, so that an outage finds it with a live one."""
+    keyboard = open_desktop(english_desktop, "linux",
+                            broker_options={"reconnect_pass_lifetime": 30})
+    page = keyboard.page
+    key = "pforte.reconnect-pass.buero"
+    first = page.evaluate(f"sessionStorage.getItem('{key}')")
+    assert first
+    held = first
+    for _ in range(50):                       # the page's CSP allows no eval: poll from here
+        page.wait_for_timeout(500)
+        if (held := page.evaluate(f"sessionStorage.getItem('{key}')")) != first:
+            break
+    assert held and held != first
+    assert page.locator("body").get_attribute("data-state") == "connected"

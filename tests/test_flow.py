@@ -385,9 +385,14 @@ async def test_gateway_reports_need_the_gateway_token_and_a_well_formed_body(ins
     r = await installation.http.post(url, json={"sessions": []},
                                      headers={"Authorization": f"Bearer {token}"})
     assert r.status == 204
-    # a session the broker does not hold is named back: the gateway closes it
+    # each session comes with the ticket that proves its viewer came through this gateway
     r = await installation.http.post(url, json={"sessions": [{"tenant": TENANT, "session": "s"}]},
                                      headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 400 and (await r.json())["error"] == "bad_request"
+    # a session the broker does not hold is named back: the gateway closes it
+    r = await installation.http.post(url, json={"sessions": [
+        {"tenant": TENANT, "session": "s", "ticket": "t"}]},
+        headers={"Authorization": f"Bearer {token}"})
     assert r.status == 200 and await r.json() == {"ended": [{"tenant": TENANT, "session": "s"}]}
 
 

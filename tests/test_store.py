@@ -125,7 +125,8 @@ async def test_batches_over_the_same_sessions_never_wait_for_each_other_in_a_cir
                 [("t", s, f"r{round_}-{k}-{s}") for s in shuffled()], now=NOW))
             work.append(store.sessions.add_logons([("t", s, {"redeem": 0.001})
                                                    for s in shuffled()]))
-            work.append(store.sessions.held([("t", s) for s in shuffled()], now=NOW))
+            work.append(store.sessions.held([("t", s, f"r{round_}-{k}-{s}", False)
+                                              for s in shuffled()], now=NOW))
         await asyncio.gather(*work)
 
 
@@ -181,7 +182,7 @@ async def test_a_connected_session_no_gateway_vouches_for_becomes_disconnected(s
                            keep_seconds=100)
     await a.sessions.redeem("tk1", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
     await a.sessions.redeem("tk2", int(NOW) + 30, "t", "bernd", other.session_id, now=NOW)
-    await a.sessions.held([("t", other.session_id)], now=NOW + 80)
+    await a.sessions.held([("t", other.session_id, "tk2", False)], now=NOW + 80)
     await a.sessions.expire(NOW + 100, gateway_lease=90)
     states = {r.login: r.state for r in await a.sessions.live("t")}
     assert states == {"anna": State.DISCONNECTED, "bernd": State.CONNECTED}
@@ -189,24 +190,35 @@ async def test_a_connected_session_no_gateway_vouches_for_becomes_disconnected(s
 
 
 async def test_a_session_a_gateway_holds_is_connected_and_outlives_its_timers(stores):
-    """A gateway admitted these while no broker could record it (an outage ticket): its word
-    that it holds them makes them connected, so no timer ends them and their seats stay taken;
-    what the broker has ended is named back, for the gateway to close."""
+    """A gateway admitted these while no broker could record it (an outage ticket, whose
+    signature the broker checked): its word that it holds them makes them connected, so no
+    timer ends them and their seats stay taken; what the broker has ended is named back, for
+    the gateway to close. A session it cannot prove (no viewer under that ticket) is left as it
+    is and named apart."""
     a, b = stores
-    pending = await a.sessions.assign("t", "anna", "p", [("h1", 2, True)], now=NOW,
+    pending = await a.sessions.assign("t", "anna", "p", [("h1", 3, True)], now=NOW,
                                       pending_timeout=60, keep_seconds=100)
-    gone = await a.sessions.assign("t", "bernd", "p", [("h1", 2, True)], now=NOW,
+    gone = await a.sessions.assign("t", "bernd", "p", [("h1", 3, True)], now=NOW,
                                    pending_timeout=60, keep_seconds=100)
+    hearsay = await a.sessions.assign("t", "dora", "p", [("h1", 3, True)], now=NOW,
+                                      pending_timeout=60, keep_seconds=100)
     await a.sessions.end("t", gone.session_id, now=NOW)
-    over = await b.sessions.held([("t", pending.session_id), ("t", gone.session_id),
-                                  ("t", "never-issued"), ("other", pending.session_id)],
-                                 now=NOW + 30)
+    over, unproven = await b.sessions.held(
+        [("t", pending.session_id, "outage-1", True), ("t", gone.session_id, "x", True),
+         ("t", "never-issued", "y", True), ("other", pending.session_id, "outage-1", True),
+         ("t", hearsay.session_id, "made-up", False)], now=NOW + 30)
     assert sorted(over) == sorted([("t", gone.session_id), ("t", "never-issued"),
                                    ("other", pending.session_id)])
-    assert await a.sessions.expire(NOW + 61, gateway_lease=90) == 0   # the pending timer is off
+    assert unproven == [("t", hearsay.session_id)]
+    assert await a.sessions.expire(NOW + 61, gateway_lease=90) == 1   # hearsay's timer ran
     [row] = await a.sessions.live("t")
     assert row.state is State.CONNECTED and row.login == "anna"
-    late = await a.sessions.assign("t", "clara", "p", [("h1", 1, True)], now=NOW + 62,
+    over, unproven = await a.sessions.held([("t", pending.session_id, "outage-1", False)],
+                                           now=NOW + 62)                # now by its viewer
+    assert over == unproven == []
+    await a.sessions.assign("t", "dora", "p", [("h1", 2, True)], now=NOW + 62,
+                            pending_timeout=60, keep_seconds=100)
+    late = await a.sessions.assign("t", "clara", "p", [("h1", 2, True)], now=NOW + 62,
                                    pending_timeout=60, keep_seconds=100)
     assert isinstance(late, PoolFull)                                  # and the seat is taken
 

@@ -164,18 +164,47 @@ class Disconnects:
 
 
 @dataclass(frozen=True)
-class Alive:
-    """The (tenant, session) pairs a gateway holds, attached or awaiting a resume. The broker
-    counts each as connected (a session admitted while no broker could record it included) and
-    answers with :class:`Over`."""
-    sessions: tuple[tuple[str, str], ...]
+class Held:
+    """A session a gateway holds, and its proof that a viewer came through this gateway: the id
+    of the ticket whose redemption made the viewer (only the gateway shown the ticket knows it)
+    or, for a viewer admitted while no broker could record it, that outage ticket itself (the
+    broker's own signature names the session)."""
+    tenant: str
+    session: str
+    ticket: str
+    outage_ticket: str | None = None
 
     def to_json(self) -> dict:
-        return {"sessions": _pairs_to_json(self.sessions)}
+        body = {"tenant": self.tenant, "session": self.session, "ticket": self.ticket}
+        if self.outage_ticket is not None:
+            body["outage_ticket"] = self.outage_ticket
+        return body
+
+    @classmethod
+    def from_json(cls, body: object) -> "Held":
+        body = _object(body)
+        proof = body.get("outage_ticket")
+        if proof is not None and not isinstance(proof, str):
+            raise BadReport("outage_ticket is not text")
+        return cls(_text(body, "tenant"), _text(body, "session"), _text(body, "ticket"), proof)
+
+
+@dataclass(frozen=True)
+class Alive:
+    """The sessions a gateway holds, attached or awaiting a resume. The broker counts each that
+    the gateway proves as connected (a session admitted while no broker could record it
+    included) and answers with :class:`Over`."""
+    sessions: tuple[Held, ...]
+
+    def to_json(self) -> dict:
+        return {"sessions": [h.to_json() for h in self.sessions]}
 
     @classmethod
     def from_json(cls, body: object) -> "Alive":
-        return cls(_pairs(body, "sessions"))
+        items = _object(body).get("sessions")
+        if not isinstance(items, list):
+            raise BadReport("sessions must be a list")
+        return cls(tuple(Held.from_json(item) for item in items))
 
 
 @dataclass(frozen=True)

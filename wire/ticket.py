@@ -128,6 +128,22 @@ def verify(public_key: Ed25519PublicKey, ticket: str | bytes, *, now: float, aud
     Raises:
         TicketMalformed, TicketForged, TicketExpired, TicketWrongAudience.
     """
+    claims = signed_claims(public_key, ticket, audience=audience)
+    if not (claims.issued_at - CLOCK_SKEW <= now < claims.expires_at) or (
+            claims.expires_at - claims.issued_at > MAX_LIFETIME):
+        raise TicketExpired("outside its lifetime")
+    return claims
+
+
+def signed_claims(public_key: Ed25519PublicKey, ticket: str | bytes, *,
+                  audience: str) -> Claims:
+    """A ticket's claims when its form, signature and audience are right, at any time: what
+    the broker issued, as evidence (a gateway shows an outage ticket it admitted), never as
+    leave to redeem (that is :func:`verify`).
+
+    Raises:
+        TicketMalformed, TicketForged, TicketWrongAudience.
+    """
     if isinstance(ticket, bytes):
         try:
             ticket = ticket.decode("ascii")
@@ -149,9 +165,6 @@ def verify(public_key: Ed25519PublicKey, ticket: str | bytes, *, now: float, aud
     claims = _claims(payload)
     if claims.audience != audience:
         raise TicketWrongAudience(f"minted for {claims.audience!r}")
-    if not (claims.issued_at - CLOCK_SKEW <= now < claims.expires_at) or (
-            claims.expires_at - claims.issued_at > MAX_LIFETIME):
-        raise TicketExpired("outside its lifetime")
     return claims
 
 

@@ -189,27 +189,40 @@ class Sessions(Repository):
             return applied
         return await self._write(q, locks=sorted({f"session:{t[1]}" for t in left}))
 
-    async def held(self, sessions: Sequence[tuple[str, str]], *,
-                   now: float) -> list[tuple[str, str]]:
-        """A gateway vouches that it holds these (tenant, session): each live one is connected
-        from now on (its lease renewed; a pending or disconnected one, which a gateway admitted
-        while no broker could record it, becomes connected and loses its timer). Those it names
-        that are ended or unknown are returned: they hold no seat, so the gateway closes them."""
+    async def held(self, sessions: Sequence[tuple[str, str, str, bool]], *,
+                   now: float) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+        """A gateway vouches that it holds these: (tenant, session, the ticket id of one of its
+        viewers, whether that ticket is an outage ticket whose signature the broker checked).
+        Each live one it proves — a viewer recorded under that ticket, or a checked outage
+        ticket (then recorded as its viewer) — is connected from now on (its lease renewed; a
+        pending or disconnected one, which a gateway admitted while no broker could record it,
+        becomes connected and loses its timer). Returns those named that are ended or unknown
+        (they hold no seat, so the gateway closes them) and those live but unproven (nothing
+        changes: a gateway vouches only for the viewers it redeemed)."""
         vouched, connected = bulk(Event.CONNECT)
 
-        def q(db: Tx) -> list[tuple[str, str]]:
-            over = []
+        def q(db: Tx) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+            over, unproven = [], []
             for i in _by_session(sessions, lambda t: t[1]):
-                tenant, session_id = sessions[i]
-                if db.execute(
-                        f"UPDATE sessions SET state=?, viewers=CASE WHEN viewers<1 THEN 1 ELSE "
-                        f"viewers END, deadline=NULL, updated=? WHERE tenant=? AND id=? AND "
-                        f"state IN ({_marks(vouched)})",
-                        (connected.value, now, tenant, session_id,
-                         *_values(vouched))).rowcount != 1:
+                tenant, session_id, ticket_id, outage_ticket = sessions[i]
+                row = db.execute("SELECT state FROM sessions WHERE tenant=? AND id=?",
+                                 (tenant, session_id)).fetchone()
+                if row is None or State(row[0]) not in vouched:
                     over.append((tenant, session_id))
-            return over
-        return await self._write(q, locks=sorted({f"session:{s}" for _, s in sessions}))
+                    continue
+                if outage_ticket:
+                    db.execute("INSERT INTO viewers VALUES (?,?,?,?) ON CONFLICT (ticket_id) "
+                               "DO NOTHING", (ticket_id, tenant, session_id, now))
+                if not ticket_id or db.execute(
+                        "SELECT 1 FROM viewers WHERE ticket_id=? AND session_id=? AND tenant=?",
+                        (ticket_id, session_id, tenant)).fetchone() is None:
+                    unproven.append((tenant, session_id))
+                    continue
+                db.execute("UPDATE sessions SET state=?, viewers=CASE WHEN viewers<1 THEN 1 "
+                           "ELSE viewers END, deadline=NULL, updated=? WHERE id=?",
+                           (connected.value, now, session_id))
+            return over, unproven
+        return await self._write(q, locks=sorted({f"session:{t[1]}" for t in sessions}))
 
     async def expire(self, now: float, *, gateway_lease: float = float("inf"),
                      keep_history: float = float("inf")) -> int:
@@ -229,8 +242,8 @@ class Sessions(Repository):
             ended = cur.rowcount
             db.execute("DELETE FROM tickets WHERE expires_at<?", (now - 60,))
             db.execute("DELETE FROM viewers WHERE since<? AND NOT EXISTS (SELECT 1 FROM "
-                       "sessions WHERE sessions.id=viewers.session_id AND sessions.state=?)",
-                       (now - 60, State.CONNECTED.value))   # gone with their session
+                       f"sessions WHERE sessions.id=viewers.session_id AND sessions.state IN "
+                       f"({_LIVE_SQL}))", (now - 60, *_LIVE))   # gone with their session
             db.execute("DELETE FROM logins WHERE expires<=?", (now,))
             if keep_history != float("inf"):
                 db.execute("DELETE FROM sessions WHERE state=? AND updated<?",
@@ -248,6 +261,17 @@ class Sessions(Repository):
                 args.append(login)
             rows = db.execute(sql + " ORDER BY created", args).fetchall()
             return [SessionRow(r[0], r[1], r[2], r[3], r[4], State(r[5]), r[6]) for r in rows]
+        return await self._read(q)
+
+    async def connected_desktop(self, tenant: str, login: str,
+                                pool: str) -> Assignment | None:
+        """The user's connected session in the pool (its host, and its own desktop's port when
+        the host started one for it); None when she has none connected."""
+        def q(db: Tx) -> Assignment | None:
+            row = db.execute("SELECT id, host, port FROM sessions WHERE tenant=? AND login=? "
+                             "AND pool=? AND state=?",
+                             (tenant, login, pool, State.CONNECTED.value)).fetchone()
+            return Assignment(row[0], row[1], reconnect=True, port=row[2]) if row else None
         return await self._read(q)
 
     async def history(self, tenant: str, since: float, until: float) -> list[tuple[str, float,

@@ -88,7 +88,19 @@ async def api_connect(request: web.Request) -> web.StreamResponse:
             csrf=request.headers.get("X-CSRF-Token", "") if from_cookie else None)
     return web.json_response({"ticket": conn.ticket, "gateway_url": conn.gateway_url,
                               "session": conn.session_id, "expires_at": conn.expires_at,
-                              "reconnect_pass": sealed})
+                              "reconnect_pass": sealed,
+                              "reconnect_pass_renew_after": broker.pass_renew_after})
+
+
+@routes.post("/api/v1/pools/{pool}/reconnect-pass")
+async def api_renew_reconnect_pass(request: web.Request) -> web.StreamResponse:
+    """A fresh reconnect pass while the user is connected to her desktop in the pool (the
+    page and the thin client ask every ``reconnect_pass_renew_after`` seconds)."""
+    broker = request.config_dict[BROKER_KEY]
+    token, login = await login_of(request, state_changing=True)
+    sealed = await broker.renew_pass(token, login, request.match_info["pool"])
+    return web.json_response({"reconnect_pass": sealed,
+                              "reconnect_pass_renew_after": broker.pass_renew_after})
 
 
 @routes.post("/api/v1/pools/{pool}/connection-file")
@@ -209,7 +221,8 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 @routes.post(reports.ALIVE)
 async def api_gateway_alive(request: web.Request) -> web.StreamResponse:
-    """204, or the sessions named that are over here (:class:`wire.reports.Over`)."""
+    """204, or the sessions named that are over here (:class:`wire.reports.Over`); the
+    gateway's proof of each is checked (``Broker.gateway_alive``)."""
     alive = await _report(request, reports.Alive)
     over = await request.config_dict[BROKER_KEY].gateway_alive(list(alive.sessions))
     if not over:

@@ -72,6 +72,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "busy": "Many colleagues are signing in right now. Please try again in a moment.",
         "bad_request": "The request could not be processed.",
         "viewer_mismatch": "This desktop cannot be opened with that viewer.",
+        "not_connected": "You have no connected desktop in this pool.",
         "not_admin": "You are not an administrator of this municipality.",
         "not_found": "There is no such host, session, device or enrolment code.",
         "device_revoked": "This device has been withdrawn from service. Please call your IT "
@@ -313,6 +314,7 @@ TEXTS: dict[str, dict[str, str]] = {
                 "gleich noch einmal.",
         "bad_request": "Die Anfrage konnte nicht verarbeitet werden.",
         "viewer_mismatch": "Dieser Arbeitsplatz lässt sich mit diesem Programm nicht öffnen.",
+        "not_connected": "Sie sind in diesem Pool mit keinem Arbeitsplatz verbunden.",
         "not_admin": "Sie sind nicht Administrator dieser Kommune.",
         "not_found": "Diesen Host, diese Sitzung, dieses Gerät oder diesen Registrierungscode "
                      "gibt es nicht.",

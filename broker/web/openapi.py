@@ -52,8 +52,12 @@ OPENAPI = {
             "Place the user and issue a single-use ticket for the gateway, with a "
             "reconnect_pass: sent back in the X-Pforte-Reconnect-Pass header on the next "
             "connect, it gets the user a ticket to the same desktop while the database is down "
-            "(503 store_unavailable without a valid one).", security=_BEARER,
-            params=("pool",))},
+            "(503 store_unavailable without a valid one). A pass lives a few minutes; ask for "
+            "a fresh one every reconnect_pass_renew_after seconds while connected.",
+            security=_BEARER, params=("pool",))},
+        "/api/v1/pools/{pool}/reconnect-pass": {"post": _op(
+            "A fresh reconnect_pass to the desktop the user is connected to in the pool; 409 "
+            "not_connected when she has none connected.", security=_BEARER, params=("pool",))},
         "/api/v1/pools/{pool}/connection-file": {"post": _op(
             "A native viewer's connection file (.vnc, .rdp, .vv) naming the local tunnel "
             "(`pforte connect`) on 127.0.0.1:port, from the profile of the device given in the "

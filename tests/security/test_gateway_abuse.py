@@ -201,3 +201,47 @@ async def test_a_taken_over_gateway_cannot_end_or_log_off_sessions_it_never_rede
     refused = [e for e in await live.audit() if e["action"] == "session.disconnect"
                and conn["session"] in e["detail"]]
     assert refused and refused[0]["result"] == "not_a_viewer"
+
+
+@pytest.mark.parametrize("proof", ["made-up ticket id", "forged outage ticket",
+                                   "an ordinary ticket shown as outage ticket"])
+async def test_a_taken_over_gateway_cannot_hold_seats_of_sessions_it_never_redeemed(live, proof):
+    """An alive report makes the sessions it names connected and keeps their seats: a
+    taken-over gateway names a session whose ticket no gateway redeemed yet. It must prove
+    each with the id of a ticket it redeemed for that session, or with an outage ticket the
+    broker signed for it; without, nothing changes (the session stays pending, its timer
+    runs) and the report is audited."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from testbed.demo import TENANT
+    from wire import reports
+    report_token = (live.state / "keys" / "report.token").read_text().strip()
+    async with live.client("10.52.0.1") as http:
+        if "user2" not in live.secrets:
+            await live.enrol(http, "user2")
+        token = await live.login(http, "user2")
+        r = await http.post(f"{live.portal}/api/v1/pools/buero/connect", headers=bearer(token))
+        conn = await r.json()
+        key = load_pem_private_key((live.state / "keys" / "ticket-signing.pem").read_bytes(),
+                                   None)
+        real = ticket.verify(key.public_key(), conn["ticket"], now=time.time(),
+                             audience="demo-gateway")
+        held = {"tenant": TENANT, "session": conn["session"], "ticket": ticket.new_ticket_id()}
+        if proof == "forged outage ticket":
+            claims = dataclasses.replace(real, ticket_id=held["ticket"], outage=True)
+            held["outage_ticket"] = ticket.mint(Ed25519PrivateKey.generate(), claims)
+        elif proof == "an ordinary ticket shown as outage ticket":
+            held = {**held, "ticket": real.ticket_id, "outage_ticket": conn["ticket"]}
+        r = await http.post(f"{live.portal}{reports.ALIVE}", json={"sessions": [held]},
+                            headers=bearer(report_token))
+        assert r.status == 204
+        r = await http.get(f"{live.portal}/api/v1/admin/tenants/{TENANT}/sessions",
+                           headers=bearer(live.admin_token))
+        state = {s["id"]: s["state"] for s in (await r.json())["sessions"]}
+        assert state.get(conn["session"]) == "pending"           # no seat held by hearsay
+        r = await http.post(f"{live.portal}/api/v1/admin/tenants/{TENANT}/sessions/"
+                            f"{conn['session']}/logoff", headers=bearer(live.admin_token))
+        assert r.status in (200, 204)                     # its seat back for the suite
+    refused = [e for e in await live.audit() if e["action"] == "session.alive"
+               and conn["session"] in e["detail"]]
+    assert refused and refused[0]["result"] == "not_a_viewer"

@@ -20,6 +20,7 @@ import aiohttp
 
 from broker.service import HOUSEKEEPING_INTERVAL
 from client.api import BrokerApi
+from client.tunnel import Tunnel
 from testbed import Postgres, Processes, free_port
 from testbed.demo import TENANT, DesktopEntry
 
@@ -201,6 +202,70 @@ async def test_a_signed_out_users_reconnect_pass_is_dead_at_the_broker_that_saw_
         r = await http.post(f"{live.portal}/api/v1/pools/buero/connect",
                             headers={**bearer(token), RECONNECT_PASS_HEADER: held_pass})
         assert r.status == 503 and (await r.json())["error"] == "store_unavailable"
+        database.run(processes)
+
+
+async def tunnel_viewer(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A VNC viewer on a thin client's tunnel, past the RFB handshake."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    assert await reader.readexactly(12) == b"RFB 003.008\n"
+    writer.write(b"RFB 003.008\n")
+    assert await reader.readexactly(2) == b"\x01\x01"          # security: None
+    writer.write(b"\x01")
+    assert await reader.readexactly(4) == bytes(4)
+    writer.write(b"\x01")                                        # ClientInit: shared
+    server_init = await reader.readexactly(24)
+    await reader.readexactly(int.from_bytes(server_init[20:24], "big"))
+    return reader, writer
+
+
+async def tunnel_desktop_answers(reader: asyncio.StreamReader,
+                                 writer: asyncio.StreamWriter) -> bool:
+    """A full update request gets the desktop's FramebufferUpdate (message type 0)."""
+    writer.write(b"\x03\x00" + bytes(4) + (16).to_bytes(2, "big") * 2)
+    return await asyncio.wait_for(reader.readexactly(1), 20) == b"\x00"
+
+
+async def test_a_reconnect_pass_is_short_lived_and_the_thin_client_renews_it_while_connected(
+        own_live, own_postgres, tmp_path):
+    """Passes live 30 s here (the shortest the broker takes). The thin client's tunnel renews
+    its pass while the desktop is open: once the database is down the renewed pass brings it
+    back, the first one, never renewed, has expired. No connected desktop, no renewal."""
+    database, processes = own_postgres
+    live = own_live(broker_options={**on_database(database, "renewal", tmp_path),
+                                    "reconnect_pass_lifetime": 30})
+    async with live.client("10.94.0.1") as http:
+        await live.enrol(http, "user1")
+        token = await live.login(http, "user1")
+        r = await http.post(f"{live.portal}/api/v1/pools/buero/reconnect-pass",
+                            headers=bearer(token))
+        assert r.status == 409 and (await r.json())["error"] == "not_connected"
+
+        tunnel = Tunnel(live.portal, token, "buero")
+        port = await tunnel.start()
+        try:
+            issued = time.monotonic()
+            reader, writer = await tunnel_viewer(port)
+            first = tunnel.api.held_pass("buero")
+            assert first and await tunnel_desktop_answers(reader, writer)
+            deadline = time.monotonic() + 25
+            while tunnel.api.held_pass("buero") == first and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            renewed = tunnel.api.held_pass("buero")
+            assert renewed != first                      # renewed while connected
+            await asyncio.sleep(max(0.0, issued + 31 - time.monotonic()))   # the first expired
+            writer.close()
+            await tunnel.settled()
+
+            database.halt()
+            r = await http.post(f"{live.portal}/api/v1/pools/buero/connect",
+                                headers={**bearer(token), RECONNECT_PASS_HEADER: first})
+            assert r.status == 503 and (await r.json())["error"] == "store_unavailable"
+            reader, writer = await tunnel_viewer(port)   # the tunnel shows its renewed pass
+            assert await tunnel_desktop_answers(reader, writer)
+            writer.close()
+        finally:
+            await tunnel.close()
         database.run(processes)
 
 

@@ -208,7 +208,25 @@ reconnect.addEventListener("click", () => {
 
 // The broker's reconnect pass for this pool: shown with the next request, it brings the user
 // back to this desktop while the broker's database is down (broker/reconnect_pass.py).
+// A pass lives a few minutes: while the desktop is connected the page asks for a fresh one.
 const PASS_KEY = `pforte.reconnect-pass.${body.dataset.pool}`;
+let renewal = null;
+
+function renewPassEvery(seconds) {
+    clearInterval(renewal);
+    renewal = setInterval(async () => {
+        try {
+            const response = await fetch(`/api/v1/pools/${encodeURIComponent(body.dataset.pool)}/reconnect-pass`, {
+                method: "POST",
+                credentials: "same-origin",
+                headers: { "X-CSRF-Token": body.dataset.csrf },
+            });
+            if (response.ok) sessionStorage.setItem(PASS_KEY, (await response.json()).reconnect_pass);
+        } catch (e) {
+            // the broker did not answer: the pass held is kept, the next beat tries again
+        }
+    }, seconds * 1000);
+}
 
 async function connect() {
     say("connecting");
@@ -243,9 +261,13 @@ async function connect() {
     // keeps its own and is scaled into the window.
     rfb.resizeSession = body.dataset.screen === "follow";
     rfb.scaleViewport = !rfb.resizeSession;
-    rfb.addEventListener("connect", () => say("connected"));
+    rfb.addEventListener("connect", () => {
+        say("connected");
+        if (answer.reconnect_pass_renew_after) renewPassEvery(answer.reconnect_pass_renew_after);
+    });
     rfb.addEventListener("clipboard", (event) => copiedOnDesktop(event.detail.text));
     rfb.addEventListener("disconnect", () => {
+        clearInterval(renewal);
         if (body.dataset.state === "connected" || body.dataset.state === "connecting") {
             say("disconnected");
         }

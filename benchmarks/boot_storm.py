@@ -262,7 +262,7 @@ async def enrol_clients(config, users: list[str]) -> tuple[dict[str, str], list[
     totp, credentials = {}, []
     for u in users:
         totp[u] = mfa.new_secret()
-        await broker.import_enrolment(TENANT, u, totp[u])
+        await broker.second_factor.import_enrolment(TENANT, u, totp[u])
         code = secrets.token_hex(6)
         await broker.store.devices.create_enrolment_code(code, TENANT, "rathaus-front-office",
                                                  "thin-client", expires=time.time() + 600)

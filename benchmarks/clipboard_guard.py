@@ -16,7 +16,6 @@ import argparse
 import json
 import struct
 import time
-from pathlib import Path
 
 from gateway.clipboard import ClipboardGuard
 from benchmarks import add_record_option, results_dir

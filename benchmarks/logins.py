@@ -118,7 +118,7 @@ def run(n_users: int, concurrency: int) -> dict:
             broker = Broker(config, Store.for_config(config))
             await broker.store.open()
             for u in users:
-                await broker.import_enrolment(TENANT, u, totp[u])
+                await broker.second_factor.import_enrolment(TENANT, u, totp[u])
             await broker.close()
         asyncio.run(enrol())
         proc = processes.start([sys.executable, "-m", "pforte", "--log-level", "WARNING",

@@ -13,10 +13,10 @@ admits such a ticket once without the broker's record (see ``gateway.server``).
 
 What it cannot check while the database is down, and so does not promise: that the session was not
 ended since the pass was issued, or that the login was not signed out at *another* broker (each
-broker refuses the passes of the sign-outs it saw itself, ``Broker.forget_passes``). That window
+broker refuses the passes of the sign-outs it saw itself, ``Connections.forget_passes``). That window
 is bounded: a pass lives ``reconnect_pass_lifetime`` seconds (five minutes by default, never
 longer than its login) and is renewed only while the user's session is connected
-(``Broker.renew_pass``), so a pass kept after a sign-out or a logoff dies within that time.
+(``Connections.renew_pass``), so a pass kept after a sign-out or a logoff dies within that time.
 """
 
 from __future__ import annotations

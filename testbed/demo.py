@@ -202,7 +202,7 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
         async def started(bound: list[tuple[str, int]]) -> None:
             for login, secret in totp.items():
                 if secret:
-                    await broker.import_enrolment(TENANT, login, secret)
+                    await broker.second_factor.import_enrolment(TENANT, login, secret)
             operator = secrets.token_urlsafe(24)
             await broker.store.admin.create_token(operator, OPERATOR, "demo operator",
                                                   now=time.time())

@@ -174,7 +174,7 @@ class Installation:
     async def login(self, login: str) -> str:
         """A full login (password and TOTP) of an enrolled user; returns the bearer token."""
         secret = mfa.new_secret()
-        await self.broker.import_enrolment(TENANT, login, secret)
+        await self.broker.second_factor.import_enrolment(TENANT, login, secret)
         r = await self.password_login(login)
         assert r.status == 200, await r.text()
         token = (await r.json())["token"]

@@ -173,7 +173,7 @@ secret_file = "{vnc}"
                                                         "password": PASSWORDS["jmueller"]})
         assert r.status == 200, await r.text()
     secret_totp = mfa.new_secret()
-    await inst.broker.import_enrolment("jork", "jmueller", secret_totp)
+    await inst.broker.second_factor.import_enrolment("jork", "jmueller", secret_totp)
     # every spelling AD accepts is asked for jmueller's code, never sent to enrol another
     for typed in ("JMUELLER@JORK.EXAMPLE", "jork\\JMueller", " jmueller @jork.example",
                   "JMueller@Jork.Example"):

@@ -108,7 +108,7 @@ async def fleet(make_installation):
     inst = await make_installation(broker_options={"profiles_dir": str(EXAMPLES)})
     await inst.broker.store.admin.create_token("op", OPERATOR, "t", now=time.time())
     secret = mfa.new_secret()
-    await inst.broker.import_enrolment(TENANT, "anna", secret)
+    await inst.broker.second_factor.import_enrolment(TENANT, "anna", secret)
     return inst, secret
 
 
@@ -221,7 +221,7 @@ async def test_a_thin_client_survives_a_broker_restart_during_boot(tmp_path, sla
     secret, code = mfa.new_secret(), "restart-code-1"
     broker = Broker(config, Store.for_config(config))
     await broker.store.open()
-    await broker.import_enrolment(TENANT, "anna", secret)
+    await broker.second_factor.import_enrolment(TENANT, "anna", secret)
     await broker.store.devices.create_enrolment_code(code, TENANT, "rathaus-front-office", "thin-client",
                                              expires=time.time() + 600)
     await broker.close()
@@ -316,7 +316,7 @@ async def test_after_logoff_the_next_user_signs_in_or_the_device_shuts_down(make
     inst = await make_installation(broker_options={"profiles_dir": str(profiles)})
     await inst.broker.store.admin.create_token("op", OPERATOR, "t", now=time.time())
     secret = mfa.new_secret()
-    await inst.broker.import_enrolment(TENANT, "anna", secret)
+    await inst.broker.second_factor.import_enrolment(TENANT, "anna", secret)
     sessions: list[bytes] = []
 
     async def viewer(command: list[str]) -> None:   # the user works, then closes the viewer
@@ -338,7 +338,7 @@ async def test_after_logoff_the_next_user_signs_in_or_the_device_shuts_down(make
     _, body = await _admin(inst, "POST", f"/api/v1/admin/tenants/{TENANT}/enrolment-codes",
                            {"site": "rathaus-front-office", "device_class": "shared-counter"})
     bernd = mfa.new_secret()  # (anna's code of this half-minute is spent)
-    await inst.broker.import_enrolment(TENANT, "bernd", bernd)
+    await inst.broker.second_factor.import_enrolment(TENANT, "bernd", bernd)
     agent = Agent(inst.base_url, tmp_path / "b", user_answers(bernd, login="bernd"),
                   lambda m: None, "Counter 2", body["code"], rng=random.Random(2))
     try:
@@ -358,7 +358,7 @@ async def test_a_dropped_connection_brings_the_viewer_back_into_the_same_session
                                    gateway_url=f"ws://127.0.0.1:{proxy_port}/ws")
     await inst.broker.store.admin.create_token("op", OPERATOR, "t", now=time.time())
     secret = mfa.new_secret()
-    await inst.broker.import_enrolment(TENANT, "anna", secret)
+    await inst.broker.second_factor.import_enrolment(TENANT, "anna", secret)
     seen: list[bytes] = []
 
     async def viewer(command: list[str]) -> None:
@@ -396,7 +396,7 @@ async def test_a_dropped_connection_brings_the_viewer_back_into_the_same_session
 async def test_a_user_without_a_desktop_is_told_and_the_next_user_signs_in(fleet, tmp_path):
     inst, _ = fleet
     clara = mfa.new_secret()                    # in no desktop group
-    await inst.broker.import_enrolment(TENANT, "clara", clara)
+    await inst.broker.second_factor.import_enrolment(TENANT, "clara", clara)
     asked: list[str] = []
 
     def next_user(prompt: str) -> None:
@@ -457,7 +457,7 @@ async def test_the_native_viewer_shows_the_desktop_on_the_thin_clients_screen_as
                                                               desk.password)])
         await inst.broker.store.admin.create_token("op", OPERATOR, "t", now=time.time())
         secret = mfa.new_secret()
-        await inst.broker.import_enrolment(TENANT, "anna", secret)
+        await inst.broker.second_factor.import_enrolment(TENANT, "anna", secret)
         messages: list[str] = []
         agent, command = await boot_agent(inst, inst.base_url, tmp_path / "tc", secret, messages)
         try:

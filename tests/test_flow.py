@@ -95,7 +95,7 @@ async def test_pools_need_the_second_factor(installation):
 
 async def secret_and_token(installation, login="anna"):
     secret = mfa.new_secret()
-    await installation.broker.import_enrolment(TENANT, login, secret)
+    await installation.broker.second_factor.import_enrolment(TENANT, login, secret)
     r = await installation.password_login(login)
     return secret, (await r.json())["token"]
 
@@ -131,7 +131,7 @@ async def test_a_replayed_code_is_refused_even_after_a_broker_restart(installati
     try:
         login = await restarted.store.accounts.get_login(token2, time.time())
         with pytest.raises(CodeReplayed):
-            await restarted.second_factor(token2, login, code, source="test")
+            await restarted.second_factor.check(token2, login, code, source="test")
     finally:
         await restarted.close()
 
@@ -145,8 +145,8 @@ async def test_enrolment_counts_only_after_a_confirmed_code(installation):
                                     headers={"Authorization": f"Bearer {token}"})
     enrolment = await r.json()
     assert enrolment["qr_svg"].startswith("<svg")
-    assert not await installation.broker.is_enrolled(
-        await installation.broker.login_for(token, need_mfa=False))
+    assert not await installation.broker.second_factor.is_enrolled(
+        await installation.broker.logins.login_for(token, need_mfa=False))
     # asking again shows the same secret until it is confirmed
     r = await installation.http.get(f"{installation.base_url}/api/v1/mfa/enrolment",
                                     headers={"Authorization": f"Bearer {token}"})
@@ -169,7 +169,7 @@ async def test_a_ticket_redeemed_at_another_gateway_is_refused_here(installation
     conn = await installation.connect(await installation.login("anna"))
     claims = ticket.verify(installation_public_key(installation), conn["ticket"],
                            now=time.time(), audience="demo-gateway")
-    assert await installation.broker.redeem([reports.Redemption.of(claims)]) == [
+    assert await installation.broker.reports.redeem([reports.Redemption.of(claims)]) == [
         reports.REDEEMED]
     assert await close_code(conn) == (4409, "ticket already used")
 
@@ -481,7 +481,7 @@ async def test_a_code_sent_again_on_a_completed_login_changes_nothing(installati
     """A load balancer repeats a request whose broker died after it had accepted the code: the
     same login gets success again, and the code is not checked (or counted) a second time."""
     secret = mfa.new_secret()
-    await installation.broker.import_enrolment(TENANT, "bernd", secret)
+    await installation.broker.second_factor.import_enrolment(TENANT, "bernd", secret)
     r = await installation.password_login("bernd")
     token = (await r.json())["token"]
     code = mfa.current_code(secret, time.time())

@@ -80,7 +80,7 @@ async def login(inst, username: str, password: str, **headers) -> str:
 
 async def full_login(inst, tenant: str, login_name: str, username: str, password: str) -> str:
     secret = mfa.new_secret()
-    await inst.broker.import_enrolment(tenant, login_name, secret)
+    await inst.broker.second_factor.import_enrolment(tenant, login_name, secret)
     token = await login(inst, username, password)
     r = await inst.post("/api/v1/mfa", token, {"code": mfa.current_code(secret, time.time())})
     assert r.status == 204

@@ -44,7 +44,7 @@ def _complete(db: Tx, token: str, phases: dict[str, float] | None = None) -> Non
         db.execute("UPDATE logins SET mfa_done=1 WHERE token_hash=?", (token_hash(token),))
 
 
-# Parts of a unit of work (run inside a transaction a use case owns; see Broker.second_factor).
+# Parts of a unit of work (run inside a transaction a use case owns; see SecondFactor.check).
 
 def read_mfa(db: Tx, tenant: str, login: str) -> UserMfa:
     row = db.execute("SELECT totp_sealed, totp_confirmed, totp_last_step FROM users "

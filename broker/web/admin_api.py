@@ -25,7 +25,8 @@ from ..config import TenantConfig
 from ..devices import DEFAULT_CODE_HOURS
 from ..errors import BadRequest, LoginRequired, NotAdmin
 from ..host_states import Action
-from ..service import AdminPrincipal, Broker
+from ..logins import AdminPrincipal
+from ..service import Broker
 from ..store import OPERATOR
 from ..usage import month_of
 from .common import BROKER_KEY, Handler, json_body, source_of, token_of
@@ -49,7 +50,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     token, from_cookie = token_of(request)
     if token is None:
         raise LoginRequired("admin API needs a bearer token or a portal login")
-    principal = await broker.admin_principal(token)
+    principal = await broker.logins.admin_principal(token)
     if from_cookie and request.method not in ("GET", "HEAD"):
         login = principal.login
         sent = request.headers.get("X-CSRF-Token", "")
@@ -304,7 +305,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         while True:
             ask_directory = loop.time() - groups_checked >= GROUPS_RECHECK
-            if not await broker.still_admin(token, tenant, ask_directory=ask_directory):
+            if not await broker.logins.still_admin(token, tenant, ask_directory=ask_directory):
                 await response.write(b"event: ended\ndata: {\"reason\":\"login_required\"}\n\n")
                 break
             if ask_directory:

@@ -23,10 +23,10 @@ routes = web.RouteTableDef()
 async def api_login(request: web.Request) -> web.StreamResponse:
     data = await json_body(request)
     broker = request.config_dict[BROKER_KEY]
-    token, login = await broker.password_login(
+    token, login = await broker.logins.password_login(
         field(data, "username"), field(data, "password"), source=source_of(request),
         portal_host=request.host)
-    enrolled = await broker.is_enrolled(login)
+    enrolled = await broker.second_factor.is_enrolled(login)
     response = web.json_response({"token": token, "csrf": login.csrf,
                                   "next": "mfa" if enrolled else "enrol"})
     set_cookie(request, response, token)
@@ -36,7 +36,7 @@ async def api_login(request: web.Request) -> web.StreamResponse:
 @routes.get("/api/v1/mfa/enrolment")
 async def api_enrolment(request: web.Request) -> web.StreamResponse:
     _, login = await login_of(request, need_mfa=False)
-    enrolment = await request.config_dict[BROKER_KEY].enrolment(login)
+    enrolment = await request.config_dict[BROKER_KEY].second_factor.enrolment(login)
     return web.json_response({"secret": enrolment.secret, "uri": enrolment.uri,
                               "qr_svg": enrolment.qr_svg})
 
@@ -45,7 +45,7 @@ async def api_enrolment(request: web.Request) -> web.StreamResponse:
 async def api_mfa(request: web.Request) -> web.StreamResponse:
     data = await json_body(request)
     token, login = await login_of(request, need_mfa=False, state_changing=True)
-    codes = await request.config_dict[BROKER_KEY].second_factor(token, login, field(data, "code"),
+    codes = await request.config_dict[BROKER_KEY].second_factor.check(token, login, field(data, "code"),
                                                         source=source_of(request))
     if codes:
         return web.json_response({"recovery_codes": codes})
@@ -55,7 +55,7 @@ async def api_mfa(request: web.Request) -> web.StreamResponse:
 @routes.get("/api/v1/pools")
 async def api_pools(request: web.Request) -> web.StreamResponse:
     _, login = await login_of(request)
-    pools = request.config_dict[BROKER_KEY].entitled_pools(login)
+    pools = request.config_dict[BROKER_KEY].connections.entitled_pools(login)
     return web.json_response({"pools": [{"id": p.id, "name": p.name} for p in pools]})
 
 
@@ -75,21 +75,21 @@ async def api_connect(request: web.Request) -> web.StreamResponse:
             if device.tenant != login.tenant:
                 raise NotEntitled(pool)
             source = f"{source} device {device.id}"
-        conn = await broker.connect(login, pool, source=source,
+        conn = await broker.connections.connect(login, pool, source=source,
                                     device=device.name if device is not None else None)
-        sealed = broker.reconnect_pass(token, login, conn)
+        sealed = broker.connections.reconnect_pass(token, login, conn)
     except StoreUnavailable:
         sealed = request.headers.get(RECONNECT_PASS_HEADER)
         if not sealed:
             raise
         token, from_cookie = token_of(request)
-        conn = broker.reconnect_in_outage(
+        conn = broker.connections.reconnect_in_outage(
             token, sealed, pool, source=source,
             csrf=request.headers.get("X-CSRF-Token", "") if from_cookie else None)
     return web.json_response({"ticket": conn.ticket, "gateway_url": conn.gateway_url,
                               "session": conn.session_id, "expires_at": conn.expires_at,
                               "reconnect_pass": sealed,
-                              "reconnect_pass_renew_after": broker.pass_renew_after})
+                              "reconnect_pass_renew_after": broker.connections.pass_renew_after})
 
 
 @routes.post("/api/v1/pools/{pool}/reconnect-pass")
@@ -98,9 +98,9 @@ async def api_renew_reconnect_pass(request: web.Request) -> web.StreamResponse:
     page and the thin client ask every ``reconnect_pass_renew_after`` seconds)."""
     broker = request.config_dict[BROKER_KEY]
     token, login = await login_of(request, state_changing=True)
-    sealed = await broker.renew_pass(token, login, request.match_info["pool"])
+    sealed = await broker.connections.renew_pass(token, login, request.match_info["pool"])
     return web.json_response({"reconnect_pass": sealed,
-                              "reconnect_pass_renew_after": broker.pass_renew_after})
+                              "reconnect_pass_renew_after": broker.connections.pass_renew_after})
 
 
 @routes.post("/api/v1/pools/{pool}/connection-file")
@@ -126,9 +126,9 @@ async def api_logout(request: web.Request) -> web.StreamResponse:
     except StoreUnavailable:      # the login cannot be looked up: its passes die here anyway
         token, from_cookie = token_of(request)
         if token and not from_cookie:   # (a cookie's request could come from another site)
-            broker.forget_passes(token)
+            broker.connections.forget_passes(token)
         raise
-    await broker.logout(token)
+    await broker.logins.logout(token)
     response = web.Response(status=204)
     response.del_cookie(COOKIE, path="/")
     return response
@@ -185,7 +185,7 @@ async def api_gateway_redeem(request: web.Request) -> web.StreamResponse:
     """Redemptions; one alone is answered as a 0.2 gateway expects: 204, or 409 when refused."""
     batch, alone = await _batch_or_one(request, "redemptions", reports.Redemptions,
                                        reports.Redemption)
-    results = await request.config_dict[BROKER_KEY].redeem(batch)
+    results = await request.config_dict[BROKER_KEY].reports.redeem(batch)
     if alone:
         return web.Response(status=204 if results[0] == reports.REDEEMED else 409)
     return web.json_response({"results": results})
@@ -195,14 +195,14 @@ async def api_gateway_redeem(request: web.Request) -> web.StreamResponse:
 async def api_gateway_disconnect(request: web.Request) -> web.StreamResponse:
     batch, _ = await _batch_or_one(request, "disconnects", reports.Disconnects,
                                    reports.Disconnect)
-    await request.config_dict[BROKER_KEY].disconnected(batch)
+    await request.config_dict[BROKER_KEY].reports.disconnected(batch)
     return web.Response(status=204)
 
 
 @routes.post(reports.CONNECTED)
 async def api_gateway_connected(request: web.Request) -> web.StreamResponse:
     logons = await _report(request, reports.Logons)
-    await request.config_dict[BROKER_KEY].gateway_connected(list(logons.connected))
+    await request.config_dict[BROKER_KEY].reports.connected(list(logons.connected))
     return web.Response(status=204)
 
 
@@ -222,9 +222,9 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 @routes.post(reports.ALIVE)
 async def api_gateway_alive(request: web.Request) -> web.StreamResponse:
     """204, or the sessions named that are over here (:class:`wire.reports.Over`); the
-    gateway's proof of each is checked (``Broker.gateway_alive``)."""
+    gateway's proof of each is checked (``GatewayReports.alive``)."""
     alive = await _report(request, reports.Alive)
-    over = await request.config_dict[BROKER_KEY].gateway_alive(list(alive.sessions))
+    over = await request.config_dict[BROKER_KEY].reports.alive(list(alive.sessions))
     if not over:
         return web.Response(status=204)
     return web.json_response(reports.Over(tuple(over)).to_json())

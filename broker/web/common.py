@@ -189,7 +189,7 @@ def token_of(request: web.Request) -> tuple[str | None, bool]:
 async def login_of(request: web.Request, *, need_mfa: bool = True, csrf: str | None = None,
                  state_changing: bool = False) -> tuple[str, Login]:
     token, from_cookie = token_of(request)
-    login = await request.config_dict[BROKER_KEY].login_for(token, need_mfa=need_mfa)
+    login = await request.config_dict[BROKER_KEY].logins.login_for(token, need_mfa=need_mfa)
     if state_changing and from_cookie:
         sent = csrf if csrf is not None else request.headers.get("X-CSRF-Token", "")
         if not hmac.compare_digest(sent.encode(), login.csrf.encode()):

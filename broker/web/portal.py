@@ -34,7 +34,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     form = await form_body(request)
     username = form.get("username", "")
     try:
-        token, _ = await request.config_dict[BROKER_KEY].password_login(
+        token, _ = await request.config_dict[BROKER_KEY].logins.password_login(
             username, form.get("password", ""), source=source_of(request), portal_host=request.host)
     except BrokerError as exc:
         return web.Response(text=pages.login_page(lang, t, error=message_for(request, exc),
@@ -53,10 +53,10 @@ async def mfa_form(request: web.Request, *, error: str | None = None,
     broker = request.config_dict[BROKER_KEY]
     if login.mfa_done:
         raise web.HTTPSeeOther("/desktops")
-    if await broker.is_enrolled(login):
+    if await broker.second_factor.is_enrolled(login):
         body = pages.mfa_page(lang, t, login.csrf, error=error)
     else:
-        enrolment = await broker.enrolment(login)
+        enrolment = await broker.second_factor.enrolment(login)
         body = pages.mfa_page(lang, t, login.csrf, error=error, enrol_key=enrolment.secret,
                               qr_svg=enrolment.qr_svg)
     return web.Response(text=body, content_type="text/html", status=status)
@@ -68,7 +68,7 @@ async def mfa_submit(request: web.Request) -> web.StreamResponse:
     token, login = await login_of(request, need_mfa=False, csrf=form.get("csrf", ""),
                                 state_changing=True)
     try:
-        codes = await request.config_dict[BROKER_KEY].second_factor(token, login, form.get("code", ""),
+        codes = await request.config_dict[BROKER_KEY].second_factor.check(token, login, form.get("code", ""),
                                                             source=source_of(request))
     except LoginRequired:
         raise
@@ -85,12 +85,12 @@ async def mfa_submit(request: web.Request) -> web.StreamResponse:
 async def desktops(request: web.Request) -> web.StreamResponse:
     lang, t = language(request)
     _, login = await login_of(request)
-    pools = request.config_dict[BROKER_KEY].entitled_pools(login)
+    pools = request.config_dict[BROKER_KEY].connections.entitled_pools(login)
     if len(pools) == 1 and request.cookies.get(KIOSK_COOKIE) == "1":
         raise web.HTTPSeeOther(f"/desktop/{pools[0].id}")
     return web.Response(text=pages.desktops_page(
         lang, t, login.csrf, login.display_name, pools,
-        console=request.config_dict[BROKER_KEY].administers(login)), content_type="text/html")
+        console=request.config_dict[BROKER_KEY].logins.administers(login)), content_type="text/html")
 
 
 @routes.get("/desktop/{pool}")
@@ -98,7 +98,7 @@ async def desktop(request: web.Request) -> web.StreamResponse:
     lang, t = language(request)
     _, login = await login_of(request)
     pool_id = request.match_info["pool"]
-    pools = request.config_dict[BROKER_KEY].entitled_pools(login)
+    pools = request.config_dict[BROKER_KEY].connections.entitled_pools(login)
     pool = next((p for p in pools if p.id == pool_id), None)
     if pool is None:
         return web.Response(text=pages.desktops_page(lang, t, login.csrf, login.display_name, pools,
@@ -128,7 +128,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     form = await form_body(request)
     token, _ = await login_of(request, need_mfa=False, csrf=form.get("csrf", ""),
                             state_changing=True)
-    await request.config_dict[BROKER_KEY].logout(token)
+    await request.config_dict[BROKER_KEY].logins.logout(token)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(COOKIE, path="/")
     raise response

@@ -17,7 +17,8 @@ DETACHED     END        ENDED       grace over, logoff, shutdown
 
 Every other pair is a bug and raises :class:`InvalidTransition`. :class:`SessionTable` owns every
 open websocket (with the per-source counts that caps need), every relay session with its resume
-token, and the grace timers; the server asks it, and changes states only through it.
+token, and the grace timers; the rest of the gateway asks it, and changes states only through it
+(and :meth:`RelaySession.end_for`).
 """
 
 from __future__ import annotations
@@ -76,10 +77,17 @@ class RelaySession:
     state: State = State.ATTACHED
     ended_by: EndReason | None = None      # the gateway decided to end it (idle, logoff)
     notice: str | None = None              # the last notice (encoded), again after a resume
+    outage_ticket: str | None = None       # admitted by the gateway's memory: the ticket, the
+                                           # proof shown to a broker until one recorded it
     _grace: asyncio.TimerHandle | None = None
 
     def _apply(self, event: Event) -> None:
         self.state = next_state(self.state, event)
+
+    def end_for(self, reason: EndReason) -> None:
+        """The gateway decided to end this session: when its websocket's close arrives, the
+        session ends for ``reason`` (and is not held for a resume)."""
+        self.ended_by = reason
 
 
 class SessionTable:
@@ -168,12 +176,25 @@ class SessionTable:
     def detached(self) -> list[RelaySession]:
         return [s for s in self._resumable.values() if s.state is State.DETACHED]
 
-    def held(self) -> list[tuple[str, str, str]]:
-        """(tenant, session, ticket id) of every session held, attached or awaiting a resume:
-        once per session, with the first of its viewers' ticket ids."""
-        viewers = {(s.claims.tenant, s.claims.session, s.claims.ticket_id)
-                   for s in [*(s for _, s in self.attached()), *self._resumable.values()]}
-        first: dict[tuple[str, str], str] = {}
-        for tenant, session, ticket_id in sorted(viewers):
-            first.setdefault((tenant, session), ticket_id)
-        return [(tenant, session, ticket_id) for (tenant, session), ticket_id in first.items()]
+    def _live(self) -> set[RelaySession]:
+        return {s for _, s in self.attached()} | set(self._resumable.values())
+
+    def held(self) -> list[tuple[str, str, str, str | None]]:
+        """(tenant, session, ticket id, outage ticket or None) of every session held, attached
+        or awaiting a resume: once per session, an unrecorded outage admission first (its
+        ticket is the proof), else the viewer with the first ticket id."""
+        chosen: dict[tuple[str, str], RelaySession] = {}
+        for s in sorted(self._live(), key=lambda s: (s.outage_ticket is None, s.claims.ticket_id)):
+            chosen.setdefault((s.claims.tenant, s.claims.session), s)
+        return [(tenant, session_id, s.claims.ticket_id, s.outage_ticket)
+                for (tenant, session_id), s in sorted(chosen.items())]
+
+    def unrecorded(self) -> bool:
+        """Whether a session admitted by the gateway's memory is still unknown to the brokers."""
+        return any(s.outage_ticket is not None for s in self._live())
+
+    def recorded(self, sessions: set[tuple[str, str]]) -> None:
+        """A broker heard of these (tenant, session): their outage admissions are recorded."""
+        for s in self._live():
+            if (s.claims.tenant, s.claims.session) in sessions:
+                s.outage_ticket = None

@@ -53,6 +53,7 @@ from typing import Callable, Protocol
 from websockets.speedups import apply_mask
 
 from wire import serving
+from wire.closes import Close
 
 MAX_HEAD = 16 * 1024      # bytes of a request head (request line and headers)
 MAX_HEADERS = 100
@@ -650,6 +651,10 @@ class ViewerLink(asyncio.Protocol):
             self.transport.writelines(out)
         else:
             self.transport.write(out)
+
+    def close_with(self, close: Close) -> None:
+        """Close with one of the gateway's answers (a member of :class:`wire.closes.Close`)."""
+        self.close(close.code, close.reason)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Send a close frame (once) and hang up when the viewer answers, or after

@@ -69,7 +69,7 @@ async def carry(viewer: ViewerLink, upgrade: Upgrade, source: str,
             inner = await http.ws_connect("http://worker/ws", headers=headers,
                                           max_msg_size=max_message, autoclose=False)
         except (aiohttp.ClientError, OSError):
-            viewer.close(Close.RESUME.code, Close.RESUME.reason)
+            viewer.close_with(Close.RESUME)
             return
         await inner.send_str(encode(resume))
         inward = asyncio.ensure_future(_inward(viewer, inner))

@@ -17,6 +17,7 @@ class Close(enum.Enum):
     AUDIENCE = (4401, "ticket not for this gateway")
     TARGET = (4403, "target not allowed")
     TIMEOUT = (4408, "no ticket in time")
+    VIEWER_TIMEOUT = (4408, "viewer did not complete the handshake")
     REPLAYED = (4409, "ticket already used")
     RESUME = (4410, "session cannot be resumed")
     POLICY = (4406, "stream not allowed by the pool's policy")
@@ -29,6 +30,8 @@ class Close(enum.Enum):
     DRAINING = (1013, "gateway draining, try again")
     SHUTDOWN = (1001, "gateway shutting down")
     INTERNAL = (1011, "internal error")
+    VIEWER_PROTOCOL = (1002, "viewer did not complete the handshake")
+    ENDED = (1000, "session ended")
 
     @property
     def code(self) -> int:
@@ -54,7 +57,6 @@ class EndReason(str, enum.Enum):
     CLIENT_CLOSED = "client closed"            # the viewer said goodbye
     CLIENT_LOST = "client lost"                # the connection broke without a close frame
     CLIENT_FAILED = "client failed"
-    SUPERSEDED = "superseded"                  # a resumed connection carries the session on
     TEXT_FRAME = "text frame"                  # a stream that is not resumable takes no text
     POLICY = "policy"                          # the clipboard guard could not read the stream
     DESKTOP_CLOSED = "desktop closed"

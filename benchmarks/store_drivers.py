@@ -59,8 +59,8 @@ async def psycopg_run(dsn: str, password: str, n: int, concurrency: int) -> list
 
     async def redeem(i: int) -> None:
         a = placed[i]
-        await store.sessions.redeem(f"pg-ticket-{i}", int(now) + 30, "t", f"pg{i}", a.session_id,
-                                    now=now)
+        await store.sessions.redeem_many([(f"pg-ticket-{i}", int(now) + 30, "t", f"pg{i}",
+                                           a.session_id)], now=now)
     results = [await _measure("psycopg 3 (threads), placement", n, concurrency, place),
                await _measure("psycopg 3 (threads), redemption", n, concurrency, redeem)]
     await store.close()

@@ -1,4 +1,5 @@
-"""Administration: host states and drains, health probes, sessions and logoff.
+"""Administration: host states and drains, health probes, sessions and logoff (maintenance
+windows drain through it: :mod:`broker.maintenance_windows`).
 
 Theory of operation
 -------------------
@@ -6,41 +7,31 @@ Host states and health live in the store (``broker.host_states`` has the rules),
 of a fleet sees the same. Placement asks :meth:`Administration.availability` which hosts take new
 sessions and which let users back.
 
-Two duties run once across the fleet (``broker.duties``: the broker holding the lease runs them):
-:meth:`probe_all` refreshes health every ``probe_interval``, and :meth:`drain_tick` moves every
-drain on. A drain sets the host ``draining`` with a deadline; its users are notified at once and
-again as the deadline nears (``notice_times``); it finishes early when the host is empty, and at
-the deadline who is left is logged off (unless the admin chose to wait). The drain's next step is
-stored (``next_notice``) and each step is claimed in one conditional update before it is carried
-out, so a step happens once even when the broker running the duties dies and another takes over:
-no notice is sent twice, no logoff repeated. Logging a session off ends it in the store, runs the
-host's logoff command over SSH where configured, and tells every gateway to close its connection.
-Every step is written to the audit log.
+The health probes run once across the fleet (``broker.duties``: the broker holding the lease runs
+them): :meth:`probe_all` refreshes health every ``probe_interval``. Drains move on by
+:mod:`broker.drains`. Logging a session off ends it in the store, runs the host's logoff command
+over SSH where configured, and tells every gateway to close its connection. Every step is
+written to the audit log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime, timedelta
 from typing import Awaitable, Callable
 
 from .audit import AuditLog
-from .config import BrokerConfig, HostConfig, TenantConfig
+from .config import BrokerConfig, TenantConfig
 from .errors import BadRequest, Conflict, NotFound
-from .host_states import (TRANSITIONS, Action, HostState, InvalidAction, apply, notice_times,
+from .host_states import (TRANSITIONS, Action, InvalidAction, apply,
                           takes_new_sessions, takes_reconnects)
 from .gateway_control import GatewayControl
 from .logons import summary
-from .maintenance import Window, current, occurrences
 from .usage import Past, PoolUsage, month_bounds, month_of, tally
 from .hosts import HostControl
 from .store import ACTIVE_ROW, HostStateRow, SessionRow, Store
 
 logger = logging.getLogger("pforte.admin")
-
-FOREVER = float("inf")  # a drain's next step once only the host's emptying is awaited
-
 
 class Administration:
     """Host states, drains, probes, logoff and the admin's user actions of every tenant.
@@ -219,81 +210,6 @@ class Administration:
         return user
 
     # -- drains (a duty) ----------------------------------------------------------------------
-    async def _users_on(self, tenant: TenantConfig, host_id: str) -> list[SessionRow]:
-        return [s for s in await self.store.sessions.live(tenant.id) if s.host == host_id]
-
-    async def drain_tick(self) -> None:
-        """Move every drain on by what is due now (one broker of the fleet runs this)."""
-        for tenant_id, host_id, row in await self.store.hosts.draining():
-            tenant = self.config.tenant(tenant_id)
-            if tenant is None or tenant.host(host_id) is None or row.next_notice is None:
-                continue  # not ours, or finished: the host waits for an admin to enable it
-            await self._drain_step(tenant, tenant.host(host_id), row)
-
-    async def _drain_step(self, tenant: TenantConfig, host: HostConfig,
-                          row: HostStateRow) -> None:
-        step, now = row.next_notice, self.clock()
-        users = await self._users_on(tenant, host.id)
-        if not users:
-            if await self.store.hosts.claim_drain_step(tenant.id, host.id, step, None):
-                await self.audit.record(tenant.id, "pforte", "broker", "host.drained", "ok",
-                                        f"host={host.id} is empty")
-                logger.info("host %s of %s is empty", host.id, tenant.id)
-            return
-        if now < step:
-            return
-        if row.deadline is None or step < row.deadline:
-            if await self.store.hosts.claim_drain_step(tenant.id, host.id, step,
-                                                 self._next_step(row, now)):
-                await self._notify(tenant, host, users, row, now)
-            return
-        if not await self.store.hosts.claim_drain_step(tenant.id, host.id, step, FOREVER):
-            return
-        if not row.logoff:
-            await self.audit.record(tenant.id, "pforte", "broker", "host.drain_deadline", "ok",
-                                    f"host={host.id} deadline passed; waiting for "
-                                    f"{len(users)} users")
-            return
-        for session in users:
-            try:
-                await self.logoff(tenant, session.id, actor="pforte", source="broker",
-                                  why="drain deadline")
-            except NotFound:
-                pass  # left meanwhile
-        if await self.store.hosts.claim_drain_step(tenant.id, host.id, FOREVER, None):
-            await self.audit.record(tenant.id, "pforte", "broker", "host.drained", "ok",
-                                    f"host={host.id} is empty (users logged off at the "
-                                    f"deadline)")
-
-    @staticmethod
-    def _next_step(row: HostStateRow, now: float) -> float:
-        """After a notice: the next notice still ahead, else the deadline (or nothing more)."""
-        schedule = notice_times(row.deadline, row.since) if row.deadline else [row.since]
-        ahead = [t for t in schedule if t > now]
-        if ahead:
-            return ahead[0]
-        return row.deadline if row.deadline is not None else FOREVER
-
-    async def _notify(self, tenant: TenantConfig, host: HostConfig, users: list[SessionRow],
-                      row: HostStateRow, now: float) -> None:
-        if row.deadline is not None:
-            minutes = max(1, round((row.deadline - now) / 60))
-            text = f"{row.message} (in {minutes} min)" if row.message else \
-                f"This desktop will be shut down for maintenance in {minutes} min."
-        else:
-            text = row.message or "This desktop will be shut down for maintenance."
-        # in the session (the user's page or thin client shows it in the user's language around
-        # the admin's words, with a countdown) and over SSH on the host (the text above)
-        deadline = round(row.deadline) if row.logoff and row.deadline is not None else 0
-        for session in users:
-            on_host = await self.hosts.notify(host, session.login, text)
-            in_session = await self.gateways.notify(session.id, row.message, deadline)
-            await self.audit.record(tenant.id, "pforte", "broker", "host.notice",
-                                    "ok" if on_host or in_session else "not_delivered",
-                                    f"host={host.id} user={session.login} "
-                                    f"on_host={'yes' if on_host else 'no'} "
-                                    f"in_session={'yes' if in_session else 'no'}")
-
     async def message(self, tenant: TenantConfig, session_id: str, text: str, *, actor: str,
                       source: str) -> bool:
         """Show an admin's message to the user of a session: inside the session, and over SSH
@@ -315,66 +231,6 @@ class Administration:
                                 f"on_host={'yes' if on_host else 'no'} "
                                 f"in_session={'yes' if in_session else 'no'}")
         return on_host or in_session
-
-    # -- maintenance windows (a duty) ---------------------------------------------------------
-    async def maintenance_tick(self) -> None:
-        """Begin the drains of windows whose notice time has come, and enable the hosts of
-        windows that ended (one broker of the fleet runs this; each step happens once)."""
-        now, zone = self.clock(), self.config.time_zone
-        for tenant in self.config.tenants:
-            calendars = {c.id: c for c in tenant.calendars}
-            for window in tenant.maintenance_windows:
-                occurrence = current(window, calendars.get(window.calendar), zone, now)
-                if occurrence is None or not await self.store.hosts.begin_window(
-                        tenant.id, window.id, *occurrence):
-                    continue
-                for host in window.hosts:
-                    await self._window_step(tenant, window, host, Action.DRAIN,
-                                            deadline_seconds=max(1.0, occurrence[0] - now))
-        for tenant_id, window_id, starts in await self.store.hosts.ended_windows(now):
-            tenant = self.config.tenant(tenant_id)
-            window = next((w for w in tenant.maintenance_windows if w.id == window_id),
-                          None) if tenant is not None else None
-            if window is None or not await self.store.hosts.finish_window(tenant_id, window_id,
-                                                                          starts):
-                continue
-            states = await self.store.hosts.states(tenant.id)
-            for host in window.hosts:   # what an admin put in another state stays there
-                if states.get(host, ACTIVE_ROW).state is HostState.DRAINING:
-                    await self._window_step(tenant, window, host, Action.ENABLE)
-
-    async def _window_step(self, tenant: TenantConfig, window: Window, host: str,
-                           action: Action, deadline_seconds: float | None = None) -> None:
-        try:
-            await self.act(tenant, host, action, actor="pforte", source=f"window:{window.id}",
-                           deadline_seconds=deadline_seconds, message=window.message)
-        except (Conflict, NotFound) as exc:
-            await self.audit.record(tenant.id, "pforte", f"window:{window.id}",
-                                    f"host.{action.value}", "skipped", f"host={host} {exc}")
-
-    async def maintenance_plan(self, tenant: TenantConfig, days: int = 60) -> dict:
-        """The windows' next occurrences and the calendars' days ahead (the console's
-        timeline)."""
-        now, zone = self.clock(), self.config.time_zone
-        calendars = {c.id: c for c in tenant.calendars}
-        until = now + days * 86400
-        occurrences_ahead = []
-        for window in tenant.maintenance_windows:
-            for start, end in occurrences(window, calendars.get(window.calendar), zone, now, 10):
-                if start <= until:
-                    occurrences_ahead.append({"window": window.id, "hosts": list(window.hosts),
-                                              "start": start, "end": end,
-                                              "message": window.message})
-        today = datetime.fromtimestamp(now, zone).date()
-        days_ahead = []
-        for calendar in tenant.calendars:
-            for year in sorted({today.year, (today + timedelta(days=days)).year}):
-                for day, name in sorted(calendar.days(year).items()):
-                    if today <= day <= today + timedelta(days=days):
-                        days_ahead.append({"calendar": calendar.id, "day": day.isoformat(),
-                                           "name": name})
-        return {"windows": sorted(occurrences_ahead, key=lambda o: o["start"]),
-                "days": sorted(days_ahead, key=lambda d: d["day"])}
 
     # -- health (a duty) ----------------------------------------------------------------------
     async def probe_all(self) -> None:

@@ -18,7 +18,7 @@ from .changes import Changes
 from .config import BrokerConfig
 from .errors import NotFound
 from .logons import LogonPhases
-from .store import Store, TicketAlreadyRedeemed
+from .store import Redemption, Store
 
 
 class GatewayReports:
@@ -39,18 +39,14 @@ class GatewayReports:
     async def redeem(self, batch: list[reports.Redemption]) -> list[str]:
         """Record tickets' single use, a gateway's batch in one transaction; per ticket
         :data:`~wire.reports.REDEEMED`, or why not (used before, or its session is gone)."""
-        refusals = await self.store.sessions.redeem_many(
+        decided = await self.store.sessions.redeem_many(
             [(r.ticket_id, r.expires_at, r.tenant, r.user, r.session) for r in batch],
             now=self.clock())
-        results = []
-        for r, refusal in zip(batch, refusals):
-            if refusal is None:
-                results.append(reports.REDEEMED)
-                continue
-            await self.audit.record(r.tenant, r.user, "gateway", "ticket.redeem",
-                                    refusal.__name__)
-            results.append("replayed" if refusal is TicketAlreadyRedeemed else "unknown_session")
-        return results
+        for r, redemption in zip(batch, decided):
+            if redemption is not Redemption.RECORDED:
+                await self.audit.record(r.tenant, r.user, "gateway", "ticket.redeem",
+                                        redemption.value)
+        return [redemption.value for redemption in decided]
 
     async def disconnected(self, batch: list[reports.Disconnect]) -> None:
         """A gateway's reports (the sessions' states in one transaction); a session the gateway

@@ -11,8 +11,8 @@ days of a calendar (no patching on a public holiday) or happen only on them.
 A window drives the drains that admins start by hand: ``notice_minutes`` before it begins, its
 hosts are drained with the window's start as the deadline (users get the notices a drain gives,
 in the session and over SSH, and whoever is left is logged off when the window begins); when it
-ends, the hosts it drained are enabled again. The duty that does so (``Administration.
-maintenance_tick``) records each step of an occurrence once, so that several brokers, restarts
+ends, the hosts it drained are enabled again. The duty that does so (``broker.
+maintenance_windows``) records each step of an occurrence once, so that several brokers, restarts
 and admins who intervene do not repeat it.
 """
 

@@ -1,6 +1,7 @@
 """The broker: the composition root. It builds each use case's room — :mod:`broker.logins`
 (sign-in, tokens, the admin principal), :mod:`broker.second_factor`, :mod:`broker.connect`
 (desktops, tickets, reconnect passes), :mod:`broker.gateway_reports`, :mod:`broker.admin`,
+:mod:`broker.drains`, :mod:`broker.maintenance_windows`,
 :mod:`broker.devices` — hands each what it needs, and runs the background duties. No use case
 lives here, and no HTTP: ``broker.web`` calls the room it serves.
 """
@@ -22,12 +23,14 @@ from .config import BrokerConfig
 from .connect import Connections
 from .devices import Devices
 from .directory import Directory
+from .drains import Drains
 from .duties import Duties, Duty
 from .gateway_control import GatewayControl
 from .gateway_reports import GatewayReports
 from .hosts import HostControl
 from .logins import Logins
 from .logons import LogonPhases
+from .maintenance_windows import MaintenanceWindows
 from .second_factor import SecondFactor
 from .store import Store
 
@@ -60,7 +63,9 @@ class Broker:
                              on_sign_out=lambda token: self.connections.forget_passes(token))
         self.second_factor = SecondFactor(config, store, self.audit, self.logons, now)
         self.admin = Administration(config, store, self.audit, self.hosts, self.gateways,
-                                    self.logins.identity, clock)
+                                    self.logins.identity, now)
+        self.drains = Drains(config, store, self.audit, self.admin, self.hosts, self.gateways, now)
+        self.windows = MaintenanceWindows(config, store, self.audit, self.admin, now)
         self.devices = Devices(config, store, self.audit, clock)
         self.connections = Connections(config, store, self.audit, self.admin, self.hosts,
                                        self.logons, self.changes, signing_key, now,
@@ -70,8 +75,8 @@ class Broker:
         self.duties = Duties(store, clock, [
             Duty("expiry", HOUSEKEEPING_INTERVAL, self._expire),
             Duty("probes", config.probe_interval, self.admin.probe_all),
-            Duty("drains", DRAIN_INTERVAL, self.admin.drain_tick),
-            Duty("maintenance windows", MAINTENANCE_INTERVAL, self.admin.maintenance_tick)])
+            Duty("drains", DRAIN_INTERVAL, self.drains.tick),
+            Duty("maintenance windows", MAINTENANCE_INTERVAL, self.windows.tick)])
 
     def now(self) -> float:
         """The time by :attr:`clock` (which a test may set to move time on)."""

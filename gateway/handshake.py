@@ -43,7 +43,8 @@ from .metrics import Metrics
 from .relay import Counters
 from .relaying import Relaying
 from .sessions import RelaySession, SessionTable, State
-from .viewer import Kind, Upgrade, ViewerLink
+from .doorway import Upgrade
+from .viewer import Kind, ViewerLink
 from .workers import Workers, carry
 
 logger = logging.getLogger("pforte.gateway")

@@ -38,7 +38,8 @@ from .handshake import Handshake
 from .metrics import Metrics
 from .relaying import Relaying
 from .sessions import RelaySession, SessionTable
-from .viewer import CLOSE_WAIT, Doorway, Upgrade, ViewerLink
+from .doorway import Doorway, Upgrade
+from .viewer import CLOSE_WAIT, ViewerLink
 from .workers import Workers, remove_socket_directory, socket_directory
 
 logger = logging.getLogger("pforte.gateway")
@@ -83,7 +84,7 @@ class Gateway:
         self._handshakes: set[asyncio.Task] = set()
 
     def site(self, host: str, port: int, ssl_context=None, unix_path=None) -> serving.Site:
-        """This gateway's port: ``/ws`` read by :class:`gateway.viewer.Doorway`, the rest by
+        """This gateway's port: ``/ws`` read by :class:`gateway.doorway.Doorway`, the rest by
         :meth:`app`."""
         return serving.Site(self.app(), host, port, ssl_context, self.config.http_idle_timeout,
                             unix_path, front=self.doorway)

@@ -25,7 +25,8 @@ from aiohttp import WSMsgType
 from wire.closes import Close
 from wire.resume import Resume, encode
 
-from .viewer import Kind, Upgrade, ViewerLink
+from .doorway import Upgrade
+from .viewer import Kind, ViewerLink
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,7 @@ def imported(name: str, path: Path) -> set[str]:
             if node.level:
                 anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
                 base = ".".join([*anchor, base] if base else anchor)
-            out.add(base)
-            out |= {f"{base}.{a.name}" for a in node.names}
+            out |= {f"{base}.{a.name}" for a in node.names}   # a module, or a name in one
     return out
 
 
@@ -84,12 +83,15 @@ def test_no_shipped_package_imports_test_or_demo_tooling(package):
 @pytest.mark.parametrize("package", ["wire", "broker", "gateway", "client", "client_profiles"])
 def test_no_import_circles(package):
     mods = modules(package)
-    graph = {name: {t for t in project_imports(name, path)
-                    for t in (t, t.rpartition(".")[0]) if t in mods and t != name}
+    def module_of(target: str) -> str | None:
+        """The module an import names: itself, or (``from module import name``) its parent."""
+        return target if target in mods else (target.rpartition(".")[0]
+                                              if target.rpartition(".")[0] in mods else None)
+
+    # a package's __init__ counts like any module: a circle through a package face is one
+    graph = {name: {m for t in project_imports(name, path)
+                    if (m := module_of(t)) is not None and m != name}
              for name, path in mods.items()}
-    for name in graph:                      # a package's __init__ re-exports: not a circle
-        if mods[name].name == "__init__.py":
-            graph[name] = set()
     state: dict[str, int] = {}
     stack: list[str] = []
 
@@ -107,3 +109,23 @@ def test_no_import_circles(package):
     for node in sorted(graph):
         if node not in state:
             visit(node)
+
+
+MAX_MODULE_LINES = 500
+MAX_CLASS_LINES = 260
+
+
+@pytest.mark.parametrize("package", SHIPPED)
+def test_no_shipped_module_or_class_grows_into_a_hub(package):
+    """A module over 500 lines or a class over ~250 is a hub where every new feature walks in:
+    a use case gets a room of its own instead."""
+    big = []
+    for name, path in modules(package).items():
+        text = path.read_text()
+        if (lines := text.count("\n")) > MAX_MODULE_LINES:
+            big.append(f"{name}: {lines} lines")
+        for node in ast.walk(ast.parse(text, str(path))):
+            if isinstance(node, ast.ClassDef) and \
+                    (size := node.end_lineno - node.lineno + 1) > MAX_CLASS_LINES:
+                big.append(f"{name}.{node.name}: {size} lines")
+    assert not big, "\n".join(big)

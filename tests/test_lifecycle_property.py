@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from broker.store import Store, UnknownSession
+from broker.store import Store
 
 SEATS = {"h1": 2, "h2": 1}
 USERS = ["u1", "u2", "u3", "u4"]
@@ -60,11 +60,10 @@ class Lifecycle(RuleBasedStateMachine):
         if live:
             session = live[i % len(live)]
             self.tickets += 1
-            try:
-                self.run(self.store.sessions.redeem(f"t{self.tickets}", int(self.now) + 30, "t",
-                                           session[1], session[0], now=self.now))
-            except UnknownSession:
-                pass  # its state takes no connect (ended meanwhile): refused, as it must be
+            # refused (UNKNOWN_SESSION) when its state takes no connect (ended meanwhile)
+            self.run(self.store.sessions.redeem_many(
+                [(f"t{self.tickets}", int(self.now) + 30, "t", session[1], session[0])],
+                now=self.now))
 
     def viewers(self) -> list[tuple]:
         """(ticket id, session) of every viewer a gateway redeemed and still relays."""
@@ -80,15 +79,16 @@ class Lifecycle(RuleBasedStateMachine):
         viewers = self.viewers()
         if viewers:                   # the gateway that redeemed it reports it, by its ticket
             ticket_id, session_id = viewers[i % len(viewers)]
-            self.run(self.store.sessions.disconnect("t", session_id, ticket_id, now=self.now))
+            self.run(self.store.sessions.disconnect_many([("t", session_id, ticket_id)],
+                                                         now=self.now))
 
     @rule(i=st.integers(0, 10))
     def another_gateway_reports_a_drop(self, i):
         live = self.live()
         if live:                      # a ticket it never redeemed: nothing changes
             before = self.live()
-            assert not self.run(self.store.sessions.disconnect(
-                "t", live[i % len(live)][0], f"t{self.tickets + 1}", now=self.now))
+            assert self.run(self.store.sessions.disconnect_many(
+                [("t", live[i % len(live)][0], f"t{self.tickets + 1}")], now=self.now)) == [False]
             assert self.live() == before
 
     @rule(i=st.integers(0, 10))

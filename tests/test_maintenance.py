@@ -108,10 +108,10 @@ def test_a_wrong_window_or_calendar_is_refused_with_its_key(slapd, tmp_path, des
 async def test_a_window_drains_then_enables_its_hosts_once_with_a_fixed_clock(
         make_installation):
     inst = await make_installation(tenant_extra=WINDOWS)
-    admin = inst.broker.admin
+    admin, windows = inst.broker.admin, inst.broker.windows
     tenant = inst.broker.config.tenant(TENANT)
     now = [at("2026-11-10 21:00")]
-    admin.clock = lambda: now[0]
+    inst.broker.clock = lambda: now[0]
 
     async def state(host: str = "desk1") -> dict:
         return next(h for h in await admin.host_overview(tenant) if h["id"] == host)
@@ -120,11 +120,11 @@ async def test_a_window_drains_then_enables_its_hosts_once_with_a_fixed_clock(
         return [e for e in await inst.broker.audit.entries(TENANT, 500)
                 if e["action"] == action and e["source"] == "window:patchday"]
 
-    await admin.maintenance_tick()                       # before the notice time: nothing
+    await windows.tick()                       # before the notice time: nothing
     assert (await state())["state"] == "active"
 
     now[0] = at("2026-11-10 21:31")                      # notice time: two brokers look at once
-    await asyncio.gather(admin.maintenance_tick(), admin.maintenance_tick())
+    await asyncio.gather(windows.tick(), windows.tick())
     host = await state()
     assert host["state"] == "draining" and host["deadline"] == at("2026-11-10 22:00")
     assert host["message"] == "Sicherheitsupdates" and host["logoff_at_deadline"]
@@ -132,22 +132,22 @@ async def test_a_window_drains_then_enables_its_hosts_once_with_a_fixed_clock(
     assert (await state("desk2"))["state"] == "active"   # not in the window
 
     now[0] = at("2026-11-10 23:00")                      # the end: enabled, once
-    await asyncio.gather(admin.maintenance_tick(), admin.maintenance_tick())
+    await asyncio.gather(windows.tick(), windows.tick())
     assert (await state())["state"] == "active"
     assert len(await audit("host.enable")) == 1
 
     # the next patch day falls on the municipality's own day (8 December): no window
     now[0] = at("2026-12-08 21:45")
-    await admin.maintenance_tick()
+    await windows.tick()
     assert (await state())["state"] == "active"
 
     # in January, an admin takes the host into maintenance during the window: it stays there
     now[0] = at("2027-01-12 21:45")
-    await admin.maintenance_tick()
+    await windows.tick()
     await admin.act(tenant, "desk1", Action.MAINTENANCE, actor="aida", source="test")
     now[0] = at("2027-01-12 23:05")
-    await admin.maintenance_tick()
+    await windows.tick()
     assert (await state())["state"] == "maintenance"
 
-    plan = await admin.maintenance_plan(tenant)
+    plan = await windows.plan(tenant)
     assert plan["windows"][0]["start"] == at("2027-02-09 22:00")

@@ -9,7 +9,7 @@ import pytest
 from broker.engine import PostgresEngine
 from broker.sessions import State
 from broker.placement import OwnHostDown, PoolBusy, PoolFull
-from broker.store import Assignment, Store, TicketAlreadyRedeemed, UnknownSession
+from broker.store import Assignment, Redemption, Store
 
 NOW = 1_800_000_000.0
 
@@ -54,21 +54,27 @@ async def test_a_returning_user_gets_the_same_session(stores):
     assert again.session_id == first.session_id and again.reconnect
 
 
+async def redeem(store: Store, ticket_id: str, tenant: str, login: str,
+                 session_id: str) -> Redemption:
+    """One ticket's redemption, as a gateway's batch of one."""
+    [decided] = await store.sessions.redeem_many(
+        [(ticket_id, int(NOW) + 30, tenant, login, session_id)], now=NOW)
+    return decided
+
+
 async def test_a_ticket_is_redeemed_once_across_brokers(stores):
     a, b = stores
     s = await a.sessions.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60,
                                 keep_seconds=60)
-    await a.sessions.redeem("tk", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
-    with pytest.raises(TicketAlreadyRedeemed):
-        await b.sessions.redeem("tk", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
+    assert await redeem(a, "tk", "t", "anna", s.session_id) is Redemption.RECORDED
+    assert await redeem(b, "tk", "t", "anna", s.session_id) is Redemption.REPLAYED
 
 
 async def test_a_ticket_for_another_tenants_session_is_refused(stores):
     a, _ = stores
     s = await a.sessions.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60,
                                 keep_seconds=60)
-    with pytest.raises(UnknownSession):
-        await a.sessions.redeem("tk", int(NOW) + 30, "other", "anna", s.session_id, now=NOW)
+    assert await redeem(a, "tk", "other", "anna", s.session_id) is Redemption.UNKNOWN_SESSION
 
 
 async def test_a_batch_of_redemptions_decides_each_on_its_own_in_one_transaction(stores):
@@ -84,11 +90,12 @@ async def test_a_batch_of_redemptions_decides_each_on_its_own_in_one_transaction
              ("t2", int(NOW) + 30, "other", "bernd", bernd),     # not that tenant's session
              ("t3", int(NOW) + 30, "t", "clara", clara)]
     assert await a.sessions.redeem_many(batch, now=NOW) == [
-        None, TicketAlreadyRedeemed, UnknownSession, None]
+        Redemption.RECORDED, Redemption.REPLAYED, Redemption.UNKNOWN_SESSION,
+        Redemption.RECORDED]
     # what was refused for an unknown session is not spent; what was redeemed is, everywhere
     assert await b.sessions.redeem_many([("t2", int(NOW) + 30, "t", "bernd", bernd),
                                          ("t3", int(NOW) + 30, "t", "clara", clara)],
-                                        now=NOW) == [None, TicketAlreadyRedeemed]
+                                        now=NOW) == [Redemption.RECORDED, Redemption.REPLAYED]
     # two brokers redeem the same fifty tickets at once: each is redeemed exactly once
     many = [await a.sessions.assign("t", f"u{i}", "p", [("h2", 100, True)], now=NOW,
                                     pending_timeout=60, keep_seconds=60) for i in range(50)]
@@ -96,7 +103,8 @@ async def test_a_batch_of_redemptions_decides_each_on_its_own_in_one_transaction
     first, second = await asyncio.gather(a.sessions.redeem_many(tickets, now=NOW),
                                          b.sessions.redeem_many(tickets[::-1], now=NOW))
     second = second[::-1]
-    assert all((x is None) != (y is None) for x, y in zip(first, second))
+    assert all({x, y} == {Redemption.RECORDED, Redemption.REPLAYED}
+               for x, y in zip(first, second))
 
 
 async def test_batches_over_the_same_sessions_never_wait_for_each_other_in_a_circle(stores):
@@ -134,9 +142,9 @@ async def test_sessions_run_their_lifecycle_and_free_their_seat(stores):
     a, _ = stores
     s = await a.sessions.assign("t", "anna", "p", [("h1", 1, True)], now=NOW, pending_timeout=60,
                                 keep_seconds=100)
-    await a.sessions.redeem("tk", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
+    await redeem(a, "tk", "t", "anna", s.session_id)
     assert (await a.sessions.live("t"))[0].state is State.CONNECTED
-    await a.sessions.disconnect("t", s.session_id, "tk", now=NOW + 10)
+    await a.sessions.disconnect_many([("t", s.session_id, "tk")], now=NOW + 10)
     assert (await a.sessions.live("t"))[0].state is State.DISCONNECTED
     assert await a.sessions.expire(NOW + 50) == 0
     assert await a.sessions.expire(NOW + 111) == 1
@@ -180,8 +188,8 @@ async def test_a_connected_session_no_gateway_vouches_for_becomes_disconnected(s
     other = await a.sessions.assign("t", "bernd", "p", [("h1", 2, True)], now=NOW,
                                     pending_timeout=60,
                            keep_seconds=100)
-    await a.sessions.redeem("tk1", int(NOW) + 30, "t", "anna", s.session_id, now=NOW)
-    await a.sessions.redeem("tk2", int(NOW) + 30, "t", "bernd", other.session_id, now=NOW)
+    await redeem(a, "tk1", "t", "anna", s.session_id)
+    await redeem(a, "tk2", "t", "bernd", other.session_id)
     await a.sessions.held([("t", other.session_id, "tk2", False)], now=NOW + 80)
     await a.sessions.expire(NOW + 100, gateway_lease=90)
     states = {r.login: r.state for r in await a.sessions.live("t")}

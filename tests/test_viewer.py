@@ -13,8 +13,9 @@ import tracemalloc
 import aiohttp
 import pytest
 
-from gateway.viewer import (INBOX_MESSAGES, MAX_CONTROLS, MAX_FRAGMENTS, BadHead, Kind,
-                            Message, ViewerLink, accept_key, frame, parse_head)
+from gateway.doorway import BadHead, accept_key, parse_head
+from gateway.viewer import (INBOX_MESSAGES, MAX_CONTROLS, MAX_FRAGMENTS, Kind, Message,
+                            ViewerLink, frame)
 
 from .conftest import open_ws, read_exactly
 

@@ -29,7 +29,7 @@ from .administration import OPERATOR, Administration
 from .base import Fragment, token_hash
 from .devices import Device, Devices
 from .hosts import ACTIVE_ROW, HostStateRow, Hosts
-from .sessions import Assignment, SessionRow, Sessions, TicketAlreadyRedeemed, UnknownSession
+from .sessions import Assignment, Redemption, SessionRow, Sessions
 from .throttles import Throttled, Throttles
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 __all__ = ["ACTIVE_ROW", "OPERATOR", "Assignment", "Device", "Fragment", "HostStateRow", "Login",
-           "SessionRow", "Store", "Throttled", "TicketAlreadyRedeemed", "UnknownSession",
+           "SessionRow", "Store", "Throttled", "Redemption",
            "UserMfa", "token_hash"]
 
 

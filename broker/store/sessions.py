@@ -3,10 +3,11 @@ over its seats), redeeming tickets once, the session timers, and dedicated hosts
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence, TypeVar
 
 from ..engine import Tx
@@ -48,6 +49,14 @@ class SessionRow:
     created: float
 
 
+_ROW_COLUMNS = "id, tenant, login, pool, host, state, created"
+
+
+def _session_row(row: Sequence[Any]) -> SessionRow:
+    """A :class:`SessionRow` from the columns :data:`_ROW_COLUMNS` names."""
+    return SessionRow(row[0], row[1], row[2], row[3], row[4], State(row[5]), row[6])
+
+
 @dataclass(frozen=True)
 class Assignment:
     session_id: str
@@ -56,12 +65,12 @@ class Assignment:
     port: int | None = None      # the user's own desktop's port, once launched
 
 
-class TicketAlreadyRedeemed(Exception):
-    pass
-
-
-class UnknownSession(Exception):
-    pass
+class Redemption(enum.Enum):
+    """How a ticket's redemption was decided (the words are the gateways' answers,
+    :mod:`wire.reports`)."""
+    RECORDED = "redeemed"
+    REPLAYED = "replayed"                  # the ticket was redeemed before, by any gateway
+    UNKNOWN_SESSION = "unknown_session"    # no live session of that tenant and user has that id
 
 
 class Sessions(Repository):
@@ -130,36 +139,17 @@ class Sessions(Repository):
             return Assignment(session_id, decision.host_id, reconnect=False)
         return await self._write(q, locks=[f"pool:{tenant}/{pool}"])
 
-    async def redeem(self, ticket_id: str, expires_at: int, tenant: str, login: str,
-                     session_id: str, *, now: float) -> None:
-        """Record a ticket as used and its session as connected, atomically.
-
-        Raises:
-            TicketAlreadyRedeemed: the ticket was redeemed before (by any gateway).
-            UnknownSession: no live session of that tenant and user has that id.
-        """
-        def q(db: Tx) -> None:
-            refusal = redeem_in(db, ticket_id, expires_at, tenant, login, session_id, now)
-            if refusal is not None:
-                raise refusal(session_id if refusal is UnknownSession else ticket_id)
-        await self._write(q, locks=[f"session:{session_id}"])
-
     async def redeem_many(self, tickets: Sequence[tuple[str, int, str, str, str]], *,
-                          now: float) -> list[type[Exception] | None]:
-        """:meth:`redeem` for many tickets (ticket id, expiry, tenant, login, session) in one
-        transaction — a gateway's redemptions of the same moment: one commit for all of them.
-        Each is decided on its own: None (recorded), TicketAlreadyRedeemed or UnknownSession."""
-        def q(db: Tx) -> list[type[Exception] | None]:
-            results: list[type[Exception] | None] = [None] * len(tickets)
+                          now: float) -> list[Redemption]:
+        """Record tickets (ticket id, expiry, tenant, login, session) as used and their sessions
+        as connected, in one transaction — a gateway's redemptions of the same moment: one
+        commit for all of them. Each is decided on its own, atomically."""
+        def q(db: Tx) -> list[Redemption]:
+            results = [Redemption.RECORDED] * len(tickets)
             for i in _by_session(tickets, lambda t: t[4]):
                 results[i] = redeem_in(db, *tickets[i], now)
             return results
         return await self._write(q, locks=sorted({f"session:{t[4]}" for t in tickets}))
-
-    async def disconnect(self, tenant: str, session_id: str, ticket_id: str, *,
-                         now: float) -> bool:
-        """A viewer left (see :meth:`disconnect_many`); whether that changed anything."""
-        return (await self.disconnect_many([(tenant, session_id, ticket_id)], now=now))[0]
 
     async def disconnect_many(self, left: Sequence[tuple[str, str, str]], *,
                               now: float) -> list[bool]:
@@ -253,14 +243,13 @@ class Sessions(Repository):
 
     async def live(self, tenant: str, *, login: str | None = None) -> list[SessionRow]:
         def q(db: Tx) -> list[SessionRow]:
-            sql = (f"SELECT id, tenant, login, pool, host, state, created FROM sessions "
+            sql = (f"SELECT {_ROW_COLUMNS} FROM sessions "
                    f"WHERE tenant=? AND state IN ({_LIVE_SQL})")
             args: list[Any] = [tenant, *_LIVE]
             if login is not None:
                 sql += " AND login=?"
                 args.append(login)
-            rows = db.execute(sql + " ORDER BY created", args).fetchall()
-            return [SessionRow(r[0], r[1], r[2], r[3], r[4], State(r[5]), r[6]) for r in rows]
+            return [_session_row(r) for r in db.execute(sql + " ORDER BY created", args)]
         return await self._read(q)
 
     async def connected_desktop(self, tenant: str, login: str,
@@ -317,15 +306,15 @@ class Sessions(Repository):
         """End a live session of the tenant (logoff); None if there is no such live session."""
         def q(db: Tx) -> SessionRow | None:
             row = db.execute(
-                f"SELECT id, tenant, login, pool, host, state, created FROM sessions "
-                f"WHERE id=? AND tenant=? AND state IN ({_LIVE_SQL})",
-                (session_id, tenant, *_LIVE)).fetchone()
+                f"SELECT {_ROW_COLUMNS} FROM sessions WHERE id=? AND tenant=? AND state IN "
+                f"({_LIVE_SQL})", (session_id, tenant, *_LIVE)).fetchone()
             if row is None:
                 return None
-            next_state(State(row[5]), Event.END)
+            ended = _session_row(row)
+            state = next_state(ended.state, Event.END)
             db.execute("UPDATE sessions SET state=?, viewers=0, deadline=NULL, updated=? "
-                       "WHERE id=?", (State.ENDED.value, now, session_id))
-            return SessionRow(row[0], row[1], row[2], row[3], row[4], State.ENDED, row[6])
+                       "WHERE id=?", (state.value, now, session_id))
+            return replace(ended, state=state)
         return await self._write(q, locks=[f"session:{session_id}"])
 
     async def dedicate(self, tenant: str, pool: str, login: str, host: str) -> None:
@@ -352,12 +341,12 @@ def set_logon_in(db: Tx, session_id: str, phases: dict[str, float],
 
 
 def redeem_in(db: Tx, ticket_id: str, expires_at: int, tenant: str, login: str,
-              session_id: str, now: float) -> type[Exception] | None:
-    """Record one ticket as used and its session as connected; why not, if not (nothing is
+              session_id: str, now: float) -> Redemption:
+    """Record one ticket as used and its session as connected, or say why not (nothing is
     written then) — part of a unit of work."""
     if db.execute("INSERT INTO tickets VALUES (?,?) ON CONFLICT (id) DO NOTHING",
                   (ticket_id, expires_at)).rowcount != 1:
-        return TicketAlreadyRedeemed
+        return Redemption.REPLAYED
     row = db.execute("SELECT state FROM sessions WHERE id=? AND tenant=? AND login=?",
                      (session_id, tenant, login)).fetchone()
     try:
@@ -366,8 +355,8 @@ def redeem_in(db: Tx, ticket_id: str, expires_at: int, tenant: str, login: str,
         state = None
     if state is None:
         db.execute("DELETE FROM tickets WHERE id=?", (ticket_id,))   # as if never presented
-        return UnknownSession
+        return Redemption.UNKNOWN_SESSION
     db.execute("UPDATE sessions SET state=?, viewers=viewers+1, deadline=NULL, updated=? "
                "WHERE id=?", (state.value, now, session_id))
     db.execute("INSERT INTO viewers VALUES (?,?,?,?)", (ticket_id, tenant, session_id, now))
-    return None
+    return Redemption.RECORDED

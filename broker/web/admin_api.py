@@ -233,7 +233,7 @@ async def audit(request: web.Request) -> web.Response:
 @routes.get("/tenants/{tenant}/maintenance")
 async def maintenance(request: web.Request) -> web.Response:
     """The maintenance windows' next occurrences and the calendars' days, 60 days ahead."""
-    return web.json_response(await _broker(request).admin.maintenance_plan(request[TENANT]))
+    return web.json_response(await _broker(request).windows.plan(request[TENANT]))
 
 
 USAGE_COLUMNS = ("tenant", "pool", "month", "sessions", "desktop_hours")

@@ -42,20 +42,23 @@ import struct
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from websockets.speedups import apply_mask
-
 from wire.closes import Close
+
+from .frames import BINARY as _BINARY
+from .frames import CLOSE as _CLOSE
+from .frames import PING as _PING
+from .frames import PONG as _PONG
+from .frames import TEXT as _TEXT
+from .frames import FrameReader
 
 CLOSE_WAIT = 3.0          # seconds a closing viewer gets to answer our close frame (and a
                           # failed one to take it), before the connection is cut
 WRITE_BUFFER_HIGH = 64 * 1024  # bytes waiting for a viewer before reading from it (and from its
                                # desktop) stops
-MAX_FRAGMENTS = 1024      # frames one message may come in (browsers send one)
 INBOX_MESSAGES = 8        # complete messages waiting to be taken before reading stops
 MAX_CONTROLS = 64         # pings and pongs a viewer may send between two beats (clients ping
                           # every 20 s or so; a flood costs the gateway CPU, and is refused)
 
-_CONTINUATION, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _LEN16 = struct.Struct("!BBH").pack
 _LEN64 = struct.Struct("!BBQ").pack
 _SMALL = 1024             # a payload below this is joined to its header before the write
@@ -104,14 +107,16 @@ class Sink(Protocol):
 _HELD_BY_SINK, _HELD_BY_WRITES, _HELD_BY_INBOX = 1, 2, 4   # reasons reading stops
 
 
+def _ignored(_data: object) -> None:
+    pass
+
+
 class ViewerLink(asyncio.Protocol):
     """One client's websocket (see the module's docstring)."""
 
     __slots__ = ("transport", "max_message", "heard", "pinged", "writing_paused", "close_code",
-                 "lost", "on_lost", "_in", "_parts", "_parts_opcode", "_parts_size",
-                 "_fragments", "_inbox", "_streaming", "_left", "_masked", "_mask", "_final",
-                 "_waiter", "_drained", "_sink", "_linger", "_holds", "_pong", "_failed",
-                 "_controls")
+                 "lost", "on_lost", "_reader", "_inbox", "_waiter", "_drained", "_sink",
+                 "_linger", "_holds", "_pong", "_controls")
 
     def __init__(self, transport: asyncio.Transport, max_message: int) -> None:
         self.transport = transport
@@ -123,16 +128,12 @@ class ViewerLink(asyncio.Protocol):
         self.close_code: int | None = None       # the code we closed with, once we did
         self.lost = False
         self.on_lost: Callable[[], None] | None = None
-        self._in = bytearray()                   # an incomplete frame
-        self._parts: list[bytes] | None = None   # a fragmented message so far
-        self._parts_opcode = 0
-        self._parts_size = 0
-        self._fragments = 0                      # frames of the message going on
-        self._streaming = False                  # relay mode: a binary message is going on
-        self._left = 0                           # ... and this much of its frame is to come,
-        self._masked = 0                         # after this much of it,
-        self._mask = b""                         # unmasked with this key
-        self._final = 0                          # (the frame ends the message)
+        self._reader = FrameReader(max_message)  # the client's frames, in messages mode:
+        self._reader.on_binary = self._binary_message
+        self._reader.on_text = self._text_message
+        self._reader.on_ping = self._ping
+        self._reader.on_pong = self._counted_control   # heard from: all a pong says
+        self._reader.on_close, self._reader.on_fail = self._closed_by_viewer, self._fail
         self._inbox: collections.deque[Message] | None = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
@@ -140,7 +141,6 @@ class ViewerLink(asyncio.Protocol):
         self._linger: asyncio.TimerHandle | None = None
         self._holds = 0                          # why reading stops: _HELD_BY_* bits
         self._pong: bytes | None = None          # a ping's answer waiting for the write buffer
-        self._failed = False                     # broke the protocol: nothing more is read
         self._controls = 0                       # pings and pongs since the last beat
 
     @property
@@ -150,103 +150,8 @@ class ViewerLink(asyncio.Protocol):
 
     # -- asyncio.Protocol --------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        if self._failed:
-            return
         self.heard = True
-        pos = self._stream_rest(data) if self._left else 0
-        if self._in:
-            self._in += data
-            data = self._in
-        size = len(data)
-        with memoryview(data) as view:
-            while size - pos >= 2:
-                first, second = data[pos], data[pos + 1]
-                length = second & 0x7F
-                head = pos + 2
-                if length == 126:
-                    if size - pos < 4:
-                        break
-                    length = int.from_bytes(view[head:head + 2], "big")
-                    head += 2
-                elif length == 127:
-                    if size - pos < 10:
-                        break
-                    length = int.from_bytes(view[head:head + 8], "big")
-                    head += 8
-                if not second & 0x80:
-                    self._fail(1002, "frames from a client must be masked")
-                    return
-                opcode = first & 0x0F
-                if length > self.max_message or (opcode == _CONTINUATION and
-                                                 self._parts_size + length > self.max_message):
-                    self._fail(1009, "message too big")
-                    return
-                start = head + 4
-                if start > size:
-                    break
-                if not first & 0x70 and (
-                        (opcode == _BINARY and self._sink is not None and self._parts is None
-                         and not self._streaming and self.close_code is None)
-                        or (opcode == _CONTINUATION and self._streaming)):
-                    # relay mode: a binary message's bytes go on as they arrive
-                    if not self._counted(opcode):
-                        return
-                    take = min(length, size - start)
-                    if take and self._sink is not None:
-                        self._sink.viewer_binary(apply_mask(view[start:start + take],
-                                                            view[head:start]))
-                    self._parts_size = length if opcode == _BINARY else \
-                        self._parts_size + length
-                    pos = start + take
-                    if take < length:      # the rest of this frame comes in later reads
-                        self._left, self._masked = length - take, take
-                        self._mask, self._final = bytes(view[head:start]), first & 0x80
-                        self._streaming = True
-                        break
-                    self._streaming = not first & 0x80
-                    continue
-                end = start + length
-                if end > size:
-                    break
-                if not self._counted(opcode):
-                    return
-                payload = apply_mask(view[start:end], view[head:start])
-                pos = end
-                if not self._frame(first, payload):
-                    return
-        if pos == size:
-            if self._in:
-                self._in = bytearray()
-        elif data is self._in:
-            del self._in[:pos]
-        else:
-            self._in = bytearray(data[pos:])
-
-    def _counted(self, opcode: int) -> bool:
-        """Count a whole frame taken from the stream as its message's; False (the connection
-        failed) once a message has :data:`MAX_FRAGMENTS` of them."""
-        if opcode == _CONTINUATION:
-            self._fragments += 1
-            if self._fragments >= MAX_FRAGMENTS:
-                return self._fail(1009, "message in too many fragments")
-        elif opcode < _CLOSE:
-            self._fragments = 0
-        return True
-
-    def _stream_rest(self, data: bytes) -> int:
-        """More of a streamed frame's payload (see :meth:`data_received`); how much of ``data``
-        it took."""
-        take = min(self._left, len(data))
-        k = self._masked % 4
-        mask = self._mask[k:] + self._mask[:k]
-        if self._sink is not None:
-            with memoryview(data) as view:
-                self._sink.viewer_binary(apply_mask(view[:take], mask))
-        self._left -= take
-        self._masked += take
-        if not self._left:
-            self._streaming = not self._final
-        return take
+        self._reader.feed(data)
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -278,100 +183,56 @@ class ViewerLink(asyncio.Protocol):
         if self.on_lost is not None:
             self.on_lost()
 
-    # -- frames in ---------------------------------------------------------------------------
-    def _frame(self, first: int, payload: bytes) -> bool:
-        """Handle one frame; False once the connection is failing (stop parsing)."""
-        opcode = first & 0x0F
-        final = first & 0x80
-        if first & 0x70:
-            return self._fail(1002, "no extension was agreed")
-        if opcode >= _CLOSE:
-            if not final or len(payload) > 125:
-                return self._fail(1002, "control frames are short and whole")
-            if opcode != _CLOSE:
-                self._controls += 1
-                if self._controls > MAX_CONTROLS:
-                    return self._fail(1008, "too many pings")
-            if opcode == _PING:
-                if self.writing_paused:
-                    self._pong = payload        # answered when it has read: the latest only
-                else:
-                    self._send(_PONG, payload)
-                return True
-            if opcode == _PONG:
-                return True                    # it was heard from: that is all a pong says
-            if opcode == _CLOSE:
-                return self._closed_by_viewer(payload)
-            return self._fail(1002, "unknown opcode")
-        if opcode == _CONTINUATION:
-            if self._parts is None:
-                return self._fail(1002, "continuation of nothing")
-            self._parts.append(payload)
-            self._parts_size += len(payload)
-            if not final:
-                return True
-            opcode, payload = self._parts_opcode, b"".join(self._parts)
-            self._parts, self._parts_size = None, 0
-        elif opcode not in (_TEXT, _BINARY):
-            return self._fail(1002, "unknown opcode")
-        elif self._parts is not None or self._streaming:
-            return self._fail(1002, "a new message inside a fragmented one")
-        elif not final:
-            self._parts, self._parts_opcode, self._parts_size = [payload], opcode, len(payload)
-            return True
-        if self.close_code is not None:
-            return True  # closing: what still arrives is read and dropped
-        if opcode == _BINARY:
-            if self._sink is not None:
-                self._sink.viewer_binary(payload)
-            else:
-                self._deliver(Message(Kind.BINARY, payload))
-            return True
-        try:
-            text = payload.decode("utf-8")
-        except UnicodeDecodeError:
-            return self._fail(1007, "text is not UTF-8")
-        if self._sink is not None:
-            self._sink.viewer_text(text)
+    # -- the reader's events -----------------------------------------------------------------
+    def _binary_message(self, data: bytes) -> None:
+        self._deliver(Message(Kind.BINARY, data))
+
+    def _text_message(self, text: str) -> None:
+        self._deliver(Message(Kind.TEXT, text))
+
+    def _ping(self, payload: bytes) -> bool:
+        if not self._counted_control():
+            return False
+        if self.writing_paused:
+            self._pong = payload        # answered when it has read: the latest only
         else:
-            self._deliver(Message(Kind.TEXT, text))
+            self._send(_PONG, payload)
         return True
 
-    def _closed_by_viewer(self, payload: bytes) -> bool:
-        code, reason = 1005, ""
-        if len(payload) == 1:
-            return self._fail(1002, "close frame of one byte")
-        if payload:
-            code = int.from_bytes(payload[:2], "big")
-            try:
-                reason = payload[2:].decode("utf-8")
-            except UnicodeDecodeError:
-                return self._fail(1007, "close reason is not UTF-8")
-            if not (1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999):
-                return self._fail(1002, "close code not allowed")
+    def _counted_control(self) -> bool:
+        self._controls += 1
+        if self._controls > MAX_CONTROLS:
+            return self._fail(1008, "too many pings")
+        return True
+
+    def _closed_by_viewer(self, code: int, reason: str, echo: bytes) -> None:
         if self.close_code is None:   # answer with the viewer's code, then hang up
             self.close_code = code if code != 1005 else 1000
-            self.transport.write(frame(_CLOSE, payload[:2]))
+            self.transport.write(frame(_CLOSE, echo))
         self.transport.close()
         self._deliver(Message(Kind.CLOSE, code, reason))
-        return False
 
     def _fail(self, code: int, reason: str) -> bool:
         """Fail the connection (RFC 6455 §7.1.7): our close frame if none was sent yet, then the
         connection closed at once; nothing more is read or kept."""
         first = self._send_close(code, reason)
-        self._failed = True
-        self._in = bytearray()
-        self._parts = None
+        self._reader.stop()
         self.transport.close()
         if first:
             self._deliver(Message(Kind.FAILED, code, reason))
         return False
 
+    def _ignore_messages(self) -> None:
+        """From now on what the viewer still sends is read and dropped."""
+        reader = self._reader
+        reader.stream = False
+        reader.on_binary = reader.on_text = _ignored
+
     def _deliver(self, message: Message) -> None:
         sink = self._sink
         if sink is not None:       # relay mode: only the end comes here
             self._sink = None
+            self._ignore_messages()
             sink.viewer_ended(message)
             return
         if self._inbox is None:
@@ -410,6 +271,10 @@ class ViewerLink(asyncio.Protocol):
         """From now on each message goes to ``sink``; messages already queued go first."""
         inbox, self._inbox = self._inbox, None
         self._sink = sink
+        if not self.closed:
+            reader = self._reader
+            reader.on_binary, reader.on_text = sink.viewer_binary, sink.viewer_text
+            reader.stream = True
         self._release(_HELD_BY_INBOX)
         for message in inbox or ():
             if message.kind is Kind.BINARY:
@@ -418,17 +283,20 @@ class ViewerLink(asyncio.Protocol):
                 sink.viewer_text(message.data)
             else:
                 self._sink = None
+                self._ignore_messages()
                 sink.viewer_ended(message)
                 return
             if self._sink is not sink:
                 return
         if self.lost and self._sink is sink:
             self._sink = None
+            self._ignore_messages()
             sink.viewer_ended(Message(Kind.LOST))
 
     def detach(self) -> None:
         """Stop giving messages to the sink (the session went on without this connection)."""
         self._sink = None
+        self._ignore_messages()
 
     def pause_reading(self) -> None:
         """Stop reading the viewer while its desktop's write buffer is full."""
@@ -480,6 +348,7 @@ class ViewerLink(asyncio.Protocol):
         if self.closed:
             return False
         self.close_code = code
+        self._ignore_messages()       # closing: what still arrives is read and dropped
         self.transport.write(frame(_CLOSE, code.to_bytes(2, "big") + reason.encode()[:123]))
         if self._holds:                # closing: read on, and drop, until the viewer answers
             self._holds = 0

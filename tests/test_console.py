@@ -157,7 +157,7 @@ def test_an_admin_drains_messages_and_logs_off_live_while_the_user_sees_it(live,
     dialog.get_by_label("Frist in Minuten (0: keine)").fill("10")
     dialog.get_by_label("Nachricht an die Benutzer (freiwillig)").fill("Patches heute Abend.")
     consequence = dialog.locator("#drain-consequence").text_content()
-    assert re.fullmatch(rf"1 Benutzer auf {host} werden um \d\d:\d\d Uhr abgemeldet\.",
+    assert re.fullmatch(rf"1 Benutzer auf {host} wird um \d\d:\d\d Uhr abgemeldet\.",
                         consequence), consequence
     assert violations(console) == []                     # with the dialog open
     dialog.get_by_role("button", name="Leeren").click()

@@ -24,3 +24,20 @@ def test_the_form_labels_are_the_ones_users_expect():
         ("Username", "Password", "One-time code")
     assert (TEXTS["de"]["username"], TEXTS["de"]["password"], TEXTS["de"]["one_time_code"]) == \
         ("Benutzername", "Passwort", "Einmalcode")
+
+
+def test_every_language_has_every_text_and_the_forms_its_plural_rule_names():
+    """The catalogues are what translators edit: none may lack a text, and a counting text
+    has as many forms as its language's rule (one and other in German and English)."""
+    for language in ("de", "en"):
+        for key, text in TEXTS[language].items():
+            assert text, (language, key)
+            if isinstance(text, list):
+                assert len(text) == 2 and all(text), (language, key)
+
+
+def test_a_count_of_one_is_not_spoken_of_in_the_plural():
+    one, many = TEXTS["de"]["c_drain_logoff_at"]
+    assert "wird" in one and "werden" in many     # "1 Benutzer … wird", "3 Benutzer … werden"
+    one, many = TEXTS["en"]["c_drain_logoff_at"]
+    assert "user on" in one and "users on" in many

@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from gateway.doorway import BadHead, accept_key, parse_head
-from gateway.viewer import (INBOX_MESSAGES, MAX_CONTROLS, MAX_FRAGMENTS, Kind, Message,
-                            ViewerLink, frame)
+from gateway.frames import MAX_FRAGMENTS
+from gateway.viewer import INBOX_MESSAGES, MAX_CONTROLS, Kind, Message, ViewerLink, frame
 
 from .conftest import open_ws, read_exactly
 

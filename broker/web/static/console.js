@@ -21,8 +21,14 @@ let tenant = null;            // the municipality shown
 let overview = { hosts: [], sessions: [] };
 let following = null;         // AbortController of the event stream
 
+const plurals = new Intl.PluralRules(document.documentElement.lang);
+
+// A text by its key, with its {values} put in; a counting text (its plural forms, one and
+// other in German and English) by the form its {count} takes.
 function text(key, values = {}) {
-    return Object.entries(values).reduce((s, [k, v]) => s.replaceAll(`{${k}}`, v), texts[key]);
+    let found = texts[key];
+    if (Array.isArray(found)) found = found[plurals.select(values.count) === "one" ? 0 : 1];
+    return Object.entries(values).reduce((s, [k, v]) => s.replaceAll(`{${k}}`, v), found);
 }
 
 function said(message) {

@@ -28,7 +28,7 @@ from .host_states import (TRANSITIONS, Action, InvalidAction, apply,
 from .gateway_control import GatewayControl
 from .logons import summary
 from .usage import Past, PoolUsage, month_bounds, month_of, tally
-from .hosts import HostControl
+from .host_control import HostControl
 from .store import ACTIVE_ROW, HostStateRow, SessionRow, Store
 
 logger = logging.getLogger("pforte.admin")

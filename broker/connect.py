@@ -23,7 +23,7 @@ from .config import BrokerConfig, HostConfig, PoolConfig, TenantConfig
 from .entitlement import entitled_pool, entitled_pools
 from .errors import (BadRequest, BrokerError, DesktopStartFailed, NoFreeDesktop, NotConnected,
                      NotEntitled, OwnDesktopUnavailable, PoolBusy, StoreUnavailable)
-from .hosts import HostControl, HostUnreachable, desktop_secret
+from .host_control import HostControl, HostUnreachable, desktop_secret
 from .logons import LogonPhases
 from .store import Assignment, Login, Store
 from .store.sessions import set_logon_in

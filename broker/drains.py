@@ -21,7 +21,7 @@ from .config import BrokerConfig, HostConfig, TenantConfig
 from .errors import NotFound
 from .gateway_control import GatewayControl
 from .host_states import notice_times
-from .hosts import HostControl
+from .host_control import HostControl
 from .store import HostStateRow, SessionRow, Store
 
 logger = logging.getLogger("pforte.admin")

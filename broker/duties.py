@@ -4,7 +4,7 @@ probes, moving drains on — run by whichever broker holds the duties' lease in 
 Theory of operation
 -------------------
 Every broker ticks once a :data:`TICK`. At each tick it tries to take or renew the lease (one
-conditional statement, :meth:`Store.hold_lease`) for :data:`LEASE` seconds; the holder then runs
+conditional statement, ``store.hosts.hold_lease``) for :data:`LEASE` seconds; the holder then runs
 each duty whose interval has passed. A holder that dies (``kill -9``) stops renewing, and within
 :data:`LEASE` seconds another broker's tick takes the lease over. The duties themselves claim each
 step in the database before they act (a drain step, a session's end), so a step is never done

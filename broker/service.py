@@ -27,7 +27,7 @@ from .drains import Drains
 from .duties import Duties, Duty
 from .gateway_control import GatewayControl
 from .gateway_reports import GatewayReports
-from .hosts import HostControl
+from .host_control import HostControl
 from .logins import Logins
 from .logons import LogonPhases
 from .maintenance_windows import MaintenanceWindows

@@ -2,7 +2,7 @@
 ``pforte-channel.js``). Used by native tools (the local tunnel) and the tests.
 
 ``send`` and ``recv`` carry the stream; a dropped websocket is reattached within the gateway's grace
-period without losing or repeating a byte (see ``gateway.resume``).
+period without losing or repeating a byte (see :mod:`wire.resume`).
 """
 
 from __future__ import annotations

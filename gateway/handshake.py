@@ -9,7 +9,7 @@
    connection (fail closed) — except an outage ticket, admitted once by this gateway's memory
    (its session carries the ticket as proof until a broker recorded it).
 3. **The desktop.** Reached and, per protocol, authenticated (:mod:`gateway.desktops`); the
-   session begins in the :class:`~gateway.sessions.SessionTable`; a resumable one gets its
+   session begins in the :class:`~gateway.session_table.SessionTable`; a resumable one gets its
    token; the viewer is greeted.
 4. **The relay** takes over (:mod:`gateway.relaying`). A resume token instead reattaches a held
    session here, or is carried to the sibling worker that holds it (:mod:`gateway.workers`).
@@ -42,7 +42,7 @@ from .errors import BrokerUnavailable, GatewayError, Refused, TargetNotAllowed
 from .metrics import Metrics
 from .relay import Counters
 from .relaying import Relaying
-from .sessions import RelaySession, SessionTable, State
+from .session_table import RelaySession, SessionTable, State
 from .doorway import Upgrade
 from .viewer import Kind, ViewerLink
 from .workers import Workers, carry

@@ -23,7 +23,7 @@ Backpressure both ways, with explicit limits:
 * viewer → desktop: when the desktop's write buffer passes ``max_buffered`` (``pause_writing``),
   the viewer's socket is not read until it drains.
 
-A resumable session (``gateway.resume``) also keeps every chunk it sends in a replay buffer until
+A resumable session (:mod:`wire.resume`) also keeps every chunk it sends in a replay buffer until
 the client acknowledges it; a full buffer pauses the desktop as well. When the websocket drops,
 :meth:`DesktopLink.detach` stops reading from the desktop, and a later :meth:`DesktopLink.attach`
 of the client's new websocket carries on.
@@ -59,7 +59,8 @@ _ENDS = {Kind.CLOSE: EndReason.CLIENT_CLOSED, Kind.SHUT: EndReason.CLIENT_CLOSED
 
 
 class Counters:
-    """Bytes relayed, per connection. Plain integers: read at the end, never locked."""
+    """Bytes relayed, per connection. Plain integers, never locked: read by the idle sweep every
+    second, and at the end for the broker's report."""
 
     __slots__ = ("up", "down")
 

@@ -2,7 +2,7 @@
 held for a resume when its viewer's connection broke (resumable sessions), reattached to a new
 one, and ended — once, with the desktop's connection closed, the counters added up and the
 broker told (a :class:`wire.reports.Disconnect` naming the viewer's ticket). The session's
-states are :mod:`gateway.sessions`'; this is what happens around them.
+states are :mod:`gateway.session_table`'; this is what happens around them.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .broker_client import BrokerClient
 from .config import GatewayConfig
 from .metrics import Metrics
 from .relay import Counters
-from .sessions import RelaySession, SessionTable
+from .session_table import RelaySession, SessionTable
 from .viewer import ViewerLink
 
 logger = logging.getLogger("pforte.gateway")

@@ -7,7 +7,7 @@ walked back into:
 * :mod:`gateway.handshake` takes a websocket from its first message to the relay (admission,
   redemption, the desktop's side from :mod:`gateway.desktops`, greeting the viewer);
 * :mod:`gateway.relaying` takes a session from its relay on to its end (resumes included);
-* :mod:`gateway.sessions` holds every session's state.
+* :mod:`gateway.session_table` holds every session's state.
 
 Every close the gateway decides is a member of :class:`wire.closes.Close`
 (``ViewerLink.close_with``); exception text never reaches the client. The websocket protocol's
@@ -37,7 +37,7 @@ from .config import GatewayConfig, gateway_config
 from .handshake import Handshake
 from .metrics import Metrics
 from .relaying import Relaying
-from .sessions import RelaySession, SessionTable
+from .session_table import RelaySession, SessionTable
 from .doorway import Doorway, Upgrade
 from .viewer import CLOSE_WAIT, ViewerLink
 from .workers import Workers, remove_socket_directory, socket_directory

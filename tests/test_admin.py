@@ -237,7 +237,7 @@ async def test_invalid_actions_get_clear_answers(admin_install):
 
 async def test_a_host_whose_ssh_key_changed_is_refused(admin_install, sshd, tmp_path, caplog):
     inst, _, _ = admin_install
-    from broker.hosts import HostControl, HostUnreachable
+    from broker.host_control import HostControl, HostUnreachable
     wrong = tmp_path / "known_hosts"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")],
                    check=True)
@@ -345,7 +345,7 @@ async def test_a_port_that_another_users_desktop_took_over_never_leads_to_it(lau
     import websockets
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    from broker.hosts import desktop_secret
+    from broker.host_control import desktop_secret
     from wire import ticket
     from .conftest import open_desktop
     inst, state = launch_install

@@ -3,7 +3,7 @@
 from hypothesis import given, strategies as st
 
 from broker.placement import HostLoad, NewSession, PoolBusy, PoolFull, Reconnect, place
-from broker.sessions import LIVE_STATES, TRANSITIONS, Event, InvalidTransition, State, next_state
+from broker.session_states import LIVE_STATES, TRANSITIONS, Event, InvalidTransition, State, next_state
 
 
 def test_a_user_with_a_session_goes_back_to_it_even_when_the_pool_is_full():

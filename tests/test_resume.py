@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from testbed.demo import TENANT
-from broker.sessions import State
+from broker.session_states import State
 from client.stream import GatewayStream, StreamClosed
 from wire.resume import Offer, Ping, Pong, Resume, ResumeToken, decode, encode
 

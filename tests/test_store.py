@@ -7,7 +7,7 @@ import random
 import pytest
 
 from broker.engine import PostgresEngine
-from broker.sessions import State
+from broker.session_states import State
 from broker.placement import OwnHostDown, PoolBusy, PoolFull
 from broker.store import Assignment, Redemption, Store
 

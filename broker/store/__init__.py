@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
 from .. import schema
 from ..engine import Engine, SqliteEngine, Tx, engine_for
 from .accounts import Accounts, Login, UserMfa
-from .administration import OPERATOR, Administration
+from .admin_records import OPERATOR, AdminRecords
 from .base import Fragment, token_hash
-from .devices import Device, Devices
+from .devices import Device, DeviceRecords
 from .hosts import ACTIVE_ROW, HostStateRow, Hosts
 from .sessions import Assignment, Redemption, SessionRow, Sessions
 from .throttles import Throttled, Throttles
@@ -52,8 +52,8 @@ class Store:
         self.throttles = Throttles(self.engine)
         self.sessions = Sessions(self.engine)
         self.hosts = Hosts(self.engine)
-        self.devices = Devices(self.engine)
-        self.admin = Administration(self.engine)
+        self.devices = DeviceRecords(self.engine)
+        self.admin = AdminRecords(self.engine)
 
     @classmethod
     def for_config(cls, config: "BrokerConfig") -> "Store":

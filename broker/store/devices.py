@@ -24,7 +24,7 @@ class Device:
     last_seen: float | None
 
 
-class Devices(Repository):
+class DeviceRecords(Repository):
 
     async def create_enrolment_code(self, code: str, tenant: str, site: str, device_class: str,
                                     *, expires: float) -> None:

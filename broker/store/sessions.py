@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence, TypeVar
 from ..engine import Tx
 from ..placement import (HostLoad, NewSession, OwnHostDown, PoolBusy, PoolFull, Reconnect,
                          Refusal, place)
-from ..sessions import LIVE_STATES, Event, InvalidTransition, State, bulk, next_state
+from ..session_states import LIVE_STATES, Event, InvalidTransition, State, bulk, next_state
 from .base import Repository
 
 T = TypeVar("T")

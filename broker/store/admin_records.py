@@ -10,7 +10,7 @@ from .base import Fragment, Repository, token_hash
 OPERATOR = "*"  # the tenant of an operator-level admin token: every tenant
 
 
-class Administration(Repository):
+class AdminRecords(Repository):
 
     async def create_token(self, token: str, tenant: str, name: str, *, now: float) -> None:
         def q(db: Tx) -> None:

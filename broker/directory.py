@@ -156,10 +156,6 @@ class Directory:
         """
         return await self._in_pool(self._groups_of, entry)
 
-    async def authenticate(self, typed: str, password: str) -> DirectoryUser:
-        """:meth:`find` and :meth:`verify` in one (for callers that keep no throttle between)."""
-        return await self.verify(await self.find(typed), password)
-
     async def _in_pool(self, fn, *args):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self._on_any_server, fn, *args)

@@ -138,10 +138,6 @@ class GatewayStream:
             return
         raise StreamClosed(None, "not resumed in time")
 
-    def drop(self) -> None:
-        """Break the connection without a goodbye, as a failing network would (for tests)."""
-        self.ws._response.connection.transport.abort()
-
     async def close(self) -> None:
         if self.ws is not None:
             await self.ws.close()

@@ -4,6 +4,7 @@ and a TCP proxy that a test can cut to simulate a network drop."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -220,9 +221,41 @@ class HAProxy:
         self.gateway_port = self.gateway_port or free_port()
 
         conf = self.state / "haproxy.cfg"
-        conf.write_text(haproxy_config(
+        rendered = haproxy_config(
             SHIPPED_HAPROXY.read_text(), portal_port=self.portal_port,
-            gateway_port=self.gateway_port, brokers=self.brokers, gateways=self.gateways))
+            gateway_port=self.gateway_port, brokers=self.brokers, gateways=self.gateways)
+        # the tests' own addition: a socket to ask which servers HAProxy counts as up
+        conf.write_text(rendered.replace("global\n", f"global\n    stats socket {self.socket}\n",
+                                         1))
         proc = processes.start([require("haproxy"), "-db", "-f", str(conf)],
                                log=self.state / "haproxy.log")
         wait_for_port("127.0.0.1", self.portal_port, proc, what="haproxy")
+
+    @property
+    def socket(self) -> Path:
+        return self.state / "stats.sock"
+
+    def servers_up(self) -> dict[str, bool]:
+        """``backend/server`` → whether HAProxy's health checks count it as up now."""
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(self.socket))
+            conn.sendall(b"show servers state\n")
+            answer = b"".join(iter(lambda: conn.recv(65536), b"")).decode()
+        up = {}
+        for line in answer.splitlines():
+            fields = line.split()
+            if len(fields) > 5 and fields[0].isdigit():   # be_id be_name srv_id srv_name addr state
+                up[f"{fields[1]}/{fields[3]}"] = fields[5] == "2"
+        return up
+
+    async def until_servers(self, up: set[str], timeout: float = 20.0) -> None:
+        """Wait until exactly the servers named ``up`` (``backend/server``) are up.
+
+        Raises:
+            TimeoutError: HAProxy did not see them so in time.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        while {name for name, ok in self.servers_up().items() if ok} != up:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"HAProxy counts as up: {self.servers_up()}")
+            await asyncio.sleep(0.1)

@@ -340,3 +340,14 @@ def installed(tmp_path_factory) -> Path:
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(wheel)], check=True,
                    capture_output=True, timeout=600)
     return venv / "bin"
+
+
+async def sign_in(directory, typed: str, password: str):
+    """A directory's find and verify in one, as the broker's sign-in does them (without the
+    throttle between): the user's DirectoryUser, or the refusal."""
+    return await directory.verify(await directory.find(typed), password)
+
+
+def drop_stream(stream) -> None:
+    """Break a GatewayStream's connection without a goodbye, as a failing network would."""
+    stream.ws._response.connection.transport.abort()

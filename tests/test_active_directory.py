@@ -17,7 +17,7 @@ from broker.directory import Directory
 from broker.errors import AccountDisabled, AccountExpired, BadCredentials, MustChangePassword
 from testbed import SambaDC
 
-from .conftest import need
+from .conftest import need, sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -79,20 +79,20 @@ def ad_directory(dc: SambaDC) -> Directory:
 
 
 async def test_a_user_logs_in_by_sam_account_name_and_nested_groups_resolve(samba):
-    user = await ad_directory(samba).authenticate("jmueller", PASSWORDS["jmueller"])
+    user = await sign_in(ad_directory(samba), "jmueller", PASSWORDS["jmueller"])
     assert user.display_name in ("Jan Müller", "jmueller")
     assert f"cn=desktop-users,cn=users,{samba.base_dn.lower()}" in user.groups
     assert f"cn=buergerbuero,cn=users,{samba.base_dn.lower()}" in user.groups
 
 
 async def test_umlauts_and_special_characters_in_passwords_work(samba):
-    assert (await ad_directory(samba).authenticate("gross", PASSWORDS["gross"])).login == "gross"
+    assert (await sign_in(ad_directory(samba), "gross", PASSWORDS["gross"])).login == "gross"
 
 
 async def test_a_wrong_password_and_an_unknown_user_get_one_answer(samba):
     for login, password in (("jmueller", "wrong"), ("nobody", "whatever")):
         with pytest.raises(BadCredentials):
-            await ad_directory(samba).authenticate(login, password)
+            await sign_in(ad_directory(samba), login, password)
 
 
 @pytest.mark.parametrize("login, error", [("dis", AccountDisabled),
@@ -100,7 +100,7 @@ async def test_a_wrong_password_and_an_unknown_user_get_one_answer(samba):
                                           ("expired", AccountExpired)])
 async def test_each_account_state_is_refused_with_its_own_reason(samba, login, error):
     with pytest.raises(error):
-        await ad_directory(samba).authenticate(login, PASSWORDS[login])
+        await sign_in(ad_directory(samba), login, PASSWORDS[login])
 
 
 async def test_a_locked_out_account_gets_the_wrong_password_answer_whatever_the_password(samba):
@@ -109,10 +109,10 @@ async def test_a_locked_out_account_gets_the_wrong_password_answer_whatever_the_
     d = ad_directory(samba)
     for _ in range(3):
         with pytest.raises(BadCredentials):
-            await d.authenticate("lockme", "wrong-password")
+            await sign_in(d, "lockme", "wrong-password")
     for password in ("another-wrong-one", PASSWORDS["lockme"]):
         with pytest.raises(BadCredentials):
-            await d.authenticate("lockme", password)
+            await sign_in(d, "lockme", password)
 
 
 @pytest.mark.parametrize("typed", ["jmueller", "JMUELLER", "JMueller", " jmueller ",
@@ -120,14 +120,14 @@ async def test_a_locked_out_account_gets_the_wrong_password_answer_whatever_the_
 async def test_every_spelling_ad_accepts_is_one_identity(samba, typed):
     """AD compares names case-insensitively and ignores insignificant spaces: each spelling
     finds the entry, and the identity is the entry's sAMAccountName, not what was typed."""
-    user = await ad_directory(samba).authenticate(typed, PASSWORDS["jmueller"])
+    user = await sign_in(ad_directory(samba), typed, PASSWORDS["jmueller"])
     assert user.login == "jmueller"
 
 
 async def test_a_upn_unlike_the_account_name_is_the_same_identity(samba):
     d = ad_directory(samba)
     for typed in ("hanna.maier", "Hanna.Maier", "hmaier", "HMAIER"):  # after "@jork.example"
-        assert (await d.authenticate(typed, PASSWORDS["hmaier"])).login == "hmaier"
+        assert (await sign_in(d, typed, PASSWORDS["hmaier"])).login == "hmaier"
 
 
 async def test_the_portal_accepts_upn_and_domain_backslash_name(make_installation, samba,

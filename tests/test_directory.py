@@ -15,7 +15,7 @@ from broker.directory import Directory
 from broker.errors import BadCredentials, DirectoryUnavailable
 from testbed import free_port
 
-from .conftest import SPECIAL_LOGIN, USERS
+from .conftest import SPECIAL_LOGIN, USERS, sign_in
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def directory(slapd, servers=None, timeout=2.0) -> Directory:
 
 
 async def test_a_user_logs_in_and_nested_groups_are_resolved(slapd):
-    user = await directory(slapd).authenticate("anna", USERS["anna"][1])
+    user = await sign_in(directory(slapd), "anna", USERS["anna"][1])
     assert user.display_name == "Anna Schmidt"
     assert slapd.group_dn("buergerbuero").lower() in user.groups
     assert slapd.group_dn("desktop-users").lower() in user.groups  # through buergerbuero
@@ -38,19 +38,19 @@ async def test_a_user_logs_in_and_nested_groups_are_resolved(slapd):
 
 async def test_a_wrong_password_is_refused(slapd):
     with pytest.raises(BadCredentials):
-        await directory(slapd).authenticate("anna", "wrong")
+        await sign_in(directory(slapd), "anna", "wrong")
 
 
 async def test_reused_connections_never_carry_one_users_bind_into_the_next_check(slapd):
     # One directory, one thread: every check after the first runs on the same pooled connection.
     d = Directory(directory(slapd).config, ThreadPoolExecutor(1))
     for _ in range(2):
-        assert (await d.authenticate("anna", USERS["anna"][1])).login == "anna"
+        assert (await sign_in(d, "anna", USERS["anna"][1])).login == "anna"
         with pytest.raises(BadCredentials):
-            await d.authenticate("bernd", USERS["anna"][1])  # bound as anna a moment ago
+            await sign_in(d, "bernd", USERS["anna"][1])  # bound as anna a moment ago
         with pytest.raises(BadCredentials):
-            await d.authenticate("anna", "wrong")
-        assert (await d.authenticate("bernd", USERS["bernd"][1])).login == "bernd"
+            await sign_in(d, "anna", "wrong")
+        assert (await sign_in(d, "bernd", USERS["bernd"][1])).login == "bernd"
 
 
 async def test_own_memberships_apply_at_once_and_nesting_within_its_ttl(slapd):
@@ -61,16 +61,16 @@ async def test_own_memberships_apply_at_once_and_nesting_within_its_ttl(slapd):
         admin.add(inner, ["groupOfNames"], {"cn": "cache-inner", "member": [anna]})
         admin.add(outer, ["groupOfNames"], {"cn": "cache-outer", "member": [inner]})
         try:
-            groups = (await d.authenticate("anna", USERS["anna"][1])).groups
+            groups = (await sign_in(d, "anna", USERS["anna"][1])).groups
             assert {inner.lower(), outer.lower()} <= groups
             admin.modify(outer, {"member": [(ldap3.MODIFY_REPLACE, [slapd.user_dn("bernd")])]})
-            groups = (await d.authenticate("anna", USERS["anna"][1])).groups
+            groups = (await sign_in(d, "anna", USERS["anna"][1])).groups
             assert outer.lower() in groups  # the nesting is remembered ...
             fresh = directory(slapd)  # as after the TTL: nothing remembered
-            groups = (await fresh.authenticate("anna", USERS["anna"][1])).groups
+            groups = (await sign_in(fresh, "anna", USERS["anna"][1])).groups
             assert inner.lower() in groups and outer.lower() not in groups  # ... for its TTL
             admin.modify(inner, {"member": [(ldap3.MODIFY_REPLACE, [slapd.user_dn("bernd")])]})
-            groups = (await d.authenticate("anna", USERS["anna"][1])).groups
+            groups = (await sign_in(d, "anna", USERS["anna"][1])).groups
             assert inner.lower() not in groups  # the user's own membership: at once
         finally:
             admin.delete(outer)
@@ -79,31 +79,31 @@ async def test_own_memberships_apply_at_once_and_nesting_within_its_ttl(slapd):
 
 async def test_an_unknown_user_is_refused_like_a_wrong_password(slapd):
     with pytest.raises(BadCredentials):
-        await directory(slapd).authenticate("nobody", "whatever")
+        await sign_in(directory(slapd), "nobody", "whatever")
 
 
 async def test_an_empty_password_never_binds_anonymously(slapd):
     with pytest.raises(BadCredentials):
-        await directory(slapd).authenticate("anna", "")
+        await sign_in(directory(slapd), "anna", "")
 
 
 @pytest.mark.parametrize("login", ["jörg", SPECIAL_LOGIN])
 async def test_umlauts_and_ldap_special_characters_work(slapd, login):
-    user = await directory(slapd).authenticate(login, USERS[login][1])
+    user = await sign_in(directory(slapd), login, USERS[login][1])
     assert user.login == login
 
 
 async def test_a_wildcard_login_finds_nobody(slapd):
     with pytest.raises(BadCredentials):
-        await directory(slapd).authenticate("*", USERS["anna"][1])
+        await sign_in(directory(slapd), "*", USERS["anna"][1])
     with pytest.raises(BadCredentials):
-        await directory(slapd).authenticate("ann*", USERS["anna"][1])
+        await sign_in(directory(slapd), "ann*", USERS["anna"][1])
 
 
 async def test_a_closed_port_is_reported_unavailable_quickly(slapd):
     start = time.monotonic()
     with pytest.raises(DirectoryUnavailable):
-        await directory(slapd, [f"ldap://127.0.0.1:{free_port()}"]).authenticate("anna", "x")
+        await sign_in(directory(slapd, [f"ldap://127.0.0.1:{free_port()}"]), "anna", "x")
     assert time.monotonic() - start < 5  # a bound on a hang, not a speed claim
 
 
@@ -114,8 +114,8 @@ async def test_a_server_that_never_answers_is_reported_unavailable_within_the_ti
     try:
         start = time.monotonic()
         with pytest.raises(DirectoryUnavailable):
-            await directory(slapd, [f"ldap://127.0.0.1:{silent.getsockname()[1]}"],
-                            timeout=1.0).authenticate("anna", USERS["anna"][1])
+            await sign_in(directory(slapd, [f"ldap://127.0.0.1:{silent.getsockname()[1]}"],
+                                    timeout=1.0), "anna", USERS["anna"][1])
         assert time.monotonic() - start < 10
     finally:
         silent.close()
@@ -123,7 +123,7 @@ async def test_a_server_that_never_answers_is_reported_unavailable_within_the_ti
 
 async def test_the_next_server_takes_over_when_the_first_is_down(slapd):
     d = directory(slapd, [f"ldap://127.0.0.1:{free_port()}", slapd.url])
-    assert (await d.authenticate("bernd", USERS["bernd"][1])).login == "bernd"
+    assert (await sign_in(d, "bernd", USERS["bernd"][1])).login == "bernd"
     # the dead server is now set aside: the next login goes straight to the live one
     assert d._servers() == [slapd.url]
 
@@ -131,7 +131,7 @@ async def test_the_next_server_takes_over_when_the_first_is_down(slapd):
 async def test_concurrent_logins_are_all_answered(slapd):
     d = directory(slapd)
     users = [f"user{i}" for i in range(1, 7)] * 3
-    results = await asyncio.gather(*(d.authenticate(u, USERS[u][1]) for u in users))
+    results = await asyncio.gather(*(sign_in(d, u, USERS[u][1]) for u in users))
     assert [r.login for r in results] == users
 
 
@@ -155,7 +155,7 @@ def tls_directory(server, servers, security, ca_file):
 async def test_logins_over_tls_verify_the_servers_certificate(tls_slapd, security):
     url = tls_slapd.ldaps_url if security == "ldaps" else tls_slapd.url
     d = tls_directory(tls_slapd, [url], security, tls_slapd.tls[0])
-    assert (await d.authenticate("tina", "Tina-pass-1")).login == "tina"
+    assert (await sign_in(d, "tina", "Tina-pass-1")).login == "tina"
 
 
 @pytest.mark.parametrize("security", ["ldaps", "starttls"])
@@ -165,13 +165,13 @@ async def test_a_server_certificate_from_an_unknown_ca_is_refused(tls_slapd, tmp
     url = tls_slapd.ldaps_url if security == "ldaps" else tls_slapd.url
     d = tls_directory(tls_slapd, [url], security, other_ca)
     with pytest.raises(DirectoryUnavailable):
-        await d.authenticate("tina", "Tina-pass-1")
+        await sign_in(d, "tina", "Tina-pass-1")
 
 
 async def test_group_of_unique_names_and_posix_groups_count(slapd):
     d = directory(slapd)
-    bernd = await d.authenticate("bernd", USERS["bernd"][1])
+    bernd = await sign_in(d, "bernd", USERS["bernd"][1])
     assert slapd.group_dn("standesamt").lower() in bernd.groups        # uniqueMember
-    clara = await d.authenticate("clara", USERS["clara"][1])
+    clara = await sign_in(d, "clara", USERS["clara"][1])
     assert slapd.group_dn("unix-staff").lower() in clara.groups        # memberUid
     assert slapd.group_dn("desktop-users").lower() not in clara.groups

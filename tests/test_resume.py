@@ -14,6 +14,8 @@ from broker.session_states import State
 from client.stream import GatewayStream, StreamClosed
 from wire.resume import Offer, Ping, Pong, Resume, ResumeToken, decode, encode
 
+from .conftest import drop_stream
+
 
 pytestmark = [pytest.mark.integration, pytest.mark.both_loops]
 
@@ -44,7 +46,7 @@ async def test_an_echo_stream_survives_drops_with_no_byte_lost_or_repeated(raw_i
         for i in range(0, len(data), step):
             await s.send(data[i:i + step])
             if i in (300_000, 1_200_000):
-                s.drop()  # the network fails with bytes in flight both ways
+                drop_stream(s)  # the network fails with bytes in flight both ways
             echoed += await recv_exactly(s, min(step, len(data) - i))
         assert bytes(echoed) == data
         assert s.resumes == 2
@@ -65,7 +67,7 @@ async def test_a_downstream_flood_continues_exactly_after_a_drop(raw_install):
         while got < total:
             got += len(await s.recv())
             if got > total // 3 and not dropped:
-                s.drop()
+                drop_stream(s)
                 dropped = True
         assert got == total and s.resumes == 1
         await s.close()
@@ -75,7 +77,7 @@ async def test_a_session_not_resumed_within_the_grace_period_ends(raw_install):
     inst, token, _ = await raw_install(resume_grace=1.0)
     async with aiohttp.ClientSession() as http:
         s = await stream(inst, token, http)
-        s.drop()
+        drop_stream(s)
         await asyncio.sleep(2.0)
         s.resume_within = 2.0
         with pytest.raises(StreamClosed) as closed:
@@ -114,7 +116,7 @@ async def test_a_non_resumable_client_is_not_held(raw_install):
     inst, token, _ = await raw_install()
     async with aiohttp.ClientSession() as http:
         s = await stream(inst, token, http, resumable=False)
-        s.drop()
+        drop_stream(s)
         t0 = time.monotonic()
         for _ in range(100):
             health = await (await http.get(
@@ -148,7 +150,7 @@ async def test_a_vnc_session_survives_a_drop(installation, desktops):
         header = await read(24)
         name = await read(int.from_bytes(header[20:24], "big"))
         assert name.decode() in {d.name for d in desktops}
-        s.drop()
+        drop_stream(s)
         # FramebufferUpdateRequest for a 16x16 corner: the desktop answers through the new socket
         await s.send(bytes([3, 0]) + (0).to_bytes(2, "big") * 2 + (16).to_bytes(2, "big") * 2)
         update = await read(4)

@@ -10,6 +10,7 @@ from broker.engine import PostgresEngine
 from broker.session_states import State
 from broker.placement import OwnHostDown, PoolBusy, PoolFull
 from broker.store import Assignment, Redemption, Store
+from broker.store.accounts import accept_step_in
 
 NOW = 1_800_000_000.0
 
@@ -165,10 +166,13 @@ async def test_a_pending_session_whose_ticket_is_never_used_ends(stores):
 async def test_a_totp_step_is_accepted_once_even_concurrently(stores):
     a, b = stores
     await a.accounts.set_enrolment("t", "anna", "sealed")
-    results = await asyncio.gather(*(s.accounts.accept_step("t", "anna", 100, confirm=False)
+    def accept(store: Store, step: int):
+        return store.unit(lambda db: accept_step_in(db, "t", "anna", step, confirm=False))
+
+    results = await asyncio.gather(*(accept(s, 100)
                                      for s in (a, b, a, b)))
     assert sorted(results) == [False, False, False, True]
-    assert not await a.accounts.accept_step("t", "anna", 99, confirm=False)
+    assert not await accept(a, 99)
 
 
 async def test_logons_in_flight_are_capped_per_host(stores):

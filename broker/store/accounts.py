@@ -115,11 +115,6 @@ class Accounts(Repository):
                 "totp_confirmed=1, totp_last_step=NULL", (tenant, login, sealed))
         await self._write(q)
 
-    async def accept_step(self, tenant: str, login: str, step: int, *, confirm: bool) -> bool:
-        """:func:`accept_step_in`, as a transaction of its own."""
-        return await self._write(lambda db: accept_step_in(db, tenant, login, step,
-                                                           confirm=confirm))
-
     async def reset_mfa(self, tenant: str, login: str) -> bool:
         """Forget a user's TOTP enrolment and recovery codes; False if there was none."""
         def q(db: Tx) -> bool:

@@ -19,7 +19,7 @@ from testbed import HAProxy, free_port
 from wire.closes import Close
 from wire.resume import Resume, encode
 
-from ..conftest import need
+from ..conftest import drop_stream, need
 from .conftest import bearer, start
 
 pytestmark = pytest.mark.integration
@@ -76,7 +76,7 @@ async def drop_thrice_while_asking_for_pixels(stream: GatewayStream) -> None:
     bytes_per_pixel = init[4] // 8
     await read(int.from_bytes(init[20:24], "big"))   # the desktop's name
     for _ in range(3):
-        stream.drop()
+        drop_stream(stream)
         await stream.send(b"\x03\x00" + bytes(4) + (1).to_bytes(2, "big") * 2)  # 1x1 at 0,0
         update = await read(4 + 12 + bytes_per_pixel)
         assert update[:4] == b"\x00\x00\x00\x01"              # FramebufferUpdate, 1 rectangle
@@ -196,9 +196,13 @@ async def test_a_gateway_redeems_at_the_next_broker_when_one_is_down(own_live):
         await ws.close()
 
 
-def fleet_behind_haproxy(live) -> tuple[dict, object, object]:
+ALL_UP = {"brokers/broker1", "brokers/broker2", "gateways/gateway1", "gateways/gateway2"}
+
+
+async def fleet_behind_haproxy(live) -> tuple[dict, object, object, HAProxy]:
     """HAProxy (from Debian) in front of two brokers and two gateways (``gateway1`` is the
-    live one, ``gateway2`` a second): (ports, second broker, second gateway)."""
+    live one, ``gateway2`` a second), once HAProxy counts all four up: (ports, second broker,
+    second gateway, HAProxy)."""
     need("haproxy")
     ports = {"broker2": free_port(), "gateway2": free_port(), "lb_portal": free_port(),
              "lb_gateway": free_port()}
@@ -222,11 +226,13 @@ def fleet_behind_haproxy(live) -> tuple[dict, object, object]:
     live.start_gateway()
     broker2 = start(live.processes, "broker", second, ports["broker2"], live.state)
     gateway2 = start(live.processes, "gateway", second, ports["gateway2"], live.state)
-    HAProxy(live.state / "haproxy", [live.portal_port, ports["broker2"]],
-            [live.gateway_port, ports["gateway2"]], ports["lb_portal"],
-            ports["lb_gateway"]).start(live.processes)
+    haproxy = HAProxy(live.state / "haproxy", [live.portal_port, ports["broker2"]],
+                      [live.gateway_port, ports["gateway2"]], ports["lb_portal"],
+                      ports["lb_gateway"])
+    haproxy.start(live.processes)
     live.portal = f"http://127.0.0.1:{ports['lb_portal']}"
-    return ports, broker2, gateway2
+    await haproxy.until_servers(ALL_UP)
+    return ports, broker2, gateway2, haproxy
 
 
 async def test_behind_haproxy_a_resume_reaches_the_gateway_that_holds_the_session(own_live):
@@ -234,8 +240,7 @@ async def test_behind_haproxy_a_resume_reaches_the_gateway_that_holds_the_sessio
     that of a session's reconnects some would reach the wrong one; the resume URL names the
     holder and HAProxy routes by it. One session at a time, three drops each."""
     live = own_live()
-    fleet_behind_haproxy(live)
-    await asyncio.sleep(1.5)                           # both of each checked healthy
+    await fleet_behind_haproxy(live)
     async with live.client("10.87.0.1") as http:
         for user in ("user1", "user2"):
             stream = await resumable_desktop(live, http, user)
@@ -248,8 +253,7 @@ async def test_a_fleet_behind_haproxy_survives_a_broker_and_a_gateway_killed(own
     """HAProxy (from Debian) in front of two brokers and two gateways: sign-ins and desktops
     go on when one broker and then one gateway are killed (-9)."""
     live = own_live()
-    ports, broker2, gateway2 = fleet_behind_haproxy(live)
-    await asyncio.sleep(1.5)                           # both of each checked healthy
+    ports, broker2, gateway2, haproxy = await fleet_behind_haproxy(live)
 
     async def desktops(user: str, source: str, times: int = 4) -> None:
         async with live.client(source) as http:
@@ -269,5 +273,5 @@ async def test_a_fleet_behind_haproxy_survives_a_broker_and_a_gateway_killed(own
     broker2.send_signal(signal.SIGKILL)
     await desktops("user2", "10.85.1.1")
     gateway2.send_signal(signal.SIGKILL)
-    await asyncio.sleep(1.5)                           # HAProxy notices
+    await haproxy.until_servers({"brokers/broker1", "gateways/gateway1"})   # HAProxy notices
     await desktops("user3", "10.85.2.1")

@@ -392,14 +392,14 @@ def test_in_chromium_the_page_brings_her_back_through_another_gateway_while_the_
 
     database, processes = own_postgres
     live = own_live(broker_options=on_database(database, "browser", tmp_path))
-    ports, _, gateway2 = fleet_behind_haproxy(live)
-    time.sleep(1.5)                                         # HAProxy checked all four
 
-    async def enrol() -> None:
+    async def fleet_and_enrolment():
+        fleet = await fleet_behind_haproxy(live)          # once HAProxy checked all four
         async with live.client("10.92.0.1") as http:
             await live.enrol(http, "user6")
+        return fleet
     with ThreadPoolExecutor(1) as thread:          # playwright runs its own loop in this one
-        thread.submit(asyncio.run, enrol()).result()
+        ports, _, gateway2, _ = thread.submit(asyncio.run, fleet_and_enrolment()).result()
 
     page = chromium.new_context(locale="de-DE", viewport={"width": 1280, "height": 900}).new_page()
     page.goto(f"{live.portal}/login")

@@ -27,6 +27,7 @@ from .host_states import (TRANSITIONS, Action, InvalidAction, apply,
                           takes_new_sessions, takes_reconnects)
 from .gateway_control import GatewayControl
 from .logons import summary
+from .placement import Candidate
 from .usage import Past, PoolUsage, month_bounds, month_of, tally
 from .host_control import HostControl
 from .store import ACTIVE_ROW, HostStateRow, SessionRow, Store
@@ -54,15 +55,16 @@ class Administration:
 
     # -- what placement needs ----------------------------------------------------------------
     async def availability(self, tenant: TenantConfig, host_ids: tuple[str, ...]
-                           ) -> tuple[list[tuple[str, int, bool]], set[str]]:
-        """What placement needs to know of the hosts by their state and health: (host id,
-        seats, takes new sessions) of each, and the hosts users may return to."""
+                           ) -> tuple[list[Candidate], set[str]]:
+        """What placement needs to know of the hosts by their state and health: each host as a
+        candidate, and the hosts users may return to."""
         states, health = await self.store.hosts.states_and_health(tenant.id)
         hosts, back = [], set()
         for host_id in host_ids:
             state = states.get(host_id, ACTIVE_ROW).state
             healthy = health.get(host_id, True)
-            hosts.append((host_id, tenant.host(host_id).seats, takes_new_sessions(state, healthy)))
+            hosts.append(Candidate(host_id, tenant.host(host_id).seats,
+                                   takes_new_sessions(state, healthy)))
             if takes_reconnects(state):
                 back.add(host_id)
         return hosts, back

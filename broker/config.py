@@ -182,6 +182,8 @@ def load_config(path: str | Path) -> BrokerConfig:
     root = load_toml(path)
     b = root.table("broker")
     tls = "tls_cert_file" in b.data or "tls_key_file" in b.data
+    window = b.int("failure_window", DEFAULT_FAILURE_WINDOW, minimum=1)   # both throttles'
+    lockout = b.int("lockout", DEFAULT_LOCKOUT, minimum=1)
     cfg = BrokerConfig(
         path=str(path),
         listen=b.listen("listen"),
@@ -211,11 +213,9 @@ def load_config(path: str | Path) -> BrokerConfig:
         time_zone=_zone(b, "time_zone", DEFAULT_TIME_ZONE),
         profiles_dir=_existing_dir(b, "profiles_dir") if "profiles_dir" in b.data else None,
         user_throttle=Policy(b.int("failures_per_user", DEFAULT_USER_FAILURES, minimum=1),
-                             b.int("failure_window", DEFAULT_FAILURE_WINDOW, minimum=1),
-                             b.int("lockout", DEFAULT_LOCKOUT, minimum=1)),
+                             window, lockout),
         source_throttle=Policy(b.int("failures_per_source", DEFAULT_SOURCE_FAILURES, minimum=1),
-                               b.int("failure_window", DEFAULT_FAILURE_WINDOW, minimum=1),
-                               b.int("lockout", DEFAULT_LOCKOUT, minimum=1)),
+                               window, lockout),
         tenants=tuple(_tenant(t) for t in root.tables("tenants")),
         trusted_proxies=networks(b, "trusted_proxies", []),
         metrics_networks=networks(b, "metrics_networks", ["127.0.0.0/8", "::1/128"]),

@@ -4,7 +4,6 @@ while the database is down (:mod:`broker.reconnect_pass`)."""
 
 from __future__ import annotations
 
-import hmac
 import logging
 import random
 import time
@@ -21,9 +20,10 @@ from .audit import AuditLog, printable
 from .changes import Changes
 from .config import BrokerConfig, HostConfig, PoolConfig, TenantConfig
 from .entitlement import entitled_pool, entitled_pools
-from .errors import (BadRequest, BrokerError, DesktopStartFailed, NoFreeDesktop, NotConnected,
+from .errors import (BrokerError, DesktopStartFailed, NoFreeDesktop, NotConnected,
                      NotEntitled, OwnDesktopUnavailable, PoolBusy, StoreUnavailable)
 from .host_control import HostControl, HostUnreachable, desktop_secret
+from .logins import check_csrf
 from .logons import LogonPhases
 from .store import Assignment, Login, Store
 from .store.sessions import set_logon_in
@@ -207,8 +207,8 @@ class Connections:
         host = tenant.host(found.host) if tenant else None
         if found is None or pool is None or host is None or found.login_hash in self._signed_out:
             raise StoreUnavailable("database unavailable and no valid reconnect pass")
-        if csrf is not None and not hmac.compare_digest(csrf.encode(), found.csrf.encode()):
-            raise BadRequest("CSRF token missing or wrong")
+        if csrf is not None:
+            check_csrf(csrf, found.csrf)
         minted, expires = self._ticket(found.tenant, found.user, found.session, pool, host,
                                        found.port, now, OUTAGE_TICKET_LIFETIME, outage=True)
         logger.warning("database unavailable: %s@%s reconnects to session %s on %s from %s "

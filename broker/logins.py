@@ -9,6 +9,7 @@ login records, and completes the login the same way (``Login.mfa_done``).
 from __future__ import annotations
 
 import contextlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,17 @@ def user_key(config: BrokerConfig, tenant: str, identity: str, *, complete: bool
 def source_key(config: BrokerConfig, source: str) -> Key:
     """The client address's throttle record."""
     return Key(f"source:{source}", config.source_throttle)
+
+
+def check_csrf(sent: str | None, login_csrf: str) -> None:
+    """A request made with a login's cookie must carry that login's CSRF token (another site
+    can send the cookie, but cannot read the token).
+
+    Raises:
+        BadRequest: missing or wrong.
+    """
+    if sent is None or not hmac.compare_digest(sent.encode(), login_csrf.encode()):
+        raise BadRequest("CSRF token missing or wrong")
 
 
 @dataclass

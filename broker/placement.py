@@ -15,7 +15,15 @@ two brokers deciding at the same instant cannot over-book a host.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
+
+
+class Candidate(NamedTuple):
+    """A host of the pool as placement's caller knows it (its state and health decide
+    ``accepting``); the store adds what the sessions say, making a :class:`HostLoad`."""
+    host_id: str
+    seats: int
+    accepting: bool
 
 
 @dataclass(frozen=True)

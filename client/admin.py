@@ -17,6 +17,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 from urllib.parse import quote
 
 from .api import ApiError, BrokerApi
@@ -74,6 +75,129 @@ def _when(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else None
 
 
+def _hosts(client: Client, args: argparse.Namespace) -> int:
+    hosts = client.call("GET", "/hosts")["hosts"]
+    for h in hosts:
+        h["deadline"] = _when(h["deadline"])
+        h["healthy"] = "yes" if h["healthy"] else "NO"
+    print(_table(hosts, ["id", "state", "healthy", "used", "free", "seats", "deadline",
+                         "message"]))
+    return 0
+
+
+def _sessions(client: Client, args: argparse.Namespace) -> int:
+    sessions = client.call("GET", "/sessions")["sessions"]
+    for s in sessions:
+        s["since"] = _when(s["since"])
+    print(_table(sessions, ["id", "user", "host", "pool", "state", "since"]))
+    return 0
+
+
+def _audit(client: Client, args: argparse.Namespace) -> int:
+    entries = client.call("GET", f"/audit?limit={args.limit}")["audit"]
+    for e in entries:
+        e["at"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
+    print(_table(entries, ["at", "actor", "source", "action", "result", "detail"]))
+    return 0
+
+
+def _assign(client: Client, args: argparse.Namespace) -> int:
+    client.call("POST", f"/pools/{args.pool}/assignments", {"user": args.user, "host": args.host})
+    print(f"{args.user} now has {args.host} in {args.pool}")
+    return 0
+
+
+def _reset_mfa(client: Client, args: argparse.Namespace) -> int:
+    client.call("POST", f"/users/{quote(args.user, safe='')}/mfa-reset")
+    print(f"{args.user} will set up the authenticator app again at the next sign-in")
+    return 0
+
+
+def _enrolment_code(client: Client, args: argparse.Namespace) -> int:
+    body = client.call("POST", "/enrolment-codes", {
+        "site": args.site, "device_class": args.device_class, "valid_hours": args.hours})
+    print(f"{body['code']}  (one device of site {args.site}, class {args.device_class}; "
+          f"valid until {_when(body['expires'])})")
+    return 0
+
+
+def _devices(client: Client, args: argparse.Namespace) -> int:
+    devices = client.call("GET", "/devices")["devices"]
+    for d in devices:
+        d["class"] = d["device_class"]
+        d["last_seen"], d["revoked"] = _when(d["last_seen"]), _when(d["revoked"])
+    print(_table(devices, ["id", "name", "site", "class", "last_seen", "revoked"]))
+    return 0
+
+
+def _move_device(client: Client, args: argparse.Namespace) -> int:
+    client.call("POST", f"/devices/{args.device}/move",
+                {"site": args.site, "device_class": args.device_class})
+    print(f"{args.device} moved; its profile changes at its next boot")
+    return 0
+
+
+def _revoke_device(client: Client, args: argparse.Namespace) -> int:
+    client.call("POST", f"/devices/{args.device}/revoke")
+    print(f"{args.device} revoked: it is refused from its next request on")
+    return 0
+
+
+def _logoff(client: Client, args: argparse.Namespace) -> int:
+    s = client.call("POST", f"/sessions/{args.session}/logoff")["session"]
+    print(f"logged off {s['user']} on {s['host']}")
+    return 0
+
+
+def _message(client: Client, args: argparse.Namespace) -> int:
+    reached = client.call("POST", f"/sessions/{args.session}/message",
+                          {"text": args.text})["reached"]
+    print("shown to the user" if reached else "the user is not connected: not shown")
+    return 0
+
+
+def _usage(client: Client, args: argparse.Namespace) -> int:
+    month = f"&month={quote(args.month)}" if args.month else ""
+    if args.csv:
+        print(client.text(f"/usage?format=csv{month}"), end="")
+    else:
+        print(_table(client.call("GET", f"/usage?{month.lstrip('&')}")["usage"],
+                     ["pool", "sessions", "desktop_hours"]))
+    return 0
+
+
+def _windows(client: Client, args: argparse.Namespace) -> int:
+    plan = client.call("GET", "/maintenance")
+    rows = [{"when": f"{_when(w['start'])} - {_when(w['end'])[-5:]}",
+             "what": f"window {w['window']}", "hosts": ", ".join(w["hosts"])}
+            for w in plan["windows"]]
+    rows += [{"when": d["day"], "what": d["name"], "hosts": f"calendar {d['calendar']}"}
+             for d in plan["days"]]
+    print(_table(sorted(rows, key=lambda r: r["when"]), ["when", "what", "hosts"]))
+    return 0
+
+
+def _host_action(client: Client, args: argparse.Namespace) -> int:
+    """drain, enable, disable, maintenance: the host's new state."""
+    body = None
+    if args.admin_command == "drain":
+        body = {"deadline_seconds": args.deadline, "message": args.message,
+                "logoff": not args.no_logoff}
+    host = client.call("POST", f"/hosts/{args.host}/actions/{args.admin_command}", body)["host"]
+    print(f"{host['id']}: {host['state']}, {host['used']} sessions")
+    if args.admin_command == "drain" and args.wait:
+        return _wait_empty(client, args.host, args.wait_timeout)
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
+    "hosts": _hosts, "sessions": _sessions, "audit": _audit, "assign": _assign,
+    "reset-mfa": _reset_mfa, "enrolment-code": _enrolment_code, "devices": _devices,
+    "move-device": _move_device, "revoke-device": _revoke_device, "logoff": _logoff,
+    "message": _message, "usage": _usage, "windows": _windows,
+}   # any other command is a host action (its name is the action's)
+
+
 def run(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("PFORTE_ADMIN_TOKEN") or (
         Path(args.token_file).read_text().strip() if args.token_file else None)
@@ -82,85 +206,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     client = Client(args.url, token, args.tenant)
     try:
-        if args.admin_command == "hosts":
-            hosts = client.call("GET", "/hosts")["hosts"]
-            for h in hosts:
-                h["deadline"] = _when(h["deadline"])
-                h["healthy"] = "yes" if h["healthy"] else "NO"
-            print(_table(hosts, ["id", "state", "healthy", "used", "free", "seats", "deadline",
-                                 "message"]))
-        elif args.admin_command == "sessions":
-            sessions = client.call("GET", "/sessions")["sessions"]
-            for s in sessions:
-                s["since"] = _when(s["since"])
-            print(_table(sessions, ["id", "user", "host", "pool", "state", "since"]))
-        elif args.admin_command == "audit":
-            entries = client.call("GET", f"/audit?limit={args.limit}")["audit"]
-            for e in entries:
-                e["at"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
-            print(_table(entries, ["at", "actor", "source", "action", "result", "detail"]))
-        elif args.admin_command == "assign":
-            client.call("POST", f"/pools/{args.pool}/assignments",
-                        {"user": args.user, "host": args.host})
-            print(f"{args.user} now has {args.host} in {args.pool}")
-        elif args.admin_command == "reset-mfa":
-            client.call("POST", f"/users/{quote(args.user, safe='')}/mfa-reset")
-            print(f"{args.user} will set up the authenticator app again at the next sign-in")
-        elif args.admin_command == "enrolment-code":
-            body = client.call("POST", "/enrolment-codes", {
-                "site": args.site, "device_class": args.device_class, "valid_hours": args.hours})
-            print(f"{body['code']}  (one device of site {args.site}, class {args.device_class}; "
-                  f"valid until {_when(body['expires'])})")
-        elif args.admin_command == "devices":
-            devices = client.call("GET", "/devices")["devices"]
-            for d in devices:
-                d["class"] = d["device_class"]
-                d["last_seen"], d["revoked"] = _when(d["last_seen"]), _when(d["revoked"])
-            print(_table(devices, ["id", "name", "site", "class", "last_seen", "revoked"]))
-        elif args.admin_command == "move-device":
-            client.call("POST", f"/devices/{args.device}/move",
-                        {"site": args.site, "device_class": args.device_class})
-            print(f"{args.device} moved; its profile changes at its next boot")
-        elif args.admin_command == "revoke-device":
-            client.call("POST", f"/devices/{args.device}/revoke")
-            print(f"{args.device} revoked: it is refused from its next request on")
-        elif args.admin_command == "logoff":
-            s = client.call("POST", f"/sessions/{args.session}/logoff")["session"]
-            print(f"logged off {s['user']} on {s['host']}")
-        elif args.admin_command == "message":
-            reached = client.call("POST", f"/sessions/{args.session}/message",
-                                  {"text": args.text})["reached"]
-            print("shown to the user" if reached else "the user is not connected: not shown")
-        elif args.admin_command == "usage":
-            month = f"&month={quote(args.month)}" if args.month else ""
-            if args.csv:
-                print(client.text(f"/usage?format=csv{month}"), end="")
-            else:
-                print(_table(client.call("GET", f"/usage?{month.lstrip('&')}")["usage"],
-                             ["pool", "sessions", "desktop_hours"]))
-        elif args.admin_command == "windows":
-            plan = client.call("GET", "/maintenance")
-            rows = [{"when": f"{_when(w['start'])} - {_when(w['end'])[-5:]}",
-                     "what": f"window {w['window']}", "hosts": ", ".join(w["hosts"])}
-                    for w in plan["windows"]]
-            rows += [{"when": d["day"], "what": d["name"], "hosts": f"calendar {d['calendar']}"}
-                     for d in plan["days"]]
-            print(_table(sorted(rows, key=lambda r: r["when"]), ["when", "what", "hosts"]))
-        else:
-            body = None
-            if args.admin_command == "drain":
-                body = {"deadline_seconds": args.deadline, "message": args.message,
-                        "logoff": not args.no_logoff}
-            host = client.call("POST", f"/hosts/{args.host}/actions/{args.admin_command}",
-                               body)["host"]
-            print(f"{host['id']}: {host['state']}, {host['used']} sessions")
-            if args.admin_command == "drain" and args.wait:
-                return _wait_empty(client, args.host, args.wait_timeout)
+        return COMMANDS.get(args.admin_command, _host_action)(client, args)
     except ApiError as exc:
         said = f"{exc.status}: {exc.message}" if exc.status else f"broker unreachable ({exc.message})"
         print(f"pforte admin: {said}", file=sys.stderr)
         return 1
-    return 0
 
 
 def _wait_empty(client: Client, host_id: str, timeout: float | None) -> int:

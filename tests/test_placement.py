@@ -3,7 +3,6 @@
 from hypothesis import given, strategies as st
 
 from broker.placement import HostLoad, NewSession, PoolBusy, PoolFull, Reconnect, place
-from broker.session_states import LIVE_STATES, TRANSITIONS, Event, InvalidTransition, State, next_state
 
 
 def test_a_user_with_a_session_goes_back_to_it_even_when_the_pool_is_full():
@@ -51,35 +50,6 @@ def test_no_sequence_of_placements_overbooks_a_host(spec, arrivals, rnd):
                                              if accepting[h] and used[h] < seats[h])
         used[decision.host_id] += 1
         assert used[decision.host_id] <= seats[decision.host_id]
-
-
-def test_ended_is_final():
-    for event in Event:
-        try:
-            next_state(State.ENDED, event)
-        except InvalidTransition:
-            continue
-        raise AssertionError(f"{event} leaves ended")
-
-
-def test_every_live_state_can_end_and_none_waits_forever():
-    for state in LIVE_STATES:
-        assert next_state(state, Event.END) is State.ENDED
-    # pending and disconnected have a timer; connected has a viewer whose leaving is reported
-    assert (State.PENDING, Event.EXPIRE) in TRANSITIONS
-    assert (State.DISCONNECTED, Event.EXPIRE) in TRANSITIONS
-    assert next_state(State.CONNECTED, Event.DISCONNECT) is State.DISCONNECTED
-
-
-@given(st.lists(st.sampled_from(list(Event)), max_size=30))
-def test_any_event_sequence_stays_inside_the_table(events):
-    state = State.PENDING
-    for event in events:
-        try:
-            state = next_state(state, event)
-        except InvalidTransition:
-            assert (state, event) not in TRANSITIONS
-        assert state in State
 
 
 def test_hosts_at_their_cap_of_logons_in_flight_are_passed_over():

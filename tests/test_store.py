@@ -123,20 +123,27 @@ async def test_batches_over_the_same_sessions_never_wait_for_each_other_in_a_cir
         rnd.shuffle(out)
         return out
 
+    login = {p.session_id: f"u{i}" for i, p in enumerate(placed)}
     for round_ in range(6):
         work = []
         for k in range(4):
             store = (a, b)[k % 2]
             order = shuffled()
             work.append(store.sessions.redeem_many(
-                [(f"r{round_}-{k}-{s}", int(NOW) + 30, "t", "u", s) for s in order], now=NOW))
+                [(f"r{round_}-{k}-{s}", int(NOW) + 30, "t", login[s], s) for s in order],
+                now=NOW))
             work.append(store.sessions.disconnect_many(
                 [("t", s, f"r{round_}-{k}-{s}") for s in shuffled()], now=NOW))
             work.append(store.sessions.add_logons([("t", s, {"redeem": 0.001})
                                                    for s in shuffled()]))
             work.append(store.sessions.held([("t", s, f"r{round_}-{k}-{s}", False)
                                               for s in shuffled()], now=NOW))
-        await asyncio.gather(*work)
+        results = await asyncio.gather(*work, return_exceptions=True)
+        assert [r for r in results if isinstance(r, BaseException)] == []   # no deadlock victim
+        assert {x for batch in results[0::4] for x in batch} == {Redemption.RECORDED}
+    states = {row.state for row in await a.sessions.live("t")}
+    assert len(await a.sessions.live("t")) == 12
+    assert states <= {State.CONNECTED, State.DISCONNECTED}
 
 
 async def test_sessions_run_their_lifecycle_and_free_their_seat(stores):

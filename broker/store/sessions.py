@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence, TypeVar
 
 from ..engine import Tx
-from ..placement import (HostLoad, NewSession, OwnHostDown, PoolBusy, PoolFull, Reconnect,
-                         Refusal, place)
+from ..placement import (Candidate, HostLoad, NewSession, OwnHostDown, PoolBusy, PoolFull,
+                         Reconnect, Refusal, place)
 from ..session_states import LIVE_STATES, Event, InvalidTransition, State, bulk, next_state
 from .base import Repository
 
@@ -76,7 +76,7 @@ class Redemption(enum.Enum):
 class Sessions(Repository):
 
     async def assign(self, tenant: str, login: str, pool: str,
-                     hosts: Sequence[tuple[str, int, bool]], *, now: float, pending_timeout: int,
+                     hosts: Sequence[Candidate], *, now: float, pending_timeout: int,
                      keep_seconds: int, reconnect_hosts: set[str] | None = None,
                      max_in_flight: int = 0, dedicated: bool = False,
                      rng: random.Random | None = None) -> Assignment | Refusal:
@@ -88,11 +88,12 @@ class Sessions(Repository):
         is the only candidate.
 
         Args:
-            hosts: (host id, seats, takes new sessions) of the pool's hosts.
+            hosts: the pool's hosts (plain ``(host id, seats, accepting)`` tuples will do).
             reconnect_hosts: hosts a user may return to (None: all); a session on any other host
                 is ended and the user placed afresh.
         """
         rng = rng or random.Random()
+        hosts = [Candidate(*h) for h in hosts]
 
         def q(db: Tx) -> Assignment | Refusal:
             row = db.execute(
@@ -106,7 +107,7 @@ class Sessions(Repository):
             existing = Reconnect(row[0], row[1]) if row else None
             own = db.execute("SELECT host FROM dedicated WHERE tenant=? AND pool=? AND login=?",
                              (tenant, pool, login)).fetchone() if dedicated else None
-            candidates = [h for h in hosts if h[0] == own[0]] if own else hosts
+            candidates = [h for h in hosts if h.host_id == own[0]] if own else hosts
             counts, pending = {}, {}
             for host, state, n in db.execute(
                     f"SELECT host, state, COUNT(*) FROM sessions WHERE tenant=? AND pool=? "
@@ -114,8 +115,8 @@ class Sessions(Repository):
                 counts[host] = counts.get(host, 0) + n
                 if state == State.PENDING.value:
                     pending[host] = n
-            loads = [HostLoad(h, seats, counts.get(h, 0), accepting, pending.get(h, 0),
-                              max_in_flight) for h, seats, accepting in candidates]
+            loads = [HostLoad(h.host_id, h.seats, counts.get(h.host_id, 0), h.accepting,
+                              pending.get(h.host_id, 0), max_in_flight) for h in candidates]
             decision = place(existing, loads, tie_break=rng.choice)
             if isinstance(decision, PoolFull) and own:
                 return OwnHostDown(own[0])

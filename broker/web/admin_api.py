@@ -16,7 +16,6 @@ import asyncio
 import csv
 import hashlib
 import io
-import hmac
 import json
 
 from aiohttp import web
@@ -25,7 +24,7 @@ from ..config import TenantConfig
 from ..devices import DEFAULT_CODE_HOURS
 from ..errors import BadRequest, LoginRequired, NotAdmin
 from ..host_states import Action
-from ..logins import AdminPrincipal
+from ..logins import AdminPrincipal, check_csrf
 from ..service import Broker
 from ..store import OPERATOR
 from ..usage import month_of
@@ -52,10 +51,9 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         raise LoginRequired("admin API needs a bearer token or a portal login")
     principal = await broker.logins.admin_principal(token)
     if from_cookie and request.method not in ("GET", "HEAD"):
-        login = principal.login
-        sent = request.headers.get("X-CSRF-Token", "")
-        if login is None or not hmac.compare_digest(sent.encode(), login.csrf.encode()):
+        if principal.login is None:
             raise BadRequest("CSRF token missing or wrong")
+        check_csrf(request.headers.get("X-CSRF-Token"), principal.login.csrf)
     request[PRINCIPAL] = principal
     if "tenant" in request.match_info:
         tenant = broker.config.tenant(request.match_info["tenant"])

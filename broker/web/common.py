@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hmac
 import logging
 import secrets
 from typing import Awaitable, Callable
@@ -29,6 +28,7 @@ from aiohttp import web
 from wire import serving
 
 from ..errors import BadRequest, BrokerError, LoginRequired, Overloaded
+from ..logins import check_csrf
 from ..service import Broker
 from ..store import Login
 from . import pages
@@ -191,9 +191,8 @@ async def login_of(request: web.Request, *, need_mfa: bool = True, csrf: str | N
     token, from_cookie = token_of(request)
     login = await request.config_dict[BROKER_KEY].logins.login_for(token, need_mfa=need_mfa)
     if state_changing and from_cookie:
-        sent = csrf if csrf is not None else request.headers.get("X-CSRF-Token", "")
-        if not hmac.compare_digest(sent.encode(), login.csrf.encode()):
-            raise BadRequest("CSRF token missing or wrong")
+        check_csrf(csrf if csrf is not None else request.headers.get("X-CSRF-Token"),
+                   login.csrf)
     return token, login
 
 

@@ -62,18 +62,34 @@ class Attempt:
 
 
 @dataclass(frozen=True)
-class AdminPrincipal:
-    """Who calls the admin API: an API token (bound to a tenant, or to all: OPERATOR) or a portal
-    login (password and second factor) of a member of a tenant's admin group."""
-    actor: str                        # for the audit log: "token:NAME" or the admin's identity
-    token_tenant: str | None = None   # an API token's scope
-    login: Login | None = None        # a portal login's
+class ApiToken:
+    """An admin API token, bound to a tenant or to all of them (``scope``: OPERATOR)."""
+    name: str
+    scope: str
+
+    @property
+    def actor(self) -> str:           # for the audit log
+        return f"token:{self.name}"
 
     def may(self, tenant: TenantConfig) -> bool:
-        if self.token_tenant is not None:
-            return self.token_tenant in (OPERATOR, tenant.id)
-        return (self.login is not None and self.login.tenant == tenant.id
-                and bool(tenant.admin_group) and tenant.admin_group.lower() in self.login.groups)
+        return self.scope in (OPERATOR, tenant.id)
+
+
+@dataclass(frozen=True)
+class AdminLogin:
+    """A portal login (password and second factor) of a member of a tenant's admin group."""
+    login: Login
+
+    @property
+    def actor(self) -> str:           # for the audit log: the admin's identity
+        return self.login.user
+
+    def may(self, tenant: TenantConfig) -> bool:
+        return (self.login.tenant == tenant.id and bool(tenant.admin_group)
+                and tenant.admin_group.lower() in self.login.groups)
+
+
+AdminPrincipal = ApiToken | AdminLogin   # who calls the admin API
 
 
 class Logins:
@@ -232,9 +248,9 @@ class Logins:
         """
         scope = await self.store.admin.token(token)
         if scope is not None:
-            return AdminPrincipal(f"token:{scope[1]}", token_tenant=scope[0])
+            return ApiToken(name=scope[1], scope=scope[0])
         login = await self.login_for(token)
-        return AdminPrincipal(login.user, login=login)
+        return AdminLogin(login)
 
     async def still_admin(self, token: str, tenant: TenantConfig, *,
                           ask_directory: bool) -> bool:
@@ -248,7 +264,7 @@ class Logins:
             return False
         if not principal.may(tenant):
             return False
-        if not ask_directory or principal.login is None:
+        if not ask_directory or not isinstance(principal, AdminLogin):
             return True
         directory = self.directories[tenant.id]
         try:
@@ -277,4 +293,4 @@ class Logins:
     def administers(self, login: Login) -> bool:
         """Whether a portal login may use the admin API (and so the console) for its tenant."""
         tenant = self.config.tenant(login.tenant)
-        return tenant is not None and AdminPrincipal(login.user, login=login).may(tenant)
+        return tenant is not None and AdminLogin(login).may(tenant)

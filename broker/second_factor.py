@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from . import mfa
@@ -22,12 +22,23 @@ from .throttle import Key, Outcome
 
 
 @dataclass(frozen=True)
-class Spend:
-    """What a checked code is worth: a TOTP step, a recovery code (by its hash), or a refusal."""
-    step: int = 0
-    recovery_hash: str | None = None
-    refused: CodeRejected | None = None
-    phases: dict[str, float] = field(default_factory=dict)   # what the check took (logon)
+class TotpStep:
+    """A one-time code that was right: the step it spends."""
+    step: int
+
+
+@dataclass(frozen=True)
+class RecoveryCode:
+    """A recovery code, by its hash: spent if it is one of the user's unspent ones."""
+    hash: str
+
+
+@dataclass(frozen=True)
+class CodeRefused:
+    error: CodeRejected
+
+
+Spend = TotpStep | RecoveryCode | CodeRefused   # what a checked code is worth
 
 
 @dataclass(frozen=True)
@@ -114,21 +125,21 @@ class SecondFactor:
         recovery = state.confirmed and mfa.looks_like_recovery_code(code)
         try:
             if recovery:
-                spend = Spend(recovery_hash=mfa.recovery_hash(self.config.totp_key, context, code))
+                spend: Spend = RecoveryCode(mfa.recovery_hash(self.config.totp_key, context, code))
             else:
                 secret = mfa.unseal(self.config.totp_key, state.totp_sealed, context)
-                spend = Spend(step=mfa.check_code(secret, code, now=self.clock(),
-                                                  last_step=state.last_step))
+                spend = TotpStep(mfa.check_code(secret, code, now=self.clock(),
+                                                last_step=state.last_step))
         except CodeRejected as exc:
-            spend = Spend(refused=exc)
-        spend.phases["second_factor"] = time.perf_counter() - started
+            spend = CodeRefused(exc)
+        phases = {"second_factor": time.perf_counter() - started}   # the logon's record
         new_codes = None if state.confirmed else mfa.new_recovery_codes()
         verdict = await self.store.unit(
-            lambda db: self._finish_code_check(db, token, login, state, spend, keys, source,
-                                               self.clock(), new_codes), locks=locks)
+            lambda db: self._finish_code_check(db, token, login, state, spend, phases, keys,
+                                               source, self.clock(), new_codes), locks=locks)
         if isinstance(verdict, BrokerError):
             raise verdict
-        self.logons.observe_all(spend.phases)
+        self.logons.observe_all(phases)
         return new_codes
 
     @staticmethod
@@ -151,20 +162,20 @@ class SecondFactor:
         return state
 
     def _finish_code_check(self, db: Tx, token: str, login: Login, state: UserMfa, spend: Spend,
-                           keys: list[Key], source: str, now: float,
+                           phases: dict[str, float], keys: list[Key], source: str, now: float,
                            new_codes: list[str] | None) -> BrokerError | None:
         """Spend what the code was worth, settle, audit: the second transaction. A refusal is
         returned, not raised, so that what it counted is committed."""
         tenant, user = login.tenant, login.user
-        action = self._action(state, spend.recovery_hash is not None)
-        refused = spend.refused
-        if refused is None and spend.recovery_hash is not None:
-            if not use_recovery_code_in(db, tenant, user, spend.recovery_hash, now=now,
-                                        completes=token, phases=spend.phases):
+        action = self._action(state, isinstance(spend, RecoveryCode))
+        refused = spend.error if isinstance(spend, CodeRefused) else None
+        if isinstance(spend, RecoveryCode):
+            if not use_recovery_code_in(db, tenant, user, spend.hash, now=now,
+                                        completes=token, phases=phases):
                 refused = CodeRejected("unknown or spent recovery code")
-        elif refused is None and not accept_step_in(db, tenant, user, spend.step,
-                                                    confirm=not state.confirmed,
-                                                    completes=token, phases=spend.phases):
+        elif isinstance(spend, TotpStep) and not accept_step_in(
+                db, tenant, user, spend.step, confirm=not state.confirmed, completes=token,
+                phases=phases):
             refused = mfa.CodeReplayed("step used concurrently")
         if refused is not None:
             settle_in(db, keys, Outcome.FAILED, now)

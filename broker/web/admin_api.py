@@ -24,7 +24,7 @@ from ..config import TenantConfig
 from ..devices import DEFAULT_CODE_HOURS
 from ..errors import BadRequest, LoginRequired, NotAdmin
 from ..host_states import Action
-from ..logins import AdminPrincipal, check_csrf
+from ..logins import AdminLogin, AdminPrincipal, ApiToken, check_csrf
 from ..service import Broker
 from ..store import OPERATOR
 from ..usage import month_of
@@ -51,7 +51,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         raise LoginRequired("admin API needs a bearer token or a portal login")
     principal = await broker.logins.admin_principal(token)
     if from_cookie and request.method not in ("GET", "HEAD"):
-        if principal.login is None:
+        if not isinstance(principal, AdminLogin):
             raise BadRequest("CSRF token missing or wrong")
         check_csrf(request.headers.get("X-CSRF-Token"), principal.login.csrf)
     request[PRINCIPAL] = principal
@@ -124,7 +124,7 @@ async def revoke_tokens(request: web.Request) -> web.Response:
         raise BadRequest('expected {"name": NAME, "tenant": TENANT or null}')
     principal = request[PRINCIPAL]
     if tenant_id is None:
-        if principal.token_tenant != OPERATOR:
+        if not (isinstance(principal, ApiToken) and principal.scope == OPERATOR):
             raise NotAdmin("only operators revoke operators' tokens")
     else:
         tenant = _broker(request).config.tenant(tenant_id)

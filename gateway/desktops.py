@@ -20,7 +20,7 @@ from wire import rfb, ticket
 
 from .config import GatewayConfig
 from .relay import DesktopLink
-from .viewer import Kind, ViewerLink
+from .viewer import Ended, Kind, ViewerLink
 
 logger = logging.getLogger("pforte.gateway")
 
@@ -47,7 +47,7 @@ class ViewerBytes:
         self.flush()
         while len(self.pending) < n:
             msg = await self.viewer.receive()
-            if msg.kind is not Kind.BINARY:
+            if isinstance(msg, Ended) or msg.kind is not Kind.BINARY:
                 raise ConnectionError("viewer left during the RFB handshake")
             self.pending += msg.data
         data = bytes(self.pending[:n])

@@ -44,7 +44,7 @@ from .relay import Counters
 from .relaying import Relaying
 from .session_table import RelaySession, SessionTable, State
 from .doorway import Upgrade
-from .viewer import Kind, ViewerLink
+from .viewer import Ended, ViewerLink
 from .workers import Workers, carry
 
 logger = logging.getLogger("pforte.gateway")
@@ -132,7 +132,7 @@ class Handshake:
                 msg = await viewer.receive()
         except asyncio.TimeoutError:
             raise Refused(Close.TIMEOUT) from None
-        if msg.kind not in (Kind.TEXT, Kind.BINARY):
+        if isinstance(msg, Ended):
             raise Refused(Close.MALFORMED)
         received = time.perf_counter()
         first = admission.first_message(msg.data)

@@ -47,15 +47,15 @@ from wire.closes import EndReason
 from wire.resume import Ack, AckClock, Ping, Pong, ReplayBuffer, decode, encode
 
 from .clipboard import ClipboardGuard, StreamNotUnderstood
-from .viewer import Kind, Message
+from .viewer import Ended, Ending
 
 if TYPE_CHECKING:
     from .viewer import ViewerLink
 
 _CLIENT, _REPLAY, _DETACHED = 1, 2, 4     # why reading from the desktop is paused (bits)
 
-_ENDS = {Kind.CLOSE: EndReason.CLIENT_CLOSED, Kind.SHUT: EndReason.CLIENT_CLOSED,
-         Kind.LOST: EndReason.CLIENT_LOST, Kind.FAILED: EndReason.CLIENT_FAILED}
+_ENDS = {Ending.CLOSE: EndReason.CLIENT_CLOSED, Ending.SHUT: EndReason.CLIENT_CLOSED,
+         Ending.LOST: EndReason.CLIENT_LOST, Ending.FAILED: EndReason.CLIENT_FAILED}
 
 
 class Counters:
@@ -258,10 +258,10 @@ class DesktopLink(asyncio.Protocol):
         elif isinstance(control, Ping):             # the page measures the round trip
             self.viewer.send_text(encode(Pong(control.mark)))
 
-    def viewer_ended(self, message: Message) -> None:
+    def viewer_ended(self, ended: Ended) -> None:
         viewer, self.viewer = self.viewer, None
         if viewer is not None:
-            self.on_end(viewer, _ENDS[message.kind])
+            self.on_end(viewer, _ENDS[ended.how])
 
     def viewer_drained(self) -> None:
         self._resume(_CLIENT)

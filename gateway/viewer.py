@@ -81,26 +81,37 @@ def frame(opcode: int, payload: bytes) -> list[bytes] | bytes:
 # -- the websocket -------------------------------------------------------------------------------
 
 class Kind(enum.Enum):
-    BINARY = "binary"
-    TEXT = "text"
-    CLOSE = "close"     # the viewer closed (data: its code, extra: its reason)
-    LOST = "lost"       # the connection ended without a close frame
-    SHUT = "shut"       # the gateway closed it (data: the code, extra: the reason)
-    FAILED = "failed"   # the viewer broke the protocol; closed with ``data`` as the code
+    BINARY = "binary"   # data: bytes
+    TEXT = "text"       # data: str
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
+    """A message the viewer sent."""
     kind: Kind
-    data: bytes | str | int | None = None
-    extra: str = ""
+    data: bytes | str
+
+
+class Ending(enum.Enum):
+    CLOSE = "close"     # the viewer closed (its code and reason)
+    LOST = "lost"       # the connection ended without a close frame
+    SHUT = "shut"       # the gateway closed it (our code and reason)
+    FAILED = "failed"   # the viewer broke the protocol; closed with ``code``
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """How the viewer's websocket ended."""
+    how: Ending
+    code: int | None = None
+    reason: str = ""
 
 
 class Sink(Protocol):
     """Where a relaying viewer's messages go (:class:`gateway.relay.DesktopLink`)."""
     def viewer_binary(self, data: bytes) -> None: ...
     def viewer_text(self, text: str) -> None: ...
-    def viewer_ended(self, message: Message) -> None: ...
+    def viewer_ended(self, ended: Ended) -> None: ...
     def viewer_drained(self) -> None: ...
 
 
@@ -134,7 +145,7 @@ class ViewerLink(asyncio.Protocol):
         self._reader.on_ping = self._ping
         self._reader.on_pong = self._counted_control   # heard from: all a pong says
         self._reader.on_close, self._reader.on_fail = self._closed_by_viewer, self._fail
-        self._inbox: collections.deque[Message] | None = collections.deque()
+        self._inbox: collections.deque[Message | Ended] | None = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
         self._sink: Sink | None = None
@@ -179,7 +190,7 @@ class ViewerLink(asyncio.Protocol):
             self._linger.cancel()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)     # a carry waiting to write: it sees ``lost``
-        self._deliver(Message(Kind.LOST))
+        self._deliver(Ended(Ending.LOST))
         if self.on_lost is not None:
             self.on_lost()
 
@@ -210,7 +221,7 @@ class ViewerLink(asyncio.Protocol):
             self.close_code = code if code != 1005 else 1000
             self.transport.write(frame(_CLOSE, echo))
         self.transport.close()
-        self._deliver(Message(Kind.CLOSE, code, reason))
+        self._deliver(Ended(Ending.CLOSE, code, reason))
 
     def _fail(self, code: int, reason: str) -> bool:
         """Fail the connection (RFC 6455 §7.1.7): our close frame if none was sent yet, then the
@@ -219,7 +230,7 @@ class ViewerLink(asyncio.Protocol):
         self._reader.stop()
         self.transport.close()
         if first:
-            self._deliver(Message(Kind.FAILED, code, reason))
+            self._deliver(Ended(Ending.FAILED, code, reason))
         return False
 
     def _ignore_messages(self) -> None:
@@ -228,28 +239,28 @@ class ViewerLink(asyncio.Protocol):
         reader.stream = False
         reader.on_binary = reader.on_text = _ignored
 
-    def _deliver(self, message: Message) -> None:
+    def _deliver(self, item: Message | Ended) -> None:
         sink = self._sink
         if sink is not None:       # relay mode: only the end comes here
             self._sink = None
             self._ignore_messages()
-            sink.viewer_ended(message)
+            sink.viewer_ended(item)
             return
         if self._inbox is None:
             return
-        self._inbox.append(message)
+        self._inbox.append(item)
         if len(self._inbox) >= INBOX_MESSAGES:
             self._hold(_HELD_BY_INBOX)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     # -- messages mode -----------------------------------------------------------------------
-    async def receive(self) -> Message:
-        """The next message (messages mode); LOST, CLOSE or FAILED once the websocket ended."""
+    async def receive(self) -> Message | Ended:
+        """The next message (messages mode), or how the websocket ended."""
         inbox = self._inbox
         while not inbox:
             if self.lost:
-                return Message(Kind.LOST)
+                return Ended(Ending.LOST)
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -277,21 +288,21 @@ class ViewerLink(asyncio.Protocol):
             reader.stream = True
         self._release(_HELD_BY_INBOX)
         for message in inbox or ():
-            if message.kind is Kind.BINARY:
-                sink.viewer_binary(message.data)
-            elif message.kind is Kind.TEXT:
-                sink.viewer_text(message.data)
-            else:
+            if isinstance(message, Ended):
                 self._sink = None
                 self._ignore_messages()
                 sink.viewer_ended(message)
                 return
+            if message.kind is Kind.BINARY:
+                sink.viewer_binary(message.data)
+            else:
+                sink.viewer_text(message.data)
             if self._sink is not sink:
                 return
         if self.lost and self._sink is sink:
             self._sink = None
             self._ignore_messages()
-            sink.viewer_ended(Message(Kind.LOST))
+            sink.viewer_ended(Ended(Ending.LOST))
 
     def detach(self) -> None:
         """Stop giving messages to the sink (the session went on without this connection)."""
@@ -342,7 +353,7 @@ class ViewerLink(asyncio.Protocol):
         :data:`CLOSE_WAIT` seconds. Reading goes on meanwhile, so the viewer's own last frames do
         not turn the hang-up into a reset that could lose our close frame."""
         if self._send_close(code, reason):
-            self._deliver(Message(Kind.SHUT, code, reason))
+            self._deliver(Ended(Ending.SHUT, code, reason))
 
     def _send_close(self, code: int, reason: str) -> bool:
         if self.closed:

@@ -26,7 +26,7 @@ from wire.closes import Close
 from wire.resume import Resume, encode
 
 from .doorway import Upgrade
-from .viewer import Kind, ViewerLink
+from .viewer import Ended, Ending, Kind, ViewerLink
 
 
 @dataclass(frozen=True)
@@ -110,14 +110,12 @@ async def _inward(viewer: ViewerLink, inner: aiohttp.ClientWebSocketResponse):
     while True:
         msg = await viewer.receive()
         try:
+            if isinstance(msg, Ended):
+                return (msg.code, msg.reason) if msg.how is Ending.CLOSE else _BROKE
             if msg.kind is Kind.BINARY:
                 await inner.send_bytes(msg.data)
-            elif msg.kind is Kind.TEXT:
-                await inner.send_str(msg.data)
-            elif msg.kind is Kind.CLOSE:
-                return msg.data, msg.extra
             else:
-                return _BROKE
+                await inner.send_str(msg.data)
         except (ConnectionError, aiohttp.ClientError):
             return _SINK_FAILED
 

@@ -15,7 +15,8 @@ import pytest
 
 from gateway.doorway import BadHead, accept_key, parse_head
 from gateway.frames import MAX_FRAGMENTS
-from gateway.viewer import INBOX_MESSAGES, MAX_CONTROLS, Kind, Message, ViewerLink, frame
+from gateway.viewer import (INBOX_MESSAGES, MAX_CONTROLS, Ended, Ending, Kind, Message,
+                            ViewerLink, frame)
 
 from .conftest import open_ws, read_exactly
 
@@ -161,7 +162,7 @@ async def test_a_text_inside_a_relayed_fragmented_message_is_refused():
     assert bytes(sink.bytes) == b"a" * (500 - 8)        # (2 bytes of header, 2 of length, 4 of mask)
     viewer.data_received(first[500:] + masked(b"x", 0x1))
     assert bytes(sink.bytes) == b"a" * 1000
-    assert sink.ended[0].kind is Kind.FAILED and sink.ended[0].data == 1002
+    assert sink.ended[0] == Ended(Ending.FAILED, 1002, sink.ended[0].reason)
 
 
 @pytest.mark.parametrize("data, code", [
@@ -181,7 +182,7 @@ async def test_a_broken_stream_is_closed_with_its_code(data, code):
     viewer, transport = await link(max_message=1000)
     viewer.data_received(data)
     message = await viewer.receive()
-    assert message.kind is Kind.FAILED and message.data == code
+    assert isinstance(message, Ended) and message.how is Ending.FAILED and message.code == code
     opcode, payload = server_frames(transport.out)[-1]
     assert opcode == 0x8 and int.from_bytes(payload[:2], "big") == code
 
@@ -191,7 +192,7 @@ async def test_pings_are_answered_and_a_close_is_echoed():
     viewer.data_received(masked(b"mark", 0x9) + masked((4000).to_bytes(2, "big") + b"bye", 0x8))
     assert server_frames(transport.out) == [(0xA, b"mark"), (0x8, (4000).to_bytes(2, "big"))]
     assert transport.closing
-    assert await viewer.receive() == Message(Kind.CLOSE, 4000, "bye")
+    assert await viewer.receive() == Ended(Ending.CLOSE, 4000, "bye")
 
 
 async def test_a_viewer_that_does_not_read_is_not_read_and_its_pings_are_answered_once():
@@ -276,7 +277,7 @@ async def test_a_failed_viewer_is_hung_up_at_once_and_nothing_it_sends_is_kept()
     finally:
         tracemalloc.stop()
     assert grown < 256 * 1024, grown                    # 12.5 MiB sent, nothing kept
-    assert (await viewer.receive()).data == 1002
+    assert (await viewer.receive()).code == 1002
 
 
 async def test_a_silent_viewer_is_pinged_then_dropped():

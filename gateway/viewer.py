@@ -4,17 +4,19 @@ Theory of operation
 -------------------
 The connection's first protocol is :class:`gateway.doorway.Doorway` (the request head);
 :class:`ViewerLink` is then the websocket, one small object on the socket (``__slots__``, no task
-of its own): a frame parser for the client's masked frames (unmasked in C by
-``websockets.speedups``), a frame writer (a header and its payload in one ``writelines``), pings
-answered, and the closing handshake — every close the gateway makes carries a close code. It has
-two modes:
+of its own): the client's frames read by a :class:`~gateway.frames.FrameReader` (bytes in,
+events out), a frame writer (a header and its payload in one ``writelines``), pings answered,
+and the closing handshake — every close the gateway makes carries a close code. Its
+:class:`Mode`:
 
 * *messages* (the ticket, the RFB greeting, a resume carried to a sibling worker): complete
-  messages queue and ``await receive()`` takes them;
-* *relay* (:meth:`ViewerLink.attach`): each message goes straight to a sink (the session's
+  messages queue and ``await receive()`` takes them (a :class:`Message`, or at the end how the
+  websocket :class:`Ended`);
+* *relaying* (:meth:`ViewerLink.attach`): each message goes straight to a sink (the session's
   :class:`~gateway.relay.DesktopLink`), with no task and no queue in between; a binary message's
   bytes go on as they arrive, unmasked in place (a large frame in pieces: the desktop reads a
-  byte stream, and nothing waits for or copies a whole message).
+  byte stream, and nothing waits for or copies a whole message);
+* *done*: the relay ended, or the session went on without this link; what arrives is dropped.
 
 Liveness is one timer for the whole gateway: :meth:`ViewerLink.beat` is called every
 ``HEARTBEAT / 2`` seconds; a viewer heard from in that time is fine, one that was not is pinged,
@@ -27,7 +29,7 @@ reading stops while the viewer's own write buffer is over :data:`WRITE_BUFFER_HI
 that sends and never reads is not answered into the gateway's memory), while the desktop's is
 full (the relay), and while :data:`INBOX_MESSAGES` complete messages wait to be taken; a ping
 waiting behind a full write buffer is answered once, with the latest payload; a message has at
-most ``max_message`` bytes in at most :data:`MAX_FRAGMENTS` frames; more than
+most ``max_message`` bytes in at most :data:`~gateway.frames.MAX_FRAGMENTS` frames; more than
 :data:`MAX_CONTROLS` pings and pongs between two beats fail the connection (1008). A viewer
 that breaks the protocol is failed at once (RFC 6455 §7.1.7): our close frame, then the TCP
 connection closed without waiting for an answer, and nothing it sends after that is read.
@@ -107,6 +109,12 @@ class Ended:
     reason: str = ""
 
 
+class Mode(enum.Enum):
+    MESSAGES = "messages"   # complete messages queue for ``receive()``
+    RELAYING = "relaying"   # each message goes straight to the sink
+    DONE = "done"           # the relay ended or went on without this link: messages are dropped
+
+
 class Sink(Protocol):
     """Where a relaying viewer's messages go (:class:`gateway.relay.DesktopLink`)."""
     def viewer_binary(self, data: bytes) -> None: ...
@@ -126,7 +134,7 @@ class ViewerLink(asyncio.Protocol):
     """One client's websocket (see the module's docstring)."""
 
     __slots__ = ("transport", "max_message", "heard", "pinged", "writing_paused", "close_code",
-                 "lost", "on_lost", "_reader", "_inbox", "_waiter", "_drained", "_sink",
+                 "lost", "on_lost", "_reader", "_mode", "_inbox", "_waiter", "_drained", "_sink",
                  "_linger", "_holds", "_pong", "_controls")
 
     def __init__(self, transport: asyncio.Transport, max_message: int) -> None:
@@ -145,7 +153,8 @@ class ViewerLink(asyncio.Protocol):
         self._reader.on_ping = self._ping
         self._reader.on_pong = self._counted_control   # heard from: all a pong says
         self._reader.on_close, self._reader.on_fail = self._closed_by_viewer, self._fail
-        self._inbox: collections.deque[Message | Ended] | None = collections.deque()
+        self._mode = Mode.MESSAGES
+        self._inbox: collections.deque[Message | Ended] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
         self._sink: Sink | None = None
@@ -240,13 +249,10 @@ class ViewerLink(asyncio.Protocol):
         reader.on_binary = reader.on_text = _ignored
 
     def _deliver(self, item: Message | Ended) -> None:
-        sink = self._sink
-        if sink is not None:       # relay mode: only the end comes here
-            self._sink = None
-            self._ignore_messages()
-            sink.viewer_ended(item)
+        if self._mode is Mode.RELAYING:     # only the end comes here
+            self._stop_relaying().viewer_ended(item)
             return
-        if self._inbox is None:
+        if self._mode is Mode.DONE:
             return
         self._inbox.append(item)
         if len(self._inbox) >= INBOX_MESSAGES:
@@ -280,18 +286,16 @@ class ViewerLink(asyncio.Protocol):
     # -- relay mode --------------------------------------------------------------------------
     def attach(self, sink: Sink) -> None:
         """From now on each message goes to ``sink``; messages already queued go first."""
-        inbox, self._inbox = self._inbox, None
-        self._sink = sink
+        inbox, self._inbox = self._inbox, collections.deque()
+        self._mode, self._sink = Mode.RELAYING, sink
         if not self.closed:
             reader = self._reader
             reader.on_binary, reader.on_text = sink.viewer_binary, sink.viewer_text
             reader.stream = True
         self._release(_HELD_BY_INBOX)
-        for message in inbox or ():
+        for message in inbox:
             if isinstance(message, Ended):
-                self._sink = None
-                self._ignore_messages()
-                sink.viewer_ended(message)
+                self._stop_relaying().viewer_ended(message)
                 return
             if message.kind is Kind.BINARY:
                 sink.viewer_binary(message.data)
@@ -300,14 +304,17 @@ class ViewerLink(asyncio.Protocol):
             if self._sink is not sink:
                 return
         if self.lost and self._sink is sink:
-            self._sink = None
-            self._ignore_messages()
-            sink.viewer_ended(Ended(Ending.LOST))
+            self._stop_relaying().viewer_ended(Ended(Ending.LOST))
 
     def detach(self) -> None:
         """Stop giving messages to the sink (the session went on without this connection)."""
-        self._sink = None
+        self._stop_relaying()
+
+    def _stop_relaying(self) -> Sink | None:
+        """The relay is over for this link: the sink it had; what still arrives is dropped."""
+        sink, self._sink, self._mode = self._sink, None, Mode.DONE
         self._ignore_messages()
+        return sink
 
     def pause_reading(self) -> None:
         """Stop reading the viewer while its desktop's write buffer is full."""

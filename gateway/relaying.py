@@ -18,7 +18,7 @@ from .broker_client import BrokerClient
 from .config import GatewayConfig
 from .metrics import Metrics
 from .relay import Counters
-from .session_table import RelaySession, SessionTable
+from .session_table import RelaySession, SessionTable, State
 from .viewer import ViewerLink
 
 logger = logging.getLogger("pforte.gateway")
@@ -41,9 +41,8 @@ class Relaying:
 
     def _relay_ended(self, session: RelaySession, viewer: ViewerLink, reason: EndReason) -> None:
         """The relay on ``viewer`` ended: end the session, or hold it for a resume."""
-        if session.ws is not viewer:
-            return  # superseded: a resumed connection carries the session on
-        reason = session.ended_by or reason
+        if session.ws is not viewer or session.state is State.ENDED:
+            return  # superseded (a resumed connection carries the session on), or ended here
         if (reason is EndReason.CLIENT_LOST and session.token is not None
                 and not self.draining()):
             self.table.drop(session, self.config.resume_grace, self._grace_over)
@@ -84,13 +83,12 @@ class Relaying:
         self.relay(viewer, session)
 
     def close_and_end(self, session: RelaySession, reason: EndReason, close: Close) -> None:
-        """The gateway ends the session: an attached one's websocket is closed with ``close``
-        (the session ends when the relay has stopped), a held one ends at once."""
-        if session.ws is not None:
-            session.end_for(reason)
-            session.ws.close_with(close)
-        else:
-            self.end(session, reason)
+        """The gateway ends the session for ``reason`` (the broker hears that one), then closes
+        an attached one's websocket with ``close``."""
+        viewer = session.ws
+        self.end(session, reason)
+        if viewer is not None:
+            viewer.close_with(close)
 
     def log_off(self, session_id: str, tenant: str | None = None) -> None:
         """Close a session's connections here (and any held for a resume): it is over."""

@@ -17,8 +17,7 @@ DETACHED     END        ENDED       grace over, logoff, shutdown
 
 Every other pair is a bug and raises :class:`InvalidTransition`. :class:`SessionTable` owns every
 open websocket (with the per-source counts that caps need), every relay session with its resume
-token, and the grace timers; the rest of the gateway asks it, and changes states only through it
-(and :meth:`RelaySession.end_for`).
+token, and the grace timers; the rest of the gateway asks it, and changes states only through it.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ import enum
 from dataclasses import dataclass
 from typing import Callable
 
-from wire.closes import EndReason
 from wire.ticket import Claims
 
 from .relay import DesktopLink
@@ -75,7 +73,6 @@ class RelaySession:
     ws: ViewerLink | None       # the client's websocket while ATTACHED
     token: str | None = None               # resume token, for resumable sessions
     state: State = State.ATTACHED
-    ended_by: EndReason | None = None      # the gateway decided to end it (idle, logoff)
     notice: str | None = None              # the last notice (encoded), again after a resume
     outage_ticket: str | None = None       # admitted by the gateway's memory: the ticket, the
                                            # proof shown to a broker until one recorded it
@@ -83,11 +80,6 @@ class RelaySession:
 
     def _apply(self, event: Event) -> None:
         self.state = next_state(self.state, event)
-
-    def end_for(self, reason: EndReason) -> None:
-        """The gateway decided to end this session: when its websocket's close arrives, the
-        session ends for ``reason`` (and is not held for a resume)."""
-        self.ended_by = reason
 
 
 class SessionTable:

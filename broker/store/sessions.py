@@ -192,26 +192,29 @@ class Sessions(Repository):
         changes: a gateway vouches only for the viewers it redeemed)."""
         vouched, connected = bulk(Event.CONNECT)
 
+        live = f"state IN ({_marks(vouched)})"
+
         def q(db: Tx) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
             over, unproven = [], []
             for i in _by_session(sessions, lambda t: t[1]):
                 tenant, session_id, ticket_id, outage_ticket = sessions[i]
-                row = db.execute("SELECT state FROM sessions WHERE tenant=? AND id=?",
-                                 (tenant, session_id)).fetchone()
-                if row is None or State(row[0]) not in vouched:
-                    over.append((tenant, session_id))
+                if outage_ticket:           # (rare) its viewer is recorded, if the session lives
+                    db.execute(f"INSERT INTO viewers SELECT ?,?,?,? WHERE EXISTS (SELECT 1 FROM "
+                               f"sessions WHERE tenant=? AND id=? AND {live}) "
+                               f"ON CONFLICT (ticket_id) DO NOTHING",
+                               (ticket_id, tenant, session_id, now, tenant, session_id,
+                                *_values(vouched)))
+                if ticket_id and db.execute(  # the common case: one statement
+                        f"UPDATE sessions SET state=?, viewers=CASE WHEN viewers<1 THEN 1 ELSE "
+                        f"viewers END, deadline=NULL, updated=? WHERE tenant=? AND id=? AND "
+                        f"{live} AND EXISTS (SELECT 1 FROM viewers WHERE ticket_id=? AND "
+                        f"session_id=? AND tenant=?)",
+                        (connected.value, now, tenant, session_id, *_values(vouched), ticket_id,
+                         session_id, tenant)).rowcount == 1:
                     continue
-                if outage_ticket:
-                    db.execute("INSERT INTO viewers VALUES (?,?,?,?) ON CONFLICT (ticket_id) "
-                               "DO NOTHING", (ticket_id, tenant, session_id, now))
-                if not ticket_id or db.execute(
-                        "SELECT 1 FROM viewers WHERE ticket_id=? AND session_id=? AND tenant=?",
-                        (ticket_id, session_id, tenant)).fetchone() is None:
-                    unproven.append((tenant, session_id))
-                    continue
-                db.execute("UPDATE sessions SET state=?, viewers=CASE WHEN viewers<1 THEN 1 "
-                           "ELSE viewers END, deadline=NULL, updated=? WHERE id=?",
-                           (connected.value, now, session_id))
+                row = db.execute(f"SELECT 1 FROM sessions WHERE tenant=? AND id=? AND {live}",
+                                 (tenant, session_id, *_values(vouched))).fetchone()
+                (unproven if row else over).append((tenant, session_id))
             return over, unproven
         return await self._write(q, locks=sorted({f"session:{t[1]}" for t in sessions}))
 

@@ -77,7 +77,8 @@ class Connections:
         database is down: this broker remembers the sign-out for as long as a pass can live
         (at most :data:`SIGN_OUTS_REMEMBERED`, the oldest forgotten first)."""
         now = self.clock()
-        self._signed_out[reconnect_pass.login_hash(token)] = now + self.config.reconnect_pass_lifetime
+        until = now + self.config.reconnect_pass_lifetime
+        self._signed_out[reconnect_pass.login_hash(token)] = until
         if len(self._signed_out) > SIGN_OUTS_REMEMBERED:
             live = [(h, until) for h, until in self._signed_out.items() if until > now]
             self._signed_out = dict(live[-SIGN_OUTS_REMEMBERED:])

@@ -165,8 +165,9 @@ class Logins:
             entry = await directory.find(name)
             searched = time.perf_counter() - started
             identity = entry.login if entry is not None else canonical(name)
-            await self._reserve_also(attempt, [user_key(self.config, tenant.id, identity, complete=False)],
-                                     tenant.id, identity, source, "login.password")
+            await self._reserve_also(
+                attempt, [user_key(self.config, tenant.id, identity, complete=False)],
+                tenant.id, identity, source, "login.password")
             user = await directory.verify(entry, password)
             token = secrets.token_urlsafe(32)
             login = Login(tenant=tenant.id, user=user.login, display_name=user.display_name,

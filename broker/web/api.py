@@ -45,8 +45,8 @@ async def api_enrolment(request: web.Request) -> web.StreamResponse:
 async def api_mfa(request: web.Request) -> web.StreamResponse:
     data = await json_body(request)
     token, login = await login_of(request, need_mfa=False, state_changing=True)
-    codes = await request.config_dict[BROKER_KEY].second_factor.check(token, login, field(data, "code"),
-                                                        source=source_of(request))
+    codes = await request.config_dict[BROKER_KEY].second_factor.check(
+        token, login, field(data, "code"), source=source_of(request))
     if codes:
         return web.json_response({"recovery_codes": codes})
     return web.Response(status=204)
@@ -75,8 +75,8 @@ async def api_connect(request: web.Request) -> web.StreamResponse:
             if device.tenant != login.tenant:
                 raise NotEntitled(pool)
             source = f"{source} device {device.id}"
-        conn = await broker.connections.connect(login, pool, source=source,
-                                    device=device.name if device is not None else None)
+        conn = await broker.connections.connect(
+            login, pool, source=source, device=device.name if device is not None else None)
         sealed = broker.connections.reconnect_pass(token, login, conn)
     except StoreUnavailable:
         sealed = request.headers.get(RECONNECT_PASS_HEADER)

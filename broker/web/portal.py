@@ -68,8 +68,8 @@ async def mfa_submit(request: web.Request) -> web.StreamResponse:
     token, login = await login_of(request, need_mfa=False, csrf=form.get("csrf", ""),
                                 state_changing=True)
     try:
-        codes = await request.config_dict[BROKER_KEY].second_factor.check(token, login, form.get("code", ""),
-                                                            source=source_of(request))
+        codes = await request.config_dict[BROKER_KEY].second_factor.check(
+            token, login, form.get("code", ""), source=source_of(request))
     except LoginRequired:
         raise
     except BrokerError as exc:
@@ -90,7 +90,8 @@ async def desktops(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther(f"/desktop/{pools[0].id}")
     return web.Response(text=pages.desktops_page(
         lang, t, login.csrf, login.display_name, pools,
-        console=request.config_dict[BROKER_KEY].logins.administers(login)), content_type="text/html")
+        console=request.config_dict[BROKER_KEY].logins.administers(login)),
+        content_type="text/html")
 
 
 @routes.get("/desktop/{pool}")

@@ -182,14 +182,11 @@ class Sessions(Repository):
 
     async def held(self, sessions: Sequence[tuple[str, str, str, bool]], *,
                    now: float) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-        """A gateway vouches that it holds these: (tenant, session, the ticket id of one of its
-        viewers, whether that ticket is an outage ticket whose signature the broker checked).
-        Each live one it proves — a viewer recorded under that ticket, or a checked outage
-        ticket (then recorded as its viewer) — is connected from now on (its lease renewed; a
-        pending or disconnected one, which a gateway admitted while no broker could record it,
-        becomes connected and loses its timer). Returns those named that are ended or unknown
-        (they hold no seat, so the gateway closes them) and those live but unproven (nothing
-        changes: a gateway vouches only for the viewers it redeemed)."""
+        """A gateway vouches that it holds these: (tenant, session, a viewer's ticket id, whether
+        it is an outage ticket whose signature the broker checked). Each live one it proves (a
+        viewer under that ticket, or a checked outage ticket, then recorded) is connected from
+        now on: lease renewed, a pending or disconnected one's timer off. Returns those ended or
+        unknown (no seat: the gateway closes them) and those live but unproven (unchanged)."""
         vouched, connected = bulk(Event.CONNECT)
 
         live = f"state IN ({_marks(vouched)})"

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from wire.config import Section, load_toml, networks, read_aes_key, read_secret
 from wire.serving import HTTP_IDLE_TIMEOUT
 from wire.errors import ConfigError
-from wire.ticket import CLIPBOARD_POLICIES, MAX_LIFETIME
+from wire.ticket import CLIPBOARD_POLICIES, KEYBOARD_LAYOUTS, MAX_LIFETIME
 
 from .maintenance import LAST, Calendar, Window, parse_weekday
 from .throttle import Policy
@@ -77,6 +77,8 @@ class HostConfig:
     seats: int
     secret: bytes | None              # the desktop's VNC password; users never see it
     ssh: "SshConfig | None" = None    # host control over SSH (notices, logoff, probes)
+    certificate_sha256: str | None = None  # RDP: the certificate the host must show (hex)
+    logon_domain: str = ""            # RDP: the Windows domain of the users' logon
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,9 @@ class PoolConfig:
                                       # window; "follow": it takes the browser window's size
     clipboard: str = "both"           # which way text may cross: "both", "in" (into the
                                       # desktop only), "out" (out of it only), "none"
+    keyboard_layout: str = "de"       # RDP: the layout the host applies to the keys (gateway.rdp)
+    audio: bool = False               # RDP: the desktop's sound plays on the user's computer
+    drives_printers: bool = False     # RDP: the user's drives and printers reach the desktop
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,10 @@ class TenantConfig:
 
     def host(self, host_id: str) -> HostConfig | None:
         return self._hosts_by_id.get(host_id)
+
+    def pool_protocol(self, pool: PoolConfig) -> str:
+        """The protocol a pool's desktops speak (all of them: the config checks it)."""
+        return self._hosts_by_id[pool.hosts[0]].protocol
 
     @functools.cached_property
     def _hosts_by_id(self) -> dict[str, HostConfig]:  # every placement looks up each host
@@ -304,6 +313,12 @@ def _tenant(t: Section) -> TenantConfig:
     _check_unique(t, "hosts", [h.id for h in hosts])
     host_ids = {h.id for h in hosts}
     pools = tuple(_pool(p, host_ids) for p in t.tables("pools"))
+    protocols = {h.id: h.protocol for h in hosts}
+    for i, pool in enumerate(pools):
+        if len({protocols[h] for h in pool.hosts}) > 1:
+            raise ConfigError(t.path, t.key(f"pools[{i}].hosts"),
+                              "expected hosts that all speak the same protocol (the user's "
+                              "viewer is chosen by the pool)")
     _check_unique(t, "pools", [p.id for p in pools])
     calendars = tuple(_calendar(c) for c in t.tables("calendars", non_empty=False))
     _check_unique(t, "calendars", [c.id for c in calendars])
@@ -427,9 +442,17 @@ def _host(h: Section) -> HostConfig:
         raise h.fail("address", f"expected an IP address, got {address!r}") from None
     protocol = _one_of(h, "protocol", PROTOCOLS, "vnc")
     secret = read_secret(h.file("secret_file")) if "secret_file" in h.data else None
+    pin = None
+    if protocol == "rdp":
+        pin = h.str("certificate_sha256").replace(":", "").lower()
+        if len(pin) != 64 or any(c not in "0123456789abcdef" for c in pin):
+            raise h.fail("certificate_sha256", "the SHA-256 fingerprint of the host's RDP "
+                         "certificate: 64 hex digits (colons allowed)")
     cfg = HostConfig(id=host_id, address=address, port=h.int("port", minimum=1, maximum=65535),
                      protocol=protocol, seats=h.int("seats", minimum=1), secret=secret,
-                     ssh=_ssh(h.table("ssh"), address) if "ssh" in h.data else None)
+                     ssh=_ssh(h.table("ssh"), address) if "ssh" in h.data else None,
+                     certificate_sha256=pin,
+                     logon_domain=h.str("logon_domain", "") if protocol == "rdp" else "")
     h.done()
     return cfg
 
@@ -477,6 +500,9 @@ def _pool(p: Section, host_ids: set[str]) -> PoolConfig:
                      == "dedicated",
                      idle_logoff=p.int("idle_logoff", 0, minimum=0),
                      screen=_one_of(p, "screen", ("scale", "follow"), "scale"),
-                     clipboard=_one_of(p, "clipboard", CLIPBOARD_POLICIES, "both"))
+                     clipboard=_one_of(p, "clipboard", CLIPBOARD_POLICIES, "both"),
+                     keyboard_layout=_one_of(p, "keyboard_layout", tuple(KEYBOARD_LAYOUTS), "de"),
+                     audio=p.bool("audio", False),
+                     drives_printers=p.bool("drives_printers", False))
     p.done()
     return cfg

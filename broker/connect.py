@@ -23,7 +23,7 @@ from .entitlement import entitled_pool, entitled_pools
 from .errors import (BrokerError, DesktopStartFailed, NoFreeDesktop, NotConnected,
                      NotEntitled, OwnDesktopUnavailable, PoolBusy, StoreUnavailable)
 from .host_control import HostControl, HostUnreachable, desktop_secret
-from .logins import check_csrf
+from .logins import check_csrf, open_logon
 from .logons import LogonPhases
 from .store import Assignment, Login, Store
 from .store.sessions import set_logon_in
@@ -122,7 +122,8 @@ class Connections:
             phases["desktop_start"] = time.perf_counter() - launching
         minting = time.perf_counter()
         minted, expires = self._ticket(tenant.id, login.user, assignment.session_id, pool, host,
-                                       port, now, self.config.ticket_lifetime)
+                                       port, now, self.config.ticket_lifetime,
+                                       password=open_logon(self.config.credential_key, login))
         phases["ticket"] = time.perf_counter() - minting
         # The audit entry and the logon's phases are one transaction of their own, after the
         # pool's lock is released: written under the lock it made every placement of a pool
@@ -219,19 +220,30 @@ class Connections:
                           expires, found.port)
 
     def _ticket(self, tenant: str, user: str, session: str, pool: PoolConfig, host: HostConfig,
-                port: int, now: float, lifetime: int, *, outage: bool = False) -> tuple[str, int]:
-        """The one ticket minter: a signed ticket to that session's desktop (its password
-        sealed in it), and when it expires."""
+                port: int, now: float, lifetime: int, *, outage: bool = False,
+                password: str | None = None) -> tuple[str, int]:
+        """The one ticket minter: a signed ticket to that session's desktop (its secret sealed
+        in it: a VNC desktop's password, or for an RDP host the user's Windows logon when her
+        ``password`` is known), and when it expires."""
         ticket_id = ticket.new_ticket_id()
         issued = int(now)
-        secret = desktop_secret(host, session)
+        rdp = host.protocol == "rdp"
+        if rdp:
+            secret = (ticket.logon_secret(user, host.logon_domain, password)
+                      if password is not None else None)
+        else:
+            secret = desktop_secret(host, session)
         claims = ticket.Claims(
             ticket_id=ticket_id, issued_at=issued, expires_at=issued + lifetime,
             audience=self.config.gateway_audience, tenant=tenant, user=user, session=session,
             target=ticket.Target(host.address, port, host.protocol),
             sealed_secret=(ticket.seal_secret(self.config.credential_key, ticket_id, secret)
                            if secret is not None else None),
-            idle_after=pool.idle_logoff, clipboard=pool.clipboard, outage=outage)
+            idle_after=pool.idle_logoff, clipboard=pool.clipboard, outage=outage,
+            keyboard=ticket.KEYBOARD_LAYOUTS[pool.keyboard_layout] if rdp else 0,
+            channels=tuple(name for name, on in (("drives_printers", pool.drives_printers),
+                                                  ("audio", pool.audio)) if on and rdp),
+            certificate=host.certificate_sha256)
         return ticket.mint(self._signing_key, claims), issued + lifetime
 
     async def _launch(self, tenant: TenantConfig, host: HostConfig, login: Login,

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
 
+from wire import sealing
+
 from .audit import AuditLog
 from .config import BrokerConfig, TenantConfig
 from .directory import Directory, canonical
@@ -38,6 +40,29 @@ def user_key(config: BrokerConfig, tenant: str, identity: str, *, complete: bool
 def source_key(config: BrokerConfig, source: str) -> Key:
     """The client address's throttle record."""
     return Key(f"source:{source}", config.source_throttle)
+
+
+def _logon_context(tenant: str, user: str) -> bytes:
+    return b"logon\0" + tenant.encode() + b"\0" + user.encode()
+
+
+def seal_logon(key: bytes, tenant: str, user: str, password: str) -> str:
+    """The directory password a user signed in with, sealed for her RDP desktops' Windows logon
+    (kept with the login, never in the clear; bound to the user: a seal copied into another
+    user's login does not open)."""
+    return sealing.seal(key, password.encode(), _logon_context(tenant, user))
+
+
+def open_logon(key: bytes, login: Login) -> str | None:
+    """The password :func:`seal_logon` sealed in ``login``; None when it holds none (or one
+    that does not open: the host then asks the user)."""
+    if login.sealed_logon is None:
+        return None
+    try:
+        return sealing.unseal(key, login.sealed_logon,
+                              _logon_context(login.tenant, login.user)).decode()
+    except (sealing.SealBroken, UnicodeDecodeError):
+        return None
 
 
 def check_csrf(sent: str | None, login_csrf: str) -> None:
@@ -175,7 +200,11 @@ class Logins:
                           expires=self.clock() + self.config.login_lifetime,
                           phases=(("directory_search", searched),
                                   ("directory_bind", user.bind_seconds),
-                                  ("directory_groups", user.groups_seconds)))
+                                  ("directory_groups", user.groups_seconds)),
+                          sealed_logon=(seal_logon(self.config.credential_key, tenant.id,
+                                                   user.login, password)
+                                        if any(h.protocol == "rdp" for h in tenant.hosts)
+                                        else None))
             self.logons.observe_all(dict(login.phases))
             attempt.on_success += [  # recorded with the settlement: one transaction
                 self.store.accounts.new_login(token, login),

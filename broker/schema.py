@@ -81,6 +81,9 @@ CREATE TABLE viewers (
     since REAL NOT NULL);
 CREATE INDEX viewers_by_session ON viewers (session_id);
 """,
+    5: """
+ALTER TABLE logins ADD COLUMN sealed_logon TEXT;
+""",
 }
 LATEST = max(MIGRATIONS)
 

@@ -3,7 +3,10 @@ functions of values (no sockets, no clock; the one piece of state is :class:`Out
 
 The first websocket message is either a ticket — bare, as text or binary, or as the control
 message ``Offer`` (``{"ticket": T, "resumable": true}``) — or ``Resume`` (``{"resume": TOKEN,
-"offset": N}``) to reattach a dropped session. Anything else is malformed. A ticket's target must
+"offset": N}``) to reattach a dropped session, or, from a page's RDP client, an RDCleanPath
+request whose token is the ticket (:class:`RdpOffer`). Anything else is malformed. A ticket
+for an RDP desktop is taken only in an RDCleanPath request, and one for another desktop only
+outside it (``PROTOCOL``). A ticket's target must
 lie inside ``allowed_targets`` (an address: names are never resolved), and a browser's Origin must
 be one of ``allowed_origins``.
 """
@@ -11,22 +14,49 @@ be one of ``allowed_origins``.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from typing import Sequence
 
+from wire import rdcleanpath
 from wire.closes import Close
 from wire.resume import Offer, Resume, decode
 from wire.serving import Network
 from wire.ticket import Claims, Target
 
 from .errors import Refused
+from .rdp import is_connection_request
 
 
-def first_message(data: str | bytes) -> Offer | Resume:
+@dataclass(frozen=True)
+class RdpOffer:
+    """A page's RDP client's first message: an RDCleanPath request carrying the ticket."""
+    ticket: str
+    resumable: bool = False
+
+
+# What a page's RDP client is told in RDCleanPath when the gateway refuses (it shows the status).
+HTTP_STATUS = {4400: 400, 4401: 401, 4403: 403, 4408: 408, 4409: 409, 4415: 400, 4429: 429,
+               4502: 502, 4503: 503}
+
+
+def http_status(close: Close) -> int:
+    return HTTP_STATUS.get(close.code, 500)
+
+
+def first_message(data: str | bytes) -> Offer | Resume | RdpOffer:
     """What a first message asks for.
 
     Raises:
         Refused: MALFORMED for anything that is neither a ticket nor a resume request.
     """
+    if isinstance(data, bytes) and rdcleanpath.looks_like_request(data):
+        try:
+            request = rdcleanpath.decode_request(data)
+        except rdcleanpath.Malformed:
+            raise Refused(Close.MALFORMED) from None
+        if not is_connection_request(request.x224):
+            raise Refused(Close.MALFORMED)
+        return RdpOffer(request.token)
     if isinstance(data, bytes):
         try:
             data = data.decode("ascii")
@@ -38,6 +68,11 @@ def first_message(data: str | bytes) -> Offer | Resume:
     if not isinstance(message, (Offer, Resume)):
         raise Refused(Close.MALFORMED)
     return message
+
+
+def protocol_matches(offer: Offer | RdpOffer, target: Target) -> bool:
+    """Whether the client that offered the ticket is one its desktop takes."""
+    return (target.protocol == "rdp") == isinstance(offer, RdpOffer)
 
 
 def target_allowed(target: Target, allowed: Sequence[Network]) -> bool:

@@ -7,17 +7,27 @@ whose listen queue overflowed under a burst of logons can leave a connection ope
 greets — TigerVNC listens with a queue of 5). A refusal by the desktop is final.
 
 VNC completes the desktop's RFB handshake with the ticket's sealed secret and greets the viewer
-with security type None (:mod:`wire.rfb`). A protocol without a side of its own is relayed as it
-comes. A second protocol plugs in here: a :class:`DesktopSide` in :data:`SIDES`.
+with security type None (:mod:`wire.rfb`). RDP opens the host's connection with the gateway's own
+X.224 request, takes TLS with it (the host's certificate must be the one the ticket names), and
+answers the page's RDCleanPath request with the host's confirm and certificate; the client's
+stream then passes :class:`gateway.rdp.ClientStream`, which fills in the user's logon and the
+pool's policies (:mod:`gateway.rdp`). A protocol without a side of its own is relayed as it comes.
+A protocol plugs in here: a :class:`DesktopSide` in :data:`SIDES`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import ssl
 
-from wire import rfb, ticket
+from wire import rdcleanpath, rfb, ticket
+from wire.errors import DesktopError
 
+from . import rdp
+from .clipboard import ClipboardGuard
 from .config import GatewayConfig
 from .relay import DesktopLink
 from .viewer import Ended, Kind, ViewerLink
@@ -58,20 +68,26 @@ class ViewerBytes:
 class DesktopSide:
     """What a protocol needs before its bytes are relayed: here, nothing."""
 
-    def secret(self, key: bytes, claims: ticket.Claims) -> bytes | None:
-        """The desktop's password from the ticket, opened before the first attempt.
+    def secret(self, key: bytes, claims: ticket.Claims) -> object:
+        """The desktop's secret from the ticket, opened before the first attempt.
 
         Raises:
             TicketError: the ticket's sealed secret is unusable.
         """
         return None
 
-    async def authenticate(self, link: DesktopLink, secret: bytes | None) -> None:
+    async def authenticate(self, link: DesktopLink, secret: object,
+                           claims: ticket.Claims) -> None:
         """Prove the gateway to the desktop on a fresh connection.
 
         Raises:
             DesktopError, ConnectionError: the desktop refused or hung up.
         """
+
+    def guard(self, claims: ticket.Claims, secret: object, totals: dict[str, int]) -> object:
+        """What walks the session's stream both ways for the pool's policies (None: nothing);
+        ``totals``: the gateway's clipboard counters."""
+        return None
 
     async def greet_viewer(self, viewer: ViewerLink, link: DesktopLink, timeout: float) -> None:
         """The viewer's half of the handshake, counted in the stream.
@@ -88,8 +104,12 @@ class VncSide(DesktopSide):
     def secret(self, key: bytes, claims: ticket.Claims) -> bytes | None:
         return ticket.open_secret(key, claims)
 
-    async def authenticate(self, link: DesktopLink, secret: bytes | None) -> None:
+    async def authenticate(self, link: DesktopLink, secret: object,
+                           claims: ticket.Claims) -> None:
         await rfb.authenticate_desktop(link, secret)
+
+    def guard(self, claims: ticket.Claims, secret: object, totals: dict[str, int]) -> object:
+        return ClipboardGuard.for_policy(claims.clipboard, totals)
 
     async def greet_viewer(self, viewer: ViewerLink, link: DesktopLink, timeout: float) -> None:
         stream = ViewerBytes(viewer)
@@ -104,7 +124,71 @@ class VncSide(DesktopSide):
             link.counters.up += len(stream.pending)
 
 
-SIDES: dict[str, DesktopSide] = {"vnc": VncSide()}
+class _Untouched:
+    """One direction of a stream that passes as it is."""
+
+    @staticmethod
+    def feed(data: bytes) -> bytes:
+        return data
+
+
+class RdpGuard:
+    """An RDP session's stream: the client's connection sequence walked, the host's untouched."""
+
+    __slots__ = ("viewer", "desktop", "counts")
+
+    def __init__(self, stream: rdp.ClientStream) -> None:
+        self.viewer, self.desktop, self.counts = stream, _Untouched, None
+
+
+class RdpSide(DesktopSide):
+    """RDP behind TLS: the gateway's X.224 request, TLS with the certificate the ticket names,
+    RDCleanPath's answer to the viewer, the logon filled in (see the module's docstring)."""
+
+    def secret(self, key: bytes, claims: ticket.Claims) -> object:
+        logon = ticket.open_logon(key, claims)
+        return rdp.Logon(*logon) if logon is not None else None
+
+    async def authenticate(self, link: DesktopLink, secret: object,
+                           claims: ticket.Claims) -> None:
+        if claims.certificate is None:
+            raise DesktopError("the ticket names no certificate for the RDP host")
+        link.write(rdp.connection_request())
+        header = await link.read_exactly(4)
+        try:
+            confirm = header + await link.read_exactly(rdp.tpkt_length(header) - 4)
+            protocol = rdp.selected_protocol(confirm)
+        except rdp.StreamNotUnderstood as exc:
+            raise DesktopError(f"RDP host: {exc}") from None
+        if protocol != rdp.PROTOCOL_SSL:
+            raise DesktopError(f"RDP host chose protocol {protocol} (the gateway speaks TLS; "
+                               "Network Level Authentication is not supported yet)")
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE      # the host's certificate is pinned below
+        transport = await asyncio.get_running_loop().start_tls(
+            link.transport, link, context, server_side=False)
+        certificate = transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        shown = hashlib.sha256(certificate or b"").hexdigest()
+        if not hmac.compare_digest(shown, claims.certificate.lower()):
+            transport.close()
+            raise DesktopError(f"RDP host showed certificate {shown[:16]}…, not the pinned one")
+        link.transport = transport
+        transport.set_write_buffer_limits(high=link.max_buffered)
+        link.opening = rdcleanpath.encode_response(confirm, [certificate], claims.target.host)
+
+    async def greet_viewer(self, viewer: ViewerLink, link: DesktopLink, timeout: float) -> None:
+        viewer.send_binary(link.opening)
+        link.opening = None
+
+    def guard(self, claims: ticket.Claims, secret: object, totals: dict[str, int]) -> object:
+        allowed = {name: True for name in claims.channels}
+        allowed["clipboard"] = claims.clipboard == "both"
+        return RdpGuard(rdp.ClientStream(secret, claims.keyboard,
+                                         rdp.blocked_channels(allowed)))
+
+
+SIDES: dict[str, DesktopSide] = {"vnc": VncSide(), "rdp": RdpSide()}
 RELAYED_AS_IS = DesktopSide()
 
 
@@ -112,8 +196,11 @@ def side_for(protocol: str) -> DesktopSide:
     return SIDES.get(protocol, RELAYED_AS_IS)
 
 
-async def reach_desktop(claims: ticket.Claims, config: GatewayConfig) -> DesktopLink:
-    """Connect to the ticket's desktop and prove the gateway to it (see the module's docstring).
+async def reach_desktop(claims: ticket.Claims, config: GatewayConfig,
+                        clipboard_totals: dict[str, int]) -> DesktopLink:
+    """Connect to the ticket's desktop and prove the gateway to it (see the module's docstring);
+    the link comes with the guard of the pool's policies (``clipboard_totals``: the gateway's
+    clipboard counters).
 
     Raises:
         OSError, asyncio.TimeoutError, ConnectionError: the desktop was not reached.
@@ -124,7 +211,9 @@ async def reach_desktop(claims: ticket.Claims, config: GatewayConfig) -> Desktop
     attempt = 1
     while True:
         try:
-            return await _connect(claims, side, secret, config)
+            link = await _connect(claims, side, secret, config)
+            link.guard = side.guard(claims, secret, clipboard_totals)
+            return link
         except (OSError, asyncio.TimeoutError) as exc:  # ConnectionError is an OSError
             if attempt == config.connect_attempts:
                 raise
@@ -134,7 +223,7 @@ async def reach_desktop(claims: ticket.Claims, config: GatewayConfig) -> Desktop
                         type(exc).__name__, attempt, config.connect_attempts)
 
 
-async def _connect(claims: ticket.Claims, side: DesktopSide, secret: bytes | None,
+async def _connect(claims: ticket.Claims, side: DesktopSide, secret: object,
                    config: GatewayConfig) -> DesktopLink:
     """One attempt of :func:`reach_desktop`; the connection is closed if it fails."""
     link: DesktopLink | None = None
@@ -143,7 +232,7 @@ async def _connect(claims: ticket.Claims, side: DesktopSide, secret: bytes | Non
             _, link = await asyncio.get_running_loop().create_connection(
                 lambda: DesktopLink(config.max_buffered, config.replay_limit),
                 claims.target.host, claims.target.port)
-            await side.authenticate(link, secret)
+            await side.authenticate(link, secret, claims)
         return link
     except BaseException:
         if link is not None:

@@ -28,14 +28,14 @@ from typing import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from wire import ticket
+from wire import rdcleanpath, ticket
 from wire.closes import Close, EndReason
 from wire.errors import DesktopError, TicketError
 from wire.resume import Offer, ReplayBuffer, Resume, ResumeToken, encode
 
 from . import admission
 from .broker_client import BrokerClient
-from .clipboard import ClipboardGuard, StreamNotUnderstood
+from .clipboard import StreamNotUnderstood
 from .config import GatewayConfig
 from .desktops import reach_desktop, side_for
 from .errors import BrokerUnavailable, GatewayError, Refused, TargetNotAllowed
@@ -136,6 +136,12 @@ class Handshake:
             raise Refused(Close.MALFORMED)
         received = time.perf_counter()
         first = admission.first_message(msg.data)
+        if isinstance(first, admission.RdpOffer):
+            try:
+                return await self._redeem(first, received)
+            except (GatewayError, TicketError) as exc:   # the page's client shows the status
+                viewer.send_binary(rdcleanpath.encode_error(admission.http_status(exc.close)))
+                raise
         if not isinstance(first, Offer):
             if self.workers and (holder := self.workers.holder(first.token)) is not None:
                 return Carry(holder, first)
@@ -145,16 +151,18 @@ class Handshake:
             return Reattach(session, first.offset)
         return await self._redeem(first, received)
 
-    async def _redeem(self, offer: Offer, received: float) -> Redeemed:
+    async def _redeem(self, offer: Offer | admission.RdpOffer, received: float) -> Redeemed:
         """Verify the offered ticket and record its single use with the broker.
 
         Raises:
-            TicketError, TargetNotAllowed, BrokerUnavailable.
+            TicketError, TargetNotAllowed, Refused (PROTOCOL), BrokerUnavailable.
         """
         claims = ticket.verify(self.public_key, offer.ticket, now=time.time(),
                                audience=self.config.audience)
         if not admission.target_allowed(claims.target, self.config.allowed_targets):
             raise TargetNotAllowed(claims.target.host)
+        if not admission.protocol_matches(offer, claims.target):
+            raise Refused(Close.PROTOCOL)
         try:
             await self.broker.redeem(claims)
         except BrokerUnavailable:
@@ -174,15 +182,16 @@ class Handshake:
         self.metrics.sessions_total += 1
         reaching = time.perf_counter()
         try:
-            link = await reach_desktop(claims, self.config)
+            link = await reach_desktop(claims, self.config, self.metrics.clipboard)
         except (OSError, asyncio.TimeoutError, DesktopError, TicketError) as exc:
             logger.warning("session %s: desktop %s:%s unavailable: %s", claims.session,
                            claims.target.host, claims.target.port, type(exc).__name__)
             self.metrics.refused(Close.DESKTOP.word)
+            if claims.target.protocol == "rdp":
+                viewer.send_binary(rdcleanpath.encode_error(admission.http_status(Close.DESKTOP)))
             viewer.close_with(Close.DESKTOP)
             self.relaying.ended(claims, Counters(), EndReason.DESKTOP_UNAVAILABLE)
             return
-        link.guard = ClipboardGuard.for_policy(claims.clipboard, self.metrics.clipboard)
         desktop_seconds = time.perf_counter() - reaching
         session = RelaySession(claims, link, viewer, outage_ticket=admitted.outage_ticket,
                                token=self._new_token() if admitted.resumable else None)

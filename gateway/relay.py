@@ -73,7 +73,7 @@ class DesktopLink(asyncio.Protocol):
     """The gateway's TCP connection to a desktop, and in relay mode the viewer's sink."""
 
     __slots__ = ("max_buffered", "replay_limit", "transport", "buffer", "counters", "replay",
-                 "guard", "violation", "viewer", "on_end", "done", "_paused", "_full",
+                 "guard", "opening", "violation", "viewer", "on_end", "done", "_paused", "_full",
                  "_waiter", "_acks")
 
     def __init__(self, max_buffered: int, replay_limit: int = 0) -> None:
@@ -83,7 +83,8 @@ class DesktopLink(asyncio.Protocol):
         self.buffer = bytearray()
         self.counters = Counters()
         self.replay: ReplayBuffer | None = None  # set for resumable sessions
-        self.guard: ClipboardGuard | None = None  # a pool's clipboard policy, enforced
+        self.guard: ClipboardGuard | None = None  # a pool's policies, enforced on the stream
+        self.opening: bytes | None = None        # the desktop side's greeting for the viewer
         self.violation: str | None = None        # what the guard could not read, either way
         self.viewer: ViewerLink | None = None    # the websocket relaying right now
         self.on_end: Callable[[ViewerLink, EndReason], None] | None = None

@@ -82,6 +82,7 @@ class DesktopEntry:
     password: str | None           # None: no secret (RDP, SPICE, or a desktop without a password)
     protocol: str = "vnc"
     ssh: dict[str, object] | None = None   # the host's [tenants.hosts.ssh] table
+    options: dict[str, object] | None = None   # more keys of the host (certificate_sha256, ...)
 
 
 def _toml_table(values: dict[str, object]) -> str:
@@ -112,7 +113,7 @@ port = {d.port}
 protocol = "{d.protocol}"
 seats = {d.seats}
 {f'secret_file = "{_write_secret(keys / f"{d.id}.pass", d.password)}"' if d.password else ""}
-{f"[tenants.hosts.ssh]{chr(10)}{_toml_table(d.ssh)}" if d.ssh else ""}""" for d in desktops)
+{_toml_table(d.options or {})}{f"[tenants.hosts.ssh]{chr(10)}{_toml_table(d.ssh)}" if d.ssh else ""}""" for d in desktops)
     config = state / "pforte.toml"
     config.write_text(f"""\
 # Written by `pforte demo`. Every key is explained in the README's configuration reference.

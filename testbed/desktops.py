@@ -96,6 +96,102 @@ class XvncDesktop:
         return done.stdout.decode("utf-8") if done.returncode == 0 else None
 
 
+# -- xrdp: an RDP host in front of an Xvnc desktop ---------------------------------------------
+
+@dataclass
+class XrdpDesktop:
+    """An RDP host as the tests know one: Debian's ``xrdp`` serving TLS only (no Network Level
+    Authentication; see FIELD-NOTES) with its own certificate, and behind it, for every
+    connection, the :class:`XvncDesktop` ``desktop`` (xrdp's ``libvnc`` hands the RDP logon's
+    password on as the VNC password: only the user's own password opens it)."""
+
+    state: Path
+    desktop: XvncDesktop
+    port: int = 0
+    certificate_sha256: str = ""     # what the host shows, for the broker's config
+
+    def start(self, processes: Processes) -> None:
+        self.desktop.start(processes)
+        self.state.mkdir(parents=True, exist_ok=True)
+        cert, key = _rsa_certificate(self.state)
+        self.certificate_sha256 = _sha256_of_pem(cert)
+        self.port = self.port or free_port()
+        ini = self.state / "xrdp.ini"
+        ini.write_text(_XRDP_INI.format(port=self.port, cert=cert, key=key,
+                                        log=self.state / "xrdp.log",
+                                        vnc_port=self.desktop.port))
+        proc = processes.start([require("xrdp"), "--nodaemon", "--config", str(ini)],
+                               log=self.state / "xrdp.out")
+        wait_for_port("127.0.0.1", self.port, proc, what="xrdp")
+
+
+_XRDP_INI = """[Globals]
+ini_version=1
+fork=true
+port=tcp://127.0.0.1:{port}
+tcp_nodelay=true
+security_layer=tls
+crypt_level=none
+certificate={cert}
+key_file={key}
+ssl_protocols=TLSv1.2, TLSv1.3
+autorun=desktop
+allow_channels=true
+max_bpp=32
+new_cursors=true
+use_fastpath=both
+[Logging]
+LogFile={log}
+LogLevel=INFO
+EnableSyslog=false
+[Channels]
+rdpdr=true
+rdpsnd=true
+drdynvc=true
+cliprdr=true
+rail=false
+xrdpvr=false
+[desktop]
+name=desktop
+lib=libvnc.so
+ip=127.0.0.1
+port={vnc_port}
+username=na
+password=ask
+"""
+
+
+def _rsa_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed RSA certificate as a Windows host has one: (certificate, key) PEM files."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rdp-host.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=7))
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "rdp.crt", directory / "rdp.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.TraditionalOpenSSL,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def _sha256_of_pem(path: Path) -> str:
+    import hashlib
+    import ssl
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(path.read_text())).hexdigest()
+
 
 # -- the demo as a user runs it, and Debian's chromium ------------------------------------------
 

@@ -282,12 +282,12 @@ async def fake_desktop():
 
 @pytest.fixture
 def raw_install(make_installation, fake_desktop):
-    """An installation whose one host is the fake desktop, relayed as opaque bytes (RDP);
+    """An installation whose one host is the fake desktop, relayed as opaque bytes (SPICE);
     keyword arguments go to the [gateway] table. Returns (installation, anna's token, links)."""
     port, links = fake_desktop
 
     async def make(**gateway_options):
-        inst = await make_installation(desktops=[DesktopEntry("raw", port, 1000, None, "rdp")],
+        inst = await make_installation(desktops=[DesktopEntry("raw", port, 1000, None, "spice")],
                                        gateway_options=gateway_options)
         return inst, await inst.login("anna"), links
     return make

@@ -415,7 +415,8 @@ async def test_an_unhealthy_host_comes_back_by_itself(make_installation):
     import socket
     from testbed import free_port
     port = free_port()
-    inst = await make_installation(desktops=[DesktopEntry("rdp1", port, 2, None, "rdp")])
+    inst = await make_installation(desktops=[DesktopEntry("rdp1", port, 2, None, "rdp",
+                                                    options={"certificate_sha256": "ab" * 32})])
     await inst.broker.admin.probe_all()
     assert (await inst.broker.store.hosts.states_and_health(TENANT))[1] == {"rdp1": False}
     listener = socket.socket()

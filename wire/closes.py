@@ -16,6 +16,7 @@ class Close(enum.Enum):
     EXPIRED = (4401, "ticket expired")
     AUDIENCE = (4401, "ticket not for this gateway")
     TARGET = (4403, "target not allowed")
+    PROTOCOL = (4415, "the desktop takes another kind of viewer")
     TIMEOUT = (4408, "no ticket in time")
     VIEWER_TIMEOUT = (4408, "viewer did not complete the handshake")
     REPLAYED = (4409, "ticket already used")

@@ -36,6 +36,9 @@ CLOCK_SKEW = 5             # seconds a ticket may appear to come from the future
 # Which way text may cross between the user's computer and the desktop: both ways, only into the
 # desktop, only out of it, or not at all (a pool's setting; the gateway enforces it).
 CLIPBOARD_POLICIES = ("both", "in", "out", "none")
+# The keyboard layouts an RDP pool can name, as Windows identifies them (the ticket's ``kbd``).
+KEYBOARD_LAYOUTS = {"de": 0x0407, "de-ch": 0x0807, "de-at": 0x0C07, "en-us": 0x0409,
+                    "en-gb": 0x0809, "fr": 0x040C, "it": 0x0410, "nl": 0x0413}
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,10 @@ class Claims:
     clipboard: str = "both"           # the pool's clipboard policy, one of CLIPBOARD_POLICIES
     outage: bool = False              # minted from a reconnect pass while the database was down:
                                       # a gateway may admit it once without the broker's record
+    keyboard: int = 0                 # RDP: the Windows keyboard layout the host applies; 0: its own
+    channels: tuple[str, ...] = ()    # RDP: the switched channels the pool allows besides the
+                                      # clipboard ("drives_printers", "audio")
+    certificate: str | None = None    # RDP: SHA-256 (hex) of the certificate the host must show
 
 
 def _b64e(raw: bytes) -> str:
@@ -93,6 +100,31 @@ def open_secret(key: bytes, claims: Claims) -> bytes | None:
         raise TicketForged("sealed secret does not open") from None
 
 
+def logon_secret(user: str, domain: str, password: str) -> bytes:
+    """The secret an RDP ticket seals: the Windows logon the gateway fills in for the user."""
+    return json.dumps({"u": user, "d": domain, "p": password}, separators=(",", ":")).encode()
+
+
+def open_logon(key: bytes, claims: Claims) -> tuple[str, str, str] | None:
+    """The user, domain and password an RDP ticket's sealed secret holds; None when it carries
+    none (the host then asks the user itself).
+
+    Raises:
+        TicketForged: the sealed secret does not open, or holds no logon.
+    """
+    secret = open_secret(key, claims)
+    if secret is None:
+        return None
+    try:
+        d = json.loads(secret)
+        logon = d["u"], d["d"], d["p"]
+    except (ValueError, KeyError, TypeError):
+        raise TicketForged("sealed secret holds no logon") from None
+    if not all(isinstance(x, str) for x in logon):
+        raise TicketForged("sealed secret holds no logon")
+    return logon
+
+
 def mint(private_key: Ed25519PrivateKey, claims: Claims) -> str:
     """Sign claims into a ticket string.
 
@@ -115,6 +147,12 @@ def mint(private_key: Ed25519PrivateKey, claims: Claims) -> str:
         body["out"] = 1
     if claims.clipboard != "both":
         body["clp"] = claims.clipboard
+    if claims.keyboard:
+        body["kbd"] = claims.keyboard
+    if claims.channels:
+        body["chn"] = list(claims.channels)
+    if claims.certificate is not None:
+        body["crt"] = claims.certificate
     payload = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
     return f"{_b64e(payload)}.{_b64e(private_key.sign(payload))}"
 
@@ -178,12 +216,15 @@ def _claims(payload: bytes) -> Claims:
             tenant=d["ten"], user=d["usr"], session=d["ses"],
             target=Target(host, port, protocol), sealed_secret=d.get("sec"),
             idle_after=d.get("idl", 0), outage=d.get("out") == 1,
-            clipboard=d.get("clp", "both"),
+            clipboard=d.get("clp", "both"), keyboard=d.get("kbd", 0),
+            channels=tuple(d.get("chn", ())), certificate=d.get("crt"),
         )
         ok = (d["v"] == VERSION and all(isinstance(x, str) for x in (
             claims.ticket_id, claims.audience, claims.tenant, claims.user, claims.session, host,
             protocol)) and all(type(x) is int for x in (port, claims.issued_at, claims.expires_at,
-                                                         claims.idle_after))
+                                                         claims.idle_after, claims.keyboard))
+            and all(isinstance(x, str) for x in claims.channels)
+            and isinstance(claims.certificate, (str, type(None)))
             and 0 < port < 65536 and claims.clipboard in CLIPBOARD_POLICIES)
     except (ValueError, KeyError, TypeError):
         ok = False

@@ -30,6 +30,8 @@ class Login:
     csrf: str
     expires: float
     phases: tuple[tuple[str, float], ...] = ()   # seconds each logon phase took so far
+    sealed_logon: str | None = None   # the directory password, sealed for RDP desktops' logon
+                                      # (broker.logins.seal_logon); only where a tenant has them
 
 
 def _complete(db: Tx, token: str, phases: dict[str, float] | None = None) -> None:
@@ -130,23 +132,24 @@ class Accounts(Repository):
         """Store a portal login (as part of a unit of work)."""
         def q(db: Tx) -> None:
             db.execute("INSERT INTO logins (token_hash, tenant, login, display_name, groups, "
-                       "mfa_done, csrf, expires, logon) VALUES (?,?,?,?,?,?,?,?,?)", (
+                       "mfa_done, csrf, expires, logon, sealed_logon) "
+                       "VALUES (?,?,?,?,?,?,?,?,?,?)", (
                            token_hash(token), login.tenant, login.user, login.display_name,
                            json.dumps(sorted(login.groups)), int(login.mfa_done), login.csrf,
-                           login.expires, json.dumps(dict(login.phases))))
+                           login.expires, json.dumps(dict(login.phases)), login.sealed_logon))
         return q
 
     async def get_login(self, token: str, now: float) -> Login | None:
         def q(db: Tx) -> Login | None:
             row = db.execute(
-                "SELECT tenant, login, display_name, groups, mfa_done, csrf, expires, logon "
-                "FROM logins WHERE token_hash=? AND expires>?",
+                "SELECT tenant, login, display_name, groups, mfa_done, csrf, expires, logon, "
+                "sealed_logon FROM logins WHERE token_hash=? AND expires>?",
                 (token_hash(token), now)).fetchone()
             if row is None:
                 return None
             phases = tuple(json.loads(row[7]).items()) if row[7] else ()
             return Login(row[0], row[1], row[2], frozenset(json.loads(row[3])), bool(row[4]),
-                         row[5], row[6], phases)
+                         row[5], row[6], phases, row[8])
         return await self._read(q)
 
     async def delete_login(self, token: str) -> None:

@@ -23,6 +23,9 @@ STATIC_DIR = Path(__file__).parent / "static"
 PACKAGED_NOVNC_DIR = Path(__file__).parent / "novnc"    # in the wheel (scripts/build-wheel)
 CHECKOUT_NOVNC_DIR = Path(__file__).resolve().parents[2] / "node_modules" / "@novnc" / "novnc"
 DEFAULT_NOVNC_DIR = PACKAGED_NOVNC_DIR if PACKAGED_NOVNC_DIR.is_dir() else CHECKOUT_NOVNC_DIR
+PACKAGED_RDP_DIR = Path(__file__).parent / "rdp"         # IronRDP, the RDP client of the page
+CHECKOUT_RDP_DIR = Path(__file__).resolve().parents[2] / "node_modules" / "@devolutions"
+DEFAULT_RDP_DIR = PACKAGED_RDP_DIR if PACKAGED_RDP_DIR.is_dir() else CHECKOUT_RDP_DIR
 
 
 def create_app(broker: Broker, *, novnc_dir: Path = DEFAULT_NOVNC_DIR) -> web.Application:
@@ -42,6 +45,11 @@ def create_app(broker: Broker, *, novnc_dir: Path = DEFAULT_NOVNC_DIR) -> web.Ap
     else:
         logger.warning("noVNC not found at %s: the desktop page will not work "
                        "(run the setup, which installs it with npm)", novnc_dir)
+    if DEFAULT_RDP_DIR.is_dir():
+        app.router.add_static("/rdp/", DEFAULT_RDP_DIR)
+    else:
+        logger.warning("IronRDP not found at %s: RDP desktops will not open in the page "
+                       "(run the setup, which installs it with npm)", DEFAULT_RDP_DIR)
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
         await broker.start()

@@ -50,7 +50,8 @@ SECURE = web.RequestKey("secure", bool)     # reached over HTTPS (directly or at
 HSTS = "max-age=31536000"                    # a year; sent only on HTTPS responses
 # never shed: the gateways' reports (a redemption is the last, cheap step of a boot that already
 # cost), health checks (a balancer would take a busy broker out), metrics, files, administrators
-UNSHED = ("/api/v1/gateway/", "/api/v1/admin/", "/healthz", "/metrics", "/static/", "/novnc/")
+UNSHED = ("/api/v1/gateway/", "/api/v1/admin/", "/healthz", "/metrics", "/static/", "/novnc/",
+          "/rdp/")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -158,23 +159,27 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
+def content_security_policy(request: web.Request, scripts: str = "'self'") -> str:
+    """The pages' policy: everything from the portal itself, websockets also to the gateway;
+    ``scripts``: where scripts may come from (the RDP page adds compiling WebAssembly)."""
+    broker = request.config_dict[BROKER_KEY]
+    gateway_origin = "/".join(broker.config.gateway_url.split("/", 3)[:3])
+    return ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+            f"script-src {scripts}; connect-src 'self' {gateway_origin}; "
+            "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """An ``on_response_prepare`` hook: every response (pages, API, redirects, 401, 404, static
     files) gets the same security headers; HTTPS responses also HSTS."""
-    broker = request.config_dict[BROKER_KEY]
-    gateway_origin = "/".join(broker.config.gateway_url.split("/", 3)[:3])
     headers = response.headers
-    headers.setdefault(
-        "Content-Security-Policy",
-        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-        f"connect-src 'self' {gateway_origin}; frame-ancestors 'none'; "
-        "base-uri 'none'; form-action 'self'")
+    headers.setdefault("Content-Security-Policy", content_security_policy(request))
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("Referrer-Policy", "no-referrer")
     if request.get(SECURE, request.secure):
         headers.setdefault("Strict-Transport-Security", HSTS)
-    if not request.path.startswith(("/static/", "/novnc/")):
+    if not request.path.startswith(("/static/", "/novnc/", "/rdp/")):
         headers.setdefault("Cache-Control", "no-store")
 
 

@@ -75,9 +75,10 @@ def desktops_page(lang: str, t: dict[str, Text], csrf: str, display_name: str,
 
 
 def desktop_page(lang: str, t: dict[str, Text], csrf: str, pool: PoolConfig, *,
-                 kiosk: bool = False) -> str:
+                 protocol: str = "vnc", kiosk: bool = False) -> str:
+    """The desktop in the page: noVNC for VNC pools, IronRDP for RDP pools."""
     return _render("desktop.html", lang, t, csrf=csrf, pool=pool, kiosk=kiosk,
-                   texts_json=_texts_json(t, _DESKTOP_TEXT_KEYS))
+                   protocol=protocol, texts_json=_texts_json(t, _DESKTOP_TEXT_KEYS))
 
 
 def console_page(lang: str, t: dict[str, Text], csrf: str, time_zone: str) -> str:

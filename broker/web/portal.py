@@ -7,7 +7,8 @@ from aiohttp import web
 
 from ..errors import BrokerError, LoginRequired
 from . import pages
-from .common import (BROKER_KEY, COOKIE, KIOSK_COOKIE, SECURE, form_body, language, login_of,
+from .common import (BROKER_KEY, COOKIE, KIOSK_COOKIE, SECURE, content_security_policy,
+                     form_body, language, login_of,
                      message_for, set_cookie, source_of)
 
 routes = web.RouteTableDef()
@@ -105,9 +106,15 @@ async def desktop(request: web.Request) -> web.StreamResponse:
         return web.Response(text=pages.desktops_page(lang, t, login.csrf, login.display_name, pools,
                                                      error=t["not_entitled"]),
                             content_type="text/html", status=403)
-    return web.Response(text=pages.desktop_page(lang, t, login.csrf, pool,
-                                                kiosk=request.cookies.get(KIOSK_COOKIE) == "1"),
-                        content_type="text/html")
+    tenant = request.config_dict[BROKER_KEY].config.tenant(login.tenant)
+    protocol = tenant.pool_protocol(pool)
+    response = web.Response(text=pages.desktop_page(lang, t, login.csrf, pool, protocol=protocol,
+                                                    kiosk=request.cookies.get(KIOSK_COOKIE) == "1"),
+                            content_type="text/html")
+    if protocol == "rdp":   # the page's RDP client is WebAssembly: compiled, never JS eval
+        response.headers["Content-Security-Policy"] = content_security_policy(
+            request, scripts="'self' 'wasm-unsafe-eval'")
+    return response
 
 
 @routes.get("/admin")

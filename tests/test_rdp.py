@@ -1,0 +1,135 @@
+"""RDP through the gateway, against a real ``xrdp`` (TLS, an Xvnc desktop behind it): the page's
+client's first message (RDCleanPath with the ticket as its token), the gateway's TLS with the
+host (its certificate pinned by the ticket), the answer with the host's confirm and certificate,
+and what a wrong, forged or misdirected ticket gets. The full client (IronRDP in Chromium) is
+``test_rdp_browser.py``; the pure parts are ``test_rdp_stream.py``."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+import pytest
+
+from gateway import rdp
+from testbed import XrdpDesktop, XvncDesktop
+from testbed.demo import DesktopEntry
+from wire import rdcleanpath
+
+from .conftest import USERS, need
+
+# A page's client's X.224 Connection Request (what IronRDP sends; the gateway reads its form only).
+_CR = b"\xe0\x00\x00\x00\x00\x00Cookie: mstshash=-\r\n" + bytes.fromhex("0100080003000000")
+CLIENT_X224 = bytes((3, 0, 0, 5 + len(_CR), len(_CR))) + _CR
+
+
+@pytest.fixture(scope="module")
+def xrdp_host(processes, tmp_path_factory) -> XrdpDesktop:
+    """An RDP host whose desktop opens with Anna's directory password (the only one she has)."""
+    need("xrdp", "Xvnc")
+    state = tmp_path_factory.mktemp("xrdp")
+    host = XrdpDesktop(state, XvncDesktop(state / "desktop", "Rathaus Windows", "#1565c0",
+                                          password=USERS["anna"][1]))
+    host.start(processes)
+    return host
+
+
+def rdp_entry(host: XrdpDesktop, certificate: str | None = None) -> DesktopEntry:
+    return DesktopEntry("win1", host.port, 10, None, "rdp",
+                        options={"certificate_sha256": certificate or host.certificate_sha256})
+
+
+async def offer(inst, token: str, request: bytes):
+    """Send ``request`` as the first message; the answer's message and the close code."""
+    conn = await inst.connect(token)
+    ws = await inst.http.ws_connect(conn["gateway_url"], max_msg_size=0)
+    await ws.send_bytes(request if isinstance(request, bytes) else request(conn["ticket"]))
+    answer = await ws.receive()
+    closed = await ws.receive()
+    return answer, closed, ws
+
+
+def request_for(ticket: str) -> bytes:
+    return rdcleanpath.encode_request(rdcleanpath.Request(ticket, CLIENT_X224, "ignored:3389"))
+
+
+def test_the_client_x224_shape_is_a_connection_request():
+    assert rdp.is_connection_request(CLIENT_X224)
+
+
+async def test_the_gateway_answers_with_the_hosts_confirm_and_pinned_certificate(
+        make_installation, xrdp_host):
+    inst = await make_installation(desktops=[rdp_entry(xrdp_host)])
+    token = await inst.login("anna")
+    conn = await inst.connect(token)
+    ws = await inst.http.ws_connect(conn["gateway_url"], max_msg_size=0)
+    await ws.send_bytes(request_for(conn["ticket"]))
+    answer = rdcleanpath.decode_response((await ws.receive()).data)
+    assert isinstance(answer, rdcleanpath.Response)
+    assert rdp.selected_protocol(answer.x224) == rdp.PROTOCOL_SSL
+    assert hashlib.sha256(answer.certificates[0]).hexdigest() == xrdp_host.certificate_sha256
+    assert answer.server_address == "127.0.0.1"
+    await ws.close()
+
+
+async def test_a_host_showing_another_certificate_is_refused(make_installation, xrdp_host):
+    inst = await make_installation(desktops=[rdp_entry(xrdp_host, "ab" * 32)])
+    answer, closed, _ = await offer(inst, await inst.login("anna"), request_for)
+    refusal = rdcleanpath.decode_response(answer.data)
+    assert refusal == rdcleanpath.Refusal(rdcleanpath.GENERAL_ERROR, 502)
+    assert closed.data == 4502
+
+
+async def test_a_forged_ticket_in_the_request_gets_401_and_no_desktop(make_installation,
+                                                                      xrdp_host):
+    inst = await make_installation(desktops=[rdp_entry(xrdp_host)])
+    token = await inst.login("anna")
+
+    def forged(ticket: str) -> bytes:
+        payload, signature = ticket.split(".")
+        return request_for(f"{payload}.{signature[:-4]}AAAA")
+    answer, closed, _ = await offer(inst, token, forged)
+    assert rdcleanpath.decode_response(answer.data) == rdcleanpath.Refusal(
+        rdcleanpath.GENERAL_ERROR, 401)
+    assert closed.data == 4401
+
+
+async def test_an_rdp_ticket_offered_bare_is_refused_and_stays_unused(make_installation,
+                                                                     xrdp_host):
+    """A client that is not the page's RDP client (or a tunnel speaking opaque bytes) gets
+    nothing from an RDP ticket; the ticket is not spent by it."""
+    inst = await make_installation(desktops=[rdp_entry(xrdp_host)])
+    token = await inst.login("anna")
+    conn = await inst.connect(token)
+    ws = await inst.http.ws_connect(conn["gateway_url"], max_msg_size=0)
+    await ws.send_str(conn["ticket"])
+    closed = await ws.receive()
+    assert closed.data == 4415
+    ws = await inst.http.ws_connect(conn["gateway_url"], max_msg_size=0)
+    await ws.send_bytes(request_for(conn["ticket"]))
+    assert isinstance(rdcleanpath.decode_response((await ws.receive()).data),
+                      rdcleanpath.Response)
+    await ws.close()
+
+
+async def test_a_vnc_ticket_in_an_rdcleanpath_request_is_refused(make_installation):
+    inst = await make_installation()
+    answer, closed, _ = await offer(inst, await inst.login("anna"), request_for)
+    assert rdcleanpath.decode_response(answer.data) == rdcleanpath.Refusal(
+        rdcleanpath.GENERAL_ERROR, 400)
+    assert closed.data == 4415
+
+
+@pytest.mark.parametrize("garbage", [
+    b"\x30\x03\xa0\x01\x00",                                  # a SEQUENCE that says nothing
+    b"\x30\x84\xff\xff\xff\xff",                              # a length beyond any message
+    rdcleanpath.encode_request(rdcleanpath.Request("t", b"\x03\x00\x00\x04")),  # no X.224 CR
+    b"\x30" + secrets.token_bytes(200),
+])
+async def test_a_malformed_request_gets_400_and_a_close_code(make_installation, xrdp_host,
+                                                            garbage):
+    inst = await make_installation(desktops=[rdp_entry(xrdp_host)])
+    ws = await inst.http.ws_connect(inst.gateway_url, max_msg_size=0)
+    await ws.send_bytes(garbage)
+    closed = await ws.receive()
+    assert closed.data == 4400

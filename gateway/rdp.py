@@ -40,7 +40,7 @@ PROTOCOL_RDP, PROTOCOL_SSL, PROTOCOL_HYBRID = 0, 1, 2
 
 # Static virtual channels a pool switches: channel name → the pool's switch that allows it.
 SWITCHED_CHANNELS = {b"cliprdr": "clipboard", b"rdpdr": "drives_printers", b"rdpsnd": "audio"}
-BLOCKED_NAME = b"pfoff%d"    # what a blocked channel is renamed to (7 bytes and a NUL)
+BLOCKED_NAME = b"pfoff%d"    # what a blocked channel is renamed to (padded with NULs to 8)
 
 _TPKT = struct.Struct("!BBH")
 _X224_DATA = b"\x02\xf0\x80"
@@ -192,7 +192,7 @@ class ClientStream:
             at = pos + 8 + 12 * i
             name = bytes(out[at:at + 8]).split(b"\0", 1)[0].lower()
             if name in self.blocked:
-                out[at:at + 8] = BLOCKED_NAME % blocked + b"\0"
+                out[at:at + 8] = (BLOCKED_NAME % blocked).ljust(8, b"\0")
                 blocked += 1
 
     # -- the Client Info PDU ---------------------------------------------------------------

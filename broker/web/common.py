@@ -159,13 +159,15 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
-def content_security_policy(request: web.Request, scripts: str = "'self'") -> str:
-    """The pages' policy: everything from the portal itself, websockets also to the gateway;
-    ``scripts``: where scripts may come from (the RDP page adds compiling WebAssembly)."""
+def content_security_policy(request: web.Request, *, webassembly: bool = False) -> str:
+    """The pages' policy: everything from the portal itself, websockets also to the gateway.
+    ``webassembly``: the page may compile WebAssembly (never JS eval), from the ``data:`` URL
+    that IronRDP's module carries it in (the RDP desktop page)."""
     broker = request.config_dict[BROKER_KEY]
     gateway_origin = "/".join(broker.config.gateway_url.split("/", 3)[:3])
+    scripts, fetched = ("'self' 'wasm-unsafe-eval'", " data:") if webassembly else ("'self'", "")
     return ("default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-            f"script-src {scripts}; connect-src 'self' {gateway_origin}; "
+            f"script-src {scripts}; connect-src 'self' {gateway_origin}{fetched}; "
             "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
 
 

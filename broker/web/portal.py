@@ -113,7 +113,7 @@ async def desktop(request: web.Request) -> web.StreamResponse:
                             content_type="text/html")
     if protocol == "rdp":   # the page's RDP client is WebAssembly: compiled, never JS eval
         response.headers["Content-Security-Policy"] = content_security_policy(
-            request, scripts="'self' 'wasm-unsafe-eval'")
+            request, webassembly=True)
     return response
 
 

@@ -121,14 +121,16 @@ def start(processes: Processes, what: str, config: Path, port: int,
 def make_live(state: Path, slapd, desktops, database: dict, *,
               broker_options: dict | None = None, gateway_options: dict | None = None,
               pool_options: dict | None = None, tenant_extra: str = "",
-              extra_tenants: str = "") -> Live:
+              extra_tenants: str = "", entries: list[DesktopEntry] | None = None) -> Live:
+    """An installation of separate broker and gateway processes; its hosts are ``desktops``
+    (VNC, 100 seats each), or the ``entries`` given."""
     portal_port, gateway_port = free_port(), free_port()
     config = write_config(
         state, slapd=slapd, host="127.0.0.1", portal_port=portal_port,
         gateway_port=gateway_port, group=slapd.group_dn("desktop-users"),
         admin_group=slapd.group_dn(ADMIN_GROUP),
-        desktops=[DesktopEntry(f"desk{i + 1}", d.port, 100, d.password)
-                  for i, d in enumerate(desktops)],
+        desktops=entries or [DesktopEntry(f"desk{i + 1}", d.port, 100, d.password)
+                             for i, d in enumerate(desktops)],
         broker_options={"trusted_proxies": ["127.0.0.1/32"], "http_idle_timeout": IDLE,
                         **database, **(broker_options or {})},
         gateway_options={"trusted_proxies": ["127.0.0.1/32"], "http_idle_timeout": IDLE,

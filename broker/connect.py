@@ -51,6 +51,7 @@ class Connection:
     host_id: str
     expires_at: int
     port: int
+    protocol: str = "vnc"     # the desktop's: the client speaks to the gateway accordingly
 
 
 class Connections:
@@ -137,7 +138,7 @@ class Connections:
             set_logon_in(db, assignment.session_id, logon, device)))
         self.changes.bump()
         return Connection(minted, self.config.gateway_url, assignment.session_id, pool, host.id,
-                          expires, port)
+                          expires, port, host.protocol)
 
     @staticmethod
     def _connect_audit(decision: Assignment | placement.Refusal,
@@ -217,7 +218,7 @@ class Connections:
                        "with a reconnect pass", found.user, found.tenant, found.session, host.id,
                        printable(source))
         return Connection(minted, self.config.gateway_url, found.session, pool, host.id,
-                          expires, found.port)
+                          expires, found.port, host.protocol)
 
     def _ticket(self, tenant: str, user: str, session: str, pool: PoolConfig, host: HostConfig,
                 port: int, now: float, lifetime: int, *, outage: bool = False,

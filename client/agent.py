@@ -44,6 +44,9 @@ BASE_DELAY = 0.5        # seconds: first retry waits up to this
 MAX_DELAY = 30.0        # seconds: no wait is longer
 GIVE_UP_AFTER = 600.0   # seconds of retrying before the agent gives up
 VIEWERS = {"vnc": ["vncviewer"], "rdp": ["xfreerdp"], "spice": ["remote-viewer"]}
+# after the connection file: xfreerdp takes the local tunnel's own certificate (loopback; the
+# RDP host's certificate is checked by the gateway against the one the ticket pins)
+VIEWER_OPTIONS = {"rdp": ["/cert:ignore"]}
 POWER = {"shutdown": "poweroff", "restart": "reboot"}  # the profile's on_logoff → systemctl
 SETTLE_TIMEOUT = 10.0   # seconds the tunnel has to finish a connection after the viewer ended
 NOTICE_WINDOW = ["xmessage", "-center", "-title", "Pforte", "-buttons", "OK"]  # over the viewer
@@ -311,7 +314,8 @@ class Agent:
             body={"viewer": profile["viewer"], "port": port}, device=credential))
         file = self.state / Path(viewer_file["file_name"]).name
         file.write_text(viewer_file["content"])
-        return [*VIEWERS[profile["viewer"]], str(file)]
+        viewer = profile["viewer"]
+        return [*VIEWERS[viewer], str(file), *VIEWER_OPTIONS.get(viewer, [])]
 
     def choose_pool(self, pools: list[dict]) -> str:
         """Ask which of several desktops (the user's, that this device offers) to open."""

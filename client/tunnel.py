@@ -3,7 +3,9 @@ gateway, so native clients pass the same gateway, tickets and audit as browsers.
 
 Each connection to the local port asks the broker for a fresh ticket (with the user's login
 token) and opens a resumable gateway stream (``client.stream``): a network drop is bridged
-without the viewer noticing. The port listens on loopback only.
+without the viewer noticing. An RDP desktop's viewer is carried by RDCleanPath instead
+(``client.rdp_stream``): the tunnel takes the viewer's TLS, the gateway the host's. The port
+listens on loopback only.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Awaitable, Callable
 import aiohttp
 
 from .api import ApiError, BrokerApi
+from .rdp_stream import RdpStream, loopback_tls
 from .stream import GatewayStream, StreamClosed
 from wire.closes import ENDED_ON_PURPOSE
 from wire.resume import Notice
@@ -62,6 +65,7 @@ class Tunnel:
         self.api: BrokerApi | None = None
         self.server: asyncio.Server | None = None
         self.port = 0                         # where it listens, once started
+        self._tls = None                      # an RDP viewer's TLS on loopback, made once
 
     async def ticket(self) -> dict:
         """A fresh ticket for one viewer connection.
@@ -89,10 +93,17 @@ class Tunnel:
         self.dropped = False
         try:
             conn = await self.ticket()
-            stream = GatewayStream(self.http, conn["gateway_url"], conn["ticket"],
-                                   resume_within=self.resume_within, on_notice=self.on_notice)
-            await stream.open()
-        except (ApiError, StreamClosed, aiohttp.ClientError) as exc:
+            if conn.get("protocol") == "rdp":
+                self._tls = self._tls or loopback_tls()
+                stream = RdpStream(self.http, conn["gateway_url"], conn["ticket"])
+                await stream.open(reader, writer, self._tls)
+            else:
+                stream = GatewayStream(self.http, conn["gateway_url"], conn["ticket"],
+                                       resume_within=self.resume_within,
+                                       on_notice=self.on_notice)
+                await stream.open()
+        except (ApiError, StreamClosed, aiohttp.ClientError, OSError,
+                asyncio.IncompleteReadError) as exc:
             logger.warning("could not open the desktop: %s", exc)
             self.dropped = True
             writer.close()

@@ -96,6 +96,54 @@ class XvncDesktop:
         return done.stdout.decode("utf-8") if done.returncode == 0 else None
 
 
+# -- a thin client's screen: Xvfb ------------------------------------------------------------------
+
+@dataclass
+class XvfbScreen:
+    """An X display without a monitor, as a thin client's: native viewers run on it, and the
+    tests read its pixels (Pillow) and type on it (``xdotool``)."""
+
+    state: Path
+    geometry: str = "1280x800"
+    display: int = 0          # learned from Xvfb at start
+
+    def start(self, processes: Processes) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        read_fd, write_fd = os.pipe()
+        with os.fdopen(read_fd, "rb") as announced:
+            try:
+                processes.start([require("Xvfb"), "-displayfd", str(write_fd), "-screen", "0",
+                                 f"{self.geometry}x24", "-nolisten", "tcp"],
+                                log=self.state / "xvfb.log", pass_fds=(write_fd,))
+            finally:
+                os.close(write_fd)
+            display = announced.readline().strip()
+        if not display.isdigit():
+            raise TestbedError(f"Xvfb did not start (see {self.state / 'xvfb.log'})")
+        self.display = int(display)
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DISPLAY": f":{self.display}", "LANG": "C.UTF-8",
+                "LC_ALL": "C.UTF-8"}
+
+    def pixel(self, x: int, y: int) -> tuple[int, int, int]:
+        from PIL import ImageGrab
+        return ImageGrab.grab(xdisplay=f":{self.display}").convert("RGB").getpixel((x, y))
+
+    def type(self, text: str) -> None:
+        subprocess.run([require("xdotool"), "type", "--delay", "30", text], env=self.env,
+                       check=True, timeout=STARTUP_TIMEOUT)
+
+    def click(self, x: int, y: int) -> None:
+        subprocess.run([require("xdotool"), "mousemove", str(x), str(y), "click", "1"],
+                       env=self.env, check=True, timeout=STARTUP_TIMEOUT)
+
+    def key(self, *keys: str) -> None:
+        subprocess.run([require("xdotool"), "key", *keys], env=self.env, check=True,
+                       timeout=STARTUP_TIMEOUT)
+
+
 # -- xrdp: an RDP host in front of an Xvnc desktop ---------------------------------------------
 
 @dataclass

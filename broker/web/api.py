@@ -87,6 +87,7 @@ async def api_connect(request: web.Request) -> web.StreamResponse:
             token, sealed, pool, source=source,
             csrf=request.headers.get("X-CSRF-Token", "") if from_cookie else None)
     return web.json_response({"ticket": conn.ticket, "gateway_url": conn.gateway_url,
+                              "protocol": conn.protocol,
                               "session": conn.session_id, "expires_at": conn.expires_at,
                               "reconnect_pass": sealed,
                               "reconnect_pass_renew_after": broker.connections.pass_renew_after})

@@ -49,7 +49,8 @@ OPENAPI = {
             body=_obj(code=_S), security=_BEARER)},
         "/api/v1/pools": {"get": _op("The pools the user is entitled to.", security=_BEARER)},
         "/api/v1/pools/{pool}/connect": {"post": _op(
-            "Place the user and issue a single-use ticket for the gateway, with a "
+            "Place the user and issue a single-use ticket for the gateway (and the desktop's "
+            "protocol: an rdp ticket goes in an RDCleanPath request's token), with a "
             "reconnect_pass: sent back in the X-Pforte-Reconnect-Pass header on the next "
             "connect, it gets the user a ticket to the same desktop while the database is down "
             "(503 store_unavailable without a valid one). A pass lives a few minutes; ask for "

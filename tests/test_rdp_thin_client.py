@@ -1,0 +1,94 @@
+"""An RDP desktop on a town hall's thin client, with real parts: FreeRDP's ``xfreerdp`` under
+Xvfb opens the ``.rdp`` file the broker renders for the device, connects to the local tunnel
+(``pforte connect``'s), and through the gateway reaches an ``xrdp`` host — signed in by the
+gateway with the password the user gave at sign-in (the viewer is given none: not in its
+arguments, not in its file). What the screen shows and what is typed on it is judged on the
+real pixels and on the desktop's own record."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from client.agent import VIEWER_OPTIONS
+from client.tunnel import Tunnel
+from testbed import XrdpDesktop, XvfbScreen, XvncDesktop, hex_rgb, require
+from testbed.demo import DesktopEntry
+
+from .conftest import USERS, need
+
+pytestmark = pytest.mark.e2e
+
+COLOUR = "#6a1b9a"
+
+
+@pytest.fixture(scope="module")
+def rdp_host(processes, tmp_path_factory) -> XrdpDesktop:
+    need("xrdp", "Xvnc", "xterm")
+    state = tmp_path_factory.mktemp("xrdp-thin")
+    host = XrdpDesktop(state, XvncDesktop(state / "desktop", "Rathaus Windows", COLOUR,
+                                          password=USERS["anna"][1], keyboard="de"))
+    host.start(processes)
+    return host
+
+
+@pytest.fixture
+def screen(processes, tmp_path) -> XvfbScreen:
+    need("Xvfb", "xfreerdp", "xdotool")
+    screen = XvfbScreen(tmp_path / "xvfb")
+    screen.start(processes)
+    return screen
+
+
+async def wait_for_colour(screen: XvfbScreen, colour: str, at=(1200, 700),
+                          timeout: float = 30.0) -> tuple[int, int, int] | None:
+    want = hex_rgb(colour)
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        seen = await asyncio.to_thread(screen.pixel, *at)
+        if all(abs(a - b) <= 8 for a, b in zip(seen, want)):
+            return seen
+        await asyncio.sleep(0.2)
+    return None
+
+
+async def test_xfreerdp_opens_the_desktop_through_the_tunnel_signed_in_once(
+        make_installation, rdp_host, screen, processes, tmp_path):
+    inst = await make_installation(desktops=[DesktopEntry(
+        "win1", rdp_host.port, 10, None, "rdp",
+        options={"certificate_sha256": rdp_host.certificate_sha256})])
+    token = await inst.login("anna")
+    tunnel = Tunnel(inst.base_url, token, "buero")
+    port = await tunnel.start()
+    r = await inst.http.post(f"{inst.base_url}/api/v1/pools/buero/connection-file",
+                             json={"viewer": "rdp", "port": port},
+                             headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 200, await r.text()
+    body = await r.json()
+    rdp_file = tmp_path / body["file_name"]
+    rdp_file.write_text(body["content"])
+    assert USERS["anna"][1] not in body["content"]
+    command = [require("xfreerdp"), str(rdp_file), *VIEWER_OPTIONS["rdp"], "/size:1280x800"]
+    viewer = processes.start(command, env=screen.env, log=tmp_path / "xfreerdp.log")
+    try:
+        seen = await wait_for_colour(screen, COLOUR)
+        log = (tmp_path / "xfreerdp.log").read_text(errors="replace")
+        assert seen is not None, f"the desktop did not appear; xfreerdp said:\n{log[-3000:]}"
+        assert USERS["anna"][1] not in " ".join(command)
+        # no window manager on either screen: the focus follows the pointer, onto the xterm
+        await asyncio.to_thread(screen.click, 200, 80)
+        await asyncio.sleep(0.5)
+        before = rdp_host.desktop.typed.read_text("utf-8")
+        await asyncio.to_thread(screen.type, "Hallo Rathaus")
+        await asyncio.to_thread(screen.key, "Return")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and \
+                "Hallo Rathaus" not in rdp_host.desktop.typed.read_text("utf-8")[len(before):]:
+            await asyncio.sleep(0.1)
+        assert "Hallo Rathaus" in rdp_host.desktop.typed.read_text("utf-8")[len(before):]
+    finally:
+        processes.stop(viewer)
+        await tunnel.close()

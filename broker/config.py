@@ -129,10 +129,6 @@ class TenantConfig:
     def host(self, host_id: str) -> HostConfig | None:
         return self._hosts_by_id.get(host_id)
 
-    def pool_protocol(self, pool: PoolConfig) -> str:
-        """The protocol a pool's desktops speak (all of them: the config checks it)."""
-        return self._hosts_by_id[pool.hosts[0]].protocol
-
     @functools.cached_property
     def _hosts_by_id(self) -> dict[str, HostConfig]:  # every placement looks up each host
         return {h.id: h for h in self.hosts}
@@ -313,12 +309,9 @@ def _tenant(t: Section) -> TenantConfig:
     _check_unique(t, "hosts", [h.id for h in hosts])
     host_ids = {h.id for h in hosts}
     pools = tuple(_pool(p, host_ids) for p in t.tables("pools"))
-    protocols = {h.id: h.protocol for h in hosts}
-    for i, pool in enumerate(pools):
-        if len({protocols[h] for h in pool.hosts}) > 1:
-            raise ConfigError(t.path, t.key(f"pools[{i}].hosts"),
-                              "expected hosts that all speak the same protocol (the user's "
-                              "viewer is chosen by the pool)")
+    for i, pool in enumerate(pools):   # the pool chooses the user's viewer
+        if len({h.protocol for h in hosts if h.id in pool.hosts}) > 1:
+            raise ConfigError(t.path, t.key(f"pools[{i}].hosts"), "hosts of one protocol")
     _check_unique(t, "pools", [p.id for p in pools])
     calendars = tuple(_calendar(c) for c in t.tables("calendars", non_empty=False))
     _check_unique(t, "calendars", [c.id for c in calendars])
@@ -442,12 +435,10 @@ def _host(h: Section) -> HostConfig:
         raise h.fail("address", f"expected an IP address, got {address!r}") from None
     protocol = _one_of(h, "protocol", PROTOCOLS, "vnc")
     secret = read_secret(h.file("secret_file")) if "secret_file" in h.data else None
-    pin = None
-    if protocol == "rdp":
-        pin = h.str("certificate_sha256").replace(":", "").lower()
-        if len(pin) != 64 or any(c not in "0123456789abcdef" for c in pin):
-            raise h.fail("certificate_sha256", "the SHA-256 fingerprint of the host's RDP "
-                         "certificate: 64 hex digits (colons allowed)")
+    pin = h.str("certificate_sha256").replace(":", "").lower() if protocol == "rdp" else None
+    if pin is not None and not re.fullmatch(r"[0-9a-f]{64}", pin):
+        raise h.fail("certificate_sha256", "the SHA-256 fingerprint of the host's RDP "
+                     "certificate: 64 hex digits (colons allowed)")
     cfg = HostConfig(id=host_id, address=address, port=h.int("port", minimum=1, maximum=65535),
                      protocol=protocol, seats=h.int("seats", minimum=1), secret=secret,
                      ssh=_ssh(h.table("ssh"), address) if "ssh" in h.data else None,

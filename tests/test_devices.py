@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from testbed.demo import DesktopEntry
+
 from testbed.demo import TENANT
 from broker.store import OPERATOR
 
@@ -131,8 +133,10 @@ async def test_a_viewer_file_is_refused_clearly(fleet):
     assert status == 401
 
 
-async def test_a_pool_of_rdp_hosts_gets_an_rdp_file(raw_install):
-    inst, token, _ = await raw_install()
+async def test_a_pool_of_rdp_hosts_gets_an_rdp_file(make_installation):
+    inst = await make_installation(desktops=[DesktopEntry(
+        "win1", 3389, 10, None, "rdp", options={"certificate_sha256": "ab" * 32})])
+    token = await inst.login("anna")
     status, body = await connection_file(inst, token, {"viewer": "rdp", "port": 3390})
     assert status == 200 and body["file_name"] == "buero.rdp"
     assert "full address:s:127.0.0.1:3390\r\n" in body["content"]

@@ -107,7 +107,7 @@ async def desktop(request: web.Request) -> web.StreamResponse:
                                                      error=t["not_entitled"]),
                             content_type="text/html", status=403)
     tenant = request.config_dict[BROKER_KEY].config.tenant(login.tenant)
-    protocol = tenant.pool_protocol(pool)
+    protocol = tenant.host(pool.hosts[0]).protocol     # one for all its hosts (the config)
     response = web.Response(text=pages.desktop_page(lang, t, login.csrf, pool, protocol=protocol,
                                                     kiosk=request.cookies.get(KIOSK_COOKIE) == "1"),
                             content_type="text/html")

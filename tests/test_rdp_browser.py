@@ -2,7 +2,8 @@
 portal in Debian's Chromium (password and one-time code), opens the pool of an ``xrdp`` host,
 and IronRDP's client in the page shows the desktop — signed in by the gateway with the password
 she typed at the portal (the desktop behind xrdp opens with nothing else), the page holding no
-password. What she types arrives on the desktop in the pool's German layout."""
+password. What she types arrives on the desktop in the pool's German layout; a drain's notice
+shows over it and its deadline logs her off."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from testbed.demo import DesktopEntry
 
 from .conftest import USERS, need
 from .security.conftest import DOMAIN, make_live
-from .test_browser_desktop import DEAD_AS_SENT, Keyboard, german
+from .test_browser_desktop import DEAD_AS_SENT, Keyboard, admin_call, german
 
 pytestmark = pytest.mark.e2e
 
@@ -139,3 +140,24 @@ def test_dead_keys_as_chromium_sends_them_combine_on_the_rdp_desktop(rdp_page, r
     while time.monotonic() < deadline and expected not in rdp_host.desktop.typed.read_text("utf-8"):
         page.wait_for_timeout(100)
     assert rdp_host.desktop.typed.read_text("utf-8").splitlines()[-1:] == [expected]
+
+
+def test_a_drain_shows_its_notice_and_logs_off_at_the_deadline(rdp_page, rdp_host):
+    """The admin drains the RDP host with a deadline: the page (whose stream carries no notices)
+    shows the admin's words with a countdown, and at the deadline the session is logged off."""
+    page, live = rdp_page
+    assert canvas_colour(page) is not None
+    admin_call(live, "POST", "/hosts/win1/actions/drain",
+               {"deadline_seconds": 40, "message": "Updates heute um 22 Uhr."})
+    notice = page.get_by_role("region", name="Hinweis Ihres IT-Service")
+    notice.wait_for(state="visible", timeout=30_000)
+    assert page.locator("#notice-text").text_content() == "Updates heute um 22 Uhr."
+    assert "abgemeldet" in page.locator("#notice-countdown").text_content()
+    notice.get_by_role("button", name="Verstanden").click()
+    assert notice.is_hidden()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and \
+            page.locator("body").get_attribute("data-state") == "connected":
+        page.wait_for_timeout(500)
+    assert page.locator("body").get_attribute("data-state") == "disconnected"
+    assert admin_call(live, "GET", "/sessions")["sessions"] == []

@@ -6,6 +6,7 @@
 import "/rdp/iron-remote-desktop/iron-remote-desktop.js";
 import { Backend, init, enableCredssp, displayControl }
     from "/rdp/iron-remote-desktop-rdp/iron-remote-desktop-rdp.js";
+import { onNoticeDismissed, showNotice } from "/static/notice.js";
 
 const body = document.body;
 const status = document.getElementById("status");
@@ -34,6 +35,28 @@ document.addEventListener("fullscreenchange", () => {
     fullScreen.setAttribute("aria-pressed", document.fullscreenElement ? "true" : "false");
 });
 reconnect.addEventListener("click", () => location.reload());
+onNoticeDismissed(() => screen.querySelector("iron-remote-desktop")?.focus());
+
+// RDP's stream carries no notices: while connected the page asks the broker now and then
+// (a drain's first notice comes minutes before its deadline); a notice shows once.
+const NOTICE_EVERY_MS = 20000;
+let noticeShown = "";
+let noticePolling = null;
+
+async function askForNotice() {
+    try {
+        const response = await fetch(
+            `/api/v1/pools/${encodeURIComponent(body.dataset.pool)}/notice`,
+            { credentials: "same-origin" });
+        if (response.status !== 200) return;
+        const { text, deadline } = await response.json();
+        if (`${text}|${deadline}` === noticeShown) return;
+        noticeShown = `${text}|${deadline}`;
+        showNotice(texts, text, deadline);
+    } catch (e) {
+        // the broker did not answer: the next beat asks again
+    }
+}
 
 async function ticket() {
     const response = await fetch(`/api/v1/pools/${encodeURIComponent(body.dataset.pool)}/connect`, {
@@ -73,9 +96,13 @@ async function start(ui) {
         const info = await ui.connect(config);
         say("connected");
         ui.setVisibility(true);
+        askForNotice();
+        noticePolling = setInterval(askForNotice, NOTICE_EVERY_MS);
         await info.run();
+        clearInterval(noticePolling);
         say("disconnected");
     } catch (e) {
+        clearInterval(noticePolling);
         const status = e?.rdcleanpathDetails?.()?.httpStatusCode;
         say(REFUSALS[status] ? `gateway_${REFUSALS[status]}` : "disconnected", "gateway_other");
     }

@@ -4,6 +4,7 @@ import RFB from "/novnc/core/rfb.js";
 import keysyms from "/novnc/core/input/keysymdef.js";
 import { PforteChannel } from "/static/pforte-channel.js";
 import { accentOf, afterAccent } from "/static/dead-keys.js";
+import { onNoticeDismissed, showNotice } from "/static/notice.js";
 
 const body = document.body;
 const status = document.getElementById("status");
@@ -136,35 +137,7 @@ screen.addEventListener("focusin", async () => {
     if (text && text !== lastSent && text !== lastCopied) sendToDesktop(text);
 });
 
-// A notice from the IT service (a drain, an admin's message) over the desktop, with a countdown
-// to the logoff where there is one. It takes no focus: typing goes on into the desktop; screen
-// readers announce it (role="alert"); "OK" hides it and gives the desktop its focus back.
-const notice = document.getElementById("notice");
-const noticeText = document.getElementById("notice-text");
-const noticeCountdown = document.getElementById("notice-countdown");
-let noticeTimer = null;
-
-function showNotice(text, deadline) {
-    clearInterval(noticeTimer);
-    noticeText.textContent = text || texts.notice_default;
-    noticeCountdown.textContent = "";
-    if (deadline) {
-        const tick = () => {
-            const left = Math.max(0, Math.round(deadline - Date.now() / 1000));
-            const time = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
-            noticeCountdown.textContent = left > 0
-                ? texts.notice_countdown.replace("{time}", time) : texts.notice_now;
-        };
-        tick();
-        noticeTimer = setInterval(tick, 1000);
-    }
-    notice.hidden = false;
-}
-document.getElementById("notice-dismiss").addEventListener("click", () => {
-    notice.hidden = true;
-    clearInterval(noticeTimer);
-    current?.focus();
-});
+onNoticeDismissed(() => current?.focus());
 
 const MOVE_ATTEMPTS = 5;     // a gateway shut down or gone: open the desktop again, elsewhere
 const MOVE_DELAY_MS = 100;    // the balancer already sends new connections elsewhere
@@ -254,7 +227,7 @@ async function connect() {
     const channel = new PforteChannel(answer.gateway_url, answer.ticket,
                                       (state, deadline) => say(state, null, deadline));
     channel.onquality = showQuality;
-    channel.onnotice = showNotice;
+    channel.onnotice = (text, deadline) => showNotice(texts, text, deadline);
     const rfb = new RFB(screen, channel);
     current = rfb;
     // The pool's choice: the desktop takes the window's size (TigerVNC resizes on request), or

@@ -61,32 +61,50 @@ def canvas_colour(page, timeout: float = 30.0) -> tuple[int, int, int] | None:
 
 
 @pytest.fixture
-def rdp_page(slapd, tmp_path, database, chromium, rdp_host):
-    """The portal's RDP pool opened in Chromium by user1; the page and the installation."""
-    live = make_live(tmp_path / "live", slapd, [], database(), entries=[
-        DesktopEntry("win1", rdp_host.port, 10, None, "rdp",
-                     options={"certificate_sha256": rdp_host.certificate_sha256})])
+def open_rdp(slapd, tmp_path, database, chromium, rdp_host):
+    """Open the portal's RDP pool in Chromium as user1 (the pool's clipboard policy; ``tamper``:
+    a script the user runs in the page first); the page and the installation."""
+    opened = []
 
-    async def enrol() -> None:
-        async with live.client("10.94.0.1") as http:
-            await live.enrol(http, "user1")
-    with ThreadPoolExecutor(1) as thread:     # playwright runs its own loop in this one
-        thread.submit(asyncio.run, enrol()).result()
-    context = chromium.new_context(locale="de-DE", viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.goto(f"{live.portal}/login")
-    page.get_by_label("Benutzername").fill(f"user1@{DOMAIN}")
-    page.get_by_label("Passwort").fill(USERS["user1"][1])
-    page.get_by_role("button", name="Anmelden").click()
-    page.get_by_label("Einmalcode").fill(pyotp.TOTP(live.secrets["user1"]).at(time.time() + 30))
-    page.get_by_role("button", name="Bestätigen").click()
-    page.get_by_role("link", name="Büro").click()
-    page.errors = errors
-    yield page, live
-    context.close()
-    live.processes.stop()
+    def open_page(clipboard: str = "both", tamper: str | None = None):
+        live = make_live(tmp_path / f"live-{len(opened)}", slapd, [], database(),
+                         pool_options={"clipboard": clipboard}, entries=[
+            DesktopEntry("win1", rdp_host.port, 10, None, "rdp",
+                         options={"certificate_sha256": rdp_host.certificate_sha256})])
+
+        async def enrol() -> None:
+            async with live.client("10.94.0.1") as http:
+                await live.enrol(http, "user1")
+        with ThreadPoolExecutor(1) as thread:     # playwright runs its own loop in this one
+            thread.submit(asyncio.run, enrol()).result()
+        context = chromium.new_context(locale="de-DE", viewport={"width": 1280, "height": 900})
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live.portal)
+        if tamper is not None:
+            context.add_init_script(tamper)
+        opened.append((live, context))
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(f"{live.portal}/login")
+        page.evaluate("navigator.clipboard.writeText('')")  # the browser's, shared by pages
+        page.get_by_label("Benutzername").fill(f"user1@{DOMAIN}")
+        page.get_by_label("Passwort").fill(USERS["user1"][1])
+        page.get_by_role("button", name="Anmelden").click()
+        page.get_by_label("Einmalcode").fill(
+            pyotp.TOTP(live.secrets["user1"]).at(time.time() + 30))
+        page.get_by_role("button", name="Bestätigen").click()
+        page.get_by_role("link", name="Büro").click()
+        page.errors = errors
+        return page, live
+    yield open_page
+    for live, context in opened:
+        context.close()
+        live.processes.stop()
+
+
+@pytest.fixture
+def rdp_page(open_rdp):
+    return open_rdp()
 
 
 def test_the_rdp_desktop_opens_signed_in_with_the_portal_password(rdp_page, rdp_host):
@@ -161,3 +179,50 @@ def test_a_drain_shows_its_notice_and_logs_off_at_the_deadline(rdp_page, rdp_hos
         page.wait_for_timeout(500)
     assert page.locator("body").get_attribute("data-state") == "disconnected"
     assert admin_call(live, "GET", "/sessions")["sessions"] == []
+
+
+def eventually(check, timeout: float = 15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (found := check()):
+            return found
+        time.sleep(0.2)
+    return check()
+
+
+def test_the_clipboard_crosses_both_ways_when_the_pool_allows_it(open_rdp, rdp_host,
+                                                                 processes):
+    page, live = open_rdp("both")
+    assert canvas_colour(page) is not None
+    holder = rdp_host.desktop.copy(processes, "Aus dem Rathaus: Grüße")
+    try:
+        assert eventually(lambda: page.evaluate("navigator.clipboard.readText()")
+                          == "Aus dem Rathaus: Grüße"), "the desktop's text did not arrive"
+    finally:
+        processes.stop(holder)
+    page.evaluate("navigator.clipboard.writeText('Von zu Hause: Straße')")
+    assert eventually(lambda: rdp_host.desktop.pasted() == "Von zu Hause: Straße"), \
+        rdp_host.desktop.pasted()
+
+
+# The user changes the page so that it offers the clipboard the pool forbids.
+OFFER_THE_CLIPBOARD = """document.addEventListener("readystatechange", () => {
+    if (document.readyState === "interactive") document.body.dataset.clipboard = "both";
+});"""
+
+
+def test_no_clipboard_crosses_under_none_even_from_a_changed_page(open_rdp, rdp_host,
+                                                                  processes):
+    page, live = open_rdp("none", tamper=OFFER_THE_CLIPBOARD)
+    assert canvas_colour(page) is not None
+    assert page.locator("body").get_attribute("data-clipboard") == "both"   # the change took
+    holder = rdp_host.desktop.copy(processes, "Geheim aus dem Rathaus")
+    page.evaluate("navigator.clipboard.writeText('Von zu Hause')")
+    try:
+        # as long as the same text took to cross when the pool allowed it, and then some
+        page.wait_for_timeout(8000)
+        assert page.evaluate("navigator.clipboard.readText()") == "Von zu Hause"
+        assert rdp_host.desktop.pasted() == "Geheim aus dem Rathaus"
+    finally:
+        processes.stop(holder)
+    assert page.locator("body").get_attribute("data-state") == "connected"

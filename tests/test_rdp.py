@@ -133,3 +133,19 @@ async def test_a_malformed_request_gets_400_and_a_close_code(make_installation, 
     await ws.send_bytes(garbage)
     closed = await ws.receive()
     assert closed.data == 4400
+
+
+async def test_a_ticket_used_once_gets_nothing_the_second_time(make_installation, xrdp_host):
+    """A ticket copied from the page (or its websocket) after use: 409 and no desktop."""
+    inst = await make_installation(desktops=[rdp_entry(xrdp_host)])
+    conn = await inst.connect(await inst.login("anna"))
+    first = await inst.http.ws_connect(conn["gateway_url"], max_msg_size=0)
+    await first.send_bytes(request_for(conn["ticket"]))
+    assert isinstance(rdcleanpath.decode_response((await first.receive()).data),
+                      rdcleanpath.Response)
+    second = await inst.http.ws_connect(conn["gateway_url"], max_msg_size=0)
+    await second.send_bytes(request_for(conn["ticket"]))
+    assert rdcleanpath.decode_response((await second.receive()).data) == rdcleanpath.Refusal(
+        rdcleanpath.GENERAL_ERROR, 409)
+    assert (await second.receive()).data == 4409
+    await first.close()

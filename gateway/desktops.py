@@ -8,8 +8,9 @@ greets — TigerVNC listens with a queue of 5). A refusal by the desktop is fina
 
 VNC completes the desktop's RFB handshake with the ticket's sealed secret and greets the viewer
 with security type None (:mod:`wire.rfb`). RDP opens the host's connection with the gateway's own
-X.224 request, takes TLS with it (the host's certificate must be the one the ticket names), and
-answers the page's RDCleanPath request with the host's confirm and certificate; the client's
+X.224 request, takes TLS with it (the host's certificate must be the one the ticket names), does
+the host's Network Level Authentication as the user where it requires it, and answers the
+page's RDCleanPath request with the host's confirm and certificate; the client's
 stream then passes :class:`gateway.rdp.ClientStream`, which fills in the user's logon and the
 pool's policies (:mod:`gateway.rdp`). A protocol without a side of its own is relayed as it comes.
 A protocol plugs in here: a :class:`DesktopSide` in :data:`SIDES`.
@@ -23,10 +24,10 @@ import hmac
 import logging
 import ssl
 
-from wire import rdcleanpath, rfb, ticket
+from wire import der, rdcleanpath, rfb, ticket
 from wire.errors import DesktopError
 
-from . import rdp
+from . import credssp, rdp
 from .clipboard import ClipboardGuard
 from .config import GatewayConfig
 from .relay import DesktopLink
@@ -84,7 +85,8 @@ class DesktopSide:
             DesktopError, ConnectionError: the desktop refused or hung up.
         """
 
-    def guard(self, claims: ticket.Claims, secret: object, totals: dict[str, int]) -> object:
+    def guard(self, claims: ticket.Claims, secret: object, totals: dict[str, int],
+              link: DesktopLink) -> object:
         """What walks the session's stream both ways for the pool's policies (None: nothing);
         ``totals``: the gateway's clipboard counters."""
         return None
@@ -108,7 +110,8 @@ class VncSide(DesktopSide):
                            claims: ticket.Claims) -> None:
         await rfb.authenticate_desktop(link, secret)
 
-    def guard(self, claims: ticket.Claims, secret: object, totals: dict[str, int]) -> object:
+    def guard(self, claims: ticket.Claims, secret: object, totals: dict[str, int],
+              link: DesktopLink) -> object:
         return ClipboardGuard.for_policy(claims.clipboard, totals)
 
     async def greet_viewer(self, viewer: ViewerLink, link: DesktopLink, timeout: float) -> None:
@@ -142,8 +145,9 @@ class RdpGuard:
 
 
 class RdpSide(DesktopSide):
-    """RDP behind TLS: the gateway's X.224 request, TLS with the certificate the ticket names,
-    RDCleanPath's answer to the viewer, the logon filled in (see the module's docstring)."""
+    """RDP behind TLS: the gateway's X.224 request, TLS with the certificate the ticket pins,
+    the host's Network Level Authentication done with the user's logon, RDCleanPath's answer to
+    the viewer, the logon filled in (see the module's docstring)."""
 
     def secret(self, key: bytes, claims: ticket.Claims) -> object:
         logon = ticket.open_logon(key, claims)
@@ -160,32 +164,74 @@ class RdpSide(DesktopSide):
             protocol = rdp.selected_protocol(confirm)
         except rdp.StreamNotUnderstood as exc:
             raise DesktopError(f"RDP host: {exc}") from None
-        if protocol != rdp.PROTOCOL_SSL:
-            raise DesktopError(f"RDP host chose protocol {protocol} (the gateway speaks TLS; "
-                               "Network Level Authentication is not supported yet)")
+        if protocol not in (rdp.PROTOCOL_SSL, rdp.PROTOCOL_HYBRID):
+            raise DesktopError(f"RDP host chose protocol {protocol} (the gateway speaks TLS, "
+                               "with or without Network Level Authentication)")
+        if protocol == rdp.PROTOCOL_HYBRID and secret is None:
+            raise DesktopError("RDP host requires Network Level Authentication, and the ticket "
+                               "carries no logon (the user's login has no password)")
+        certificate = await self._tls(link, claims.certificate)
+        if protocol == rdp.PROTOCOL_HYBRID:
+            await self._nla(link, secret, certificate)
+        viewer_sees = rdp.confirm_selecting(confirm, rdp.PROTOCOL_SSL)
+        link.opening = (rdcleanpath.encode_response(viewer_sees, [certificate],
+                                                    claims.target.host), protocol)
+
+    @staticmethod
+    async def _tls(link: DesktopLink, pin: str) -> bytes:
+        """TLS with the host on the link; its certificate, which must be the pinned one."""
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE      # the host's certificate is pinned below
         transport = await asyncio.get_running_loop().start_tls(
             link.transport, link, context, server_side=False)
-        certificate = transport.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        shown = hashlib.sha256(certificate or b"").hexdigest()
-        if not hmac.compare_digest(shown, claims.certificate.lower()):
+        certificate = transport.get_extra_info("ssl_object").getpeercert(binary_form=True) or b""
+        shown = hashlib.sha256(certificate).hexdigest()
+        if not hmac.compare_digest(shown, pin.lower()):
             transport.close()
             raise DesktopError(f"RDP host showed certificate {shown[:16]}…, not the pinned one")
         link.transport = transport
         transport.set_write_buffer_limits(high=link.max_buffered)
-        link.opening = rdcleanpath.encode_response(confirm, [certificate], claims.target.host)
+        return certificate
+
+    @staticmethod
+    async def _nla(link: DesktopLink, logon: rdp.Logon, certificate: bytes) -> None:
+        """CredSSP with the host, as the user (:mod:`gateway.credssp`)."""
+        exchange = credssp.CredSspClient(logon.domain, logon.user, logon.password, certificate)
+        link.write(exchange.first())
+        try:
+            while not exchange.done:
+                link.write(exchange.answer(await _read_der(link)))
+        except (credssp.CredSspFailed, der.Malformed) as exc:
+            raise DesktopError(f"RDP host's Network Level Authentication: {exc}") from None
 
     async def greet_viewer(self, viewer: ViewerLink, link: DesktopLink, timeout: float) -> None:
-        viewer.send_binary(link.opening)
-        link.opening = None
+        viewer.send_binary(link.opening[0])
 
-    def guard(self, claims: ticket.Claims, secret: object, totals: dict[str, int]) -> object:
+    def guard(self, claims: ticket.Claims, secret: object, totals: dict[str, int],
+              link: DesktopLink) -> object:
         allowed = {name: True for name in claims.channels}
         allowed["clipboard"] = claims.clipboard == "both"
-        return RdpGuard(rdp.ClientStream(secret, claims.keyboard,
-                                         rdp.blocked_channels(allowed)))
+        return RdpGuard(rdp.ClientStream(secret, claims.keyboard, rdp.blocked_channels(allowed),
+                                         host_protocol=link.opening[1]))
+
+
+MAX_TS_REQUEST = 64 * 1024     # bytes of one CredSSP message from a host
+
+
+async def _read_der(link: DesktopLink) -> bytes:
+    """One DER message (a TSRequest) from the link.
+
+    Raises:
+        der.Malformed: not DER, or longer than :data:`MAX_TS_REQUEST`.
+    """
+    start = await link.read_exactly(2)
+    size = der.header_length(start)
+    head = start + await link.read_exactly(size - 2)
+    length = head[1] if size == 2 else int.from_bytes(head[2:], "big")
+    if length > MAX_TS_REQUEST:
+        raise der.Malformed("too long")
+    return head + await link.read_exactly(length)
 
 
 SIDES: dict[str, DesktopSide] = {"vnc": VncSide(), "rdp": RdpSide()}
@@ -212,7 +258,7 @@ async def reach_desktop(claims: ticket.Claims, config: GatewayConfig,
     while True:
         try:
             link = await _connect(claims, side, secret, config)
-            link.guard = side.guard(claims, secret, clipboard_totals)
+            link.guard = side.guard(claims, secret, clipboard_totals, link)
             return link
         except (OSError, asyncio.TimeoutError) as exc:  # ConnectionError is an OSError
             if attempt == config.connect_attempts:

@@ -5,9 +5,11 @@ pool's policies hold whatever the client asks for.
 Theory of operation
 -------------------
 The gateway opens the connection to the host with its own X.224 Connection Request
-(:func:`connection_request`), asking for TLS only (the client's request is read, never
-forwarded), and reads the host's Connection Confirm (:func:`selected_protocol`). A host that
-insists on Network Level Authentication is refused here for now (``NLA_REQUIRED``).
+(:func:`connection_request`), asking for TLS or TLS with Network Level Authentication (the
+client's request is read, never forwarded), and reads the host's Connection Confirm
+(:func:`selected_protocol`). When the host chose NLA the gateway does it (:mod:`gateway.credssp`)
+and tells the viewer the host chose TLS (:func:`confirm_selecting`); the viewer's core data
+then says what the host really chose.
 
 After TLS the client's stream ([MS-RDPBCGR] §1.3.1.1) is walked packet by packet (TPKT) by
 :class:`ClientStream` until the Client Info PDU, and then relayed untouched:
@@ -49,6 +51,7 @@ _MCS_SEND_DATA_REQUEST = 0x64
 _MCS_ERECT_DOMAIN, _MCS_ATTACH_USER, _MCS_CHANNEL_JOIN = 0x04, 0x28, 0x38
 _GCC_CREATE_REQUEST = bytes.fromhex("0008001000 01c000".replace(" ", "")) + b"Duca"
 _CS_CORE, _CS_NET = 0xC001, 0xC003
+_SELECTED_PROTOCOL = 212     # offset of serverSelectedProtocol in a CS_CORE block
 _SEC_INFO_PKT = 0x0040
 _INFO_UNICODE, _INFO_AUTOLOGON = 0x0010, 0x0008
 _MAX_PACKET = 16 * 1024      # bytes of a connection-sequence packet
@@ -63,8 +66,9 @@ class Logon:
 
 
 def connection_request() -> bytes:
-    """The gateway's X.224 Connection Request: TLS only, no cookie."""
-    negotiation = struct.pack("<BBHI", 0x01, 0, 8, PROTOCOL_SSL)
+    """The gateway's X.224 Connection Request: TLS, or TLS with Network Level Authentication
+    (which the gateway then does, :mod:`gateway.credssp`); no cookie."""
+    negotiation = struct.pack("<BBHI", 0x01, 0, 8, PROTOCOL_SSL | PROTOCOL_HYBRID)
     x224 = bytes((6 + len(negotiation), 0xE0, 0, 0, 0, 0, 0)) + negotiation
     return _TPKT.pack(3, 0, 4 + len(x224)) + x224
 
@@ -103,6 +107,12 @@ def selected_protocol(confirm: bytes) -> int:
     return value
 
 
+def confirm_selecting(confirm: bytes, protocol: int) -> bytes:
+    """The host's Connection Confirm as the viewer is to see it: selecting ``protocol`` (the
+    page's client is told TLS when the gateway did the host's NLA)."""
+    return confirm[:15] + struct.pack("<I", protocol) + confirm[19:]
+
+
 def blocked_channels(switches: dict[str, bool]) -> frozenset[bytes]:
     """The switched channels a pool's switches do not allow."""
     return frozenset(name for name, switch in SWITCHED_CHANNELS.items()
@@ -113,13 +123,15 @@ class ClientStream:
     """The client's side of the connection sequence, walked until its Client Info PDU (see the
     module's docstring); ``feed`` returns the bytes to send on."""
 
-    __slots__ = ("logon", "keyboard_layout", "blocked", "done", "_buffer", "_seen_connect")
+    __slots__ = ("logon", "keyboard_layout", "blocked", "host_protocol", "done", "_buffer",
+                 "_seen_connect")
 
-    def __init__(self, logon: Logon | None, keyboard_layout: int,
-                 blocked: frozenset[bytes]) -> None:
+    def __init__(self, logon: Logon | None, keyboard_layout: int, blocked: frozenset[bytes],
+                 host_protocol: int = PROTOCOL_SSL) -> None:
         self.logon = logon
         self.keyboard_layout = keyboard_layout
         self.blocked = blocked
+        self.host_protocol = host_protocol   # what the host selected (the viewer saw TLS)
         self.done = False             # the Client Info PDU went by: the rest is relayed as is
         self._buffer = bytearray()
         self._seen_connect = False
@@ -178,6 +190,8 @@ class ClientStream:
                 raise StreamNotUnderstood("user data block length")
             if kind == _CS_CORE and size >= 20:
                 struct.pack_into("<I", out, pos + 16, self.keyboard_layout)
+                if size >= _SELECTED_PROTOCOL + 4:   # the host checks it against its choice
+                    struct.pack_into("<I", out, pos + _SELECTED_PROTOCOL, self.host_protocol)
             elif kind == _CS_NET:
                 self._rename_channels(out, pos, size)
             pos += size

@@ -84,7 +84,7 @@ class DesktopLink(asyncio.Protocol):
         self.counters = Counters()
         self.replay: ReplayBuffer | None = None  # set for resumable sessions
         self.guard: ClipboardGuard | None = None  # a pool's policies, enforced on the stream
-        self.opening: bytes | None = None        # the desktop side's greeting for the viewer
+        self.opening: object = None              # what the desktop side learnt for the viewer
         self.violation: str | None = None        # what the guard could not read, either way
         self.viewer: ViewerLink | None = None    # the websocket relaying right now
         self.on_end: Callable[[ViewerLink, EndReason], None] | None = None

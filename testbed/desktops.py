@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 from .processes import (STARTUP_TIMEOUT, Processes, TestbedError, free_port, require,
-                        wait_for_port)
+                        wait_for_port, write_private)
 
 
 # -- TigerVNC ------------------------------------------------------------------------------------
@@ -209,6 +209,37 @@ password=ask
 """
 
 
+@dataclass
+class ShadowRdpHost:
+    """An RDP host that requires Network Level Authentication (CredSSP with NTLM), as Windows
+    hosts do by default: FreeRDP's shadow server showing the :class:`XvncDesktop` ``desktop``,
+    with one account (``user``, ``password``) in its SAM file and its own certificate."""
+
+    state: Path
+    desktop: XvncDesktop
+    user: str
+    password: str
+    port: int = 0
+    certificate_sha256: str = ""
+
+    def start(self, processes: Processes) -> None:
+        self.desktop.start(processes)
+        home = self.state / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        sam = self.state / "sam"
+        line = subprocess.run([require("winpr-hash"), "-u", self.user, "-p", self.password,
+                               "-f", "sam"], capture_output=True, text=True, check=True,
+                              timeout=STARTUP_TIMEOUT).stdout
+        write_private(sam, line)
+        self.port = self.port or free_port()
+        env = {**self.desktop._x(), "HOME": str(home)}
+        proc = processes.start([require("freerdp-shadow-cli"), f"/port:{self.port}",
+                                "/bind-address:127.0.0.1", "+auth", "/sec:nla",
+                                f"/sam-file:{sam}"], env=env, log=self.state / "shadow.log")
+        wait_for_port("127.0.0.1", self.port, proc, what="freerdp-shadow-cli")
+        self.certificate_sha256 = _sha256_of_pem(home / ".config/freerdp/shadow/shadow.crt")
+
+
 def _rsa_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed RSA certificate as a Windows host has one: (certificate, key) PEM files."""
     import datetime
@@ -238,7 +269,8 @@ def _rsa_certificate(directory: Path) -> tuple[Path, Path]:
 def _sha256_of_pem(path: Path) -> str:
     import hashlib
     import ssl
-    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(path.read_text())).hexdigest()
+    text = path.read_text().replace("\0", "").strip()   # FreeRDP ends its file with a NUL
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(text)).hexdigest()
 
 
 # -- the demo as a user runs it, and Debian's chromium ------------------------------------------

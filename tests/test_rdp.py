@@ -12,7 +12,7 @@ import secrets
 import pytest
 
 from gateway import rdp
-from testbed import XrdpDesktop, XvncDesktop
+from testbed import ShadowRdpHost, XrdpDesktop, XvncDesktop
 from testbed.demo import DesktopEntry
 from wire import rdcleanpath
 
@@ -149,3 +149,44 @@ async def test_a_ticket_used_once_gets_nothing_the_second_time(make_installation
         rdcleanpath.GENERAL_ERROR, 409)
     assert (await second.receive()).data == 4409
     await first.close()
+
+
+# -- a host that requires Network Level Authentication (FreeRDP's shadow server) ---------------
+
+@pytest.fixture(scope="module")
+def nla_host(processes, tmp_path_factory) -> ShadowRdpHost:
+    """Requires NLA; knows Anna (with her directory password) and no one else."""
+    need("freerdp-shadow-cli", "winpr-hash", "Xvnc")
+    state = tmp_path_factory.mktemp("shadow")
+    host = ShadowRdpHost(state, XvncDesktop(state / "desktop", "NLA Desktop", "#2e7d32",
+                                            password=secrets.token_hex(4)),
+                         user="anna", password=USERS["anna"][1])
+    host.start(processes)
+    return host
+
+
+def nla_entry(host: ShadowRdpHost) -> DesktopEntry:
+    return DesktopEntry("win1", host.port, 10, None, "rdp",
+                        options={"certificate_sha256": host.certificate_sha256})
+
+
+async def test_the_gateway_does_the_hosts_nla_as_the_user_and_the_page_sees_tls(
+        make_installation, nla_host):
+    inst = await make_installation(desktops=[nla_entry(nla_host)])
+    conn = await inst.connect(await inst.login("anna"))
+    ws = await inst.http.ws_connect(conn["gateway_url"], max_msg_size=0)
+    await ws.send_bytes(request_for(conn["ticket"]))
+    response = rdcleanpath.decode_response((await ws.receive()).data)
+    assert isinstance(response, rdcleanpath.Response), response
+    assert rdp.selected_protocol(response.x224) == rdp.PROTOCOL_SSL
+    assert hashlib.sha256(response.certificates[0]).hexdigest() == nla_host.certificate_sha256
+    await ws.close()
+
+
+async def test_a_user_the_nla_host_refuses_gets_no_desktop(make_installation, nla_host):
+    """Bernd's password is not the one the host knows for him (it knows only Anna)."""
+    inst = await make_installation(desktops=[nla_entry(nla_host)])
+    answer, closed, _ = await offer(inst, await inst.login("bernd"), request_for)
+    assert rdcleanpath.decode_response(answer.data) == rdcleanpath.Refusal(
+        rdcleanpath.GENERAL_ERROR, 502)
+    assert closed.data == 4502

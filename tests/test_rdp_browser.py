@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyotp
 import pytest
 
-from testbed import XrdpDesktop, XvncDesktop, hex_rgb
+from testbed import ShadowRdpHost, XrdpDesktop, XvncDesktop, hex_rgb
 from testbed.demo import DesktopEntry
 
 from .conftest import USERS, need
@@ -24,6 +24,7 @@ from .test_browser_desktop import DEAD_AS_SENT, Keyboard, admin_call, german
 pytestmark = pytest.mark.e2e
 
 COLOUR = "#1565c0"
+NLA_COLOUR = "#2e7d32"
 
 # The colour of a pixel of IronRDP's canvas (inside its element's shadow root), or null.
 RDP_CANVAS_COLOUR_JS = """() => {
@@ -50,6 +51,18 @@ def rdp_host(processes, tmp_path_factory) -> XrdpDesktop:
     return host
 
 
+@pytest.fixture(scope="module")
+def nla_host(processes, tmp_path_factory) -> ShadowRdpHost:
+    """A host that requires Network Level Authentication and knows user1's password."""
+    need("freerdp-shadow-cli", "winpr-hash", "Xvnc")
+    state = tmp_path_factory.mktemp("shadow-browser")
+    host = ShadowRdpHost(state, XvncDesktop(state / "desktop", "NLA Desktop", NLA_COLOUR,
+                                            password="unused1"),
+                         user="user1", password=USERS["user1"][1])
+    host.start(processes)
+    return host
+
+
 def canvas_colour(page, timeout: float = 30.0) -> tuple[int, int, int] | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -66,11 +79,12 @@ def open_rdp(slapd, tmp_path, database, chromium, rdp_host):
     a script the user runs in the page first); the page and the installation."""
     opened = []
 
-    def open_page(clipboard: str = "both", tamper: str | None = None):
+    def open_page(clipboard: str = "both", tamper: str | None = None, host=None):
+        host = host or rdp_host
         live = make_live(tmp_path / f"live-{len(opened)}", slapd, [], database(),
                          pool_options={"clipboard": clipboard}, entries=[
-            DesktopEntry("win1", rdp_host.port, 10, None, "rdp",
-                         options={"certificate_sha256": rdp_host.certificate_sha256})])
+            DesktopEntry("win1", host.port, 10, None, "rdp",
+                         options={"certificate_sha256": host.certificate_sha256})])
 
         async def enrol() -> None:
             async with live.client("10.94.0.1") as http:
@@ -226,3 +240,13 @@ def test_no_clipboard_crosses_under_none_even_from_a_changed_page(open_rdp, rdp_
     finally:
         processes.stop(holder)
     assert page.locator("body").get_attribute("data-state") == "connected"
+
+
+def test_a_host_that_requires_nla_signs_the_user_in_without_a_prompt(open_rdp, nla_host):
+    """The gateway does the host's Network Level Authentication as the user (CredSSP with
+    her portal password); the page's client, which holds none, sees the desktop."""
+    page, live = open_rdp(host=nla_host)
+    colour = canvas_colour(page)
+    page.screenshot(path=str(live.state / "nla-desktop.png"))
+    assert colour is not None, f"no desktop on the canvas; console errors: {page.errors}"
+    assert all(abs(a - b) <= 8 for a, b in zip(colour, hex_rgb(NLA_COLOUR))), colour

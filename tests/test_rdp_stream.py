@@ -65,10 +65,15 @@ def per_length(n: int) -> bytes:
     return bytes((n,)) if n < 0x80 else struct.pack("!H", 0x8000 | n)
 
 
-def connect_initial(layout: int, channels: list[bytes]) -> bytes:
+def connect_initial(layout: int, channels: list[bytes], core_size: int = 64,
+                    selected: int = rdp.PROTOCOL_SSL) -> bytes:
     """An MCS Connect Initial as clients send it: the BER envelope, GCC's Conference Create
-    Request, and the client's core and network data."""
-    core = struct.pack("<IHHHHI", 0x00080004, 1280, 800, 0xCA01, 0xAA03, layout) + b"\0" * 40
+    Request, and the client's core data (``core_size`` bytes: 216 and more carry the protocol
+    the client saw selected) and network data."""
+    core = struct.pack("<IHHHHI", 0x00080004, 1280, 800, 0xCA01, 0xAA03, layout)
+    core = core.ljust(core_size - 4, b"\0")
+    if core_size >= 216:
+        core = core[:208] + struct.pack("<I", selected) + core[212:]
     core_block = struct.pack("<HH", 0xC001, 4 + len(core)) + core
     net = struct.pack("<I", len(channels)) + b"".join(
         name.ljust(8, b"\0") + struct.pack("<I", 0x80800000) for name in channels)
@@ -182,15 +187,29 @@ def test_a_lying_field_length_in_the_client_info_is_refused():
         walk(stream, [connect_initial(0x0407, []), bytes(packet)])
 
 
-def test_the_gateways_request_asks_for_tls_only_and_confirms_are_read():
+def test_the_gateways_request_asks_for_tls_or_nla_and_confirms_are_read():
     request = rdp.connection_request()
     assert rdp.is_connection_request(request)
-    assert struct.unpack_from("<I", request, len(request) - 4)[0] == rdp.PROTOCOL_SSL
+    assert struct.unpack_from("<I", request, len(request) - 4)[0] == \
+        rdp.PROTOCOL_SSL | rdp.PROTOCOL_HYBRID
     confirm = bytes.fromhex("0300001300d00000123400") + struct.pack("<BBHI", 2, 0, 8, 2)
     assert rdp.selected_protocol(confirm) == rdp.PROTOCOL_HYBRID
     with pytest.raises(StreamNotUnderstood):
         rdp.selected_protocol(bytes.fromhex("0300001300d00000123400")
                               + struct.pack("<BBHI", 3, 0, 8, 5))      # negotiation failure
+    told = rdp.confirm_selecting(confirm, rdp.PROTOCOL_SSL)      # the viewer's view of it
+    assert len(told) == len(confirm) and rdp.selected_protocol(told) == rdp.PROTOCOL_SSL
+
+
+def test_the_core_data_says_what_the_host_chose_when_the_gateway_did_its_nla():
+    """The page's client saw TLS and says so in its core data; the host chose NLA and checks."""
+    packet = connect_initial(0x0407, [], core_size=216, selected=rdp.PROTOCOL_SSL)
+    core_at = packet.index(struct.pack("<HH", 0xC001, 216))
+    assert struct.unpack_from("<I", packet, core_at + 212)[0] == rdp.PROTOCOL_SSL
+    out = rdp.ClientStream(LOGON, 0x0407, frozenset(),
+                           host_protocol=rdp.PROTOCOL_HYBRID).feed(packet)
+    assert len(out) == len(packet)
+    assert struct.unpack_from("<I", out, core_at + 212)[0] == rdp.PROTOCOL_HYBRID
 
 
 def test_a_ticket_carries_the_logon_sealed_for_its_own_id_only():

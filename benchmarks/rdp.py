@@ -36,8 +36,9 @@ import aiohttp
 from benchmarks import add_record_option, results_dir
 from broker import mfa
 from client.tunnel import Tunnel
-from testbed import (CHROMIUM, CHROMIUM_ARGS, Processes, ShadowRdpHost, XrdpDesktop, XvfbScreen,
-                     XvncDesktop, directory_of_users, free_port, hex_rgb, require, wait_for_port)
+from testbed import (CANVAS_COLOUR_JS, CHROMIUM, CHROMIUM_ARGS, Processes, ShadowRdpHost,
+                     XrdpDesktop, XvfbScreen, XvncDesktop, directory_of_users, free_port, hex_rgb,
+                     require, wait_for_port)
 from testbed.demo import DOMAIN, DesktopEntry, write_config
 from wire import rdcleanpath
 
@@ -47,19 +48,6 @@ RESULTS = "rdp.json"
 # An X.224 Connection Request as the page's client sends it (the gateway reads its form only).
 _CR = b"\xe0\x00\x00\x00\x00\x00" + bytes.fromhex("0100080003000000")
 CLIENT_X224 = bytes((3, 0, 0, 5 + len(_CR), len(_CR))) + _CR
-
-RDP_CANVAS_COLOUR_JS = """() => {
-    const element = document.querySelector('iron-remote-desktop');
-    const c = element && element.shadowRoot && element.shadowRoot.querySelector('canvas');
-    if (!c || c.width < 100) return null;
-    const probe = document.createElement('canvas');
-    probe.width = c.width; probe.height = c.height;
-    const ctx = probe.getContext('2d');
-    ctx.drawImage(c, 0, 0);
-    const d = ctx.getImageData(c.width - 20, c.height - 20, 1, 1).data;
-    return [d[0], d[1], d[2]];
-}"""
-
 
 def _close(a: tuple[int, int, int], b: tuple[int, int, int]) -> bool:
     return all(abs(x - y) <= 8 for x, y in zip(a, b))
@@ -208,7 +196,7 @@ def browser_rounds(setup: Setup, secret: str, rounds: int) -> dict:
                 started = time.perf_counter()
                 page.goto(f"{setup.portal}/desktop/{pool}")
                 while time.perf_counter() - started < 30:
-                    seen = page.evaluate(RDP_CANVAS_COLOUR_JS)
+                    seen = page.evaluate(CANVAS_COLOUR_JS)
                     if seen and _close(tuple(seen), hex_rgb(colour)):
                         samples[name].append(time.perf_counter() - started)
                         break

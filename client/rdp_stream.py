@@ -28,29 +28,34 @@ from .stream import StreamClosed
 MAX_X224 = 1024     # bytes of a viewer's X.224 Connection Request
 
 
-def loopback_tls() -> ssl.SSLContext:
-    """A server context with a fresh self-signed certificate for 127.0.0.1 (never written
-    anywhere but a temporary file that is gone when this returns)."""
+def self_signed_rsa(common_name: str, days: int = 30) -> tuple[bytes, bytes]:
+    """A self-signed RSA certificate and its key, PEM."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pforte-tunnel")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=30)).sign(key, hashes.SHA256()))
+            .not_valid_after(now + datetime.timedelta(days=days)).sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+def loopback_tls() -> ssl.SSLContext:
+    """A server context with a fresh self-signed certificate (never written anywhere but a
+    temporary file that is gone when this returns)."""
+    cert, key = self_signed_rsa("pforte-tunnel")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     with tempfile.TemporaryDirectory() as directory:
         pem = Path(directory) / "tunnel.pem"
         pem.touch(0o600)
-        pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption())
-                        + cert.public_bytes(serialization.Encoding.PEM))
+        pem.write_bytes(key + cert)
         context.load_cert_chain(pem)
     return context
 

@@ -89,6 +89,10 @@ def _toml_table(values: dict[str, object]) -> str:
     return "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
 
 
+def _ssh_table(d: DesktopEntry) -> str:
+    return f"[tenants.hosts.ssh]\n{_toml_table(d.ssh)}" if d.ssh else ""
+
+
 def write_config(state: Path, *, slapd: Slapd, desktops: list[DesktopEntry], group: str,
                  host: str, portal_port: int, gateway_port: int,
                  directory_servers: list[str] | None = None,
@@ -113,7 +117,7 @@ port = {d.port}
 protocol = "{d.protocol}"
 seats = {d.seats}
 {f'secret_file = "{_write_secret(keys / f"{d.id}.pass", d.password)}"' if d.password else ""}
-{_toml_table(d.options or {})}{f"[tenants.hosts.ssh]{chr(10)}{_toml_table(d.ssh)}" if d.ssh else ""}""" for d in desktops)
+{_toml_table(d.options or {})}{_ssh_table(d)}""" for d in desktops)
     config = state / "pforte.toml"
     config.write_text(f"""\
 # Written by `pforte demo`. Every key is explained in the README's configuration reference.

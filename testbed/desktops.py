@@ -242,27 +242,11 @@ class ShadowRdpHost:
 
 def _rsa_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed RSA certificate as a Windows host has one: (certificate, key) PEM files."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rdp-host.test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=7))
-            .sign(key, hashes.SHA256()))
+    from client.rdp_stream import self_signed_rsa
+    cert, key = self_signed_rsa("rdp-host.test")
     cert_path, key_path = directory / "rdp.crt", directory / "rdp.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.TraditionalOpenSSL,
-                                           serialization.NoEncryption()))
-    key_path.chmod(0o600)
+    cert_path.write_bytes(cert)
+    write_private(key_path, key.decode())
     return cert_path, key_path
 
 
@@ -320,7 +304,9 @@ class DemoProcess:
 
 # Reads the noVNC canvas: the colour near its bottom-right corner (away from the xterm).
 CANVAS_COLOUR_JS = """() => {
-    const c = document.querySelector('#screen canvas');
+    const iron = document.querySelector('iron-remote-desktop');   // an RDP page: IronRDP's
+    const c = iron ? iron.shadowRoot && iron.shadowRoot.querySelector('canvas')
+                   : document.querySelector('#screen canvas');   // a VNC page: noVNC's
     if (!c || c.width < 100) return null;
     const probe = document.createElement('canvas');
     probe.width = c.width; probe.height = c.height;
@@ -336,7 +322,8 @@ def hex_rgb(colour: str) -> tuple[int, int, int]:
 
 
 def wait_for_desktop_colour(page, timeout: float = 20.0, poll_ms: int = 10):
-    """Poll the noVNC canvas until it shows a non-black pixel; the colour, or None on timeout."""
+    """Poll the desktop page's canvas (noVNC's or IronRDP's) until it shows a non-black pixel;
+    the colour, or None on timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         colour = page.evaluate(CANVAS_COLOUR_JS)

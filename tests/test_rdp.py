@@ -6,6 +6,7 @@ and what a wrong, forged or misdirected ticket gets. The full client (IronRDP in
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 
@@ -190,3 +191,29 @@ async def test_a_user_the_nla_host_refuses_gets_no_desktop(make_installation, nl
     assert rdcleanpath.decode_response(answer.data) == rdcleanpath.Refusal(
         rdcleanpath.GENERAL_ERROR, 502)
     assert closed.data == 4502
+
+
+async def test_after_a_drop_the_user_comes_back_to_her_session_on_the_same_host(
+        make_installation, xrdp_host):
+    """An RDP client cannot resume a websocket: it connects again with a fresh ticket, and the
+    broker gives it the session it had (kept ``disconnected_keep``), on the same host."""
+    inst = await make_installation(desktops=[rdp_entry(xrdp_host)])
+    token = await inst.login("anna")
+    first = await inst.connect(token)
+    ws = await inst.http.ws_connect(first["gateway_url"], max_msg_size=0)
+    await ws.send_bytes(request_for(first["ticket"]))
+    assert isinstance(rdcleanpath.decode_response((await ws.receive()).data),
+                      rdcleanpath.Response)
+    await ws.close()                                           # the network goes
+    for _ in range(100):                                       # the gateway reports the end
+        live = await inst.broker.store.sessions.live("musterstadt")
+        if live and all(s.state.value == "disconnected" for s in live):
+            break
+        await asyncio.sleep(0.05)
+    again = await inst.connect(token)
+    assert again["session"] == first["session"]
+    ws = await inst.http.ws_connect(again["gateway_url"], max_msg_size=0)
+    await ws.send_bytes(request_for(again["ticket"]))
+    assert isinstance(rdcleanpath.decode_response((await ws.receive()).data),
+                      rdcleanpath.Response)
+    await ws.close()

@@ -14,30 +14,18 @@ from concurrent.futures import ThreadPoolExecutor
 import pyotp
 import pytest
 
-from testbed import ShadowRdpHost, XrdpDesktop, XvncDesktop, hex_rgb
+from testbed import (CANVAS_COLOUR_JS, ShadowRdpHost, XrdpDesktop, XvncDesktop, hex_rgb)
 from testbed.demo import DesktopEntry
 
 from .conftest import USERS, need
 from .security.conftest import DOMAIN, make_live
+from .test_accessibility import AXE, TEXTS, violations
 from .test_browser_desktop import DEAD_AS_SENT, Keyboard, admin_call, german
 
 pytestmark = pytest.mark.e2e
 
 COLOUR = "#1565c0"
 NLA_COLOUR = "#2e7d32"
-
-# The colour of a pixel of IronRDP's canvas (inside its element's shadow root), or null.
-RDP_CANVAS_COLOUR_JS = """() => {
-    const element = document.querySelector('iron-remote-desktop');
-    const c = element && element.shadowRoot && element.shadowRoot.querySelector('canvas');
-    if (!c || c.width < 100) return null;
-    const probe = document.createElement('canvas');
-    probe.width = c.width; probe.height = c.height;
-    const ctx = probe.getContext('2d');
-    ctx.drawImage(c, 0, 0);
-    const d = ctx.getImageData(c.width - 20, c.height - 20, 1, 1).data;
-    return [d[0], d[1], d[2]];
-}"""
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +54,7 @@ def nla_host(processes, tmp_path_factory) -> ShadowRdpHost:
 def canvas_colour(page, timeout: float = 30.0) -> tuple[int, int, int] | None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        colour = page.evaluate(RDP_CANVAS_COLOUR_JS)
+        colour = page.evaluate(CANVAS_COLOUR_JS)
         if colour and colour != [0, 0, 0]:
             return tuple(colour)
         page.wait_for_timeout(50)
@@ -79,7 +67,8 @@ def open_rdp(slapd, tmp_path, database, chromium, rdp_host):
     a script the user runs in the page first); the page and the installation."""
     opened = []
 
-    def open_page(clipboard: str = "both", tamper: str | None = None, host=None):
+    def open_page(clipboard: str = "both", tamper: str | None = None, host=None,
+                  locale: str = "de-DE", axe: bool = False):
         host = host or rdp_host
         live = make_live(tmp_path / f"live-{len(opened)}", slapd, [], database(),
                          pool_options={"clipboard": clipboard}, entries=[
@@ -91,22 +80,24 @@ def open_rdp(slapd, tmp_path, database, chromium, rdp_host):
                 await live.enrol(http, "user1")
         with ThreadPoolExecutor(1) as thread:     # playwright runs its own loop in this one
             thread.submit(asyncio.run, enrol()).result()
-        context = chromium.new_context(locale="de-DE", viewport={"width": 1280, "height": 900})
+        context = chromium.new_context(locale=locale, viewport={"width": 1280, "height": 900},
+                                       bypass_csp=axe)   # axe is injected, as CSP would refuse
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live.portal)
         if tamper is not None:
             context.add_init_script(tamper)
         opened.append((live, context))
+        t = TEXTS["de" if locale.startswith("de") else "en"]
         page = context.new_page()
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.goto(f"{live.portal}/login")
         page.evaluate("navigator.clipboard.writeText('')")  # the browser's, shared by pages
-        page.get_by_label("Benutzername").fill(f"user1@{DOMAIN}")
-        page.get_by_label("Passwort").fill(USERS["user1"][1])
-        page.get_by_role("button", name="Anmelden").click()
-        page.get_by_label("Einmalcode").fill(
+        page.get_by_label(t["username"]).fill(f"user1@{DOMAIN}")
+        page.get_by_label(t["password"]).fill(USERS["user1"][1])
+        page.get_by_role("button", name=t["sign_in"]).click()
+        page.get_by_label(t["code"]).fill(
             pyotp.TOTP(live.secrets["user1"]).at(time.time() + 30))
-        page.get_by_role("button", name="Bestätigen").click()
+        page.get_by_role("button", name=t["confirm"]).click()
         page.get_by_role("link", name="Büro").click()
         page.errors = errors
         return page, live
@@ -250,3 +241,20 @@ def test_a_host_that_requires_nla_signs_the_user_in_without_a_prompt(open_rdp, n
     page.screenshot(path=str(live.state / "nla-desktop.png"))
     assert colour is not None, f"no desktop on the canvas; console errors: {page.errors}"
     assert all(abs(a - b) <= 8 for a, b in zip(colour, hex_rgb(NLA_COLOUR))), colour
+
+
+@pytest.mark.parametrize("locale", ["de-DE", "en-GB"])
+def test_the_rdp_desktop_page_passes_axe_and_its_bar_works_by_keyboard(open_rdp, locale):
+    """The RDP page is the VNC page's frame with another client in it: landmarks, labels and
+    contrast pass axe (no serious or critical violation) in both languages, with the desktop
+    connected; the bar's buttons are reached with Tab."""
+    if not AXE.is_file():
+        pytest.skip("not installed: axe-core (scripts/setup installs it with npm)")
+    page, _ = open_rdp(locale=locale, axe=True)
+    assert canvas_colour(page) is not None
+    assert violations(page) == []
+    reached = set()
+    for _ in range(8):
+        page.keyboard.press("Tab")
+        reached.add(page.evaluate("document.activeElement.id || document.activeElement.textContent"))
+    assert {"ctrl-alt-del", "full-screen"} <= reached, reached

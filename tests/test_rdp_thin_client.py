@@ -8,16 +8,21 @@ real pixels and on the desktop's own record."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
+from broker import mfa
+from broker.store import OPERATOR
 from client.agent import VIEWER_OPTIONS
 from client.tunnel import Tunnel
 from testbed import XrdpDesktop, XvfbScreen, XvncDesktop, hex_rgb, require
-from testbed.demo import DesktopEntry
+from testbed.demo import TENANT, DesktopEntry
 
 from .conftest import USERS, need
+from .test_agent import EXAMPLES, boot_agent
 
 pytestmark = pytest.mark.e2e
 
@@ -92,3 +97,35 @@ async def test_xfreerdp_opens_the_desktop_through_the_tunnel_signed_in_once(
     finally:
         processes.stop(viewer)
         await tunnel.close()
+
+
+async def test_the_boot_agent_starts_xfreerdp_into_the_rdp_desktop(make_installation, rdp_host,
+                                                                  screen, processes, tmp_path):
+    """The thin client's own way: the agent enrols, signs Anna in (password, one-time code),
+    opens the tunnel and names ``xfreerdp`` with the broker's ``.rdp`` file for a device whose
+    class says RDP; that command, run on the thin client's screen, shows her desktop."""
+    profiles = tmp_path / "profiles"
+    shutil.copytree(EXAMPLES, profiles)
+    (profiles / "classes" / "thin-client.toml").write_text(
+        'viewer = "rdp"\n[display]\nresolution = "1280x800"\nfullscreen = true\n')
+    inst = await make_installation(
+        broker_options={"profiles_dir": str(profiles)},
+        desktops=[DesktopEntry("win1", rdp_host.port, 10, None, "rdp",
+                               options={"certificate_sha256": rdp_host.certificate_sha256})])
+    await inst.broker.store.admin.create_token("op", OPERATOR, "t", now=time.time())
+    secret = mfa.new_secret()
+    await inst.broker.second_factor.import_enrolment(TENANT, "anna", secret)
+    agent, command = await boot_agent(inst, inst.base_url, tmp_path / "tc", secret, [])
+    try:
+        assert command[0] == "xfreerdp" and command[1].endswith(".rdp")
+        assert USERS["anna"][1] not in " ".join(command)
+        assert USERS["anna"][1] not in Path(command[1]).read_text()
+        viewer = processes.start([require("xfreerdp"), *command[1:]], env=screen.env,
+                                 log=tmp_path / "xfreerdp.log")
+        try:
+            assert await wait_for_colour(screen, COLOUR) is not None, \
+                (tmp_path / "xfreerdp.log").read_text(errors="replace")[-3000:]
+        finally:
+            processes.stop(viewer)
+    finally:
+        await agent.close()

@@ -246,6 +246,38 @@ def _totp(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rdp_certificate(args: argparse.Namespace) -> int:
+    """What an RDP host shows: X.224 (asking for TLS or NLA), then TLS, as the gateway does."""
+    import hashlib
+    import socket
+    import ssl
+
+    from cryptography import x509
+    from gateway import rdp
+    try:
+        with socket.create_connection((args.address, args.port), timeout=args.timeout) as sock:
+            sock.sendall(rdp.connection_request())
+            confirm = sock.recv(64)
+            protocol = rdp.selected_protocol(confirm)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            with context.wrap_socket(sock) as tls:
+                der = tls.getpeercert(binary_form=True)
+    except (OSError, rdp.StreamNotUnderstood) as exc:
+        print(f"pforte: {args.address}:{args.port} is no RDP host with TLS: {exc}",
+              file=sys.stderr)
+        return 1
+    cert = x509.load_der_x509_certificate(der)
+    security = "NLA (the gateway does it as the user)" if protocol == rdp.PROTOCOL_HYBRID \
+        else "TLS"
+    print(f"# {args.address}:{args.port}: {cert.subject.rfc4514_string()}, valid until "
+          f"{cert.not_valid_after_utc:%Y-%m-%d}; security: {security}")
+    print("# Compare with the host's own view before you trust it (a man in the middle on the")
+    print("# way here would show you his): certutil, or the Remote Desktop certificate store.")
+    print(f'certificate_sha256 = "{hashlib.sha256(der).hexdigest()}"')
+    return 0
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
     try:
@@ -339,6 +371,13 @@ def parser() -> argparse.ArgumentParser:
     cn.add_argument("--device-credential-file", help="a thin client's credential: the viewer "
                     "file follows its profile (else the defaults) and the audit names it")
     cn.set_defaults(func=_connect)
+
+    rc = sub.add_parser("rdp-certificate", help="print an RDP host's certificate fingerprint "
+                        "for its [[tenants.hosts]] certificate_sha256")
+    rc.add_argument("address")
+    rc.add_argument("--port", type=int, default=3389)
+    rc.add_argument("--timeout", type=float, default=5.0)
+    rc.set_defaults(func=_rdp_certificate)
 
     t = sub.add_parser("totp", help="print the current one-time code for a secret (demo aid)")
     t.add_argument("secret")

@@ -217,3 +217,18 @@ async def test_after_a_drop_the_user_comes_back_to_her_session_on_the_same_host(
     assert isinstance(rdcleanpath.decode_response((await ws.receive()).data),
                       rdcleanpath.Response)
     await ws.close()
+
+
+def test_pforte_rdp_certificate_prints_the_pin_for_the_config(xrdp_host, nla_host):
+    import subprocess
+    import sys
+    for host, security in ((xrdp_host, "TLS"), (nla_host, "NLA")):
+        done = subprocess.run([sys.executable, "-m", "pforte", "rdp-certificate", "127.0.0.1",
+                               "--port", str(host.port)], capture_output=True, text=True,
+                              timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert f'certificate_sha256 = "{host.certificate_sha256}"' in done.stdout
+        assert f"security: {security}" in done.stdout
+    closed = subprocess.run([sys.executable, "-m", "pforte", "rdp-certificate", "127.0.0.1",
+                             "--port", "1"], capture_output=True, text=True, timeout=30)
+    assert closed.returncode == 1 and "no RDP host" in closed.stderr

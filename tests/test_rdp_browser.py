@@ -256,5 +256,6 @@ def test_the_rdp_desktop_page_passes_axe_and_its_bar_works_by_keyboard(open_rdp,
     reached = set()
     for _ in range(8):
         page.keyboard.press("Tab")
-        reached.add(page.evaluate("document.activeElement.id || document.activeElement.textContent"))
+        reached.add(page.evaluate(
+            "document.activeElement.id || document.activeElement.textContent"))
     assert {"ctrl-alt-del", "full-screen"} <= reached, reached

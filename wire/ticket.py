@@ -63,7 +63,7 @@ class Claims:
     clipboard: str = "both"           # the pool's clipboard policy, one of CLIPBOARD_POLICIES
     outage: bool = False              # minted from a reconnect pass while the database was down:
                                       # a gateway may admit it once without the broker's record
-    keyboard: int = 0                 # RDP: the Windows keyboard layout the host applies; 0: its own
+    keyboard: int = 0                 # RDP: the Windows keyboard layout to apply; 0: the host's
     channels: tuple[str, ...] = ()    # RDP: the switched channels the pool allows besides the
                                       # clipboard ("drives_printers", "audio")
     certificate: str | None = None    # RDP: SHA-256 (hex) of the certificate the host must show

@@ -103,8 +103,9 @@ async function start(ui) {
         say("disconnected");
     } catch (e) {
         clearInterval(noticePolling);
-        const status = e?.rdcleanpathDetails?.()?.httpStatusCode;
-        say(REFUSALS[status] ? `gateway_${REFUSALS[status]}` : "disconnected", "gateway_other");
+        const httpStatus = e?.rdcleanpathDetails?.()?.httpStatusCode;
+        say(REFUSALS[httpStatus] ? `gateway_${REFUSALS[httpStatus]}` : "disconnected",
+            "gateway_other");
     }
 }
 

@@ -125,7 +125,8 @@ class Connections:
         minting = time.perf_counter()
         minted, expires = self._ticket(tenant.id, login.user, assignment.session_id, pool, host,
                                        port, now, self.config.ticket_lifetime,
-                                       password=open_logon(self.config.credential_key, login))
+                                       password=self._password(login.tenant, login.user,
+                                                               login.sealed_logon))
         phases["ticket"] = time.perf_counter() - minting
         # The audit entry and the logon's phases are one transaction of their own, after the
         # pool's lock is released: written under the lock it made every placement of a pool
@@ -169,10 +170,16 @@ class Connections:
     def _pass(self, token: str, login: Login, pool: str, session: str, host: str,
               port: int) -> str:
         expires = min(int(self.clock()) + self.config.reconnect_pass_lifetime, int(login.expires))
+        tenant = self.config.tenant(login.tenant)
+        rdp = tenant is not None and (found := tenant.host(host)) is not None and \
+            found.protocol == "rdp"
         return reconnect_pass.issue(self.config.totp_key, reconnect_pass.ReconnectPass(
             login_hash=reconnect_pass.login_hash(token), csrf=login.csrf, tenant=login.tenant,
             user=login.user, pool=pool, session=session, host=host, port=port,
-            expires_at=expires))
+            expires_at=expires, sealed_logon=login.sealed_logon if rdp else None))
+
+    def _password(self, tenant: str, user: str, sealed: str | None) -> str | None:
+        return open_logon(self.config.credential_key, tenant, user, sealed)
 
     async def renew_pass(self, token: str, login: Login, pool_id: str) -> str:
         """A fresh reconnect pass to the desktop the user is connected to in the pool.
@@ -228,7 +235,9 @@ class Connections:
         if csrf is not None:
             check_csrf(csrf, found.csrf)
         minted, expires = self._ticket(found.tenant, found.user, found.session, pool, host,
-                                       found.port, now, OUTAGE_TICKET_LIFETIME, outage=True)
+                                       found.port, now, OUTAGE_TICKET_LIFETIME, outage=True,
+                                       password=self._password(found.tenant, found.user,
+                                                               found.sealed_logon))
         logger.warning("database unavailable: %s@%s reconnects to session %s on %s from %s "
                        "with a reconnect pass", found.user, found.tenant, found.session, host.id,
                        printable(source))

@@ -53,14 +53,14 @@ def seal_logon(key: bytes, tenant: str, user: str, password: str) -> str:
     return sealing.seal(key, password.encode(), _logon_context(tenant, user))
 
 
-def open_logon(key: bytes, login: Login) -> str | None:
-    """The password :func:`seal_logon` sealed in ``login``; None when it holds none (or one
-    that does not open: the host then asks the user)."""
-    if login.sealed_logon is None:
+def open_logon(key: bytes, tenant: str, user: str, sealed: str | None) -> str | None:
+    """The password :func:`seal_logon` sealed for this user (kept with her login, and in the
+    reconnect passes to her RDP desktops); None when there is none, or one that does not open
+    (the host then asks her)."""
+    if sealed is None:
         return None
     try:
-        return sealing.unseal(key, login.sealed_logon,
-                              _logon_context(login.tenant, login.user)).decode()
+        return sealing.unseal(key, sealed, _logon_context(tenant, user)).decode()
     except (sealing.SealBroken, UnicodeDecodeError):
         return None
 

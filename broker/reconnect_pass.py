@@ -6,7 +6,9 @@ for secrets at rest, that only brokers can open. It names the desktop the ticket
 user, pool, session, host, port) and is bound to the login it was issued to (a hash of the login
 token, and the login's CSRF token). When the database cannot be reached, the broker cannot look
 up the login or the session; instead it opens the pass the client presents with its login token
-and mints a short ticket, marked ``outage``, to that same desktop and nothing else (a desktop a
+and mints a short ticket, marked ``outage``, to that same desktop and nothing else — for an RDP
+desktop with the user's Windows logon, which the pass carries as her login keeps it (sealed to
+her with the gateways' key; broker.logins.seal_logon) — (a desktop a
 multi-session host started for that session takes that session's own password, so a port the
 host has since given to another session's desktop refuses it). The gateway
 admits such a ticket once without the broker's record (see ``gateway.server``).
@@ -42,6 +44,8 @@ class ReconnectPass:
     host: str          # the host's id in the tenant's config
     port: int
     expires_at: int    # with the login
+    sealed_logon: str | None = None   # an RDP desktop's: the login's sealed password (sealed
+                                      # again inside the pass), for the Windows logon
 
 
 def login_hash(token: str) -> str:

@@ -184,8 +184,9 @@ class Handshake:
         try:
             link = await reach_desktop(claims, self.config, self.metrics.clipboard)
         except (OSError, asyncio.TimeoutError, DesktopError, TicketError) as exc:
-            logger.warning("session %s: desktop %s:%s unavailable: %s", claims.session,
-                           claims.target.host, claims.target.port, type(exc).__name__)
+            logger.warning("session %s: desktop %s:%s unavailable: %s%s", claims.session,
+                           claims.target.host, claims.target.port, type(exc).__name__,
+                           f" ({str(exc)!r})" if isinstance(exc, DesktopError) else "")
             self.metrics.refused(Close.DESKTOP.word)
             if claims.target.protocol == "rdp":
                 viewer.send_binary(rdcleanpath.encode_error(admission.http_status(Close.DESKTOP)))

@@ -21,14 +21,16 @@ import aiohttp
 from broker.service import HOUSEKEEPING_INTERVAL
 from client.api import BrokerApi
 from client.tunnel import Tunnel
-from testbed import Postgres, Processes, free_port
+from testbed import Postgres, Processes, ShadowRdpHost, XvncDesktop, free_port
 from testbed.demo import TENANT, DesktopEntry
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
+from wire import rdcleanpath
 from wire.api import RECONNECT_PASS_HEADER
 from wire.closes import Close
 
 from ..conftest import USERS, AiohttpStream, need, rfb_viewer_handshake
+from ..test_rdp import CLIENT_X224
 from .conftest import DOMAIN, DRAIN, bearer
 from .test_processes import desktop_answers, open_session
 
@@ -143,6 +145,39 @@ async def test_a_signed_in_user_gets_back_to_her_desktop_while_the_database_is_d
         r = await connect("user4", passes["user4"])
         assert r.status == 200                      # the ordinary way again, a new pass with it
         assert (await r.json())["reconnect_pass"] != passes["user4"]
+
+
+async def test_an_rdp_user_gets_back_signed_in_to_her_nla_desktop_while_the_database_is_down(
+        own_live, own_postgres, tmp_path):
+    """Her pass carries her Windows logon as her login keeps it (sealed to her): with the
+    database down the gateway still does the host's Network Level Authentication as her — the
+    host, which knows only her, takes it."""
+    need("freerdp-shadow-cli", "winpr-hash", "Xvnc")
+    database, processes = own_postgres
+    host = ShadowRdpHost(tmp_path / "nla", XvncDesktop(tmp_path / "nla-desktop", "NLA",
+                                                       "#2e7d32", password="unused1"),
+                         user="user6", password=USERS["user6"][1])
+    host.start(processes)
+    live = own_live(broker_options=on_database(database, "rdp_outage", tmp_path), entries=[
+        DesktopEntry("win1", host.port, 10, None, "rdp",
+                     options={"certificate_sha256": host.certificate_sha256})])
+    async with live.client("10.91.0.6") as http:
+        await live.enrol(http, "user6")
+        token = await live.login(http, "user6")
+        r = await http.post(f"{live.portal}/api/v1/pools/buero/connect", headers=bearer(token))
+        held = (await r.json())["reconnect_pass"]
+
+        database.halt()
+        r = await http.post(f"{live.portal}/api/v1/pools/buero/connect",
+                            headers={**bearer(token), RECONNECT_PASS_HEADER: held})
+        assert r.status == 200, await r.text()
+        ticket = (await r.json())["ticket"]
+        ws = await http.ws_connect(live.gateway_ws)
+        await ws.send_bytes(rdcleanpath.encode_request(rdcleanpath.Request(ticket, CLIENT_X224)))
+        answer = rdcleanpath.decode_response((await ws.receive()).data)
+        assert isinstance(answer, rdcleanpath.Response), answer
+        await ws.close()
+        database.run(processes)
 
 
 async def test_every_connection_that_predates_a_database_restart_is_replaced_unnoticed(

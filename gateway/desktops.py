@@ -136,12 +136,24 @@ class _Untouched:
 
 
 class RdpGuard:
-    """An RDP session's stream: the client's connection sequence walked, the host's untouched."""
+    """An RDP session's stream: the client's connection sequence walked, the host's untouched.
+    Once the client's logon went by, the guard takes itself off the link: the rest of the
+    session is relayed as it comes, at the relay's full speed."""
 
-    __slots__ = ("viewer", "desktop", "counts")
+    __slots__ = ("stream", "link", "desktop", "counts")
 
-    def __init__(self, stream: rdp.ClientStream) -> None:
-        self.viewer, self.desktop, self.counts = stream, _Untouched, None
+    def __init__(self, stream: rdp.ClientStream, link: DesktopLink) -> None:
+        self.stream, self.link, self.desktop, self.counts = stream, link, _Untouched, None
+
+    @property
+    def viewer(self) -> "RdpGuard":
+        return self
+
+    def feed(self, data: bytes) -> bytes:
+        out = self.stream.feed(data)
+        if self.stream.done:
+            self.link.guard = None
+        return out
 
 
 def _host_tls() -> ssl.SSLContext:
@@ -224,7 +236,7 @@ class RdpSide(DesktopSide):
         allowed = {name: True for name in claims.channels}
         allowed["clipboard"] = claims.clipboard == "both"
         return RdpGuard(rdp.ClientStream(secret, claims.keyboard, rdp.blocked_channels(allowed),
-                                         host_protocol=link.opening[1]))
+                                         host_protocol=link.opening[1]), link)
 
 
 MAX_TS_REQUEST = 64 * 1024     # bytes of one CredSSP message from a host

@@ -23,8 +23,6 @@ from client.api import BrokerApi
 from client.tunnel import Tunnel
 from testbed import Postgres, Processes, ShadowRdpHost, XvncDesktop, free_port
 from testbed.demo import TENANT, DesktopEntry
-
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 from wire import rdcleanpath
 from wire.api import RECONNECT_PASS_HEADER
 from wire.closes import Close
@@ -32,9 +30,11 @@ from wire.closes import Close
 from ..conftest import USERS, AiohttpStream, need, rfb_viewer_handshake
 from ..test_rdp import CLIENT_X224
 from .conftest import DOMAIN, DRAIN, bearer
-from .test_processes import desktop_answers, open_session
+from .test_processes import answering_pings, desktop_answers, open_session
 
 pytestmark = pytest.mark.integration
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 
 
 @pytest.fixture
@@ -388,22 +388,23 @@ async def test_when_the_database_machine_burns_the_brokers_follow_the_promoted_s
         live = own_live(broker_options=options)
         async with live.client("10.95.0.1") as http:
             token, session, ws = await open_session(live, http, "user1")
-            database.halt(hard=True)                     # the database's machine burns
-            standby.promote()
-            answered = None
-            for _ in range(100):                        # the broker's next connection finds it
-                r = await http.post(f"{live.portal}/api/v1/login",
-                                    json={"username": f"user1@{DOMAIN}",
-                                          "password": USERS["user1"][1]})
-                answered = r.status
-                if answered == 200:
-                    break
-                await asyncio.sleep(0.2)
-            assert answered == 200
-            again = await live.login(http, "user1")      # her enrolment survived: committed
-            r = await http.get(f"{live.portal}/api/v1/admin/tenants/{TENANT}/sessions",
-                               headers=bearer(live.admin_token))
-            state = {s["id"]: s["state"] for s in (await r.json())["sessions"]}
+            async with answering_pings(ws):             # a failover may outlast a heartbeat
+                database.halt(hard=True)                 # the database's machine burns
+                standby.promote()
+                answered = None
+                for _ in range(100):                    # the broker's next connection finds it
+                    r = await http.post(f"{live.portal}/api/v1/login",
+                                        json={"username": f"user1@{DOMAIN}",
+                                              "password": USERS["user1"][1]})
+                    answered = r.status
+                    if answered == 200:
+                        break
+                    await asyncio.sleep(0.2)
+                assert answered == 200
+                again = await live.login(http, "user1")  # her enrolment survived: committed
+                r = await http.get(f"{live.portal}/api/v1/admin/tenants/{TENANT}/sessions",
+                                   headers=bearer(live.admin_token))
+                state = {s["id"]: s["state"] for s in (await r.json())["sessions"]}
             assert state.get(session) == "connected"
             r = await http.post(f"{live.portal}/api/v1/pools/buero/connect",
                                 headers=bearer(again))

@@ -9,6 +9,7 @@ with it, and after a restart everyone is where they were.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import stat
@@ -40,6 +41,25 @@ async def desktop_answers(ws: aiohttp.ClientWebSocketResponse) -> bool:
                 return True
             if msg.type is not aiohttp.WSMsgType.BINARY:
                 return False
+
+
+@contextlib.asynccontextmanager
+async def answering_pings(ws: aiohttp.ClientWebSocketResponse):
+    """While inside, the viewer answers the gateway's heartbeat as a browser does by itself (a
+    viewer silent past the heartbeat is closed); nothing but pings may arrive meanwhile."""
+    async def answer() -> None:
+        while True:
+            msg = await ws.receive()
+            if msg.type is not aiohttp.WSMsgType.PING:
+                raise AssertionError(f"the viewer got {msg.type.name} while it waited")
+            await ws.pong(msg.data)
+    answering = asyncio.create_task(answer())
+    try:
+        yield
+    finally:
+        answering.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await answering
 
 
 async def open_session(live, http: aiohttp.ClientSession, user: str = "bernd"):

@@ -7,7 +7,8 @@ Confirm comes back and is handed to the viewer, which then starts TLS — with t
 loopback, under a certificate the tunnel made for itself at start (the host's own certificate
 is the gateway's to check: it is pinned in the ticket). After that the viewer's RDP stream is
 relayed in the clear over the websocket, and the gateway fills in the user's Windows logon: the
-viewer is given no password at all.
+viewer is given no password at all. A network drop between tunnel and gateway is bridged as for
+VNC (the gateway holds the host's TLS session; the stream resumes where it broke).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from pathlib import Path
 import aiohttp
 
 from wire import rdcleanpath
+from wire.resume import ResumableRdp, ResumeToken, decode, encode, resume_url
 
-from .stream import StreamClosed
+from .stream import GatewayStream, StreamClosed
 
 MAX_X224 = 1024     # bytes of a viewer's X.224 Connection Request
 
@@ -60,14 +62,10 @@ def loopback_tls() -> ssl.SSLContext:
     return context
 
 
-class RdpStream:
-    """One RDP viewer connection through the gateway, with the interface of
-    :class:`client.stream.GatewayStream` (``send``, ``recv``, ``close``); not resumable (an RDP
-    viewer reconnects by itself, and the broker brings it back to the same desktop)."""
-
-    def __init__(self, http: aiohttp.ClientSession, url: str, ticket: str) -> None:
-        self.http, self.url, self._ticket = http, url, ticket
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
+class RdpStream(GatewayStream):
+    """One RDP viewer connection through the gateway, resumable as
+    :class:`client.stream.GatewayStream` is: it announces itself (``ResumableRdp``) before its
+    RDCleanPath request, and the stream both sides count begins after the RDCleanPath answer."""
 
     async def open(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                    tls: ssl.SSLContext) -> None:
@@ -84,10 +82,15 @@ class RdpStream:
             raise StreamClosed(None, "the viewer sent no X.224 Connection Request")
         x224 = header + await reader.readexactly(length - 4)
         ticket, self._ticket = self._ticket, ""
-        self.ws = await self.http.ws_connect(self.url, max_msg_size=0, heartbeat=20.0)
+        self.ws = await self.http.ws_connect(self.url, **self.ws_options)
+        await self.ws.send_str(encode(ResumableRdp()))
         await self.ws.send_bytes(rdcleanpath.encode_request(
             rdcleanpath.Request(ticket, x224, "pforte")))
         msg = await self.ws.receive()
+        token = decode(msg.data) if msg.type is aiohttp.WSMsgType.TEXT else None
+        if isinstance(token, ResumeToken):
+            self.token, self.resume_url = token.token, resume_url(self.url, token.gateway)
+            msg = await self.ws.receive()
         if msg.type is not aiohttp.WSMsgType.BINARY:
             raise StreamClosed(self.ws.close_code, str(msg.extra or ""))
         answer = rdcleanpath.decode_response(msg.data)
@@ -97,16 +100,3 @@ class RdpStream:
         writer.write(answer.x224)
         await writer.drain()
         await writer.start_tls(tls)
-
-    async def send(self, data: bytes) -> None:
-        await self.ws.send_bytes(data)
-
-    async def recv(self) -> bytes:
-        msg = await self.ws.receive()
-        if msg.type is aiohttp.WSMsgType.BINARY:
-            return msg.data
-        raise StreamClosed(self.ws.close_code, str(msg.extra or ""))
-
-    async def close(self) -> None:
-        if self.ws is not None:
-            await self.ws.close()

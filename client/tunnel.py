@@ -3,9 +3,9 @@ gateway, so native clients pass the same gateway, tickets and audit as browsers.
 
 Each connection to the local port asks the broker for a fresh ticket (with the user's login
 token) and opens a resumable gateway stream (``client.stream``): a network drop is bridged
-without the viewer noticing. An RDP desktop's viewer is carried by RDCleanPath instead
-(``client.rdp_stream``): the tunnel takes the viewer's TLS, the gateway the host's. The port
-listens on loopback only.
+without the viewer noticing. An RDP desktop's viewer is carried by RDCleanPath
+(``client.rdp_stream``, resumable alike): the tunnel takes the viewer's TLS, the gateway the
+host's. The port listens on loopback only.
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ class Tunnel:
             conn = await self.ticket()
             if conn.get("protocol") == "rdp":
                 self._tls = self._tls or loopback_tls()
-                stream = RdpStream(self.http, conn["gateway_url"], conn["ticket"])
+                stream = RdpStream(self.http, conn["gateway_url"], conn["ticket"],
+                                   resume_within=self.resume_within, on_notice=self.on_notice)
                 await stream.open(reader, writer, self._tls)
             else:
                 stream = GatewayStream(self.http, conn["gateway_url"], conn["ticket"],

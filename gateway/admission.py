@@ -4,7 +4,8 @@ functions of values (no sockets, no clock; the one piece of state is :class:`Out
 The first websocket message is either a ticket — bare, as text or binary, or as the control
 message ``Offer`` (``{"ticket": T, "resumable": true}``) — or ``Resume`` (``{"resume": TOKEN,
 "offset": N}``) to reattach a dropped session, or, from a page's RDP client, an RDCleanPath
-request whose token is the ticket (:class:`RdpOffer`). Anything else is malformed. A ticket
+request whose token is the ticket (:class:`RdpOffer`), alone or after ``ResumableRdp``
+(``{"resumable": true}``), which makes it resumable. Anything else is malformed. A ticket
 for an RDP desktop is taken only in an RDCleanPath request, and one for another desktop only
 outside it (``PROTOCOL``). A ticket's target must
 lie inside ``allowed_targets`` (an address: names are never resolved), and a browser's Origin must
@@ -14,12 +15,12 @@ be one of ``allowed_origins``.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from wire import rdcleanpath
 from wire.closes import Close
-from wire.resume import Offer, Resume, decode
+from wire.resume import Offer, ResumableRdp, Resume, decode
 from wire.serving import Network
 from wire.ticket import Claims, Target
 
@@ -43,8 +44,9 @@ def http_status(close: Close) -> int:
     return HTTP_STATUS.get(close.code, 500)
 
 
-def first_message(data: str | bytes) -> Offer | Resume | RdpOffer:
-    """What a first message asks for.
+def first_message(data: str | bytes) -> Offer | Resume | RdpOffer | ResumableRdp:
+    """What a first message asks for (after :class:`~wire.resume.ResumableRdp`, read the second
+    with :func:`resumable_rdp`).
 
     Raises:
         Refused: MALFORMED for anything that is neither a ticket nor a resume request.
@@ -65,9 +67,22 @@ def first_message(data: str | bytes) -> Offer | Resume | RdpOffer:
     if not data.startswith("{"):
         return Offer(data)
     message = decode(data)
-    if not isinstance(message, (Offer, Resume)):
+    if not isinstance(message, (Offer, Resume, ResumableRdp)):
         raise Refused(Close.MALFORMED)
     return message
+
+
+def resumable_rdp(data: str | bytes) -> RdpOffer:
+    """The second message of a client that announced :class:`~wire.resume.ResumableRdp`: its
+    RDCleanPath request, for a resumable session.
+
+    Raises:
+        Refused: MALFORMED for anything else.
+    """
+    offer = first_message(data)
+    if not isinstance(offer, RdpOffer):
+        raise Refused(Close.MALFORMED)
+    return replace(offer, resumable=True)
 
 
 def protocol_matches(offer: Offer | RdpOffer, target: Target) -> bool:

@@ -20,6 +20,7 @@ Every refusal is a member of :class:`wire.closes.Close`; exception text never re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -31,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from wire import rdcleanpath, ticket
 from wire.closes import Close, EndReason
 from wire.errors import DesktopError, TicketError
-from wire.resume import Offer, ReplayBuffer, Resume, ResumeToken, encode
+from wire.resume import Offer, ReplayBuffer, ResumableRdp, Resume, ResumeToken, encode
 
 from . import admission
 from .broker_client import BrokerClient
@@ -127,15 +128,11 @@ class Handshake:
         if (self.table.open_count > self.config.max_sessions
                 or self.table.from_source(source) > self.config.max_per_source):
             raise Refused(Close.BUSY)
-        try:
-            async with asyncio.timeout(self.config.handshake_timeout):
-                msg = await viewer.receive()
-        except asyncio.TimeoutError:
-            raise Refused(Close.TIMEOUT) from None
-        if isinstance(msg, Ended):
-            raise Refused(Close.MALFORMED)
+        async with self._within_handshake():
+            first = admission.first_message(await self._message(viewer))
+            if isinstance(first, ResumableRdp):  # its RDCleanPath request follows
+                first = admission.resumable_rdp(await self._message(viewer))
         received = time.perf_counter()
-        first = admission.first_message(msg.data)
         if isinstance(first, admission.RdpOffer):
             try:
                 return await self._redeem(first, received)
@@ -150,6 +147,23 @@ class Handshake:
                 raise Refused(Close.RESUME)
             return Reattach(session, first.offset)
         return await self._redeem(first, received)
+
+    @contextlib.asynccontextmanager
+    async def _within_handshake(self):
+        """Raises Refused (TIMEOUT) when the client's first messages take too long."""
+        try:
+            async with asyncio.timeout(self.config.handshake_timeout):
+                yield
+        except asyncio.TimeoutError:
+            raise Refused(Close.TIMEOUT) from None
+
+    @staticmethod
+    async def _message(viewer: ViewerLink) -> str | bytes:
+        """Raises Refused (MALFORMED) when the client left instead."""
+        msg = await viewer.receive()
+        if isinstance(msg, Ended):
+            raise Refused(Close.MALFORMED)
+        return msg.data
 
     async def _redeem(self, offer: Offer | admission.RdpOffer, received: float) -> Redeemed:
         """Verify the offered ticket and record its single use with the broker.

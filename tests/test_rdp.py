@@ -16,6 +16,8 @@ from gateway import rdp
 from testbed import ShadowRdpHost, XrdpDesktop, XvncDesktop
 from testbed.demo import DesktopEntry
 from wire import rdcleanpath
+from wire.resume import (Offer, ResumableRdp, Resume, Resumed, ResumeToken, decode, encode,
+                         resume_url)
 
 from .conftest import USERS, need
 
@@ -195,8 +197,9 @@ async def test_a_user_the_nla_host_refuses_gets_no_desktop(make_installation, nl
 
 async def test_after_a_drop_the_user_comes_back_to_her_session_on_the_same_host(
         make_installation, xrdp_host):
-    """An RDP client cannot resume a websocket: it connects again with a fresh ticket, and the
-    broker gives it the session it had (kept ``disconnected_keep``), on the same host."""
+    """An RDP client that does not resume (its request came alone) connects again with a fresh
+    ticket, and the broker gives it the session it had (kept ``disconnected_keep``), on the
+    same host."""
     inst = await make_installation(desktops=[rdp_entry(xrdp_host)])
     token = await inst.login("anna")
     first = await inst.connect(token)
@@ -214,6 +217,48 @@ async def test_after_a_drop_the_user_comes_back_to_her_session_on_the_same_host(
     assert again["session"] == first["session"]
     ws = await inst.http.ws_connect(again["gateway_url"], max_msg_size=0)
     await ws.send_bytes(request_for(again["ticket"]))
+    assert isinstance(rdcleanpath.decode_response((await ws.receive()).data),
+                      rdcleanpath.Response)
+    await ws.close()
+
+
+async def test_a_resumable_rdp_session_is_reattached_after_a_drop(make_installation,
+                                                                   xrdp_host):
+    """The page's and the tunnel's way: ``{"resumable": true}`` before the RDCleanPath request
+    gets a resume token before the answer; after a drop (no goodbye) the token reattaches the
+    held session, the stream counted from after the RDCleanPath exchange (nothing sent yet)."""
+    inst = await make_installation(desktops=[rdp_entry(xrdp_host)])
+    conn = await inst.connect(await inst.login("anna"))
+    ws = await inst.http.ws_connect(conn["gateway_url"], max_msg_size=0)
+    await ws.send_str(encode(ResumableRdp()))
+    await ws.send_bytes(request_for(conn["ticket"]))
+    token = decode((await ws.receive()).data)
+    assert isinstance(token, ResumeToken)
+    assert isinstance(rdcleanpath.decode_response((await ws.receive()).data),
+                      rdcleanpath.Response)
+    ws._response.connection.transport.abort()                 # the network fails
+    again = await inst.http.ws_connect(resume_url(conn["gateway_url"], token.gateway),
+                                       max_msg_size=0)
+    await again.send_str(encode(Resume(token.token, 0)))
+    assert decode((await again.receive()).data) == Resumed(0)
+    await again.close()
+
+
+@pytest.mark.parametrize("second", [
+    lambda ticket: ticket,                                        # a bare ticket
+    lambda ticket: encode(ResumableRdp()),                       # announced twice
+    lambda ticket: encode(Offer(ticket, resumable=True)),         # the VNC client's offer
+])
+async def test_after_the_resumable_announcement_only_an_rdcleanpath_request_is_taken(
+        make_installation, xrdp_host, second):
+    inst = await make_installation(desktops=[rdp_entry(xrdp_host)])
+    conn = await inst.connect(await inst.login("anna"))
+    ws = await inst.http.ws_connect(conn["gateway_url"], max_msg_size=0)
+    await ws.send_str(encode(ResumableRdp()))
+    await ws.send_str(second(conn["ticket"]))
+    assert (await ws.receive()).data == 4400
+    ws = await inst.http.ws_connect(conn["gateway_url"], max_msg_size=0)
+    await ws.send_bytes(request_for(conn["ticket"]))          # the ticket was not spent
     assert isinstance(rdcleanpath.decode_response((await ws.receive()).data),
                       rdcleanpath.Response)
     await ws.close()

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import pyotp
 import pytest
 
-from testbed import (CANVAS_COLOUR_JS, ShadowRdpHost, XrdpDesktop, XvncDesktop, hex_rgb)
+from testbed import (CANVAS_COLOUR_JS, BreakableProxy, ShadowRdpHost, XrdpDesktop, XvncDesktop,
+                     hex_rgb)
 from testbed.demo import DesktopEntry
 
 from .conftest import USERS, need
@@ -64,16 +67,21 @@ def canvas_colour(page, timeout: float = 30.0) -> tuple[int, int, int] | None:
 @pytest.fixture
 def open_rdp(slapd, tmp_path, database, chromium, rdp_host):
     """Open the portal's RDP pool in Chromium as user1 (the pool's clipboard policy; ``tamper``:
-    a script the user runs in the page first); the page and the installation."""
+    a script the user runs in the page first; ``network``: a proxy between page and gateway);
+    the page and the installation."""
     opened = []
 
     def open_page(clipboard: str = "both", tamper: str | None = None, host=None,
-                  locale: str = "de-DE", axe: bool = False):
+                  locale: str = "de-DE", axe: bool = False,
+                  network: BreakableProxy | None = None):
         host = host or rdp_host
         live = make_live(tmp_path / f"live-{len(opened)}", slapd, [], database(),
                          pool_options={"clipboard": clipboard}, entries=[
             DesktopEntry("win1", host.port, 10, None, "rdp",
-                         options={"certificate_sha256": host.certificate_sha256})])
+                         options={"certificate_sha256": host.certificate_sha256})],
+                         gateway_url=network and f"ws://127.0.0.1:{network.port}/ws")
+        if network is not None:
+            network.target_port = urlsplit(live.gateway_http).port
 
         async def enrol() -> None:
             async with live.client("10.94.0.1") as http:
@@ -90,6 +98,9 @@ def open_rdp(slapd, tmp_path, database, chromium, rdp_host):
         page = context.new_page()
         errors: list[str] = []
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+        page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
+                if r.status >= 400 else None)
         page.goto(f"{live.portal}/login")
         page.evaluate("navigator.clipboard.writeText('')")  # the browser's, shared by pages
         page.get_by_label(t["username"]).fill(f"user1@{DOMAIN}")
@@ -116,7 +127,8 @@ def test_the_rdp_desktop_opens_signed_in_with_the_portal_password(rdp_page, rdp_
     page, live = rdp_page
     colour = canvas_colour(page)
     page.screenshot(path=str(live.state / "rdp-desktop.png"))
-    assert colour is not None, f"no desktop on the canvas; console errors: {page.errors}"
+    assert colour is not None, f"no desktop on the canvas; the bar says " \
+        f"{page.locator('#status').inner_text()!r}; console errors: {page.errors}"
     assert all(abs(a - b) <= 8 for a, b in zip(colour, hex_rgb(COLOUR))), colour
     assert page.locator("#status").inner_text() == "Verbunden"
     # the page never held her password: not in the page, not in what the client was given
@@ -163,6 +175,40 @@ def test_dead_keys_as_chromium_sends_them_combine_on_the_rdp_desktop(rdp_page, r
     while time.monotonic() < deadline and expected not in rdp_host.desktop.typed.read_text("utf-8"):
         page.wait_for_timeout(100)
     assert rdp_host.desktop.typed.read_text("utf-8").splitlines()[-1:] == [expected]
+
+
+def typed_line_arrives(page, rdp_host, line: str, timeout: float = 15.0) -> bool:
+    """Type ``line`` (and Enter) into the desktop's xterm; whether the desktop received it."""
+    keyboard = Keyboard(page, "linux")
+    keyboard.type(german(line))
+    keyboard.enter()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and line not in rdp_host.desktop.typed.read_text("utf-8"):
+        page.wait_for_timeout(100)
+    return rdp_host.desktop.typed.read_text("utf-8").splitlines()[-1:] == [line]
+
+
+def test_a_network_drop_is_bridged_and_the_desktop_carries_on(open_rdp, rdp_host):
+    """The network between browser and gateway fails mid-session: the page's channel
+    reattaches (the gateway held the host's TLS session), IronRDP never notices, and what she
+    types afterwards arrives on the same desktop."""
+    network = BreakableProxy(0)               # its target: the gateway, once it has a port
+    try:
+        page, live = open_rdp(network=network)
+        assert canvas_colour(page) is not None
+        box = page.locator("iron-remote-desktop").bounding_box()
+        page.mouse.click(box["x"] + 200, box["y"] + 80)
+        page.wait_for_timeout(300)
+        assert typed_line_arrives(page, rdp_host, "vor dem Abbruch")
+        network.cut()                                   # no goodbye, both sides reset
+        assert typed_line_arrives(page, rdp_host, "Grüße nach dem Abbruch")
+        metrics = urllib.request.urlopen(f"{live.gateway_http}/metrics").read().decode()
+        assert "pforte_gateway_resumes_total 1" in metrics
+        assert page.locator("body").get_attribute("data-state") == "connected"
+        assert page.locator("#status").inner_text() == "Verbunden"
+        assert admin_call(live, "GET", "/sessions")["sessions"][0]["state"] == "connected"
+    finally:
+        network.stop()
 
 
 def test_a_drain_shows_its_notice_and_logs_off_at_the_deadline(rdp_page, rdp_host):

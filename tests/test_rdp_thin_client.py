@@ -18,7 +18,8 @@ from broker import mfa
 from broker.store import OPERATOR
 from client.agent import VIEWER_OPTIONS
 from client.tunnel import Tunnel
-from testbed import XrdpDesktop, XvfbScreen, XvncDesktop, hex_rgb, require
+from testbed import (BreakableProxy, XrdpDesktop, XvfbScreen, XvncDesktop, free_port, hex_rgb,
+                     require)
 from testbed.demo import TENANT, DesktopEntry
 
 from .conftest import USERS, need
@@ -97,6 +98,49 @@ async def test_xfreerdp_opens_the_desktop_through_the_tunnel_signed_in_once(
     finally:
         processes.stop(viewer)
         await tunnel.close()
+
+
+async def test_a_network_drop_is_bridged_and_xfreerdp_carries_on_in_the_same_session(
+        make_installation, rdp_host, screen, processes, tmp_path):
+    """The network between the thin client and the gateway fails: the tunnel reattaches the
+    stream (the gateway held the host's TLS session), and ``xfreerdp`` never notices — it
+    keeps running, and what is typed afterwards arrives on the same desktop."""
+    gateway_port = free_port()
+    network = BreakableProxy(gateway_port)
+    try:
+        inst = await make_installation(
+            gateway_port=gateway_port, gateway_url=f"ws://127.0.0.1:{network.port}/ws",
+            desktops=[DesktopEntry("win1", rdp_host.port, 10, None, "rdp",
+                                   options={"certificate_sha256": rdp_host.certificate_sha256})])
+        token = await inst.login("anna")
+        tunnel = Tunnel(inst.base_url, token, "buero")
+        port = await tunnel.start()
+        viewer = processes.start([require("xfreerdp"), f"/v:127.0.0.1:{port}",
+                                  *VIEWER_OPTIONS["rdp"], "/size:1280x800"],
+                                 env=screen.env, log=tmp_path / "xfreerdp.log")
+        try:
+            assert await wait_for_colour(screen, COLOUR) is not None, \
+                (tmp_path / "xfreerdp.log").read_text(errors="replace")[-3000:]
+            await asyncio.to_thread(screen.click, 200, 80)
+            await asyncio.sleep(0.5)
+            network.cut()                                 # no goodbye, bytes in flight
+            await asyncio.sleep(0.5)
+            before = rdp_host.desktop.typed.read_text("utf-8")
+            await asyncio.to_thread(screen.type, "Nach dem Abbruch")
+            await asyncio.to_thread(screen.key, "Return")
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and "Nach dem Abbruch" not in \
+                    rdp_host.desktop.typed.read_text("utf-8")[len(before):]:
+                await asyncio.sleep(0.1)
+            assert "Nach dem Abbruch" in rdp_host.desktop.typed.read_text("utf-8")[len(before):]
+            assert viewer.poll() is None, "xfreerdp noticed the drop"
+            sessions = await inst.broker.store.sessions.live(TENANT)
+            assert [s.state.value for s in sessions] == ["connected"]
+        finally:
+            processes.stop(viewer)
+            await tunnel.close()
+    finally:
+        network.stop()
 
 
 async def test_the_boot_agent_starts_xfreerdp_into_the_rdp_desktop(make_installation, rdp_host,

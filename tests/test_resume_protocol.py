@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from wire.resume import (ACK_EVERY, Ack, Notice, Offer, Ping, Pong, Resume, Resumed, ResumeToken, decode,
-                         encode, resume_url)
+from wire.resume import (ACK_EVERY, Ack, Notice, Offer, Ping, Pong, ResumableRdp, Resume, Resumed,
+                         ResumeToken, decode, encode, resume_url)
 
 CHANNEL = Path(__file__).resolve().parents[1] / "broker" / "web" / "static" / "pforte-channel.js"
 GATEWAY_SAYS = [encode(ResumeToken("tok-1", "gw-2")), encode(Resumed(123)), encode(Ack(65536)),
@@ -28,6 +28,7 @@ const said = JSON.parse(process.argv[2]);
 console.log(JSON.stringify({
     ackEvery: m.ACK_EVERY,
     offer: m.messages.offer("T.1"),
+    resumableRdp: m.messages.resumableRdp(),
     resume: m.messages.resume("tok-1", 42),
     ack: m.messages.ack(7),
     ping: m.messages.ping(99),
@@ -58,6 +59,15 @@ def test_what_the_page_sends_is_what_the_gateway_decodes(page):
     assert decode(page["ping"]) == Ping(99) and page["ping"] == encode(Ping(99))
     assert page["offer"] == encode(Offer("T.1", resumable=True))
     assert page["resume"] == encode(Resume("tok-1", 42))
+    assert page["resumableRdp"] == encode(ResumableRdp())
+    assert decode(page["resumableRdp"]) == ResumableRdp()
+
+
+@pytest.mark.parametrize("text", ['{"resumable": 1}', '{"resumable": false}',
+                                  '{"resumable": true, "ticket": 5}',
+                                  '{"resumable": true, "resume": "t", "offset": 0}'])
+def test_an_rdp_announcement_is_exactly_one_word(text):
+    assert not isinstance(decode(text), ResumableRdp)
 
 
 def test_the_page_reads_what_the_gateway_sends_and_nothing_else(page):

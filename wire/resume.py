@@ -15,7 +15,8 @@ The client reattaches with ``{"resume": TOKEN, "offset": RECEIVED}``; the gatewa
 client resends everything after the gateway's figure. Neither side ever holds more than the
 unacknowledged window; a sender whose window is full stops reading from its source.
 
-Control messages are text frames with a JSON object (:class:`Offer`, :class:`Resume`,
+Control messages are text frames with a JSON object (:class:`Offer` or, before an RDP client's
+RDCleanPath request, :class:`ResumableRdp`; :class:`Resume`,
 :class:`ResumeToken`, :class:`Resumed`, :class:`Ack`, :class:`Ping`/:class:`Pong`, and the
 :class:`Notice` a user reads; :func:`encode` and :func:`decode` are the
 only way in and out); the stream travels only in binary frames.
@@ -91,6 +92,13 @@ class Offer:
 
 
 @dataclass(frozen=True)
+class ResumableRdp:
+    """Client → gateway, first message of an RDP client that can resume (the page's and the
+    tunnel's): its RDCleanPath request with the ticket follows as the second, and the session
+    is resumable. The stream, counted on both sides, begins after the RDCleanPath exchange."""
+
+
+@dataclass(frozen=True)
 class Resume:
     """Client → gateway, first message: reattach the session of ``token``; the client has
     received ``offset`` bytes of it."""
@@ -143,13 +151,15 @@ class Notice:
 MAX_NOTICE = 1000   # characters of a notice's text
 
 
-Message = Offer | Resume | ResumeToken | Resumed | Ack | Ping | Pong | Notice
+Message = Offer | ResumableRdp | Resume | ResumeToken | Resumed | Ack | Ping | Pong | Notice
 
 
 def encode(message: Message) -> str:
     """The text frame of a control message."""
     if isinstance(message, Offer):
         fields: dict[str, object] = {"ticket": message.ticket, "resumable": message.resumable}
+    elif isinstance(message, ResumableRdp):
+        fields = {"resumable": True}
     elif isinstance(message, Resume):
         fields = {"resume": message.token, "offset": message.offset}
     elif isinstance(message, ResumeToken):
@@ -179,6 +189,8 @@ def decode(text: str) -> Message | None:
     if "ticket" in value:
         ticket = value["ticket"]
         return Offer(ticket, value.get("resumable") is True) if isinstance(ticket, str) else None
+    if "resumable" in value:
+        return ResumableRdp() if value["resumable"] is True and len(value) == 1 else None
     if "resume" in value:
         token, offset = value["resume"], value.get("offset")
         if not isinstance(token, str):

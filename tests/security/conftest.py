@@ -121,9 +121,11 @@ def start(processes: Processes, what: str, config: Path, port: int,
 def make_live(state: Path, slapd, desktops, database: dict, *,
               broker_options: dict | None = None, gateway_options: dict | None = None,
               pool_options: dict | None = None, tenant_extra: str = "",
-              extra_tenants: str = "", entries: list[DesktopEntry] | None = None) -> Live:
+              extra_tenants: str = "", entries: list[DesktopEntry] | None = None,
+              gateway_url: str | None = None) -> Live:
     """An installation of separate broker and gateway processes; its hosts are ``desktops``
-    (VNC, 100 seats each), or the ``entries`` given."""
+    (VNC, 100 seats each), or the ``entries`` given; clients are sent to ``gateway_url`` (a
+    proxy in front of the gateway), or to the gateway itself."""
     portal_port, gateway_port = free_port(), free_port()
     config = write_config(
         state, slapd=slapd, host="127.0.0.1", portal_port=portal_port,
@@ -136,7 +138,8 @@ def make_live(state: Path, slapd, desktops, database: dict, *,
         gateway_options={"trusted_proxies": ["127.0.0.1/32"], "http_idle_timeout": IDLE,
                          "handshake_timeout": HANDSHAKE, "drain_timeout": DRAIN,
                          **(gateway_options or {})},
-        pool_options=pool_options, tenant_extra=tenant_extra, extra_tenants=extra_tenants)
+        pool_options=pool_options, tenant_extra=tenant_extra, extra_tenants=extra_tenants,
+        gateway_url=gateway_url)
     processes = Processes()
     try:
         broker = start(processes, "broker", config, portal_port, state)

@@ -1,12 +1,15 @@
 // The desktop page of an RDP pool: asks the broker for a ticket and gives it to IronRDP's client
 // (npm @devolutions/iron-remote-desktop), which sends it to the gateway inside its first message
-// (RDCleanPath), never in the URL. The page's client holds no password: the gateway fills in the
-// user's Windows logon, and the pool's keyboard layout, clipboard and redirections
-// (gateway/rdp.py). The client's own credential fields get placeholders it requires.
+// (RDCleanPath), never in the URL, through a resumable channel. The page's client holds no
+// password: the gateway fills in the user's Windows logon, and the pool's keyboard layout,
+// clipboard and redirections (gateway/rdp.py). The client's own credential fields get
+// placeholders it requires.
 import "/rdp/iron-remote-desktop/iron-remote-desktop.js";
 import { Backend, init, enableCredssp, displayControl }
     from "/rdp/iron-remote-desktop-rdp/iron-remote-desktop-rdp.js";
 import { onNoticeDismissed, showNotice } from "/static/notice.js";
+import { rdpSocket } from "/static/pforte-channel.js";
+import { sayer } from "/static/status.js";
 
 const body = document.body;
 const status = document.getElementById("status");
@@ -16,11 +19,11 @@ const reconnect = document.getElementById("reconnect");
 const fullScreen = document.getElementById("full-screen");
 let session = null;           // IronRDP's UserInteraction, once the element is ready
 
-function say(key, fallback) {
-    body.dataset.state = key;
-    status.textContent = texts[key] || texts[fallback] || key;
-    reconnect.hidden = !(key === "disconnected" || key.startsWith("gateway_"));
-}
+const say = sayer(texts);
+
+// IronRDP opens its websocket itself: as the page's WebSocket, a resumable PforteChannel carries
+// it, so that a network drop is bridged as on the VNC page (the gateway holds the host's TLS).
+globalThis.WebSocket = rdpSocket((state, deadline) => say(state, null, deadline));
 
 // The HTTP status the gateway answers a refused RDCleanPath request with, as its close code.
 const REFUSALS = { 400: 4400, 401: 4401, 403: 4403, 408: 4408, 409: 4409, 429: 4429,

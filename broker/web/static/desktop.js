@@ -5,6 +5,7 @@ import keysyms from "/novnc/core/input/keysymdef.js";
 import { PforteChannel } from "/static/pforte-channel.js";
 import { accentOf, afterAccent } from "/static/dead-keys.js";
 import { onNoticeDismissed, showNotice } from "/static/notice.js";
+import { sayer } from "/static/status.js";
 
 const body = document.body;
 const status = document.getElementById("status");
@@ -144,24 +145,7 @@ const MOVE_DELAY_MS = 100;    // the balancer already sends new connections else
 let moves = 0;
 
 const reconnect = document.getElementById("reconnect");
-let countdown = null;        // the interval that counts a reconnect's seconds down
-
-// The bar's status line, in the user's language: `key` names the state (a gateway's close code
-// is `gateway_CODE`); reconnecting counts down to `deadline` (ms); an end offers "Connect again".
-function say(key, fallback, deadline) {
-    clearInterval(countdown);
-    body.dataset.state = key;
-    status.textContent = texts[key] || texts[fallback] || key;
-    if (key === "reconnecting" && deadline) {
-        const tick = () => {
-            const seconds = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
-            status.textContent = texts.reconnecting_countdown.replace("{seconds}", seconds);
-        };
-        tick();
-        countdown = setInterval(tick, 1000);
-    }
-    reconnect.hidden = !(key === "disconnected" || key.startsWith("gateway_"));
-}
+const say = sayer(texts);
 
 // The connection's quality, for the helpdesk to ask about: the round trip through the gateway
 // and what arrived per second, in the user's language's numbers.

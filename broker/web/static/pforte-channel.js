@@ -4,6 +4,9 @@
 // protocol, readyState, onopen, onmessage, onclose, onerror). This one presents the ticket as the
 // first message (never in a URL), asks for a resumable session, and when the connection breaks
 // without a goodbye it reattaches with the resume token and the number of bytes it has received.
+// Given no ticket, it carries an RDP client (IronRDP, see rdpSocket): it announces itself as
+// resumable, opens at once, and passes the client's RDCleanPath request (which carries the
+// ticket) and the gateway's answer outside the counted stream.
 // The gateway resends what was lost and says how much it received; this side resends the rest.
 // noVNC sees one unbroken stream; the page shows "reconnecting…" meanwhile (onstatus, with the
 // time by which the channel gives up).
@@ -14,9 +17,11 @@ export const ACK_EVERY = 64 * 1024;
 const RESUME_WITHIN_MS = 60000;
 const RETRY_DELAYS_MS = [100, 250, 500, 1000, 2000, 4000];
 export const QUALITY_EVERY_MS = 5000;   // a ping through the gateway, for the round trip
+const NativeWebSocket = globalThis.WebSocket;   // the browser's (the RDP page replaces the global)
 
 export const messages = {
     offer: (ticket) => JSON.stringify({ ticket, resumable: true }),
+    resumableRdp: () => JSON.stringify({ resumable: true }),
     resume: (token, offset) => JSON.stringify({ resume: token, offset }),
     ack: (offset) => JSON.stringify({ ack: offset }),
     ping: (mark) => JSON.stringify({ ping: mark }),
@@ -78,18 +83,25 @@ export class PforteChannel {
         this._sent = [];          // [{end, bytes}] sent but not acknowledged
         this._sentEnd = 0;
         this._ws = null;
-        this._connect(messages.offer(ticket), false);
+        this._rdp = ticket === null;
+        this._rdcleanpath = { request: this._rdp, answer: this._rdp };   // still to pass, uncounted
+        this._connect(this._rdp ? messages.resumableRdp() : messages.offer(ticket), false);
     }
 
     get readyState() { return this._state; }
 
     send(data) {
+        if (this._rdcleanpath.request) {          // the RDP client's first message
+            this._rdcleanpath.request = false;
+            this._ws.send(data);
+            return;
+        }
         // noVNC reuses its send buffer: keep a copy until the gateway acknowledges it.
         const bytes = new Uint8Array(data.buffer ? data.buffer.slice(data.byteOffset,
             data.byteOffset + data.byteLength) : data);
         this._sentEnd += bytes.byteLength;
         this._sent.push({ end: this._sentEnd, bytes });
-        if (this._ws && this._ws.readyState === WebSocket.OPEN && this._attached) {
+        if (this._ws && this._ws.readyState === NativeWebSocket.OPEN && this._attached) {
             this._ws.send(bytes);
         }
     }
@@ -101,17 +113,25 @@ export class PforteChannel {
     }
 
     _connect(firstMessage, resuming) {
-        const ws = new WebSocket(resuming ? this._resumeUrl : this.url);
+        const ws = new NativeWebSocket(resuming ? this._resumeUrl : this.url);
         ws.binaryType = "arraybuffer";
         this._ws = ws;
         this._attached = false;
-        ws.onopen = () => ws.send(firstMessage);
+        ws.onopen = () => {
+            ws.send(firstMessage);
+            if (this._rdp && !resuming) this._opened();   // the RDP client's request next
+        };
         ws.onmessage = (event) => this._message(ws, event, resuming);
         ws.onclose = (event) => this._closed(ws, event);
     }
 
     _message(ws, event, resuming) {
         if (typeof event.data !== "string") {
+            if (this._rdcleanpath.answer) {        // the gateway's RDCleanPath answer
+                this._rdcleanpath.answer = false;
+                if (this.onmessage) this.onmessage({ data: event.data });
+                return;
+            }
             this._received += event.data.byteLength;
             if (this._received - this._ackedDown >= ACK_EVERY) {
                 this._ackedDown = this._received;
@@ -135,8 +155,7 @@ export class PforteChannel {
             this._token = control.value;
             this._resumeUrl = resumeUrl(this.url, control.gateway);
             this._attached = true;
-            this._state = "open";
-            if (this.onopen) this.onopen({});
+            if (this._state === "connecting") this._opened();
         } else if (control.kind === "resumed") {
             this._trim(control.value);
             this._attached = true;
@@ -147,6 +166,11 @@ export class PforteChannel {
             this._resumeStarted = null;
             this.onstatus("connected");
         }
+    }
+
+    _opened() {
+        this._state = "open";
+        if (this.onopen) this.onopen({});
     }
 
     _ping() {
@@ -184,4 +208,53 @@ export class PforteChannel {
         const delay = RETRY_DELAYS_MS[Math.min(this._attempt - 1, RETRY_DELAYS_MS.length - 1)];
         setTimeout(() => this._connect(messages.resume(this._token, this._received), true), delay);
     }
+}
+
+// A class with WebSocket's shape for IronRDP's client, which opens its websocket itself with
+// `new WebSocket(url)` and listens with addEventListener: installed as the page's WebSocket, it
+// makes the RDP stream a resumable PforteChannel. `onstatus` as PforteChannel's.
+export function rdpSocket(onstatus) {
+    const states = { connecting: 0, open: 1, closing: 2, closed: 3 };
+    return class RdpSocket extends EventTarget {
+        static CONNECTING = 0;
+        static OPEN = 1;
+        static CLOSING = 2;
+        static CLOSED = 3;
+
+        constructor(url) {
+            super();
+            this.url = url;
+            this.binaryType = "arraybuffer";
+            this.protocol = "";
+            this.extensions = "";
+            this.bufferedAmount = 0;
+            const channel = new PforteChannel(url, null, onstatus);
+            channel.onopen = () => this._emit(new Event("open"));
+            channel.onmessage = ({ data }) => this._emit(new MessageEvent("message", { data }));
+            channel.onclose = ({ code, reason, wasClean }) => this._emit(
+                new CloseEvent("close", { code, reason, wasClean }));
+            this._channel = channel;
+            this._sending = Promise.resolve();
+        }
+
+        get readyState() { return states[this._channel.readyState] ?? 3; }
+
+        // IronRDP sends Blobs: they are read in order. Other data is copied at once (it may be
+        // a view of the client's memory, reused right after).
+        send(data) {
+            const bytes = data instanceof Blob ? data.arrayBuffer()
+                : new Uint8Array(data.buffer ? data.buffer.slice(data.byteOffset,
+                    data.byteOffset + data.byteLength) : data.slice(0));
+            this._sending = this._sending.then(() => bytes)
+                .then((read) => this._channel.send(read));
+        }
+
+        close() { this._channel.close(); }
+
+        _emit(event) {
+            this.dispatchEvent(event);
+            const handler = this[`on${event.type}`];
+            if (typeof handler === "function") handler.call(this, event);
+        }
+    };
 }

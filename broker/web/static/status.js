@@ -1,0 +1,24 @@
+// The desktop bar's status line, in the user's language (both desktop pages): `say(key)` names
+// the state (a gateway's close code is `gateway_CODE`; `fallback` when the key has no text);
+// "reconnecting" counts down to `deadline` (ms); an end offers "Connect again".
+const body = document.body;
+const status = document.getElementById("status");
+const reconnect = document.getElementById("reconnect");
+let countdown = null;
+
+export function sayer(texts) {
+    return function say(key, fallback, deadline) {
+        clearInterval(countdown);
+        body.dataset.state = key;
+        status.textContent = texts[key] || texts[fallback] || key;
+        if (key === "reconnecting" && deadline) {
+            const tick = () => {
+                const seconds = Math.max(0, Math.ceil((deadline - Date.now()) / 1000));
+                status.textContent = texts.reconnecting_countdown.replace("{seconds}", seconds);
+            };
+            tick();
+            countdown = setInterval(tick, 1000);
+        }
+        reconnect.hidden = !(key === "disconnected" || key.startsWith("gateway_"));
+    };
+}

@@ -28,8 +28,9 @@ from wire import der, rdcleanpath, rfb, ticket
 from wire.errors import DesktopError
 
 from . import credssp, rdp
-from .clipboard import ClipboardGuard
+from .clipboard import ClipboardGuard, StreamNotUnderstood
 from .config import GatewayConfig
+from .rdp_clipboard import ClipboardFilter
 from .relay import DesktopLink
 from .viewer import Ended, Kind, ViewerLink
 
@@ -136,24 +137,57 @@ class _Untouched:
 
 
 class RdpGuard:
-    """An RDP session's stream: the client's connection sequence walked, the host's untouched.
-    Once the client's logon went by, the guard takes itself off the link: the rest of the
-    session is relayed as it comes, at the relay's full speed."""
+    """An RDP session's stream: the client's connection sequence walked, the host's read until
+    its MCS Connect Response. Once the client's logon went by, the guard takes itself off the
+    link — the rest of the session is relayed as it comes, at the relay's full speed — unless
+    the pool's clipboard goes one way only: then its filter walks the client's side on (the
+    host's stays untouched)."""
 
-    __slots__ = ("stream", "link", "desktop", "counts")
+    __slots__ = ("stream", "host", "clipboard", "link", "desktop")
 
-    def __init__(self, stream: rdp.ClientStream, link: DesktopLink) -> None:
-        self.stream, self.link, self.desktop, self.counts = stream, link, _Untouched, None
+    def __init__(self, stream: rdp.ClientStream, link: DesktopLink,
+                 clipboard: ClipboardFilter | None = None) -> None:
+        self.stream, self.link, self.clipboard = stream, link, clipboard
+        self.host = rdp.HostStream()
+        self.desktop: object = _HostReading(self)
 
     @property
     def viewer(self) -> "RdpGuard":
         return self
 
+    @property
+    def counts(self) -> dict[str, int] | None:
+        return self.clipboard.counts if self.clipboard is not None else None
+
     def feed(self, data: bytes) -> bytes:
         out = self.stream.feed(data)
-        if self.stream.done:
+        if self.stream.done and self.clipboard is None:
             self.link.guard = None
         return out
+
+    def host_feed(self, data: bytes) -> bytes:
+        out = self.host.feed(data)
+        if self.host.done:
+            self.desktop = _Untouched
+            if self.clipboard is not None:
+                names, ids = self.stream.channel_names, self.host.channel_ids
+                if len(names) != len(ids):
+                    raise StreamNotUnderstood("the host's channels are not the client's")
+                self.clipboard.channels = frozenset(
+                    i for i, name in zip(ids, names) if name == b"cliprdr")
+        return out
+
+
+class _HostReading:
+    """The host's side of an :class:`RdpGuard` until its Connect Response went by."""
+
+    __slots__ = ("guard",)
+
+    def __init__(self, guard: RdpGuard) -> None:
+        self.guard = guard
+
+    def feed(self, data: bytes) -> bytes:
+        return self.guard.host_feed(data)
 
 
 def _host_tls() -> ssl.SSLContext:
@@ -234,9 +268,12 @@ class RdpSide(DesktopSide):
     def guard(self, claims: ticket.Claims, secret: object, totals: dict[str, int],
               link: DesktopLink) -> object:
         allowed = {name: True for name in claims.channels}
-        allowed["clipboard"] = claims.clipboard == "both"
+        allowed["clipboard"] = claims.clipboard != "none"
+        one_way = ClipboardFilter(claims.clipboard, totals) if claims.clipboard in ("in", "out") \
+            else None
         return RdpGuard(rdp.ClientStream(secret, claims.keyboard, rdp.blocked_channels(allowed),
-                                         host_protocol=link.opening[1]), link)
+                                         host_protocol=link.opening[1], then=one_way),
+                        link, one_way)
 
 
 MAX_TS_REQUEST = 64 * 1024     # bytes of one CredSSP message from a host

@@ -17,14 +17,19 @@ After TLS the client's stream ([MS-RDPBCGR] §1.3.1.1) is walked packet by packe
 * the **MCS Connect Initial** carries the client's core data, whose keyboard layout is set to
   the pool's (RDP sends scancodes and the host applies this layout: a German desktop types
   ``ß`` where the key is, whatever the page's client says), and its network data: the static
-  virtual channels it wants. A channel the pool does not allow (``cliprdr`` the clipboard,
-  ``rdpdr`` drives and printers, ``rdpsnd`` audio) is renamed in place to a name no host
+  virtual channels it wants. A channel the pool does not allow (``cliprdr`` the clipboard
+  under ``none``, ``rdpdr`` drives and printers, ``rdpsnd`` audio) is renamed in place to a name no host
   serves: the host assigns it an id nobody listens on, the client's channel list keeps its
   length (nothing else in the PDU moves), and what the client sends there goes nowhere;
 * the **Client Info PDU** gets the user's logon from the ticket: user name, domain and password
   replaced, the auto-logon flag set, the lengths made right. The password the page's client
   sent (none, or anything) never reaches the host. A ticket without a logon (the broker has no
   password for this login) leaves the PDU as it is: the host asks the user.
+
+The host's side is read along until its **MCS Connect Response** (:class:`HostStream`): the
+ids it gave the client's channels, for a one-way clipboard (:mod:`gateway.rdp_clipboard`), which
+then walks the client's stream after the logon; every other session's stream is relayed as it
+comes once the logon went by.
 
 Anything else before the Client Info PDU (a fast-path packet, a TPKT that is not X.224 data, an
 MCS PDU that is not one of the connection sequence's) is :class:`StreamNotUnderstood`: the
@@ -46,11 +51,11 @@ BLOCKED_NAME = b"pfoff%d"    # what a blocked channel is renamed to (padded with
 
 _TPKT = struct.Struct("!BBH")
 _X224_DATA = b"\x02\xf0\x80"
-_CONNECT_INITIAL = b"\x7f\x65"
+_CONNECT_INITIAL, _CONNECT_RESPONSE = b"\x7f\x65", b"\x7f\x66"
 _MCS_SEND_DATA_REQUEST = 0x64
 _MCS_ERECT_DOMAIN, _MCS_ATTACH_USER, _MCS_CHANNEL_JOIN = 0x04, 0x28, 0x38
 _GCC_CREATE_REQUEST = bytes.fromhex("0008001000 01c000".replace(" ", "")) + b"Duca"
-_CS_CORE, _CS_NET = 0xC001, 0xC003
+_CS_CORE, _CS_NET, _SC_NET = 0xC001, 0xC003, 0x0C03
 _SELECTED_PROTOCOL = 212     # offset of serverSelectedProtocol in a CS_CORE block
 _SEC_INFO_PKT = 0x0040
 _INFO_UNICODE, _INFO_AUTOLOGON = 0x0010, 0x0008
@@ -123,22 +128,24 @@ class ClientStream:
     """The client's side of the connection sequence, walked until its Client Info PDU (see the
     module's docstring); ``feed`` returns the bytes to send on."""
 
-    __slots__ = ("logon", "keyboard_layout", "blocked", "host_protocol", "done", "_buffer",
-                 "_seen_connect")
+    __slots__ = ("logon", "keyboard_layout", "blocked", "host_protocol", "then", "done",
+                 "channel_names", "_buffer", "_seen_connect")
 
     def __init__(self, logon: Logon | None, keyboard_layout: int, blocked: frozenset[bytes],
-                 host_protocol: int = PROTOCOL_SSL) -> None:
+                 host_protocol: int = PROTOCOL_SSL, then=None) -> None:
         self.logon = logon
         self.keyboard_layout = keyboard_layout
         self.blocked = blocked
         self.host_protocol = host_protocol   # what the host selected (the viewer saw TLS)
-        self.done = False             # the Client Info PDU went by: the rest is relayed as is
+        self.then = then              # what the stream goes through after the logon, if anything
+        self.done = False             # the Client Info PDU went by: the rest goes to ``then``
+        self.channel_names: list[bytes] = []   # the client's static channels, as the host saw them
         self._buffer = bytearray()
         self._seen_connect = False
 
     def feed(self, data: bytes) -> bytes:
         if self.done:
-            return data
+            return self.then.feed(data) if self.then is not None else data
         self._buffer += data
         out = []
         while not self.done and len(self._buffer) >= 4:
@@ -153,8 +160,9 @@ class ClientStream:
             del self._buffer[:length]
             out.append(self._packet(packet))
         if self.done and self._buffer:
-            out.append(bytes(self._buffer))
+            rest = bytes(self._buffer)
             self._buffer.clear()
+            out.append(self.then.feed(rest) if self.then is not None else rest)
         return b"".join(out)
 
     def _packet(self, packet: bytes) -> bytes:
@@ -179,7 +187,7 @@ class ClientStream:
         if start < 0:
             raise StreamNotUnderstood("no GCC Conference Create Request")
         pos = start + len(_GCC_CREATE_REQUEST)
-        length, pos = _per_length(mcs, pos)
+        length, pos = per_length(mcs, pos)
         if pos + length != len(mcs):
             raise StreamNotUnderstood("GCC user data length")
         out = bytearray(mcs)
@@ -208,6 +216,7 @@ class ClientStream:
             if name in self.blocked:
                 out[at:at + 8] = (BLOCKED_NAME % blocked).ljust(8, b"\0")
                 blocked += 1
+            self.channel_names.append(bytes(out[at:at + 8]).split(b"\0", 1)[0].lower())
 
     # -- the Client Info PDU ---------------------------------------------------------------
     def _client_info(self, packet: bytes, mcs: bytes) -> bytes:
@@ -215,7 +224,7 @@ class ClientStream:
         when the ticket carries no logon (the host asks the user)."""
         if len(mcs) < 8:
             raise StreamNotUnderstood("short MCS Send Data Request")
-        length, pos = _per_length(mcs, 6)
+        length, pos = per_length(mcs, 6)
         if pos + length != len(mcs) or length < 4 + 18:
             raise StreamNotUnderstood("Send Data Request length")
         flags = struct.unpack_from("<H", mcs, pos)[0]
@@ -228,6 +237,62 @@ class ClientStream:
         body = mcs[pos:pos + 4] + info
         x224 = _X224_DATA + mcs[:6] + _encode_per_length(len(body)) + body
         return _TPKT.pack(3, 0, 4 + len(x224)) + x224
+
+
+class HostStream:
+    """The host's side of the connection sequence, read until its MCS Connect Response: the ids
+    it gave the client's static channels, in the order of the client's list."""
+
+    __slots__ = ("channel_ids", "done", "_buffer")
+
+    def __init__(self) -> None:
+        self.channel_ids: list[int] = []
+        self.done = False
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> bytes:
+        """Reads along (the bytes go on as they are).
+
+        Raises:
+            StreamNotUnderstood: the host's first packet is no MCS Connect Response.
+        """
+        if self.done:
+            return data
+        self._buffer += data
+        if len(self._buffer) >= 4:
+            length = tpkt_length(bytes(self._buffer[:4]))
+            if length > _MAX_PACKET:
+                raise StreamNotUnderstood("connection packet too long")
+            if len(self._buffer) >= length:
+                self.channel_ids = channel_ids(bytes(self._buffer[:length]))
+                self.done = True
+                self._buffer.clear()
+        return data
+
+
+def channel_ids(packet: bytes) -> list[int]:
+    """The static channels' ids in a host's MCS Connect Response (its SC_NET block).
+
+    Raises:
+        StreamNotUnderstood: no Connect Response, or one without its network data.
+    """
+    mcs = packet[7:]
+    start = mcs.find(b"McDn")
+    if packet[4:7] != _X224_DATA or mcs[:2] != _CONNECT_RESPONSE or start < 0:
+        raise StreamNotUnderstood("no MCS Connect Response")
+    length, pos = per_length(mcs, start + 4)
+    end = min(pos + length, len(mcs))
+    while pos + 4 <= end:
+        kind, size = struct.unpack_from("<HH", mcs, pos)
+        if size < 4 or pos + size > end:
+            raise StreamNotUnderstood("server data block length")
+        if kind == _SC_NET and size >= 8:
+            count = struct.unpack_from("<H", mcs, pos + 6)[0]
+            if 8 + 2 * count > size:
+                raise StreamNotUnderstood("server channel list length")
+            return list(struct.unpack_from(f"<{count}H", mcs, pos + 8))
+        pos += size
+    raise StreamNotUnderstood("no server network data")
 
 
 def _fill_logon(info: bytes, logon: Logon) -> bytes:
@@ -247,7 +312,7 @@ def _fill_logon(info: bytes, logon: Logon) -> bytes:
     return head + b"".join(f + b"\0\0" for f in fields) + info[pos:]
 
 
-def _per_length(data: bytes, pos: int) -> tuple[int, int]:
+def per_length(data: bytes, pos: int) -> tuple[int, int]:
     """A PER length determinant at ``pos``: the length and where its content starts."""
     if pos >= len(data):
         raise StreamNotUnderstood("truncated")

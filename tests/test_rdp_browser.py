@@ -256,6 +256,46 @@ def test_the_clipboard_crosses_both_ways_when_the_pool_allows_it(open_rdp, rdp_h
         rdp_host.desktop.pasted()
 
 
+def test_under_in_text_goes_into_the_desktop_and_nothing_comes_out(open_rdp, rdp_host,
+                                                                    processes):
+    """Policy ``in``: the gateway lets the page's text into the desktop and turns the page's
+    requests for the desktop's text into requests for nothing."""
+    page, live = open_rdp("in")
+    assert canvas_colour(page) is not None
+    holder = rdp_host.desktop.copy(processes, "Geheim aus dem Rathaus")
+    try:
+        page.evaluate("navigator.clipboard.writeText('Von zu Hause: Straße')")
+        assert eventually(lambda: rdp_host.desktop.pasted() == "Von zu Hause: Straße"), \
+            rdp_host.desktop.pasted()
+    finally:
+        processes.stop(holder)
+    holder = rdp_host.desktop.copy(processes, "Noch geheimer")
+    try:
+        page.wait_for_timeout(8000)    # as long as the same text took to cross under "both"
+        assert page.evaluate("navigator.clipboard.readText()") == "Von zu Hause: Straße"
+    finally:
+        processes.stop(holder)
+    assert page.locator("body").get_attribute("data-state") == "connected"
+
+
+def test_under_out_the_desktops_text_comes_out_and_nothing_goes_in(open_rdp, rdp_host,
+                                                                  processes):
+    """Policy ``out``: the desktop's text reaches the page; what the page sends for the
+    desktop goes on as a failed answer with its bytes zeroed."""
+    page, live = open_rdp("out")
+    assert canvas_colour(page) is not None
+    holder = rdp_host.desktop.copy(processes, "Aus dem Rathaus: Grüße")
+    try:
+        assert eventually(lambda: page.evaluate("navigator.clipboard.readText()")
+                          == "Aus dem Rathaus: Grüße"), "the desktop's text did not arrive"
+    finally:
+        processes.stop(holder)
+    page.evaluate("navigator.clipboard.writeText('Von zu Hause')")
+    page.wait_for_timeout(8000)
+    assert rdp_host.desktop.pasted() != "Von zu Hause"
+    assert page.locator("body").get_attribute("data-state") == "connected"
+
+
 # The user changes the page so that it offers the clipboard the pool forbids.
 OFFER_THE_CLIPBOARD = """document.addEventListener("readystatechange", () => {
     if (document.readyState === "interactive") document.body.dataset.clipboard = "both";

@@ -82,7 +82,7 @@ async function start(ui) {
         if (e.message) status.textContent = e.message;
         return;
     }
-    ui.setEnableClipboard(body.dataset.clipboard === "both");
+    ui.setEnableClipboard(body.dataset.clipboard !== "none");   // one way: the gateway's part
     const size = screen.getBoundingClientRect();
     const config = ui.configBuilder()
         .withDestination("desktop")            // the gateway goes where the ticket says

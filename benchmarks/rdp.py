@@ -12,9 +12,13 @@ Xvfb. Measured:
   desktop page (IronRDP: its WebAssembly start, the ticket, RDCleanPath) to the desktop's colour
   on the canvas (a page has no direct way: it needs a proxy);
 * **setups per second**: concurrent RDCleanPath requests (ticket, X.224, the host's TLS — and
-  CredSSP for the NLA host — the answer, close), with the gateway's CPU per setup.
+  CredSSP for the NLA host — the answer, close), with the gateway's CPU per setup;
+* **relay throughput**: a host's bulk after the logon (``benchmarks.bulk_rdp_host``: fast-path
+  packets in TLS, as fast as they are taken) to a client through the gateway (which decrypts
+  the host's TLS and relays in websocket frames) and direct (the client decrypts), with the
+  gateway's CPU seconds per GB and the client's.
 
-Usage: ``.venv/bin/python -m benchmarks.rdp [--rounds 5] [--setups 40]``; writes
+Usage: ``.venv/bin/python -m benchmarks.rdp [--rounds 5] [--setups 40] [--bulk-mb 1000]``; writes
 ``var/benchmarks/rdp.json`` (``benchmarks/results/`` with ``--record``).
 """
 
@@ -25,6 +29,7 @@ import asyncio
 import json
 import os
 import secrets
+import ssl
 import statistics
 import sys
 import tempfile
@@ -34,6 +39,7 @@ from pathlib import Path
 import aiohttp
 
 from benchmarks import add_record_option, results_dir
+from benchmarks.bulk_rdp_host import client_sequence
 from broker import mfa
 from client.tunnel import Tunnel
 from testbed import (CANVAS_COLOUR_JS, CHROMIUM, CHROMIUM_ARGS, Processes, ShadowRdpHost,
@@ -65,8 +71,9 @@ def _summary(samples: list[float | None]) -> dict:
 class Setup:
     """The parts, started; :meth:`stop` ends them all."""
 
-    def __init__(self, state: Path) -> None:
+    def __init__(self, state: Path, bulk_bytes: int) -> None:
         self.state = state
+        self.bulk_bytes = bulk_bytes
         self.processes = Processes()
 
     def start(self) -> None:
@@ -79,6 +86,11 @@ class Setup:
             self.state / "nla-desktop", "Bench NLA", NLA_COLOUR, password=secrets.token_hex(4)),
             user=USER, password=PASSWORD)
         self.nla.start(p)
+        self.bulk_port = free_port()
+        bulk = p.start([sys.executable, "-m", "benchmarks.bulk_rdp_host", "--port",
+                        str(self.bulk_port), "--cert-dir", str(self.state), "--bytes",
+                        str(self.bulk_bytes)], log=self.state / "bulk-host.log")
+        wait_for_port("127.0.0.1", self.bulk_port, bulk, what="bulk RDP host")
         self.portal_port, self.gateway_port = free_port(), free_port()
         nla_tables = f"""
 [[tenants.hosts]]
@@ -94,6 +106,20 @@ id = "nla"
 name = "NLA"
 group = "{slapd.group_dn("desktop-users")}"
 hosts = ["nla"]
+
+[[tenants.hosts]]
+id = "bulk"
+address = "127.0.0.1"
+port = {self.bulk_port}
+protocol = "rdp"
+seats = 1000
+certificate_sha256 = "{(self.state / "sha256").read_text()}"
+
+[[tenants.pools]]
+id = "bulk"
+name = "Bulk"
+group = "{slapd.group_dn("desktop-users")}"
+hosts = ["bulk"]
 """
         config = write_config(
             self.state, slapd=slapd, host="127.0.0.1", portal_port=self.portal_port,
@@ -245,20 +271,82 @@ async def setups(setup: Setup, token: str, count: int, concurrency: int) -> dict
     return results
 
 
+async def _through_gateway(setup: Setup, http: aiohttp.ClientSession) -> int:
+    r = await http.post(f"{setup.portal}/api/v1/pools/bulk/connect")
+    ticket = (await r.json())["ticket"]
+    ws = await http.ws_connect(f"ws://127.0.0.1:{setup.gateway_port}/ws", max_msg_size=0)
+    await ws.send_bytes(rdcleanpath.encode_request(rdcleanpath.Request(ticket, CLIENT_X224)))
+    if not isinstance(rdcleanpath.decode_response((await ws.receive()).data),
+                      rdcleanpath.Response):
+        raise RuntimeError("the gateway refused the bulk host")
+    for packet in client_sequence():
+        await ws.send_bytes(packet)
+    received = 0
+    while (msg := await ws.receive()).type is aiohttp.WSMsgType.BINARY:
+        received += len(msg.data)
+    return received
+
+
+async def _direct(setup: Setup) -> int:
+    reader, writer = await asyncio.open_connection("127.0.0.1", setup.bulk_port)
+    writer.write(CLIENT_X224)
+    await reader.readexactly(19)                             # the confirm, selecting TLS
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    await writer.start_tls(context)
+    for packet in client_sequence():
+        writer.write(packet)
+    received = 0
+    while data := await reader.read(256 * 1024):
+        received += len(data)
+    writer.close()
+    return received
+
+
+async def relay_rounds(setup: Setup, token: str, rounds: int) -> dict:
+    """The bulk host's stream through the gateway and direct, taking turns; MB/s (median),
+    and CPU seconds per GB of the gateway (through it) and of this client."""
+    samples: dict[str, list[dict]] = {"Pforte": [], "direct": []}
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
+        for _ in range(rounds):
+            for name in samples:
+                gateway_cpu, client_cpu = _cpu_seconds(setup.gateway_pid), time.process_time()
+                started = time.perf_counter()
+                received = await (_through_gateway(setup, http) if name == "Pforte"
+                                  else _direct(setup))
+                elapsed = time.perf_counter() - started
+                if received < setup.bulk_bytes:          # the client's own count decides
+                    raise RuntimeError(f"{name}: {received} of {setup.bulk_bytes} bytes arrived")
+                gb = received / 1e9
+                sample = {"MB_per_s": received / 1e6 / elapsed,
+                          "client_cpu_s_per_GB": (time.process_time() - client_cpu) / gb}
+                if name == "Pforte":
+                    sample["gateway_cpu_s_per_GB"] = (
+                        _cpu_seconds(setup.gateway_pid) - gateway_cpu) / gb
+                samples[name].append(sample)
+                await asyncio.sleep(0.5)
+    return {name: {"bytes": setup.bulk_bytes, "rounds": rounds,
+                   **{key: round(statistics.median(s[key] for s in runs), 2)
+                      for key in runs[0]}} for name, runs in samples.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--setups", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--bulk-mb", type=int, default=1000,
+                        help="MB the bulk host sends per relay round")
     add_record_option(parser)
     args = parser.parse_args()
-    setup = Setup(Path(tempfile.mkdtemp(prefix="pforte-bench-rdp-")))
+    setup = Setup(Path(tempfile.mkdtemp(prefix="pforte-bench-rdp-")), args.bulk_mb * 1_000_000)
     try:
         setup.start()
         token, secret = asyncio.run(sign_in(setup.portal))
         results = {"first_pixels_xfreerdp": asyncio.run(viewer_rounds(setup, token, args.rounds)),
                    "first_pixels_chromium": browser_rounds(setup, secret, args.rounds),
                    "setups": asyncio.run(setups(setup, token, args.setups, args.concurrency)),
+                   "relay": asyncio.run(relay_rounds(setup, token, args.rounds)),
                    "cpus": os.cpu_count()}
     finally:
         setup.stop()

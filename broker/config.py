@@ -107,7 +107,8 @@ class PoolConfig:
                                       # desktop only), "out" (out of it only), "none"
     keyboard_layout: str = "de"       # RDP: the layout the host applies to the keys (gateway.rdp)
     audio: bool = False               # RDP: the desktop's sound plays on the user's computer
-    drives_printers: bool = False     # RDP: the user's drives and printers reach the desktop
+    drives: bool = False              # RDP: the user's drives reach the desktop
+    printers: bool = False            # RDP: the user's printers reach the desktop
 
 
 @dataclass(frozen=True)
@@ -494,6 +495,6 @@ def _pool(p: Section, host_ids: set[str]) -> PoolConfig:
                      clipboard=_one_of(p, "clipboard", CLIPBOARD_POLICIES, "both"),
                      keyboard_layout=_one_of(p, "keyboard_layout", tuple(KEYBOARD_LAYOUTS), "de"),
                      audio=p.bool("audio", False),
-                     drives_printers=p.bool("drives_printers", False))
+                     drives=p.bool("drives", False), printers=p.bool("printers", False))
     p.done()
     return cfg

@@ -266,7 +266,8 @@ class Connections:
                            if secret is not None else None),
             idle_after=pool.idle_logoff, clipboard=pool.clipboard, outage=outage,
             keyboard=ticket.KEYBOARD_LAYOUTS[pool.keyboard_layout] if rdp else 0,
-            channels=tuple(name for name, on in (("drives_printers", pool.drives_printers),
+            channels=tuple(name for name, on in (("drives", pool.drives),
+                                                  ("printers", pool.printers),
                                                   ("audio", pool.audio)) if on and rdp),
             certificate=host.certificate_sha256)
         return ticket.mint(self._signing_key, claims), issued + lifetime

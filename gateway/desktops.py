@@ -28,9 +28,9 @@ from wire import der, rdcleanpath, rfb, ticket
 from wire.errors import DesktopError
 
 from . import credssp, rdp
-from .clipboard import ClipboardGuard, StreamNotUnderstood
+from .clipboard import ClipboardGuard
 from .config import GatewayConfig
-from .rdp_clipboard import ClipboardFilter
+from .rdp_channels import DEVICE_SWITCHES, AllowedDevices, ClientChannels, OneWayClipboard
 from .relay import DesktopLink
 from .viewer import Ended, Kind, ViewerLink
 
@@ -140,14 +140,14 @@ class RdpGuard:
     """An RDP session's stream: the client's connection sequence walked, the host's read until
     its MCS Connect Response. Once the client's logon went by, the guard takes itself off the
     link — the rest of the session is relayed as it comes, at the relay's full speed — unless
-    the pool's clipboard goes one way only: then its filter walks the client's side on (the
-    host's stays untouched)."""
+    a channel the pool allows in part needs its policy: then ``channels`` walks the client's
+    side on (the host's stays untouched)."""
 
-    __slots__ = ("stream", "host", "clipboard", "link", "desktop")
+    __slots__ = ("stream", "host", "channels", "link", "desktop")
 
     def __init__(self, stream: rdp.ClientStream, link: DesktopLink,
-                 clipboard: ClipboardFilter | None = None) -> None:
-        self.stream, self.link, self.clipboard = stream, link, clipboard
+                 channels: ClientChannels | None = None) -> None:
+        self.stream, self.link, self.channels = stream, link, channels
         self.host = rdp.HostStream()
         self.desktop: object = _HostReading(self)
 
@@ -157,11 +157,11 @@ class RdpGuard:
 
     @property
     def counts(self) -> dict[str, int] | None:
-        return self.clipboard.counts if self.clipboard is not None else None
+        return self.channels.counts if self.channels is not None else None
 
     def feed(self, data: bytes) -> bytes:
         out = self.stream.feed(data)
-        if self.stream.done and self.clipboard is None:
+        if self.stream.done and self.channels is None:
             self.link.guard = None
         return out
 
@@ -169,12 +169,8 @@ class RdpGuard:
         out = self.host.feed(data)
         if self.host.done:
             self.desktop = _Untouched
-            if self.clipboard is not None:
-                names, ids = self.stream.channel_names, self.host.channel_ids
-                if len(names) != len(ids):
-                    raise StreamNotUnderstood("the host's channels are not the client's")
-                self.clipboard.channels = frozenset(
-                    i for i, name in zip(ids, names) if name == b"cliprdr")
+            if self.channels is not None:
+                self.channels.name(self.stream.channel_names, self.host.channel_ids)
         return out
 
 
@@ -269,11 +265,16 @@ class RdpSide(DesktopSide):
               link: DesktopLink) -> object:
         allowed = {name: True for name in claims.channels}
         allowed["clipboard"] = claims.clipboard != "none"
-        one_way = ClipboardFilter(claims.clipboard, totals) if claims.clipboard in ("in", "out") \
-            else None
+        policies: dict[bytes, object] = {}
+        if claims.clipboard in ("in", "out"):
+            policies[b"cliprdr"] = OneWayClipboard(claims.clipboard, totals)
+        if devices := frozenset(kind for name, kind in DEVICE_SWITCHES.items()
+                                if name in claims.channels):
+            policies[b"rdpdr"] = AllowedDevices(devices)
+        channels = ClientChannels(policies) if policies else None
         return RdpGuard(rdp.ClientStream(secret, claims.keyboard, rdp.blocked_channels(allowed),
-                                         host_protocol=link.opening[1], then=one_way),
-                        link, one_way)
+                                         host_protocol=link.opening[1], then=channels),
+                        link, channels)
 
 
 MAX_TS_REQUEST = 64 * 1024     # bytes of one CredSSP message from a host

@@ -18,8 +18,8 @@ After TLS the client's stream ([MS-RDPBCGR] §1.3.1.1) is walked packet by packe
   the pool's (RDP sends scancodes and the host applies this layout: a German desktop types
   ``ß`` where the key is, whatever the page's client says), and its network data: the static
   virtual channels it wants. A channel the pool does not allow (``cliprdr`` the clipboard
-  under ``none``, ``rdpdr`` drives and printers, ``rdpsnd`` audio) is renamed in place to a name no host
-  serves: the host assigns it an id nobody listens on, the client's channel list keeps its
+  under ``none``, ``rdpdr`` unless drives or printers are allowed, ``rdpsnd`` audio) is
+  renamed in place to a name no host serves: the host assigns it an id nobody listens on, the client's channel list keeps its
   length (nothing else in the PDU moves), and what the client sends there goes nowhere;
 * the **Client Info PDU** gets the user's logon from the ticket: user name, domain and password
   replaced, the auto-logon flag set, the lengths made right. The password the page's client
@@ -27,9 +27,9 @@ After TLS the client's stream ([MS-RDPBCGR] §1.3.1.1) is walked packet by packe
   password for this login) leaves the PDU as it is: the host asks the user.
 
 The host's side is read along until its **MCS Connect Response** (:class:`HostStream`): the
-ids it gave the client's channels, for a one-way clipboard (:mod:`gateway.rdp_clipboard`), which
-then walks the client's stream after the logon; every other session's stream is relayed as it
-comes once the logon went by.
+ids it gave the client's channels, for the channels a pool allows in part (a one-way clipboard,
+some kinds of device: :mod:`gateway.rdp_channels`), which then walk the client's stream after
+the logon; every other session's stream is relayed as it comes once the logon went by.
 
 Anything else before the Client Info PDU (a fast-path packet, a TPKT that is not X.224 data, an
 MCS PDU that is not one of the connection sequence's) is :class:`StreamNotUnderstood`: the
@@ -45,8 +45,10 @@ from .clipboard import StreamNotUnderstood
 
 PROTOCOL_RDP, PROTOCOL_SSL, PROTOCOL_HYBRID = 0, 1, 2
 
-# Static virtual channels a pool switches: channel name → the pool's switch that allows it.
-SWITCHED_CHANNELS = {b"cliprdr": "clipboard", b"rdpdr": "drives_printers", b"rdpsnd": "audio"}
+# Static virtual channels a pool switches: channel name → the pool's switches that open it
+# (what passes on an open one may be less: gateway/rdp_channels.py).
+SWITCHED_CHANNELS = {b"cliprdr": ("clipboard",), b"rdpdr": ("drives", "printers"),
+                     b"rdpsnd": ("audio",)}
 BLOCKED_NAME = b"pfoff%d"    # what a blocked channel is renamed to (padded with NULs to 8)
 
 _TPKT = struct.Struct("!BBH")
@@ -119,9 +121,9 @@ def confirm_selecting(confirm: bytes, protocol: int) -> bytes:
 
 
 def blocked_channels(switches: dict[str, bool]) -> frozenset[bytes]:
-    """The switched channels a pool's switches do not allow."""
-    return frozenset(name for name, switch in SWITCHED_CHANNELS.items()
-                     if not switches.get(switch, False))
+    """The switched channels none of whose switches the pool turned on."""
+    return frozenset(name for name, names in SWITCHED_CHANNELS.items()
+                     if not any(switches.get(switch, False) for switch in names))
 
 
 class ClientStream:
@@ -235,7 +237,7 @@ class ClientStream:
             return packet
         info = _fill_logon(mcs[pos + 4:], self.logon)
         body = mcs[pos:pos + 4] + info
-        x224 = _X224_DATA + mcs[:6] + _encode_per_length(len(body)) + body
+        x224 = _X224_DATA + mcs[:6] + encode_per_length(len(body)) + body
         return _TPKT.pack(3, 0, 4 + len(x224)) + x224
 
 
@@ -324,5 +326,5 @@ def per_length(data: bytes, pos: int) -> tuple[int, int]:
     return ((first & 0x3F) << 8) | data[pos + 1], pos + 2
 
 
-def _encode_per_length(n: int) -> bytes:
+def encode_per_length(n: int) -> bytes:
     return bytes((n,)) if n < 0x80 else struct.pack("!H", 0x8000 | n)

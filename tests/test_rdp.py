@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import time
 
 import pytest
 
@@ -262,6 +263,26 @@ async def test_after_the_resumable_announcement_only_an_rdcleanpath_request_is_t
     assert isinstance(rdcleanpath.decode_response((await ws.receive()).data),
                       rdcleanpath.Response)
     await ws.close()
+
+
+@pytest.mark.parametrize("switches, channels", [
+    ({}, ()), ({"printers": True}, ("printers",)), ({"drives": True}, ("drives",)),
+    ({"drives": True, "printers": True, "audio": True}, ("drives", "printers", "audio")),
+])
+async def test_the_ticket_carries_the_pools_device_and_audio_switches(make_installation,
+                                                                      xrdp_host, switches,
+                                                                      channels):
+    """What the gateway lets through on ``rdpdr`` and ``rdpsnd`` (gateway/rdp_channels.py)
+    comes from the pool's switches, by the ticket."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from wire import ticket
+    inst = await make_installation(desktops=[rdp_entry(xrdp_host)], pool_options=switches)
+    conn = await inst.connect(await inst.login("anna"))
+    key = load_pem_private_key(inst.broker.config.ticket_private_key, None).public_key()
+    claims = ticket.verify(key, conn["ticket"], now=time.time(),
+                           audience=inst.broker.config.gateway_audience)
+    assert claims.channels == channels
 
 
 def test_pforte_rdp_certificate_prints_the_pin_for_the_config(xrdp_host, nla_host):

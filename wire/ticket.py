@@ -65,7 +65,7 @@ class Claims:
                                       # a gateway may admit it once without the broker's record
     keyboard: int = 0                 # RDP: the Windows keyboard layout to apply; 0: the host's
     channels: tuple[str, ...] = ()    # RDP: the switched channels the pool allows besides the
-                                      # clipboard ("drives_printers", "audio")
+                                      # clipboard ("drives", "printers", "audio")
     certificate: str | None = None    # RDP: SHA-256 (hex) of the certificate the host must show
 
 

@@ -1,6 +1,8 @@
-"""The one-way clipboard policies on an RDP stream (gateway/rdp_clipboard.py), as pure logic:
-what the client sends on the clipboard's channel after its logon — split into chunks and packets
-anywhere — and what reaches the host. The real clients and host are in test_rdp_browser.py."""
+"""The channels a pool allows in part on an RDP stream (gateway/rdp_channels.py), as pure logic:
+what the client sends after its logon on the clipboard's channel (one way) and the devices'
+(some kinds) — split into chunks and packets anywhere — and what reaches the host. The real
+clients and host for the clipboard are in test_rdp_browser.py; no test host here serves
+devices (xrdp's VNC backend has no ``rdpdr``)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,16 @@ import pytest
 
 from gateway import rdp
 from gateway.clipboard import StreamNotUnderstood
-from gateway.rdp_clipboard import (CB_CLIP_CAPS, CB_FILECONTENTS_RESPONSE, CB_FORMAT_DATA_REQUEST,
-                                   CB_FORMAT_DATA_RESPONSE, CB_RESPONSE_FAIL, CB_RESPONSE_OK,
-                                   CHANNEL_FLAG_FIRST, CHANNEL_FLAG_LAST,
-                                   CHANNEL_PACKET_COMPRESSED, NO_FORMAT, ClipboardFilter)
+from gateway.rdp_channels import (CB_CLIP_CAPS, CB_FILECONTENTS_RESPONSE, CB_FORMAT_DATA_REQUEST,
+                                  CB_FORMAT_DATA_RESPONSE, CB_RESPONSE_FAIL, CB_RESPONSE_OK,
+                                  CHANNEL_FLAG_FIRST, CHANNEL_FLAG_LAST,
+                                  CHANNEL_PACKET_COMPRESSED, NO_FORMAT, RDPDR_DTYP_FILESYSTEM,
+                                  RDPDR_DTYP_PRINT, AllowedDevices, ClientChannels,
+                                  OneWayClipboard)
 
 from .test_rdp_stream import per_length, tpkt
 
-CLIPBOARD, OTHER = 1005, 1006
+CLIPBOARD, OTHER, DEVICES = 1005, 1006, 1007
 TEXT = "Geheim: Grüße aus dem Rathaus\0".encode("utf-16-le")
 CF_UNICODETEXT = 13
 
@@ -38,13 +42,18 @@ def message(kind: int, flags: int, data: bytes, chunk: int = 1600,
             for i, piece in enumerate(pieces)]
 
 
-def one_way(policy: str) -> ClipboardFilter:
-    guard = ClipboardFilter(policy)
-    guard.channels = frozenset({CLIPBOARD})
-    return guard
+def walker(**policies) -> ClientChannels:
+    """The client's channels after the logon: cliprdr, another one, rdpdr, with ``policies``."""
+    channels = ClientChannels({name.encode(): p for name, p in policies.items()})
+    channels.name([b"cliprdr", b"other", b"rdpdr"], [CLIPBOARD, OTHER, DEVICES])
+    return channels
 
 
-def through(guard: ClipboardFilter, packets: list[bytes], split: int = 0) -> bytes:
+def one_way(policy: str) -> ClientChannels:
+    return walker(cliprdr=OneWayClipboard(policy))
+
+
+def through(guard: ClientChannels, packets: list[bytes], split: int = 0) -> bytes:
     stream = b"".join(packets)
     if not split:
         return guard.feed(stream)
@@ -144,3 +153,85 @@ def test_the_channel_ids_come_from_the_hosts_connect_response():
     assert host.done and host.channel_ids == [1004, 1005, 1006]
     with pytest.raises(StreamNotUnderstood):
         rdp.HostStream().feed(tpkt(b"\x7f\x65\x00"))
+
+
+# -- devices ----------------------------------------------------------------------------------
+
+SERIAL, SMART_CARD = 0x01, 0x20
+
+
+def device(kind: int, device_id: int, name: bytes, data: bytes = b"") -> bytes:
+    return struct.pack("<II8sI", kind, device_id, name.ljust(8, b"\0"), len(data)) + data
+
+
+def announce(*devices: bytes, chunk: int = 1600) -> list[bytes]:
+    """A Device List Announce on the rdpdr channel, in the channel's chunks."""
+    pdu = struct.pack("<HHI", 0x4472, 0x4441, len(devices)) + b"".join(devices)
+    pieces = [pdu[i:i + chunk] for i in range(0, len(pdu), chunk)]
+    return [channel_packet(DEVICES, len(pdu), (CHANNEL_FLAG_FIRST if i == 0 else 0)
+                           | (CHANNEL_FLAG_LAST if i == len(pieces) - 1 else 0), piece)
+            for i, piece in enumerate(pieces)]
+
+
+def announced(out: bytes) -> list[tuple[int, bytes]]:
+    """The devices the host reads in what reached it: (kind, name)."""
+    pdu = payload(out)
+    count, pos, found = struct.unpack_from("<I", pdu, 4)[0], 8, []
+    for _ in range(count):
+        kind, _, name, size = struct.unpack_from("<II8sI", pdu, pos)
+        found.append((kind, name.rstrip(b"\0")))
+        pos += 20 + size
+    assert pos == len(pdu)
+    return found
+
+
+PRINTER_DATA = bytes(24) + "HP LaserJet Rathaus 2. OG\0".encode("utf-16-le") * 40   # ~2 KB
+DEVICES_SENT = [device(RDPDR_DTYP_FILESYSTEM, 1, b"C", b"C:\0"),
+                device(RDPDR_DTYP_PRINT, 2, b"PRN1", PRINTER_DATA),
+                device(SMART_CARD, 3, b"SCARD"), device(SERIAL, 4, b"COM1"),
+                device(RDPDR_DTYP_FILESYSTEM, 5, b"USB", b"USB\0")]
+
+
+@pytest.mark.parametrize("split", [0, 1, 333])
+@pytest.mark.parametrize("allowed, kept", [
+    ({RDPDR_DTYP_FILESYSTEM}, [(RDPDR_DTYP_FILESYSTEM, b"C"), (RDPDR_DTYP_FILESYSTEM, b"USB")]),
+    ({RDPDR_DTYP_PRINT}, [(RDPDR_DTYP_PRINT, b"PRN1")]),
+    ({RDPDR_DTYP_FILESYSTEM, RDPDR_DTYP_PRINT},
+     [(RDPDR_DTYP_FILESYSTEM, b"C"), (RDPDR_DTYP_PRINT, b"PRN1"), (RDPDR_DTYP_FILESYSTEM, b"USB")]),
+])
+def test_the_host_hears_only_of_the_devices_the_pool_allows(allowed, kept, split):
+    """Printers only, drives only, or both: the others (and always smart cards and serial
+    ports) are taken out of the announce, which reaches the host re-chunked (it spans chunks)."""
+    guard = walker(rdpdr=AllowedDevices(frozenset(allowed)))
+    out = through(guard, announce(*DEVICES_SENT), split)
+    assert announced(out) == kept
+    sizes = []
+    pos = 0
+    while pos < len(out):
+        size = struct.unpack_from("!H", out, pos + 2)[0]
+        sizes.append(size)
+        pos += size
+    assert all(s - 7 - 2 - 6 - 8 <= 1600 for s in sizes)     # no chunk beyond the client's
+
+
+def test_other_device_messages_and_channels_pass_as_sent():
+    guard = walker(rdpdr=AllowedDevices(frozenset({RDPDR_DTYP_PRINT})))
+    name_request = struct.pack("<HHIII", 0x4472, 0x434E, 0, 0, 10) + "Rathaus\0".encode()
+    sent = [channel_packet(DEVICES, len(name_request), CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST,
+                           name_request), *message(CB_FORMAT_DATA_RESPONSE, 1, TEXT)]
+    assert through(guard, sent, 5) == b"".join(sent)
+
+
+@pytest.mark.parametrize("sent", [
+    announce(device(RDPDR_DTYP_PRINT, 2, b"PRN1", b"x")[:-1]),       # a device cut short
+    announce(device(RDPDR_DTYP_PRINT, 2, b"PRN1") + b"?"),            # a byte after the list
+    [channel_packet(DEVICES, 12, CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST,
+                    struct.pack("<HHI", 0x4472, 0x4441, 1) + bytes(4))],   # count says more
+    [channel_packet(DEVICES, 2, CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST, b"\x72\x44")],
+    announce(device(RDPDR_DTYP_PRINT, 2, b"PRN1", bytes(300_000)), chunk=60_000),  # too long
+])
+def test_a_device_list_the_gateway_cannot_read_ends_the_session(sent):
+    """Device data longer than the message, more devices than it holds, bytes after the list,
+    a header split, an announce beyond any real one's size."""
+    with pytest.raises(StreamNotUnderstood):
+        through(walker(rdpdr=AllowedDevices(frozenset({RDPDR_DTYP_PRINT}))), sent)

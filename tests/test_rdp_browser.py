@@ -241,16 +241,20 @@ def eventually(check, timeout: float = 15.0):
     return check()
 
 
+def copied_on_desktop_arrives(page, rdp_host, processes, text: str) -> bool:
+    """Copy ``text`` on the desktop; whether the browser's clipboard gets it."""
+    holder = rdp_host.desktop.copy(processes, text)
+    try:
+        return bool(eventually(lambda: page.evaluate("navigator.clipboard.readText()") == text))
+    finally:
+        processes.stop(holder)
+
+
 def test_the_clipboard_crosses_both_ways_when_the_pool_allows_it(open_rdp, rdp_host,
                                                                  processes):
     page, live = open_rdp("both")
     assert canvas_colour(page) is not None
-    holder = rdp_host.desktop.copy(processes, "Aus dem Rathaus: Grüße")
-    try:
-        assert eventually(lambda: page.evaluate("navigator.clipboard.readText()")
-                          == "Aus dem Rathaus: Grüße"), "the desktop's text did not arrive"
-    finally:
-        processes.stop(holder)
+    assert copied_on_desktop_arrives(page, rdp_host, processes, "Aus dem Rathaus: Grüße")
     page.evaluate("navigator.clipboard.writeText('Von zu Hause: Straße')")
     assert eventually(lambda: rdp_host.desktop.pasted() == "Von zu Hause: Straße"), \
         rdp_host.desktop.pasted()
@@ -284,12 +288,7 @@ def test_under_out_the_desktops_text_comes_out_and_nothing_goes_in(open_rdp, rdp
     desktop goes on as a failed answer with its bytes zeroed."""
     page, live = open_rdp("out")
     assert canvas_colour(page) is not None
-    holder = rdp_host.desktop.copy(processes, "Aus dem Rathaus: Grüße")
-    try:
-        assert eventually(lambda: page.evaluate("navigator.clipboard.readText()")
-                          == "Aus dem Rathaus: Grüße"), "the desktop's text did not arrive"
-    finally:
-        processes.stop(holder)
+    assert copied_on_desktop_arrives(page, rdp_host, processes, "Aus dem Rathaus: Grüße")
     page.evaluate("navigator.clipboard.writeText('Von zu Hause')")
     page.wait_for_timeout(8000)
     assert rdp_host.desktop.pasted() != "Von zu Hause"

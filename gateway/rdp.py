@@ -24,7 +24,10 @@ After TLS the client's stream ([MS-RDPBCGR] §1.3.1.1) is walked packet by packe
 * the **Client Info PDU** gets the user's logon from the ticket: user name, domain and password
   replaced, the auto-logon flag set, the lengths made right. The password the page's client
   sent (none, or anything) never reaches the host. A ticket without a logon (the broker has no
-  password for this login) leaves the PDU as it is: the host asks the user.
+  password for this login) leaves the logon as it is: the host asks the user. Unless the pool
+  allows audio, its flags tell the host to leave the sound on the host and record none from
+  the client (``INFO_REMOTECONSOLEAUDIO`` set, ``INFO_AUDIOCAPTURE`` cleared): that holds for
+  audio over dynamic channels too, which the gateway does not read.
 
 The host's side is read along until its **MCS Connect Response** (:class:`HostStream`): the
 ids it gave the client's channels, for the channels a pool allows in part (a one-way clipboard,
@@ -61,6 +64,7 @@ _CS_CORE, _CS_NET, _SC_NET = 0xC001, 0xC003, 0x0C03
 _SELECTED_PROTOCOL = 212     # offset of serverSelectedProtocol in a CS_CORE block
 _SEC_INFO_PKT = 0x0040
 _INFO_UNICODE, _INFO_AUTOLOGON = 0x0010, 0x0008
+_INFO_REMOTECONSOLEAUDIO, _INFO_AUDIOCAPTURE = 0x2000, 0x00200000
 _MAX_PACKET = 16 * 1024      # bytes of a connection-sequence packet
 
 
@@ -222,8 +226,9 @@ class ClientStream:
 
     # -- the Client Info PDU ---------------------------------------------------------------
     def _client_info(self, packet: bytes, mcs: bytes) -> bytes:
-        """The Client Info PDU with the user's logon in it (the lengths made right); as it is
-        when the ticket carries no logon (the host asks the user)."""
+        """The Client Info PDU with the user's logon in it (the lengths made right), or as it
+        is when the ticket carries no logon (the host asks the user); without audio unless the
+        pool allows it."""
         if len(mcs) < 8:
             raise StreamNotUnderstood("short MCS Send Data Request")
         length, pos = per_length(mcs, 6)
@@ -233,9 +238,13 @@ class ClientStream:
         if not flags & _SEC_INFO_PKT:
             raise StreamNotUnderstood("data before the Client Info PDU")
         self.done = True
-        if self.logon is None:
+        info = mcs[pos + 4:]
+        if self.logon is not None:
+            info = _fill_logon(info, self.logon)
+        if b"rdpsnd" in self.blocked:
+            info = _without_audio(info)
+        if info == mcs[pos + 4:]:
             return packet
-        info = _fill_logon(mcs[pos + 4:], self.logon)
         body = mcs[pos:pos + 4] + info
         x224 = _X224_DATA + mcs[:6] + encode_per_length(len(body)) + body
         return _TPKT.pack(3, 0, 4 + len(x224)) + x224
@@ -312,6 +321,16 @@ def _fill_logon(info: bytes, logon: Logon) -> bytes:
                   logon.password.encode("utf-16-le")]
     head = struct.pack("<IIHHHHH", code_page, flags | _INFO_AUTOLOGON, *(len(f) for f in fields))
     return head + b"".join(f + b"\0\0" for f in fields) + info[pos:]
+
+
+def _without_audio(info: bytes) -> bytes:
+    """A TS_INFO_PACKET that tells the host to play no sound on the client and to record none
+    from it: the rule for audio over any channel, static or dynamic, which the host keeps."""
+    if len(info) < 8:
+        raise StreamNotUnderstood("short Client Info")
+    flags = struct.unpack_from("<I", info, 4)[0]
+    flags = (flags | _INFO_REMOTECONSOLEAUDIO) & ~_INFO_AUDIOCAPTURE
+    return info[:4] + struct.pack("<I", flags) + info[8:]
 
 
 def per_length(data: bytes, pos: int) -> tuple[int, int]:

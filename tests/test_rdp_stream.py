@@ -163,6 +163,21 @@ def test_without_a_logon_the_client_info_passes_as_sent():
     assert walk(stream, [connect_initial(0x0407, []), info]).endswith(info)
 
 
+@pytest.mark.parametrize("logon", [LOGON, None])
+def test_without_audio_the_host_is_told_to_play_and_record_none(logon):
+    """Audio off (the pool's default): the Client Info PDU asks the host to leave the sound on
+    the host and to record nothing from the client, over any channel; audio on: as sent."""
+    asked = 0x0010 | 0x0001 | 0x00200000                        # the client offers its microphone
+    opening = connect_initial(0x0407, [])
+    sent = [opening, client_info("anna", "", "x", flags=asked)]
+    off = walk(rdp.ClientStream(logon, 0x0407, rdp.blocked_channels({})), sent)
+    flags, _, _ = parse_info(off[len(opening):])
+    assert flags & 0x2000 and not flags & 0x00200000
+    on = walk(rdp.ClientStream(logon, 0x0407, rdp.blocked_channels({"audio": True})), sent)
+    flags, _, _ = parse_info(on[len(opening):])
+    assert not flags & 0x2000 and flags & 0x00200000
+
+
 @pytest.mark.parametrize("chunks", [
     [b"\x04\x80\x05hello"],                                         # fast-path before the logon
     [tpkt(b"\x64\x00\x07\x03\xeb\x70\x05hello")],                   # data, not a Connect Initial

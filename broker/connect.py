@@ -23,7 +23,6 @@ from .entitlement import entitled_pool, entitled_pools
 from .errors import (BrokerError, DesktopStartFailed, NoFreeDesktop, NotConnected,
                      NotEntitled, OwnDesktopUnavailable, PoolBusy, StoreUnavailable)
 from .host_control import HostControl, HostUnreachable, desktop_secret
-from .host_states import HostState
 from .logins import check_csrf, open_logon
 from .logons import LogonPhases
 from .store import Assignment, Login, Store
@@ -199,20 +198,6 @@ class Connections:
             raise NotConnected(pool_id)
         return self._pass(token, login, pool.id, found.session_id, host.id,
                           found.port or host.port)
-
-    async def notice(self, login: Login, pool_id: str) -> tuple[str, int] | None:
-        """What the user's connected desktop in the pool has to tell her now — its host is
-        being drained: the admin's words, and the deadline when who is left is logged off then
-        (0: none) — or None. For pages whose stream carries no notices (RDP's)."""
-        tenant = self.config.tenant(login.tenant)
-        pool = entitled_pool(tenant, login.groups, pool_id)
-        if pool is None:
-            raise NotEntitled(pool_id)
-        found = await self.store.sessions.connected_desktop(tenant.id, login.user, pool.id)
-        row = (await self.store.hosts.states(tenant.id)).get(found.host_id) if found else None
-        if row is None or row.state is not HostState.DRAINING:
-            return None
-        return row.message, round(row.deadline) if row.logoff and row.deadline else 0
 
     def reconnect_in_outage(self, token: str | None, sealed: str, pool_id: str, *,
                             csrf: str | None, source: str) -> Connection:

@@ -212,8 +212,8 @@ def test_a_network_drop_is_bridged_and_the_desktop_carries_on(open_rdp, rdp_host
 
 
 def test_a_drain_shows_its_notice_and_logs_off_at_the_deadline(rdp_page, rdp_host):
-    """The admin drains the RDP host with a deadline: the page (whose stream carries no notices)
-    shows the admin's words with a countdown, and at the deadline the session is logged off."""
+    """The admin drains the RDP host with a deadline: the page shows the admin's words, which
+    came on its stream, with a countdown, and at the deadline the session is logged off."""
     page, live = rdp_page
     assert canvas_colour(page) is not None
     admin_call(live, "POST", "/hosts/win1/actions/drain",

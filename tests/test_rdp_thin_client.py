@@ -21,6 +21,7 @@ from client.tunnel import Tunnel
 from testbed import (BreakableProxy, XrdpDesktop, XvfbScreen, XvncDesktop, free_port, hex_rgb,
                      require)
 from testbed.demo import TENANT, DesktopEntry
+from wire.resume import Notice
 
 from .conftest import USERS, need
 from .test_agent import EXAMPLES, boot_agent
@@ -141,6 +142,44 @@ async def test_a_network_drop_is_bridged_and_xfreerdp_carries_on_in_the_same_ses
             await tunnel.close()
     finally:
         network.stop()
+
+
+async def test_a_drain_reaches_the_thin_client_and_its_deadline_ends_the_session(
+        make_installation, rdp_host, screen, processes, tmp_path):
+    """The admin drains the RDP host with a deadline and words: they reach the thin client on
+    its stream (the agent shows them over the viewer, as for VNC), and at the deadline the
+    session is logged off and xfreerdp's connection ends."""
+    inst = await make_installation(desktops=[DesktopEntry(
+        "win1", rdp_host.port, 10, None, "rdp",
+        options={"certificate_sha256": rdp_host.certificate_sha256})])
+    token = await inst.login("anna")
+    notices: list[Notice] = []
+    tunnel = Tunnel(inst.base_url, token, "buero", on_notice=notices.append)
+    port = await tunnel.start()
+    viewer = processes.start([require("xfreerdp"), f"/v:127.0.0.1:{port}",
+                              *VIEWER_OPTIONS["rdp"], "/size:1280x800"],
+                             env=screen.env, log=tmp_path / "xfreerdp.log")
+    try:
+        assert await wait_for_colour(screen, COLOUR) is not None
+        await inst.broker.store.admin.create_token("op", OPERATOR, "t", now=time.time())
+        r = await inst.http.post(
+            f"{inst.base_url}/api/v1/admin/tenants/{TENANT}/hosts/win1/actions/drain",
+            json={"deadline_seconds": 8, "message": "Updates heute um 22 Uhr."},
+            headers={"Authorization": "Bearer op"})
+        assert r.status == 200, await r.text()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not notices:
+            await asyncio.sleep(0.1)
+        assert notices and notices[0].text == "Updates heute um 22 Uhr." and notices[0].deadline
+        while time.monotonic() < deadline and await inst.broker.store.sessions.live(TENANT):
+            await asyncio.sleep(0.2)
+        assert await inst.broker.store.sessions.live(TENANT) == []
+        while time.monotonic() < deadline and await wait_for_colour(screen, COLOUR, timeout=0.2):
+            await asyncio.sleep(0.2)          # the desktop goes from the screen
+        assert await wait_for_colour(screen, COLOUR, timeout=0.2) is None
+    finally:
+        processes.stop(viewer)
+        await tunnel.close()
 
 
 async def test_the_boot_agent_starts_xfreerdp_into_the_rdp_desktop(make_installation, rdp_host,

@@ -104,18 +104,6 @@ async def api_renew_reconnect_pass(request: web.Request) -> web.StreamResponse:
                               "reconnect_pass_renew_after": broker.connections.pass_renew_after})
 
 
-@routes.get("/api/v1/pools/{pool}/notice")
-async def api_notice(request: web.Request) -> web.StreamResponse:
-    """The notice for the user's connected desktop in the pool (its host is being drained), for
-    pages whose stream carries none (RDP); 204 when there is none."""
-    _, login = await login_of(request)
-    found = await request.config_dict[BROKER_KEY].connections.notice(
-        login, request.match_info["pool"])
-    if found is None:
-        return web.Response(status=204)
-    return web.json_response({"text": found[0], "deadline": found[1]})
-
-
 @routes.post("/api/v1/pools/{pool}/connection-file")
 async def api_connection_file(request: web.Request) -> web.StreamResponse:
     _, login = await login_of(request, state_changing=True)

@@ -59,10 +59,6 @@ OPENAPI = {
         "/api/v1/pools/{pool}/reconnect-pass": {"post": _op(
             "A fresh reconnect_pass to the desktop the user is connected to in the pool; 409 "
             "not_connected when she has none connected.", security=_BEARER, params=("pool",))},
-        "/api/v1/pools/{pool}/notice": {"get": _op(
-            "The notice of the user's connected desktop in the pool while its host is drained "
-            "({text, deadline}: the admin's words, the logoff's time or 0); 204 when none. "
-            "RDP pages ask for it; VNC streams carry it.", security=_BEARER, params=("pool",))},
         "/api/v1/pools/{pool}/connection-file": {"post": _op(
             "A native viewer's connection file (.vnc, .rdp, .vv) naming the local tunnel "
             "(`pforte connect`) on 127.0.0.1:port, from the profile of the device given in the "

@@ -22,8 +22,10 @@ let session = null;           // IronRDP's UserInteraction, once the element is 
 const say = sayer(texts);
 
 // IronRDP opens its websocket itself: as the page's WebSocket, a resumable PforteChannel carries
-// it, so that a network drop is bridged as on the VNC page (the gateway holds the host's TLS).
-globalThis.WebSocket = rdpSocket((state, deadline) => say(state, null, deadline));
+// it, so that a network drop is bridged as on the VNC page (the gateway holds the host's TLS),
+// and the IT service's notices (a drain's words and deadline) arrive on it.
+globalThis.WebSocket = rdpSocket((state, deadline) => say(state, null, deadline),
+                                 (text, deadline) => showNotice(texts, text, deadline));
 
 // The HTTP status the gateway answers a refused RDCleanPath request with, as its close code.
 const REFUSALS = { 400: 4400, 401: 4401, 403: 4403, 408: 4408, 409: 4409, 429: 4429,
@@ -39,27 +41,6 @@ document.addEventListener("fullscreenchange", () => {
 });
 reconnect.addEventListener("click", () => location.reload());
 onNoticeDismissed(() => screen.querySelector("iron-remote-desktop")?.focus());
-
-// RDP's stream carries no notices: while connected the page asks the broker now and then
-// (a drain's first notice comes minutes before its deadline); a notice shows once.
-const NOTICE_EVERY_MS = 20000;
-let noticeShown = "";
-let noticePolling = null;
-
-async function askForNotice() {
-    try {
-        const response = await fetch(
-            `/api/v1/pools/${encodeURIComponent(body.dataset.pool)}/notice`,
-            { credentials: "same-origin" });
-        if (response.status !== 200) return;
-        const { text, deadline } = await response.json();
-        if (`${text}|${deadline}` === noticeShown) return;
-        noticeShown = `${text}|${deadline}`;
-        showNotice(texts, text, deadline);
-    } catch (e) {
-        // the broker did not answer: the next beat asks again
-    }
-}
 
 async function ticket() {
     const response = await fetch(`/api/v1/pools/${encodeURIComponent(body.dataset.pool)}/connect`, {
@@ -99,13 +80,9 @@ async function start(ui) {
         const info = await ui.connect(config);
         say("connected");
         ui.setVisibility(true);
-        askForNotice();
-        noticePolling = setInterval(askForNotice, NOTICE_EVERY_MS);
         await info.run();
-        clearInterval(noticePolling);
         say("disconnected");
     } catch (e) {
-        clearInterval(noticePolling);
         const httpStatus = e?.rdcleanpathDetails?.()?.httpStatusCode;
         say(REFUSALS[httpStatus] ? `gateway_${REFUSALS[httpStatus]}` : "disconnected",
             "gateway_other");

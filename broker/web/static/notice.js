@@ -1,7 +1,7 @@
 // A notice from the IT service (a drain, an admin's message) over the desktop, with a countdown
 // to the logoff where there is one. It takes no focus: typing goes on into the desktop; screen
 // readers announce it (role="alert"); "OK" hides it and calls `dismissed` (the desktop takes
-// the focus back). Both desktop pages use it: VNC's gets notices on its stream, RDP's asks.
+// the focus back). Both desktop pages use it, with the notices their streams carry.
 const notice = document.getElementById("notice");
 const noticeText = document.getElementById("notice-text");
 const noticeCountdown = document.getElementById("notice-countdown");

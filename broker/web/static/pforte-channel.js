@@ -212,8 +212,8 @@ export class PforteChannel {
 
 // A class with WebSocket's shape for IronRDP's client, which opens its websocket itself with
 // `new WebSocket(url)` and listens with addEventListener: installed as the page's WebSocket, it
-// makes the RDP stream a resumable PforteChannel. `onstatus` as PforteChannel's.
-export function rdpSocket(onstatus) {
+// makes the RDP stream a resumable PforteChannel. `onstatus` and `onnotice` as PforteChannel's.
+export function rdpSocket(onstatus, onnotice = null) {
     const states = { connecting: 0, open: 1, closing: 2, closed: 3 };
     return class RdpSocket extends EventTarget {
         static CONNECTING = 0;
@@ -229,6 +229,7 @@ export function rdpSocket(onstatus) {
             this.extensions = "";
             this.bufferedAmount = 0;
             const channel = new PforteChannel(url, null, onstatus);
+            channel.onnotice = onnotice;
             channel.onopen = () => this._emit(new Event("open"));
             channel.onmessage = ({ data }) => this._emit(new MessageEvent("message", { data }));
             channel.onclose = ({ code, reason, wasClean }) => this._emit(

@@ -67,16 +67,16 @@ def canvas_colour(page, timeout: float = 30.0) -> tuple[int, int, int] | None:
 @pytest.fixture
 def open_rdp(slapd, tmp_path, database, chromium, rdp_host):
     """Open the portal's RDP pool in Chromium as user1 (the pool's clipboard policy; ``tamper``:
-    a script the user runs in the page first; ``network``: a proxy between page and gateway);
-    the page and the installation."""
+    a script the user runs in the page first; ``network``: a proxy between page and gateway;
+    other pool options by name); the page and the installation."""
     opened = []
 
     def open_page(clipboard: str = "both", tamper: str | None = None, host=None,
                   locale: str = "de-DE", axe: bool = False,
-                  network: BreakableProxy | None = None):
+                  network: BreakableProxy | None = None, **pool_options):
         host = host or rdp_host
         live = make_live(tmp_path / f"live-{len(opened)}", slapd, [], database(),
-                         pool_options={"clipboard": clipboard}, entries=[
+                         pool_options={"clipboard": clipboard, **pool_options}, entries=[
             DesktopEntry("win1", host.port, 10, None, "rdp",
                          options={"certificate_sha256": host.certificate_sha256})],
                          gateway_url=network and f"ws://127.0.0.1:{network.port}/ws")
@@ -211,6 +211,22 @@ def test_a_network_drop_is_bridged_and_the_desktop_carries_on(open_rdp, rdp_host
         network.stop()
 
 
+def test_an_untouched_rdp_desktop_is_logged_off_at_the_pools_idle_limit(open_rdp):
+    """The pool's ``idle_logoff``: nothing moves either way (the desktop shows no change, the
+    user touches nothing), and the gateway ends the session, which the broker logs off."""
+    page, live = open_rdp(idle_logoff=6)
+    assert canvas_colour(page) is not None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and \
+            page.locator("body").get_attribute("data-state") == "connected":
+        page.wait_for_timeout(500)
+    assert page.locator("body").get_attribute("data-state") == "gateway_4000"
+    assert page.locator("#status").inner_text() == \
+        "Ihre Sitzung wurde nach längerer Inaktivität beendet."
+    assert page.get_by_role("button", name="Erneut verbinden").is_visible()
+    assert eventually(lambda: admin_call(live, "GET", "/sessions")["sessions"] == [])
+
+
 def test_a_drain_shows_its_notice_and_logs_off_at_the_deadline(rdp_page, rdp_host):
     """The admin drains the RDP host with a deadline: the page shows the admin's words, which
     came on its stream, with a countdown, and at the deadline the session is logged off."""
@@ -228,7 +244,7 @@ def test_a_drain_shows_its_notice_and_logs_off_at_the_deadline(rdp_page, rdp_hos
     while time.monotonic() < deadline and \
             page.locator("body").get_attribute("data-state") == "connected":
         page.wait_for_timeout(500)
-    assert page.locator("body").get_attribute("data-state") == "disconnected"
+    assert page.locator("body").get_attribute("data-state") == "gateway_4003"   # logged off
     assert admin_call(live, "GET", "/sessions")["sessions"] == []
 
 

@@ -24,8 +24,17 @@ const say = sayer(texts);
 // IronRDP opens its websocket itself: as the page's WebSocket, a resumable PforteChannel carries
 // it, so that a network drop is bridged as on the VNC page (the gateway holds the host's TLS),
 // and the IT service's notices (a drain's words and deadline) arrive on it.
-globalThis.WebSocket = rdpSocket((state, deadline) => say(state, null, deadline),
-                                 (text, deadline) => showNotice(texts, text, deadline));
+let closedWith = 0;           // the gateway's close code, once the stream ended
+globalThis.WebSocket = rdpSocket({
+    onstatus: (state, deadline) => say(state, null, deadline),
+    onnotice: (text, deadline) => showNotice(texts, text, deadline),
+    onclose: (code) => { closedWith = code; },
+});
+
+// How the session ended, in the user's words: the gateway's reason (idle, logged off, …).
+function ended() {
+    return closedWith >= 4000 ? `gateway_${closedWith}` : "disconnected";
+}
 
 // The HTTP status the gateway answers a refused RDCleanPath request with, as its close code.
 const REFUSALS = { 400: 4400, 401: 4401, 403: 4403, 408: 4408, 409: 4409, 429: 4429,
@@ -81,10 +90,10 @@ async function start(ui) {
         say("connected");
         ui.setVisibility(true);
         await info.run();
-        say("disconnected");
+        say(ended(), "disconnected");
     } catch (e) {
         const httpStatus = e?.rdcleanpathDetails?.()?.httpStatusCode;
-        say(REFUSALS[httpStatus] ? `gateway_${REFUSALS[httpStatus]}` : "disconnected",
+        say(REFUSALS[httpStatus] ? `gateway_${REFUSALS[httpStatus]}` : ended(),
             "gateway_other");
     }
 }

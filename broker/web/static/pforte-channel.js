@@ -212,8 +212,9 @@ export class PforteChannel {
 
 // A class with WebSocket's shape for IronRDP's client, which opens its websocket itself with
 // `new WebSocket(url)` and listens with addEventListener: installed as the page's WebSocket, it
-// makes the RDP stream a resumable PforteChannel. `onstatus` and `onnotice` as PforteChannel's.
-export function rdpSocket(onstatus, onnotice = null) {
+// makes the RDP stream a resumable PforteChannel. `onstatus` and `onnotice` as PforteChannel's;
+// `onclose(code)` hears how the stream ended (the client itself does not say).
+export function rdpSocket({ onstatus, onnotice = null, onclose = () => {} }) {
     const states = { connecting: 0, open: 1, closing: 2, closed: 3 };
     return class RdpSocket extends EventTarget {
         static CONNECTING = 0;
@@ -232,8 +233,10 @@ export function rdpSocket(onstatus, onnotice = null) {
             channel.onnotice = onnotice;
             channel.onopen = () => this._emit(new Event("open"));
             channel.onmessage = ({ data }) => this._emit(new MessageEvent("message", { data }));
-            channel.onclose = ({ code, reason, wasClean }) => this._emit(
-                new CloseEvent("close", { code, reason, wasClean }));
+            channel.onclose = ({ code, reason, wasClean }) => {
+                onclose(code);
+                this._emit(new CloseEvent("close", { code, reason, wasClean }));
+            };
             this._channel = channel;
             this._sending = Promise.resolve();
         }

@@ -2,8 +2,10 @@
 
 It starts a private OpenLDAP ``slapd`` seeded with the demo municipality (nested groups, one user
 who is not entitled, one who still has to enrol), two TigerVNC ``Xvnc`` desktops with their own
-background colours and passwords, and the broker and gateway in this process. It prints the portal
-URL, the users with their passwords and TOTP secrets, and writes the same facts as JSON for scripts.
+background colours and passwords, an RDP host for Anna's Bürgerbüro (Debian's ``xrdp`` in front of
+a third ``Xvnc``, which opens with her directory password only: the gateway signs her in, as it
+would on a Windows host), and the broker and gateway in this process. It prints the portal URL,
+the users with their passwords and TOTP secrets, and writes the same facts as JSON for scripts.
 Ctrl-C (or SIGTERM) stops exactly what it started.
 """
 
@@ -29,8 +31,8 @@ from broker.config import load_config
 from broker.keys import generate_keys
 from broker.service import Broker
 from broker.store import OPERATOR, Store
-from . import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd, XvncDesktop,
-                      free_port)
+from . import (DirectoryUserSpec, GroupSpec, Organisation, Processes, Slapd, XrdpDesktop,
+               XvncDesktop, free_port)
 from broker.web import create_app
 
 logger = logging.getLogger("pforte.demo")
@@ -64,6 +66,7 @@ GROUPS = (
 )
 DESKTOPS = (("rathaus-1", "Rathaus Desktop 1", "#2e7d32"),   # green
             ("rathaus-2", "Rathaus Desktop 2", "#1565c0"))   # blue
+WINDOWS = ("windows-1", "Bürgerbüro Windows (RDP)", "#6a1b9a")  # purple; Anna's group's pool
 SEATS = 5
 PROFILES = Path(__file__).resolve().parent.parent / "client_profiles" / "examples"
 
@@ -188,6 +191,7 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
             desktop = XvncDesktop(state / d_id, name, colour, password=secrets.token_hex(4))
             desktop.start(processes)
             desktops.append(desktop)
+        windows = _windows_host(state, processes, passwords["anna"])
         portal_port = portal_port or free_port(host)
         gateway_port = gateway_port or free_port(host)
         config_path = write_config(
@@ -197,7 +201,9 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
                       for (d_id, _, _), d in zip(DESKTOPS, desktops)],
             portal_port=portal_port, gateway_port=gateway_port, gateway_url=gateway_url,
             broker_options={"profiles_dir": str(PROFILES)},
-            pool_options={"screen": "follow"})   # each demo desktop is one user's
+            pool_options={"screen": "follow"},   # each demo desktop is one user's
+            tenant_extra=_windows_pool(windows, slapd.group_dn("buergerbuero")) if windows
+            else "")
         config = load_config(config_path)
         broker = Broker(config, Store.for_config(config))
         gateway = Gateway(gateway_config(load_toml(config_path)))
@@ -226,7 +232,10 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
                            "totp_secret": totp[u.login], "entitled": u.entitled,
                            "display_name": u.display_name, "admin": u.admin} for u in USERS],
                 "desktops": [{"id": d_id, "name": name, "background": colour, "port": d.port}
-                             for (d_id, name, colour), d in zip(DESKTOPS, desktops)],
+                             for (d_id, name, colour), d in zip(DESKTOPS, desktops)]
+                + ([{"id": WINDOWS[0], "name": WINDOWS[1], "background": WINDOWS[2],
+                     "port": windows.port, "protocol": "rdp", "pool": "windows"}]
+                   if windows else []),
                 "thin_client": [sys.executable, "-m", "client.agent", "--broker",
                                 portal.rstrip("/"), "--state", str(state / "thin-client"),
                                 "--enrolment-code", code, "--dry-run"],
@@ -242,6 +251,39 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
         processes.stop()
 
 
+def _windows_host(state: Path, processes: Processes, password: str) -> XrdpDesktop | None:
+    """The Bürgerbüro's RDP host, or None where ``xrdp`` is not installed (the demo goes on
+    with its VNC desktops and says so)."""
+    if shutil.which("xrdp") is None:
+        logger.warning("xrdp is not installed: the demo has no RDP desktop "
+                       "(scripts/setup installs it)")
+        return None
+    d_id, name, colour = WINDOWS
+    host = XrdpDesktop(state / d_id, XvncDesktop(state / f"{d_id}-desktop", name, colour,
+                                                 password=password, keyboard="de"))
+    host.start(processes)
+    return host
+
+
+def _windows_pool(host: XrdpDesktop, group: str) -> str:
+    return f"""
+[[tenants.pools]]
+id = "windows"
+name = "Windows-Desktop"
+group = "{group}"
+hosts = ["{WINDOWS[0]}"]
+keyboard_layout = "de"
+
+[[tenants.hosts]]
+id = "{WINDOWS[0]}"
+address = "127.0.0.1"
+port = {host.port}
+protocol = "rdp"
+seats = 1
+certificate_sha256 = "{host.certificate_sha256}"
+"""
+
+
 def _announce(facts: dict, facts_path: Path) -> None:
     lines = ["", "Pforte demo is running. Open the portal:", f"  {facts['portal_url']}", "",
              "Demo users (TOTP secret: add it to an authenticator app, or run "
@@ -255,7 +297,9 @@ def _announce(facts: dict, facts_path: Path) -> None:
               f"  {facts['console_url']}  — sign in as the admin above, or with the operator",
               f"  token {facts['operator_token']}"]
     lines += ["", "Desktops:"]
-    lines += [f"  {d['name']} (background {d['background']})" for d in facts["desktops"]]
+    lines += [f"  {d['name']} (background {d['background']})"
+              + ("  — Anna's, in the pool Windows-Desktop: signed in by the gateway"
+                 if d.get("protocol") == "rdp" else "") for d in facts["desktops"]]
     lines += ["", "A thin client at the town hall's front office (it enrols once with a one-time",
               "code, signs a user in, opens the local tunnel and prints the viewer command it",
               "would start):", "  " + " ".join(facts["thin_client"])]

@@ -159,7 +159,7 @@ def _message(client: Client, args: argparse.Namespace) -> int:
 def _usage(client: Client, args: argparse.Namespace) -> int:
     month = f"&month={quote(args.month)}" if args.month else ""
     if args.csv:
-        print(client.text(f"/usage?format=csv{month}"), end="")
+        print(client.text(f"/usage?format=csv&locale={args.locale}{month}"), end="")
     else:
         print(_table(client.call("GET", f"/usage?{month.lstrip('&')}")["usage"],
                      ["pool", "sessions", "desktop_hours"]))
@@ -273,6 +273,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     us = cmds.add_parser("usage", help="desktop-hours and sessions per pool in a month")
     us.add_argument("--month", help="YYYY-MM (default: this month)")
     us.add_argument("--csv", action="store_true", help="as CSV, for the billing")
+    us.add_argument("--locale", choices=("en", "de"), default="en",
+                    help="CSV for spreadsheets in this language (de: semicolons, decimal "
+                         "commas, UTF-8 with BOM)")
     cmds.add_parser("windows", help="maintenance windows and holidays ahead")
     lo = cmds.add_parser("logoff", help="log a session off now")
     lo.add_argument("session")

@@ -183,6 +183,8 @@ async def test_the_cli_messages_a_session_exports_usage_and_shows_maintenance(ad
     csv_text = await cli("usage", "--csv")
     assert csv_text.splitlines()[0] == "tenant,pool,month,sessions,desktop_hours"
     assert f"{TENANT},buero," in csv_text
+    german = await cli("usage", "--csv", "--locale", "de")
+    assert german.splitlines()[0] == "\ufefftenant;pool;month;sessions;desktop_hours"
     assert "(none)" in await cli("windows")              # no windows, no calendars here
     audit = [e["action"] for e in (await admin(inst, token, "GET", "/audit"))[1]["audit"]]
     assert "session.message" in audit

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
 import json
 import re
 import subprocess
@@ -210,11 +211,13 @@ def test_an_admin_drains_messages_and_logs_off_live_while_the_user_sees_it(live,
     assert re.fullmatch(r"\d{4}-\d\d", month)
     with console.expect_download() as download:
         console.get_by_role("button", name="Als CSV herunterladen").click()
-    with open(download.value.path(), encoding="utf-8") as exported:
-        rows = list(csv.reader(exported))
+    with open(download.value.path(), "rb") as exported:    # as a German spreadsheet opens it:
+        raw = exported.read()
+    assert raw.startswith(b"\xef\xbb\xbf")                  # UTF-8 said by its byte order mark,
+    rows = list(csv.reader(io.StringIO(raw.decode("utf-8-sig")), delimiter=";"))   # semicolons,
     assert rows[0] == ["tenant", "pool", "month", "sessions", "desktop_hours"]
     assert rows[1][:4] == [TENANT, "buero", month, "1"]
-    assert re.fullmatch(r"\d+\.\d\d", rows[1][4])        # hours (seconds of it here)
+    assert re.fullmatch(r"\d+,\d\d", rows[1][4])         # decimal commas (seconds of it here)
 
 
 def test_an_operator_signs_in_with_a_token_and_a_user_who_is_no_admin_sees_nothing(

@@ -94,6 +94,17 @@ async def test_the_admin_api_exports_usage_as_csv(make_installation):
         rows = list(csv.reader(io.StringIO(await r.text())))
         assert rows[0] == ["tenant", "pool", "month", "sessions", "desktop_hours"]
         assert rows[1][:4] == [TENANT, "buero", month, "1"]
+        assert "." in rows[1][4]
+        r = await http.get(f"{inst.base_url}/api/v1/admin/usage",
+                           params={"format": "csv", "locale": "de"})
+        raw = await r.read()                   # what German office spreadsheets open directly
+        assert raw.startswith(b"\xef\xbb\xbf") and b"\r\n" in raw
+        german = list(csv.reader(io.StringIO(raw.decode("utf-8-sig")), delimiter=";"))
+        assert german[0] == rows[0] and german[1][:4] == rows[1][:4]
+        assert german[1][4] == rows[1][4].replace(".", ",")
+        r = await http.get(f"{inst.base_url}/api/v1/admin/usage",
+                           params={"format": "csv", "locale": "fr;x"})
+        assert r.status == 400
         r = await http.get(f"{inst.base_url}/api/v1/admin/tenants/{TENANT}/usage",
                            params={"month": "2026-13"})
         assert r.status == 400

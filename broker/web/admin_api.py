@@ -239,13 +239,23 @@ USAGE_COLUMNS = ("tenant", "pool", "month", "sessions", "desktop_hours")
 
 def _usage_answer(request: web.Request, month: str, rows: list[tuple[str, object]]
                   ) -> web.Response:
-    """The usage rows as JSON, or as CSV (``?format=csv``) for the billing spreadsheet."""
+    """The usage rows as JSON, or as CSV (``?format=csv``) for the billing spreadsheet: with
+    ``&locale=de`` as German office spreadsheets open it directly (semicolons, decimal commas,
+    UTF-8 with a byte order mark), otherwise comma-separated with decimal points."""
     if request.query.get("format") == "csv":
+        locale = request.query.get("locale", "en")
+        if locale not in ("de", "en"):
+            raise BadRequest("locale: de or en")
+        german = locale == "de"
         out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\r\n")
+        if german:
+            out.write("\ufeff")            # how Excel and LibreOffice know it is UTF-8
+        writer = csv.writer(out, delimiter=";" if german else ",", lineterminator="\r\n")
         writer.writerow(USAGE_COLUMNS)
         for tenant_id, u in rows:
-            writer.writerow((tenant_id, u.pool, month, u.sessions, f"{u.desktop_hours:.2f}"))
+            hours = f"{u.desktop_hours:.2f}"
+            writer.writerow((tenant_id, u.pool, month, u.sessions,
+                             hours.replace(".", ",") if german else hours))
         return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8",
                             headers={"Content-Disposition":
                                      f'attachment; filename="pforte-usage-{month}.csv"'})

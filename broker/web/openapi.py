@@ -124,7 +124,8 @@ OPENAPI = {
             "Hosts and sessions as server-sent events: an overview now and at every change.",
             security=_BEARER, params=("tenant",))},
         _ADMIN + "/usage": {"get": _op(
-            "Desktop-hours and sessions per pool in ?month=YYYY-MM (format=csv for CSV).",
+            "Desktop-hours and sessions per pool in ?month=YYYY-MM (format=csv for CSV; "
+            "locale=de for German spreadsheets: semicolons, decimal commas, UTF-8 with BOM).",
             security=_BEARER, params=("tenant",))},
         "/api/v1/admin/usage": {"get": _op(
             "The same for every tenant the caller administers.", security=_BEARER)},

@@ -353,6 +353,7 @@ function usagePath(format) {
     const query = new URLSearchParams();
     if (month) query.set("month", month);
     if (format) query.set("format", format);
+    if (format === "csv") query.set("locale", lang === "de" ? "de" : "en");  // its spreadsheets
     return inTenant(`/usage?${query}`);
 }
 

@@ -36,14 +36,17 @@ def parse_duration(text: str) -> float:
 class Client:
     """The tenant's admin API, one call at a time (a command-line tool waits for each)."""
 
-    def __init__(self, url: str, token: str, tenant: str) -> None:
-        self.url, self.token = url, token
+    def __init__(self, url: str, token: str, tenant: str, ca_file: str | None = None) -> None:
+        self.url, self.token, self.ca_file = url, token, ca_file
         self.prefix = f"/admin/tenants/{quote(tenant, safe='')}"
+
+    def _api(self) -> BrokerApi:
+        return BrokerApi(self.url, token=self.token, ca_file=self.ca_file)
 
     def text(self, path: str) -> str:
         """A GET answered with text (CSV). Raises: ApiError."""
         async def once() -> str:
-            api = BrokerApi(self.url, token=self.token)
+            api = self._api()
             try:
                 return await api.text(self.prefix + path)
             finally:
@@ -53,7 +56,7 @@ class Client:
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
         """Raises: ApiError."""
         async def once() -> dict:
-            api = BrokerApi(self.url, token=self.token)
+            api = self._api()
             try:
                 return await api.call(method, self.prefix + path, body)
             finally:
@@ -71,8 +74,10 @@ def _table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _when(ts: float | None) -> str | None:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts)) if ts else None
+def _when(ts: float | None, seconds: bool = False) -> str | None:
+    """A time as this machine's local time, with its zone (``TZ`` chooses another)."""
+    return time.strftime("%Y-%m-%d %H:%M" + (":%S" if seconds else "") + " %Z",
+                         time.localtime(ts)) if ts else None
 
 
 def _hosts(client: Client, args: argparse.Namespace) -> int:
@@ -96,7 +101,7 @@ def _sessions(client: Client, args: argparse.Namespace) -> int:
 def _audit(client: Client, args: argparse.Namespace) -> int:
     entries = client.call("GET", f"/audit?limit={args.limit}")["audit"]
     for e in entries:
-        e["at"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at"]))
+        e["at"] = _when(e["at"], seconds=True)
     print(_table(entries, ["at", "actor", "source", "action", "result", "detail"]))
     return 0
 
@@ -168,7 +173,8 @@ def _usage(client: Client, args: argparse.Namespace) -> int:
 
 def _windows(client: Client, args: argparse.Namespace) -> int:
     plan = client.call("GET", "/maintenance")
-    rows = [{"when": f"{_when(w['start'])} - {_when(w['end'])[-5:]}",
+    rows = [{"when": f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(w['start']))} - "
+                     f"{time.strftime('%H:%M %Z', time.localtime(w['end']))}",
              "what": f"window {w['window']}", "hosts": ", ".join(w["hosts"])}
             for w in plan["windows"]]
     rows += [{"when": d["day"], "what": d["name"], "hosts": f"calendar {d['calendar']}"}
@@ -204,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     if not token:
         print("pforte admin: give --token-file, --token or PFORTE_ADMIN_TOKEN", file=sys.stderr)
         return 2
-    client = Client(args.url, token, args.tenant)
+    client = Client(args.url, token, args.tenant, args.ca_file)
     try:
         return COMMANDS.get(args.admin_command, _host_action)(client, args)
     except ApiError as exc:
@@ -238,6 +244,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        "through the broker's API.")
     a.add_argument("--url", default=os.environ.get("PFORTE_URL", "http://127.0.0.1:8080"),
                    help="the broker (default $PFORTE_URL or http://127.0.0.1:8080)")
+    a.add_argument("--ca-file", default=os.environ.get("PFORTE_CA_FILE"),
+                   help="the CA (PEM) of the broker's certificate when it is an internal one "
+                        "(default $PFORTE_CA_FILE; else the system's CAs)")
     a.add_argument("--token-file", help="file holding an admin token")
     a.add_argument("--token", help="an admin token (prefer --token-file: shells keep history)")
     a.add_argument("--tenant", required=True, help="the municipality's tenant id")

@@ -13,6 +13,7 @@ language asked for). Here every refusal becomes one of two exceptions:
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import aiohttp
 
@@ -65,8 +66,9 @@ class BrokerApi:
 
     def __init__(self, base_url: str, *, token: str | None = None, device: str | None = None,
                  language: str | None = None, http: aiohttp.ClientSession | None = None,
-                 timeout: float = DEFAULT_TIMEOUT) -> None:
+                 timeout: float = DEFAULT_TIMEOUT, ca_file: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.ca_file = ca_file      # the CA of an internal certificate (PEM), else the system's
         self.token = token          # a portal login's or an admin token
         self.device = device        # a thin client's device credential
         self.language = language
@@ -78,7 +80,9 @@ class BrokerApi:
     @property
     def http(self) -> aiohttp.ClientSession:
         if self._http is None:
-            self._http = aiohttp.ClientSession(timeout=self._timeout)
+            connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(
+                cafile=self.ca_file)) if self.ca_file else None
+            self._http = aiohttp.ClientSession(timeout=self._timeout, connector=connector)
         return self._http
 
     async def connect(self, pool: str) -> dict:

@@ -4,13 +4,19 @@ address and scheme behind a reverse proxy, TLS, and clients that are slow or sen
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import ssl
+import subprocess
+import sys
 import time
 
 import aiohttp
 import pytest
 
 from testbed import self_signed_certificate
+
+from testbed.demo import TENANT
 
 from ..conftest import USERS
 from .conftest import DOMAIN, IDLE
@@ -109,6 +115,34 @@ async def test_the_broker_serves_https_itself(own_live, tmp_path):
         assert "Strict-Transport-Security" in r.headers
         with pytest.raises(aiohttp.ClientError):
             await http.get(f"{live.portal}/login")          # no plain text on that port
+
+
+async def test_pforte_admin_trusts_the_internal_ca_it_is_given(own_live, tmp_path):
+    """A broker whose certificate an internal CA signed: ``pforte admin`` refuses it until it
+    is given that CA (``--ca-file`` or ``PFORTE_CA_FILE``), and shows times with their zone."""
+    cert, key = self_signed_certificate(tmp_path)
+    live = own_live(broker_options={"tls_cert_file": str(cert), "tls_key_file": str(key)})
+    portal = live.portal.replace("http://", "https://")
+    async with aiohttp.ClientSession() as http:        # something for the audit to show
+        await http.post(f"{portal}/api/v1/login", ssl=ssl.create_default_context(
+            cafile=str(cert)), json={"username": f"bernd@{DOMAIN}", "password": "wrong"})
+    token_file = tmp_path / "token"
+    token_file.write_text(live.admin_token)
+    command = [sys.executable, "-m", "pforte", "admin", "--url", portal, "--token-file",
+               str(token_file), "--tenant", TENANT, "audit", "--limit", "1"]
+    environment = {k: v for k, v in os.environ.items()
+                   if k not in ("SSL_CERT_FILE", "PFORTE_CA_FILE")}
+
+    def run(*extra: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(command[:4] + list(extra) + command[4:], capture_output=True,
+                              text=True, timeout=60, env={**environment, **env})
+    refused = run()
+    assert refused.returncode == 1 and "broker unreachable" in refused.stderr
+    given = run("--ca-file", str(cert), TZ="Europe/Berlin")
+    assert given.returncode == 0, given.stderr
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d CET", given.stdout), given.stdout
+    from_environment = run(PFORTE_CA_FILE=str(cert), TZ="UTC")
+    assert from_environment.returncode == 0 and " UTC" in from_environment.stdout
 
 
 async def silent_connections(port: int, count: int) -> list[asyncio.StreamReader]:

@@ -277,7 +277,8 @@ async def check_vnc(address: str, port: int, secret: bytes | None,
         checks.append(Check("VNC", True, "greeting and password accepted" if secret
                             else "greeting accepted, no password asked"))
     except DesktopError as exc:
-        checks.append(Check("VNC", False, f"{exc}; check the port and secret_file"))
+        checks.append(Check("VNC", False, f"{exc}; check the port and the desktops' password "
+                            "(--host-secret-file)"))
     except (ConnectionError, asyncio.TimeoutError):
         checks.append(Check("VNC", False, "the desktop closed the connection or said nothing: "
                             "is this a VNC port?"))

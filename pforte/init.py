@@ -89,8 +89,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from broker.preflight import check_directory, check_vnc, ssh_host_key
     interactive = not args.yes and sys.stdin.isatty()
+    try:
+        return _init(args, interactive)
+    except (EOFError, KeyboardInterrupt):       # Ctrl-D or Ctrl-C at a question
+        print("\npforte init: stopped at a question; nothing written", file=sys.stderr)
+        return 130
+
+
+def _init(args: argparse.Namespace, interactive: bool) -> int:
+    from broker.preflight import check_directory, check_vnc, ssh_host_key
     missing = _complete(args, interactive)
     if missing:
         print("pforte init: missing: " + ", ".join("--" + m.replace("_", "-") for m in missing),
@@ -107,7 +115,9 @@ def main(args: argparse.Namespace) -> int:
         test_password = (_secret(args.test_password_file, "", False)
                          if args.test_password_file else None)
         host_secret = Path(args.host_secret_file).read_bytes().strip() \
-            if args.host_secret_file else None
+            if args.host_secret_file else (getpass.getpass(
+                "The desktops' VNC password (empty: they ask none): ").encode() or None
+                if interactive else None)
     except (ValueError, OSError) as exc:
         print(f"pforte init: {exc}", file=sys.stderr)
         return 2
@@ -163,6 +173,13 @@ def _complete(args: argparse.Namespace, interactive: bool) -> list[str]:
             args.host.append(answer)
     if not args.host:
         missing.append("host")
+    if args.tls_cert is None and interactive:
+        args.tls_cert = input("Certificate chain (PEM) for portal and gateway (empty: none, "
+                              "TLS ends at your reverse proxy): ").strip() or None
+        if args.tls_cert and args.tls_key is None:
+            args.tls_key = input("Its private key (PEM): ").strip() or None
+    if args.tls_cert and not args.tls_key:
+        missing.append("tls_key")
     return missing
 
 

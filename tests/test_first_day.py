@@ -101,7 +101,8 @@ def init(installed, tls_slapd, desktops, tmp_path) -> Init:
     ({"test_password_file": "WRONG"}, r"FAIL  test user's password: refused: bad_credentials"),
     ({"host": f"desk1=127.0.0.1:{free_port()}"},
      r"FAIL  TCP 127\.0\.0\.1:\d+: refused: no desktop listens there"),
-    ({"host_secret_file": "WRONG"}, r"FAIL  VNC: .*check the port and secret_file"),
+    ({"host_secret_file": "WRONG"},
+     r"FAIL  VNC: .*check the port and the desktops' password \(--host-secret-file\)"),
 ])
 def test_init_says_exactly_what_is_wrong_and_writes_nothing(init, change, says):
     for key, value in change.items():
@@ -223,3 +224,40 @@ def test_an_ssh_host_key_is_recorded_only_once_the_admin_confirmed_its_fingerpri
     check = subprocess.run([init.bin / "pforte", "check-config",
                             str(init.base / "etc" / "pforte.toml")], capture_output=True)
     assert check.returncode == 0, check.stderr
+
+
+def test_ctrl_d_at_a_question_stops_init_with_a_word_and_writes_nothing(tmp_path):
+    """``pforte init`` on a terminal (a pseudo-terminal here): the admin presses Ctrl-D at the
+    first question. It says it stopped, writes nothing, and shows no traceback."""
+    import pty
+    import select
+    import sys
+    import time
+    master, slave = pty.openpty()
+    target = tmp_path / "etc"
+    proc = subprocess.Popen([sys.executable, "-m", "pforte", "init", "--dir", str(target)],
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    said = b""
+
+    def read_until(done, timeout: float = 30.0) -> None:
+        nonlocal said
+        deadline = time.monotonic() + timeout
+        while not done() and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    said += os.read(master, 4096)
+                except OSError:          # the process is gone and the terminal with it
+                    return
+    try:
+        read_until(lambda: b"Tenant id" in said)
+        assert b"Tenant id" in said, said
+        os.write(master, b"\x04")                    # Ctrl-D
+        assert proc.wait(30) == 130
+        read_until(lambda: b"nothing written" in said, timeout=5)
+    finally:
+        proc.kill()
+        os.close(master)
+    assert b"stopped at a question; nothing written" in said, said
+    assert b"Traceback" not in said
+    assert not (target / "pforte.toml").exists()

@@ -98,6 +98,12 @@ class NotEntitled(BrokerError):
     status = 403
 
 
+class NoDesktop(BrokerError):
+    """The user has no desktop (and no console): there is nothing to enrol a second factor for."""
+    code = "no_desktops"
+    status = 403
+
+
 class NotAdmin(BrokerError):
     code = "not_admin"
     status = 403

@@ -20,6 +20,7 @@ from wire import sealing
 from .audit import AuditLog
 from .config import BrokerConfig, TenantConfig
 from .directory import Directory, canonical
+from .entitlement import entitled_pools
 from .errors import (BadCredentials, BadRequest, BrokerError, CodeRejected,
                      DirectoryUnavailable, LoginRequired, NotFound, TooManyAttempts,
                      UnknownTenant)
@@ -319,6 +320,13 @@ class Logins:
         """End a portal login; its reconnect passes die with it (``Connections.forget_passes``)."""
         self.on_sign_out(token)
         await self.store.accounts.delete_login(token)
+
+    def has_a_use(self, login: Login) -> bool:
+        """Whether the login may use anything here — a desktop or the console: only then is a
+        second factor enrolled (a user with neither learns it before, not after)."""
+        tenant = self.config.tenant(login.tenant)
+        return tenant is not None and (bool(entitled_pools(tenant, login.groups))
+                                       or self.administers(login))
 
     def administers(self, login: Login) -> bool:
         """Whether a portal login may use the admin API (and so the console) for its tenant."""

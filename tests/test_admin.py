@@ -215,6 +215,16 @@ async def test_admins_see_only_their_own_tenant(admin_install):
     assert status == 401
 
 
+async def test_an_admin_with_no_desktop_still_enrols_a_second_factor(admin_install):
+    """The console needs the second factor too: a tenant admin in no desktop group enrols."""
+    inst, _, _ = admin_install
+    r = await inst.password_login("clara")           # in the admin group, in no desktop group
+    token = (await r.json())["token"]
+    r = await inst.http.get(f"{inst.base_url}/api/v1/mfa/enrolment",
+                            headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 200 and (await r.json())["qr_svg"].startswith("<svg")
+
+
 async def test_directory_admins_log_in_with_totp_and_others_are_refused(admin_install):
     inst, _, _ = admin_install
     clara = await inst.login("clara")   # member of the tenant's admin group

@@ -5,6 +5,7 @@ import base64
 import json
 import time
 
+import aiohttp
 import pytest
 import websockets
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -84,6 +85,28 @@ async def test_a_user_who_is_not_entitled_sees_no_pool_and_cannot_connect(instal
     assert (await r.json())["pools"] == []
     r = await installation.post("/api/v1/pools/buero/connect", token)
     assert r.status == 403 and (await r.json())["error"] == "not_entitled"
+
+
+async def test_a_user_with_no_desktop_learns_it_before_enrolling_a_second_factor(
+        installation):
+    """Clara is in no desktop group and has no second factor yet: the API refuses her an
+    enrolment (403 no_desktops), the portal tells her so where it would show the QR code, and
+    nothing is stored for her."""
+    r = await installation.password_login("clara")
+    body = await r.json()
+    token = body["token"]
+    r = await installation.http.get(f"{installation.base_url}/api/v1/mfa/enrolment",
+                                    headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 403 and (await r.json())["error"] == "no_desktops"
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        r = await browser.post(f"{installation.base_url}/login", data={
+            "username": "clara@musterstadt.example", "password": USERS["clara"][1]})
+        page = await r.text()
+    assert r.url.path == "/mfa" and r.status == 200
+    assert "No desktop has been assigned to you" in page
+    assert "<svg" not in page and "enrol-key" not in page
+    login = await installation.broker.logins.login_for(token, need_mfa=False)
+    assert not await installation.broker.second_factor.is_enrolled(login)
 
 
 async def test_pools_need_the_second_factor(installation):

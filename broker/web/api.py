@@ -11,7 +11,7 @@ from aiohttp import web
 from wire import reports, serving
 from wire.api import DEVICE_HEADER, RECONNECT_PASS_HEADER
 
-from ..errors import BadRequest, NotEntitled, StoreUnavailable
+from ..errors import BadRequest, NoDesktop, NotEntitled, StoreUnavailable
 from ..audit import printable
 from .common import BROKER_KEY, COOKIE, field, json_body, login_of, set_cookie, source_of, token_of
 from .openapi import OPENAPI
@@ -36,7 +36,10 @@ async def api_login(request: web.Request) -> web.StreamResponse:
 @routes.get("/api/v1/mfa/enrolment")
 async def api_enrolment(request: web.Request) -> web.StreamResponse:
     _, login = await login_of(request, need_mfa=False)
-    enrolment = await request.config_dict[BROKER_KEY].second_factor.enrolment(login)
+    broker = request.config_dict[BROKER_KEY]
+    if not broker.logins.has_a_use(login):
+        raise NoDesktop()
+    enrolment = await broker.second_factor.enrolment(login)
     return web.json_response({"secret": enrolment.secret, "uri": enrolment.uri,
                               "qr_svg": enrolment.qr_svg})
 

@@ -56,6 +56,8 @@ async def mfa_form(request: web.Request, *, error: str | None = None,
         raise web.HTTPSeeOther("/desktops")
     if await broker.second_factor.is_enrolled(login):
         body = pages.mfa_page(lang, t, login.csrf, error=error)
+    elif not broker.logins.has_a_use(login):     # told now, not after enrolling a factor
+        body = pages.desktops_page(lang, t, login.csrf, login.display_name, [], console=False)
     else:
         enrolment = await broker.second_factor.enrolment(login)
         body = pages.mfa_page(lang, t, login.csrf, error=error, enrol_key=enrolment.secret,

@@ -497,6 +497,13 @@ def test_a_drain_and_an_admins_message_appear_over_the_desktop(open_desktop, ger
     actions = [e["action"] for e in admin_call(live, "GET", "/audit")["audit"]]
     assert "host.notice" in actions and "session.message" in actions
 
+    # the admin logs the session off: the notice goes, and so does what worked on the session
+    admin_call(live, "POST", f"/sessions/{session}/logoff")
+    page.get_by_role("button", name="Erneut verbinden").wait_for(timeout=10_000)
+    assert notice.is_hidden()
+    for gone in ("Strg+Alt+Entf", "Zwischenablage", "Vollbild"):
+        assert not page.get_by_role("button", name=gone).is_visible(), gone
+
 
 def test_the_page_renews_its_reconnect_pass_while_the_desktop_is_connected(open_desktop,
                                                                             english_desktop):

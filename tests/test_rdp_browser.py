@@ -246,6 +246,8 @@ def test_a_drain_shows_its_notice_and_logs_off_at_the_deadline(rdp_page, rdp_hos
         page.wait_for_timeout(500)
     assert page.locator("body").get_attribute("data-state") == "gateway_4003"   # logged off
     assert admin_call(live, "GET", "/sessions")["sessions"] == []
+    assert not page.get_by_role("button", name="Strg+Alt+Entf").is_visible()
+    assert page.get_by_role("button", name="Erneut verbinden").is_visible()
 
 
 def eventually(check, timeout: float = 15.0):

@@ -31,3 +31,9 @@ export function onNoticeDismissed(dismissed) {
         dismissed();
     });
 }
+
+// The session is over: a notice and its countdown go with it (the status line says why).
+export function endNotice() {
+    clearInterval(noticeTimer);
+    notice.hidden = true;
+}

@@ -64,7 +64,7 @@ TEXTS = {
         "retry": "{what}: {why}. Nächster Versuch in {delay:.0f} s.",
         "unreachable": "der Server ist nicht erreichbar ({detail})",
         "busy": "der Server ist ausgelastet ({detail})",
-        "notice": "Hinweis Ihres IT-Service: {text}",
+        "notice": "Hinweis Ihres IT-Services: {text}",
         "notice_default": "Dieser Arbeitsplatz wird für eine Wartung heruntergefahren.",
         "notice_logoff": "Sie werden um {time} Uhr abgemeldet. Bitte speichern Sie jetzt Ihre "
                          "Arbeit.",

@@ -497,7 +497,7 @@ async def test_the_native_viewer_shows_the_desktop_on_the_thin_clients_screen_as
                                                    f":{screen.display}"):
                 assert time.monotonic() < deadline, "no notice over the viewer"
                 await asyncio.sleep(0.2)
-            assert "Hinweis Ihres IT-Service: Bitte speichern, Neustart um 12 Uhr." in messages
+            assert "Hinweis Ihres IT-Services: Bitte speichern, Neustart um 12 Uhr." in messages
         finally:
             if viewer is not None:
                 viewer.terminate()

@@ -472,7 +472,7 @@ def test_a_drain_and_an_admins_message_appear_over_the_desktop(open_desktop, ger
     page, live = keyboard.page, keyboard.live
     admin_call(live, "POST", "/hosts/desk1/actions/drain",
                {"deadline_seconds": 600, "message": "Updates heute um 22 Uhr."})
-    notice = page.get_by_role("region", name="Hinweis Ihres IT-Service")
+    notice = page.get_by_role("region", name="Hinweis Ihres IT-Services")
     notice.wait_for(state="visible", timeout=10_000)
     assert page.locator("#notice-text").text_content() == "Updates heute um 22 Uhr."
     countdown = page.locator("#notice-countdown").text_content()

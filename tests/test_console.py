@@ -167,7 +167,10 @@ def test_an_admin_drains_messages_and_logs_off_live_while_the_user_sees_it(live,
     draining = hosts.get_by_role("row").filter(has_text=host)
     draining.get_by_role("cell", name="wird geleert").wait_for()
     assert "Patches heute Abend." in draining.text_content()
-    notice = user.get_by_role("region", name="Hinweis Ihres IT-Service")
+    # a draining host is not offered to be drained again, but its notice and deadline to change
+    draining.get_by_role("button", name=f"Hinweis oder Frist ändern … {host}").wait_for()
+    assert draining.get_by_role("button", name=f"Leeren … {host}").count() == 0
+    notice = user.get_by_role("region", name="Hinweis Ihres IT-Services")
     notice.wait_for()
     assert user.locator("#notice-text").text_content() == "Patches heute Abend."
     assert re.match(r"Sie werden in (10:00|9:[0-5]\d) abgemeldet",
@@ -272,6 +275,16 @@ def test_an_operator_signs_in_with_a_token_and_a_user_who_is_no_admin_sees_nothi
     page.get_by_role("table", name="Hosts").get_by_role("cell", name="jork-desk",
                                                         exact=True).wait_for()
     assert violations(page) == []
+    # Jork has no maintenance window and no calendar: a sentence, not a numbered "1. None."
+    timeline = page.get_by_role("region", name="Maintenance windows and holidays")
+    timeline.get_by_text("None.", exact=True).wait_for()
+    assert timeline.get_by_role("listitem").count() == 0
+    # signed in with a token, the operator signs out here, and stays out after a reload
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("Operator token").wait_for()
+    page.reload()
+    page.get_by_label("Operator token").wait_for()
+    assert not page.locator("#console").is_visible()
 
     clerk = page_of(chromium)
     sign_in(clerk, live, "user2")

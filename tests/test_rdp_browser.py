@@ -234,7 +234,7 @@ def test_a_drain_shows_its_notice_and_logs_off_at_the_deadline(rdp_page, rdp_hos
     assert canvas_colour(page) is not None
     admin_call(live, "POST", "/hosts/win1/actions/drain",
                {"deadline_seconds": 40, "message": "Updates heute um 22 Uhr."})
-    notice = page.get_by_role("region", name="Hinweis Ihres IT-Service")
+    notice = page.get_by_role("region", name="Hinweis Ihres IT-Services")
     notice.wait_for(state="visible", timeout=30_000)
     assert page.locator("#notice-text").text_content() == "Updates heute um 22 Uhr."
     assert "abgemeldet" in page.locator("#notice-countdown").text_content()

@@ -29,6 +29,7 @@ _DESKTOP_TEXT_KEYS = (
 _CONSOLE_TEXT_KEYS = (
     "c_live", "c_offline", "c_state_active", "c_state_draining", "c_state_disabled",
     "c_state_maintenance", "c_yes", "c_no", "c_action_enable", "c_action_drain",
+    "c_action_drain_change",
     "c_action_disable", "c_action_maintenance", "c_drain_until", "c_drain_wait",
     "c_session_pending", "c_session_connected", "c_session_disconnected", "c_action_message",
     "c_action_logoff", "c_none", "c_code_made", "c_revoked", "c_action_revoke",

@@ -192,7 +192,8 @@ function drawHosts() {
         cell(row, drainText);
         const actions = document.createElement("span");
         for (const action of h.actions) {
-            const label = texts[`c_action_${action}`];
+            const again = action === "drain" && h.state === "draining";  // a new notice, deadline
+            const label = texts[again ? "c_action_drain_change" : `c_action_${action}`];
             actions.append(button(label, `${label} ${h.id}`, `host:${h.id}:${action}`,
                                   () => hostAction(h.id, action)));
         }
@@ -338,8 +339,10 @@ async function loadMaintenance() {
                 day: day.format(new Date(`${d.day}T12:00:00Z`)), name: d.name,
                 calendar: d.calendar })]),
         ].sort((a, b) => a[0] - b[0]);
-        $("timeline").replaceChildren(...(entries.length ? entries : [[0, texts.c_none]]).map(
+        $("timeline").replaceChildren(...entries.map(
             ([, line]) => Object.assign(document.createElement("li"), { textContent: line })));
+        $("timeline").hidden = !entries.length;           // an empty list is a sentence
+        $("timeline-none").hidden = entries.length > 0;
     } catch (e) {
         said(text("c_failed", { why: e.message }));
     }
@@ -484,6 +487,12 @@ $("token-form").addEventListener("submit", (event) => {
     start();
 });
 
+// An operator signed in with a token signs out here: the tab forgets it.
+$("token-sign-out")?.addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.reload();
+});
+
 // -- signing in -----------------------------------------------------------------------------
 async function start() {
     let tenants;
@@ -502,6 +511,7 @@ async function start() {
     }
     $("signin").hidden = true;
     $("console").hidden = false;
+    if (token && $("token-sign-out")) $("token-sign-out").hidden = false;
     const select = $("tenant");
     select.replaceChildren(...tenants.map((t) => new Option(t.name, t.id)));
     show(tenants[0].id);

@@ -89,7 +89,8 @@ class Administration:
 
     async def session_overview(self, tenant: TenantConfig) -> list[dict]:
         logons = await self.store.sessions.logons(tenant.id)
-        return [{"id": s.id, "user": s.login, "pool": s.pool, "host": s.host,
+        return [{"id": s.id, "user": s.login, "pool": s.pool,
+                 "pool_name": pool_name(tenant, s.pool), "host": s.host,
                  "state": s.state.value, "since": s.created,
                  "logon": summary(logons[s.id][0]) if s.id in logons else None,
                  "device": logons[s.id][1] if s.id in logons else None}
@@ -247,3 +248,9 @@ class Administration:
                                                     found, f"host={host.id}")):
                     logger.warning("host %s of %s is now %s", host.id, tenant.id, found.upper()
                                    if not healthy else found)
+
+
+def pool_name(tenant: TenantConfig, pool_id: str) -> str:
+    """What users call a pool (its id when it is no longer configured)."""
+    pool = tenant.pool(pool_id)
+    return pool.name if pool is not None else pool_id

@@ -133,6 +133,8 @@ def test_an_admin_drains_messages_and_logs_off_live_while_the_user_sees_it(live,
     host = row.get_by_role("cell").nth(1).text_content()
     assert re.fullmatch(r"desk[12]", host)
     assert row.get_by_role("cell").nth(4).text_content() == "verbunden"
+    pool = row.get_by_role("cell").nth(2)                 # the name users know, the id on hover
+    assert pool.text_content() == "Büro-Desktop" and pool.get_attribute("title") == "buero"
     # a tenant's admin sees her municipality only, and is refused the neighbour's
     assert console.get_by_label("Kommune").locator("option").all_text_contents() == [
         "Stadt Musterstadt"]
@@ -208,7 +210,7 @@ def test_an_admin_drains_messages_and_logs_off_live_while_the_user_sees_it(live,
 
     # usage this month, and the same as CSV for the billing
     usage = console.get_by_role("table", name="Nutzung")
-    usage.get_by_role("cell", name="buero", exact=True).wait_for()
+    usage.get_by_role("cell", name="Büro-Desktop", exact=True).wait_for()
     assert usage.locator("tbody td").nth(1).text_content() == "1"
     month = console.get_by_label("Monat").input_value()
     assert re.fullmatch(r"\d{4}-\d\d", month)

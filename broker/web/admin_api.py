@@ -20,6 +20,7 @@ import json
 
 from aiohttp import web
 
+from ..admin import pool_name
 from ..config import TenantConfig
 from ..devices import DEFAULT_CODE_HOURS
 from ..errors import BadRequest, LoginRequired, NotAdmin
@@ -259,9 +260,10 @@ def _usage_answer(request: web.Request, month: str, rows: list[tuple[str, object
         return web.Response(text=out.getvalue(), content_type="text/csv", charset="utf-8",
                             headers={"Content-Disposition":
                                      f'attachment; filename="pforte-usage-{month}.csv"'})
+    tenant_of = _broker(request).config.tenant
     return web.json_response({"month": month, "usage": [
-        {"tenant": tenant_id, "pool": u.pool, "sessions": u.sessions,
-         "desktop_hours": u.desktop_hours} for tenant_id, u in rows]})
+        {"tenant": tenant_id, "pool": u.pool, "pool_name": pool_name(tenant_of(tenant_id), u.pool),
+         "sessions": u.sessions, "desktop_hours": u.desktop_hours} for tenant_id, u in rows]})
 
 
 @routes.get("/tenants/{tenant}/usage")

@@ -229,7 +229,7 @@ function drawSessions() {
     fill("sessions", shown, (row, s) => {
         cell(row, s.user);
         cell(row, s.host);
-        cell(row, s.pool);
+        cell(row, s.pool_name).title = s.pool;          // the name users know; the id on hover
         cell(row, moment.format(new Date(s.since * 1000)));
         cell(row, texts[`c_session_${s.state}`] || s.state);
         cell(row, s.device || texts.c_browser);
@@ -365,7 +365,7 @@ async function loadUsage() {
         const answer = await api("GET", usagePath());
         if (!$("usage-month").value) $("usage-month").value = answer.month;
         fill("usage", answer.usage, (row, u) => {
-            cell(row, u.pool);
+            cell(row, u.pool_name).title = u.pool;
             cell(row, String(u.sessions));
             cell(row, hours.format(u.desktop_hours));
         });

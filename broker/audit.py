@@ -1,19 +1,21 @@
 """The audit log: who did what, in which tenant, from where, with what result. Every use case
-records its outcome here; admins read their tenant's entries, newest first."""
+records its outcome here; admins read their tenant's entries, newest first. Each record is also
+a line in the broker's log (:mod:`wire.events`: ``event=login.password tenant=… user=… source=…
+result=…``), for the journal and whatever the operator ships it to."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
+
+from wire import events
+from wire.events import printable
 
 from .store import Fragment, Store
 
+logger = logging.getLogger("pforte.audit")
+
 SEARCHED = 10_000   # newest entries a search looks through
-
-
-def printable(text: str) -> str:
-    """Text as it may enter the audit log and logs: control and other unprintable characters
-    escaped, so that a typed name cannot forge or hide log lines."""
-    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
 
 
 class AuditLog:
@@ -30,11 +32,13 @@ class AuditLog:
         await self._store.admin.audit(at=self._clock(), tenant=tenant, actor=printable(actor),
                                 source=source, action=action, result=result,
                                 detail=printable(detail))
+        _log(tenant, actor, source, action, result, detail)
         self._on_record()
 
     def entry(self, tenant: str, actor: str, source: str, action: str, result: str,
               detail: str = "") -> Fragment:
         """The same record, as a part of another unit of work (written in its transaction)."""
+        _log(tenant, actor, source, action, result, detail)
         return self._store.admin.audit_entry(
             at=self._clock(), tenant=tenant, actor=printable(actor), source=source,
             action=action, result=result, detail=printable(detail))
@@ -48,3 +52,9 @@ class AuditLog:
         return [e for e in await self._store.admin.audit_log(tenant, SEARCHED)
                 if any(needle in str(e[k]).casefold() for k in ("actor", "action", "result",
                                                                  "detail", "source"))][:limit]
+
+
+def _log(tenant: str, actor: str, source: str, action: str, result: str, detail: str) -> None:
+    """Each record is also an event in the broker's log, for the journal and a SIEM."""
+    events.log(logger, action, tenant=tenant, user=actor, source=source, result=result,
+               detail=detail or None)

@@ -13,10 +13,11 @@ from typing import Callable
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from wire import ticket
+from wire.events import printable
 
 from . import placement, reconnect_pass
 from .admin import Administration
-from .audit import AuditLog, printable
+from .audit import AuditLog
 from .changes import Changes
 from .config import BrokerConfig, HostConfig, PoolConfig, TenantConfig
 from .entitlement import entitled_pool, entitled_pools

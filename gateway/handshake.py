@@ -29,7 +29,7 @@ from typing import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from wire import rdcleanpath, ticket
+from wire import events, rdcleanpath, ticket
 from wire.closes import Close, EndReason
 from wire.errors import DesktopError, TicketError
 from wire.resume import Offer, ReplayBuffer, ResumableRdp, Resume, ResumeToken, encode
@@ -100,7 +100,7 @@ class Handshake:
                 admitted = await self._admit(viewer, source)
             except (GatewayError, TicketError) as exc:
                 self.metrics.refused(exc.close.word)
-                logger.info("refused connection from %s: %s", source, exc.close.word)
+                events.log(logger, "connection.refused", source=source, reason=exc.close.word)
                 viewer.close_with(exc.close)
                 return
             if isinstance(admitted, Carry):
@@ -109,7 +109,7 @@ class Handshake:
             elif isinstance(admitted, Reattach):
                 self.relaying.reattach(viewer, admitted.session, admitted.offset)
             else:
-                await self._serve(viewer, admitted, started)
+                await self._serve(viewer, admitted, started, source)
         except Exception:  # a bug must still end in a close code, never a dropped socket
             logger.exception("serving a connection from %s failed", source)
             self.metrics.refused(Close.INTERNAL.word)
@@ -189,7 +189,8 @@ class Handshake:
                             outage_ticket=offer.ticket)
         return Redeemed(claims, offer.resumable, time.perf_counter() - received)
 
-    async def _serve(self, viewer: ViewerLink, admitted: Redeemed, started: float) -> None:
+    async def _serve(self, viewer: ViewerLink, admitted: Redeemed, started: float,
+                     source: str) -> None:
         """Reach the desktop, begin the session, greet the viewer, and hand it to the relay."""
         claims = admitted.claims
         self.metrics.sessions_open += 1
@@ -221,9 +222,10 @@ class Handshake:
             return
         self.metrics.handshake(time.perf_counter() - started)
         self.broker.connected(claims, admitted.redeem_seconds, desktop_seconds)
-        logger.debug("session %s of %s@%s connected to %s:%s%s", claims.session, claims.user,
-                     claims.tenant, claims.target.host, claims.target.port,
-                     " (resumable)" if session.token else "")
+        events.log(logger, "session.start", session=claims.session, tenant=claims.tenant,
+                   user=claims.user, source=source, host=claims.target.host,
+                   port=claims.target.port, protocol=claims.target.protocol,
+                   resumable=session.token is not None)
         self.relaying.relay(viewer, session)
 
     async def _greet(self, viewer: ViewerLink,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
+from wire import events
 from wire.closes import Close, EndReason
 from wire.resume import CannotResume, Resumed, encode
 from wire.ticket import Claims
@@ -46,8 +47,8 @@ class Relaying:
         if (reason is EndReason.CLIENT_LOST and session.token is not None
                 and not self.draining()):
             self.table.drop(session, self.config.resume_grace, self._grace_over)
-            logger.info("session %s dropped; held %.0f s for a resume", session.claims.session,
-                        self.config.resume_grace)
+            events.log(logger, "session.dropped", session=session.claims.session,
+                       tenant=session.claims.tenant, held_seconds=self.config.resume_grace)
             return
         if reason is EndReason.POLICY:
             logger.warning("session %s: %s (%s)", session.claims.session, Close.POLICY.reason,
@@ -79,7 +80,8 @@ class Relaying:
         if session.notice is not None:
             viewer.send_text(session.notice)
         self.metrics.resumes += 1
-        logger.info("session %s resumed", session.claims.session)
+        events.log(logger, "session.resumed", session=session.claims.session,
+                   tenant=session.claims.tenant)
         self.relay(viewer, session)
 
     def close_and_end(self, session: RelaySession, reason: EndReason, close: Close) -> None:
@@ -115,6 +117,7 @@ class Relaying:
         self.metrics.sessions_open -= 1
         self.metrics.bytes_up += counters.up
         self.metrics.bytes_down += counters.down
-        logger.info("session %s ended (%s): %d bytes up, %d down", claims.session, reason.value,
-                    counters.up, counters.down)
+        events.log(logger, "session.end", session=claims.session, tenant=claims.tenant,
+                   user=claims.user, reason=reason.value, bytes_up=counters.up,
+                   bytes_down=counters.down)
         self.broker.disconnected(claims, counters, reason, clipboard)

@@ -10,9 +10,9 @@ from aiohttp import web
 
 from wire import reports, serving
 from wire.api import DEVICE_HEADER, RECONNECT_PASS_HEADER
+from wire.events import printable
 
 from ..errors import BadRequest, NoDesktop, NotEntitled, StoreUnavailable
-from ..audit import printable
 from .common import BROKER_KEY, COOKIE, field, json_body, login_of, set_cookie, source_of, token_of
 from .openapi import OPENAPI
 

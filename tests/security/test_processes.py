@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import stat
 import struct
@@ -151,3 +152,40 @@ async def test_state_keys_and_the_directory_config_are_private(live, slapd):
         assert mode(live.state / "keys" / key) == 0o600, key
     assert mode(slapd.state) == 0o700
     assert mode(slapd.state / "slapd.conf") == 0o600           # it holds the root password
+
+
+async def test_the_journal_has_one_event_per_line_for_what_an_operator_searches(own_live):
+    """Sign-ins (and their refusals), a refused desktop, a session's start and end: each is one
+    ``event=…`` line with tenant, user, source and session in the process's journal (here its
+    log file), and no password appears in either log."""
+    from ..conftest import USERS
+    from .conftest import DOMAIN
+    live = own_live()
+    async with live.client("10.97.0.1") as http:
+        token, session, ws = await open_session(live, http, "user2")
+        await ws.close()
+        r = await http.post(f"{live.portal}/api/v1/login",
+                            json={"username": f"bernd@{DOMAIN}", "password": "not-bernds"})
+        assert r.status == 401
+        r = await http.post(f"{live.portal}/api/v1/pools/standesamt/connect",  # not hers
+                            headers=bearer(token))
+        assert r.status == 403
+    for _ in range(100):                                  # the gateway's end of the session
+        if "event=session.end" in (live.state / "gateway.log").read_text():
+            break
+        await asyncio.sleep(0.1)
+    broker_log = (live.state / "broker.log").read_text()
+    gateway_log = (live.state / "gateway.log").read_text()
+    assert re.search(r"event=login\.password tenant=musterstadt user=user2 source=10\.97\.0\.1 "
+                     r"result=ok$", broker_log, re.M), broker_log
+    assert re.search(r"event=login\.password tenant=musterstadt user=bernd source=10\.97\.0\.1 "
+                     r"result=bad_credentials", broker_log)
+    assert re.search(r"event=connect tenant=musterstadt user=user2 source=10\.97\.0\.1 "
+                     r"result=not_entitled", broker_log)
+    assert re.search(rf"event=session\.start session={session} tenant=musterstadt user=user2 "
+                     rf"source=10\.97\.0\.1 host=127\.0\.0\.1 port=\d+ protocol=vnc", gateway_log)
+    assert re.search(rf"event=session\.end session={session} tenant=musterstadt user=user2 "
+                     rf'reason="client closed" bytes_up=\d+ bytes_down=\d+$', gateway_log, re.M)
+    for _, password in USERS.values():
+        assert password not in broker_log and password not in gateway_log
+    assert "not-bernds" not in broker_log

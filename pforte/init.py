@@ -144,7 +144,7 @@ def _init(args: argparse.Namespace, interactive: bool) -> int:
         print(f"\nnothing written: fix what failed above and run pforte init again "
               f"({time.monotonic() - started:.1f} s)", file=sys.stderr)
         return 1
-    written = _write(args, Path(args.dir), hosts, bind_password, known_hosts)
+    written = _write(args, Path(args.dir), hosts, bind_password, host_secret, known_hosts)
     from broker.config import load_config
     load_config(str(config_path))                     # what the broker will read, checked
     for path in written:
@@ -243,7 +243,7 @@ def _report(checks: list[Check]) -> None:
 
 
 def _write(args: argparse.Namespace, directory: Path, hosts: list[Host], bind_password: str,
-           known_hosts: list[str]) -> list[Path]:
+           host_secret: bytes | None, known_hosts: list[str]) -> list[Path]:
     from broker.keys import generate_keys
     keys = directory / "keys"
     directory.mkdir(parents=True, exist_ok=True)
@@ -260,8 +260,7 @@ def _write(args: argparse.Namespace, directory: Path, hosts: list[Host], bind_pa
 
     ldap_pass = private(f"{tenant}-ldap.pass", bind_password.encode() + b"\n")
     ca = private(f"{tenant}-ca.pem", Path(args.ca_file).read_bytes()) if args.ca_file else None
-    vnc = private("desktops.vncpass", Path(args.host_secret_file).read_bytes()) \
-        if args.host_secret_file else None
+    vnc = private("desktops.vncpass", host_secret) if host_secret else None
     tls = ""
     if args.tls_cert and args.tls_key:
         (directory / "tls").mkdir(exist_ok=True)

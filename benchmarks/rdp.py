@@ -45,7 +45,7 @@ from client.tunnel import Tunnel
 from testbed import (CANVAS_COLOUR_JS, CHROMIUM, CHROMIUM_ARGS, Processes, ShadowRdpHost,
                      XrdpDesktop, XvfbScreen, XvncDesktop, directory_of_users, free_port, hex_rgb,
                      require, wait_for_port)
-from testbed.demo import DOMAIN, DesktopEntry, write_config
+from testbed.demo import DOMAIN, DesktopEntry, rdp_pool_toml, write_config
 from wire import rdcleanpath
 
 USER, PASSWORD = "anna", f"Anna-{secrets.token_hex(4)}"
@@ -92,41 +92,17 @@ class Setup:
                         str(self.bulk_bytes)], log=self.state / "bulk-host.log")
         wait_for_port("127.0.0.1", self.bulk_port, bulk, what="bulk RDP host")
         self.portal_port, self.gateway_port = free_port(), free_port()
-        nla_tables = f"""
-[[tenants.hosts]]
-id = "nla"
-address = "127.0.0.1"
-port = {self.nla.port}
-protocol = "rdp"
-seats = 1000
-certificate_sha256 = "{self.nla.certificate_sha256}"
-
-[[tenants.pools]]
-id = "nla"
-name = "NLA"
-group = "{slapd.group_dn("desktop-users")}"
-hosts = ["nla"]
-
-[[tenants.hosts]]
-id = "bulk"
-address = "127.0.0.1"
-port = {self.bulk_port}
-protocol = "rdp"
-seats = 1000
-certificate_sha256 = "{(self.state / "sha256").read_text()}"
-
-[[tenants.pools]]
-id = "bulk"
-name = "Bulk"
-group = "{slapd.group_dn("desktop-users")}"
-hosts = ["bulk"]
-"""
+        group = slapd.group_dn("desktop-users")
+        more_pools = (rdp_pool_toml("nla", "NLA", group, "nla", self.nla.port,
+                                    self.nla.certificate_sha256, seats=1000)
+                      + rdp_pool_toml("bulk", "Bulk", group, "bulk", self.bulk_port,
+                                      (self.state / "sha256").read_text(), seats=1000))
         config = write_config(
             self.state, slapd=slapd, host="127.0.0.1", portal_port=self.portal_port,
-            gateway_port=self.gateway_port, group=slapd.group_dn("desktop-users"),
+            gateway_port=self.gateway_port, group=group,
             desktops=[DesktopEntry("xrdp", self.xrdp.port, 1000, None, "rdp", options={
                 "certificate_sha256": self.xrdp.certificate_sha256})],
-            broker_options={"requests_in_flight": 256}, tenant_extra=nla_tables)
+            broker_options={"requests_in_flight": 256}, tenant_extra=more_pools)
         for what, port in (("broker", self.portal_port), ("gateway", self.gateway_port)):
             proc = p.start([sys.executable, "-m", "pforte", what, "--config", str(config)],
                            log=self.state / f"{what}.log")

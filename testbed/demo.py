@@ -202,8 +202,10 @@ async def run_demo(state: Path, *, host: str, portal_port: int, gateway_port: in
             portal_port=portal_port, gateway_port=gateway_port, gateway_url=gateway_url,
             broker_options={"profiles_dir": str(PROFILES)},
             pool_options={"screen": "follow"},   # each demo desktop is one user's
-            tenant_extra=_windows_pool(windows, slapd.group_dn("buergerbuero")) if windows
-            else "")
+            tenant_extra=rdp_pool_toml("windows", "Windows-Desktop",
+                                       slapd.group_dn("buergerbuero"), WINDOWS[0], windows.port,
+                                       windows.certificate_sha256, keyboard_layout="de")
+            if windows else "")
         config = load_config(config_path)
         broker = Broker(config, Store.for_config(config))
         gateway = Gateway(gateway_config(load_toml(config_path)))
@@ -265,22 +267,24 @@ def _windows_host(state: Path, processes: Processes, password: str) -> XrdpDeskt
     return host
 
 
-def _windows_pool(host: XrdpDesktop, group: str) -> str:
+def rdp_pool_toml(pool_id: str, name: str, group: str, host_id: str, port: int,
+                  certificate_sha256: str, seats: int = 1, **pool_options: object) -> str:
+    """TOML of an RDP host on this machine and a pool of it alone (the demo's, the
+    benchmarks')."""
     return f"""
 [[tenants.pools]]
-id = "windows"
-name = "Windows-Desktop"
+id = "{pool_id}"
+name = "{name}"
 group = "{group}"
-hosts = ["{WINDOWS[0]}"]
-keyboard_layout = "de"
-
+hosts = ["{host_id}"]
+{_toml_table(pool_options)}
 [[tenants.hosts]]
-id = "{WINDOWS[0]}"
+id = "{host_id}"
 address = "127.0.0.1"
-port = {host.port}
+port = {port}
 protocol = "rdp"
-seats = 1
-certificate_sha256 = "{host.certificate_sha256}"
+seats = {seats}
+certificate_sha256 = "{certificate_sha256}"
 """
 
 

@@ -74,13 +74,19 @@ def login(page, demo, user: dict) -> None:
     page.get_by_role("button", name="Sign in").click()
 
 
+def signed_in(chromium, demo, name: str):
+    """A page (English) where the demo user ``name`` signed in with password and code."""
+    user = next(u for u in demo["users"] if u["login"].startswith(f"{name}@"))
+    page = new_page(chromium)
+    login(page, demo, user)
+    page.get_by_label("One-time code").fill(unused_code(user))
+    page.get_by_role("button", name="Confirm").click()
+    return page
+
+
 def test_a_user_logs_in_with_password_and_totp_and_sees_the_desktop(demo, chromium):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    anna = next(u for u in demo["users"] if u["login"].startswith("anna@"))
-    page = new_page(chromium)
-    login(page, demo, anna)
-    page.get_by_label("One-time code").fill(unused_code(anna))
-    page.get_by_role("button", name="Confirm").click()
+    page = signed_in(chromium, demo, "anna")
     page.get_by_role("link", name="Open Büro-Desktop").click()
     colour = wait_for_desktop_colour(page)
     page.screenshot(path=str(SCREENSHOTS / "desktop.png"))
@@ -96,11 +102,7 @@ def test_the_demos_windows_pool_opens_her_rdp_desktop_signed_in(demo, chromium):
     windows = next((d for d in demo["desktops"] if d.get("protocol") == "rdp"), None)
     if windows is None:
         pytest.skip("not installed: xrdp (scripts/setup installs it)")
-    anna = next(u for u in demo["users"] if u["login"].startswith("anna@"))
-    page = new_page(chromium)
-    login(page, demo, anna)
-    page.get_by_label("One-time code").fill(unused_code(anna))
-    page.get_by_role("button", name="Confirm").click()
+    page = signed_in(chromium, demo, "anna")
     page.get_by_role("link", name="Open Windows-Desktop").click()
     colour = wait_for_desktop_colour(page)
     page.screenshot(path=str(SCREENSHOTS / "demo-windows-desktop.png"))

@@ -260,12 +260,19 @@ def eventually(check, timeout: float = 15.0):
 
 
 def copied_on_desktop_arrives(page, rdp_host, processes, text: str) -> bool:
-    """Copy ``text`` on the desktop; whether the browser's clipboard gets it."""
-    holder = rdp_host.desktop.copy(processes, text)
-    try:
-        return bool(eventually(lambda: page.evaluate("navigator.clipboard.readText()") == text))
-    finally:
-        processes.stop(holder)
+    """Copy ``text`` on the desktop; whether the browser's clipboard gets it. A copy made right
+    after the session opened is sometimes not announced to the client (seen in about 1 run of
+    10 under ``out``, not in 16 under ``both``; not yet explained, see the closing note of
+    issue 22): the user copies again, once, as she would."""
+    for wait in (8.0, 15.0):
+        holder = rdp_host.desktop.copy(processes, text)
+        try:
+            if eventually(lambda: page.evaluate("navigator.clipboard.readText()") == text,
+                          timeout=wait):
+                return True
+        finally:
+            processes.stop(holder)
+    return False
 
 
 def test_the_clipboard_crosses_both_ways_when_the_pool_allows_it(open_rdp, rdp_host,
@@ -284,14 +291,10 @@ def test_under_in_text_goes_into_the_desktop_and_nothing_comes_out(open_rdp, rdp
     requests for the desktop's text into requests for nothing."""
     page, live = open_rdp("in")
     assert canvas_colour(page) is not None
+    page.evaluate("navigator.clipboard.writeText('Von zu Hause: Straße')")
+    assert eventually(lambda: rdp_host.desktop.pasted() == "Von zu Hause: Straße"), \
+        rdp_host.desktop.pasted()
     holder = rdp_host.desktop.copy(processes, "Geheim aus dem Rathaus")
-    try:
-        page.evaluate("navigator.clipboard.writeText('Von zu Hause: Straße')")
-        assert eventually(lambda: rdp_host.desktop.pasted() == "Von zu Hause: Straße"), \
-            rdp_host.desktop.pasted()
-    finally:
-        processes.stop(holder)
-    holder = rdp_host.desktop.copy(processes, "Noch geheimer")
     try:
         page.wait_for_timeout(8000)    # as long as the same text took to cross under "both"
         assert page.evaluate("navigator.clipboard.readText()") == "Von zu Hause: Straße"
